@@ -1,0 +1,24 @@
+"""``python -m dreamarcade list``: print the catalog of env ids."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dreamarcade", description="dreamarcade command line")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("list", help="print every env id, what it is, the extra it needs and whether it is installed")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        from dreamarcade.registry import format_catalog
+
+        print(format_catalog())
+        return 0
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""What every baseline shares: run directories, CSV + TensorBoard logs, learning curves, devices, seeds.
+
+Kept deliberately small: an agent file reads top to bottom and calls these helpers directly.
+
+Example:
+    >>> import tempfile
+    >>> from dreamarcade.baselines.common import RunLogger
+    >>> with RunLogger(tempfile.mkdtemp(), tensorboard=False) as log:
+    ...     log.log_episode(step=100, episodic_return=1.0, episodic_length=10)
+    >>> log.episodes_csv.read_text().splitlines()[0]
+    'step,episodic_return,episodic_length'
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dreamarcade.checkpoint import atomic_write_text
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (cuda when present); fails clearly if cuda is absent."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} was requested but no CUDA GPU is visible; use --device cpu.")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class RunLogger:
+    """Writes ``episodes.csv``, ``metrics.csv`` and (optionally) TensorBoard events into ``run_dir``.
+
+    CSV files are appended to, so a resumed run continues the same logs.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], tensorboard: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.episodes_csv = self.run_dir / "episodes.csv"
+        self.metrics_csv = self.run_dir / "metrics.csv"
+        self._writers: dict[Path, tuple[Any, Any, list[str]]] = {}
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.run_dir / "tb"))
+            except ImportError:  # tensorboard is optional; CSV logs are always written
+                self._tb = None
+
+    def _write(self, path: Path, row: dict[str, Any]) -> None:
+        if path not in self._writers:
+            new = not path.exists() or path.stat().st_size == 0
+            f = open(path, "a", newline="")  # noqa: SIM115 - kept open for the run, closed in close()
+            fields = list(row) if new else next(csv.reader(open(path)))
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            self._writers[path] = (f, w, fields)
+        f, w, _ = self._writers[path]
+        w.writerow(row)
+        f.flush()
+
+    def log_episode(self, step: int, episodic_return: float, episodic_length: int, **extra: float) -> None:
+        """Record one finished episode."""
+        row = {"step": step, "episodic_return": float(episodic_return), "episodic_length": int(episodic_length), **extra}
+        self._write(self.episodes_csv, row)
+        if self._tb is not None:
+            self._tb.add_scalar("charts/episodic_return", episodic_return, step)
+            self._tb.add_scalar("charts/episodic_length", episodic_length, step)
+
+    def log_metrics(self, step: int, **metrics: float) -> None:
+        """Record training metrics (losses, epsilon, steps per second...)."""
+        self._write(self.metrics_csv, {"step": step, **{k: float(v) for k, v in metrics.items()}})
+        if self._tb is not None:
+            for k, v in metrics.items():
+                self._tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        for f, _, _ in self._writers.values():
+            f.close()
+        self._writers.clear()
+        if self._tb is not None:
+            self._tb.close()
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_episodes(csv_path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Return (steps, returns) from an ``episodes.csv``."""
+    steps, rets = [], []
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            steps.append(int(float(row["step"])))
+            rets.append(float(row["episodic_return"]))
+    return np.asarray(steps), np.asarray(rets)
+
+
+def plot_learning_curve(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    out_png: str | os.PathLike[str],
+    title: str,
+    window: int = 20,
+    xlabel: str = "environment steps",
+    ylabel: str = "episodic return",
+) -> Path:
+    """Plot raw returns (faint) and their running mean over ``window`` episodes for each named curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for i, (label, (x, y)) in enumerate(curves.items()):
+        color = f"C{i}"
+        if len(x) == 0:
+            continue
+        ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
+        w = max(1, min(window, len(y)))
+        smooth = np.convolve(y, np.ones(w) / w, mode="valid")
+        ax.plot(x[w - 1 :], smooth, color=color, linewidth=2, label=f"{label} (mean of {w})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, out_png)
+    return out_png
+
+
+def save_hyperparameters(run_dir: str | os.PathLike[str], args: Any) -> None:
+    """Write the run's hyperparameter dataclass to ``run_dir/config.json``."""
+    data = dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(vars(args))
+    atomic_write_text(Path(run_dir) / "hyperparameters.json", json.dumps(data, indent=2, default=str))
+
+
+def write_video(frames: list[np.ndarray] | np.ndarray, path: str | os.PathLike[str], fps: int = 30) -> Path:
+    """Write RGB uint8 frames (T, H, W, 3) to an H.264 MP4 with PyAV (sizes rounded up to even)."""
+    from dreamarcade.errors import require
+
+    av = require("av", "writing MP4 videos", extra="video")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = [np.asarray(f) for f in frames]
+    if not frames:
+        raise ValueError("write_video got no frames")
+    h, w = frames[0].shape[:2]
+    H, W = h + h % 2, w + w % 2
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    with av.open(str(tmp), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for f in frames:
+            if f.ndim == 2:
+                f = np.repeat(f[..., None], 3, axis=2)
+            if (f.shape[0], f.shape[1]) != (H, W):
+                f = np.pad(f, ((0, H - f.shape[0]), (0, W - f.shape[1]), (0, 0)))
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f, dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,183 @@
+"""Checkpoints: safetensors weights plus a JSON config, written atomically, never pickled.
+
+A checkpoint is a directory holding ``weights.safetensors`` and ``config.json``. The config records
+the SHA-256 of the weights file, so a weights file that was truncated or swapped is detected on load.
+Each file is written to a temporary name in the same directory and renamed into place, so a crash
+mid-write leaves the previous checkpoint intact. ``config.json`` is written last: a checkpoint is
+complete exactly when its config names the weights that are on disk.
+
+Nested state (an optimizer's ``state_dict``, RNG states) is stored with :func:`pack_state`: tensors and
+arrays go to safetensors, the rest of the structure to JSON.
+
+Example:
+    >>> import tempfile, torch
+    >>> from dreamarcade.checkpoint import save_checkpoint, load_checkpoint
+    >>> d = tempfile.mkdtemp()
+    >>> _ = save_checkpoint(d, {"w": torch.ones(2)}, {"kind": "demo"})
+    >>> tensors, config = load_checkpoint(d, kind="demo")
+    >>> tensors["w"].tolist(), config["kind"]
+    ([1.0, 1.0], 'demo')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dreamarcade.errors import CheckpointError
+
+WEIGHTS_FILE = "weights.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_checkpoint(
+    directory: str | os.PathLike[str],
+    tensors: dict[str, torch.Tensor],
+    config: dict[str, Any],
+) -> Path:
+    """Save ``tensors`` and ``config`` into ``directory`` atomically; return the directory."""
+    from safetensors.torch import save
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    blob = save(contiguous)
+    atomic_write_bytes(directory / WEIGHTS_FILE, blob)
+    full = dict(config)
+    full["_format"] = FORMAT_VERSION
+    full["_weights_sha256"] = hashlib.sha256(blob).hexdigest()
+    atomic_write_text(directory / CONFIG_FILE, json.dumps(full, indent=2, sort_keys=True, default=_json_default))
+    return directory
+
+
+def load_checkpoint(
+    directory: str | os.PathLike[str],
+    kind: str | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load a checkpoint saved by :func:`save_checkpoint`.
+
+    Raises :class:`~dreamarcade.errors.CheckpointError` if the directory or a file is missing, the
+    weights do not match the recorded hash, or ``kind`` is given and differs from ``config["kind"]``.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    directory = Path(directory)
+    cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise CheckpointError(
+            f"No complete checkpoint in '{directory}': expected {CONFIG_FILE} and {WEIGHTS_FILE}. "
+            "Pass the directory a training run wrote its checkpoint to."
+        )
+    try:
+        config = json.loads(cfg_path.read_text("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"Corrupt checkpoint config '{cfg_path}': {exc}. Re-train or restore it.") from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(f"Corrupt checkpoint config '{cfg_path}': expected a JSON object.")
+    blob = w_path.read_bytes()
+    expected = config.get("_weights_sha256")
+    if expected is not None and hashlib.sha256(blob).hexdigest() != expected:
+        raise CheckpointError(
+            f"Corrupt checkpoint in '{directory}': {WEIGHTS_FILE} does not match the hash recorded in "
+            f"{CONFIG_FILE} (truncated or replaced). Re-train or restore the checkpoint."
+        )
+    if kind is not None and config.get("kind") != kind:
+        raise CheckpointError(
+            f"Checkpoint in '{directory}' is a '{config.get('kind')}' checkpoint, not a '{kind}' one. "
+            "Pass a checkpoint written by the matching model or agent."
+        )
+    try:
+        tensors = load(blob)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"Corrupt weights file '{w_path}': {exc}. Re-train or restore it.") from exc
+    return {k: v.to(map_location) for k, v in tensors.items()}, config
+
+
+def checkpoint_exists(directory: str | os.PathLike[str]) -> bool:
+    """True if ``directory`` holds a complete checkpoint."""
+    d = Path(directory)
+    return (d / CONFIG_FILE).is_file() and (d / WEIGHTS_FILE).is_file()
+
+
+def pack_state(state: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Split nested ``state`` into tensors (added to ``tensors`` under ``prefix``) and a JSON skeleton.
+
+    Tensors and numpy arrays are moved into ``tensors``; dicts, lists, tuples, numbers, strings and
+    None stay in the returned skeleton, which :func:`unpack_state` turns back into ``state``.
+    """
+    if isinstance(state, torch.Tensor):
+        key = prefix
+        tensors[key] = state.detach().cpu().clone()
+        return {"__tensor__": key}
+    if isinstance(state, np.ndarray):
+        key = prefix
+        tensors[key] = torch.from_numpy(np.ascontiguousarray(state).copy())
+        return {"__ndarray__": key}
+    if isinstance(state, dict):
+        items = [[pack_state(k, f"{prefix}.k{i}", tensors), pack_state(v, f"{prefix}.{i}", tensors)] for i, (k, v) in enumerate(state.items())]
+        return {"__dict__": items}
+    if isinstance(state, (list, tuple)):
+        packed = [pack_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(state)]
+        return {"__tuple__": packed} if isinstance(state, tuple) else packed
+    if isinstance(state, (np.integer, np.floating, np.bool_)):
+        return state.item()
+    if state is None or isinstance(state, (bool, int, float, str)):
+        return state
+    raise TypeError(f"cannot store a {type(state).__name__} in a checkpoint")
+
+
+def unpack_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`pack_state`."""
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            return tensors[skeleton["__tensor__"]]
+        if "__ndarray__" in skeleton:
+            return tensors[skeleton["__ndarray__"]].numpy()
+        if "__dict__" in skeleton:
+            return {unpack_state(k, tensors): unpack_state(v, tensors) for k, v in skeleton["__dict__"]}
+        if "__tuple__" in skeleton:
+            return tuple(unpack_state(v, tensors) for v in skeleton["__tuple__"])
+        raise CheckpointError(f"unrecognised entry in checkpoint state: {sorted(skeleton)}")
+    if isinstance(skeleton, list):
+        return [unpack_state(v, tensors) for v in skeleton]
+    return skeleton
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer, np.floating, np.bool_)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
