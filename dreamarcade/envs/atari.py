@@ -1,0 +1,163 @@
+"""The DQN-paper Atari env for any ALE game, as a single env or as ale-py's C++ vector env.
+
+Both paths have the same semantics (tested against each other): frameskip 4 with max-pooling of the
+last two frames, 84x84 grayscale from ALE's palette luminance, 4-frame stack zero-padded at reset,
+reward sign clipping, up to 30 no-ops at reset, fire reset, episodic life (a real reset only at game
+over) and sticky actions given explicitly (``repeat_action_probability=0.0`` by default, the DQN
+paper's setting, never an accidental 0.25 from ``ALE/*-v5``'s spec).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from dreamarcade.errors import require
+from dreamarcade.wrappers.atari import EpisodicLife, FireReset, MaxAndSkip, NoopReset
+from dreamarcade.wrappers.frames import ClipRewardSign, FrameStack, GrayscaleResize
+
+__all__ = ["ale_game_id", "make_dqn_env", "make_dqn_vector_env", "DQN_PAPER_GAMES"]
+
+# The seven games of Mnih et al. (2013), registered as DQN<Game>-v0.
+DQN_PAPER_GAMES = ("BeamRider", "Breakout", "Enduro", "Pong", "Qbert", "Seaquest", "SpaceInvaders")
+
+
+def ale_game_id(game: str) -> str:
+    """Normalise a game name to ale-py's ROM id: ``"Pong"``, ``"ALE/Pong-v5"``, ``"PongNoFrameskip-v4"`` -> ``"pong"``."""
+    roms = require("ale_py.roms", "Atari games", extra="atari")
+    name = game.split("/")[-1]
+    name = re.sub(r"(NoFrameskip)?-v\d+$", "", name)
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower() if not name.islower() else name
+    ids = roms.get_all_rom_ids()
+    for candidate in (snake, snake.replace("_", ""), name.lower()):
+        if candidate in ids:
+            return candidate
+    close = difflib.get_close_matches(snake, ids, n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"Unknown Atari game '{game}'.{hint} `ale_py.roms.get_all_rom_ids()` lists all {len(ids)} games.")
+
+
+def _gym_name(rom_id: str) -> str:
+    return "".join(part.capitalize() for part in rom_id.split("_"))
+
+
+def make_dqn_env(
+    game: str = "Pong",
+    *,
+    noop_max: int = 30,
+    frame_skip: int = 4,
+    screen_size: int = 84,
+    crop2013: bool = False,
+    frame_stack: int = 4,
+    clip_rewards: bool = True,
+    episodic_life: bool = True,
+    fire_reset: bool = True,
+    repeat_action_probability: float = 0.0,
+    max_num_frames_per_episode: int = 108_000,
+    full_action_space: bool = False,
+    render_mode: str | None = None,
+) -> gym.Env:
+    """Build the DQN-paper preprocessing stack around ``ALE/<game>-v5`` with ``frameskip=1``.
+
+    Wrapper order (inner to outer): FireReset -> NoopReset -> MaxAndSkip -> RecordEpisodeStatistics (raw
+    game score, whole games, in ``info["episode"]``) -> EpisodicLife -> GrayscaleResize -> ClipRewardSign
+    -> FrameStack. Observation: ``(frame_stack, 84, 84)`` uint8.
+
+    Example:
+        >>> from dreamarcade.envs.atari import make_dqn_env
+        >>> env = make_dqn_env("Pong")
+        >>> obs, info = env.reset(seed=0)
+        >>> obs.shape, obs.dtype.name
+        ((4, 84, 84), 'uint8')
+    """
+    require("ale_py", "Atari games", extra="atari")
+    rom = ale_game_id(game)
+    env = gym.make(
+        f"ALE/{_gym_name(rom)}-v5",
+        frameskip=1,
+        repeat_action_probability=float(repeat_action_probability),
+        obs_type="grayscale",
+        max_num_frames_per_episode=max_num_frames_per_episode,
+        full_action_space=full_action_space,
+        render_mode=render_mode,
+    )
+    if fire_reset:
+        env = FireReset(env)
+    if noop_max > 0:
+        env = NoopReset(env, noop_max=noop_max)
+    if frame_skip > 1:
+        env = MaxAndSkip(env, skip=frame_skip)
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    if episodic_life:
+        env = EpisodicLife(env)
+    env = GrayscaleResize(env, size=screen_size, mode="crop2013" if crop2013 else "resize")
+    if clip_rewards:
+        env = ClipRewardSign(env)
+    if frame_stack > 1:
+        env = FrameStack(env, frame_stack, padding="zero")
+    return env
+
+
+def make_dqn_vector_env(
+    num_envs: int,
+    game: str = "Pong",
+    *,
+    noop_max: int = 30,
+    frame_skip: int = 4,
+    screen_size: int = 84,
+    frame_stack: int = 4,
+    clip_rewards: bool = True,
+    episodic_life: bool = True,
+    fire_reset: bool = True,
+    repeat_action_probability: float = 0.0,
+    max_num_frames_per_episode: int = 108_000,
+    full_action_space: bool = False,
+    num_threads: int = 0,
+    **unsupported: Any,
+) -> gym.vector.VectorEnv:
+    """The same env as :func:`make_dqn_env`, ``num_envs`` at once, stepped in C++ by ale-py's ``AtariVectorEnv``.
+
+    ale-py's ``life_loss_info`` is the DQN papers' episodic life (terminated on a life loss, the game
+    continues); its own ``episodic_life`` would reset the whole game, so it is never used here.
+
+    Example:
+        >>> from dreamarcade.envs.atari import make_dqn_vector_env
+        >>> envs = make_dqn_vector_env(2, "Pong")
+        >>> obs, info = envs.reset(seed=0)
+        >>> obs.shape
+        (2, 4, 84, 84)
+    """
+    if unsupported:
+        raise TypeError(
+            f"make_dqn_vector_env got options the C++ vector env does not support: {sorted(unsupported)}. "
+            "Use make_dqn_env with gym.vector.SyncVectorEnv for those."
+        )
+    require("ale_py", "Atari games", extra="atari")
+    from ale_py.vector_env import AtariVectorEnv
+
+    if frame_skip < 1:
+        raise ValueError(f"frame_skip must be >= 1, got {frame_skip}")
+    return AtariVectorEnv(
+        ale_game_id(game),
+        num_envs,
+        num_threads=num_threads,
+        max_num_frames_per_episode=max_num_frames_per_episode,
+        repeat_action_probability=float(repeat_action_probability),
+        full_action_space=full_action_space,
+        img_height=screen_size,
+        img_width=screen_size,
+        grayscale=True,
+        stack_num=frame_stack,
+        frameskip=frame_skip,
+        maxpool=frame_skip > 1,
+        noop_max=noop_max,
+        episodic_life=False,
+        life_loss_info=episodic_life,
+        reward_clipping=clip_rewards,
+        use_fire_reset=fire_reset,
+    )
+
