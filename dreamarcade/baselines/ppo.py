@@ -1,0 +1,880 @@
+"""PPO (Schulman et al. 2017), CleanRL-style: feed-forward (CNN/MLP) and recurrent (LSTM, for RL^2 trials).
+
+One file that reads top to bottom: hyperparameters (:class:`PPOConfig`), the actor-critic network
+(:class:`ActorCritic`), the training loop (:func:`train_ppo`), evaluation (:func:`evaluate_policy`) and a CLI.
+The defaults are the retro-baselines PPO used for Sonic in "Gotta Learn Fast" (ppo2, CnnPolicy, nsteps 4096,
+nminibatches 8, lam 0.95, gamma 0.99, noptepochs 3, ent 0.01, lr 2e-4, clip 0.1).
+
+It works on any env with a ``Discrete`` action space and one of these observation spaces:
+
+* ``Box`` image ``(C, H, W)`` uint8 (e.g. an 84x84 4-frame stack) -> Nature CNN,
+* ``Box`` vector ``(D,)`` -> two-layer tanh MLP,
+* ``Dict`` ``{"obs": image, "meta": vector}`` (what :class:`~dreamarcade.wrappers.metarl.EpisodeConcat` gives for
+  image envs) -> Nature CNN on the image, concatenated with the vector.
+
+With ``recurrent=True`` an LSTM sits on top of the encoder; its state is carried across steps and reset only when
+the env reports ``terminated or truncated`` (so under ``EpisodeConcat`` it persists for the whole trial: RL^2).
+
+Example:
+    >>> import gymnasium as gym, tempfile
+    >>> from dreamarcade.baselines.ppo import PPOConfig, train_ppo
+    >>> cfg = PPOConfig(total_timesteps=256, num_envs=2, num_steps=64, num_minibatches=2, update_epochs=1)
+    >>> result = train_ppo([lambda: gym.make("CartPole-v1")] * 2, cfg, tempfile.mkdtemp(), progress=False)
+    >>> result.global_step
+    256
+
+CLI: ``python -m dreamarcade.baselines ppo train --env-id CartPole-v1 --total-timesteps 50000`` (see ``--help``);
+the Sonic pipeline (joint training, fine-tuning, the evaluation protocol) is in ``ppo joint|finetune|protocol``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.distributions import Categorical
+
+from dreamarcade.baselines.common import (
+    RunLogger,
+    plot_learning_curve,
+    read_episodes,
+    resolve_device,
+    save_hyperparameters,
+    seed_everything,
+)
+from dreamarcade.checkpoint import checkpoint_exists, load_checkpoint, pack_state, save_checkpoint, unpack_state
+from dreamarcade.errors import CheckpointError
+
+CHECKPOINT_KIND = "ppo"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Hyperparameters
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class PPOConfig:
+    """PPO hyperparameters; defaults are retro-baselines' Sonic PPO (ppo2 ``CnnPolicy``)."""
+
+    total_timesteps: int = 1_000_000  # the Sonic protocol's per-test-level budget
+    learning_rate: float = 2e-4
+    anneal_lr: bool = False  # retro-baselines used a constant learning rate
+    num_envs: int = 1  # retro-baselines ran one env per worker
+    num_steps: int = 4096  # rollout length per env (ppo2 nsteps)
+    num_minibatches: int = 8
+    update_epochs: int = 3
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.1
+    clip_vloss: bool = True  # ppo2 clips the value loss with the same clip range
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    norm_adv: bool = True
+    target_kl: float | None = None
+    # network
+    network: str = "auto"  # "auto" (cnn for images, mlp for vectors), "cnn" or "mlp"
+    recurrent: bool = False  # LSTM on top of the encoder (RL^2)
+    lstm_size: int = 256
+    mlp_hidden: int = 64
+    # infrastructure
+    seed: int = 1
+    device: str = "cpu"
+    torch_threads: int = 1  # the box is shared: one thread unless asked otherwise
+    vector_mode: str = "auto"  # "auto" (async when num_envs > 1), "async" (subprocess), "sync"
+    checkpoint_every_updates: int = 10
+    eval_every_steps: int = 0  # 0: never; else evaluate the eval envs every this many steps
+    eval_episodes: int = 1
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad field and the fix."""
+        if self.total_timesteps < 1:
+            raise ValueError(f"total_timesteps must be >= 1, got {self.total_timesteps}.")
+        if self.num_envs < 1 or self.num_steps < 1:
+            raise ValueError(f"num_envs and num_steps must be >= 1, got {self.num_envs} and {self.num_steps}.")
+        if self.num_minibatches < 1 or self.num_minibatches > self.num_envs * self.num_steps:
+            raise ValueError(
+                f"num_minibatches={self.num_minibatches} must be between 1 and num_envs*num_steps="
+                f"{self.num_envs * self.num_steps}."
+            )
+        if self.network not in ("auto", "cnn", "mlp"):
+            raise ValueError(f"network must be 'auto', 'cnn' or 'mlp', got {self.network!r}.")
+        if self.vector_mode not in ("auto", "async", "sync"):
+            raise ValueError(f"vector_mode must be 'auto', 'async' or 'sync', got {self.vector_mode!r}.")
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Network
+# ----------------------------------------------------------------------------------------------------------------------
+def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias_const: float = 0.0) -> nn.Module:
+    """Orthogonal init, as in baselines/CleanRL (it matters for PPO's early learning)."""
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class NatureCNN(nn.Module):
+    """The DQN-Nature conv stack over ``(C, H, W)`` uint8 images scaled to [0, 1]; outputs ``out_dim`` features."""
+
+    def __init__(self, in_shape: Sequence[int], out_dim: int = 512) -> None:
+        super().__init__()
+        c, h, w = in_shape
+        self.convs = nn.Sequential(
+            layer_init(nn.Conv2d(c, 32, 8, stride=4)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 4, stride=2)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=1)),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():  # flattened size for any H, W the three convs accept (84x84 -> 3136)
+            n_flat = self.convs(torch.zeros(1, c, h, w)).shape[1]
+        self.fc = nn.Sequential(layer_init(nn.Linear(n_flat, out_dim)), nn.ReLU())
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.convs(x.float() / 255.0))
+
+
+def describe_space(space: gym.Space) -> dict[str, Any]:
+    """A JSON description of an observation space: what a checkpoint records to rebuild and check its network."""
+    if isinstance(space, gym.spaces.Box):
+        return {"type": "box", "shape": list(space.shape), "dtype": str(space.dtype)}
+    if isinstance(space, gym.spaces.Dict):
+        return {"type": "dict", "spaces": {k: describe_space(s) for k, s in space.spaces.items()}}
+    raise ValueError(
+        f"PPO supports Box and Dict({{'obs', 'meta'}}) observation spaces, got {space}. "
+        "Flatten or wrap the observation first (e.g. gymnasium.wrappers.FlattenObservation)."
+    )
+
+
+def _is_image(desc: dict[str, Any]) -> bool:
+    return desc["type"] == "box" and len(desc["shape"]) == 3
+
+
+class ActorCritic(nn.Module):
+    """Shared-encoder actor-critic for a ``Discrete(n_actions)`` env, optionally recurrent.
+
+    Built from a space description (:func:`describe_space`) so a checkpoint can rebuild it without the env.
+
+    Example:
+        >>> import gymnasium as gym, torch
+        >>> space = gym.spaces.Box(0, 255, (4, 84, 84), "uint8")
+        >>> net = ActorCritic(describe_space(space), n_actions=7)
+        >>> action, logp, ent, value, _ = net.get_action_and_value(torch.zeros(2, 4, 84, 84, dtype=torch.uint8))
+        >>> tuple(action.shape), tuple(value.shape)
+        ((2,), (2,))
+    """
+
+    def __init__(
+        self,
+        obs_desc: dict[str, Any],
+        n_actions: int,
+        network: str = "auto",
+        recurrent: bool = False,
+        lstm_size: int = 256,
+        mlp_hidden: int = 64,
+    ) -> None:
+        super().__init__()
+        self.obs_desc, self.n_actions, self.recurrent = obs_desc, n_actions, recurrent
+        if obs_desc["type"] == "dict":
+            spaces = obs_desc["spaces"]
+            if set(spaces) != {"obs", "meta"} or not _is_image(spaces["obs"]) or len(spaces["meta"]["shape"]) != 1:
+                raise ValueError(
+                    f"Dict observations must be {{'obs': (C,H,W) image, 'meta': (D,) vector}}, got {obs_desc}."
+                )
+            self.image_encoder = NatureCNN(spaces["obs"]["shape"])
+            meta_dim = spaces["meta"]["shape"][0]
+            self.fuse = nn.Sequential(layer_init(nn.Linear(512 + meta_dim, 512)), nn.ReLU())
+            feat_dim = 512
+            self.kind = "dict"
+        else:
+            kind = network if network != "auto" else ("cnn" if _is_image(obs_desc) else "mlp")
+            if kind == "cnn":
+                if not _is_image(obs_desc):
+                    raise ValueError(
+                        f"network='cnn' needs (C, H, W) image observations, got shape {obs_desc['shape']}."
+                    )
+                c, h, w = obs_desc["shape"]
+                if w <= 4 < c:  # an (H, W, C) frame such as (84, 84, 4) or (224, 320, 3)
+                    raise ValueError(
+                        f"Image observations must be channels-first (C, H, W); got {tuple(obs_desc['shape'])}, which "
+                        "looks channels-last. Use dreamarcade.wrappers.FrameStack (channels-first) or transpose."
+                    )
+                self.encoder = NatureCNN((c, h, w))
+                feat_dim = 512
+            else:
+                in_dim = int(np.prod(obs_desc["shape"]))
+                if recurrent:  # RL^2: a shared tanh layer feeds the LSTM
+                    self.encoder = nn.Sequential(nn.Flatten(), layer_init(nn.Linear(in_dim, mlp_hidden)), nn.Tanh())
+                    feat_dim = mlp_hidden
+                else:  # CleanRL's separate actor and critic MLPs: a shared trunk lets value gradients swamp the policy
+                    self.encoder = nn.Flatten()
+                    feat_dim = in_dim
+            self.kind = kind
+        self.mlp_hidden = mlp_hidden
+        if recurrent:
+            self.lstm = nn.LSTM(feat_dim, lstm_size)
+            for name, param in self.lstm.named_parameters():
+                if "bias" in name:
+                    nn.init.constant_(param, 0)
+                elif "weight" in name:
+                    nn.init.orthogonal_(param, 1.0)
+            feat_dim = lstm_size
+        if self.kind == "mlp" and not recurrent:
+            self.actor = nn.Sequential(
+                *self._mlp(feat_dim, mlp_hidden), layer_init(nn.Linear(mlp_hidden, n_actions), std=0.01)
+            )
+            self.critic = nn.Sequential(*self._mlp(feat_dim, mlp_hidden), layer_init(nn.Linear(mlp_hidden, 1), std=1.0))
+        else:
+            self.actor = layer_init(nn.Linear(feat_dim, n_actions), std=0.01)
+            self.critic = layer_init(nn.Linear(feat_dim, 1), std=1.0)
+
+    @staticmethod
+    def _mlp(in_dim: int, hidden: int) -> list[nn.Module]:
+        return [layer_init(nn.Linear(in_dim, hidden)), nn.Tanh(), layer_init(nn.Linear(hidden, hidden)), nn.Tanh()]
+
+    # -- encoder -------------------------------------------------------------------------------------------------------
+    def encode(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.kind == "dict":
+            return self.fuse(torch.cat([self.image_encoder(obs["obs"]), obs["meta"].float()], dim=1))
+        return self.encoder(obs if self.kind == "cnn" else obs.float())
+
+    def initial_state(self, batch: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Zero LSTM state for ``batch`` envs (None for a feed-forward network)."""
+        if not self.recurrent:
+            return None
+        z = torch.zeros(self.lstm.num_layers, batch, self.lstm.hidden_size, device=device)
+        return (z, z.clone())
+
+    def features(
+        self,
+        obs: torch.Tensor | dict[str, torch.Tensor],
+        state: tuple[torch.Tensor, torch.Tensor] | None,
+        done: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Features for a batch laid out as ``T`` consecutive steps of ``B`` envs (``T*B`` rows, time-major).
+
+        ``done[t, b] = 1`` means the observation at ``t`` starts a new episode, so the LSTM state is zeroed first.
+        """
+        x = self.encode(obs)
+        if not self.recurrent:
+            return x, None
+        assert state is not None and done is not None
+        batch = state[0].shape[1]
+        x = x.reshape(-1, batch, x.shape[-1])
+        done = done.reshape(-1, batch)
+        outs = []
+        h, c = state
+        for t in range(x.shape[0]):
+            keep = (1.0 - done[t]).view(1, -1, 1)
+            out, (h, c) = self.lstm(x[t].unsqueeze(0), (h * keep, c * keep))
+            outs.append(out)
+        return torch.cat(outs).reshape(-1, self.lstm.hidden_size), (h, c)
+
+    def get_value(self, obs: Any, state: Any = None, done: torch.Tensor | None = None) -> torch.Tensor:
+        feat, _ = self.features(obs, state, done)
+        return self.critic(feat).squeeze(-1)
+
+    def get_action_and_value(
+        self,
+        obs: Any,
+        state: Any = None,
+        done: torch.Tensor | None = None,
+        action: torch.Tensor | None = None,
+        deterministic: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+        """(action, log-prob, entropy, value, new LSTM state); samples unless ``action`` or ``deterministic``."""
+        feat, new_state = self.features(obs, state, done)
+        dist = Categorical(logits=self.actor(feat))
+        if action is None:
+            action = dist.probs.argmax(-1) if deterministic else dist.sample()
+        return action, dist.log_prob(action), dist.entropy(), self.critic(feat).squeeze(-1), new_state
+
+    def shape_config(self) -> dict[str, Any]:
+        """Everything that defines the network's shapes (stored in checkpoints)."""
+        return {
+            "obs_space": self.obs_desc,
+            "n_actions": self.n_actions,
+            "network": self.kind if self.kind != "dict" else "cnn",
+            "recurrent": self.recurrent,
+            "lstm_size": self.lstm.hidden_size if self.recurrent else 0,
+            "mlp_hidden": self.mlp_hidden if self.kind == "mlp" else 0,
+        }
+
+
+def build_agent(obs_space: gym.Space, action_space: gym.Space, config: PPOConfig) -> ActorCritic:
+    """An :class:`ActorCritic` for an env's spaces; clear errors for unsupported spaces."""
+    if not isinstance(action_space, gym.spaces.Discrete):
+        raise ValueError(
+            f"PPO here supports Discrete action spaces, got {action_space}. For stable-retro games wrap the env "
+            "with dreamarcade.wrappers.SonicDiscretizer (or another discretizer)."
+        )
+    return ActorCritic(
+        describe_space(obs_space),
+        int(action_space.n),
+        network=config.network,
+        recurrent=config.recurrent,
+        lstm_size=config.lstm_size,
+        mlp_hidden=config.mlp_hidden,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------------------------------
+def save_agent(
+    directory: str | os.PathLike[str],
+    agent: ActorCritic,
+    optimizer: torch.optim.Optimizer | None = None,
+    global_step: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``agent`` (and optionally the optimizer and RNG state, for resuming) as a safetensors checkpoint."""
+    tensors = {f"model.{k}": v for k, v in agent.state_dict().items()}
+    config: dict[str, Any] = {"kind": CHECKPOINT_KIND, **agent.shape_config(), "global_step": int(global_step)}
+    if optimizer is not None:
+        config["optimizer"] = pack_state(optimizer.state_dict(), "optim", tensors)
+        np_state = np.random.get_state()
+        rng = {"torch": torch.get_rng_state(), "numpy_key": np_state[1].astype(np.int64), "numpy_pos": int(np_state[2])}
+        config["rng"] = pack_state(rng, "rng", tensors)
+    config.update(extra or {})
+    return save_checkpoint(directory, tensors, config)
+
+
+def load_agent(
+    directory: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[ActorCritic, dict[str, Any], dict[str, torch.Tensor]]:
+    """Rebuild the agent stored in a PPO checkpoint; returns (agent, config, all tensors)."""
+    tensors, config = load_checkpoint(directory, kind=CHECKPOINT_KIND)
+    agent = ActorCritic(
+        config["obs_space"],
+        config["n_actions"],
+        network=config["network"],
+        recurrent=config["recurrent"],
+        lstm_size=config["lstm_size"] or 256,
+        mlp_hidden=config["mlp_hidden"] or 64,
+    )
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        agent.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"PPO checkpoint '{directory}' does not match its own config: {exc}") from exc
+    return agent.to(device), config, tensors
+
+
+def check_agent_fits(agent: ActorCritic, obs_space: gym.Space, action_space: gym.Space, source: str) -> None:
+    """Raise CheckpointError if a loaded agent cannot act in an env with these spaces."""
+    want = describe_space(obs_space)
+    n = getattr(action_space, "n", None)
+    if agent.obs_desc != want or agent.n_actions != n:
+        raise CheckpointError(
+            f"The PPO checkpoint '{source}' was trained on observations {agent.obs_desc} with {agent.n_actions} "
+            f"actions, but this env has observations {want} with action space {action_space}. Use the same "
+            "wrappers (frame size, stack, discretizer) as the run that wrote the checkpoint."
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Vector envs and observation batches
+# ----------------------------------------------------------------------------------------------------------------------
+EnvFns = Sequence[Callable[[], gym.Env]]
+
+
+def make_vector_env(envs: gym.vector.VectorEnv | EnvFns, mode: str = "auto") -> gym.vector.VectorEnv:
+    """A same-step-autoreset vector env from env factories (subprocesses when ``mode`` is async).
+
+    stable-retro allows one emulator per process, so several retro envs need ``mode="async"``.
+    """
+    if isinstance(envs, gym.vector.VectorEnv):
+        if envs.metadata.get("autoreset_mode") != gym.vector.AutoresetMode.SAME_STEP:
+            raise ValueError(
+                "train_ppo needs a vector env with autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP "
+                "(the final observation is in info['final_obs']); pass it when building the vector env, or pass "
+                "a list of env factories instead."
+            )
+        return envs
+    fns = list(envs)
+    if not fns or not all(callable(f) for f in fns):
+        raise ValueError("envs must be a gymnasium VectorEnv or a non-empty list of callables returning envs.")
+    use_async = mode == "async" or (mode == "auto" and len(fns) > 1)
+    cls = gym.vector.AsyncVectorEnv if use_async else gym.vector.SyncVectorEnv
+    return cls(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def obs_to_tensor(obs: Any, device: torch.device) -> torch.Tensor | dict[str, torch.Tensor]:
+    if isinstance(obs, dict):
+        return {k: torch.as_tensor(np.asarray(v), device=device) for k, v in obs.items()}
+    return torch.as_tensor(np.asarray(obs), device=device)
+
+
+def _alloc_obs(space: gym.Space, lead: tuple[int, ...], device: torch.device) -> Any:
+    if isinstance(space, gym.spaces.Dict):
+        return {k: _alloc_obs(s, lead, device) for k, s in space.spaces.items()}
+    dtype = torch.uint8 if space.dtype == np.uint8 else torch.float32  # uint8 frames stay uint8: 4x less memory
+    return torch.zeros(lead + tuple(space.shape), dtype=dtype, device=device)
+
+
+def _store(buf: Any, idx: int, value: Any) -> None:
+    if isinstance(buf, dict):
+        for k in buf:
+            buf[k][idx] = value[k]
+    else:
+        buf[idx] = value
+
+
+def _index(buf: Any, idx: Any) -> Any:
+    if isinstance(buf, dict):
+        return {k: v[idx] for k, v in buf.items()}
+    return buf[idx]
+
+
+def _flatten(buf: Any) -> Any:
+    if isinstance(buf, dict):
+        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in buf.items()}
+    return buf.reshape((-1,) + buf.shape[2:])
+
+
+def _finished_episode_stats(infos: dict[str, Any], i: int) -> tuple[float, int] | None:
+    """(return, length) recorded by a RecordEpisodeStatistics inside sub-env ``i`` (the unscaled score), if any."""
+    final = infos.get("final_info")
+    if not final or "episode" not in final or not final.get("_episode", np.zeros(i + 1, bool))[i]:
+        return None
+    return float(final["episode"]["r"][i]), int(final["episode"]["l"][i])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class PPOResult:
+    """What :func:`train_ppo` returns."""
+
+    agent: ActorCritic
+    global_step: int
+    episode_returns: list[float] = field(default_factory=list)  # every episode finished in this call
+    episode_steps: list[int] = field(default_factory=list)  # global step at which each finished
+    eval_history: list[dict[str, float]] = field(default_factory=list)
+    steps_per_second: float = 0.0
+    run_dir: Path | None = None
+
+    @property
+    def mean_return(self) -> float:
+        """Mean return over every episode of the run: the Sonic protocol's score."""
+        return float(np.mean(self.episode_returns)) if self.episode_returns else float("nan")
+
+
+def train_ppo(
+    envs: gym.vector.VectorEnv | EnvFns,
+    config: PPOConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    init_checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    eval_env_fns: dict[str, Callable[[], gym.Env]] | None = None,
+    progress: bool = True,
+    tensorboard: bool = True,
+) -> PPOResult:
+    """Train PPO; write logs, a learning curve and checkpoints into ``run_dir``.
+
+    Args:
+        envs: a same-step-autoreset ``VectorEnv`` or a list of env factories (one per parallel env; for joint
+            training give one factory per level).
+        config: hyperparameters (``config.num_envs`` is overridden by the number of envs given).
+        run_dir: output directory: ``episodes.csv``, ``metrics.csv``, ``tb/``, ``checkpoint/``, ``learning_curve.png``.
+        init_checkpoint: start from these weights (fine-tuning); the optimizer starts fresh.
+        resume: continue from ``run_dir/checkpoint`` (weights, optimizer, step count, RNG) if it exists.
+        eval_env_fns: named env factories evaluated every ``config.eval_every_steps`` (e.g. the Sonic test levels
+            during joint training, to see overfitting); scores go to ``metrics.csv`` as ``eval/<name>``.
+    """
+    config.validate()
+    torch.set_num_threads(config.torch_threads)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    envs = make_vector_env(envs, config.vector_mode)
+    config = dataclasses.replace(config, num_envs=envs.num_envs)
+    obs_space, act_space = envs.single_observation_space, envs.single_action_space
+
+    agent = build_agent(obs_space, act_space, config).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
+    ckpt_dir = run_dir / "checkpoint"
+    global_step = 0
+    if resume and checkpoint_exists(ckpt_dir):
+        loaded, ck_cfg, tensors = load_agent(ckpt_dir, device)
+        check_agent_fits(loaded, obs_space, act_space, str(ckpt_dir))
+        agent.load_state_dict(loaded.state_dict())
+        optimizer.load_state_dict(unpack_state(ck_cfg["optimizer"], tensors))
+        rng = unpack_state(ck_cfg["rng"], tensors)
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(("MT19937", rng["numpy_key"].astype(np.uint32), rng["numpy_pos"], 0, 0.0))
+        global_step = int(ck_cfg["global_step"])
+        print(f"resumed from {ckpt_dir} at step {global_step}", file=sys.stderr)
+    elif init_checkpoint is not None:
+        loaded, _, _ = load_agent(init_checkpoint, device)
+        check_agent_fits(loaded, obs_space, act_space, str(init_checkpoint))
+        if loaded.recurrent != agent.recurrent:
+            raise CheckpointError(
+                f"'{init_checkpoint}' recurrent={loaded.recurrent} but config.recurrent={agent.recurrent}."
+            )
+        agent.load_state_dict(loaded.state_dict())
+    save_hyperparameters(run_dir, config)
+
+    # Rollout storage: (num_steps, num_envs, ...), time-major so recurrent minibatches keep sequences whole.
+    T, N = config.num_steps, config.num_envs
+    obs_buf = _alloc_obs(obs_space, (T, N), device)
+    actions = torch.zeros((T, N), dtype=torch.long, device=device)
+    logprobs = torch.zeros((T, N), device=device)
+    rewards = torch.zeros((T, N), device=device)
+    dones = torch.zeros((T, N), device=device)
+    values = torch.zeros((T, N), device=device)
+
+    logger = RunLogger(run_dir, tensorboard=tensorboard)
+    result = PPOResult(agent=agent, global_step=global_step, run_dir=run_dir)
+    next_obs, _ = envs.reset(seed=config.seed + global_step)
+    next_obs = obs_to_tensor(next_obs, device)
+    next_done = torch.zeros(N, device=device)
+    lstm_state = agent.initial_state(N, device)
+    ep_ret, ep_len = np.zeros(N), np.zeros(N, dtype=np.int64)
+    num_updates = max(0, math.ceil((config.total_timesteps - global_step) / config.batch_size))
+    next_eval = (global_step // config.eval_every_steps + 1) * config.eval_every_steps if config.eval_every_steps else 0
+    bar = _progress_bar(progress, config.total_timesteps, global_step)
+    start_time, start_step = time.time(), global_step
+    if eval_env_fns and config.eval_every_steps and global_step == 0:
+        _run_eval(agent, eval_env_fns, config, device, logger, result, 0)
+
+    try:
+        for update in range(1, num_updates + 1):
+            if config.anneal_lr:
+                frac = 1.0 - global_step / config.total_timesteps
+                optimizer.param_groups[0]["lr"] = frac * config.learning_rate
+            initial_lstm_state = None if lstm_state is None else (lstm_state[0].clone(), lstm_state[1].clone())
+
+            # ---- collect a rollout ----------------------------------------------------------------------------------
+            for step in range(T):
+                global_step += N
+                _store(obs_buf, step, next_obs)
+                dones[step] = next_done
+                with torch.no_grad():
+                    action, logprob, _, value, lstm_state = agent.get_action_and_value(next_obs, lstm_state, next_done)
+                values[step], actions[step], logprobs[step] = value, action, logprob
+                obs_np, reward, terminated, truncated, infos = envs.step(action.cpu().numpy())
+                done = np.logical_or(terminated, truncated)
+                rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+                next_obs = obs_to_tensor(obs_np, device)
+                next_done = torch.as_tensor(done, dtype=torch.float32, device=device)
+                ep_ret += reward
+                ep_len += 1
+                for i in np.flatnonzero(done):
+                    recorded = _finished_episode_stats(infos, i)
+                    ret, length = recorded if recorded is not None else (float(ep_ret[i]), int(ep_len[i]))
+                    logger.log_episode(global_step, ret, length, train_return=float(ep_ret[i]))
+                    result.episode_returns.append(ret)
+                    result.episode_steps.append(global_step)
+                    ep_ret[i], ep_len[i] = 0.0, 0
+
+            # ---- advantages (GAE) -----------------------------------------------------------------------------------
+            with torch.no_grad():
+                next_value = agent.get_value(next_obs, lstm_state, next_done)
+                advantages = torch.zeros_like(rewards)
+                lastgaelam = torch.zeros(N, device=device)
+                for t in reversed(range(T)):
+                    nonterminal = 1.0 - (next_done if t == T - 1 else dones[t + 1])
+                    nextvalues = next_value if t == T - 1 else values[t + 1]
+                    delta = rewards[t] + config.gamma * nextvalues * nonterminal - values[t]
+                    lastgaelam = delta + config.gamma * config.gae_lambda * nonterminal * lastgaelam
+                    advantages[t] = lastgaelam
+                returns = advantages + values
+
+            # ---- optimise the clipped surrogate ---------------------------------------------------------------------
+            b_obs = _flatten(obs_buf)
+            b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape(-1)
+            b_adv, b_ret, b_val, b_dones = (
+                advantages.reshape(-1),
+                returns.reshape(-1),
+                values.reshape(-1),
+                dones.reshape(-1),
+            )
+            clipfracs: list[float] = []
+            approx_kl = torch.zeros(())
+            for _epoch in range(config.update_epochs):
+                for mb_inds, mb_envs in _minibatches(T, N, config.num_minibatches, agent.recurrent):
+                    mb_state = None
+                    if agent.recurrent:  # whole sequences of a subset of envs, from the rollout's first state
+                        mb_state = (initial_lstm_state[0][:, mb_envs], initial_lstm_state[1][:, mb_envs])
+                    _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(
+                        _index(b_obs, mb_inds), mb_state, b_dones[mb_inds], b_actions[mb_inds]
+                    )
+                    logratio = newlogprob - b_logprobs[mb_inds]
+                    ratio = logratio.exp()
+                    with torch.no_grad():
+                        approx_kl = ((ratio - 1) - logratio).mean()
+                        clipfracs.append(((ratio - 1.0).abs() > config.clip_coef).float().mean().item())
+                    mb_adv = b_adv[mb_inds]
+                    if config.norm_adv and len(mb_inds) > 1:
+                        mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                    pg_loss = torch.max(
+                        -mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - config.clip_coef, 1 + config.clip_coef)
+                    ).mean()
+                    if config.clip_vloss:
+                        v_clipped = b_val[mb_inds] + torch.clamp(
+                            newvalue - b_val[mb_inds], -config.clip_coef, config.clip_coef
+                        )
+                        v_loss = (
+                            0.5 * torch.max((newvalue - b_ret[mb_inds]) ** 2, (v_clipped - b_ret[mb_inds]) ** 2).mean()
+                        )
+                    else:
+                        v_loss = 0.5 * ((newvalue - b_ret[mb_inds]) ** 2).mean()
+                    entropy_loss = entropy.mean()
+                    loss = pg_loss - config.ent_coef * entropy_loss + config.vf_coef * v_loss
+                    optimizer.zero_grad()
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                if config.target_kl is not None and approx_kl > config.target_kl:
+                    break
+
+            # ---- log, evaluate, checkpoint --------------------------------------------------------------------------
+            y_pred, y_true = b_val.cpu().numpy(), b_ret.cpu().numpy()
+            var_y = np.var(y_true)
+            sps = (global_step - start_step) / max(1e-9, time.time() - start_time)
+            logger.log_metrics(
+                global_step,
+                **{
+                    "losses/value_loss": v_loss.item(),
+                    "losses/policy_loss": pg_loss.item(),
+                    "losses/entropy": entropy_loss.item(),
+                    "losses/approx_kl": approx_kl.item(),
+                    "losses/clipfrac": float(np.mean(clipfracs)) if clipfracs else 0.0,
+                    "losses/explained_variance": float("nan") if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y,
+                    "charts/learning_rate": optimizer.param_groups[0]["lr"],
+                    "charts/SPS": sps,
+                },
+            )
+            result.global_step = global_step
+            if bar is not None:
+                recent = result.episode_returns[-20:]
+                bar.update(global_step - bar.n)
+                bar.set_postfix(ret=f"{np.mean(recent):.2f}" if recent else "-", sps=f"{sps:.0f}")
+            if eval_env_fns and config.eval_every_steps and global_step >= next_eval:
+                _run_eval(agent, eval_env_fns, config, device, logger, result, global_step)
+                next_eval += config.eval_every_steps
+            if update % config.checkpoint_every_updates == 0 or update == num_updates:
+                save_agent(ckpt_dir, agent, optimizer, global_step)
+                _plot(run_dir, result)
+    finally:
+        if bar is not None:
+            bar.close()
+        logger.close()
+        envs.close()
+    result.steps_per_second = (global_step - start_step) / max(1e-9, time.time() - start_time)
+    return result
+
+
+def _minibatches(T: int, N: int, num_minibatches: int, recurrent: bool) -> list[tuple[torch.Tensor, np.ndarray]]:
+    """Shuffled minibatch indices into the flattened (T*N) batch; recurrent ones take whole env columns."""
+    if not recurrent:
+        perm = torch.randperm(T * N)
+        size = (T * N) // num_minibatches
+        return [(perm[i : i + size], np.arange(N)) for i in range(0, size * num_minibatches, size)]
+    envs_per_mb = max(1, N // num_minibatches)
+    env_perm = np.random.permutation(N)
+    out = []
+    flat = np.arange(T * N).reshape(T, N)
+    for i in range(0, N, envs_per_mb):
+        mb_envs = np.sort(env_perm[i : i + envs_per_mb])
+        out.append((torch.as_tensor(flat[:, mb_envs].reshape(-1)), mb_envs))
+    return out
+
+
+def _progress_bar(enabled: bool, total: int, initial: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def _plot(run_dir: Path, result: PPOResult) -> None:
+    csv = run_dir / "episodes.csv"
+    if not csv.exists() or csv.stat().st_size == 0:
+        return
+    curves = {"train": read_episodes(csv)}
+    for name in sorted({k for h in result.eval_history for k in h if k != "step"}):
+        xs = np.array([h["step"] for h in result.eval_history if name in h])
+        ys = np.array([h[name] for h in result.eval_history if name in h])
+        curves[f"eval {name}"] = (xs, ys)
+    plot_learning_curve(curves, run_dir / "learning_curve.png", title=f"PPO: {run_dir.name}", window=20)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------------------
+def evaluate_policy(
+    agent: ActorCritic,
+    env_fns: EnvFns,
+    episodes: int = 1,
+    deterministic: bool = False,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    mode: str = "async",
+) -> list[list[float]]:
+    """Run ``agent`` on each env (in parallel) until each has finished ``episodes`` episodes; returns returns per env.
+
+    Uses the unscaled return recorded by a RecordEpisodeStatistics inside the env when there is one.
+    """
+    envs = make_vector_env(list(env_fns), mode if len(env_fns) > 1 else "sync")
+    device = torch.device(device)
+    n = envs.num_envs
+    results: list[list[float]] = [[] for _ in range(n)]
+    try:
+        obs, _ = envs.reset(seed=seed)
+        state = agent.initial_state(n, device)
+        done_t = torch.zeros(n, device=device)
+        ep_ret = np.zeros(n)
+        while min(len(r) for r in results) < episodes:
+            with torch.no_grad():
+                action, _, _, _, state = agent.get_action_and_value(
+                    obs_to_tensor(obs, device), state, done_t, deterministic=deterministic
+                )
+            obs, reward, term, trunc, infos = envs.step(action.cpu().numpy())
+            done = np.logical_or(term, trunc)
+            ep_ret += reward
+            for i in np.flatnonzero(done):
+                recorded = _finished_episode_stats(infos, i)
+                if len(results[i]) < episodes:
+                    results[i].append(recorded[0] if recorded is not None else float(ep_ret[i]))
+                ep_ret[i] = 0.0
+            done_t = torch.as_tensor(done, dtype=torch.float32, device=device)
+    finally:
+        envs.close()
+    return results
+
+
+def _run_eval(
+    agent: ActorCritic,
+    eval_env_fns: dict[str, Callable[[], gym.Env]],
+    config: PPOConfig,
+    device: torch.device,
+    logger: RunLogger,
+    result: PPOResult,
+    step: int,
+) -> None:
+    names = list(eval_env_fns)
+    scores = evaluate_policy(agent, [eval_env_fns[k] for k in names], config.eval_episodes, device=device, seed=step)
+    row = {f"eval/{k}": float(np.mean(s)) for k, s in zip(names, scores)}
+    row["eval/mean"] = float(np.mean([np.mean(s) for s in scores]))
+    logger.log_metrics(step, **row)
+    result.eval_history.append({"step": float(step), **{k[5:]: v for k, v in row.items()}})
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------------------------
+def add_config_args(parser: argparse.ArgumentParser, defaults: PPOConfig | None = None) -> None:
+    """One ``--flag`` per :class:`PPOConfig` field (``--no-flag`` for booleans)."""
+    defaults = defaults or PPOConfig()
+    for f in dataclasses.fields(PPOConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif f.name == "target_kl":
+            parser.add_argument(flag, type=float, default=default)
+        else:
+            parser.add_argument(flag, type=type(default), default=default, help=f"(default: {default})")
+
+
+def config_from_args(args: argparse.Namespace) -> PPOConfig:
+    return PPOConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PPOConfig)})
+
+
+def _make_gym_env(env_id: str, seed: int) -> Callable[[], gym.Env]:
+    def thunk() -> gym.Env:
+        import dreamarcade  # noqa: F401  (registers the dreamarcade ids in worker processes)
+
+        env = gym.make(env_id)
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    run_dir = Path(args.run_dir or f"runs/ppo/{args.env_id}")
+    fns = [_make_gym_env(args.env_id, config.seed + i) for i in range(config.num_envs)]
+    result = train_ppo(fns, config, run_dir, init_checkpoint=args.init_from, resume=args.resume)
+    print(
+        json.dumps(
+            {
+                "run_dir": str(run_dir),
+                "global_step": result.global_step,
+                "mean_return": result.mean_return,
+                "episodes": len(result.episode_returns),
+                "sps": round(result.steps_per_second, 1),
+            }
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dreamarcade.baselines ppo",
+        description="PPO (CNN/MLP/LSTM) with checkpoints, resume, fine-tuning and the Sonic pipeline.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train PPO on any registered Discrete-action env id")
+    p.add_argument("--env-id", required=True, help="a Gymnasium id, e.g. CartPole-v1 or MetaMaze-v0")
+    p.add_argument("--run-dir", default=None, help="output directory (default runs/ppo/<env-id>)")
+    p.add_argument("--init-from", default=None, help="PPO checkpoint directory to fine-tune from")
+    p.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint")
+    add_config_args(p)
+    p.set_defaults(func=_cmd_train)
+    _add_sonic_commands(sub)
+    return parser
+
+
+def _add_sonic_commands(sub: Any) -> None:
+    """The Sonic pipeline (joint training, fine-tuning, evaluation protocol) lives in ppo_sonic.py."""
+    try:
+        from dreamarcade.baselines import ppo_sonic
+    except ModuleNotFoundError as exc:
+        if exc.name != "dreamarcade.baselines.ppo_sonic":
+            raise
+        return
+    ppo_sonic.add_commands(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
