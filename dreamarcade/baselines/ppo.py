@@ -857,8 +857,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_sonic_commands(sub: Any) -> None:
     """The Sonic pipeline (joint training, fine-tuning, evaluation protocol) lives in ppo_sonic.py."""
+    import importlib
+
     try:
-        from dreamarcade.baselines import ppo_sonic
+        ppo_sonic = importlib.import_module("dreamarcade.baselines.ppo_sonic")
     except ModuleNotFoundError as exc:
         if exc.name != "dreamarcade.baselines.ppo_sonic":
             raise
