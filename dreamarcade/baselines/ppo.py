@@ -283,9 +283,11 @@ class ActorCritic(nn.Module):
         done = done.reshape(-1, batch)
         outs = []
         h, c = state
-        for t in range(x.shape[0]):
-            keep = (1.0 - done[t]).view(1, -1, 1)
-            out, (h, c) = self.lstm(x[t].unsqueeze(0), (h * keep, c * keep))
+        # One LSTM call per stretch of steps in which no env starts a new episode (instead of one call per step).
+        starts = [0] + [t for t in range(1, x.shape[0]) if bool(done[t].any())] + [x.shape[0]]
+        for s0, s1 in zip(starts[:-1], starts[1:]):
+            keep = (1.0 - done[s0]).view(1, -1, 1)
+            out, (h, c) = self.lstm(x[s0:s1], (h * keep, c * keep))
             outs.append(out)
         return torch.cat(outs).reshape(-1, self.lstm.hidden_size), (h, c)
 
