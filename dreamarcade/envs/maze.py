@@ -92,7 +92,7 @@ class RandomMazeEnv(gym.Env):
     Example:
         >>> env = RandomMazeEnv(size=4)
         >>> obs, info = env.reset(seed=0)
-        >>> obs.shape, env.action_space.n
+        >>> obs.shape, int(env.action_space.n)
         ((20,), 4)
         >>> task = env.get_task(); env.set_task(task); _ = env.reset()
         >>> env.get_task().goal == task.goal

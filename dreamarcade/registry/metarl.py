@@ -75,6 +75,6 @@ ENTRIES: list[EnvEntry] = [
         description="the contest stack on Airstriker, the ROM stable-retro ships (stands in for Sonic in tests)",
         extra="retro",
         requires=("stable_retro",),
-        kwargs={"game": "Airstriker-Genesis", "state": "Level1"},
+        kwargs={"game": "Airstriker-Genesis", "state": "Level1", "scenario": "scenario"},
     ),
 ]
