@@ -1,0 +1,283 @@
+"""JERK ("Just Enough Retained Knowledge"), the Sonic report's no-network baseline (retro-baselines ``jerk_agent.py``).
+
+Explore: hold RIGHT, jumping (B) with probability 0.1 for 4 steps at a time, 100 steps at a stretch; if that
+earned nothing, run LEFT for 70 steps (backtrack). At each episode end the action sequence up to the best
+cumulative reward is kept. At the start of an episode, with probability ``exploit_bias + t / total_timesteps``
+the best-scoring kept sequence is replayed instead (its score is the mean over its replays). The run's score is
+the mean episode reward over all its episodes, as in the contest's evaluation protocol.
+
+It acts on the raw contest env (12 Genesis buttons, ``MultiBinary(12)``), exactly as the original.
+
+Example:
+    >>> import tempfile
+    >>> from dreamarcade.baselines.jerk import JERKConfig, run_jerk
+    >>> from dreamarcade.envs.sonic import make_contest_env
+    >>> env = make_contest_env("Airstriker-Genesis", "Level1", scenario="scenario", max_episode_steps=300)
+    >>> result = run_jerk(env, JERKConfig(total_timesteps=600), tempfile.mkdtemp(), progress=False)
+    >>> env.close(); result["steps"] >= 600
+    True
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from dreamarcade.baselines.common import (
+    RunLogger,
+    plot_learning_curve,
+    read_episodes,
+    save_hyperparameters,
+    seed_everything,
+)
+from dreamarcade.checkpoint import atomic_write_bytes
+
+STATE_FILE = "jerk_state.npz"
+
+
+@dataclass
+class JERKConfig:
+    """JERK hyperparameters; defaults are retro-baselines' ``jerk_agent.py``."""
+
+    total_timesteps: int = 1_000_000
+    exploit_bias: float = 0.25
+    explore_steps: int = 100  # steps of moving right per stretch
+    backtrack_steps: int = 70  # steps of moving left when a stretch earned nothing
+    jump_prob: float = 0.1
+    jump_repeat: int = 4
+    seed: int = 0
+    save_every_episodes: int = 10
+
+
+class TrackedEnv(gym.Wrapper):
+    """Records the actions and cumulative rewards of the current episode, and counts every step ever taken."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.action_history: list[np.ndarray] = []
+        self.reward_history: list[float] = []
+        self.total_reward = 0.0
+        self.total_steps_ever = 0
+
+    def best_sequence(self) -> list[np.ndarray]:
+        """The actions up to (and including) the step where the cumulative reward peaked."""
+        best = int(np.argmax(self.reward_history)) if self.reward_history else -1
+        return self.action_history[: best + 1]
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        self.action_history, self.reward_history, self.total_reward = [], [], 0.0
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        self.total_steps_ever += 1
+        self.action_history.append(np.array(action, copy=True))
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.total_reward += float(reward)
+        self.reward_history.append(self.total_reward)
+        return obs, float(reward), terminated, truncated, info
+
+
+def _buttons(env: gym.Env) -> tuple[int, int, int, int]:
+    buttons = list(getattr(env.unwrapped, "buttons", []))
+    missing = [b for b in ("B", "LEFT", "RIGHT") if b not in buttons]
+    if missing or not isinstance(env.action_space, gym.spaces.MultiBinary):
+        raise TypeError(
+            f"JERK needs a raw stable-retro env with B/LEFT/RIGHT buttons (MultiBinary actions); got action space "
+            f"{env.action_space}, buttons {buttons}. Use dreamarcade.envs.sonic.make_contest_env."
+        )
+    return len(buttons), buttons.index("B"), buttons.index("LEFT"), buttons.index("RIGHT")
+
+
+def move(env: TrackedEnv, cfg: JERKConfig, num_steps: int, left: bool, rng: random.Random) -> tuple[float, bool]:
+    """Run left or right for ``num_steps`` steps, jumping at random; returns (reward, episode over)."""
+    n, b, lft, rgt = _buttons(env)
+    total, done, jumping_left = 0.0, False, 0
+    for _ in range(num_steps):
+        action = np.zeros(n, dtype=np.int8)
+        action[lft if left else rgt] = 1
+        if jumping_left > 0:
+            action[b] = 1
+            jumping_left -= 1
+        elif rng.random() < cfg.jump_prob:
+            jumping_left = cfg.jump_repeat - 1
+            action[b] = 1
+        _, reward, terminated, truncated, _ = env.step(action)
+        total += reward
+        done = terminated or truncated
+        if done:
+            break
+    return total, done
+
+
+def exploit(env: TrackedEnv, sequence: list[np.ndarray]) -> float:
+    """Replay ``sequence`` from a reset (then no-ops until the episode ends); returns the episode's reward."""
+    n = _buttons(env)[0]
+    env.reset()
+    done, idx = False, 0
+    while not done:
+        action = sequence[idx] if idx < len(sequence) else np.zeros(n, dtype=np.int8)
+        _, _, terminated, truncated, _ = env.step(action)
+        done = terminated or truncated
+        idx += 1
+    return env.total_reward
+
+
+def _save_state(
+    run_dir: Path, solutions: list[tuple[list[float], list[np.ndarray]]], steps: int, n_buttons: int
+) -> None:
+    seqs = [np.stack(s).astype(np.int8) if s else np.zeros((0, n_buttons), np.int8) for _, s in solutions]
+    scores = [np.asarray(sc, np.float64) for sc, _ in solutions]
+    import io
+
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        steps=np.array(steps),
+        seq_lengths=np.array([len(s) for s in seqs], np.int64),
+        sequences=np.concatenate(seqs) if seqs else np.zeros((0, n_buttons), np.int8),
+        score_lengths=np.array([len(s) for s in scores], np.int64),
+        scores=np.concatenate(scores) if scores else np.zeros(0),
+    )
+    atomic_write_bytes(run_dir / STATE_FILE, buf.getvalue())
+
+
+def _load_state(run_dir: Path) -> tuple[list[tuple[list[float], list[np.ndarray]]], int]:
+    with np.load(run_dir / STATE_FILE, allow_pickle=False) as z:
+        seq_split = np.cumsum(z["seq_lengths"])[:-1]
+        score_split = np.cumsum(z["score_lengths"])[:-1]
+        seqs = np.split(z["sequences"], seq_split) if len(z["seq_lengths"]) else []
+        scores = np.split(z["scores"], score_split) if len(z["score_lengths"]) else []
+        solutions = [(list(map(float, sc)), list(sq)) for sc, sq in zip(scores, seqs)]
+        return solutions, int(z["steps"])
+
+
+def run_jerk(
+    env: gym.Env, config: JERKConfig, run_dir: str | os.PathLike[str], resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Run JERK for ``config.total_timesteps`` steps; log every episode; return the score (mean episode reward)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_hyperparameters(run_dir, config)
+    seed_everything(config.seed)
+    rng = random.Random(config.seed)
+    tracked = TrackedEnv(env)
+    n_buttons = _buttons(tracked)[0]
+    solutions: list[tuple[list[float], list[np.ndarray]]] = []
+    if resume and (run_dir / STATE_FILE).exists():
+        solutions, tracked.total_steps_ever = _load_state(run_dir)
+    episode_returns: list[float] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.total_timesteps, initial=tracked.total_steps_ever, unit="step", dynamic_ncols=True)
+    tracked.reset(seed=config.seed)
+    with RunLogger(run_dir) as logger:
+        new_episode = False
+        while tracked.total_steps_ever < config.total_timesteps:
+            if new_episode:
+                p_exploit = config.exploit_bias + tracked.total_steps_ever / config.total_timesteps
+                if solutions and rng.random() < p_exploit:
+                    solutions.sort(key=lambda sol: np.mean(sol[0]))
+                    best_scores, best_seq = solutions[-1]
+                    ret = exploit(tracked, best_seq)
+                    best_scores.append(ret)
+                    episode_returns.append(ret)
+                    logger.log_episode(tracked.total_steps_ever, ret, len(tracked.reward_history), exploit=1)
+                    _after_episode(bar, tracked, episode_returns, run_dir, solutions, n_buttons, config)
+                    continue
+                tracked.reset()
+                new_episode = False
+            reward, new_episode = move(tracked, config, config.explore_steps, left=False, rng=rng)
+            if not new_episode and reward <= 0:
+                _, new_episode = move(tracked, config, config.backtrack_steps, left=True, rng=rng)
+            if new_episode:
+                ret = tracked.total_reward
+                solutions.append(([max(tracked.reward_history)], tracked.best_sequence()))
+                episode_returns.append(ret)
+                logger.log_episode(tracked.total_steps_ever, ret, len(tracked.reward_history), exploit=0)
+                _after_episode(bar, tracked, episode_returns, run_dir, solutions, n_buttons, config)
+            elif bar is not None:
+                bar.update(tracked.total_steps_ever - bar.n)
+    if bar is not None:
+        bar.close()
+    _save_state(run_dir, solutions, tracked.total_steps_ever, n_buttons)
+    csv = run_dir / "episodes.csv"
+    if csv.exists() and csv.stat().st_size:
+        plot_learning_curve({"JERK": read_episodes(csv)}, run_dir / "learning_curve.png", f"JERK: {run_dir.name}")
+    all_returns = [float(r) for r in read_episodes(csv)[1]] if csv.exists() else episode_returns
+    score = float(np.mean(all_returns)) if all_returns else float("nan")
+    return {"score": score, "episodes": len(all_returns), "steps": tracked.total_steps_ever}
+
+
+def _after_episode(
+    bar: Any,
+    tracked: TrackedEnv,
+    returns: list[float],
+    run_dir: Path,
+    solutions: list[tuple[list[float], list[np.ndarray]]],
+    n_buttons: int,
+    config: JERKConfig,
+) -> None:
+    if bar is not None:
+        bar.update(tracked.total_steps_ever - bar.n)
+        bar.set_postfix(ret=f"{np.mean(returns[-20:]):.1f}")
+    if len(returns) % config.save_every_episodes == 0:
+        _save_state(run_dir, solutions, tracked.total_steps_ever, n_buttons)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m dreamarcade.baselines jerk",
+        description="JERK on one Sonic contest level (or Airstriker). Score = mean episode reward over the run.",
+    )
+    parser.add_argument("--game", default="SonicTheHedgehog-Genesis")
+    parser.add_argument("--state", default="GreenHillZone.Act1")
+    parser.add_argument("--scenario", default="contest", help="'contest' for Sonic; Airstriker has only 'scenario'")
+    parser.add_argument("--run-dir", default=None, help="default runs/metarl/jerk/<game>_<state>")
+    parser.add_argument("--resume", action="store_true", help="continue from <run-dir>/jerk_state.npz")
+    parser.add_argument("--max-episode-steps", type=int, default=4500)
+    defaults = JERKConfig()
+    for name in (
+        "total_timesteps",
+        "exploit_bias",
+        "explore_steps",
+        "backtrack_steps",
+        "jump_prob",
+        "jump_repeat",
+        "seed",
+    ):
+        default = getattr(defaults, name)
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=type(default), default=default, help=f"(default {default})"
+        )
+    args = parser.parse_args(argv)
+    from dreamarcade.envs.sonic import make_contest_env
+    from dreamarcade.errors import DreamArcadeError
+
+    config = JERKConfig(**{k: getattr(args, k) for k in JERKConfig.__dataclass_fields__ if hasattr(args, k)})
+    run_dir = Path(args.run_dir or f"runs/metarl/jerk/{args.game}_{args.state}")
+    try:
+        env = make_contest_env(args.game, args.state, scenario=args.scenario, max_episode_steps=args.max_episode_steps)
+    except (DreamArcadeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = run_jerk(env, config, run_dir, resume=args.resume)
+    finally:
+        env.close()
+    print(json.dumps({"run_dir": str(run_dir), **result}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
