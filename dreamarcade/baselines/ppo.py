@@ -30,6 +30,7 @@ the Sonic pipeline (joint training, fine-tuning, the evaluation protocol) is in 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import math
@@ -56,7 +57,7 @@ from dreamarcade.baselines.common import (
     seed_everything,
 )
 from dreamarcade.checkpoint import checkpoint_exists, load_checkpoint, pack_state, save_checkpoint, unpack_state
-from dreamarcade.errors import CheckpointError
+from dreamarcade.errors import CheckpointError, DreamArcadeError
 
 CHECKPOINT_KIND = "ppo"
 
@@ -741,9 +742,11 @@ def evaluate_policy(
 ) -> list[list[float]]:
     """Run ``agent`` on each env (in parallel) until each has finished ``episodes`` episodes; returns returns per env.
 
+    ``mode="async"`` (default) runs each env in a subprocess, which keeps stable-retro emulators out of this process.
+
     Uses the unscaled return recorded by a RecordEpisodeStatistics inside the env when there is one.
     """
-    envs = make_vector_env(list(env_fns), mode if len(env_fns) > 1 else "sync")
+    envs = make_vector_env(list(env_fns), mode)
     device = torch.device(device)
     n = envs.num_envs
     results: list[list[float]] = [[] for _ in range(n)]
@@ -784,7 +787,14 @@ def _run_eval(
     scores = evaluate_policy(agent, [eval_env_fns[k] for k in names], config.eval_episodes, device=device, seed=step)
     row = {f"eval/{k}": float(np.mean(s)) for k, s in zip(names, scores)}
     row["eval/mean"] = float(np.mean([np.mean(s) for s in scores]))
-    logger.log_metrics(step, **row)
+    # eval.csv, not metrics.csv: a CSV's header is fixed by its first row, and eval rows have other columns.
+    path = logger.run_dir / "eval.csv"
+    new = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["step", *row])
+        if new:
+            writer.writeheader()
+        writer.writerow({"step": step, **row})
     result.eval_history.append({"step": float(step), **{k[5:]: v for k, v in row.items()}})
 
 
@@ -875,7 +885,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, CheckpointError) as exc:
+    except (ValueError, TypeError, DreamArcadeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
