@@ -146,7 +146,10 @@ def pack_state(state: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any
         tensors[key] = torch.from_numpy(np.ascontiguousarray(state).copy())
         return {"__ndarray__": key}
     if isinstance(state, dict):
-        items = [[pack_state(k, f"{prefix}.k{i}", tensors), pack_state(v, f"{prefix}.{i}", tensors)] for i, (k, v) in enumerate(state.items())]
+        items = [
+            [pack_state(k, f"{prefix}.k{i}", tensors), pack_state(v, f"{prefix}.{i}", tensors)]
+            for i, (k, v) in enumerate(state.items())
+        ]
         return {"__dict__": items}
     if isinstance(state, (list, tuple)):
         packed = [pack_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(state)]

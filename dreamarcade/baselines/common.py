@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import random
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,11 @@ class RunLogger:
         if path not in self._writers:
             new = not path.exists() or path.stat().st_size == 0
             f = open(path, "a", newline="")  # noqa: SIM115 - kept open for the run, closed in close()
-            fields = list(row) if new else next(csv.reader(open(path)))
+            if new:
+                fields = list(row)
+            else:
+                with open(path, newline="") as existing:
+                    fields = next(csv.reader(existing))
             w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             if new:
                 w.writeheader()
@@ -80,7 +85,12 @@ class RunLogger:
 
     def log_episode(self, step: int, episodic_return: float, episodic_length: int, **extra: float) -> None:
         """Record one finished episode."""
-        row = {"step": step, "episodic_return": float(episodic_return), "episodic_length": int(episodic_length), **extra}
+        row = {
+            "step": step,
+            "episodic_return": float(episodic_return),
+            "episodic_length": int(episodic_length),
+            **extra,
+        }
         self._write(self.episodes_csv, row)
         if self._tb is not None:
             self._tb.add_scalar("charts/episodic_return", episodic_return, step)
@@ -132,6 +142,7 @@ def plot_learning_curve(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    plotted = False
     for i, (label, (x, y)) in enumerate(curves.items()):
         color = f"C{i}"
         if len(x) == 0:
@@ -140,11 +151,12 @@ def plot_learning_curve(
         w = max(1, min(window, len(y)))
         smooth = np.convolve(y, np.ones(w) / w, mode="valid")
         ax.plot(x[w - 1 :], smooth, color=color, linewidth=2, label=f"{label} (mean of {w})")
+        plotted = True
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    if curves:
+    if plotted:
         ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     out_png = Path(out_png)
@@ -190,3 +202,39 @@ def write_video(frames: list[np.ndarray] | np.ndarray, path: str | os.PathLike[s
             container.mux(packet)
     os.replace(tmp, path)
     return path
+
+
+def parse_dataclass_args(cls: type, argv: list[str] | None, description: str, prog: str | None = None) -> Any:
+    """Build an argparse CLI from a hyperparameter dataclass and parse ``argv`` into an instance.
+
+    Each field becomes ``--field-name``; its help text is the field's ``metadata["help"]``; booleans
+    take ``--flag/--no-flag``. Defaults are the dataclass defaults, shown in ``--help``.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = f.metadata.get("help", " ")
+        ftype = hints[f.name]
+        optional = False
+        args = [a for a in typing.get_args(ftype) if a is not type(None)]
+        if len(args) == 1 and type(None) in typing.get_args(ftype):
+            ftype, optional = args[0], True
+        if ftype is bool:
+            parser.add_argument(name, default=default, action=argparse.BooleanOptionalAction, help=help_text)
+            continue
+
+        def convert(value: str, _t: type = ftype, _opt: bool = optional) -> Any:
+            if _opt and value.lower() in ("", "none"):
+                return None
+            return _t(value)
+
+        convert.__name__ = getattr(ftype, "__name__", "value")
+        parser.add_argument(name, type=convert, default=default, help=help_text)
+    ns = parser.parse_args(argv)
+    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})

@@ -14,7 +14,6 @@ import re
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 
 from dreamarcade.errors import require
 from dreamarcade.wrappers.atari import EpisodicLife, FireReset, MaxAndSkip, NoopReset
@@ -27,7 +26,10 @@ DQN_PAPER_GAMES = ("BeamRider", "Breakout", "Enduro", "Pong", "Qbert", "Seaquest
 
 
 def ale_game_id(game: str) -> str:
-    """Normalise a game name to ale-py's ROM id: ``"Pong"``, ``"ALE/Pong-v5"``, ``"PongNoFrameskip-v4"`` -> ``"pong"``."""
+    """Normalise a game name to ale-py's ROM id.
+
+    ``"Pong"``, ``"pong"``, ``"ALE/Pong-v5"`` and ``"PongNoFrameskip-v4"`` all give ``"pong"``.
+    """
     roms = require("ale_py.roms", "Atari games", extra="atari")
     name = game.split("/")[-1]
     name = re.sub(r"(NoFrameskip)?-v\d+$", "", name)
@@ -160,4 +162,3 @@ def make_dqn_vector_env(
         reward_clipping=clip_rewards,
         use_fire_reset=fire_reset,
     )
-

@@ -12,7 +12,7 @@ ENTRIES: list[EnvEntry] = [
         id="DQNAtari-v0",
         entry_point=_ENTRY,
         vector_entry_point=_VECTOR,
-        description="any ALE game (kwarg game=...) with the DQN-paper preprocessing: 84x84 gray, skip 4, stack 4, sign clip",
+        description="any ALE game (kwarg game=...), DQN-paper preprocessing: 84x84 gray, skip 4, stack 4, sign clip",
         extra="atari",
         requires=("ale_py", "cv2"),
         kwargs={"game": "Pong"},

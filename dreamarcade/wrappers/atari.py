@@ -165,7 +165,8 @@ class MaxAndSkip(gym.Wrapper):
             raise gym.error.ResetNeeded("Cannot call env.step() before calling env.reset()")
         if not env.action_space.contains(action):
             raise gym.error.InvalidAction(
-                f"action {action!r} is not in the action space {env.action_space}; pass an int in [0, {env.action_space.n})"
+                f"action {action!r} is not in the action space {env.action_space}; "
+                f"pass an int in [0, {env.action_space.n})"
             )
         ale = env.ale
         action_idx = env._action_set[int(action)]

@@ -80,7 +80,9 @@ class GrayscaleResize(gym.ObservationWrapper):
         if mode not in ("resize", "crop2013"):
             raise ValueError(f"mode must be 'resize' or 'crop2013', got {mode!r}")
         if mode == "crop2013" and not 0 <= crop_top <= 110 - height:
-            raise ValueError(f"crop_top must be in [0, {110 - height}] for a {height}-row crop of 110 rows, got {crop_top}")
+            raise ValueError(
+                f"crop_top must be in [0, {110 - height}] for a {height}-row crop of 110 rows, got {crop_top}"
+            )
         if not grayscale and c_in != 3:
             raise TypeError("grayscale=False keeps colour, so it needs RGB (H, W, 3) observations")
         self.height, self.width, self.grayscale, self.mode, self.crop_top = height, width, grayscale, mode, crop_top

@@ -1,0 +1,487 @@
+"""DQN (Mnih et al. 2013, 2015) for any Discrete-action env: ``python -m dreamarcade.baselines dqn``.
+
+Reads top to bottom, CleanRL style: hyperparameters in :class:`DQNConfig` (defaults from CleanRL's
+``dqn_atari.py``, which follows the Nature paper, with the Nature paper's Huber loss), then the networks,
+then :func:`train`. Pixel observations ``(k, 84, 84)`` get the Nature CNN, vector observations an MLP.
+The replay buffer stores each frame once (:mod:`dreamarcade.baselines.replay_buffer`).
+
+Outputs in ``--run-dir``: ``episodes.csv``, ``metrics.csv``, TensorBoard events, ``learning_curve.png``,
+``checkpoint/`` (safetensors + JSON, written atomically every ``--checkpoint-interval`` steps; continue
+with ``--resume``) and ``agent.mp4`` (a greedy episode of the trained agent).
+
+Example (a short CartPole run):
+    >>> from dreamarcade.baselines.dqn import DQNConfig, train
+    >>> cfg = DQNConfig(env_id="CartPole-v1", total_timesteps=300, learning_starts=100, video_episodes=0,
+    ...                 run_dir="/tmp/dqn_doctest", progress=False, tensorboard=False)
+    >>> result = train(cfg)
+    >>> result["global_step"]
+    300
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dreamarcade.baselines.common import (
+    RunLogger,
+    parse_dataclass_args,
+    plot_learning_curve,
+    read_episodes,
+    resolve_device,
+    save_hyperparameters,
+    seed_everything,
+    write_video,
+)
+from dreamarcade.baselines.replay_buffer import ReplayBuffer
+from dreamarcade.checkpoint import checkpoint_exists, load_checkpoint, pack_state, save_checkpoint, unpack_state
+from dreamarcade.errors import CheckpointError
+
+
+def _h(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class DQNConfig:
+    """DQN hyperparameters; defaults are CleanRL's ``dqn_atari.py`` (Nature DQN) values with a Huber loss."""
+
+    env_id: str = _h("a registered id with Discrete actions (dreamarcade ids need no import)", "DQNPong-v0")
+    total_timesteps: int = _h("environment steps (agent steps, each 4 frames on Atari)", 10_000_000)
+    learning_rate: float = _h("Adam learning rate", 1e-4)
+    buffer_size: int = _h("replay capacity in transitions", 1_000_000)
+    gamma: float = _h("discount factor", 0.99)
+    target_network_frequency: int = _h("steps between copies of the online net into the frozen target net", 1000)
+    batch_size: int = _h("minibatch size", 32)
+    start_e: float = _h("initial epsilon", 1.0)
+    end_e: float = _h("final epsilon", 0.01)
+    exploration_fraction: float = _h("fraction of total_timesteps over which epsilon decays linearly", 0.10)
+    learning_starts: int = _h("steps of pure experience collection before learning (again after --resume)", 80_000)
+    train_frequency: int = _h("env steps per gradient step", 4)
+    max_grad_norm: float = _h("gradient-norm clip (<= 0 disables)", 10.0)
+    num_envs: int = _h("parallel envs (gymnasium SyncVectorEnv)", 1)
+    seed: int = _h("random seed", 1)
+    device: str = _h("cpu, cuda, cuda:N or auto", "cpu")
+    torch_threads: int = _h("torch CPU threads (0 = torch default)", 0)
+    run_dir: str = _h("output directory (logs, checkpoint, curve, video)", "runs/dqn")
+    resume: bool = _h("continue from run_dir/checkpoint: weights, optimizer, step and epsilon schedule", False)
+    checkpoint_interval: int = _h("steps between atomic checkpoints", 50_000)
+    eval_epsilon: float = _h("epsilon of the evaluation/video policy (Nature paper: 0.05)", 0.05)
+    video_episodes: int = _h("greedy episodes recorded to run_dir/agent.mp4 after training (0: none)", 1)
+    video_max_steps: int = _h("cap on the steps of each recorded episode", 4500)
+    progress: bool = _h("show a progress bar", True)
+    tensorboard: bool = _h("write TensorBoard events", True)
+    env_kwargs: str = _h("JSON dict of extra kwargs for gym.make", "{}")
+
+
+# --- networks -------------------------------------------------------------------------------------
+
+
+class NatureCNN(nn.Module):
+    """The Nature DQN torso + Q head over ``(k, 84, 84)`` uint8 stacks (scaled by 1/255 inside)."""
+
+    def __init__(self, in_channels: int, n_actions: int, image_hw: tuple[int, int] = (84, 84)) -> None:
+        super().__init__()
+        self.torso = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            n_flat = self.torso(torch.zeros(1, in_channels, *image_hw)).shape[1]
+        self.head = nn.Sequential(nn.Linear(n_flat, 512), nn.ReLU(), nn.Linear(512, n_actions))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.torso(x.float() / 255.0))
+
+
+class MLPQNetwork(nn.Module):
+    """Two hidden layers of 120 and 84 units (CleanRL's ``dqn.py``) for vector observations."""
+
+    def __init__(self, obs_dim: int, n_actions: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(obs_dim, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, n_actions)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.float().flatten(1))
+
+
+def is_pixel_space(space: gym.Space) -> bool:
+    """True for uint8 image stacks ``(C, H, W)`` that the Nature CNN takes."""
+    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+
+
+def make_q_network(obs_space: gym.Space, n_actions: int) -> nn.Module:
+    """Nature CNN for ``(C, H, W)`` uint8 pixels, MLP for flat vectors; a clear error otherwise."""
+    if not isinstance(obs_space, gym.spaces.Box):
+        raise TypeError(f"DQN needs a Box observation space, got {obs_space}; flatten Dict/Tuple observations first.")
+    if is_pixel_space(obs_space):
+        c, h, w = obs_space.shape
+        if h < 36 or w < 36:
+            raise ValueError(f"the Nature CNN needs frames of at least 36x36, got {h}x{w}")
+        return NatureCNN(c, n_actions, (h, w))
+    if len(obs_space.shape) == 1:
+        return MLPQNetwork(obs_space.shape[0], n_actions)
+    raise TypeError(
+        f"DQN got observations of shape {obs_space.shape} {obs_space.dtype}: use uint8 (C, H, W) pixel stacks "
+        "(e.g. dreamarcade.wrappers.GrayscaleResize + FrameStack) or flat vectors."
+    )
+
+
+def frame_stack_of(env: gym.Env) -> int:
+    """The ``num_stack`` of a FrameStack (dreamarcade or Gymnasium) in ``env``'s wrapper chain, else 1."""
+    from dreamarcade.wrappers.frames import FrameStack
+
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, FrameStack):
+            return env.num_stack
+        if isinstance(env, gym.wrappers.FrameStackObservation):
+            return env.stack_size
+        env = env.env
+    return 1
+
+
+def linear_schedule(start_e: float, end_e: float, duration: int, t: int) -> float:
+    """Epsilon decays linearly from ``start_e`` to ``end_e`` over ``duration`` steps, then stays."""
+    slope = (end_e - start_e) / max(1, duration)
+    return max(slope * t + start_e, end_e) if end_e <= start_e else min(slope * t + start_e, end_e)
+
+
+# --- training -------------------------------------------------------------------------------------
+
+
+def make_envs(cfg: DQNConfig, render_mode: str | None = None) -> gym.vector.VectorEnv:
+    """``cfg.num_envs`` copies of ``cfg.env_id`` in a SyncVectorEnv that resets in the same step."""
+    import dreamarcade  # noqa: F401  (registers the ids)
+
+    kwargs = json.loads(cfg.env_kwargs)
+    if cfg.env_id not in gym.registry:
+        import difflib
+
+        close = difflib.get_close_matches(cfg.env_id, list(gym.registry), n=3)
+        raise gym.error.UnregisteredEnv(
+            f"Unknown env id '{cfg.env_id}'."
+            + (f" Did you mean {close}?" if close else "")
+            + " `python -m dreamarcade list` shows dreamarcade's ids."
+        )
+
+    def thunk() -> gym.Env:
+        env = gym.make(cfg.env_id, render_mode=render_mode, **kwargs) if render_mode else gym.make(cfg.env_id, **kwargs)
+        return env if _has_episode_statistics(env) else gym.wrappers.RecordEpisodeStatistics(env)
+
+    envs = gym.vector.SyncVectorEnv(
+        [thunk for _ in range(cfg.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+    if not isinstance(envs.single_action_space, gym.spaces.Discrete):
+        raise TypeError(f"DQN needs a Discrete action space; {cfg.env_id} has {envs.single_action_space}.")
+    return envs
+
+
+def _has_episode_statistics(env: gym.Env) -> bool:
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.RecordEpisodeStatistics):
+            return True
+        env = env.env
+    return False
+
+
+def _checkpoint_state(
+    q: nn.Module, target: nn.Module, opt: torch.optim.Optimizer, step: int, episodes: int, cfg: DQNConfig, meta: dict
+) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {f"q.{k}": v for k, v in q.state_dict().items()}
+    tensors.update({f"target.{k}": v for k, v in target.state_dict().items()})
+    opt_skeleton = pack_state(opt.state_dict(), "optimizer", tensors)
+    rng_skeleton = pack_state({"torch": torch.get_rng_state()}, "rng", tensors)
+    config = {
+        "kind": "dqn",
+        "global_step": step,
+        "episodes": episodes,
+        "hyperparameters": dataclasses.asdict(cfg),
+        "optimizer": opt_skeleton,
+        "rng": rng_skeleton,
+        **meta,
+    }
+    return tensors, config
+
+
+def load_q_network(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Load the online Q-network of a DQN checkpoint (for evaluation)."""
+    tensors, config = load_checkpoint(path, kind="dqn", map_location=device)
+    obs_space = gym.spaces.Box(
+        low=0 if config["pixels"] else -np.inf,
+        high=255 if config["pixels"] else np.inf,
+        shape=tuple(config["obs_shape"]),
+        dtype=np.uint8 if config["pixels"] else np.float32,
+    )
+    q = make_q_network(obs_space, config["n_actions"]).to(device)
+    state = {k[2:]: v for k, v in tensors.items() if k.startswith("q.")}
+    try:
+        q.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"Checkpoint '{path}' does not fit its recorded network: {exc}") from exc
+    return q, config
+
+
+def train(cfg: DQNConfig) -> dict[str, Any]:
+    """Train DQN as configured; return a summary (steps, episodes, final mean return, paths)."""
+    from tqdm.auto import tqdm
+
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    run_dir = Path(cfg.run_dir)
+    ckpt_dir = run_dir / "checkpoint"
+    if ckpt_dir.exists() and checkpoint_exists(ckpt_dir) and not cfg.resume:
+        raise FileExistsError(
+            f"{ckpt_dir} already holds a checkpoint. Pass --resume to continue it, or a new --run-dir."
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_hyperparameters(run_dir, cfg)
+
+    envs = make_envs(cfg)
+    obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
+    pixels = is_pixel_space(obs_space)
+    q_network = make_q_network(obs_space, n_actions).to(device)
+    target_network = make_q_network(obs_space, n_actions).to(device)
+    target_network.load_state_dict(q_network.state_dict())
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=cfg.learning_rate)
+    meta = {"env_id": cfg.env_id, "obs_shape": list(obs_space.shape), "n_actions": n_actions, "pixels": pixels}
+
+    start_step, episodes_done = 0, 0
+    if cfg.resume:
+        if not checkpoint_exists(ckpt_dir):
+            raise CheckpointError(f"--resume: no checkpoint in {ckpt_dir}; start without --resume.")
+        tensors, ck = load_checkpoint(ckpt_dir, kind="dqn", map_location=device)
+        if ck["obs_shape"] != meta["obs_shape"] or ck["n_actions"] != n_actions:
+            raise CheckpointError(
+                f"Checkpoint in {ckpt_dir} was trained on observations {ck['obs_shape']} "
+                f"with {ck['n_actions']} actions, "
+                f"but {cfg.env_id} has {meta['obs_shape']} and {n_actions}. Use the same --env-id."
+            )
+        q_network.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("q.")})
+        target_network.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("target.")})
+        optimizer.load_state_dict(unpack_state(ck["optimizer"], tensors))
+        rng = unpack_state(ck["rng"], tensors)
+        torch.set_rng_state(rng["torch"])
+        start_step, episodes_done = int(ck["global_step"]), int(ck["episodes"])
+
+    k = frame_stack_of(envs.envs[0]) if pixels else 1
+    rb = ReplayBuffer(
+        cfg.buffer_size,
+        obs_space.shape,
+        frame_stack=k,
+        num_envs=cfg.num_envs,
+        obs_dtype=obs_space.dtype,
+        device=device,
+        seed=cfg.seed + start_step,
+    )
+    # After a resume the buffer is empty: learning waits until it holds learning_starts transitions again.
+    warmup = min(cfg.learning_starts, cfg.buffer_size)
+
+    logger = RunLogger(run_dir, tensorboard=cfg.tensorboard)
+    obs, _ = envs.reset(seed=cfg.seed + start_step)
+    rng = np.random.default_rng(cfg.seed + start_step)
+    recent: list[float] = []
+    t0, last_log_step = time.time(), start_step
+    global_step = start_step
+    bar = tqdm(total=cfg.total_timesteps, initial=start_step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
+    exploration_steps = int(cfg.exploration_fraction * cfg.total_timesteps)
+    while global_step < cfg.total_timesteps:
+        epsilon = linear_schedule(cfg.start_e, cfg.end_e, exploration_steps, global_step)
+        if rng.random() < epsilon:
+            actions = rng.integers(0, n_actions, size=cfg.num_envs)
+        else:
+            with torch.inference_mode():
+                q_values = q_network(torch.as_tensor(obs, device=device))
+            actions = q_values.argmax(dim=1).cpu().numpy()
+
+        next_obs, rewards, terminated, truncated, infos = envs.step(actions)
+        done = np.logical_or(terminated, truncated)
+        real_next_obs = next_obs.copy() if done.any() else next_obs
+        for i in np.flatnonzero(done):
+            real_next_obs[i] = infos["final_obs"][i]
+        rb.add(obs, real_next_obs, actions, rewards, terminated, truncated)
+        obs = next_obs
+        global_step += cfg.num_envs
+        bar.update(cfg.num_envs)
+
+        if "final_info" in infos or "episode" in infos:
+            ep_info = infos.get("final_info", infos)
+            if "episode" in ep_info:
+                for i in np.flatnonzero(ep_info.get("_episode", np.ones(cfg.num_envs, bool))):
+                    ret, length = float(ep_info["episode"]["r"][i]), int(ep_info["episode"]["l"][i])
+                    episodes_done += 1
+                    recent = (recent + [ret])[-20:]
+                    logger.log_episode(global_step, ret, length, epsilon=epsilon)
+                    bar.set_postfix(ret=f"{np.mean(recent):.1f}", eps=f"{epsilon:.2f}", eps_done=episodes_done)
+
+        if len(rb) >= warmup and global_step % cfg.train_frequency < cfg.num_envs:
+            batch = rb.sample(cfg.batch_size)
+            with torch.no_grad():
+                target_max = target_network(batch.next_obs).max(dim=1).values
+                td_target = batch.rewards + cfg.gamma * target_max * (1.0 - batch.terminated)
+            q_taken = q_network(batch.obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
+            loss = F.smooth_l1_loss(q_taken, td_target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(q_network.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            if global_step - last_log_step >= 1000:
+                sps = (global_step - last_log_step) / max(1e-9, time.time() - t0)
+                logger.log_metrics(
+                    global_step,
+                    **{
+                        "losses/td_loss": loss.item(),
+                        "losses/q_values": q_taken.mean().item(),
+                        "charts/epsilon": epsilon,
+                        "charts/SPS": sps,
+                    },
+                )
+                t0, last_log_step = time.time(), global_step
+
+        if global_step % cfg.target_network_frequency < cfg.num_envs:
+            target_network.load_state_dict(q_network.state_dict())
+        if global_step % cfg.checkpoint_interval < cfg.num_envs or global_step >= cfg.total_timesteps:
+            save_checkpoint(
+                ckpt_dir,
+                *_checkpoint_state(q_network, target_network, optimizer, global_step, episodes_done, cfg, meta),
+            )
+    bar.close()
+    envs.close()
+    logger.close()
+
+    steps, returns = (
+        read_episodes(logger.episodes_csv) if logger.episodes_csv.exists() else (np.array([]), np.array([]))
+    )
+    png = plot_learning_curve(
+        {f"DQN {cfg.env_id}": (steps, returns)}, run_dir / "learning_curve.png", title=f"DQN on {cfg.env_id}"
+    )
+    result: dict[str, Any] = {
+        "global_step": global_step,
+        "episodes": episodes_done,
+        "mean_return_last_20": float(np.mean(returns[-20:])) if len(returns) else float("nan"),
+        "learning_curve": str(png),
+        "checkpoint": str(ckpt_dir),
+    }
+    if cfg.video_episodes > 0:
+        ev = evaluate(
+            ckpt_dir,
+            episodes=cfg.video_episodes,
+            epsilon=cfg.eval_epsilon,
+            seed=cfg.seed + 10_000,
+            video_path=run_dir / "agent.mp4",
+            max_steps=cfg.video_max_steps,
+            device=cfg.device,
+            env_kwargs=json.loads(cfg.env_kwargs),
+        )
+        result.update(video=ev["video"], eval_returns=ev["returns"])
+    return result
+
+
+def evaluate(
+    checkpoint: str | os.PathLike[str],
+    episodes: int = 5,
+    epsilon: float = 0.05,
+    seed: int = 0,
+    video_path: str | os.PathLike[str] | None = None,
+    max_steps: int = 27_000,
+    device: str = "cpu",
+    env_id: str | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Play ``episodes`` whole games with an epsilon-greedy policy; optionally write them to an MP4.
+
+    Returns the raw game scores (``info["episode"]`` when the env records it, else summed rewards).
+    Under ``EpisodicLife`` an episode here is a whole game: play continues through life losses.
+    """
+    import dreamarcade  # noqa: F401
+
+    q, config = load_q_network(checkpoint, device)
+    env_id = env_id or config["env_id"]
+    make_kwargs = dict(env_kwargs or {})
+    if video_path is not None:
+        make_kwargs["render_mode"] = "rgb_array"
+    env = gym.make(env_id, **make_kwargs)
+    if list(env.observation_space.shape) != config["obs_shape"] or env.action_space.n != config["n_actions"]:
+        raise CheckpointError(
+            f"Checkpoint '{checkpoint}' expects observations {config['obs_shape']} and {config['n_actions']} actions; "
+            f"{env_id} has {list(env.observation_space.shape)} and {env.action_space.n}."
+        )
+    rng = np.random.default_rng(seed)
+    frames: list[np.ndarray] = []
+    returns: list[float] = []
+    obs, info = env.reset(seed=seed)
+    for _ in range(episodes):
+        total, steps, game_score = 0.0, 0, None
+        while steps < max_steps:
+            if rng.random() < epsilon:
+                action = int(rng.integers(env.action_space.n))
+            else:
+                with torch.inference_mode():
+                    action = int(q(torch.as_tensor(obs[None], device=device)).argmax(1).item())
+            obs, reward, terminated, truncated, info = env.step(action)
+            total += float(reward)
+            steps += 1
+            if video_path is not None:
+                frames.append(env.render())
+            if "episode" in info:
+                game_score = float(info["episode"]["r"])
+            if terminated or truncated:
+                if info.get("game_over", True):
+                    break
+                obs, info = env.reset()  # a life was lost: the same game goes on
+        returns.append(game_score if game_score is not None else total)
+        obs, info = env.reset()
+    env.close()
+    out: dict[str, Any] = {"returns": returns, "mean": float(np.mean(returns)), "std": float(np.std(returns))}
+    out["video"] = str(write_video(frames, video_path, fps=30)) if video_path is not None and frames else None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: train (default) or ``--evaluate CHECKPOINT``."""
+    import argparse
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--evaluate" in argv:
+        p = argparse.ArgumentParser(
+            prog="python -m dreamarcade.baselines dqn --evaluate",
+            description="Evaluate a DQN checkpoint and write an MP4 of it playing.",
+        )
+        p.add_argument("--evaluate", required=True, metavar="CHECKPOINT_DIR")
+        p.add_argument("--episodes", type=int, default=5)
+        p.add_argument("--epsilon", type=float, default=0.05)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--video", default="agent.mp4", help="MP4 path ('' for none)")
+        p.add_argument("--max-steps", type=int, default=27_000)
+        p.add_argument("--device", default="cpu")
+        a = p.parse_args(argv)
+        res = evaluate(a.evaluate, a.episodes, a.epsilon, a.seed, a.video or None, a.max_steps, a.device)
+        print(json.dumps(res, indent=2))
+        return 0
+    cfg = parse_dataclass_args(
+        DQNConfig, argv, description=__doc__.split("\n\n")[0], prog="python -m dreamarcade.baselines dqn"
+    )
+    result = train(cfg)
+    print(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,207 @@
+"""Experience replay that stores every frame once.
+
+A frame-stacked observation ``(k, 84, 84)`` shares ``k - 1`` frames with the previous one, so storing
+``obs`` and ``next_obs`` stacks (SB3's default) keeps each frame ``2k = 8`` times. This buffer keeps one
+stream of frames per env: an episode's first transition writes all ``k`` frames of its observation,
+every later transition writes only the newest frame of ``next_obs``. A transition remembers the
+position ``p`` of its observation's newest frame; the stacks are rebuilt at sampling time as frames
+``p-k+1 .. p`` (obs) and ``p-k+2 .. p+1`` (next_obs). Because each episode starts its own run of ``k``
+frames, a rebuilt stack never crosses an episode boundary, and it is exactly the stack the agent saw.
+
+Memory (84x84 uint8, k = 4): 7,056 bytes of frame per transition, plus 17 bytes of pointer, action,
+reward and flag, plus ``(k - 1) * 7,056`` bytes once per episode and a 1.6 % slack in the frame ring:
+about 7.2 KB per transition, 7.2 GB for 1M (SB3: 56.4 GB, or 28.2 GB with
+``optimize_memory_usage=True``). See benchmarks/RESULTS.md for the measured numbers.
+
+With ``frame_stack=1`` it is an ordinary buffer for any Box observation (vectors included): each
+observation is stored once, and ``next_obs`` is the next stored observation.
+
+Example:
+    >>> import numpy as np
+    >>> from dreamarcade.baselines.replay_buffer import ReplayBuffer
+    >>> buf = ReplayBuffer(1000, obs_shape=(4, 84, 84), frame_stack=4)
+    >>> obs = np.zeros((1, 4, 84, 84), np.uint8)
+    >>> nxt = np.concatenate([obs[:, 1:], np.ones((1, 1, 84, 84), np.uint8)], axis=1)
+    >>> buf.add(obs, nxt, np.array([2]), np.array([1.0]), np.array([False]), np.array([False]))
+    >>> batch = buf.sample(1)
+    >>> batch.next_obs.shape, int(batch.next_obs[0, -1, 0, 0]), len(buf)
+    (torch.Size([1, 4, 84, 84]), 1, 1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Batch:
+    """A sampled minibatch (torch tensors on the buffer's device)."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+
+
+class ReplayBuffer:
+    """A uniform replay buffer over ``num_envs`` parallel envs, storing each frame once.
+
+    Args:
+        capacity: transitions kept (over all envs); the oldest are overwritten first.
+        obs_shape: shape of one env's observation, e.g. ``(4, 84, 84)``.
+        frame_stack: ``k`` if observations are stacks of ``k`` frames on axis 0 (frames are then
+            de-duplicated), 1 otherwise.
+        num_envs: number of envs whose transitions are added together.
+        obs_dtype: dtype of the stored observations (uint8 for pixels).
+        device: where sampled tensors are placed.
+        seed: seed of the sampling RNG.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape: tuple[int, ...],
+        frame_stack: int = 1,
+        num_envs: int = 1,
+        obs_dtype: np.dtype | type = np.uint8,
+        device: str | torch.device = "cpu",
+        seed: int | None = None,
+    ) -> None:
+        if capacity < num_envs:
+            raise ValueError(f"capacity ({capacity}) must be at least num_envs ({num_envs})")
+        if frame_stack < 1:
+            raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
+        if frame_stack > 1 and (len(obs_shape) < 2 or obs_shape[0] != frame_stack):
+            raise ValueError(
+                f"frame_stack={frame_stack} needs observations stacked on axis 0, i.e. shape ({frame_stack}, ...); "
+                f"got obs_shape {obs_shape}. Use frame_stack=1 for observations that are not frame stacks."
+            )
+        self.k = int(frame_stack)
+        self.num_envs = int(num_envs)
+        self.obs_shape = tuple(obs_shape)
+        self.frame_shape = self.obs_shape[1:] if self.k > 1 else self.obs_shape
+        self.device = torch.device(device)
+        self.rng = np.random.default_rng(seed)
+        self.cap = int(capacity) // self.num_envs  # transitions per env
+        # Frames per env: one per transition, plus room for the k-1 extra frames of each episode start.
+        self.frame_cap = self.cap + max(self.k, self.cap // 64) + self.k
+        E = self.num_envs
+        self.frames = np.zeros((E, self.frame_cap, *self.frame_shape), dtype=obs_dtype)
+        self.ptr = np.zeros((E, self.cap), dtype=np.int64)  # absolute frame index of obs's newest frame
+        self.actions = np.zeros((E, self.cap), dtype=np.int32)
+        self.rewards = np.zeros((E, self.cap), dtype=np.float32)
+        self.terminated = np.zeros((E, self.cap), dtype=np.bool_)
+        self.frames_written = np.zeros(E, dtype=np.int64)  # absolute counts
+        self.trans_written = np.zeros(E, dtype=np.int64)
+        self.first_valid = np.zeros(E, dtype=np.int64)  # oldest transition whose frames are all still stored
+        self._chain_open = np.zeros(E, dtype=np.bool_)  # the last transition did not end an episode
+
+    # -- writing -----------------------------------------------------------------------------------
+    def _write_frame(self, e: int, frame: np.ndarray) -> int:
+        idx = int(self.frames_written[e])
+        self.frames[e, idx % self.frame_cap] = frame
+        self.frames_written[e] += 1
+        return idx
+
+    def add(
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        env_mask: np.ndarray | None = None,
+    ) -> None:
+        """Add one transition per env (arrays with a leading ``num_envs`` axis).
+
+        ``next_obs`` must be the true next observation (the final one when the episode ended), not an
+        auto-reset observation. ``env_mask`` (bool, per env) skips envs whose step was an auto-reset.
+        Only ``terminated`` stops bootstrapping; a ``truncated`` transition keeps its next state's value.
+        """
+        obs, next_obs = np.asarray(obs), np.asarray(next_obs)
+        if obs.shape != (self.num_envs, *self.obs_shape) or next_obs.shape != obs.shape:
+            raise ValueError(
+                f"add() expects obs and next_obs of shape {(self.num_envs, *self.obs_shape)}, got {obs.shape} and "
+                f"{next_obs.shape}"
+            )
+        for e in range(self.num_envs):
+            if env_mask is not None and not env_mask[e]:
+                continue
+            if self.k > 1 and not np.array_equal(next_obs[e, :-1], obs[e, 1:]):
+                raise ValueError(
+                    "next_obs is not obs shifted by one frame, so these observations are not frame stacks "
+                    "(or next_obs is an auto-reset observation). Pass the true final observation, or use frame_stack=1."
+                )
+            if not self._chain_open[e]:
+                # Episode start: write the whole stack so it never borrows frames of another episode.
+                for frame in obs[e] if self.k > 1 else (obs[e],):
+                    self._write_frame(e, frame)
+            p = int(self.frames_written[e]) - 1
+            self._write_frame(e, next_obs[e, -1] if self.k > 1 else next_obs[e])
+            t = int(self.trans_written[e]) % self.cap
+            self.ptr[e, t] = p
+            self.actions[e, t] = int(actions[e])
+            self.rewards[e, t] = float(rewards[e])
+            self.terminated[e, t] = bool(terminated[e])
+            self.trans_written[e] += 1
+            self._chain_open[e] = not (bool(terminated[e]) or bool(truncated[e]))
+            self._advance_first_valid(e)
+
+    def _advance_first_valid(self, e: int) -> None:
+        oldest_frame = self.frames_written[e] - self.frame_cap
+        lo = max(int(self.first_valid[e]), int(self.trans_written[e]) - self.cap)
+        while lo < self.trans_written[e] and self.ptr[e, lo % self.cap] - (self.k - 1) < oldest_frame:
+            lo += 1
+        self.first_valid[e] = lo
+
+    def end_episodes(self) -> None:
+        """Mark every env's stream as ended (call after an env reset that add() did not see)."""
+        self._chain_open[:] = False
+
+    # -- reading -----------------------------------------------------------------------------------
+    def sizes(self) -> np.ndarray:
+        """Number of sampleable transitions per env."""
+        lo = np.maximum(self.first_valid, self.trans_written - self.cap)
+        return self.trans_written - lo
+
+    def __len__(self) -> int:
+        return int(self.sizes().sum())
+
+    def sample(self, batch_size: int) -> Batch:
+        """Sample ``batch_size`` transitions uniformly (with replacement)."""
+        sizes = self.sizes()
+        total = int(sizes.sum())
+        if total == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        flat = self.rng.integers(0, total, size=batch_size)
+        env = np.searchsorted(np.cumsum(sizes), flat, side="right")
+        offset = flat - (np.cumsum(sizes) - sizes)[env]
+        lo = (self.trans_written - sizes)[env]
+        t = (lo + offset) % self.cap
+        p = self.ptr[env, t]
+        if self.k > 1:
+            # frames p-k+1 .. p+1: obs is the first k, next_obs the last k
+            idx = (p[:, None] + np.arange(-self.k + 1, 2)[None, :]) % self.frame_cap
+            stacks = self.frames[env[:, None], idx]
+            obs_np, next_np = stacks[:, :-1], stacks[:, 1:]
+        else:
+            obs_np = self.frames[env, p % self.frame_cap]
+            next_np = self.frames[env, (p + 1) % self.frame_cap]
+        dev = self.device
+        return Batch(
+            obs=torch.from_numpy(np.ascontiguousarray(obs_np)).to(dev),
+            actions=torch.from_numpy(self.actions[env, t].astype(np.int64)).to(dev),
+            rewards=torch.from_numpy(self.rewards[env, t]).to(dev),
+            next_obs=torch.from_numpy(np.ascontiguousarray(next_np)).to(dev),
+            terminated=torch.from_numpy(self.terminated[env, t].astype(np.float32)).to(dev),
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the buffer's arrays (allocated up front)."""
+        return sum(a.nbytes for a in (self.frames, self.ptr, self.actions, self.rewards, self.terminated))

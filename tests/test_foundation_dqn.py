@@ -1,0 +1,263 @@
+"""DQN: the replay buffer's boundaries and memory, learning, checkpoints and resume, the CLI, SB3 interop."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from dreamarcade.baselines.dqn import DQNConfig, evaluate, linear_schedule, train
+from dreamarcade.baselines.replay_buffer import ReplayBuffer
+from dreamarcade.errors import CheckpointError
+
+
+# --- a small task the tests build themselves -------------------------------------------------------
+class Corridor(gym.Env):
+    """Walk right along 8 cells to a +1 at the end; each step costs 0.01; 'left' at cell 0 stays."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, length: int = 8) -> None:
+        self.length = length
+        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(length,), dtype=np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.pos = 0
+        self.t = 0
+
+    def _obs(self) -> np.ndarray:
+        o = np.zeros(self.length, np.float32)
+        o[self.pos] = 1.0
+        return o
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos, self.t = 0, 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.pos = min(self.length - 1, self.pos + 1) if action == 1 else max(0, self.pos - 1)
+        self.t += 1
+        done = self.pos == self.length - 1
+        return self._obs(), (1.0 if done else -0.01), done, self.t >= 40, {}
+
+
+gym.register("TestCorridor-v0", entry_point=Corridor)
+
+
+# --- replay buffer ----------------------------------------------------------------------------------
+def _stacked_episode(ep: int, length: int, k: int = 4, hw: int = 6):
+    """Frames carry (episode, step) so a rebuilt stack shows where each frame came from."""
+    frames = [np.full((hw, hw), ep * 16 + min(s, 15), np.uint8) for s in range(length + 1)]
+    zero = np.zeros((hw, hw), np.uint8)
+
+    def stack(t: int) -> np.ndarray:
+        return np.stack([frames[i] if i >= 0 else zero for i in range(t - k + 1, t + 1)])
+
+    return [(stack(t), stack(t + 1)) for t in range(length)]
+
+
+def test_buffer_rebuilds_exact_stacks_that_never_cross_episodes() -> None:
+    rb = ReplayBuffer(200, (4, 6, 6), frame_stack=4, seed=0)
+    added = set()
+    for ep in range(12):
+        trans = _stacked_episode(ep, length=3 + ep % 5)
+        for t, (o, n) in enumerate(trans):
+            term = t == len(trans) - 1
+            rb.add(o[None], n[None], np.array([t % 3]), np.array([float(ep)]), np.array([term]), np.array([False]))
+            added.add((o.tobytes(), n.tobytes(), t % 3, float(ep), term))
+    batch = rb.sample(500)
+    for o, a, r, n, d in zip(batch.obs, batch.actions, batch.rewards, batch.next_obs, batch.terminated):
+        key = (o.numpy().tobytes(), n.numpy().tobytes(), int(a), float(r), bool(d))
+        assert key in added
+        episodes = {int(v) // 16 for v in o[:, 0, 0].tolist() if v != 0} | {
+            int(v) // 16 for v in n[:, 0, 0].tolist() if v != 0
+        }
+        assert len(episodes) <= 1, "a stack mixed frames of two episodes"
+
+
+def test_buffer_wraps_around_and_keeps_only_valid_transitions() -> None:
+    rb = ReplayBuffer(50, (4, 6, 6), frame_stack=4, seed=1)
+    added = set()
+    for ep in range(40):
+        for t, (o, n) in enumerate(_stacked_episode(ep % 16, length=5)):
+            rb.add(o[None], n[None], np.array([0]), np.array([float(ep)]), np.array([t == 4]), np.array([False]))
+            added.add((o.tobytes(), n.tobytes(), float(ep)))
+    assert 0 < len(rb) <= 50
+    batch = rb.sample(300)
+    recent = {float(e) for e in range(40 - 12, 40)}
+    for o, r, n in zip(batch.obs, batch.rewards, batch.next_obs):
+        assert (o.numpy().tobytes(), n.numpy().tobytes(), float(r)) in added
+        assert float(r) in recent  # only the newest transitions survive
+
+
+def test_buffer_truncation_keeps_bootstrap_and_timeout_next_obs() -> None:
+    rb = ReplayBuffer(10, (2,), frame_stack=1, obs_dtype=np.float32, seed=0)
+    rb.add(
+        np.array([[0.0, 0.0]]),
+        np.array([[1.0, 1.0]]),
+        np.array([1]),
+        np.array([0.5]),
+        np.array([False]),
+        np.array([True]),
+    )
+    rb.add(
+        np.array([[5.0, 5.0]]),
+        np.array([[6.0, 6.0]]),
+        np.array([0]),
+        np.array([1.0]),
+        np.array([True]),
+        np.array([False]),
+    )
+    b = rb.sample(64)
+    for o, n, d in zip(b.obs, b.next_obs, b.terminated):
+        if o[0] == 0.0:
+            assert n[0] == 1.0 and d == 0.0  # truncated: not terminal, true final observation kept
+        else:
+            assert n[0] == 6.0 and d == 1.0
+
+
+def test_buffer_bytes_per_transition_at_100k() -> None:
+    rb = ReplayBuffer(100_000, (4, 84, 84), frame_stack=4)
+    per_transition = rb.nbytes / 100_000
+    assert per_transition <= 7_200, per_transition  # SB3: 56,448 (28,224 with optimize_memory_usage)
+    assert per_transition >= 84 * 84
+
+
+def test_buffer_rejects_non_stacks() -> None:
+    rb = ReplayBuffer(10, (4, 6, 6), frame_stack=4)
+    o = np.random.default_rng(0).integers(0, 255, (1, 4, 6, 6), dtype=np.uint8)
+    n = np.random.default_rng(1).integers(0, 255, (1, 4, 6, 6), dtype=np.uint8)
+    with pytest.raises(ValueError, match="not frame stacks"):
+        rb.add(o, n, np.array([0]), np.array([0.0]), np.array([False]), np.array([False]))
+    with pytest.raises(ValueError, match="stacked on axis 0"):
+        ReplayBuffer(10, (84, 84, 4), frame_stack=4)
+
+
+# --- the agent --------------------------------------------------------------------------------------
+def _small_cfg(tmp_path, **kw) -> DQNConfig:
+    base = dict(
+        env_id="TestCorridor-v0",
+        total_timesteps=3000,
+        learning_starts=200,
+        buffer_size=5000,
+        target_network_frequency=100,
+        train_frequency=1,
+        exploration_fraction=0.4,
+        learning_rate=1e-3,
+        end_e=0.02,
+        batch_size=64,
+        gamma=0.95,
+        run_dir=str(tmp_path / "run"),
+        progress=False,
+        video_episodes=0,
+        checkpoint_interval=1000,
+        tensorboard=False,
+        torch_threads=1,
+        seed=0,
+    )
+    base.update(kw)
+    return DQNConfig(**base)
+
+
+def test_dqn_learns_the_corridor(tmp_path) -> None:
+    result = train(_small_cfg(tmp_path))
+    assert result["global_step"] == 3000
+    ev = evaluate(tmp_path / "run" / "checkpoint", episodes=5, epsilon=0.0, video_path=None)
+    # The optimal policy walks right 7 times: return 1 - 6 * 0.01 = 0.94. A random walk rarely gets there.
+    assert min(ev["returns"]) == pytest.approx(0.94)
+    assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 1000
+    assert (tmp_path / "run" / "episodes.csv").read_text().count("\n") > 50
+
+
+def test_dqn_resume_continues_the_schedule(tmp_path) -> None:
+    train(_small_cfg(tmp_path, total_timesteps=1000))
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(_small_cfg(tmp_path, total_timesteps=1000))
+    result = train(_small_cfg(tmp_path, total_timesteps=1600, resume=True))
+    assert result["global_step"] == 1600
+    steps = [int(r.split(",")[0]) for r in (tmp_path / "run" / "episodes.csv").read_text().splitlines()[1:]]
+    assert steps == sorted(steps) and steps[-1] > 1000  # the log continued after step 1000
+    eps = [float(r.split(",")[3]) for r in (tmp_path / "run" / "episodes.csv").read_text().splitlines()[1:]]
+    after = [e for s, e in zip(steps, eps) if s > 1000]
+    assert max(after) <= linear_schedule(1.0, 0.02, int(0.4 * 1600), 1000) + 1e-6  # not restarted at 1.0
+    with pytest.raises(CheckpointError, match="observations"):
+        train(_small_cfg(tmp_path, env_id="CartPole-v1", total_timesteps=1700, resume=True))
+
+
+def test_dqn_rejects_continuous_actions(tmp_path) -> None:
+    with pytest.raises(TypeError, match="Discrete"):
+        train(_small_cfg(tmp_path, env_id="Pendulum-v1"))
+
+
+def test_dqn_on_pong_pixels_writes_a_video(tmp_path) -> None:
+    av = pytest.importorskip("av")
+    cfg = _small_cfg(
+        tmp_path,
+        env_id="DQNPong-v0",
+        total_timesteps=200,
+        learning_starts=100,
+        buffer_size=1000,
+        train_frequency=4,
+        video_episodes=1,
+        video_max_steps=40,
+    )
+    result = train(cfg)
+    with av.open(result["video"]) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames == 40
+
+
+def test_cli_help_and_training(tmp_path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "dreamarcade.baselines", "dqn", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0 and "--total-timesteps" in out.stdout and "--resume" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "dreamarcade.baselines"], capture_output=True, text=True, timeout=60)
+    assert "dqn" in out.stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dreamarcade.baselines",
+            "dqn",
+            "--env-id",
+            "CartPole-v1",
+            "--total-timesteps",
+            "300",
+            "--learning-starts",
+            "100",
+            "--video-episodes",
+            "0",
+            "--no-progress",
+            "--no-tensorboard",
+            "--run-dir",
+            str(tmp_path / "cli"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["global_step"] == 300
+
+
+# --- Stable-Baselines3 on the preprocessed env -------------------------------------------------------
+def test_sb3_check_env_and_short_run() -> None:
+    sb3 = pytest.importorskip("stable_baselines3")
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = gym.make("DQNPong-v0")
+    sb3_check_env(env, warn=True)
+    model = sb3.DQN("CnnPolicy", env, buffer_size=2000, learning_starts=100, train_freq=4, verbose=0, seed=0)
+    model.learn(total_timesteps=300)
+    obs, _ = env.reset(seed=0)
+    action, _ = model.predict(obs, deterministic=True)
+    assert env.action_space.contains(int(action))
+    ppo = sb3.PPO("CnnPolicy", gym.make("DQNBreakout-v0"), n_steps=64, batch_size=32, n_epochs=1, verbose=0)
+    ppo.learn(total_timesteps=128)
+    assert torch.is_tensor(next(ppo.policy.parameters()))

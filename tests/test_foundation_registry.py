@@ -1,0 +1,152 @@
+"""The catalog: registration, the list command, check_env on every installed id, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import dreamarcade
+from dreamarcade.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from dreamarcade.errors import CheckpointError, MissingExtraError, require
+from dreamarcade.registry import catalog
+
+INSTALLED = [e for e in catalog() if e.installed]
+
+
+def test_every_catalog_id_is_registered() -> None:
+    ids = [e.id for e in catalog()]
+    assert len(ids) == len(set(ids)), "duplicate ids in the catalog"
+    for env_id in ids:
+        assert env_id in gym.registry
+        assert "/" not in env_id, "ids are registered without a namespace"
+
+
+@pytest.mark.parametrize("entry", [e for e in INSTALLED if e.id.startswith("DQN")], ids=lambda e: e.id)
+def test_check_env_dqn_ids(entry) -> None:
+    env = gym.make(entry.id)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is different from the unwrapped version.*")
+        check_env(env)
+    env.close()
+
+
+def test_make_with_module_prefix_needs_no_import() -> None:
+    code = (
+        "import gymnasium as gym, sys\n"
+        "env = gym.make('dreamarcade:DQNPong-v0')\n"
+        "obs, _ = env.reset(seed=0)\n"
+        "assert 'dreamarcade' in sys.modules\n"
+        "print(obs.shape)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "(4, 84, 84)" in out.stdout
+
+
+def test_list_command_prints_catalog() -> None:
+    out = subprocess.run([sys.executable, "-m", "dreamarcade", "list"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for entry in catalog():
+        assert entry.id in out.stdout
+    assert "installed" in out.stdout.splitlines()[0]
+
+
+def test_public_wrappers_reexported() -> None:
+    for name in (
+        "GrayscaleResize",
+        "FrameStack",
+        "ClipRewardSign",
+        "NoopReset",
+        "MaxAndSkip",
+        "EpisodicLife",
+        "FireReset",
+    ):
+        assert name in dreamarcade.__all__
+        assert hasattr(dreamarcade, name)
+
+
+def test_unknown_id_suggests_the_right_one() -> None:
+    with pytest.raises(gym.error.Error, match="DQNPong"):
+        gym.make("DQNPongg-v0")
+
+
+def test_unknown_game_suggests_names() -> None:
+    from dreamarcade.envs.atari import make_dqn_env
+
+    with pytest.raises(ValueError, match="Unknown Atari game 'Pongg'.*'pong'"):
+        make_dqn_env("Pongg")
+
+
+@pytest.mark.parametrize("game", ["Pong", "pong", "ALE/Pong-v5", "PongNoFrameskip-v4"])
+def test_game_name_forms(game: str) -> None:
+    from dreamarcade.envs.atari import ale_game_id
+
+    assert ale_game_id(game) == "pong"
+    assert ale_game_id("SpaceInvaders") == "space_invaders"
+    assert ale_game_id("MontezumaRevenge") == "montezuma_revenge"
+
+
+def test_missing_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Simulate an uninstalled package: Python treats a None entry in sys.modules as "cannot import".
+    monkeypatch.setitem(sys.modules, "vizdoom", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'dreamarcade\[doom\]'"):
+        require("vizdoom", "ViZDoom envs")
+    monkeypatch.setitem(sys.modules, "ale_py", None)
+    from dreamarcade.envs.atari import make_dqn_env
+
+    with pytest.raises(MissingExtraError, match=r"dreamarcade\[atari\]"):
+        make_dqn_env("Pong")
+
+
+def test_wrong_action_is_rejected() -> None:
+    env = gym.make("DQNPong-v0")
+    env.reset(seed=0)
+    with pytest.raises((gym.error.InvalidAction, AssertionError, ValueError, IndexError), match=r"action|Action"):
+        env.step(99)
+
+
+def test_corrupt_checkpoint_is_detected(tmp_path) -> None:
+    import torch
+
+    d = save_checkpoint(tmp_path / "ck", {"w": torch.arange(10.0)}, {"kind": "dqn"})
+    tensors, cfg = load_checkpoint(d, kind="dqn")
+    assert torch.equal(tensors["w"], torch.arange(10.0))
+    with pytest.raises(CheckpointError, match="'dqn' checkpoint, not a 'vae'"):
+        load_checkpoint(d, kind="vae")
+    weights = d / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-7])  # truncated
+    with pytest.raises(CheckpointError, match="does not match the hash"):
+        load_checkpoint(d)
+    atomic_write_text(d / "config.json", "{not json")
+    with pytest.raises(CheckpointError, match="Corrupt checkpoint config"):
+        load_checkpoint(d)
+    with pytest.raises(CheckpointError, match="No complete checkpoint"):
+        load_checkpoint(tmp_path / "nowhere")
+
+
+def test_checkpoint_state_round_trip(tmp_path) -> None:
+    import torch
+
+    from dreamarcade.checkpoint import pack_state, unpack_state
+
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    tensors: dict = {}
+    skeleton = pack_state({"opt": opt.state_dict(), "arr": np.arange(3), "t": (1, "a")}, "s", tensors)
+    save_checkpoint(tmp_path, tensors, {"kind": "x", "state": skeleton})
+    loaded, cfg = load_checkpoint(tmp_path)
+    state = unpack_state(cfg["state"], loaded)
+    assert state["t"] == (1, "a")
+    np.testing.assert_array_equal(state["arr"], np.arange(3))
+    opt2 = torch.optim.Adam(torch.nn.Linear(3, 2).parameters())
+    opt2.load_state_dict(state["opt"])
+    assert json.dumps(cfg["state"])  # the skeleton is plain JSON

@@ -1,0 +1,266 @@
+"""Wrapper semantics, checked against Gymnasium's own wrappers and ale-py's C++ vector env."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from dreamarcade.envs.atari import make_dqn_env, make_dqn_vector_env
+from dreamarcade.wrappers import (
+    ClipRewardSign,
+    EpisodicLife,
+    FireReset,
+    FrameStack,
+    GrayscaleResize,
+    MaxAndSkip,
+    NoopReset,
+)
+
+ale_py = pytest.importorskip("ale_py")
+cv2 = pytest.importorskip("cv2")
+
+
+def _actions(n: int, n_actions: int, seed: int = 0) -> list[int]:
+    return [int(a) for a in np.random.default_rng(seed).integers(0, n_actions, size=n)]
+
+
+def test_matches_gymnasium_atari_preprocessing_and_frame_stack() -> None:
+    """Same seed, same actions: our stack equals AtariPreprocessing + FrameStackObservation + sign clip.
+
+    Only the observation returned with the game's end may differ (Gymnasium pools stale frames there).
+    """
+    ours = make_dqn_env("Pong", fire_reset=False, episodic_life=False, noop_max=30)
+    ref = gym.make("ALE/Pong-v5", frameskip=1, repeat_action_probability=0.0)
+    ref = gym.wrappers.AtariPreprocessing(ref, noop_max=30, frame_skip=4, screen_size=84)
+    ref = gym.wrappers.TransformReward(ref, lambda r: float(np.sign(r)))
+    ref = gym.wrappers.FrameStackObservation(ref, 4, padding_type="zero")
+    o1, _ = ours.reset(seed=7)
+    o2, _ = ref.reset(seed=7)
+    np.testing.assert_array_equal(o1, o2)
+    steps = 0
+    for a in _actions(1500, ours.action_space.n):
+        o1, r1, t1, u1, _ = ours.step(a)
+        o2, r2, t2, u2, _ = ref.step(a)
+        assert (r1, t1, u1) == (r2, t2, u2)
+        if t1 or u1:
+            break
+        np.testing.assert_array_equal(o1, o2)
+        steps += 1
+    assert steps > 500
+
+
+@pytest.mark.parametrize(
+    "game,kwargs",
+    [
+        ("Pong", dict(noop_max=0, fire_reset=False, episodic_life=False)),
+        ("Breakout", dict(noop_max=0, fire_reset=True, episodic_life=True)),
+    ],
+)
+def test_python_path_equals_cpp_vector_path(game: str, kwargs: dict) -> None:
+    """The Python wrapper stack and ale-py's AtariVectorEnv give identical rollouts (episodic life included)."""
+    single = make_dqn_env(game, **kwargs)
+    vector = make_dqn_vector_env(1, game, **kwargs)
+    o, _ = single.reset(seed=3)
+    ov, _ = vector.reset(seed=3)
+    np.testing.assert_array_equal(o, ov[0])
+    life_losses = 0
+    for a in _actions(1200, single.action_space.n, seed=1):
+        o, r, term, trunc, info = single.step(a)
+        ov, rv, termv, truncv, infov = vector.step(np.array([a]))
+        assert r == rv[0] and term == termv[0] and trunc == truncv[0]
+        game_over = info.get("game_over", term or trunc)
+        if not game_over:
+            np.testing.assert_array_equal(o, ov[0])
+        if term or trunc:
+            if game_over:
+                break
+            life_losses += 1
+            o, _ = single.reset()  # the game continues; the C++ env needs no call
+            np.testing.assert_array_equal(o, ov[0])
+    if kwargs["episodic_life"]:
+        assert life_losses >= 1
+    vector.close()
+
+
+def test_frame_stack_matches_gymnasium() -> None:
+    for padding, ref_padding in (("zero", "zero"), ("reset", "reset")):
+        ours = FrameStack(GrayscaleResize(gym.make("ALE/Breakout-v5")), 4, padding=padding)
+        ref = gym.wrappers.FrameStackObservation(
+            GrayscaleResize(gym.make("ALE/Breakout-v5")), 4, padding_type=ref_padding
+        )
+        assert ours.observation_space == ref.observation_space
+        np.testing.assert_array_equal(ours.reset(seed=1)[0], ref.reset(seed=1)[0])
+        for a in _actions(60, 4):
+            o1 = ours.step(a)[0]
+            o2 = ref.step(a)[0]
+            np.testing.assert_array_equal(o1, o2)
+
+
+def test_frame_stack_returns_independent_arrays() -> None:
+    env = FrameStack(GrayscaleResize(gym.make("ALE/Pong-v5")), 4)
+    first, _ = env.reset(seed=0)
+    kept = first.copy()
+    for a in _actions(10, 6):
+        env.step(a)
+    np.testing.assert_array_equal(first, kept)  # later steps never write into an array we handed out
+
+
+def test_grayscale_resize_is_cv2_inter_area() -> None:
+    env = gym.make("ALE/Pong-v5")
+    wrapped = GrayscaleResize(env)
+    raw, _ = env.reset(seed=0)
+    obs, _ = wrapped.reset(seed=0)
+    expected = cv2.resize(cv2.cvtColor(raw, cv2.COLOR_RGB2GRAY), (84, 84), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(obs, expected)
+    crop = GrayscaleResize(gym.make("ALE/Pong-v5"), mode="crop2013")
+    obs2013, _ = crop.reset(seed=0)
+    assert obs2013.shape == (84, 84)
+    full = cv2.resize(cv2.cvtColor(raw, cv2.COLOR_RGB2GRAY), (84, 110), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(obs2013, full[18:102])
+    color = GrayscaleResize(gym.make("ALE/Pong-v5"), size=(64, 48), grayscale=False)
+    assert color.reset(seed=0)[0].shape == (64, 48, 3)
+
+
+def test_max_and_skip_fast_path_equals_generic_path() -> None:
+    class Passthrough(gym.Wrapper):  # any non-transparent wrapper forces the generic path
+        pass
+
+    fast = MaxAndSkip(gym.make("ALE/Breakout-v5", frameskip=1, repeat_action_probability=0.0), 4)
+    slow = MaxAndSkip(Passthrough(gym.make("ALE/Breakout-v5", frameskip=1, repeat_action_probability=0.0)), 4)
+    assert fast._ale_env is not None and slow._ale_env is None
+    ref = gym.wrappers.MaxAndSkipObservation(gym.make("ALE/Breakout-v5", frameskip=1, repeat_action_probability=0.0), 4)
+    for env in (fast, slow, ref):
+        env.reset(seed=5)
+    for a in _actions(3000, 4, seed=2):
+        a_out, b_out, c_out = fast.step(a), slow.step(a), ref.step(a)
+        np.testing.assert_array_equal(a_out[0], b_out[0])
+        assert a_out[1:4] == b_out[1:4] == c_out[1:4]
+        assert a_out[4] == b_out[4]
+        if a_out[2] or a_out[3]:
+            break
+        np.testing.assert_array_equal(a_out[0], c_out[0])
+
+
+def test_max_and_skip_rejects_double_skipping() -> None:
+    with pytest.raises(ValueError, match="frameskip=1"):
+        MaxAndSkip(gym.make("ALE/Pong-v5"), 4)  # v5 already skips 4
+
+
+def test_clip_reward_sign() -> None:
+    env = ClipRewardSign(gym.wrappers.TransformReward(gym.make("CartPole-v1"), lambda r: -0.3 * r))
+    env.reset(seed=0)
+    assert env.step(0)[1] == -1.0
+    assert isinstance(env.step(0)[1], float)
+
+
+def test_noop_reset_is_seeded_and_bounded() -> None:
+    counts = []
+    for seed in range(6):
+        env = NoopReset(gym.make("ALE/Pong-v5", frameskip=1), noop_max=30)
+        env.reset(seed=seed)
+        counts.append(env.last_noops)
+        env2 = NoopReset(gym.make("ALE/Pong-v5", frameskip=1), noop_max=30)
+        env2.reset(seed=seed)
+        assert env2.last_noops == env.last_noops
+    assert all(1 <= c <= 30 for c in counts) and len(set(counts)) > 1
+
+
+def test_noop_reset_checks_noop_action() -> None:
+    with pytest.raises(ValueError, match="not 'NOOP'"):
+        NoopReset(gym.make("ALE/Pong-v5", frameskip=1), noop_action=1)
+
+
+def test_episodic_life_resets_only_at_game_over() -> None:
+    env = EpisodicLife(MaxAndSkip(FireReset(gym.make("ALE/Breakout-v5", frameskip=1, repeat_action_probability=0.0))))
+    env.reset(seed=0)
+    assert env.lives == 5
+    frame_before = None
+    for a in _actions(5000, 4, seed=3):
+        _, _, term, trunc, info = env.step(a)
+        if term:
+            assert not info["game_over"]
+            frame_before = info["episode_frame_number"]
+            break
+    assert frame_before is not None, "no life was lost"
+    _, info = env.reset()
+    assert info["life_loss_continue"] and env.lives == 4
+    assert env.unwrapped.ale.getEpisodeFrameNumber() == frame_before  # same game, nothing stepped
+    with pytest.raises(TypeError, match="lives"):
+        EpisodicLife(gym.make("CartPole-v1"))
+
+
+def test_fire_reset_presses_fire_once() -> None:
+    env = FireReset(gym.make("ALE/Breakout-v5", frameskip=1))
+    _, info = env.reset(seed=0)
+    assert env.active and info["episode_frame_number"] == 1
+    assert FireReset(gym.make("ALE/Pong-v5", frameskip=1)).active  # Pong lists FIRE as action 1 too
+    assert not FireReset(gym.make("CartPole-v1")).active
+
+
+def test_image_wrappers_reject_vector_observations() -> None:
+    with pytest.raises(TypeError, match=r"GrayscaleResize needs an image observation"):
+        GrayscaleResize(gym.make("CartPole-v1"))
+    cartpole = gym.make("CartPole-v1")
+    dict_env = gym.wrappers.TransformObservation(
+        cartpole, lambda o: {"x": o}, gym.spaces.Dict({"x": cartpole.observation_space})
+    )
+    with pytest.raises(TypeError, match="Dict"):
+        GrayscaleResize(dict_env)
+    with pytest.raises(TypeError, match="Box"):
+        FrameStack(dict_env, 4)
+
+
+def test_vector_env_entry_point_and_sticky_actions_explicit() -> None:
+    envs = gym.make_vec("DQNPong-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    obs, _ = envs.reset(seed=0)
+    assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
+    envs.close()
+    env = gym.make("DQNPong-v0")
+    assert env.unwrapped.ale.getFloat("repeat_action_probability") == 0.0
+    sticky = gym.make("DQNPong-v0", repeat_action_probability=0.25)
+    assert sticky.unwrapped.ale.getFloat("repeat_action_probability") == pytest.approx(0.25)
+
+
+def test_same_wrappers_on_stable_retro_airstriker() -> None:
+    stable_retro = pytest.importorskip("stable_retro")
+    raw = stable_retro.make("Airstriker-Genesis-v0", render_mode=None)
+    try:
+        env = FrameStack(ClipRewardSign(GrayscaleResize(MaxAndSkip(raw, 4))), 4)
+        obs, _ = env.reset(seed=0)
+        assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
+        rng = np.random.default_rng(0)
+        for _ in range(50):
+            obs, r, term, trunc, _ = env.step(rng.integers(0, 2, size=12).astype(np.int8))
+            assert r in (-1.0, 0.0, 1.0)
+            assert not (obs[-1] == 0).all()
+        # the newest frame is the resized max of the last two emulator frames
+        raw.reset(seed=0)
+        a = np.zeros(12, np.int8)
+        frames = [raw.step(a)[0] for _ in range(4)]
+        pooled = MaxAndSkip(raw, 4)
+        raw.reset(seed=0)
+        expected = np.maximum(frames[2], frames[3])
+        np.testing.assert_array_equal(pooled.step(a)[0], expected)
+    finally:
+        raw.close()
+
+
+def test_same_wrappers_on_vizdoom() -> None:
+    pytest.importorskip("vizdoom")
+    import vizdoom.gymnasium_wrapper  # noqa: F401
+
+    base = gym.make("VizdoomTakeCover-v1")
+    screen_space = base.observation_space["screen"]
+    env = gym.wrappers.TransformObservation(base, lambda o: o["screen"], screen_space)
+    env = FrameStack(ClipRewardSign(GrayscaleResize(MaxAndSkip(env, 4))), 4)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (4, 84, 84)
+    total = 0.0
+    for a in _actions(30, 3):
+        obs, r, term, trunc, _ = env.step(a)
+        total += r
+        if term or trunc:
+            break
+    assert total > 0  # TakeCover pays +1 per tic survived; clipped to +1 per agent step
+    env.close()
