@@ -1,0 +1,80 @@
+"""The paper's temperature table at this project's scale: for each tau, evolve C inside DreamDoom, then score it
+in the dream and in the real game; the random policy is measured in the same run.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_dreams_temperature.py --model-dir runs/dreams/doom/world_model \
+        --taus 0.1 0.5 1.0 1.15 1.3 --generations 15 --popsize 64 --rollouts 4 --real-episodes 30
+
+Writes runs/dreams/tau/<tau>/ (controllers, CMA-ES curves) and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from dreamarcade.baselines.world_models import WMConfig, dream_returns, evaluate_real, step_evolve
+from dreamarcade.world_models.controller import Controller
+from dreamarcade.world_models.model import WorldModel, bundled_dir
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model-dir", default=str(bundled_dir("doom")))
+    p.add_argument("--taus", type=float, nargs="+", default=[0.1, 0.5, 1.0, 1.15, 1.3])
+    p.add_argument("--generations", type=int, default=15)
+    p.add_argument("--popsize", type=int, default=64)
+    p.add_argument("--rollouts", type=int, default=4)
+    p.add_argument("--dream-episodes", type=int, default=256)
+    p.add_argument("--real-episodes", type=int, default=30)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", default="runs/dreams/tau")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    rows = []
+    wm = WorldModel.load(args.model_dir, env="doom")
+    for tau in args.taus:
+        run = out / f"tau{tau:g}"
+        (run / "world_model").parent.mkdir(parents=True, exist_ok=True)
+        if not (run / "world_model").exists():
+            shutil.copytree(args.model_dir, run / "world_model")
+        cfg = WMConfig(env="doom", run_dir=str(run), temperature=tau, popsize=args.popsize, rollouts=args.rollouts,
+                       generations=args.generations, eval_every=0, seed=args.seed)  # fmt: skip
+        t0 = time.time()
+        ctrl_dir = run / "controller"
+        if not (ctrl_dir / "config.json").exists():
+            step_evolve(cfg)
+        ctrl = Controller.load(ctrl_dir)
+        dream = dream_returns(wm, ctrl, ctrl.params[None], args.dream_episodes, tau, seed=777)[0]
+        real = evaluate_real("doom", args.model_dir, ctrl.params, ctrl, args.real_episodes, args.workers)
+        rows.append(
+            {
+                "tau": tau,
+                "dream_mean": float(dream.mean()),
+                "dream_std": float(dream.std()),
+                "real_mean": float(real.mean()),
+                "real_std": float(real.std()),
+                "seconds": time.time() - t0,
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+        (run / "result.json").write_text(json.dumps(rows[-1]))
+    rand = evaluate_real("doom", args.model_dir, None, None, args.real_episodes, 1, seed=12345)
+    print(
+        f"\nbudget per tau: CMA-ES pop {args.popsize} x {args.rollouts} dream rollouts x {args.generations} generations"
+    )
+    print(f"| tau | dream ({args.dream_episodes} dreams) | real ({args.real_episodes} episodes) |\n|---|---|---|")
+    for r in rows:
+        print(f"| {r['tau']:g} | {r['dream_mean']:.0f} +- {r['dream_std']:.0f} | "
+              f"{r['real_mean']:.0f} +- {r['real_std']:.0f} |")  # fmt: skip
+    print(f"| random policy | n/a | {rand.mean():.0f} +- {rand.std():.0f} |")
+
+
+if __name__ == "__main__":
+    main()

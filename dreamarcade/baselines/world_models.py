@@ -1,0 +1,843 @@
+"""World Models (Ha & Schmidhuber 2018): collect -> V -> M -> C, with C evolved by CMA-ES in the dream.
+
+``python -m dreamarcade.baselines world_models <step> [options]`` where step is one of
+
+* ``collect``       random-policy rollouts into compressed shards (worker processes; ``--backend ray``)
+* ``train-vae``     V on the frames, then encode every shard to (mu, logvar) series; reconstructions PNG
+* ``train-mdnrnn``  M on the series (episodes concatenated with a restart flag); writes the world model dir
+* ``evolve``        C by CMA-ES (``cma``): population 64 x 16 rollouts, in the dream (one torch batch) or real env
+* ``evaluate``      N real episodes with V + M + C: mean +- std
+* ``video``         dream-vs-real side-by-side MP4 of the controller
+* ``pipeline``      all of the above, skipping finished steps (resumable after a kill); ``--iterations N`` runs the
+  paper's iterative procedure (collect with the current C, retrain M on all data, re-evolve C)
+* ``bundle``        copy a run's world model (float16) and controller into dreamarcade/assets (maintainers)
+* ``demo``          on the bundled weights: evolve C inside DreamDoom-v0 for a few minutes, run it in the real
+  game, write the scores and a dream-vs-real video
+
+Defaults are the paper's / hardmaru's code values (see ``WMConfig``); the budget this project could afford on
+2 CPU cores is in docs/dreams.md and dreamarcade/assets/dream_doom/MODEL_CARD.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dreamarcade.baselines.common import (
+    RunLogger,
+    plot_learning_curve,
+    resolve_device,
+    save_hyperparameters,
+    seed_everything,
+    write_video,
+)
+from dreamarcade.checkpoint import (
+    atomic_write_text,
+    checkpoint_exists,
+    load_checkpoint,
+    pack_state,
+    save_checkpoint,
+    unpack_state,
+)
+from dreamarcade.world_models.model import ENV_DEFAULTS, WorldModel
+
+STEPS = ("collect", "train-vae", "train-mdnrnn", "evolve", "evaluate", "video", "pipeline", "demo", "bundle")
+
+
+@dataclass
+class WMConfig:
+    """Hyperparameters; defaults are the paper's (or hardmaru's code's, where they differ and the code ran)."""
+
+    env: str = "doom"
+    run_dir: str = ""  # default runs/dreams/<env>
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 1
+    # collect (paper: 64 workers x 200 trials ~ 12.8k episodes, 10k used)
+    episodes: int = 10000
+    workers: int = 0  # 0: one per CPU core
+    backend: str = "process"
+    max_steps: int = 0  # 0: the env's cap (2100 Doom, 1000 CarRacing)
+    # V
+    vae_epochs: float = 10.0  # hardmaru's code (the paper says 1)
+    vae_batch: int = 100
+    vae_lr: float = 1e-4
+    kl_tolerance: float = 0.5
+    # M
+    rnn_epochs: float = 400.0  # Doom code (paper: 20); CarRacing code: 4000 steps
+    rnn_seq_len: int = 500  # Doom: "worked better than 1000"
+    rnn_batch: int = 100
+    rnn_lr: float = 1e-3
+    rnn_lr_min: float = 1e-5
+    rnn_lr_decay: float = 0.99999
+    rnn_grad_clip: float = 1.0
+    done_pos_weight: float = 10.0
+    # C / CMA-ES (estool)
+    where: str = "dream"  # "dream" or "real"
+    temperature: float = 0.0  # 0: the env default (Doom 1.15)
+    popsize: int = 64
+    rollouts: int = 16
+    generations: int = 200  # README: ~200 generations are "enough" for Doom
+    sigma_init: float = 0.1
+    eval_every: int = 25
+    eval_rollouts: int = 1024
+    controller: str = "full"  # "full" ([z, h] / [z, c, h]) or "v-only" ([z])
+    time_budget: float = 0.0  # seconds for evolve; 0: no limit
+    # evaluate
+    eval_episodes: int = 100
+    # iterative procedure
+    iterations: int = 1
+    iter_episodes: int = 200
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir or f"runs/dreams/{self.env}")
+
+
+# ============================================================================================== collect
+def step_collect(cfg: WMConfig, out: Path | None = None, policy_dir: str | None = None, episodes: int | None = None,
+                 seed_offset: int = 0) -> dict[str, int]:  # fmt: skip
+    from dreamarcade.world_models.collect import collect
+
+    run = cfg.resolved_run_dir()
+    out = out or run / "frames"
+    t0 = time.time()
+    summary = collect(
+        cfg.env, out, episodes or cfg.episodes, workers=cfg.workers or None, seed=cfg.seed + seed_offset,
+        max_steps=cfg.max_steps or None, backend=cfg.backend, policy_dir=policy_dir, progress=True,
+    )  # fmt: skip
+    summary["seconds"] = round(time.time() - t0, 1)
+    print(f"collected {summary} into {out}")
+    return summary
+
+
+# ============================================================================================== V
+def step_train_vae(cfg: WMConfig) -> Path:
+    from tqdm import tqdm
+
+    from dreamarcade.world_models.rollouts import FrameStream, encode_shards, list_shards
+    from dreamarcade.world_models.vae import ConvVAE, frames_to_tensor, vae_loss
+
+    run = cfg.resolved_run_dir()
+    dev = resolve_device(cfg.device)
+    z_size = ENV_DEFAULTS[cfg.env]["z_size"]
+    frame_dirs = sorted(p for p in run.glob("frames*") if p.is_dir())
+    paths = [p for d in frame_dirs for p in list_shards(d)]
+    if not paths:
+        raise FileNotFoundError(f"No frame shards under {run}/frames*. Run `world_models collect --env {cfg.env}`.")
+    n_frames = sum(int(np.load(p, allow_pickle=False)["episode_lengths"].sum()) for p in paths)
+    total_steps = max(1, int(math.ceil(cfg.vae_epochs * n_frames / cfg.vae_batch)))
+    vae = ConvVAE(z_size, cfg.kl_tolerance).to(dev)
+    opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
+    ckpt, step = run / "vae_train", 0
+    if checkpoint_exists(ckpt):  # resume
+        tensors, meta = load_checkpoint(ckpt, kind="vae_train")
+        vae.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        opt.load_state_dict(unpack_state(meta["optimizer"], tensors))
+        step = int(meta["step"])
+        print(f"resuming V training at step {step}/{total_steps}")
+
+    def save_train_state() -> None:
+        tensors = {f"model.{k}": v for k, v in vae.state_dict().items()}
+        skeleton = pack_state(opt.state_dict(), "opt", tensors)
+        save_checkpoint(ckpt, tensors, {**vae.config(), "kind": "vae_train", "step": step, "optimizer": skeleton})
+
+    logger = RunLogger(run / "logs_vae")
+    stream = FrameStream(paths, batch_size=cfg.vae_batch, seed=cfg.seed + step)
+    bar = tqdm(total=total_steps, initial=step, desc="train V", unit="batch")
+    t0 = time.time()
+    vae.train()
+    while step < total_steps:
+        for batch in stream:
+            x = frames_to_tensor(batch, dev)
+            recon, mu, logvar = vae(x)
+            loss, r_loss, kl = vae_loss(x, recon, mu, logvar, cfg.kl_tolerance)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.1f}", recon=f"{r_loss.item():.1f}", kl=f"{kl.item():.1f}")
+                logger.log_metrics(step, loss=loss.item(), recon_loss=r_loss.item(), kl_loss=kl.item())
+            if step % 200 == 0:
+                save_train_state()
+            if step >= total_steps:
+                break
+    bar.close()
+    save_train_state()
+    logger.close()
+    vae.eval()
+    vae.save(run / "vae", extra={"train_steps": step, "train_frames": n_frames, "train_seconds": time.time() - t0})
+    _plot_metrics(run / "logs_vae" / "metrics.csv", ["recon_loss", "kl_loss"], run / "vae_loss.png", "V training")
+    _save_reconstructions(vae, paths[0], run / "vae_reconstructions.png")
+    # Encode every frame once into (mu, logvar): M trains on these, sampling a fresh z per batch.
+    torch.set_grad_enabled(False)
+    for d in frame_dirs:
+        encode_shards(d, run / d.name.replace("frames", "series", 1), vae.encode_frames)
+    torch.set_grad_enabled(True)
+    print(f"V saved to {run / 'vae'}; series written; reconstructions in {run / 'vae_reconstructions.png'}")
+    return run / "vae"
+
+
+def _save_reconstructions(vae: Any, shard: Path, png: Path, n: int = 8) -> None:
+    import cv2
+
+    frames = np.load(shard, allow_pickle=False)["frames"]
+    idx = np.linspace(0, len(frames) - 1, n).astype(int)
+    mu, _ = vae.encode_frames(frames[idx])
+    recon = vae.decode_to_frames(torch.as_tensor(mu))
+    grid = np.concatenate([np.concatenate(list(frames[idx]), 1), np.concatenate(list(recon), 1)], 0)
+    grid = cv2.resize(grid, (grid.shape[1] * 2, grid.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(png), grid[:, :, ::-1])
+
+
+def _plot_metrics(csv_path: Path, keys: list[str], png: Path, title: str) -> None:
+    import csv
+
+    if not csv_path.exists():
+        return
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    curves = {}
+    for k in keys:
+        pts = [(float(r["step"]), float(r[k])) for r in rows if r.get(k) not in (None, "")]
+        if pts:
+            curves[k] = (np.array([p[0] for p in pts]), np.array([p[1] for p in pts]))
+    plot_learning_curve(curves, png, title, window=5, xlabel="gradient steps", ylabel="loss")
+
+
+# ============================================================================================== M
+def _stream_batches(series: dict[str, np.ndarray], seq_len: int, batch: int, rng: np.random.Generator):
+    """Cut the concatenated stream into (seq_len + 1)-step windows at a random offset; yield shuffled batches."""
+    n = len(series["actions"])
+    starts = np.zeros(n, np.float32)
+    starts[np.concatenate([[0], np.cumsum(series["episode_lengths"])[:-1]])] = 1.0
+    offset = int(rng.integers(0, seq_len))
+    idx = np.arange(offset, n - seq_len - 1, seq_len)
+    rng.shuffle(idx)
+    for b in range(0, len(idx), batch):
+        w = idx[b : b + batch, None] + np.arange(seq_len + 1)[None]
+        yield {
+            "mu": series["mu"][w].astype(np.float32), "logvar": series["logvar"][w].astype(np.float32),
+            "actions": series["actions"][w[:, :-1]], "rewards": series["rewards"][w[:, :-1]],
+            "dones": series["dones"][w[:, :-1]], "restart": starts[w],
+        }  # fmt: skip
+
+
+def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = None) -> Path:
+    from tqdm import tqdm
+
+    from dreamarcade.world_models.mdnrnn import MDNRNN, mdn_loss
+    from dreamarcade.world_models.rollouts import load_series
+    from dreamarcade.world_models.vae import ConvVAE
+
+    run = cfg.resolved_run_dir()
+    dev = resolve_device(cfg.device)
+    d = ENV_DEFAULTS[cfg.env]
+    parts = [load_series(p) for p in sorted(run.glob("series*")) if p.is_dir()]
+    if not parts:
+        raise FileNotFoundError(f"No series under {run}/series*. Run `world_models train-vae --env {cfg.env}` first.")
+    series = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    n = len(series["actions"])
+    steps_per_epoch = max(1, n // (cfg.rnn_seq_len * cfg.rnn_batch))
+    total_steps = max(1, int(math.ceil(cfg.rnn_epochs * max(1, n // cfg.rnn_seq_len) / cfg.rnn_batch)))
+    rnn = MDNRNN(d["z_size"], d["action_size"], d["hidden_size"], 5, True, d["predict_done"], d["predict_reward"])
+    if warm_start is not None:  # iterative procedure: continue from the previous M on all data
+        rnn.load_state_dict(MDNRNN.load(warm_start).state_dict())
+    rnn.to(dev)
+    opt = torch.optim.Adam(rnn.parameters(), lr=cfg.rnn_lr)
+    ckpt, step = run / f"mdnrnn_train{tag}", 0
+    if checkpoint_exists(ckpt):
+        tensors, meta = load_checkpoint(ckpt, kind="mdnrnn_train")
+        rnn.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        opt.load_state_dict(unpack_state(meta["optimizer"], tensors))
+        step = int(meta["step"])
+        print(f"resuming M training at step {step}/{total_steps}")
+
+    def save_train_state() -> None:
+        tensors = {f"model.{k}": v for k, v in rnn.state_dict().items()}
+        skeleton = pack_state(opt.state_dict(), "opt", tensors)
+        save_checkpoint(ckpt, tensors, {"kind": "mdnrnn_train", "step": step, "optimizer": skeleton})
+
+    logger = RunLogger(run / "logs_mdnrnn")
+    rng = np.random.default_rng(cfg.seed + step)
+    bar = tqdm(total=total_steps, initial=step, desc="train M", unit="batch")
+    t0 = time.time()
+    rnn.train()
+    while step < total_steps:
+        for b in _stream_batches(series, cfg.rnn_seq_len, cfg.rnn_batch, rng):
+            mu, logvar = torch.as_tensor(b["mu"], device=dev), torch.as_tensor(b["logvar"], device=dev)
+            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # a fresh sample of z every batch
+            restart = torch.as_tensor(b["restart"], device=dev)
+            out = rnn(z[:, :-1], torch.as_tensor(b["actions"], device=dev), restart[:, :-1])
+            z_mask = restart[:, 1:] < 0.5  # the next frame starts a new episode: nothing to predict
+            losses = mdn_loss(
+                rnn, out, z[:, 1:], z_mask, done=torch.as_tensor(b["dones"], device=dev),
+                reward=torch.as_tensor(b["rewards"], device=dev), done_pos_weight=cfg.done_pos_weight,
+            )  # fmt: skip
+            lr = max(cfg.rnn_lr_min, cfg.rnn_lr * cfg.rnn_lr_decay**step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            opt.zero_grad()
+            losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(rnn.parameters(), cfg.rnn_grad_clip)
+            opt.step()
+            step += 1
+            bar.update(1)
+            logger.log_metrics(step, **{f"{k}_loss": v.item() for k, v in losses.items()}, lr=lr)
+            bar.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()})
+            if step % 50 == 0:
+                save_train_state()
+            if step >= total_steps:
+                break
+    bar.close()
+    save_train_state()
+    logger.close()
+    rnn.eval()
+    rnn.save(run / "mdnrnn", extra={"train_steps": step, "train_frames": n, "steps_per_epoch": steps_per_epoch,
+                                    "train_seconds": time.time() - t0})  # fmt: skip
+    vae = ConvVAE.load(run / "vae")
+    mu0, lv0 = WorldModel.initial_from_series(series["mu"], series["logvar"], series["episode_lengths"])
+    wm = WorldModel(cfg.env, vae, rnn, mu0, lv0, d["temperature"], d["max_steps"], d["features"], d["reward"])
+    wm.save(run / "world_model")
+    keys = ["gmm_loss", "done_loss"] if d["predict_done"] else ["gmm_loss", "reward_loss"]
+    _plot_metrics(run / "logs_mdnrnn" / "metrics.csv", keys, run / "mdnrnn_loss.png", "M training")
+    print(f"M saved; world model in {run / 'world_model'}")
+    return run / "world_model"
+
+
+# ============================================================================================== C
+def _controller_for(cfg: WMConfig, wm: WorldModel) -> Any:
+    from dreamarcade.world_models.controller import Controller
+
+    size = wm.z_size if cfg.controller == "v-only" else wm.feature_size
+    return Controller.for_env(cfg.env, size)
+
+
+def _select(features: torch.Tensor, ctrl: Any) -> torch.Tensor:
+    """V-only controllers read z alone (the first z_size features)."""
+    return features[..., : ctrl.feature_size]
+
+
+def dream_fitness(wm: WorldModel, ctrl: Any, params: np.ndarray, rollouts: int, temperature: float, seed: int,
+                  max_steps: int | None = None) -> np.ndarray:  # fmt: skip
+    """Mean dream return of each candidate (P, n) over ``rollouts`` dreams: (P,)."""
+    return dream_returns(wm, ctrl, params, rollouts, temperature, seed, max_steps).mean(1)
+
+
+@torch.no_grad()
+def dream_returns(wm: WorldModel, ctrl: Any, params: np.ndarray, rollouts: int, temperature: float, seed: int,
+                  max_steps: int | None = None) -> np.ndarray:  # fmt: skip
+    """Dream return of each candidate (P, n) in each of ``rollouts`` dreams, all P x R in one torch batch: (P, R).
+
+    Dreams that have ended are dropped from the batch (compaction), so a generation costs what its survivors cost.
+    """
+    from dreamarcade.envs.dream import DreamBatch
+
+    p = params.shape[0]
+    n = p * rollouts
+    dream = DreamBatch(wm, n, temperature, seed=seed)
+    dream.reset_all()
+    theta = torch.as_tensor(np.asarray(params, np.float32))
+    owner = torch.arange(n) // rollouts  # candidate of each dream
+    total = torch.zeros(n)
+    alive = torch.arange(n)
+    cap = max_steps or wm.max_steps
+    for _ in range(cap):
+        feats = _select(dream.features(), ctrl)
+        raw = torch.einsum("nad,nd->na", ctrl.unflatten(theta)[0][owner[alive]], feats)
+        if ctrl.bias:
+            raw = raw + ctrl.unflatten(theta)[1][owner[alive]]
+        from dreamarcade.world_models.controller import map_actions
+
+        actions = map_actions(torch.tanh(raw), ctrl.action_mode)
+        _, reward, term, trunc = dream.step(actions)
+        total[alive] += reward
+        keep = ~(term | trunc)
+        if dream.t[0] >= cap:
+            break
+        if not bool(keep.all()):
+            if not bool(keep.any()):
+                break
+            alive = alive[keep]
+            for name in ("z", "h", "c", "t", "first"):
+                setattr(dream, name, getattr(dream, name)[keep])
+            dream.num = len(alive)
+    return total.view(p, rollouts).numpy()
+
+
+def _real_worker_init(env: str, model_dir: str, ctrl_cfg: dict) -> None:
+    global _RW  # one env + world model per worker process, built once
+    torch.set_num_threads(1)
+    from dreamarcade.world_models.collect import make_real_env
+    from dreamarcade.world_models.controller import Controller
+
+    wm = WorldModel.load(model_dir, env=env)
+    ctrl = Controller(ctrl_cfg["feature_size"], ctrl_cfg["action_size"], ctrl_cfg["bias"], ctrl_cfg["action_mode"])
+    _RW = (make_real_env(env), wm, ctrl)
+
+
+def _real_episode(args: tuple[np.ndarray, int, int]) -> tuple[float, int]:
+    """One real episode with V + M + C(params); returns (return, length)."""
+    from dreamarcade.world_models.features import FeatureTracker
+
+    params, seed, max_steps = args
+    env, wm, ctrl = _RW
+    ctrl.set_flat(params)
+    tracker = FeatureTracker(wm, seed=seed)
+    frame, _ = env.reset(seed=seed)
+    feats = tracker.reset(frame)
+    ret, t = 0.0, 0
+    while True:
+        a = ctrl.act(feats[: ctrl.feature_size])
+        frame, r, term, trunc, _ = env.step(a)
+        ret += r
+        t += 1
+        if term or trunc or (max_steps and t >= max_steps):
+            return ret, t
+        feats = tracker.step(a, frame)
+
+
+class RealPool:
+    """Worker processes that each hold a real env + V + M, evaluating controllers episode by episode."""
+
+    def __init__(self, env: str, model_dir: str, ctrl: Any, workers: int) -> None:
+        import multiprocessing as mp
+
+        cfg = {k: getattr(ctrl, k) for k in ("feature_size", "action_size", "bias", "action_mode")}
+        self.pool = mp.get_context("spawn").Pool(workers, _real_worker_init, (env, model_dir, cfg))
+
+    def episodes(self, params: list[np.ndarray], seeds: list[int], max_steps: int = 0) -> list[tuple[float, int]]:
+        return self.pool.map(_real_episode, [(p, s, max_steps) for p, s in zip(params, seeds)], chunksize=1)
+
+    def close(self) -> None:
+        self.pool.close()
+        self.pool.join()
+
+
+def _world_model_dir(cfg: WMConfig) -> Path:
+    run_wm = cfg.resolved_run_dir() / "world_model"
+    if (run_wm / "world_model.json").is_file():
+        return run_wm
+    from dreamarcade.world_models.model import bundled_dir
+
+    print(f"no trained world model in {run_wm}; using the bundled weights")
+    return bundled_dir(cfg.env)
+
+
+def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
+    """CMA-ES (pycma) over the controller's flat parameters; fitness = mean return over ``rollouts`` episodes."""
+    from tqdm import tqdm
+
+    from dreamarcade.errors import require
+
+    cma = require("cma", "evolving controllers with CMA-ES", extra="dreams")
+    run = cfg.resolved_run_dir()
+    wm_dir = _world_model_dir(cfg)
+    wm = WorldModel.load(wm_dir, env=cfg.env)
+    tau = cfg.temperature or wm.temperature
+    ctrl = _controller_for(cfg, wm)
+    out = run / out_name
+    state_dir = run / f"{out_name}_cma"
+    gen0, x0, sigma0, best = 0, np.zeros(ctrl.num_params), cfg.sigma_init, (-np.inf, None)
+    if checkpoint_exists(state_dir):  # resume: mean, step size and best so far (the covariance restarts)
+        tensors, meta = load_checkpoint(state_dir, kind="cma_state")
+        gen0, sigma0 = int(meta["generation"]), float(meta["sigma"])
+        x0 = tensors["mean"].double().numpy()
+        best = (float(meta["best_fitness"]), tensors["best"].numpy())
+        print(f"resuming CMA-ES at generation {gen0}")
+    es = cma.CMAEvolutionStrategy(x0, sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1 + gen0, "verbose": -9})
+    pool = None
+    if cfg.where == "real":
+        pool = RealPool(cfg.env, str(wm_dir), ctrl, cfg.workers or os.cpu_count() or 1)
+    elif cfg.where != "dream":
+        raise ValueError(f"--where must be 'dream' or 'real', got {cfg.where!r}.")
+    logger = RunLogger(run / f"logs_{out_name}")
+    save_hyperparameters(run / f"logs_{out_name}", cfg)
+    t0 = time.time()
+    bar = tqdm(total=cfg.generations, initial=gen0, desc=f"CMA-ES in the {cfg.where} (tau={tau})", unit="gen")
+    gen = gen0
+    try:
+        while gen < cfg.generations:
+            xs = es.ask()
+            if pool is None:
+                fit = dream_fitness(wm, ctrl, np.array(xs), cfg.rollouts, tau, seed=cfg.seed * 100003 + gen)
+            else:
+                seeds = [cfg.seed * 100003 + gen * 1000 + r for r in range(cfg.rollouts)]
+                res = pool.episodes([x for x in xs for _ in seeds], seeds * len(xs), cfg.max_steps)
+                fit = np.array([r[0] for r in res]).reshape(len(xs), cfg.rollouts).mean(1)
+            es.tell(xs, (-fit).tolist())
+            gen += 1
+            i = int(np.argmax(fit))
+            if fit[i] > best[0]:
+                best = (float(fit[i]), np.array(xs[i], np.float32))
+            logger.log_metrics(gen, fitness_mean=fit.mean(), fitness_best=fit.max(), fitness_worst=fit.min(),
+                               sigma=es.sigma, seconds=time.time() - t0)  # fmt: skip
+            bar.update(1)
+            bar.set_postfix(mean=f"{fit.mean():.0f}", best=f"{fit.max():.0f}", sigma=f"{es.sigma:.3f}")
+            mean_params = np.asarray(es.mean, np.float32)
+            save_checkpoint(
+                state_dir, {"mean": torch.as_tensor(mean_params), "best": torch.as_tensor(best[1])},
+                {"kind": "cma_state", "generation": gen, "sigma": float(es.sigma), "best_fitness": best[0]},
+            )  # fmt: skip
+            if cfg.eval_every and gen % cfg.eval_every == 0 and pool is None:
+                ev = dream_fitness(wm, ctrl, mean_params[None], cfg.eval_rollouts, tau, seed=10**6 + gen)[0]
+                logger.log_metrics(gen, dream_eval_of_mean=ev)
+            if cfg.time_budget and time.time() - t0 > cfg.time_budget:
+                print(f"time budget of {cfg.time_budget:.0f}s reached after generation {gen}")
+                break
+    finally:
+        bar.close()
+        logger.close()
+        if pool is not None:
+            pool.close()
+    # The paper deploys the CMA-ES mean (estool's "best" is its running mean); keep both.
+    ctrl.set_flat(np.asarray(es.mean, np.float32))
+    extra = {"generations": gen, "popsize": cfg.popsize, "rollouts": cfg.rollouts, "where": cfg.where,
+             "temperature": tau, "controller": cfg.controller, "seconds": time.time() - t0,
+             "world_model": str(wm_dir)}  # fmt: skip
+    ctrl.save(out, extra=extra)
+    if best[1] is not None:
+        ctrl.set_flat(best[1])
+        ctrl.save(run / f"{out_name}_best", extra={**extra, "fitness": best[0]})
+    _plot_cma(run / f"logs_{out_name}" / "metrics.csv", run / f"{out_name}_cma_curve.png", cfg.where)
+    print(f"controller saved to {out}; CMA-ES curve in {run / f'{out_name}_cma_curve.png'}")
+    return out
+
+
+def _plot_cma(csv_path: Path, png: Path, where: str) -> None:
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("fitness_mean")]
+    if not rows:
+        return
+    g = [float(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for key, label in (("fitness_best", "best"), ("fitness_mean", "population mean"), ("fitness_worst", "worst")):
+        ax.plot(g, [float(r[key]) for r in rows], label=label)
+    ax.set_xlabel("generation")
+    ax.set_ylabel(f"mean return over rollouts ({where})")
+    ax.set_title("CMA-ES")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
+# ============================================================================================== evaluate
+def evaluate_real(env: str, model_dir: str | Path, params: np.ndarray | None, ctrl: Any, episodes: int, workers: int,
+                  seed: int = 12345) -> np.ndarray:  # fmt: skip
+    """Returns of ``episodes`` real episodes with V + M + C(params); ``params=None`` is the uniform random policy."""
+    if params is None:
+        return _random_returns(env, episodes, seed)
+    pool = RealPool(env, str(model_dir), ctrl, max(1, workers))
+    try:
+        res = pool.episodes([params] * episodes, [seed + i for i in range(episodes)])
+    finally:
+        pool.close()
+    return np.array([r[0] for r in res])
+
+
+def _random_returns(env: str, episodes: int, seed: int) -> np.ndarray:
+    """A uniform random action every step (the paper's random-policy baseline)."""
+    from dreamarcade.world_models.collect import make_real_env
+
+    e = make_real_env(env)
+    e.action_space.seed(seed)
+    rets = []
+    for i in range(episodes):
+        e.reset(seed=seed + i)
+        ret, done = 0.0, False
+        while not done:
+            _, r, term, trunc, _ = e.step(e.action_space.sample())
+            ret += r
+            done = term or trunc
+        rets.append(ret)
+    e.close()
+    return np.array(rets)
+
+
+def step_evaluate(cfg: WMConfig, ctrl_dir: Path | None = None) -> dict[str, float]:
+    from dreamarcade.world_models.controller import Controller
+
+    run = cfg.resolved_run_dir()
+    wm_dir = _world_model_dir(cfg)
+    ctrl_dir = ctrl_dir or run / "controller"
+    ctrl = Controller.load(ctrl_dir)
+    t0 = time.time()
+    rets = evaluate_real(cfg.env, wm_dir, ctrl.params, ctrl, cfg.eval_episodes, cfg.workers or os.cpu_count() or 1)
+    res = {"episodes": len(rets), "mean": float(rets.mean()), "std": float(rets.std()), "min": float(rets.min()),
+           "max": float(rets.max()), "seconds": round(time.time() - t0, 1), "controller": str(ctrl_dir)}  # fmt: skip
+    atomic_write_text(run / f"evaluate_{Path(ctrl_dir).name}.json", json.dumps({**res, "returns": rets.tolist()}))
+    print(f"{cfg.env}: {res['mean']:.1f} +- {res['std']:.1f} over {len(rets)} real episodes ({res['seconds']}s)")
+    return res
+
+
+# ============================================================================================== video
+@torch.no_grad()
+def dream_vs_real_video(wm: WorldModel, ctrl: Any, out_mp4: Path, seed: int = 0, temperature: float | None = None,
+                        max_frames: int = 700, scale: int = 3) -> dict[str, int]:  # fmt: skip
+    """Side by side: the real game (left) and a dream started from the same first frame (right), same controller."""
+    import cv2
+
+    from dreamarcade.envs.dream import DreamBatch
+    from dreamarcade.world_models.collect import make_real_env
+    from dreamarcade.world_models.controller import map_actions
+    from dreamarcade.world_models.features import FeatureTracker
+
+    env = make_real_env(wm.env)
+    tracker = FeatureTracker(wm, seed=seed)
+    frame, _ = env.reset(seed=seed)
+    feats = tracker.reset(frame)
+    real = [frame]
+    dream = DreamBatch(wm, 1, temperature or wm.temperature, seed=seed)
+    dream.reset_all()
+    dream.z = tracker.z.clone()  # the dream starts from the real first frame's latent
+    dreamed = [dream.decode()[0]]
+    real_done = dream_done = False
+    real_len = dream_len = 0
+    while max(len(real), len(dreamed)) < max_frames and not (real_done and dream_done):
+        if not real_done:
+            a = ctrl.act(feats[: ctrl.feature_size])
+            frame, _, term, trunc, _ = env.step(a)
+            real_len += 1
+            real_done = term or trunc
+            real.append(frame)
+            if not real_done:
+                feats = tracker.step(a, frame)
+        if not dream_done:
+            f = dream.features()[..., : ctrl.feature_size]
+            a = ctrl.act_batch(torch.as_tensor(ctrl.params)[None], f[None])[0]
+            _, _, term, trunc = dream.step(map_actions(a, "doom") if ctrl.action_mode == "doom" else a)
+            dream_len += 1
+            dream_done = bool(term[0] or trunc[0])
+            dreamed.append(dream.decode()[0])
+    env.close()
+    n = max(len(real), len(dreamed))
+    frames = []
+    for i in range(n):
+        panels = []
+        for seq, label, length in ((real, "real", real_len), (dreamed, f"dream tau={dream.temperature:g}", dream_len)):
+            img = cv2.resize(seq[min(i, len(seq) - 1)], (64 * scale, 64 * scale), interpolation=cv2.INTER_NEAREST)
+            img = np.ascontiguousarray(img)
+            if i >= len(seq):
+                img = (img * 0.4).astype(np.uint8)
+            text = f"{label} t={min(i, length)}" + (" END" if i >= len(seq) - 1 else "")
+            cv2.putText(img, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1, cv2.LINE_AA)
+            panels.append(img)
+        frames.append(np.concatenate(panels, 1))
+    write_video(frames, out_mp4, fps=35 if wm.env == "doom" else 50)
+    return {"real_steps": real_len, "dream_steps": dream_len}
+
+
+def step_video(cfg: WMConfig, ctrl_dir: Path | None = None) -> Path:
+    from dreamarcade.world_models.controller import Controller
+
+    run = cfg.resolved_run_dir()
+    wm = WorldModel.load(_world_model_dir(cfg), env=cfg.env)
+    ctrl = Controller.load(ctrl_dir or run / "controller")
+    out = run / "dream_vs_real.mp4"
+    info = dream_vs_real_video(wm, ctrl, out, seed=cfg.seed, temperature=cfg.temperature or None)
+    print(f"video written to {out} ({info})")
+    return out
+
+
+# ============================================================================================== pipeline
+def _done_marker(run: Path, name: str) -> Path:
+    return run / "pipeline" / f"{name}.done.json"
+
+
+def _run_once(run: Path, name: str, fn: Any) -> Any:
+    """Run ``fn`` unless a marker says it finished (so a killed pipeline resumes where it stopped)."""
+    marker = _done_marker(run, name)
+    if marker.exists():
+        print(f"[pipeline] {name}: done already, skipping")
+        return json.loads(marker.read_text())
+    print(f"[pipeline] {name}")
+    res = fn()
+    res = res if isinstance(res, dict) else {"path": str(res)}
+    atomic_write_text(marker, json.dumps(res, default=str))
+    return res
+
+
+def step_pipeline(cfg: WMConfig) -> dict[str, Any]:
+    """collect -> V -> M -> C -> evaluate, then (``--iterations N``) N - 1 rounds of the paper's iterative procedure."""
+    from dreamarcade.world_models.collect import collect
+    from dreamarcade.world_models.rollouts import encode_shards
+    from dreamarcade.world_models.vae import ConvVAE
+
+    run = cfg.resolved_run_dir()
+    results: dict[str, Any] = {}
+    results["collect"] = _run_once(run, "collect", lambda: step_collect(cfg))
+    results["train-vae"] = _run_once(run, "train-vae", lambda: step_train_vae(cfg))
+    results["train-mdnrnn"] = _run_once(run, "train-mdnrnn", lambda: step_train_mdnrnn(cfg))
+    results["evolve"] = _run_once(run, "evolve", lambda: step_evolve(cfg))
+    results["evaluate"] = _run_once(run, "evaluate", lambda: step_evaluate(cfg))
+    for it in range(1, cfg.iterations):
+        tag = f"_iter{it}"
+        prev_ctrl = run / ("controller" if it == 1 else f"controller_iter{it - 1}")
+
+        def new_data(tag: str = tag, prev_ctrl: Path = prev_ctrl, it: int = it) -> dict:
+            s = collect(cfg.env, run / f"frames{tag}", cfg.iter_episodes, workers=cfg.workers or None,
+                        seed=cfg.seed + 7919 * it, backend=cfg.backend, policy_dir=str(run / "world_model"),
+                        controller_dir=str(prev_ctrl), progress=True)  # fmt: skip
+            vae = ConvVAE.load(run / "vae")
+            encode_shards(run / f"frames{tag}", run / f"series{tag}", vae.encode_frames)
+            return s
+
+        results[f"collect{tag}"] = _run_once(run, f"collect{tag}", new_data)
+        results[f"train-mdnrnn{tag}"] = _run_once(
+            run, f"train-mdnrnn{tag}", lambda tag=tag: step_train_mdnrnn(cfg, tag, warm_start=run / "mdnrnn")
+        )
+        results[f"evolve{tag}"] = _run_once(run, f"evolve{tag}", lambda tag=tag: step_evolve(cfg, f"controller{tag}"))
+        results[f"evaluate{tag}"] = _run_once(
+            run, f"evaluate{tag}", lambda tag=tag: step_evaluate(cfg, run / f"controller{tag}")
+        )
+    return results
+
+
+# ============================================================================================== demo
+def step_demo(cfg: WMConfig) -> dict[str, Any]:
+    """Bundled DreamDoom-v0 weights: evolve C in the dream for a few minutes, run it in the real game, film both."""
+    from dreamarcade.world_models.model import bundled_dir
+
+    cfg = dataclasses.replace(cfg, env="doom", run_dir=cfg.run_dir or "runs/dreams/demo")
+    run = cfg.resolved_run_dir()
+    for stale in ("controller_cma", "logs_controller", "pipeline"):  # a demo always starts a fresh evolution
+        p = run / stale
+        if p.exists():
+            import shutil
+
+            shutil.rmtree(p)
+    wm_dir = bundled_dir("doom")
+    print(f"World model: {wm_dir} (bundled DreamDoom-v0 weights)")
+    t0 = time.time()
+    demo_cfg = dataclasses.replace(cfg, run_dir=str(run), eval_every=0)
+    # evolve inside the bundled dream (step_evolve falls back to the bundled weights when run has no world model)
+    ctrl_dir = step_evolve(demo_cfg)
+    evolve_s = time.time() - t0
+    from dreamarcade.world_models.controller import Controller
+
+    ctrl = Controller.load(ctrl_dir)
+    wm = WorldModel.load(wm_dir, env="doom")
+    tau = cfg.temperature or wm.temperature
+    dream_scores = dream_fitness(wm, ctrl, ctrl.params[None], 256, tau, seed=4242)
+    t1 = time.time()
+    workers = cfg.workers or os.cpu_count() or 1
+    real = evaluate_real("doom", wm_dir, ctrl.params, ctrl, cfg.eval_episodes, workers)
+    rand = evaluate_real("doom", wm_dir, None, ctrl, cfg.eval_episodes, workers)
+    eval_s = time.time() - t1
+    video = dream_vs_real_video(wm, ctrl, run / "dream_vs_real.mp4", seed=cfg.seed, temperature=tau)
+    scores = {
+        "temperature": tau,
+        "generations": int(json.loads((ctrl_dir / "config.json").read_text())["generations"]),
+        "popsize": cfg.popsize, "rollouts_per_candidate": cfg.rollouts, "evolve_seconds": round(evolve_s, 1),
+        "dream_score_mean_of_256": float(dream_scores.mean()),
+        "real_mean": float(real.mean()), "real_std": float(real.std()), "real_episodes": len(real),
+        "random_mean": float(rand.mean()), "random_std": float(rand.std()),
+        "eval_seconds": round(eval_s, 1), "video": str(run / "dream_vs_real.mp4"), **video,
+    }  # fmt: skip
+    atomic_write_text(run / "scores.json", json.dumps(scores, indent=2))
+    print(
+        f"\nDream demo ({time.time() - t0:.0f}s): controller evolved {scores['generations']} generations inside "
+        f"DreamDoom-v0 (tau={tau}).\n"
+        f"  dream score: {scores['dream_score_mean_of_256']:.0f} steps (mean of 256 dreams)\n"
+        f"  real game:   {real.mean():.0f} +- {real.std():.0f} steps over {len(real)} episodes\n"
+        f"  random:      {rand.mean():.0f} +- {rand.std():.0f} steps over {len(rand)} episodes\n"
+        f"  video:       {run / 'dream_vs_real.mp4'}\n  CMA-ES curve: {run / 'controller_cma_curve.png'}\n"
+        f"  scores:      {run / 'scores.json'}"
+    )
+    return scores
+
+
+# ============================================================================================== bundle
+def step_bundle(cfg: WMConfig) -> Path:
+    """Copy the run's world model (float16, to keep the package small) and controller into dreamarcade/assets."""
+    import shutil
+
+    from dreamarcade.world_models.controller import Controller
+    from dreamarcade.world_models.model import bundled_dir
+
+    run = cfg.resolved_run_dir()
+    wm = WorldModel.load(run / "world_model", env=cfg.env)
+    dest = bundled_dir(cfg.env)
+    for sub in ("vae", "mdnrnn", "initial_z", "controller"):
+        if (dest / sub).exists():
+            shutil.rmtree(dest / sub)
+    wm.save(dest, half=True)
+    if (run / "controller" / "config.json").exists():
+        Controller.load(run / "controller").save(dest / "controller", extra={"source": str(run / "controller")})
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    print(f"bundled {run / 'world_model'} into {dest} ({size / 2**20:.1f} MiB)")
+    return dest
+
+
+# ============================================================================================== CLI
+_DEMO_DEFAULTS = {"popsize": 32, "rollouts": 4, "generations": 1000, "time_budget": 150.0, "eval_episodes": 6}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dreamarcade.baselines world_models",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Example: python -m dreamarcade.baselines world_models demo",
+    )
+    parser.add_argument("step", choices=STEPS, help="pipeline step to run")
+    for f in dataclasses.fields(WMConfig):
+        if f.name == "extra":
+            continue
+        kw: dict[str, Any] = {"default": None, "type": type(f.default), "help": f"(default: {f.default!r})"}
+        if f.name == "env":
+            kw["choices"] = sorted(ENV_DEFAULTS)
+        if f.name == "where":
+            kw["choices"] = ["dream", "real"]
+        if f.name == "controller":
+            kw["choices"] = ["full", "v-only"]
+        if f.name == "backend":
+            kw["choices"] = ["process", "ray", "inline"]
+        parser.add_argument(f"--{f.name.replace('_', '-')}", **kw)
+    parser.add_argument("--resume", action="store_true", help="continue from the run's checkpoints (always on)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if k not in ("step", "resume") and v is not None}
+    if args.step == "demo":
+        overrides = {**_DEMO_DEFAULTS, **overrides}
+    cfg = WMConfig(**overrides)
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    cfg.resolved_run_dir().mkdir(parents=True, exist_ok=True)
+    steps = {
+        "collect": step_collect, "train-vae": step_train_vae, "train-mdnrnn": step_train_mdnrnn,
+        "evolve": step_evolve, "evaluate": step_evaluate, "video": step_video, "pipeline": step_pipeline,
+        "demo": step_demo, "bundle": step_bundle,
+    }  # fmt: skip
+    steps[args.step](cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Real env -> world-model features, so one controller runs unchanged in the real game and in the dream.
+
+:class:`FeatureTracker` holds the MDN-RNN state: each real frame is encoded by V to ``z = mu + sigma * eps``
+(sampled, as the paper's real-env code), the previous ``(z, a)`` is fed to M to advance ``(h, c)``, and the
+features are ``[z, c, h]`` (Doom) or ``[z, h]`` (CarRacing), exactly the dream's observation layout.
+
+Example:
+    >>> import gymnasium as gym, dreamarcade
+    >>> from dreamarcade.world_models.features import WorldModelFeatures
+    >>> from dreamarcade.world_models.model import WorldModel
+    >>> env = WorldModelFeatures(gym.make("DoomTakeCover-v0"), WorldModel.bundled("doom"))
+    >>> obs, info = env.reset(seed=0)
+    >>> obs.shape
+    (1088,)
+    >>> env.close()
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from dreamarcade.world_models.controller import Controller
+from dreamarcade.world_models.model import WorldModel
+from dreamarcade.world_models.vae import frames_to_tensor
+
+__all__ = ["FeatureTracker", "WorldModelFeatures", "WorldModelAgent"]
+
+
+class FeatureTracker:
+    """Keeps M's state along a real episode and turns each frame into controller features."""
+
+    def __init__(self, model: WorldModel, seed: int | None = None) -> None:
+        self.model = model
+        self.gen = torch.Generator()
+        self.gen.manual_seed(int(seed) if seed is not None else 0)
+        self.z: torch.Tensor | None = None
+        self.state = model.rnn.initial_state(1)
+        self._first = True
+
+    def seed(self, seed: int) -> None:
+        self.gen.manual_seed(int(seed))
+
+    @torch.no_grad()
+    def encode(self, frame: np.ndarray) -> torch.Tensor:
+        mu, logvar = self.model.vae.encode(frames_to_tensor(np.asarray(frame)[None]))
+        return mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=self.gen)
+
+    @torch.no_grad()
+    def reset(self, frame: np.ndarray) -> np.ndarray:
+        self.state = self.model.rnn.initial_state(1)
+        self._first = True
+        self.z = self.encode(frame)
+        return self.features()
+
+    @torch.no_grad()
+    def step(self, action: np.ndarray, frame: np.ndarray) -> np.ndarray:
+        """Feed (z_t, a_t) to M, then encode the next frame."""
+        assert self.z is not None, "call reset() first"
+        a = torch.as_tensor(np.asarray(action, np.float32).reshape(1, -1))
+        restart = torch.ones(1) if self._first else torch.zeros(1)
+        _, self.state = self.model.rnn.step(self.z, a, self.state, restart=restart)
+        self._first = False
+        self.z = self.encode(frame)
+        return self.features()
+
+    def features(self) -> np.ndarray:
+        h, c = self.state
+        return self.model.make_features(self.z, h, c)[0].numpy().astype(np.float32)
+
+
+class WorldModelFeatures(gym.Wrapper):
+    """Wraps a real env with 64x64x3 frames so its observations are the world model's features.
+
+    ``info["frame"]`` keeps the 64x64 frame the features came from.
+    """
+
+    def __init__(self, env: gym.Env, model: WorldModel) -> None:
+        super().__init__(env)
+        if env.observation_space.shape != (64, 64, 3):
+            raise ValueError(
+                f"WorldModelFeatures needs 64x64x3 frames, got observation shape {env.observation_space.shape}; "
+                "wrap DoomTakeCover-v0 or CarRacing64-v0."
+            )
+        if int(np.prod(env.action_space.shape)) != model.action_size:
+            raise ValueError(
+                f"The world model takes {model.action_size} action dims, the env has {env.action_space.shape}."
+            )
+        self.model = model
+        self.tracker = FeatureTracker(model)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (model.feature_size,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        frame, info = self.env.reset(seed=seed, options=options)
+        if seed is not None:
+            self.tracker.seed(seed)
+        info = dict(info, frame=frame)
+        return self.tracker.reset(frame), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        frame, reward, terminated, truncated, info = self.env.step(action)
+        feats = self.tracker.step(action, frame)
+        return feats, reward, terminated, truncated, dict(info, frame=frame)
+
+
+class WorldModelAgent:
+    """V + M + C as a policy over real frames: ``policy = agent.reset(seed); action = policy(frame)``."""
+
+    def __init__(self, model: WorldModel, controller: Controller) -> None:
+        if controller.feature_size != model.feature_size:
+            raise ValueError(
+                f"Controller reads {controller.feature_size} features, the world model gives {model.feature_size}."
+            )
+        self.model, self.controller = model, controller
+        self.tracker = FeatureTracker(model)
+        self._prev_action: np.ndarray | None = None
+
+    @classmethod
+    def from_dirs(
+        cls, model_dir: str | os.PathLike[str], controller_dir: str | os.PathLike[str], env: str
+    ) -> WorldModelAgent:
+        """A world model directory and a controller checkpoint (``evolve``'s output)."""
+        model = WorldModel.load(model_dir, env=env)
+        return cls(model, Controller.load(controller_dir, feature_size=model.feature_size))
+
+    def reset(self, seed: int = 0) -> WorldModelAgent:
+        self.tracker.seed(seed)
+        self._prev_action = None
+        return self
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        if self._prev_action is None:
+            feats = self.tracker.reset(frame)
+        else:
+            feats = self.tracker.step(self._prev_action, frame)
+        self._prev_action = self.controller.act(feats)
+        return self._prev_action

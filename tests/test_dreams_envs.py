@@ -1,0 +1,211 @@
+"""Dream and real World Models envs: Gymnasium conformance, determinism, temperature, errors, SB3."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import dreamarcade  # noqa: F401  (registers the ids)
+from dreamarcade.envs.dream import DreamBatch, DreamEnv
+from dreamarcade.errors import CheckpointError, MissingExtraError
+from dreamarcade.world_models.model import WorldModel, bundled_dir
+
+
+def _check(env: gym.Env) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unbounded feature spaces are expected
+        check_env(env.unwrapped, skip_render_check=False)
+
+
+@pytest.mark.parametrize("env_id", ["DreamDoom-v0", "DreamCarRacing-v0"])
+def test_dream_envs_pass_check_env(env_id: str) -> None:
+    env = gym.make(env_id)
+    _check(env)
+    obs, _ = env.reset(seed=1)
+    assert obs.shape == env.observation_space.shape and obs.dtype == np.float32
+    env.close()
+
+
+def test_dream_pixels_and_render() -> None:
+    env = gym.make("DreamDoom-v0", obs_type="pixels", render_mode="rgb_array")
+    _check(env)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8
+    frame = env.render()
+    assert frame.shape == (64, 64, 3) and frame.std() > 0  # a decoded frame, not a blank
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", ["DoomTakeCover-v0", "DoomTakeCoverFeatures-v0"])
+def test_real_doom_envs_pass_check_env(env_id: str) -> None:
+    env = gym.make(env_id)
+    _check(env)
+    env.close()
+
+
+def test_real_carracing_passes_check_env() -> None:
+    env = gym.make("CarRacing64-v0")
+    _check(env)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (64, 64, 3)
+    env.close()
+
+
+def test_real_takecover_is_paper_faithful() -> None:
+    env = gym.make("DoomTakeCover-v0", render_mode="rgb_array")
+    obs, _ = env.reset(seed=3)
+    assert obs.shape == (64, 64, 3)
+    assert env.unwrapped.doom_skill == 4 and env.unwrapped.max_steps == 2100
+    full = env.render()
+    assert full.shape == (120, 160, 3)  # HUD rendered on the full frame, cropped from the observation
+    total, steps, done = 0.0, 0, False
+    while not done:
+        _, r, term, trunc, _ = env.step(np.array([0.0], np.float32))
+        total, steps, done = total + r, steps + 1, term or trunc
+    assert total == steps  # score = steps survived
+    with pytest.raises(ValueError, match="shape"):
+        env.reset(seed=0)
+        env.step(np.zeros(2, np.float32))
+    env.close()
+
+
+def test_real_takecover_seeded_determinism() -> None:
+    env = gym.make("DoomTakeCover-v0")
+    runs = []
+    for _ in range(2):
+        obs, _ = env.reset(seed=11)
+        frames = [obs]
+        for t in range(40):
+            frames.append(env.step(np.array([np.sin(t / 5.0)], np.float32))[0])
+        runs.append(np.stack(frames))
+    assert np.array_equal(runs[0], runs[1])
+    env.close()
+
+
+def test_dream_seeded_determinism() -> None:
+    trajs = []
+    for _ in range(2):
+        env = gym.make("DreamDoom-v0")
+        obs, _ = env.reset(seed=123)
+        seq = [obs]
+        for t in range(30):
+            seq.append(env.step(np.array([np.cos(t / 3.0)], np.float32))[0])
+        trajs.append(np.stack(seq))
+    assert np.array_equal(trajs[0], trajs[1])
+    env = gym.make("DreamDoom-v0")
+    other = env.reset(seed=124)[0]
+    for _ in range(5):
+        other = env.step(np.zeros(1, np.float32))[0]
+    assert not np.array_equal(other, trajs[0][5])
+
+
+def test_low_temperature_is_deterministic() -> None:
+    wm = WorldModel.bundled("doom")
+    a, b = DreamBatch(wm, 2, temperature=1e-8, seed=1), DreamBatch(wm, 2, temperature=1e-8, seed=999)
+    a.reset_all()
+    b.reset_all()
+    b.z = a.z.clone()  # same start, different random streams
+    actions = torch.tensor([[0.9], [-0.9]])
+    for _ in range(25):
+        fa, *_ = a.step(actions)
+        fb, *_ = b.step(actions)
+    assert torch.allclose(fa, fb, atol=1e-3)
+    # at the paper's temperature the two random streams diverge
+    c, d = DreamBatch(wm, 2, 1.15, seed=1), DreamBatch(wm, 2, 1.15, seed=999)
+    c.reset_all()
+    d.reset_all()
+    d.z = c.z.clone()
+    for _ in range(5):
+        fc, *_ = c.step(actions)
+        fd, *_ = d.step(actions)
+    assert not torch.allclose(fc, fd, atol=1e-3)
+
+
+def test_vector_env_batched_and_autoreset() -> None:
+    envs = gym.make_vec("DreamDoom-v0", num_envs=16, vectorization_mode="vector_entry_point", temperature=1.15)
+    obs, _ = envs.reset(seed=0)
+    assert obs.shape == (16, 1088)
+    saw_end = False
+    for _ in range(400):
+        obs, rew, term, trunc, _ = envs.step(envs.action_space.sample())
+        assert obs.shape == (16, 1088) and rew.shape == (16,)
+        if term.any() or trunc.any():
+            saw_end = True
+            ended = term | trunc
+            obs, rew, term, trunc, _ = envs.step(envs.action_space.sample())
+            assert np.all(rew[ended] == 0.0)  # next-step autoreset: the restart step carries no reward
+    assert saw_end
+    with pytest.raises(ValueError, match="shape"):
+        envs.step(np.zeros((3, 1), np.float32))
+    envs.close()
+
+
+def test_bad_inputs_give_clear_errors(tmp_path) -> None:
+    for tau in (0.0, -1.0):
+        with pytest.raises(ValueError, match="temperature must be > 0"):
+            gym.make("DreamDoom-v0", temperature=tau)
+    env = gym.make("DreamDoom-v0")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="obs_type"):
+        DreamEnv(obs_type="voxels")
+    with pytest.raises(CheckpointError, match="world model directory"):
+        DreamEnv(model_dir=tmp_path)
+
+
+def test_mismatched_and_corrupt_checkpoints(tmp_path) -> None:
+    import shutil
+
+    src = bundled_dir("doom")
+    # a CarRacing M (z=32, 3 actions) inside a Doom world model: latent-size mismatch
+    d = tmp_path / "mixed"
+    shutil.copytree(src, d)
+    shutil.rmtree(d / "mdnrnn")
+    shutil.copytree(bundled_dir("carracing") / "mdnrnn", d / "mdnrnn")
+    with pytest.raises(CheckpointError, match="z_size"):
+        WorldModel.load(d)
+    # the env the model was trained for must match the env asked for
+    with pytest.raises(CheckpointError, match="trained for"):
+        WorldModel.load(src, env="carracing")
+    # action-size mismatch
+    from dreamarcade.world_models.mdnrnn import MDNRNN
+
+    with pytest.raises(CheckpointError, match="action_size"):
+        MDNRNN.load(src / "mdnrnn", action_size=3)
+    # truncated weights
+    c = tmp_path / "corrupt"
+    shutil.copytree(src, c)
+    w = c / "vae" / "weights.safetensors"
+    w.write_bytes(w.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="Corrupt"):
+        WorldModel.load(c)
+    cfg = c / "world_model.json"
+    cfg.write_text("{not json")
+    with pytest.raises(CheckpointError, match="Corrupt"):
+        WorldModel.load(c)
+    assert json.loads((src / "world_model.json").read_text())["env"] == "doom"
+
+
+def test_missing_extra_is_named(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vizdoom", None)  # makes `import vizdoom` fail as if not installed
+    env = gym.make("DoomTakeCover-v0")
+    with pytest.raises(MissingExtraError, match=r"dreamarcade\[doom\]"):
+        env.reset(seed=0)
+
+
+def test_sb3_ppo_runs_on_dream_doom() -> None:
+    sb3 = pytest.importorskip("stable_baselines3")
+    env = gym.make("DreamDoom-v0")
+    model = sb3.PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=128)
+    action, _ = model.predict(env.reset(seed=0)[0], deterministic=True)
+    assert action.shape == (1,)

@@ -1,0 +1,143 @@
+"""World Models training on small data generated from the real envs: V, M, C, storage, pipeline pieces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dreamarcade.checkpoint import save_checkpoint
+from dreamarcade.errors import CheckpointError
+from dreamarcade.world_models.collect import collect
+from dreamarcade.world_models.controller import Controller
+from dreamarcade.world_models.mdnrnn import MDNRNN, mdn_loss, sample_next
+from dreamarcade.world_models.rollouts import FrameStream, encode_shards, list_shards, load_series, load_shard
+from dreamarcade.world_models.vae import ConvVAE, frames_to_tensor, vae_loss
+
+
+@pytest.fixture(scope="module")
+def doom_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("doom_frames")
+    summary = collect("doom", d, episodes=3, workers=1, seed=0, min_length=0, max_steps=80, backend="inline")
+    assert summary["episodes"] == 3 and summary["steps"] > 0
+    return d
+
+
+def test_shards_hold_whole_episodes(doom_data) -> None:
+    shards = list_shards(doom_data)
+    data = load_shard(shards[0])
+    assert data["frames"].shape[1:] == (64, 64, 3) and data["frames"].dtype == np.uint8
+    assert data["actions"].shape[1] == 1 and np.all(np.abs(data["actions"]) <= 1)
+    assert int(data["episode_lengths"].sum()) == len(data["frames"]) == len(data["dones"])
+    total = sum(len(b) for b in FrameStream(doom_data, batch_size=16, shards_in_memory=1))
+    assert total == sum(int(load_shard(p)["episode_lengths"].sum()) for p in shards)
+
+
+def test_corrupt_shard_is_reported(tmp_path) -> None:
+    bad = tmp_path / "frames-w0-00000.npz"
+    bad.write_bytes(b"not an npz file")
+    with pytest.raises(ValueError, match="Corrupt rollout shard"):
+        load_shard(bad)
+
+
+def test_vae_loss_falls_and_round_trips(doom_data, tmp_path) -> None:
+    torch.manual_seed(0)
+    frames = np.concatenate([load_shard(p)["frames"] for p in list_shards(doom_data)])[:96]
+    x = frames_to_tensor(frames)
+    vae = ConvVAE(z_size=64)
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(12):
+        recon, mu, logvar = vae(x)
+        loss, r_loss, kl = vae_loss(x, recon, mu, logvar)
+        assert kl.item() >= 0.5 * 64 - 1e-4  # free bits: KL is floored at kl_tolerance * z
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(r_loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+    vae.eval()
+    vae.save(tmp_path / "vae")
+    again = ConvVAE.load(tmp_path / "vae", z_size=64)
+    assert torch.allclose(again.encode(x[:4])[0], vae.encode(x[:4])[0])
+    with pytest.raises(CheckpointError, match="latent size"):
+        ConvVAE.load(tmp_path / "vae", z_size=32)
+    # encode the shards into series for M
+    out = encode_shards(doom_data, tmp_path / "series", vae.encode_frames)
+    series = load_series(tmp_path / "series")
+    assert len(out) == len(list_shards(doom_data)) and series["mu"].shape[1] == 64
+
+
+def test_mdnrnn_loss_falls_with_restarts_and_round_trips(doom_data, tmp_path) -> None:
+    from dreamarcade.baselines.world_models import _stream_batches
+
+    torch.manual_seed(0)
+    vae = ConvVAE(z_size=64).eval()
+    encode_shards(doom_data, tmp_path / "series", vae.encode_frames)
+    series = load_series(tmp_path / "series")
+    rnn = MDNRNN(64, 1, 128, predict_done=True)
+    opt = torch.optim.Adam(rnn.parameters(), lr=3e-3)
+    batch = next(_stream_batches(series, 20, 64, np.random.default_rng(0)))
+    assert batch["restart"].sum() > 0  # windows span episode boundaries (episodes are concatenated)
+    z = torch.as_tensor(batch["mu"])
+    restart = torch.as_tensor(batch["restart"])
+    losses = []
+    for _ in range(25):
+        out = rnn(z[:, :-1], torch.as_tensor(batch["actions"]), restart[:, :-1])
+        parts = mdn_loss(rnn, out, z[:, 1:], restart[:, 1:] < 0.5, done=torch.as_tensor(batch["dones"]))
+        opt.zero_grad()
+        parts["total"].backward()
+        opt.step()
+        losses.append(parts["total"].item())
+    assert losses[-1] < losses[0] - 0.1
+    # zeroing the state at a restart makes what follows independent of what came before
+    a = torch.zeros(1, 6, 1)
+    r = torch.tensor([[0, 0, 0, 1, 0, 0]], dtype=torch.float32)
+    z1, z2 = torch.randn(1, 6, 64), torch.randn(1, 6, 64)
+    z2[:, 3:] = z1[:, 3:]
+    assert torch.allclose(rnn(z1, a, r)[:, 3:], rnn(z2, a, r)[:, 3:], atol=1e-6)
+    # the batched sequence pass equals stepping the cell
+    out_seq = rnn(z1, a, r)
+    state = rnn.initial_state(1)
+    for t in range(6):
+        o, state = rnn.step(z1[:, t], a[:, t], state, restart=r[:, t])
+        assert torch.allclose(o, out_seq[:, t], atol=1e-5)
+    rnn.save(tmp_path / "m")
+    again = MDNRNN.load(tmp_path / "m", z_size=64, action_size=1)
+    assert torch.allclose(again(z1, a, r), out_seq, atol=1e-6)
+    with pytest.raises(ValueError, match="temperature"):
+        sample_next(rnn, out_seq[:, 0], 0.0)
+
+
+def test_controller_shapes_and_round_trip(tmp_path) -> None:
+    doom = Controller.for_env("doom", 1088)
+    car = Controller.for_env("carracing", 32 + 256)
+    assert doom.num_params == 1088 and car.num_params == 867  # the paper's counts
+    params = np.random.default_rng(0).normal(size=(5, 867)).astype(np.float32)
+    acts = car.act_batch(torch.as_tensor(params), torch.randn(5, 3, 288))
+    assert acts.shape == (5, 3, 3)
+    assert float(acts[..., 1].min()) >= 0 and float(acts[..., 2].min()) >= 0  # gas, brake in [0, 1]
+    car.set_flat(params[0])
+    car.save(tmp_path / "c")
+    again = Controller.load(tmp_path / "c", feature_size=288)
+    assert np.array_equal(again.params, params[0])
+    with pytest.raises(CheckpointError, match="features"):
+        Controller.load(tmp_path / "c", feature_size=1088)
+    with pytest.raises(ValueError, match="parameters"):
+        car.set_flat(np.zeros(10))
+    save_checkpoint(tmp_path / "wrongkind", {"w": torch.zeros(1)}, {"kind": "vae"})
+    with pytest.raises(CheckpointError, match="controller"):
+        Controller.load(tmp_path / "wrongkind")
+
+
+def test_cma_es_improves_in_the_bundled_dream(tmp_path) -> None:
+    from dreamarcade.baselines.world_models import WMConfig, dream_fitness, step_evolve
+    from dreamarcade.world_models.model import WorldModel
+
+    cfg = WMConfig(env="doom", run_dir=str(tmp_path), popsize=8, rollouts=2, generations=2, eval_every=0)
+    out = step_evolve(cfg)
+    ctrl = Controller.load(out, feature_size=1088)
+    assert (tmp_path / "controller_cma_curve.png").stat().st_size > 0
+    wm = WorldModel.bundled("doom")
+    fit = dream_fitness(wm, ctrl, np.stack([ctrl.params, np.zeros_like(ctrl.params)]), 4, 1.15, seed=0, max_steps=50)
+    assert fit.shape == (2,) and np.all(fit > 0) and np.all(fit <= 50)
