@@ -9,12 +9,13 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dreamarcade", description="dreamarcade command line")
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("list", help="print every env id, what it is, the extra it needs and whether it is installed")
+    lst = sub.add_parser("list", help="print every env id, what it is, the extra it needs and whether it is installed")
+    lst.add_argument("--markdown", action="store_true", help="print the catalog as a Markdown table (for the README)")
     args = parser.parse_args(argv)
     if args.command == "list":
-        from dreamarcade.registry import format_catalog
+        from dreamarcade.registry import format_catalog, markdown_catalog
 
-        print(format_catalog())
+        print(markdown_catalog() if args.markdown else format_catalog())
         return 0
     parser.print_help()
     return 0

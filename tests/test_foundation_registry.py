@@ -150,3 +150,38 @@ def test_checkpoint_state_round_trip(tmp_path) -> None:
     opt2 = torch.optim.Adam(torch.nn.Linear(3, 2).parameters())
     opt2.load_state_dict(state["opt"])
     assert json.dumps(cfg["state"])  # the skeleton is plain JSON
+
+
+def _readme_block(marker: str) -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    return text[text.index(start) + len(start) : text.index(end)].strip()
+
+
+def test_readme_env_table_matches_the_registry() -> None:
+    from dreamarcade.registry import markdown_catalog
+
+    assert _readme_block("env-table") == markdown_catalog(), "regenerate with `python -m dreamarcade list --markdown`"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    command = _readme_block("test-command").strip("`").removeprefix("bash").strip()
+    assert "python -m pytest" in command and command.startswith("pip install torch==2.13.0")
+    extracted = subprocess.run(
+        [
+            "bash",
+            "-c",
+            "sed -n '/<!-- test-command -->/,/<!-- \\/test-command -->/p' README.md | grep -v '^<!--' | grep -v '^```'",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert extracted == command
+    assert "test-command" in (root / ".ci" / "run").read_text()

@@ -92,4 +92,13 @@ def format_catalog() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EnvEntry", "catalog", "register_all", "format_catalog"]
+def markdown_catalog() -> str:
+    """The catalog as a Markdown table (the README's env table is generated from it)."""
+    lines = ["| id | what it is | extra | vector entry point |", "|---|---|---|---|"]
+    for e in catalog():
+        vec = "yes" if e.vector_entry_point else "-"
+        lines.append(f"| `{e.id}` | {e.description} | `{e.extra or '-'}` | {vec} |")
+    return "\n".join(lines)
+
+
+__all__ = ["EnvEntry", "catalog", "register_all", "format_catalog", "markdown_catalog"]
