@@ -1,0 +1,148 @@
+"""EpisodeConcat (RL^2 trials) semantics and the registered meta-RL task families."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import dreamarcade  # noqa: F401  (registers the ids)
+from dreamarcade.envs.bandit import BanditEnv
+from dreamarcade.envs.maze import MazeTask, RandomMazeEnv, generate_maze
+from dreamarcade.wrappers.metarl import EpisodeConcat
+
+META_IDS = ["RandomMaze-v0", "RandomMazePixels-v0", "Bandit-v0", "MetaMaze-v0", "MetaMazePixels-v0", "MetaBandit-v0"]
+
+
+@pytest.mark.parametrize("env_id", META_IDS)
+def test_check_env_on_registered_ids(env_id):
+    env = gym.make(env_id)
+    check_env(env.unwrapped)
+    check_env(env, skip_render_check=True)
+    env.close()
+
+
+def test_flat_observation_layout_and_first_step_zeros():
+    env = EpisodeConcat(BanditEnv(), num_episodes=3)
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.shape == (1 + 2 + 2,)
+    np.testing.assert_array_equal(obs, [0, 0, 0, 0, 0])  # obs, one-hot prev action, prev reward, prev done
+    assert info["trial_episode"] == 0
+    obs, reward, term, trunc, info = env.step(1)
+    np.testing.assert_array_equal(obs[1:3], [0, 1])  # one-hot of action 1
+    assert obs[3] == reward == info["inner_reward"]
+    assert obs[4] == 1.0  # the pull ended an inner episode: the next obs starts a new one
+    assert info["inner_done"] and info["inner_episode"] == 0 and info["trial_episode"] == 1
+    assert not (term or trunc)
+
+
+def test_image_observation_is_a_dict():
+    env = EpisodeConcat(RandomMazeEnv(size=3, obs_type="pixels"), num_episodes=2)
+    obs, _ = env.reset(seed=0)
+    assert isinstance(env.observation_space, gym.spaces.Dict)
+    assert obs["obs"].shape == (84, 84, 3) and obs["obs"].dtype == np.uint8
+    assert obs["meta"].shape == (4 + 2,) and env.observation_space.contains(obs)
+
+
+def _trial(env, policy, seed):
+    """Play one trial; return (tasks seen at every step, outer-done steps, inner-done infos)."""
+    obs, _ = env.reset(seed=seed)
+    goals, inner = [], []
+    t = 0
+    while True:
+        obs, r, term, trunc, info = env.step(policy(t))
+        goals.append(env.unwrapped.get_task().goal)
+        if info.get("inner_done"):
+            inner.append(info)
+        t += 1
+        if term or trunc:
+            return goals, inner, t
+
+
+def test_task_fixed_within_trial_redrawn_across_trials_and_done_only_at_trial_end():
+    env = EpisodeConcat(RandomMazeEnv(size=4, max_steps=12), num_episodes=3)
+    rng = np.random.default_rng(0)
+    goals_per_trial = []
+    for trial in range(6):
+        goals, inner, length = _trial(env, lambda t: int(rng.integers(4)), seed=trial)
+        assert len(set(goals)) == 1, "the task changed inside a trial"
+        assert [i["inner_episode"] for i in inner] == [0, 1, 2]  # three inner resets, reported in info
+        assert length == sum(i["inner_length"] for i in inner)
+        assert "inner_final_obs" in inner[0] and "inner_final_obs" not in inner[-1]
+        goals_per_trial.append(goals[0])
+    assert len(set(goals_per_trial)) > 1, "the task was never redrawn across trials"
+
+
+def test_reset_seed_reproduces_the_task_and_options_fix_it():
+    env = EpisodeConcat(RandomMazeEnv(size=4), num_episodes=2)
+    env.reset(seed=5)
+    a = env.task
+    env.reset(seed=5)
+    assert env.task.goal == a.goal and np.array_equal(env.task.walls, a.walls)
+    task = MazeTask(generate_maze(4, np.random.default_rng(1)), (3, 3))
+    env.reset(options={"task": task})
+    assert env.unwrapped.get_task() is task
+
+
+def test_exploration_episodes_do_not_count():
+    env = EpisodeConcat(BanditEnv(), num_episodes=4, exploration_episodes=2)
+    env.reset(seed=0)
+    env.unwrapped.set_task([1.0, 1.0])  # every pull pays 1
+    env.reset(options={"task": [1.0, 1.0]})
+    rewards, seen = [], []
+    for _ in range(4):
+        obs, r, term, trunc, info = env.step(0)
+        rewards.append(r)
+        seen.append(obs[3])
+    assert rewards == [0.0, 0.0, 1.0, 1.0] and seen == [1.0] * 4 and term
+
+
+def test_vector_autoreset_does_not_redraw_task_mid_trial():
+    envs = gym.vector.SyncVectorEnv(
+        [lambda: gym.make("MetaMaze-v0", max_steps=8)] * 2, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+    envs.reset(seed=0)
+    goals = [e.unwrapped.get_task().goal for e in envs.envs]
+    outer_done = np.zeros(2, bool)
+    for _ in range(8):  # at most 8 steps per inner episode: an inner reset happens, the trial goes on
+        *_, term, trunc, info = envs.step(np.zeros(2, dtype=np.int64))  # always N: stays at the start, never wins
+        outer_done |= term | trunc
+        assert not outer_done.any()
+        assert [e.unwrapped.get_task().goal for e in envs.envs] == goals
+    assert info["inner_done"].all()
+    envs.close()
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="num_episodes"):
+        EpisodeConcat(BanditEnv(), num_episodes=0)
+    with pytest.raises(ValueError, match="exploration_episodes"):
+        EpisodeConcat(BanditEnv(), num_episodes=2, exploration_episodes=2)
+    with pytest.raises(TypeError, match="set_task"):
+        EpisodeConcat(gym.make("CartPole-v1"), num_episodes=2)
+    with pytest.raises(ValueError, match="task must be"):
+        RandomMazeEnv(size=3).set_task("maze")
+    maze = RandomMazeEnv(size=3)
+    with pytest.raises(RuntimeError, match="reset"):
+        maze.step(0)
+    maze.reset(seed=0)
+    with pytest.raises(ValueError, match="N, E, S, W"):
+        maze.step(7)
+
+
+def test_maze_is_connected_and_shortest_path_is_bfs():
+    rng = np.random.default_rng(0)
+    env = RandomMazeEnv(size=5)
+    for _ in range(20):
+        task = env.sample_task(rng)
+        assert 1 <= task.shortest_path_length() <= 24
+
+
+def test_sb3_runs_on_the_wrapped_envs():
+    sb3 = pytest.importorskip("stable_baselines3")
+    for env_id, policy in (("MetaMaze-v0", "MlpPolicy"), ("MetaMazePixels-v0", "MultiInputPolicy")):
+        venv = sb3.common.env_util.make_vec_env(env_id, n_envs=2)
+        model = sb3.PPO(policy, venv, n_steps=16, batch_size=16, n_epochs=1, device="cpu")
+        model.learn(32)
+        venv.close()
