@@ -6,7 +6,8 @@ action, reward and done) but keeps no state. Both are then evaluated on unseen m
 stream the training never used) and we report the mean number of steps to the goal in each episode of a trial
 (an episode that times out counts its full length). Target: RL^2's episode-2 steps <= 0.5x its episode-1 steps.
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_metarl_rl2_maze.py --size 4 --total-timesteps 1200000
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_metarl_rl2_maze.py \\
+        --size 5 --extra-openings 0.5 --total-timesteps 1200000
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import dreamarcade  # noqa: F401  (registers MetaMaze-v0)
 from dreamarcade.baselines.ppo import ActorCritic, PPOConfig, load_agent, obs_to_tensor, train_ppo
 
 
-def evaluate_trials(agent: ActorCritic, size: int, trials: int, seed: int) -> dict[str, float]:
+def evaluate_trials(agent: ActorCritic, maze: dict, trials: int, seed: int) -> dict[str, float]:
     """Run ``trials`` trials on fresh mazes; return mean steps per inner episode, success rates and the oracle."""
-    env = gym.make("MetaMaze-v0", size=size)
+    env = gym.make("MetaMaze-v0", **maze)
     steps: list[list[int]] = [[], []]
     reached: list[list[bool]] = [[], []]
     shortest: list[int] = []
@@ -58,7 +59,8 @@ def evaluate_trials(agent: ActorCritic, size: int, trials: int, seed: int) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=4, help="maze side in cells")
+    parser.add_argument("--size", type=int, default=5, help="maze side in cells")
+    parser.add_argument("--extra-openings", type=float, default=0.5, help="fraction of DFS-maze walls knocked out")
     parser.add_argument("--total-timesteps", type=int, default=1_200_000, help="training budget of EACH agent")
     parser.add_argument("--num-envs", type=int, default=32)
     parser.add_argument("--eval-trials", type=int, default=500)
@@ -86,20 +88,21 @@ def main() -> None:
         seed=args.seed,
         checkpoint_every_updates=5,
     )
-    results = {"size": args.size, "budget_steps_each": args.total_timesteps}
+    maze = {"size": args.size, "extra_openings": args.extra_openings}
+    results = {"maze": maze, "budget_steps_each": args.total_timesteps}
     # The memoryless baseline first (it is ~5x faster), so RL^2's latest checkpoint can be evaluated any time.
     for name, recurrent in (("memoryless_mlp", False), ("rl2_lstm", True)):
         run_dir = Path(args.run_dir) / name
         if not args.skip_train:
             cfg = PPOConfig(recurrent=recurrent, **base)
-            fns = [lambda: gym.make("MetaMaze-v0", size=args.size)] * args.num_envs
+            fns = [lambda: gym.make("MetaMaze-v0", **maze)] * args.num_envs
             t0 = time.time()
             res = train_ppo(fns, cfg, run_dir, resume=True, progress=True)
             results[f"{name}_train_seconds"] = round(time.time() - t0, 1)
             results[f"{name}_train_sps"] = round(res.steps_per_second, 1)
         agent, ck, _ = load_agent(run_dir / "checkpoint")
         results[f"{name}_steps_trained"] = ck["global_step"]
-        results[name] = evaluate_trials(agent, args.size, args.eval_trials, seed=1_000_000 + args.seed)
+        results[name] = evaluate_trials(agent, maze, args.eval_trials, seed=1_000_000 + args.seed)
         print(name, json.dumps(results[name]), flush=True)
     out = Path(args.run_dir) / "results.json"
     out.write_text(json.dumps(results, indent=2))

@@ -2,10 +2,10 @@
 
 Example:
     >>> import gymnasium as gym, dreamarcade
-    >>> env = gym.make("MetaMaze-v0")  # 4x4 random maze, hidden goal, trials of 2 episodes
+    >>> env = gym.make("MetaMaze-v0")  # 5x5 random maze, hidden goal, trials of 2 episodes
     >>> obs, info = env.reset(seed=0)
-    >>> obs.shape  # 16 position + 4 walls + 4 one-hot previous action + reward + done
-    (26,)
+    >>> obs.shape  # 25 position + 4 walls + 4 one-hot previous action + reward + done
+    (35,)
 """
 
 from __future__ import annotations

@@ -9,14 +9,14 @@ ENTRIES: list[EnvEntry] = [
     EnvEntry(
         id="RandomMaze-v0",
         entry_point="dreamarcade.envs.maze:RandomMazeEnv",
-        description="4x4 random maze, hidden goal, vector obs (position one-hot + walls); new maze+goal every reset",
-        kwargs={"size": 4, "obs_type": "vector"},
+        description="5x5 random maze (loops), hidden goal, vector obs (position one-hot + walls); new task every reset",
+        kwargs={"size": 5, "extra_openings": 0.5, "obs_type": "vector"},
     ),
     EnvEntry(
         id="RandomMazePixels-v0",
         entry_point="dreamarcade.envs.maze:RandomMazeEnv",
         description="RandomMaze-v0 seen as an 84x84 RGB top view (walls and agent, goal hidden)",
-        kwargs={"size": 4, "obs_type": "pixels"},
+        kwargs={"size": 5, "extra_openings": 0.5, "obs_type": "pixels"},
         requires=("cv2",),
     ),
     EnvEntry(
@@ -29,13 +29,13 @@ ENTRIES: list[EnvEntry] = [
         id="MetaMaze-v0",
         entry_point="dreamarcade.envs.tasks:make_maze_trial",
         description="RL^2 trials of RandomMaze-v0: 2 episodes of one maze and goal; obs + prev action/reward/done",
-        kwargs={"num_episodes": 2, "size": 4, "obs_type": "vector"},
+        kwargs={"num_episodes": 2, "size": 5, "extra_openings": 0.5, "obs_type": "vector"},
     ),
     EnvEntry(
         id="MetaMazePixels-v0",
         entry_point="dreamarcade.envs.tasks:make_maze_trial",
         description="RL^2 trials of the pixel maze: Dict(obs=(1,84,84) gray, meta=prev action/reward/done)",
-        kwargs={"num_episodes": 2, "size": 4, "obs_type": "pixels"},
+        kwargs={"num_episodes": 2, "size": 5, "extra_openings": 0.5, "obs_type": "pixels"},
         requires=("cv2",),
     ),
     EnvEntry(
