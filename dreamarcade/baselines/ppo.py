@@ -885,7 +885,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, DreamArcadeError) as exc:
+    except (ValueError, TypeError, DreamArcadeError, gym.error.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
