@@ -63,7 +63,7 @@ def make_dqn_env(
     full_action_space: bool = False,
     render_mode: str | None = None,
 ) -> gym.Env:
-    """Build the DQN-paper preprocessing stack around ``ALE/<game>-v5`` with ``frameskip=1``.
+    """Build the DQN-paper preprocessing stack around ALE's ``AtariEnv`` (``frameskip=1``) for ``game``.
 
     Wrapper order (inner to outer): FireReset -> NoopReset -> MaxAndSkip -> RecordEpisodeStatistics (raw
     game score, whole games, in ``info["episode"]``) -> EpisodicLife -> GrayscaleResize -> ClipRewardSign
@@ -77,9 +77,13 @@ def make_dqn_env(
         ((4, 84, 84), 'uint8')
     """
     require("ale_py", "Atari games", extra="atari")
+    from ale_py.env import AtariEnv
+
     rom = ale_game_id(game)
-    env = gym.make(
-        f"ALE/{_gym_name(rom)}-v5",
+    # AtariEnv directly rather than gym.make("ALE/...-v5"): gym.make wraps the id's whole stack in the
+    # checker once; a second checker around every emulator frame would only cost time.
+    env: gym.Env = AtariEnv(
+        game=rom,
         frameskip=1,
         repeat_action_probability=float(repeat_action_probability),
         obs_type="grayscale",

@@ -1,0 +1,100 @@
+"""DQN training throughput (env steps/s, learning included): dreamarcade vs SB3 DQN, same hyperparameters.
+
+Both train on DQNPong-v0 (the same env object type, so only the agents differ) with buffer 100k, batch 32,
+one gradient step every 4 env steps, target copy every 1000 steps, Adam 1e-4, Huber loss, grad clip 10,
+the same number of torch threads, and learning from step ``--learning-starts``. Runs alternate
+(ours, SB3, ours, SB3, ...) and the medians are reported.
+
+    python benchmarks/bench_dqn_throughput.py --steps 10000 --learning-starts 2000 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import gymnasium as gym
+import torch
+
+import dreamarcade  # noqa: F401
+from dreamarcade.baselines.dqn import DQNConfig, train
+
+
+def run_ours(steps: int, learning_starts: int) -> float:
+    cfg = DQNConfig(
+        env_id="DQNPong-v0",
+        total_timesteps=steps,
+        learning_starts=learning_starts,
+        buffer_size=100_000,
+        batch_size=32,
+        train_frequency=4,
+        target_network_frequency=1000,
+        learning_rate=1e-4,
+        exploration_fraction=0.1,
+        end_e=0.01,
+        max_grad_norm=10.0,
+        video_episodes=0,
+        progress=False,
+        tensorboard=False,
+        checkpoint_interval=10**9,
+        run_dir=tempfile.mkdtemp(prefix="bench_dqn_"),
+    )
+    t0 = time.perf_counter()
+    train(cfg)
+    return steps / (time.perf_counter() - t0)
+
+
+def run_sb3(steps: int, learning_starts: int) -> float:
+    from stable_baselines3 import DQN
+
+    env = gym.make("DQNPong-v0")
+    model = DQN(
+        "CnnPolicy",
+        env,
+        learning_rate=1e-4,
+        buffer_size=100_000,
+        learning_starts=learning_starts,
+        batch_size=32,
+        tau=1.0,
+        gamma=0.99,
+        train_freq=4,
+        gradient_steps=1,
+        target_update_interval=1000,
+        exploration_fraction=0.1,
+        exploration_final_eps=0.01,
+        max_grad_norm=10.0,
+        verbose=0,
+        seed=1,
+        device="cpu",
+    )
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    return steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=10_000)
+    p.add_argument("--learning-starts", type=int, default=2_000)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads for both agents")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    ours, sb3 = [], []
+    for r in range(a.repeats):
+        ours.append(run_ours(a.steps, a.learning_starts))
+        sb3.append(run_sb3(a.steps, a.learning_starts))
+        print(f"repeat {r + 1}: dreamarcade {ours[-1]:.0f} steps/s, SB3 {sb3[-1]:.0f} steps/s", flush=True)
+    mo, ms = statistics.median(ours), statistics.median(sb3)
+    print(
+        f"| agent ({a.steps:,} steps, learning from {a.learning_starts:,}, {a.threads} torch thread(s)) | env steps/s | ratio |"
+    )
+    print("|---|---|---|")
+    print(f"| dreamarcade DQN | {mo:,.0f} | {mo / ms:.2f}x |")
+    print(f"| SB3 DQN (CnnPolicy) | {ms:,.0f} | 1.00x |")
+
+
+if __name__ == "__main__":
+    main()

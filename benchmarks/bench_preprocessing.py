@@ -1,0 +1,220 @@
+"""Preprocessing throughput: dreamarcade vs Gymnasium vs SB3 vs ale-py C++ vs envpool, in one run.
+
+Every contender computes the same thing (noop reset 30, skip 4 with max-pool, 84x84 gray, 4-stack,
+sign-clipped reward, no life-loss signal, sticky actions off) on Pong with the same random actions.
+Contenders are timed in interleaved rounds and the median is reported, so the ratios are taken under
+the same machine load. Steps are agent steps (4 emulator frames each), summed over envs.
+
+    python benchmarks/bench_preprocessing.py --seconds 3 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+
+
+import ale_py  # noqa: F401  (registers ALE/...)
+import dreamarcade  # noqa: F401  (registers DQNPong-v0)
+
+GAME = "Pong"
+
+
+def single_contenders() -> dict[str, Callable[[], gym.Env]]:
+    def raw() -> gym.Env:
+        return gym.make("ALE/Pong-v5", repeat_action_probability=0.0)
+
+    def ours() -> gym.Env:
+        return gym.make("DQNPong-v0", episodic_life=False, fire_reset=False)
+
+    def gymnasium_stack() -> gym.Env:
+        env = gym.make("ALE/Pong-v5", frameskip=1, repeat_action_probability=0.0)
+        env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84)
+        env = gym.wrappers.TransformReward(env, lambda r: float(np.sign(r)))
+        return gym.wrappers.FrameStackObservation(env, 4, padding_type="zero")
+
+    return {
+        "raw ALE/Pong-v5 (no preprocessing)": raw,
+        "dreamarcade DQNPong-v0": ours,
+        "Gymnasium stack": gymnasium_stack,
+    }
+
+
+class VecAsSingle:
+    """Drive a 1-env vector env through the single-env loop (actions and results batched by 1)."""
+
+    def __init__(self, venv) -> None:
+        self.venv = venv
+        self.n = 1
+
+    def reset(self, seed: int) -> None:
+        self.venv.reset(seed=seed)
+
+    def step(self, a: int) -> None:
+        self.venv.step(np.array([a]))
+
+
+def make_sb3(n: int):
+    from stable_baselines3.common.atari_wrappers import AtariWrapper
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
+
+    def thunk() -> gym.Env:
+        env = gym.make("ALE/Pong-v5", frameskip=1, repeat_action_probability=0.0)
+        return AtariWrapper(env, terminal_on_life_loss=False)
+
+    return VecFrameStack(DummyVecEnv([thunk] * n), 4)
+
+
+def make_cpp(n: int):
+    from dreamarcade.envs.atari import make_dqn_vector_env
+
+    return make_dqn_vector_env(n, GAME, episodic_life=False, fire_reset=False)
+
+
+def make_ours_vec(n: int):
+    return gym.make_vec(
+        "DQNPong-v0", num_envs=n, vectorization_mode="vector_entry_point", episodic_life=False, fire_reset=False
+    )
+
+
+def make_envpool(n: int):
+    import envpool
+
+    return envpool.make(
+        "Pong-v5",
+        env_type="gymnasium",
+        num_envs=n,
+        batch_size=n,
+        episodic_life=False,
+        reward_clip=True,
+        repeat_action_probability=0.0,
+        noop_max=30,
+        use_fire_reset=False,
+        stack_num=4,
+        img_height=84,
+        img_width=84,
+    )
+
+
+def make_python_async(n: int):
+    from dreamarcade.envs.atari import make_dqn_env
+
+    return gym.vector.AsyncVectorEnv([lambda: make_dqn_env(GAME, episodic_life=False, fire_reset=False)] * n)
+
+
+def time_single(env, actions: np.ndarray, seconds: float) -> float:
+    env.reset(seed=0)
+    steps, i, t0 = 0, 0, time.perf_counter()
+    while True:
+        for _ in range(100):
+            out = env.step(int(actions[i % len(actions)]))
+            i += 1
+            if out is not None and len(out) == 5 and (out[2] or out[3]):
+                env.reset()
+        steps += 100
+        if time.perf_counter() - t0 >= seconds:
+            return steps / (time.perf_counter() - t0)
+
+
+def time_vector(venv, n: int, actions: np.ndarray, seconds: float, sb3_api: bool = False) -> float:
+    if sb3_api:
+        venv.reset()
+    else:
+        venv.reset(seed=0)
+    steps, i, t0 = 0, 0, time.perf_counter()
+    while True:
+        for _ in range(50):
+            a = actions[(i + np.arange(n)) % len(actions)]
+            venv.step(a)  # vector envs (and SB3's VecEnv) reset finished envs themselves
+            i += n
+        steps += 50 * n
+        if time.perf_counter() - t0 >= seconds:
+            return steps / (time.perf_counter() - t0)
+
+
+def bench(seconds: float, rounds: int, vector_sizes: list[int], with_envpool: bool) -> dict:
+    actions = np.random.default_rng(0).integers(0, 6, size=100_000)
+    results: dict[str, dict[str, list[float]]] = {"single": {}, **{f"vec{n}": {} for n in vector_sizes}}
+    single = {name: make() for name, make in single_contenders().items()}
+    single["SB3 AtariWrapper + VecFrameStack"] = make_sb3(1)
+    single["ale-py AtariVectorEnv, 1 env (C++)"] = VecAsSingle(make_cpp(1))
+    if with_envpool:
+        single["envpool, 1 env (C++)"] = VecAsSingle(make_envpool(1))
+    vectors: dict[int, dict[str, tuple]] = {}
+    for n in vector_sizes:
+        vectors[n] = {
+            "dreamarcade make_vec (C++ path)": (make_ours_vec(n), False),
+            "ale-py AtariVectorEnv (C++)": (make_cpp(n), False),
+            "dreamarcade Python path, AsyncVectorEnv": (make_python_async(n), False),
+            "SB3 AtariWrapper, DummyVecEnv + VecFrameStack": (make_sb3(n), True),
+        }
+        if with_envpool:
+            vectors[n]["envpool (C++)"] = (make_envpool(n), False)
+    for r in range(rounds):
+        for name, env in single.items():
+            if name.startswith("SB3"):
+                sps = time_vector(env, 1, actions, seconds, sb3_api=True)
+            else:
+                sps = time_single(env, actions, seconds)
+            results["single"].setdefault(name, []).append(sps)
+        for n, contenders in vectors.items():
+            for name, (venv, sb3_api) in contenders.items():
+                sps = time_vector(venv, n, actions, seconds, sb3_api=sb3_api)
+                results[f"vec{n}"].setdefault(name, []).append(sps)
+        print(f"round {r + 1}/{rounds} done", flush=True)
+    return {group: {k: statistics.median(v) for k, v in d.items()} for group, d in results.items()}
+
+
+def to_markdown(res: dict) -> str:
+    out = []
+    single = res["single"]
+    gym_ref = single["Gymnasium stack"]
+    cpp_ref = single["ale-py AtariVectorEnv, 1 env (C++)"]
+    out.append("| single env | steps/s | vs Gymnasium stack | vs ale-py C++ (1 env) |")
+    out.append("|---|---|---|---|")
+    for name, sps in sorted(single.items(), key=lambda kv: -kv[1]):
+        out.append(f"| {name} | {sps:,.0f} | {sps / gym_ref:.2f}x | {sps / cpp_ref:.2f}x |")
+    for group in [g for g in res if g.startswith("vec")]:
+        n = group[3:]
+        d = res[group]
+        ref = d["ale-py AtariVectorEnv (C++)"]
+        out.append("")
+        out.append(f"| {n} envs | steps/s | vs ale-py C++ | vs envpool |")
+        out.append("|---|---|---|---|")
+        ep = d.get("envpool (C++)")
+        for name, sps in sorted(d.items(), key=lambda kv: -kv[1]):
+            vs_ep = f"{sps / ep:.2f}x" if ep else "-"
+            out.append(f"| {name} | {sps:,.0f} | {sps / ref:.2f}x | {vs_ep} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per contender per round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--vector-sizes", type=int, nargs="*", default=[4, 8])
+    p.add_argument("--no-envpool", action="store_true", help="skip envpool (pip install envpool to include it)")
+    p.add_argument("--json", default=None, help="also write the raw medians to this JSON file")
+    a = p.parse_args()
+    with_envpool = not a.no_envpool
+    if with_envpool:
+        try:
+            import envpool  # noqa: F401
+        except ImportError:
+            print("envpool is not installed: `pip install envpool` to include it; skipping it")
+            with_envpool = False
+    res = bench(a.seconds, a.rounds, a.vector_sizes, with_envpool)
+    print(to_markdown(res))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
