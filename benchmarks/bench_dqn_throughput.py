@@ -89,7 +89,8 @@ def main() -> None:
         print(f"repeat {r + 1}: dreamarcade {ours[-1]:.0f} steps/s, SB3 {sb3[-1]:.0f} steps/s", flush=True)
     mo, ms = statistics.median(ours), statistics.median(sb3)
     print(
-        f"| agent ({a.steps:,} steps, learning from {a.learning_starts:,}, {a.threads} torch thread(s)) | env steps/s | ratio |"
+        f"| agent ({a.steps:,} steps, learning from {a.learning_starts:,}, {a.threads} torch thread(s))"
+        f" | env steps/s | ratio |"
     )
     print("|---|---|---|")
     print(f"| dreamarcade DQN | {mo:,.0f} | {mo / ms:.2f}x |")

@@ -16,11 +16,10 @@ import statistics
 import time
 from collections.abc import Callable
 
+import ale_py  # noqa: F401  (registers ALE/...)
 import gymnasium as gym
 import numpy as np
 
-
-import ale_py  # noqa: F401  (registers ALE/...)
 import dreamarcade  # noqa: F401  (registers DQNPong-v0)
 
 GAME = "Pong"

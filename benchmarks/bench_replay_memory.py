@@ -116,7 +116,8 @@ def main() -> None:
         "sb3-optimize": "SB3 ReplayBuffer (optimize_memory_usage=True)",
     }
     print(
-        f"| buffer ({a.transitions:,} transitions of DQNPong-v0) | RSS bytes / transition | array bytes / transition | 1M transitions |"
+        f"| buffer ({a.transitions:,} transitions of DQNPong-v0)"
+        f" | RSS bytes / transition | array bytes / transition | 1M transitions |"
     )
     print("|---|---|---|---|")
     for kind, r in rows.items():
