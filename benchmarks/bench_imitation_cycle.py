@@ -1,0 +1,101 @@
+"""Cycle-consistency of pixels / TDC / CMC / TDC+CMC embeddings on held-out domain-shifted videos, and a t-SNE plot.
+
+Usage::
+
+    python benchmarks/bench_imitation_cycle.py --videos runs/imitation/videos/traj3_style13.mp4 ... \\
+        --emb tdc=runs/imitation/emb_tdc cmc=runs/imitation/emb_cmc tdc+cmc=runs/imitation/emb_tdc_cmc \\
+        --tsne runs/imitation/tsne.png
+
+Every ordered pair of videos gives a 2-cycle score (|i - k| <= 1) and every ordered triple a 3-cycle score; the
+table reports their means. Intro cards are trimmed with each video's sidecar JSON (``gameplay_start_s``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dreamarcade.reward_models.cycle import cycle_consistency, pixel_features, three_cycle_consistency
+from dreamarcade.reward_models.embedding import load_embedding
+from dreamarcade.reward_models.video import read_video
+
+
+def _trimmed(path: Path, fps: float, size: int) -> np.ndarray:
+    side = path.with_suffix(".json")
+    start = json.loads(side.read_text()).get("gameplay_start_s", 0.0) if side.is_file() else 0.0
+    clip = read_video(path, fps=fps, size=(size, size), audio=False)
+    return clip.frames[int(math.ceil(start * fps)) :]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--videos", nargs="+", required=True)
+    p.add_argument("--emb", nargs="+", default=[], help="name=checkpoint_dir")
+    p.add_argument("--tsne", default=None, help="PNG for the t-SNE plot of the last embedding's trajectories")
+    p.add_argument("--json", default=None)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    models = {}
+    for spec in a.emb:
+        name, d = spec.split("=", 1)
+        models[name], _ = load_embedding(d)
+    size = next(iter(models.values())).cfg.frame_size if models else 54
+    fps = next(iter(models.values())).cfg.fps if models else 15.0
+    t0 = time.time()
+    videos = [Path(v) for v in a.videos]
+    frames = {v.name: _trimmed(v, fps, size) for v in videos}
+    # pixels: the processed frames the embeddings see (frame_size^2 RGB), and a 16x16 thumbnail variant
+    feats: dict[str, dict[str, np.ndarray]] = {
+        "pixels": {k: pixel_features(f) for k, f in frames.items()},
+        "pixels 16x16": {k: pixel_features(f, 16) for k, f in frames.items()},
+    }
+    for name, m in models.items():
+        feats[name] = {k: m.embed_frames(f) for k, f in frames.items()}
+    names = list(frames)
+    rows = {}
+    for method, fs in feats.items():
+        two = [cycle_consistency(fs[x], fs[y]) for x, y in itertools.permutations(names, 2)]
+        three = [three_cycle_consistency(fs[x], fs[y], fs[z]) for x, y, z in itertools.permutations(names, 3)]
+        rows[method] = {"2-cycle": float(np.mean(two)), "3-cycle": float(np.mean(three)) if three else float("nan")}
+    print(f"videos: {', '.join(f'{k} ({len(v)} frames)' for k, v in frames.items())}")
+    print("| features | 2-cycle % | 3-cycle % |\n|---|---|---|")
+    for method, r in rows.items():
+        print(f"| {method} | {r['2-cycle']:.1f} | {r['3-cycle']:.1f} |")
+    print(f"({time.time() - t0:.0f} s)")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"videos": names, "rows": rows}, indent=2))
+    if a.tsne and models:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from sklearn.manifold import TSNE
+
+        method = list(models)[-1]
+        allf = np.concatenate([feats[method][k] for k in names])
+        xy = TSNE(2, perplexity=30, init="pca", random_state=0).fit_transform(allf)
+        fig, ax = plt.subplots(figsize=(6, 5), dpi=110)
+        o = 0
+        for i, k in enumerate(names):
+            n = len(feats[method][k])
+            pts = xy[o : o + n]
+            ax.plot(pts[:, 0], pts[:, 1], "-", color=f"C{i}", alpha=0.35, linewidth=0.8)
+            ax.scatter(pts[:, 0], pts[:, 1], c=np.linspace(0, 1, n), cmap="viridis", s=6)
+            ax.plot(pts[0, 0], pts[0, 1], "o", color=f"C{i}", label=k)
+            o += n
+        ax.set_title(f"t-SNE of {method} embeddings (colour = time)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(a.tsne)
+        print(f"wrote {a.tsne}")
+
+
+if __name__ == "__main__":
+    main()

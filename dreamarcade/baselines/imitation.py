@@ -1,0 +1,346 @@
+"""The imitation agent: PPO on Montezuma's Revenge with the one-shot YouTube imitation reward (Aytar et al. 2018).
+
+The paper trains IMPALA with 100 actors; this module uses the project's PPO (:mod:`dreamarcade.baselines.ppo`,
+imported, not copied) with several parallel actors whose frames are embedded in one batched pass per step
+(:class:`~dreamarcade.wrappers.imitation.YouTubeImitationRewardVector`). Pipeline per actor::
+
+    ALE/MontezumaRevenge-v5 (skip 4, RGB, no sticky actions) -> LifeLossTerminal -> RecordEpisodeStatistics
+      (game score) -> TimeLimit          [x num_envs in a SyncVectorEnv, same-step autoreset]
+    -> YouTubeImitationRewardVector (bundled embedding + checkpoints)   [reward="imitation" only]
+    -> PolicyFrames: 84x84 grayscale, 4-frame stack (+ the similarities to the next 2 checkpoints as "meta")
+
+Reward: ``imitation`` = imitation reward + sign(game reward) (the paper's "imitation + env"); ``imitation_only``
+= imitation reward alone; ``game`` = sign(game reward) alone (the baseline with the same budget).
+Episodes end on a life loss (a demonstration never dies; this shortens credit assignment) and after
+``max_episode_steps``.
+
+CLI::
+
+    python -m dreamarcade.baselines imitation train --reward imitation --total-timesteps 300000 \\
+        --run-dir runs/imitation/agent_imitation
+    python -m dreamarcade.baselines imitation eval runs/imitation/agent_imitation --episodes 20
+
+Example:
+    >>> from dreamarcade.baselines.imitation import ImitationConfig, make_envs  # doctest: +SKIP
+    >>> envs = make_envs(ImitationConfig(num_envs=2))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from dreamarcade.baselines.ppo import PPOConfig, load_agent, obs_to_tensor, train_ppo
+from dreamarcade.checkpoint import atomic_write_text
+from dreamarcade.errors import DreamArcadeError
+
+__all__ = ["ImitationConfig", "LifeLossTerminal", "PolicyFrames", "make_envs", "evaluate", "main"]
+
+REWARDS = ("imitation", "imitation_only", "game")
+
+
+def _atari_ppo() -> PPOConfig:
+    # CleanRL's Atari PPO settings (short rollouts, 4 epochs): better than the Sonic defaults for a small budget
+    return PPOConfig(
+        total_timesteps=300_000,
+        learning_rate=2.5e-4,
+        num_envs=8,
+        num_steps=128,
+        num_minibatches=4,
+        update_epochs=4,
+        clip_coef=0.1,
+        ent_coef=0.01,
+        vector_mode="sync",
+        checkpoint_every_updates=20,
+    )
+
+
+@dataclass
+class ImitationConfig:
+    """Env and reward settings of the imitation agent (the PPO settings are in ``ppo``)."""
+
+    reward: str = "imitation"  # "imitation" (imitation + env), "imitation_only", "game"
+    threshold: float = 0.5  # paper
+    checkpoint_reward: float = 0.5  # paper
+    skip: int = 1  # paper: delta t = 1
+    observe_similarity: bool = True  # paper: similarities to the next 2 checkpoints feed the network
+    max_episode_steps: int = 1000
+    life_loss_terminal: bool = True
+    num_envs: int = 8
+    asset_dir: str | None = None
+    ppo: PPOConfig = field(default_factory=_atari_ppo)
+
+
+class LifeLossTerminal(gym.Wrapper):
+    """End the episode when a life is lost (ALE ``info["lives"]`` decreases); the next reset is a real reset.
+
+    Example:
+        >>> import gymnasium as gym  # doctest: +SKIP
+        >>> env = LifeLossTerminal(gym.make("ALE/MontezumaRevenge-v5"))  # doctest: +SKIP
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self._lives = 0
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self._lives = int(info.get("lives", 0))
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, r, term, trunc, info = self.env.step(action)
+        lives = int(info.get("lives", self._lives))
+        if lives < self._lives:
+            term = True
+        self._lives = lives
+        return obs, r, term, trunc, info
+
+
+class PolicyFrames(gym.vector.VectorWrapper):
+    """RGB (N, H, W, 3) -> 84x84 grayscale 4-stack (N, 4, 84, 84) for the policy, plus the reward mix.
+
+    With ``similarity=True`` the observation is ``{"obs": stack, "meta": similarities}`` (the imitation wrapper's
+    ``observe_similarity`` output). ``reward``: see the module docstring; game rewards are sign-clipped.
+    Needs a SAME_STEP-autoreset vector env (the obs of a finished episode is already the next episode's first).
+    """
+
+    def __init__(
+        self, env: gym.vector.VectorEnv, reward: str, similarity: bool, size: int = 84, stack: int = 4
+    ) -> None:
+        super().__init__(env)
+        if reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+        self.reward_kind, self.similarity, self.size, self.stack = reward, similarity, size, stack
+        self.frames = np.zeros((self.num_envs, stack, size, size), np.uint8)
+        img = gym.spaces.Box(0, 255, (stack, size, size), np.uint8)
+        if similarity:
+            meta = env.single_observation_space["similarity"]
+            self.single_observation_space = gym.spaces.Dict({"obs": img, "meta": meta})
+        else:
+            self.single_observation_space = img
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+
+    def _gray(self, rgb: np.ndarray) -> np.ndarray:
+        import cv2
+
+        return cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (self.size, self.size), interpolation=cv2.INTER_AREA)
+
+    def _split(self, obs: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        if isinstance(obs, dict):
+            return obs["obs"], obs["similarity"]
+        return obs, None
+
+    def _out(self, sims: np.ndarray | None) -> Any:
+        stack = self.frames.copy()
+        return {"obs": stack, "meta": sims.astype(np.float32)} if self.similarity else stack
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        rgb, sims = self._split(obs)
+        for i in range(self.num_envs):
+            self.frames[i] = self._gray(rgb[i])[None]
+        return self._out(sims), info
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        obs, reward, term, trunc, info = self.env.step(actions)
+        rgb, sims = self._split(obs)
+        done = np.logical_or(term, trunc)
+        for i in range(self.num_envs):
+            g = self._gray(rgb[i])
+            if done[i]:
+                self.frames[i] = g[None]  # SAME_STEP autoreset: this frame starts the next episode
+            else:
+                self.frames[i, :-1] = self.frames[i, 1:]
+                self.frames[i, -1] = g
+        env_r = np.sign(np.asarray(info.get("env_reward", reward), np.float64))
+        imit = np.asarray(info.get("imitation_reward", np.zeros(self.num_envs)), np.float64)
+        if self.reward_kind == "imitation":
+            reward = imit + env_r
+        elif self.reward_kind == "imitation_only":
+            reward = imit
+        else:
+            reward = env_r
+        return self._out(sims), reward, term, trunc, info
+
+
+def make_envs(cfg: ImitationConfig, seed_offset: int = 0) -> gym.vector.VectorEnv:
+    """The SAME_STEP-autoreset vector env the agent trains on (see the module docstring)."""
+    from dreamarcade.envs.montezuma_imitation import ASSET_DIR
+    from dreamarcade.wrappers.imitation import YouTubeImitationRewardVector, load_imitation_model
+
+    def thunk() -> gym.Env:
+        import ale_py
+
+        gym.register_envs(ale_py)
+        env = gym.make(
+            "ALE/MontezumaRevenge-v5", frameskip=4, repeat_action_probability=0.0, max_num_frames_per_episode=18_000
+        )
+        if cfg.life_loss_terminal:
+            env = LifeLossTerminal(env)
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        return gym.wrappers.TimeLimit(env, cfg.max_episode_steps)
+
+    venv = gym.vector.SyncVectorEnv([thunk] * cfg.num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    use_imitation = cfg.reward != "game"
+    if use_imitation:
+        embedder, checkpoints = load_imitation_model(cfg.asset_dir or ASSET_DIR)
+        venv = YouTubeImitationRewardVector(
+            venv,
+            embedder,
+            checkpoints,
+            threshold=cfg.threshold,
+            reward=cfg.checkpoint_reward,
+            skip=cfg.skip,
+            mode="add",
+            observe_similarity=cfg.observe_similarity,
+        )
+    return PolicyFrames(venv, cfg.reward, similarity=use_imitation and cfg.observe_similarity)
+
+
+def evaluate(run_dir: str | Path, episodes: int = 20, deterministic: bool = False, seed: int = 1000) -> dict[str, Any]:
+    """Play ``episodes`` episodes with the trained policy; game scores, key rate, room-exit rate."""
+    run_dir = Path(run_dir)
+    cfg = _load_config(run_dir)
+    cfg.num_envs = min(cfg.num_envs, episodes)
+    envs = make_envs(cfg)
+    agent, _, _ = load_agent(run_dir / "checkpoint")
+    agent.eval()
+    obs, _ = envs.reset(seed=seed)
+    scores: list[float] = []
+    checkpoints: list[int] = []
+    ep = np.zeros(envs.num_envs)
+    last_ck = np.zeros(envs.num_envs, np.int64)
+    try:
+        while len(scores) < episodes:
+            with torch.no_grad():
+                a, _, _, _, _ = agent.get_action_and_value(obs_to_tensor(obs, "cpu"), deterministic=deterministic)
+            obs, _, term, trunc, info = envs.step(a.numpy())
+            ep += np.asarray(info.get("env_reward", 0.0))
+            for i in np.flatnonzero(np.logical_or(term, trunc)):
+                if len(scores) < episodes:
+                    scores.append(float(ep[i]))
+                    checkpoints.append(int(last_ck[i]))
+                ep[i] = 0.0
+            last_ck = np.asarray(info.get("imitation_checkpoint", last_ck)).copy()
+    finally:
+        envs.close()
+    s = np.array(scores)
+    return {
+        "episodes": episodes,
+        "deterministic": deterministic,
+        "mean_score": float(s.mean()),
+        "max_score": float(s.max()),
+        "key_rate": float((s >= 100).mean()),
+        "door_rate": float((s >= 400).mean()),
+        "scores": scores,
+        "checkpoints_reached": checkpoints,
+    }
+
+
+def _save_config(run_dir: Path, cfg: ImitationConfig) -> None:
+    d = dataclasses.asdict(cfg)
+    atomic_write_text(run_dir / "imitation_config.json", json.dumps(d, indent=2))
+
+
+def _load_config(run_dir: Path) -> ImitationConfig:
+    p = run_dir / "imitation_config.json"
+    if not p.is_file():
+        raise DreamArcadeError(f"'{run_dir}' has no imitation_config.json: pass a run directory written by `train`.")
+    d = json.loads(p.read_text())
+    ppo = PPOConfig(**d.pop("ppo"))
+    return ImitationConfig(**d, ppo=ppo)
+
+
+def train(cfg: ImitationConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Any:
+    """Train PPO with the chosen reward; logs, checkpoints and a learning curve go to ``run_dir``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _save_config(run_dir, cfg)
+    envs = make_envs(cfg)
+    return train_ppo(
+        envs, dataclasses.replace(cfg.ppo, num_envs=cfg.num_envs), run_dir, resume=resume, progress=progress
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m dreamarcade.baselines imitation",
+        description="PPO on Montezuma's Revenge with the YouTube imitation reward (or the game reward only).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train an agent")
+    d = ImitationConfig()
+    t.add_argument("--reward", choices=REWARDS, default=d.reward)
+    t.add_argument("--run-dir", default=None, help="default runs/imitation/agent_<reward>")
+    t.add_argument("--total-timesteps", type=int, default=d.ppo.total_timesteps)
+    t.add_argument("--num-envs", type=int, default=d.num_envs)
+    t.add_argument("--num-steps", type=int, default=d.ppo.num_steps)
+    t.add_argument("--learning-rate", type=float, default=d.ppo.learning_rate)
+    t.add_argument("--ent-coef", type=float, default=d.ppo.ent_coef)
+    t.add_argument("--threshold", type=float, default=d.threshold)
+    t.add_argument("--max-episode-steps", type=int, default=d.max_episode_steps)
+    t.add_argument("--no-observe-similarity", action="store_true")
+    t.add_argument("--no-life-loss-terminal", action="store_true")
+    t.add_argument("--asset-dir", default=None, help="a reward bundle (default: the bundled Montezuma one)")
+    t.add_argument("--seed", type=int, default=1)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--resume", action="store_true")
+    e = sub.add_parser("eval", help="evaluate a trained agent (game score, key and door rates)")
+    e.add_argument("run_dir")
+    e.add_argument("--episodes", type=int, default=20)
+    e.add_argument("--deterministic", action="store_true")
+    e.add_argument("--json", default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(1)
+    try:
+        if args.command == "train":
+            ppo = dataclasses.replace(
+                _atari_ppo(),
+                total_timesteps=args.total_timesteps,
+                num_steps=args.num_steps,
+                learning_rate=args.learning_rate,
+                ent_coef=args.ent_coef,
+                seed=args.seed,
+                device=args.device,
+                num_envs=args.num_envs,
+            )
+            cfg = ImitationConfig(
+                reward=args.reward,
+                threshold=args.threshold,
+                observe_similarity=not args.no_observe_similarity,
+                max_episode_steps=args.max_episode_steps,
+                life_loss_terminal=not args.no_life_loss_terminal,
+                num_envs=args.num_envs,
+                asset_dir=args.asset_dir,
+                ppo=ppo,
+            )
+            run_dir = args.run_dir or f"runs/imitation/agent_{args.reward}"
+            r = train(cfg, run_dir, resume=args.resume)
+            print(json.dumps({"run_dir": str(run_dir), "global_step": r.global_step, "sps": r.steps_per_second}))
+        else:
+            out = evaluate(args.run_dir, args.episodes, args.deterministic)
+            print(json.dumps(out))
+            if args.json:
+                atomic_write_text(args.json, json.dumps(out, indent=2))
+        return 0
+    except (ValueError, DreamArcadeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

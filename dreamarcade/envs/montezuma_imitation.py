@@ -1,0 +1,120 @@
+"""``MontezumaImitation-v0``: Montezuma's Revenge with the one-shot YouTube imitation reward and a bundled model.
+
+The bundle in ``dreamarcade/assets/montezuma_imitation`` (safetensors + JSON) holds a TDC+CMC embedding trained
+by this project on three domain-shifted demonstration videos and the checkpoint trajectory of a fourth
+(see ``docs/imitation.md`` for how they were made).
+
+The env is ``ALE/MontezumaRevenge-v5`` with frameskip 4 (15 Hz, the rate the videos are embedded at) and, by
+default, no sticky actions (``repeat_action_probability=0.0``), wrapped in
+:class:`~dreamarcade.wrappers.imitation.YouTubeImitationReward`. Observations are the RGB frames (210, 160, 3)
+(or a Dict with the checkpoint similarities when ``observe_similarity=True``). ``info["episode"]`` (from
+RecordEpisodeStatistics, below the reward wrapper) holds the game score.
+
+Example:
+    >>> import gymnasium as gym
+    >>> import dreamarcade
+    >>> env = gym.make("MontezumaImitation-v0")  # doctest: +SKIP
+    >>> obs, info = env.reset(seed=0)  # doctest: +SKIP
+    >>> venv = gym.make_vec(  # doctest: +SKIP
+    ...     "MontezumaImitation-v0", num_envs=4, vectorization_mode="vector_entry_point")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from dreamarcade.errors import require
+
+__all__ = ["ASSET_DIR", "make_montezuma_imitation", "make_montezuma_imitation_vector"]
+
+ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "montezuma_imitation"
+
+
+def _base_env(repeat_action_probability: float, frameskip: int, render_mode: str | None, max_frames: int) -> gym.Env:
+    require("ale_py", "Montezuma's Revenge", extra="atari")
+    import ale_py
+
+    gym.register_envs(ale_py)
+    env = gym.make(
+        "ALE/MontezumaRevenge-v5",
+        frameskip=frameskip,
+        repeat_action_probability=float(repeat_action_probability),
+        max_num_frames_per_episode=max_frames,
+        render_mode=render_mode,
+    )
+    return gym.wrappers.RecordEpisodeStatistics(env)
+
+
+def make_montezuma_imitation(
+    mode: str = "add",
+    threshold: float = 0.5,
+    reward: float = 0.5,
+    skip: int = 1,
+    observe_similarity: bool = False,
+    repeat_action_probability: float = 0.0,
+    frameskip: int = 4,
+    max_num_frames_per_episode: int = 18_000,
+    render_mode: str | None = "rgb_array",
+    asset_dir: str | os.PathLike[str] | None = None,
+) -> gym.Env:
+    """One Montezuma env with the bundled imitation reward (see module docstring)."""
+    from dreamarcade.wrappers.imitation import YouTubeImitationReward, load_imitation_model
+
+    embedder, checkpoints = load_imitation_model(asset_dir or ASSET_DIR)
+    env = _base_env(repeat_action_probability, frameskip, render_mode, max_num_frames_per_episode)
+    return YouTubeImitationReward(
+        env,
+        embedder,
+        checkpoints,
+        threshold=threshold,
+        reward=reward,
+        skip=skip,
+        mode=mode,
+        observe_similarity=observe_similarity,
+    )
+
+
+def make_montezuma_imitation_vector(
+    num_envs: int = 1,
+    mode: str = "add",
+    threshold: float = 0.5,
+    reward: float = 0.5,
+    skip: int = 1,
+    observe_similarity: bool = False,
+    repeat_action_probability: float = 0.0,
+    frameskip: int = 4,
+    max_num_frames_per_episode: int = 18_000,
+    render_mode: str | None = "rgb_array",
+    asset_dir: str | os.PathLike[str] | None = None,
+    autoreset_mode: Any = None,
+    max_episode_steps: int | None = None,
+    **unused: Any,
+) -> gym.vector.VectorEnv:
+    """``num_envs`` envs in a SyncVectorEnv; all frames embedded in one batched pass per step."""
+    from dreamarcade.wrappers.imitation import YouTubeImitationRewardVector, load_imitation_model
+
+    embedder, checkpoints = load_imitation_model(asset_dir or ASSET_DIR)
+
+    def thunk() -> gym.Env:
+        env = _base_env(repeat_action_probability, frameskip, render_mode, max_num_frames_per_episode)
+        if max_episode_steps is not None:
+            env = gym.wrappers.TimeLimit(env, max_episode_steps)
+        return env
+
+    venv = gym.vector.SyncVectorEnv(
+        [thunk] * num_envs, autoreset_mode=autoreset_mode or gym.vector.AutoresetMode.NEXT_STEP
+    )
+    return YouTubeImitationRewardVector(
+        venv,
+        embedder,
+        checkpoints,
+        threshold=threshold,
+        reward=reward,
+        skip=skip,
+        mode=mode,
+        observe_similarity=observe_similarity,
+    )

@@ -1,0 +1,247 @@
+"""Find successful Montezuma's Revenge trajectories with a Go-Explore style search over ALE states.
+
+The search stands in for the "YouTube videos" of the paper: it finds several *distinct* action sequences
+that collect the key (+100), open a door (+300) and leave the first room, which the demo recorder then
+replays with sound into domain-shifted video files.
+
+Go-Explore (Ecoffet et al. 2019), phase 1 only, with a coarse domain-knowledge cell
+``(room, x // cell_x, y // cell_y, has_key, doors_opened)`` read from RAM. Each step of the search:
+pick an archived cell (weight ``1 / sqrt(1 + times_chosen)``), ``restoreState`` its emulator state,
+take random actions (each repeated with probability 0.95, as in Go-Explore), and archive every new cell,
+or a known cell reached with a higher score or the same score in fewer steps. Losing a life ends the
+exploration from that cell (a demonstration should not die).
+
+Montezuma RAM addresses used (checked by experiment with ale-py 0.12: the values change exactly when the
+player moves / changes room / loses a life / picks up the key): room ``ram[3]``, x ``ram[42]``,
+y ``ram[43]``, lives ``ram[58]``, inventory ``ram[65]`` (bit 1 = key... any non-zero inventory counts).
+
+Example:
+    >>> from dreamarcade.envs.montezuma_search import go_explore  # doctest: +SKIP
+    >>> result = go_explore(seed=0, max_steps=200_000)  # doctest: +SKIP
+    >>> result.best_score >= 400  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dreamarcade.checkpoint import atomic_write_text
+from dreamarcade.errors import require
+
+ROOM, X, Y, LIVES, INVENTORY = 3, 42, 43, 58, 65
+FRAMESKIP = 4  # agent steps are 4 emulator frames (15 Hz), the rate the videos are embedded at
+
+
+def make_montezuma(frameskip: int = FRAMESKIP, sound: bool = False, render_mode: str | None = None) -> Any:
+    """A deterministic ``ALE/MontezumaRevenge-v5`` (no sticky actions), so action lists replay exactly."""
+    require("ale_py", "Montezuma's Revenge (ALE)")
+    import ale_py
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+    kwargs: dict[str, Any] = dict(frameskip=frameskip, repeat_action_probability=0.0, full_action_space=False)
+    if sound:
+        kwargs["sound_obs"] = True
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    return gym.make("ALE/MontezumaRevenge-v5", **kwargs)
+
+
+@dataclass
+class Cell:
+    """One archived cell: the shortest/best action sequence known to reach it, and its emulator state."""
+
+    actions: list[int]
+    score: float
+    state: Any
+    chosen: int = 0
+    seen: int = 0
+
+
+@dataclass
+class SearchResult:
+    """The best trajectory the search found and the archive size."""
+
+    actions: list[int]
+    best_score: float
+    cells: int
+    steps: int
+    seed: int
+    left_room: bool
+
+
+def cell_key(ram: np.ndarray, score: float, cell_x: int, cell_y: int) -> tuple[int, ...]:
+    """The coarse Go-Explore cell of a RAM state (room, x bucket, y bucket, has key, score level)."""
+    return (
+        int(ram[ROOM]),
+        int(ram[X]) // cell_x,
+        int(ram[Y]) // cell_y,
+        int(ram[INVENTORY] != 0),
+        int(score // 100),
+    )
+
+
+def go_explore(
+    seed: int = 0,
+    max_steps: int = 300_000,
+    explore_steps: int = 50,
+    repeat_prob: float = 0.95,
+    cell_x: int = 8,
+    cell_y: int = 8,
+    score_bias: float = 4.0,
+    target_score: float = 400.0,
+    leave_room: bool = True,
+    forbid_actions: tuple[int, ...] = (),
+    progress: bool = False,
+) -> SearchResult:
+    """Run the search until a trajectory reaches ``target_score`` (and left room 1 if ``leave_room``).
+
+    ``forbid_actions`` removes actions from the random exploration; different seeds and forbidden sets give
+    visibly different demonstrations (e.g. one that never uses the FIRE-jumps of another).
+    """
+    env = make_montezuma()
+    env.reset(seed=seed)
+    ale = env.unwrapped.ale
+    rng = np.random.default_rng(seed)
+    actions_allowed = [a for a in range(env.action_space.n) if a not in forbid_actions]
+    start_ram = ale.getRAM()
+    start_room = int(start_ram[ROOM])
+    archive: dict[tuple[int, ...], Cell] = {
+        cell_key(start_ram, 0.0, cell_x, cell_y): Cell(actions=[], score=0.0, state=ale.cloneState())
+    }
+    steps = 0
+    best: tuple[float, list[int], bool] = (0.0, [], False)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=max_steps, desc=f"go-explore seed {seed}", unit="step")
+    while steps < max_steps:
+        keys = list(archive)
+        # Go-Explore's count-based selection, biased towards higher-scoring cells so the search pushes on.
+        weights = np.array(
+            [
+                (1.0 / math.sqrt(1 + archive[k].chosen) + 0.5 / math.sqrt(1 + archive[k].seen))
+                * score_bias ** (k[4] + k[3])
+                for k in keys
+            ]
+        )
+        key = keys[rng.choice(len(keys), p=weights / weights.sum())]
+        cell = archive[key]
+        cell.chosen += 1
+        ale.restoreState(cell.state)
+        lives = int(ale.getRAM()[LIVES])
+        actions, score = list(cell.actions), cell.score
+        action = int(rng.choice(actions_allowed))
+        for _ in range(explore_steps):
+            if rng.random() > repeat_prob:
+                action = int(rng.choice(actions_allowed))
+            _, reward, terminated, truncated, _ = env.step(action)
+            steps += 1
+            actions.append(action)
+            score += float(reward)
+            ram = ale.getRAM()
+            if terminated or truncated or int(ram[LIVES]) < lives:
+                break
+            k = cell_key(ram, score, cell_x, cell_y)
+            old = archive.get(k)
+            if old is not None:
+                old.seen += 1
+            if old is None or score > old.score or (score == old.score and len(actions) < len(old.actions)):
+                archive[k] = Cell(
+                    actions=list(actions),
+                    score=score,
+                    state=ale.cloneState(),
+                    chosen=0 if old is None else old.chosen,
+                    seen=0 if old is None else old.seen,
+                )
+            left = int(ram[ROOM]) != start_room and score >= target_score
+            if score > best[0] or (left and not best[2]):
+                best = (score, list(actions), left)
+            if score >= target_score and (left or not leave_room):
+                if bar is not None:
+                    bar.close()
+                env.close()
+                return SearchResult(list(actions), score, len(archive), steps, seed, left)
+        if bar is not None:
+            bar.n = min(steps, max_steps)
+            bar.set_postfix(cells=len(archive), best=best[0])
+            bar.refresh()
+    if bar is not None:
+        bar.close()
+    env.close()
+    return SearchResult(best[1], best[0], len(archive), steps, seed, best[2])
+
+
+def replay(actions: list[int], seed: int = 0) -> dict[str, Any]:
+    """Replay ``actions`` from reset and report score, lives, room and whether the key was collected."""
+    env = make_montezuma()
+    env.reset(seed=seed)
+    ale = env.unwrapped.ale
+    score, got_key, rooms = 0.0, False, []
+    lives0 = int(ale.getRAM()[LIVES])
+    for a in actions:
+        _, r, term, trunc, _ = env.step(int(a))
+        score += float(r)
+        ram = ale.getRAM()
+        got_key |= bool(ram[INVENTORY] != 0)
+        rooms.append(int(ram[ROOM]))
+        if term or trunc:
+            break
+    ram = ale.getRAM()
+    out = {"score": score, "got_key": got_key, "final_room": int(ram[ROOM]), "lives_lost": lives0 - int(ram[LIVES])}
+    env.close()
+    return out
+
+
+def save_trajectories(path: str | os.PathLike[str], results: list[SearchResult]) -> Path:
+    """Write trajectories as JSON (action lists + provenance); never pickle."""
+    data = {
+        "game": "ALE/MontezumaRevenge-v5",
+        "frameskip": FRAMESKIP,
+        "repeat_action_probability": 0.0,
+        "trajectories": [dataclasses.asdict(r) for r in results],
+    }
+    atomic_write_text(path, json.dumps(data))
+    return Path(path)
+
+
+def load_trajectories(path: str | os.PathLike[str]) -> list[list[int]]:
+    """Action lists saved by :func:`save_trajectories`."""
+    data = json.loads(Path(path).read_text())
+    return [list(map(int, t["actions"])) for t in data["trajectories"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m dreamarcade.envs.montezuma_search --n 4 --out runs/imitation/trajectories.json``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=4, help="number of distinct trajectories to find")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-steps", type=int, default=400_000, help="emulator agent-steps per search")
+    p.add_argument("--target-score", type=float, default=400.0)
+    p.add_argument("--out", default="runs/imitation/trajectories.json")
+    args = p.parse_args(argv)
+    results = []
+    for i in range(args.n):
+        r = go_explore(seed=args.seed + i, max_steps=args.max_steps, target_score=args.target_score, progress=True)
+        check = replay(r.actions)
+        print(f"trajectory {i}: score {r.best_score} left_room {r.left_room} len {len(r.actions)} replay {check}")
+        results.append(r)
+    save_trajectories(args.out, results)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

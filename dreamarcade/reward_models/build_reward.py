@@ -1,0 +1,82 @@
+"""Turn a trained embedding and one held-aside demonstration video into a reward bundle.
+
+A bundle is a folder with ``embedding/`` (the TDC/CMC weights, no optimizer state) and ``checkpoints/``
+(the demo's checkpoint trajectory), both safetensors + JSON; :func:`dreamarcade.wrappers.imitation.load_imitation_model`
+reads it. The package ships one for Montezuma's Revenge in ``dreamarcade/assets/montezuma_imitation``.
+
+CLI::
+
+    python -m dreamarcade.reward_models.build_reward runs/imitation/emb_tdc_cmc \\
+        runs/imitation/videos/traj3_style13.mp4 --out dreamarcade/assets/montezuma_imitation
+
+The intro of the demo (before the gameplay starts) is trimmed with ``--start-s``; when it is not given and the
+video has a sidecar JSON written by the demo recorder, its ``gameplay_start_s`` is used (with a real upload you
+would read it off the video, as the public reimplementation trimmed its videos by hand).
+
+Example:
+    >>> from dreamarcade.reward_models.build_reward import build_bundle  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+
+from dreamarcade.reward_models.checkpoints import CheckpointTrajectory, FrameStackEmbedder, build_checkpoints
+from dreamarcade.reward_models.embedding import load_embedding
+from dreamarcade.reward_models.video import VideoReader
+
+__all__ = ["build_bundle", "main"]
+
+
+def build_bundle(
+    embedding_dir: str | os.PathLike[str],
+    demo_video: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    every: int = 16,
+    start_s: float | None = None,
+) -> CheckpointTrajectory:
+    """Embed ``demo_video``, keep every ``every``-th frame as a checkpoint, write ``out_dir``."""
+    model, config = load_embedding(embedding_dir)
+    cfg = model.cfg
+    demo_video = Path(demo_video)
+    if start_s is None:
+        side = demo_video.with_suffix(".json")
+        start_s = float(json.loads(side.read_text()).get("gameplay_start_s", 0.0)) if side.is_file() else 0.0
+    reader = VideoReader(demo_video, fps=cfg.fps, size=(cfg.frame_size, cfg.frame_size), audio=False)
+    clip = reader.read_all()
+    start = int(math.ceil(start_s * cfg.fps))
+    embedder = FrameStackEmbedder(model)
+    traj = build_checkpoints(embedder, clip.frames, every=every, start=start, source=demo_video.name)
+    traj.meta = {
+        "demo_video": demo_video.name,
+        "start_frame": start,
+        "video_frames": len(clip.frames),
+        "crop": reader.crop.as_list() if reader.crop is not None else None,
+        "embedding_videos": config.get("videos", []),
+        "embedding_steps": config.get("step"),
+    }
+    out = Path(out_dir)
+    model.save(out / "embedding", extra={"videos": config.get("videos", []), "step": config.get("step")})
+    traj.save(out / "checkpoints")
+    return traj
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dreamarcade.reward_models.build_reward", description=__doc__)
+    p.add_argument("embedding", help="a tdc_cmc checkpoint directory")
+    p.add_argument("demo", help="the held-aside demonstration video")
+    p.add_argument("--out", required=True)
+    p.add_argument("--every", type=int, default=16, help="checkpoint spacing in frames (paper: 16)")
+    p.add_argument("--start-s", type=float, default=None, help="seconds of intro to skip")
+    a = p.parse_args(argv)
+    t = build_bundle(a.embedding, a.demo, a.out, a.every, a.start_s)
+    print(f"wrote {a.out}: {len(t)} checkpoints every {t.every} frames from {t.source}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,223 @@
+"""The one-shot imitation reward's parts: an embedder for frame stacks, the demo's checkpoint trajectory, and
+the tracker that pays for checkpoints in soft order (Aytar et al. 2018, section 5).
+
+* :class:`FrameStackEmbedder` turns (B, stack, S, S, 3) uint8 stacks of processed frames into embeddings with
+  a trained :class:`~dreamarcade.reward_models.embedding.TDCCMC` (centre crop, exactly like the video side).
+* :class:`CheckpointTrajectory`: every ``every``-th (16) frame's embedding of one held-aside demonstration video,
+  zero-centred with the demo's mean embedding and L2-normalised (the paper's phi-bar), saved as safetensors+JSON.
+* :class:`CheckpointTracker`: after checkpoint ``n`` was matched, checkpoints ``n+1 .. n+1+skip`` are candidates;
+  when the centred cosine similarity to one of them exceeds ``threshold`` the tracker pays ``reward`` once and
+  moves past it, so no checkpoint pays twice.
+
+Example:
+    >>> import numpy as np
+    >>> from dreamarcade.reward_models.checkpoints import CheckpointTracker
+    >>> t = CheckpointTracker(num_checkpoints=3, threshold=0.5, reward=0.5, skip=1)
+    >>> t.update(np.array([0.9, 0.0, 0.0]))  # matches checkpoint 0
+    (0.5, 0)
+    >>> t.update(np.array([0.9, 0.0, 0.0]))  # checkpoint 0 never pays twice
+    (0.0, -1)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from dreamarcade.checkpoint import load_checkpoint, save_checkpoint
+from dreamarcade.errors import CheckpointError, VideoError
+from dreamarcade.reward_models.embedding import TDCCMC, load_embedding
+
+__all__ = ["Embedder", "FrameStackEmbedder", "CheckpointTrajectory", "CheckpointTracker", "build_checkpoints"]
+
+
+class Embedder(Protocol):
+    """What the reward needs: ``frame_size`` (S), ``stack``, ``embed_dim`` and a batched call.
+
+    ``__call__(stacks)`` maps (B, stack, S, S, 3) uint8 to (B, embed_dim) float32.
+    """
+
+    frame_size: int
+    stack: int
+    embed_dim: int
+
+    def __call__(self, stacks: np.ndarray) -> np.ndarray: ...
+
+
+class FrameStackEmbedder:
+    """Embed frame stacks with a trained TDC/CMC visual encoder (inference only, one torch thread by default).
+
+    Example:
+        >>> from dreamarcade.reward_models.embedding import TDCCMC, EmbeddingConfig
+        >>> e = FrameStackEmbedder(TDCCMC(EmbeddingConfig()))
+        >>> e(np.zeros((2, 4, 54, 54, 3), np.uint8)).shape
+        (2, 128)
+    """
+
+    def __init__(self, model: TDCCMC, device: str = "cpu") -> None:
+        self.model = model.eval().to(device)
+        self.device = device
+        cfg = model.cfg
+        self.cfg = cfg
+        self.frame_size, self.stack, self.embed_dim = cfg.frame_size, cfg.stack, cfg.embed_dim
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], device: str = "cpu") -> FrameStackEmbedder:
+        model, _ = load_embedding(directory)
+        return cls(model, device)
+
+    @torch.no_grad()
+    def __call__(self, stacks: np.ndarray) -> np.ndarray:
+        s = self.frame_size
+        if stacks.ndim != 5 or stacks.shape[1:] != (self.stack, s, s, 3):
+            raise ValueError(
+                f"embedder expects (batch, {self.stack}, {s}, {s}, 3) uint8 frame stacks, got {stacks.shape}: "
+                "process frames with this embedding's frame_size and stack"
+            )
+        x = torch.from_numpy(np.ascontiguousarray(stacks)).to(self.device)
+        b = x.shape[0]
+        x = x.permute(0, 1, 4, 2, 3).reshape(b, 3 * self.stack, s, s)
+        o = (s - self.cfg.crop_size) // 2
+        x = x[:, :, o : o + self.cfg.crop_size, o : o + self.cfg.crop_size].float().div_(255.0)
+        return self.model.phi(x).cpu().numpy()
+
+
+def _centre(e: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    c = e - mean
+    return c / np.maximum(np.linalg.norm(c, axis=-1, keepdims=True), 1e-8)
+
+
+@dataclass
+class CheckpointTrajectory:
+    """Centred, normalised checkpoint embeddings (n, D), the centring mean (D,) and where they came from."""
+
+    embeddings: np.ndarray
+    mean: np.ndarray
+    frame_indices: np.ndarray
+    every: int
+    source: str = ""
+    meta: dict[str, Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    def centre(self, e: np.ndarray) -> np.ndarray:
+        """phi-bar: subtract the demo's mean embedding and L2-normalise (rows)."""
+        return _centre(np.asarray(e, np.float32), self.mean)
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        tensors = {
+            "embeddings": torch.from_numpy(np.ascontiguousarray(self.embeddings, np.float32)),
+            "mean": torch.from_numpy(np.ascontiguousarray(self.mean, np.float32)),
+            "frame_indices": torch.from_numpy(np.asarray(self.frame_indices, np.int64)),
+        }
+        config = {
+            "kind": "imitation_checkpoints",
+            "every": self.every,
+            "num_checkpoints": len(self),
+            "embed_dim": int(self.embeddings.shape[1]),
+            "source": self.source,
+            "meta": self.meta or {},
+        }
+        return save_checkpoint(directory, tensors, config)
+
+    @staticmethod
+    def load(directory: str | os.PathLike[str]) -> CheckpointTrajectory:
+        tensors, config = load_checkpoint(directory, kind="imitation_checkpoints")
+        emb = tensors["embeddings"].numpy()
+        if emb.shape != (config["num_checkpoints"], config["embed_dim"]):
+            raise CheckpointError(f"checkpoint trajectory '{directory}' has shape {emb.shape}, config disagrees")
+        return CheckpointTrajectory(
+            emb,
+            tensors["mean"].numpy(),
+            tensors["frame_indices"].numpy(),
+            int(config["every"]),
+            config.get("source", ""),
+            config.get("meta", {}),
+        )
+
+
+def build_checkpoints(
+    embedder: Embedder,
+    frames: np.ndarray,
+    every: int = 16,
+    start: int = 0,
+    end: int | None = None,
+    centre: bool = True,
+    source: str = "",
+) -> CheckpointTrajectory:
+    """Embed a processed demo video (T, S, S, 3) and keep every ``every``-th frame as a checkpoint.
+
+    ``start``/``end`` trim the video to its gameplay (frames before ``start``, e.g. an intro card, are not
+    checkpoints). Checkpoints are frames ``start + every, start + 2 * every, ...`` (the start frame itself
+    is where the agent begins, so it is not paid for). The centring mean is the mean embedding over the
+    trimmed demo (an assumption: the paper does not say what it centres with); ``centre=False`` disables it.
+    """
+    frames = np.asarray(frames)
+    end = len(frames) if end is None else min(end, len(frames))
+    if frames.ndim != 4 or frames.shape[1:] != (embedder.frame_size, embedder.frame_size, 3):
+        raise ValueError(
+            f"demo frames must be (T, {embedder.frame_size}, {embedder.frame_size}, 3) for this embedder, "
+            f"got {frames.shape}"
+        )
+    n = end - start
+    if n < 2 * every:
+        raise VideoError(
+            f"the demonstration has {n} frames after trimming, too short for checkpoints every {every} frames "
+            f"(needs at least {2 * every}). Use a longer video, a smaller start offset, or a smaller spacing."
+        )
+    clip = frames[start:end]
+    idx = np.arange(len(clip))
+    offs = np.arange(-embedder.stack + 1, 1)
+    emb = []
+    for s in range(0, len(clip), 128):
+        ii = np.clip(idx[s : s + 128, None] + offs[None], 0, len(clip) - 1)
+        emb.append(embedder(clip[ii]))
+    all_emb = np.concatenate(emb).astype(np.float32)
+    mean = all_emb.mean(0) if centre else np.zeros(all_emb.shape[1], np.float32)
+    ck = np.arange(every, len(clip), every)
+    return CheckpointTrajectory(_centre(all_emb[ck], mean), mean.astype(np.float32), ck + start, every, source)
+
+
+class CheckpointTracker:
+    """Soft-ordered, pay-once checkpoint matching for one episode.
+
+    ``update(similarities)`` takes the centred cosine similarity of the current agent embedding to *every*
+    checkpoint and returns (reward, index of the checkpoint matched or -1). Candidates are the ``skip + 1``
+    checkpoints after the last one matched; the most similar candidate above ``threshold`` is matched.
+    """
+
+    def __init__(self, num_checkpoints: int, threshold: float = 0.5, reward: float = 0.5, skip: int = 1) -> None:
+        if num_checkpoints < 1:
+            raise ValueError("a checkpoint trajectory needs at least one checkpoint")
+        if skip < 0:
+            raise ValueError(f"skip must be >= 0, got {skip}")
+        self.n, self.threshold, self.reward, self.skip = num_checkpoints, float(threshold), float(reward), int(skip)
+        self.next = 0  # index of the next checkpoint expected
+        self.paid = np.zeros(num_checkpoints, bool)
+
+    def reset(self) -> None:
+        self.next = 0
+        self.paid[:] = False
+
+    def candidates(self) -> np.ndarray:
+        return np.arange(self.next, min(self.next + self.skip + 1, self.n))
+
+    def update(self, similarities: np.ndarray) -> tuple[float, int]:
+        cand = self.candidates()
+        if len(cand) == 0:
+            return 0.0, -1
+        sims = similarities[cand]
+        best = int(np.argmax(sims))
+        if sims[best] > self.threshold:
+            k = int(cand[best])
+            assert not self.paid[k]  # candidates are always after the last match
+            self.paid[k] = True
+            self.next = k + 1
+            return self.reward, k
+        return 0.0, -1

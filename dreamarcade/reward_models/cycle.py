@@ -1,0 +1,60 @@
+"""Cycle-consistency (Aytar et al. 2018, section 4): how well an embedding aligns two videos one-to-one.
+
+For sequences V, W of embeddings, ``v_i`` is **2-cycle consistent** when its nearest neighbour ``w_j`` in W
+(Euclidean distance) has ``v_k`` as nearest neighbour in V with ``|i - k| <= tolerance`` (tolerance 1 as in the
+paper). **3-cycle**: ``v_i`` must come back (within the tolerance) along both V -> W -> U -> V and
+V -> U -> W -> V. The score is the percentage of V that is consistent.
+
+Example:
+    >>> import numpy as np
+    >>> from dreamarcade.reward_models.cycle import cycle_consistency
+    >>> v = np.random.default_rng(0).normal(size=(50, 8))
+    >>> cycle_consistency(v, v)
+    100.0
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["nearest", "cycle_consistency", "three_cycle_consistency", "pixel_features"]
+
+
+def nearest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Index in ``b`` of the Euclidean nearest neighbour of every row of ``a``."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"expected two (N, D) arrays with the same D, got {a.shape} and {b.shape}")
+    d = (a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None]
+    return d.argmin(1)
+
+
+def cycle_consistency(v: np.ndarray, w: np.ndarray, tolerance: int = 1) -> float:
+    """Percentage of ``v`` that is 2-cycle consistent through ``w`` (``|i - k| <= tolerance``)."""
+    if len(v) == 0 or len(w) == 0:
+        raise ValueError("cycle-consistency needs two non-empty sequences")
+    j = nearest(v, w)
+    k = nearest(w[j], v)
+    return float(100.0 * np.mean(np.abs(np.arange(len(v)) - k) <= tolerance))
+
+
+def three_cycle_consistency(v: np.ndarray, w: np.ndarray, u: np.ndarray, tolerance: int = 1) -> float:
+    """Percentage of ``v`` consistent along both V -> W -> U -> V and V -> U -> W -> V."""
+    i = np.arange(len(v))
+    k1 = nearest(u[nearest(w[nearest(v, w)], u)], v)
+    k2 = nearest(w[nearest(u[nearest(v, u)], w)], v)
+    ok = (np.abs(i - k1) <= tolerance) & (np.abs(i - k2) <= tolerance)
+    return float(100.0 * ok.mean())
+
+
+def pixel_features(frames: np.ndarray, size: int | None = None) -> np.ndarray:
+    """The raw-pixel L2 baseline: frames (T, H, W, 3) flattened in [0, 1], optionally downsampled to ``size``.
+
+    With ``size=None`` the features are exactly the pixels an embedding sees (the processed frames).
+    """
+    import cv2
+
+    if size is None:
+        return frames.reshape(len(frames), -1).astype(np.float32) / 255.0
+    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA).reshape(-1) / 255.0 for f in frames])

@@ -1,0 +1,309 @@
+"""Record real ALE gameplay with its real sound into "uploaded" videos, each with its own domain shift.
+
+This makes the video-imitation pillar self-contained: instead of downloading YouTube videos, replay
+action sequences in the emulator (60 Hz, every frame's image and its 512 ``sound_obs`` samples, i.e.
+30,720 Hz audio) and write them as mp4/webm/mkv files the way different uploaders would have:
+an :class:`UploaderStyle` sets colour/palette shift, resolution and aspect ratio, letter- or pillar-boxing,
+an overlay (a channel watermark and a running timer), frame rate, compression and a start offset
+(an intro card before the gameplay starts). Styles are drawn reproducibly from a seed.
+
+Example:
+    >>> from dreamarcade.reward_models.demo_videos import UploaderStyle, record_demo  # doctest: +SKIP
+    >>> style = UploaderStyle.sample(seed=3)  # doctest: +SKIP
+    >>> record_demo([0, 3, 3, 3], "runs/imitation/videos/demo.mp4", style)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dreamarcade.errors import require
+
+__all__ = ["UploaderStyle", "apply_style", "record_demo", "render_gameplay", "write_av"]
+
+ALE_FPS = 60
+ALE_AUDIO_RATE = 512 * ALE_FPS  # ale-py's sound_obs: 512 samples per emulator frame
+CONTAINERS = {  # container -> (video codec, audio codec, audio rate the codec accepts)
+    "mp4": ("libx264", "aac", 44100),
+    "webm": ("libvpx-vp9", "libopus", 48000),
+    "mkv": ("libx264", "flac", 44100),
+}
+
+
+@dataclass(frozen=True)
+class UploaderStyle:
+    """How one "uploader" recorded the game: every knob of the domain shift between videos and the ALE."""
+
+    width: int = 640
+    height: int = 480
+    box: str = "none"  # "none" | "letter" (bands top/bottom) | "pillar" (bands left/right)
+    box_fraction: float = 0.0  # fraction of the frame the bands take in total
+    hue_shift: int = 0  # OpenCV hue units (0-179)
+    saturation: float = 1.0
+    brightness: float = 0.0  # added to V (0-255 scale)
+    contrast: float = 1.0
+    gamma: float = 1.0
+    overlay: str = "none"  # "none" | "watermark" | "timer" | "both"
+    fps: float = 30.0
+    crf: int = 23  # compression (H.264/VP9 quality; higher = worse)
+    start_offset_s: float = 0.0  # seconds of intro card before gameplay
+    container: str = "mp4"
+
+    @staticmethod
+    def sample(seed: int) -> UploaderStyle:
+        """A random but reproducible style: same seed, same style (and the same pixels in the file)."""
+        rng = np.random.default_rng(seed)
+        aspect = [(640, 480), (854, 480), (480, 360), (320, 240), (400, 300), (720, 405)]
+        w, h = aspect[int(rng.integers(len(aspect)))]
+        box = str(rng.choice(["none", "letter", "pillar"]))
+        return UploaderStyle(
+            width=w,
+            height=h,
+            box=box,
+            box_fraction=0.0 if box == "none" else float(rng.uniform(0.08, 0.25)),
+            hue_shift=int(rng.integers(-12, 13)),
+            saturation=float(rng.uniform(0.6, 1.3)),
+            brightness=float(rng.uniform(-25, 25)),
+            contrast=float(rng.uniform(0.8, 1.2)),
+            gamma=float(rng.uniform(0.75, 1.35)),
+            overlay=str(rng.choice(["none", "watermark", "timer", "both"])),
+            fps=float(rng.choice([24.0, 25.0, 30.0, 60.0])),
+            crf=int(rng.integers(20, 36)),
+            start_offset_s=float(np.round(rng.uniform(0.0, 3.0), 2)),
+            container=str(rng.choice(list(CONTAINERS))),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def render_gameplay(actions: list[int], frameskip: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
+    """Replay ``actions`` (agent steps of ``frameskip`` emulator frames) and return every emulator frame.
+
+    Returns (frames (T, 210, 160, 3) uint8 at 60 Hz, mono audio float32 in [-1, 1] at 30,720 Hz, score).
+    """
+    from dreamarcade.envs.montezuma_search import make_montezuma
+
+    env = make_montezuma(frameskip=1, sound=True)
+    obs, _ = env.reset(seed=seed)
+    frames, sound = [obs["image"]], [obs["sound"]]
+    score = 0.0
+    for a in actions:
+        for _ in range(frameskip):  # frameskip=1 stepping repeated 4 times == the v5 env's frameskip 4
+            obs, r, term, trunc, _ = env.step(int(a))
+            score += float(r)
+            frames.append(obs["image"])
+            sound.append(obs["sound"])
+            if term or trunc:
+                break
+        if term or trunc:
+            break
+    env.close()
+    audio = (np.concatenate(sound).astype(np.float32) - 128.0) / 128.0  # uint8 PCM, silence = 128
+    return np.stack(frames), audio, score
+
+
+def apply_style(frame: np.ndarray, style: UploaderStyle, t: float = 0.0, rng_seed: int = 0) -> np.ndarray:
+    """Turn one 210x160 ALE frame into what the uploader's video shows at time ``t``."""
+    import cv2
+
+    img = frame.astype(np.float32)
+    # contrast/brightness/gamma in RGB, then hue/saturation in HSV: a palette shift like a capture card's
+    img = np.clip((img - 128.0) * style.contrast + 128.0 + style.brightness, 0, 255)
+    img = 255.0 * (img / 255.0) ** style.gamma
+    hsv = cv2.cvtColor(img.astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.int32)
+    hsv[..., 0] = (hsv[..., 0] + style.hue_shift) % 180
+    hsv[..., 1] = np.clip(hsv[..., 1] * style.saturation, 0, 255)
+    img = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+    W, H = style.width, style.height
+    gw, gh = W, H
+    if style.box == "letter":
+        gh = int(round(H * (1 - style.box_fraction)))
+    elif style.box == "pillar":
+        gw = int(round(W * (1 - style.box_fraction)))
+    game = cv2.resize(img, (gw, gh), interpolation=cv2.INTER_NEAREST if gw >= 320 else cv2.INTER_AREA)
+    out = np.zeros((H, W, 3), np.uint8)
+    y0, x0 = (H - gh) // 2, (W - gw) // 2
+    out[y0 : y0 + gh, x0 : x0 + gw] = game
+    scale = max(0.35, W / 900)
+    if style.overlay in ("watermark", "both"):
+        # a semi-transparent channel logo in the game area, like a streamer's watermark
+        overlay = out.copy()
+        x1, y1 = x0 + int(gw * 0.62), y0 + int(gh * 0.04)
+        cv2.rectangle(overlay, (x1, y1), (x1 + int(gw * 0.33), y1 + int(gh * 0.08)), (230, 230, 230), -1)
+        cv2.putText(overlay, f"retro{rng_seed}", (x1 + 4, y1 + int(gh * 0.065)), 0, scale, (20, 20, 160), 1)
+        out = cv2.addWeighted(overlay, 0.45, out, 0.55, 0)
+    if style.overlay in ("timer", "both"):
+        cv2.putText(out, f"{t:6.2f}", (x0 + 6, y0 + gh - 8), 0, scale, (255, 255, 0), 1)
+    return out
+
+
+def _intro_card(style: UploaderStyle, seed: int) -> np.ndarray:
+    import cv2
+
+    card = np.full((style.height, style.width, 3), (40 + seed * 37 % 120, 30, 90), np.uint8)
+    cv2.putText(card, "MONTEZUMA RUN", (20, style.height // 2), 0, max(0.5, style.width / 700), (255, 255, 255), 2)
+    return card
+
+
+def write_av(
+    path: str | os.PathLike[str],
+    frames: Any,
+    fps: float,
+    audio: np.ndarray | None = None,
+    audio_rate: int = ALE_AUDIO_RATE,
+    container: str | None = None,
+    crf: int = 23,
+    size: tuple[int, int] | None = None,
+) -> Path:
+    """Encode RGB frames (an iterable of (H, W, 3) uint8) and optional mono audio into a video file.
+
+    The container comes from ``container`` or the file suffix (mp4: H.264 + AAC, webm: VP9 + Opus,
+    mkv: H.264 + FLAC). Written to a temporary name and renamed, so a crash never leaves half a video.
+    """
+    av = require("av", "writing demonstration videos", extra="video")
+    path = Path(path)
+    kind = container or path.suffix.lstrip(".")
+    if kind not in CONTAINERS:
+        raise ValueError(f"unsupported container '{kind}': use one of {sorted(CONTAINERS)}")
+    vcodec, acodec, arate = CONTAINERS[kind]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.{kind}")
+    rate = Fraction(fps).limit_denominator(1001)
+    it = iter(frames)
+    first = next(it, None)
+    if first is None:
+        raise ValueError("write_av got no frames")
+    h, w = first.shape[:2] if size is None else (size[1], size[0])
+    with av.open(str(tmp), mode="w", format={"mkv": "matroska"}.get(kind, kind)) as out:
+        vs = out.add_stream(vcodec, rate=rate)
+        vs.width, vs.height, vs.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
+        vs.options = (
+            {"crf": str(crf)} if vcodec == "libx264" else {"crf": str(crf + 10), "b": "0", "deadline": "realtime"}
+        )
+        astream = None
+        if audio is not None:
+            astream = out.add_stream(acodec, rate=arate)
+            astream.layout = "mono"
+
+        def put(img: np.ndarray) -> None:
+            img = np.ascontiguousarray(img, dtype=np.uint8)
+            if img.shape[:2] != (vs.height, vs.width):
+                img = np.pad(img, ((0, vs.height - img.shape[0]), (0, vs.width - img.shape[1]), (0, 0)))
+            for pkt in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(pkt)
+
+        put(first)
+        for img in it:
+            put(img)
+        for pkt in vs.encode():
+            out.mux(pkt)
+        if astream is not None:
+            resampler = av.AudioResampler(format=astream.codec_context.format.name, layout="mono", rate=arate)
+            pcm = np.clip(audio, -1, 1).astype(np.float32)
+            block = 4096
+            pts = 0
+            for i in range(0, len(pcm), block):
+                frame = av.AudioFrame.from_ndarray(pcm[None, i : i + block], format="flt", layout="mono")
+                frame.sample_rate = audio_rate
+                frame.pts = pts
+                pts += frame.samples
+                for rf in resampler.resample(frame):
+                    for pkt in astream.encode(rf):
+                        out.mux(pkt)
+            for rf in resampler.resample(None):
+                for pkt in astream.encode(rf):
+                    out.mux(pkt)
+            for pkt in astream.encode(None):
+                out.mux(pkt)
+    os.replace(tmp, path)
+    return path
+
+
+def record_demo(
+    actions: list[int],
+    path: str | os.PathLike[str],
+    style: UploaderStyle,
+    style_seed: int = 0,
+    with_audio: bool = True,
+) -> dict[str, Any]:
+    """Replay ``actions`` in Montezuma's Revenge and write the uploader's video (with the game's sound).
+
+    Returns a JSON-able description (style, frames, score, source frame offset) written next to the video.
+    """
+    frames60, audio60, score = render_gameplay(actions)
+    fps = style.fps
+    n_intro = int(round(style.start_offset_s * fps))
+    duration = len(frames60) / ALE_FPS
+    n_game = int(np.floor(duration * fps))
+    card = _intro_card(style, style_seed)
+
+    def gen() -> Any:
+        for _ in range(n_intro):
+            yield card
+        for k in range(n_game):
+            src = min(int(k * ALE_FPS / fps), len(frames60) - 1)
+            yield apply_style(frames60[src], style, t=k / fps, rng_seed=style_seed)
+
+    audio = None
+    if with_audio:
+        lead = np.zeros(int(round(n_intro / fps * ALE_AUDIO_RATE)), np.float32)
+        audio = np.concatenate([lead, audio60[: int(n_game / fps * ALE_AUDIO_RATE)]])
+    path = Path(path)
+    write_av(path, gen(), fps, audio=audio, container=style.container, crf=style.crf)
+    meta = {
+        "style": style.to_json(),
+        "style_seed": style_seed,
+        "score": score,
+        "agent_steps": len(actions),
+        "intro_frames": n_intro,
+        "gameplay_start_s": n_intro / fps,
+        "with_audio": with_audio,
+    }
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: find Montezuma trajectories (or load them) and record one styled video per trajectory."""
+    import argparse
+
+    from dreamarcade.envs.montezuma_search import go_explore, load_trajectories, replay, save_trajectories
+
+    p = argparse.ArgumentParser(
+        prog="python -m dreamarcade.reward_models.demo_videos",
+        description="Record Montezuma's Revenge demonstration videos with per-uploader domain shifts.",
+    )
+    p.add_argument("--out", default="runs/imitation/videos", help="output folder")
+    p.add_argument("--n", type=int, default=4, help="number of videos (3 train the embedding, 1 defines the reward)")
+    p.add_argument("--trajectories", default=None, help="JSON from montezuma_search; searched for if absent")
+    p.add_argument("--search-steps", type=int, default=400_000)
+    p.add_argument("--seed", type=int, default=0, help="seed of the searches and of the styles")
+    p.add_argument("--no-audio", action="store_true")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.trajectories and Path(args.trajectories).is_file():
+        trajs = load_trajectories(args.trajectories)
+    else:
+        results = [go_explore(seed=args.seed + i, max_steps=args.search_steps, progress=True) for i in range(args.n)]
+        save_trajectories(out / "trajectories.json", results)
+        trajs = [r.actions for r in results]
+    for i, actions in enumerate(trajs[: args.n]):
+        style = UploaderStyle.sample(args.seed * 1000 + i)
+        path = out / f"demo_{i}.{style.container}"
+        meta = record_demo(actions, path, style, style_seed=i, with_audio=not args.no_audio)
+        print(f"{path}: score {meta['score']} steps {meta['agent_steps']} {replay(actions)} style {style}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

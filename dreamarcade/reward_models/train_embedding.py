@@ -1,0 +1,296 @@
+"""Train the TDC + CMC embedding on a few videos: L = L_td + lambda * L_cm (Aytar et al. 2018, section 3).
+
+Sampling (as the paper describes it): pick one of the training videos, pick a distance class uniformly, pick a
+gap ``dt`` uniformly inside the class's interval, then a pair of positions ``dt`` apart. TDC pairs are two frame
+stacks; CMC pairs are a frame stack and the audio under another position. Adam, lr 1e-4, batch 32, 200k steps in
+the paper; this module's defaults are the paper's, the CLI lets a CPU run take fewer steps.
+
+CLI::
+
+    python -m dreamarcade.reward_models.train_embedding runs/imitation/videos/demo_{0,1,2}.* \\
+        --out runs/imitation/embedding --steps 3000
+
+Checkpoints (``--out``) are written every ``--save-every`` steps with the optimizer and RNG state, and
+``--resume`` continues from the last one.
+
+Example:
+    >>> from dreamarcade.reward_models.train_embedding import sample_pairs  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from dreamarcade.checkpoint import checkpoint_exists, load_checkpoint, pack_state, save_checkpoint, unpack_state
+from dreamarcade.errors import VideoError
+from dreamarcade.reward_models.embedding import TDCCMC, EmbeddingConfig, stack_frames
+from dreamarcade.reward_models.video import VideoReader
+
+__all__ = ["TrainConfig", "Clip", "load_clips", "sample_pairs", "sample_offsets", "train_embedding", "main"]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation hyperparameters (paper values as defaults)."""
+
+    steps: int = 200_000
+    batch_size: int = 32
+    lr: float = 1e-4
+    seed: int = 0
+    save_every: int = 500
+    threads: int = 1
+
+
+@dataclass
+class Clip:
+    """One processed training video: frames (T, S, S, 3) uint8 and per-frame audio (T, spf) or None."""
+
+    name: str
+    frames: np.ndarray
+    audio: np.ndarray | None
+
+
+def load_clips(paths: list[str], cfg: EmbeddingConfig, need_audio: bool) -> list[Clip]:
+    """Read videos with the embedding's frame rate, size and audio rate."""
+    clips = []
+    for p in paths:
+        r = VideoReader(
+            p, fps=cfg.fps, size=(cfg.frame_size, cfg.frame_size), audio_rate=cfg.audio_rate, require_audio=need_audio
+        )
+        c = r.read_all()
+        clips.append(Clip(Path(p).name, c.frames, c.audio))
+    return clips
+
+
+def _gap(rng: np.random.Generator, interval: tuple[int, int], max_gap: int) -> int | None:
+    lo, hi = interval
+    hi = min(hi, max_gap)
+    if lo > hi:
+        return None
+    return int(rng.integers(lo, hi + 1))
+
+
+def sample_pairs(
+    lengths: list[int], intervals: tuple[tuple[int, int], ...], batch: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sample ``batch`` (video, i, j, class) with ``|i - j|`` inside ``intervals[class]``.
+
+    Video uniform, class uniform (among those the video is long enough for), gap uniform within the class,
+    then ``i`` uniform among valid positions and the order of the pair random.
+    """
+    vids, ii, jj, ks = [], [], [], []
+    while len(ks) < batch:
+        v = int(rng.integers(len(lengths)))
+        n = lengths[v]
+        k = int(rng.integers(len(intervals)))
+        dt = _gap(rng, intervals[k], n - 1)
+        if dt is None:
+            continue
+        i = int(rng.integers(0, n - dt))
+        j = i + dt
+        if rng.random() < 0.5:
+            i, j = j, i
+        vids.append(v)
+        ii.append(i)
+        jj.append(j)
+        ks.append(k)
+    return np.array(vids), np.array(ii), np.array(jj), np.array(ks)
+
+
+def sample_offsets(
+    lengths: list[int], anchors: np.ndarray, intervals: tuple[tuple[int, int], ...], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each anchor position, a partner position whose distance falls in a uniformly drawn class.
+
+    Class uniform among those that fit the video around the anchor, gap uniform in the class, side random
+    (forced to the side that fits).
+    """
+    js, ks = [], []
+    for n, i in zip(lengths, anchors):
+        while True:
+            k = int(rng.integers(len(intervals)))
+            lo, hi = intervals[k]
+            hi_avail = max(i, n - 1 - i)
+            if lo > hi_avail:
+                continue
+            dt = int(rng.integers(lo, min(hi, hi_avail) + 1))
+            sides = [s for s in (-1, 1) if 0 <= i + s * dt < n]
+            if not sides:
+                continue
+            js.append(int(i + sides[int(rng.integers(len(sides)))] * dt))
+            ks.append(k)
+            break
+    return np.array(js), np.array(ks)
+
+
+def _audio_windows(clip: Clip, idx: np.ndarray, cfg: EmbeddingConfig) -> torch.Tensor:
+    """Audio of frames ``i - stack + 1 .. i`` (the frames a visual stack ending at ``i`` shows)."""
+    assert clip.audio is not None
+    offs = np.arange(-cfg.stack + 1, 1)
+    all_idx = np.clip(idx[:, None] + offs[None], 0, len(clip.audio) - 1)
+    return torch.from_numpy(clip.audio[all_idx].reshape(len(idx), -1))
+
+
+def _batch_stacks(clips: list[Clip], vids: np.ndarray, idx: np.ndarray, cfg: EmbeddingConfig, rng: Any) -> torch.Tensor:
+    out = torch.empty(len(idx), 3 * cfg.stack, cfg.crop_size, cfg.crop_size)
+    for v in np.unique(vids):
+        m = vids == v
+        out[torch.from_numpy(m)] = stack_frames(clips[v].frames, idx[m], cfg, crop="random", rng=rng)
+    return out
+
+
+def _batch_audio(clips: list[Clip], vids: np.ndarray, idx: np.ndarray, cfg: EmbeddingConfig) -> torch.Tensor:
+    out = torch.empty(len(idx), cfg.samples_per_frame * cfg.stack)
+    for v in np.unique(vids):
+        m = vids == v
+        out[torch.from_numpy(m)] = _audio_windows(clips[v], idx[m], cfg)
+    return out
+
+
+def losses(model: TDCCMC, clips: list[Clip], batch: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """One batch of TDC (and CMC when ``cmc_weight > 0``) cross-entropy losses and accuracies."""
+    cfg = model.cfg
+    lengths = [len(c.frames) for c in clips]
+    v, i, j, k = sample_pairs(lengths, cfg.tdc_intervals, batch, rng)
+    out: dict[str, torch.Tensor] = {}
+    total = torch.zeros(())
+    if cfg.tdc_weight > 0:
+        both = model.phi(torch.cat([_batch_stacks(clips, v, i, cfg, rng), _batch_stacks(clips, v, j, cfg, rng)]))
+        ea = both[:batch]
+        logits = model.tau_td(ea, both[batch:])
+        target = torch.from_numpy(k)
+        out["tdc"] = F.cross_entropy(logits, target)
+        out["tdc_acc"] = (logits.argmax(1) == target).float().mean()
+        total = total + cfg.tdc_weight * out["tdc"]
+    else:
+        ea = model.phi(_batch_stacks(clips, v, i, cfg, rng))
+    if cfg.cmc_weight > 0:
+        # CMC reuses the TDC batch's first stacks (saves a third of the visual compute on CPU) and draws
+        # its own audio position at a gap from the CMC classes
+        j, k = sample_offsets([lengths[x] for x in v], i, cfg.cmc_intervals, rng)
+        logits = model.tau_cm(ea, model.psi(_batch_audio(clips, v, j, cfg)))
+        target = torch.from_numpy(k)
+        out["cmc"] = F.cross_entropy(logits, target)
+        out["cmc_acc"] = (logits.argmax(1) == target).float().mean()
+        total = total + cfg.cmc_weight * out["cmc"]
+    out["loss"] = total
+    return out
+
+
+def train_embedding(
+    video_paths: list[str],
+    out_dir: str | os.PathLike[str],
+    cfg: EmbeddingConfig | None = None,
+    tcfg: TrainConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TDCCMC:
+    """Train on ``video_paths`` and keep the latest checkpoint in ``out_dir`` (resumable)."""
+    from tqdm import tqdm
+
+    from dreamarcade.baselines.common import RunLogger
+
+    cfg = cfg or EmbeddingConfig()
+    tcfg = tcfg or TrainConfig()
+    if not video_paths:
+        raise VideoError("no training videos given: pass the paths of (usually 3) gameplay videos")
+    torch.set_num_threads(tcfg.threads)
+    torch.manual_seed(tcfg.seed)
+    rng = np.random.default_rng(tcfg.seed)
+    clips = load_clips(video_paths, cfg, need_audio=cfg.cmc_weight > 0)
+    model = TDCCMC(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
+    step = 0
+    out_dir = Path(out_dir)
+    if resume and checkpoint_exists(out_dir):
+        tensors, config = load_checkpoint(out_dir, kind="tdc_cmc")
+        saved = EmbeddingConfig.from_json(config["embedding"])
+        if saved.to_json() != cfg.to_json():
+            raise ValueError(f"--resume: the checkpoint in {out_dir} has a different embedding config; use a new --out")
+        model.load_state_dict({k: v for k, v in tensors.items() if k in model.state_dict()})
+        opt.load_state_dict(unpack_state(config["optimizer"], tensors))
+        for group in opt.param_groups:  # the learning rate given now wins (a resumed run may change it)
+            group["lr"] = tcfg.lr
+        rng.bit_generator.state = config["rng"]
+        torch.set_rng_state(tensors["torch_rng"])
+        step = int(config["step"])
+    log = RunLogger(out_dir / "logs", tensorboard=False)
+    bar = tqdm(total=tcfg.steps, initial=step, desc="tdc+cmc", unit="step", disable=not progress)
+    model.train()
+    t0 = time.time()
+    while step < tcfg.steps:
+        out = losses(model, clips, tcfg.batch_size, rng)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % 20 == 0:
+            vals = {k: float(v) for k, v in out.items()}
+            bar.set_postfix({k: f"{v:.3f}" for k, v in vals.items() if "acc" in k or k == "loss"})
+            log.log_metrics(step, **vals, steps_per_s=step / max(time.time() - t0, 1e-9))
+        if step % tcfg.save_every == 0 or step == tcfg.steps:
+            _save(model, opt, rng, step, out_dir, video_paths, tcfg)
+    bar.close()
+    log.close()
+    model.eval()
+    return model
+
+
+def _save(
+    model: TDCCMC, opt: Any, rng: np.random.Generator, step: int, out_dir: Path, videos: list[str], tcfg: Any
+) -> None:
+    tensors = dict(model.state_dict())
+    opt_state = pack_state(opt.state_dict(), "opt", tensors)
+    tensors["torch_rng"] = torch.get_rng_state()
+    config = {
+        "kind": "tdc_cmc",
+        "embedding": model.cfg.to_json(),
+        "optimizer": opt_state,
+        "rng": rng.bit_generator.state,
+        "step": step,
+        "videos": [Path(v).name for v in videos],
+        "train": vars(tcfg),
+    }
+    save_checkpoint(out_dir, tensors, json.loads(json.dumps(config)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dreamarcade.reward_models.train_embedding", description=__doc__)
+    p.add_argument("videos", nargs="+", help="training videos (the paper uses 3)")
+    p.add_argument("--out", default="runs/imitation/embedding")
+    p.add_argument("--steps", type=int, default=TrainConfig.steps)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cmc-weight", type=float, default=1.0, help="lambda; 0 trains TDC only")
+    p.add_argument("--tdc-weight", type=float, default=1.0, help="0 trains CMC only (ablation)")
+    p.add_argument("--cmc-binary", type=int, default=0, help="if > 0, CMC is 2-way: aligned [0] vs [L, inf)")
+    p.add_argument("--paper-size", action="store_true", help="the paper's network sizes (slow on CPU)")
+    p.add_argument("--resume", action="store_true")
+    a = p.parse_args(argv)
+    cfg = EmbeddingConfig.paper() if a.paper_size else EmbeddingConfig()
+    cfg.cmc_weight = a.cmc_weight
+    cfg.tdc_weight = a.tdc_weight
+    if a.cmc_binary > 0:
+        cfg.cmc_intervals = ((0, 0), (a.cmc_binary, 10_000))
+    tcfg = TrainConfig(a.steps, a.batch_size, a.lr, a.seed, a.save_every, a.threads)
+    train_embedding(a.videos, a.out, cfg, tcfg, resume=a.resume)
+    print(f"saved {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,400 @@
+"""Read gameplay videos (mp4, webm, mkv, ...) with PyAV into frames and frame-aligned audio, in chunks.
+
+A video is decoded once, front to back, and never held in memory: :class:`VideoReader` yields
+:class:`VideoChunk` s of ``chunk_frames`` processed frames. Processing, in order:
+
+1. **Frame rate**: frames are resampled to ``fps`` (default 15 Hz = ALE's 60 Hz with frameskip 4, the agent's
+   step rate). Target frame ``k`` shows the last decoded frame whose timestamp is ``<= k / fps``
+   (drop/duplicate, no blending, so a 60, 30, 25 or 24 fps upload maps to the same game moments).
+2. **Black borders**: letter-/pillar-boxing is detected on a sample of frames (:func:`detect_borders`: rows and
+   columns at the edges whose brightest pixel over the sample stays below ``threshold``) and cropped.
+3. **Resize** to ``size`` (width, height), aspect ratio not kept (as in the public reimplementation:
+   the videos' aspect ratios differ, the embedding must bridge that).
+4. **Audio**: the first audio track is resampled to mono float32 at ``audio_rate`` Hz and cut into one window of
+   ``audio_rate / fps`` samples per output frame, aligned on the same clock as the frames (window ``k`` covers
+   ``[k / fps, (k + 1) / fps)``). A video without audio yields ``audio=None`` (fine for TDC); asking for audio
+   (``require_audio=True``, as CMC does) raises :class:`~dreamarcade.errors.VideoError` saying so.
+
+Example:
+    >>> from dreamarcade.reward_models.video import VideoReader  # doctest: +SKIP
+    >>> reader = VideoReader("demo.mp4", fps=15, size=(72, 72))  # doctest: +SKIP
+    >>> for chunk in reader.chunks():  # doctest: +SKIP
+    ...     print(chunk.start, chunk.frames.shape, None if chunk.audio is None else chunk.audio.shape)
+    0 (256, 72, 72, 3) (256, 512)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dreamarcade.errors import VideoError, require
+
+__all__ = [
+    "CropBox",
+    "VideoChunk",
+    "VideoProbe",
+    "VideoReader",
+    "detect_borders",
+    "probe_video",
+    "process_frame",
+    "read_video",
+]
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """Pixels to cut from each edge of a frame."""
+
+    top: int = 0
+    bottom: int = 0
+    left: int = 0
+    right: int = 0
+
+    def apply(self, frame: np.ndarray) -> np.ndarray:
+        """Crop an (H, W, C) frame."""
+        h, w = frame.shape[:2]
+        return frame[self.top : h - self.bottom, self.left : w - self.right]
+
+    def as_list(self) -> list[int]:
+        return [self.top, self.bottom, self.left, self.right]
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    """What a video file holds, read from its header."""
+
+    path: str
+    width: int
+    height: int
+    fps: float
+    duration: float
+    has_audio: bool
+    audio_rate: int | None
+
+
+@dataclass
+class VideoChunk:
+    """``frames`` (T, H, W, 3) uint8; ``audio`` (T, samples_per_frame) float32 or None; ``start``: first index."""
+
+    start: int
+    frames: np.ndarray
+    audio: np.ndarray | None
+
+
+def _open(path: str | os.PathLike[str]) -> Any:
+    av = require("av", "reading video files", extra="video")
+    p = Path(path)
+    if not p.is_file():
+        raise VideoError(f"Video file '{p}' does not exist. Pass the path of an mp4/webm/mkv file.")
+    if p.stat().st_size == 0:
+        raise VideoError(f"Video file '{p}' is empty (0 bytes). Re-download or re-record it.")
+    try:
+        container = av.open(str(p))
+    except Exception as exc:  # PyAV raises several error types (InvalidDataError, FFmpegError, ...)
+        raise VideoError(
+            f"Cannot read '{p}' as a video ({type(exc).__name__}: {exc}). "
+            "Pass a playable mp4/webm/mkv file (check it plays, or re-encode it)."
+        ) from exc
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"'{p}' has no video stream (audio-only or not a video). Pass a gameplay video.")
+    return container
+
+
+def probe_video(path: str | os.PathLike[str]) -> VideoProbe:
+    """Header information of a video (size, frame rate, duration, audio)."""
+    container = _open(path)
+    try:
+        v = container.streams.video[0]
+        fps = float(v.average_rate or v.base_rate or v.guessed_rate or 0.0)
+        if v.duration is not None and v.time_base is not None:
+            duration = float(v.duration * v.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1e6
+        else:
+            duration = float("nan")
+        a = container.streams.audio[0] if container.streams.audio else None
+        return VideoProbe(
+            str(path),
+            v.codec_context.width,
+            v.codec_context.height,
+            fps,
+            duration,
+            a is not None,
+            a.rate if a else None,
+        )
+    finally:
+        container.close()
+
+
+def _decoded_frames(
+    path: str | os.PathLike[str], stride: int = 1, limit: int | None = None
+) -> Iterator[tuple[float, Any]]:
+    """(time in seconds, av.VideoFrame) for every ``stride``-th decoded frame."""
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        n = 0
+        fallback_rate = float(stream.average_rate or 30.0)
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                if i % stride:
+                    continue
+                t = frame.time if frame.time is not None else i / fallback_rate
+                yield float(t), frame
+                n += 1
+                if limit is not None and n >= limit:
+                    return
+        except Exception as exc:
+            if type(exc).__module__.startswith("av"):
+                raise VideoError(f"Decoding '{path}' failed ({exc}). The file is damaged; re-encode it.") from exc
+            raise
+    finally:
+        container.close()
+
+
+def _bands(gray: np.ndarray, threshold: int, max_fraction: float) -> tuple[int, int, int, int]:
+    """Black bands (top, bottom, left, right) of one brightness image (H, W)."""
+    h, w = gray.shape
+    rows = gray.max(axis=1) >= threshold
+    cols = gray.max(axis=0) >= threshold
+    if not rows.any() or not cols.any():
+        return (-1, -1, -1, -1)  # an all-black frame says nothing about borders
+
+    def band(mask: np.ndarray, limit: int) -> tuple[int, int]:
+        return min(int(np.argmax(mask)), limit), min(int(np.argmax(mask[::-1])), limit)
+
+    top, bottom = band(rows, int(h * max_fraction))
+    left, right = band(cols, int(w * max_fraction))
+    return top, bottom, left, right
+
+
+def detect_borders(
+    source: str | os.PathLike[str] | np.ndarray,
+    threshold: int = 24,
+    probe_frames: int = 60,
+    stride: int = 10,
+    max_fraction: float = 0.45,
+    window: int = 4,
+) -> CropBox:
+    """Find black letter-/pillar-box bands: edge rows/columns whose brightest pixel stays below ``threshold``.
+
+    ``source`` is a video path (``probe_frames`` frames are sampled, every ``stride``-th decoded frame) or an
+    array of frames (T, H, W, 3). Bands are measured on the maximum over ``window`` consecutive samples (so one
+    dark moment of the game is not taken for a border) and the median over the video is kept (so an intro card
+    or a fade does not cancel the crop). At most ``max_fraction`` of a dimension is cut from one side.
+    """
+    if isinstance(source, np.ndarray):
+        frames = source if source.ndim == 4 else source[None]
+        grays = [f.max(axis=2) for f in frames]
+    else:
+        grays = [
+            frame.to_ndarray(format="rgb24").max(axis=2)
+            for _, frame in _decoded_frames(source, stride=stride, limit=probe_frames)
+        ]
+        if not grays:
+            raise VideoError(f"'{source}' has no decodable video frames; it is empty or damaged.")
+    found = []
+    for i in range(0, len(grays), window):
+        peak = np.max(np.stack(grays[i : i + window]), axis=0)
+        b = _bands(peak, threshold, max_fraction)
+        if b[0] >= 0:
+            found.append(b)
+    if not found:
+        return CropBox()
+    med = np.median(np.array(found), axis=0).astype(int)
+    return CropBox(*map(int, med))
+
+
+def process_frame(frame: np.ndarray, crop: CropBox | None, size: tuple[int, int] | None) -> np.ndarray:
+    """Crop then resize one RGB frame exactly as the reader does (agents' frames go through this too)."""
+    import cv2
+
+    if crop is not None:
+        frame = crop.apply(frame)
+    if size is not None and (frame.shape[1], frame.shape[0]) != tuple(size):
+        frame = cv2.resize(frame, tuple(size), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(frame, dtype=np.uint8)
+
+
+class _AudioTrack:
+    """Pulls resampled mono audio from a container and hands out windows by absolute sample index."""
+
+    def __init__(self, path: str | os.PathLike[str], rate: int, t0: float) -> None:
+        av = require("av", "reading audio tracks", extra="video")
+        self.container = _open(path)
+        self.stream = self.container.streams.audio[0]
+        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        self.rate = rate
+        self._frames = self.container.decode(self.stream)
+        self.buffer = np.zeros(0, np.float32)
+        self.buffer_start = 0  # absolute sample index (0 = time t0 of the first video frame) of buffer[0]
+        self.t0 = t0
+        self.started = False
+        self.done = False
+
+    def _pull(self) -> None:
+        try:
+            frame = next(self._frames)
+            out = self.resampler.resample(frame)
+        except StopIteration:
+            out = self.resampler.resample(None)
+            self.done = True
+        for f in out:
+            samples = f.to_ndarray().reshape(-1).astype(np.float32)
+            if not self.started:
+                self.started = True
+                # place the first sample on the video clock: audio that starts later is preceded by silence,
+                # audio that starts earlier is dropped
+                offset = round(((f.time if f.time is not None else self.t0) - self.t0) * self.rate)
+                if offset > 0:
+                    samples = np.concatenate([np.zeros(offset, np.float32), samples])
+                elif offset < 0:
+                    samples = samples[-offset:]
+            self.buffer = np.concatenate([self.buffer, samples])
+
+    def window(self, start: int, length: int) -> np.ndarray:
+        """Samples ``[start, start + length)`` (zero-padded after the end of the track)."""
+        while not self.done and self.buffer_start + len(self.buffer) < start + length:
+            self._pull()
+        lo = start - self.buffer_start
+        out = np.zeros(length, np.float32)
+        seg = self.buffer[max(lo, 0) : lo + length]
+        out[max(-lo, 0) : max(-lo, 0) + len(seg)] = seg
+        drop = max(0, lo)  # everything before this window is never needed again
+        self.buffer = self.buffer[drop:]
+        self.buffer_start += drop
+        return out
+
+    def close(self) -> None:
+        self.container.close()
+
+
+class VideoReader:
+    """Stream a video as fixed-rate, border-cropped, resized frames with aligned mono audio.
+
+    Args:
+        path: the video file.
+        fps: output frame rate (frames are dropped/duplicated to reach it).
+        size: output (width, height), or None to keep the cropped size.
+        crop: ``"auto"`` (detect black borders), None (no crop), or a :class:`CropBox`.
+        audio_rate: output audio sample rate; each frame gets ``round(audio_rate / fps)`` samples.
+        chunk_frames: frames per yielded chunk (memory bound: chunk_frames * H * W * 3 bytes).
+        audio: read the audio track when there is one.
+        require_audio: raise :class:`VideoError` if the video has no audio track (CMC needs it).
+        max_frames: stop after this many output frames.
+
+    Example:
+        >>> reader = VideoReader("demo.webm", fps=15, size=(72, 72))  # doctest: +SKIP
+        >>> clip = reader.read_all()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: float = 15.0,
+        size: tuple[int, int] | None = (72, 72),
+        crop: str | CropBox | None = "auto",
+        audio_rate: int = 7680,
+        chunk_frames: int = 256,
+        audio: bool = True,
+        require_audio: bool = False,
+        max_frames: int | None = None,
+        border_threshold: int = 24,
+    ) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.path = Path(path)
+        self.info = probe_video(path)  # raises VideoError for a missing, empty or unreadable file
+        if require_audio and not self.info.has_audio:
+            raise VideoError(
+                f"'{self.path}' has no audio track, but audio was required (cross-modal CMC training needs the "
+                "game's sound). Use a video with sound, or train with TDC only (cmc_weight=0)."
+            )
+        self.fps = float(fps)
+        self.size = tuple(size) if size is not None else None
+        if crop == "auto":
+            self.crop: CropBox | None = detect_borders(path, threshold=border_threshold)
+        elif crop is None or isinstance(crop, CropBox):
+            self.crop = crop
+        else:
+            raise ValueError(f"crop must be 'auto', None or a CropBox, got {crop!r}")
+        self.audio_rate = int(audio_rate)
+        self.samples_per_frame = round(self.audio_rate / self.fps)
+        self.chunk_frames = int(chunk_frames)
+        self.with_audio = bool(audio and self.info.has_audio)
+        self.max_frames = max_frames
+
+    def frames(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Yield (frame, audio window) one output frame at a time."""
+        track: _AudioTrack | None = None
+        k = 0
+        current: np.ndarray | None = None
+        t0: float | None = None
+        try:
+            for t, frame in _decoded_frames(self.path):
+                if t0 is None:
+                    t0 = t
+                    if self.with_audio:
+                        track = _AudioTrack(self.path, self.audio_rate, t0)
+                rel = t - t0
+                # emit every target frame whose time falls before this decoded frame: they show `current`
+                while current is not None and k / self.fps < rel - 1e-6:
+                    yield current, self._audio(track, k)
+                    k += 1
+                    if self.max_frames is not None and k >= self.max_frames:
+                        return
+                current = process_frame(frame.to_ndarray(format="rgb24"), self.crop, self.size)
+            if current is None:
+                raise VideoError(f"'{self.path}' contains no decodable video frames (empty or damaged video).")
+            # the last decoded frame is shown for one source-frame period
+            end = (rel if t0 is not None else 0.0) + 1.0 / max(self.info.fps, 1e-6)
+            while k / self.fps < end - 1e-6:
+                yield current, self._audio(track, k)
+                k += 1
+                if self.max_frames is not None and k >= self.max_frames:
+                    return
+        finally:
+            if track is not None:
+                track.close()
+
+    def _audio(self, track: _AudioTrack | None, k: int) -> np.ndarray | None:
+        if track is None:
+            return None
+        return track.window(round(k * self.audio_rate / self.fps), self.samples_per_frame)
+
+    def chunks(self) -> Iterator[VideoChunk]:
+        """Yield :class:`VideoChunk` s of at most ``chunk_frames`` frames."""
+        frames: list[np.ndarray] = []
+        audio: list[np.ndarray] = []
+        start = 0
+        for f, a in self.frames():
+            frames.append(f)
+            if a is not None:
+                audio.append(a)
+            if len(frames) == self.chunk_frames:
+                yield VideoChunk(start, np.stack(frames), np.stack(audio) if audio else None)
+                start += len(frames)
+                frames, audio = [], []
+        if frames:
+            yield VideoChunk(start, np.stack(frames), np.stack(audio) if audio else None)
+
+    def read_all(self) -> VideoChunk:
+        """The whole processed video as one chunk (small processed frames; use :meth:`chunks` for long videos)."""
+        parts = list(self.chunks())
+        if not parts:
+            raise VideoError(f"'{self.path}' yielded no frames.")
+        audio = None if parts[0].audio is None else np.concatenate([p.audio for p in parts])
+        return VideoChunk(0, np.concatenate([p.frames for p in parts]), audio)
+
+
+def read_video(path: str | os.PathLike[str], **kwargs: Any) -> VideoChunk:
+    """Shortcut for ``VideoReader(path, **kwargs).read_all()``."""
+    return VideoReader(path, **kwargs).read_all()

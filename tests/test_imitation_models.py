@@ -1,0 +1,123 @@
+"""TDC/CMC networks, pair sampling, training checkpoints/resume, cycle-consistency on constructed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dreamarcade.errors import CheckpointError
+from dreamarcade.reward_models.cycle import cycle_consistency, three_cycle_consistency
+from dreamarcade.reward_models.embedding import PAPER_INTERVALS, TDCCMC, EmbeddingConfig, load_embedding, stack_frames
+from dreamarcade.reward_models.train_embedding import Clip, losses, sample_offsets, sample_pairs
+
+TINY = EmbeddingConfig(
+    frame_size=20,
+    crop_size=16,
+    channels=(4, 8, 8),
+    res_blocks=1,
+    hidden=16,
+    embed_dim=8,
+    classifier_hidden=16,
+    audio_channels=(4, 4, 4, 4),
+)
+
+
+def test_tdc_pairs_land_in_their_class_and_classes_are_balanced():
+    rng = np.random.default_rng(0)
+    lengths = [300, 450, 260]
+    v, i, j, k = sample_pairs(lengths, PAPER_INTERVALS, 6000, rng)
+    gaps = np.abs(i - j)
+    for cls, (lo, hi) in enumerate(PAPER_INTERVALS):
+        assert ((gaps[k == cls] >= lo) & (gaps[k == cls] <= hi)).all()
+    counts = np.bincount(k, minlength=6) / len(k)
+    assert np.all(np.abs(counts - 1 / 6) < 0.03)
+    assert ((i >= 0) & (j >= 0) & (i < np.array(lengths)[v]) & (j < np.array(lengths)[v])).all()
+    # a 30-frame video cannot hold a [21, 200] gap above 29: the gap is capped, never out of range
+    v, i, j, k = sample_pairs([30], PAPER_INTERVALS, 500, rng)
+    assert np.abs(i - j).max() <= 29
+
+
+def test_cmc_offsets_land_in_their_class_including_a_binary_option():
+    rng = np.random.default_rng(1)
+    binary = ((0, 0), (5, 10_000))
+    anchors = rng.integers(0, 200, 3000)
+    j, k = sample_offsets([200] * 3000, anchors, binary, rng)
+    gaps = np.abs(anchors - j)
+    assert (gaps[k == 0] == 0).all() and (gaps[k == 1] >= 5).all()
+    assert ((j >= 0) & (j < 200)).all()
+    j, k = sample_offsets([200] * 3000, anchors, PAPER_INTERVALS, rng)
+    gaps = np.abs(anchors - j)
+    for cls, (lo, hi) in enumerate(PAPER_INTERVALS):
+        assert ((gaps[k == cls] >= lo) & (gaps[k == cls] <= hi)).all()
+
+
+def test_networks_shapes_normalisation_and_bad_input():
+    model = TDCCMC(TINY).eval()
+    e = model.embed(torch.rand(3, 12, 16, 16))
+    assert e.shape == (3, 8)
+    torch.testing.assert_close(e.norm(dim=1), torch.ones(3))
+    a = model.psi(torch.randn(2, TINY.samples_per_frame * TINY.stack))
+    assert a.shape == (2, 8)
+    with pytest.raises(ValueError, match="expects"):
+        model.embed(torch.rand(3, 12, 20, 20))
+    with pytest.raises(ValueError, match="processed frames"):
+        stack_frames(np.zeros((5, 30, 30, 3), np.uint8), np.arange(5), TINY)
+    paper = EmbeddingConfig.paper()
+    assert (paper.crop_size, paper.embed_dim, paper.channels) == (128, 1024, (32, 64, 64))
+
+
+def test_stack_frames_clamps_before_the_first_frame():
+    frames = np.stack([np.full((20, 20, 3), i, np.uint8) for i in range(6)])
+    x = stack_frames(frames, np.array([0, 5]), TINY) * 255
+    # channels are 4 frames x RGB: stack ending at 0 repeats frame 0; stack ending at 5 is frames 2..5
+    assert x[0].reshape(4, 3, 16, 16)[:, 0, 0, 0].round().tolist() == [0, 0, 0, 0]
+    assert x[1].reshape(4, 3, 16, 16)[:, 0, 0, 0].round().tolist() == [2, 3, 4, 5]
+
+
+def test_training_step_checkpoint_resume_and_mismatch(tmp_path):
+    from dreamarcade.reward_models.train_embedding import TrainConfig, _save
+
+    rng = np.random.default_rng(0)
+    clip = Clip(
+        "c",
+        rng.integers(0, 255, (60, 20, 20, 3), dtype=np.uint8),
+        rng.normal(size=(60, TINY.samples_per_frame)).astype(np.float32),
+    )
+    torch.manual_seed(0)
+    model = TDCCMC(TINY)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    out = losses(model, [clip], 8, rng)
+    assert {"tdc", "cmc", "loss", "tdc_acc", "cmc_acc"} <= set(out)
+    out["loss"].backward()
+    opt.step()
+    _save(model, opt, rng, 1, tmp_path / "ck", ["a.mp4"], TrainConfig(steps=1))
+    loaded, cfg = load_embedding(tmp_path / "ck")
+    model.eval()
+    x = torch.rand(2, 12, 16, 16)
+    torch.testing.assert_close(loaded.embed(x), model.embed(x))
+    assert cfg["step"] == 1
+    (tmp_path / "ck" / "weights.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError):
+        load_embedding(tmp_path / "ck")
+
+
+def test_cycle_consistency_identical_is_100_and_unrelated_is_near_chance():
+    rng = np.random.default_rng(0)
+    walk = np.cumsum(rng.normal(size=(200, 16)), axis=0)  # a smooth trajectory through embedding space
+    assert cycle_consistency(walk, walk) == 100.0
+    assert cycle_consistency(walk, walk + rng.normal(scale=0.01, size=walk.shape)) == 100.0
+    assert three_cycle_consistency(walk, walk, walk) == 100.0
+    # the metric only asks for one-to-one alignment, so W's order does not matter: a shuffled copy aligns
+    assert cycle_consistency(walk, rng.permutation(walk)) == 100.0
+    # shuffled *content* (each V frame's embedding paired with an unrelated one) gives the chance level: a
+    # v_i comes back only through a mutual nearest neighbour by accident (~30% for 16-d Gaussians, 2-cycle)
+    chance2 = np.mean([cycle_consistency(rng.normal(size=(200, 16)), rng.normal(size=(200, 16))) for _ in range(5)])
+    chance3 = np.mean([three_cycle_consistency(*(rng.normal(size=(200, 16)) for _ in range(3))) for _ in range(5)])
+    assert 10.0 < chance2 < 45.0
+    assert chance3 < chance2
+    # V against a shuffled, noisy copy of itself (content still matches frame by frame): far above chance
+    noisy = rng.permutation(walk + rng.normal(scale=0.3, size=walk.shape))
+    assert cycle_consistency(walk, noisy) > 90.0
+    with pytest.raises(ValueError):
+        cycle_consistency(walk, np.zeros((0, 16)))

@@ -1,0 +1,92 @@
+"""Video reading (PyAV round trips in several containers), border cropping, demo styles, bad-input errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("av")
+
+from dreamarcade.errors import VideoError  # noqa: E402
+from dreamarcade.reward_models.demo_videos import UploaderStyle, apply_style, write_av  # noqa: E402
+from dreamarcade.reward_models.video import CropBox, VideoReader, detect_borders, probe_video  # noqa: E402
+
+FPS = 30
+
+
+def _synthetic(n: int = 45, h: int = 96, w: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Frames whose brightness encodes the index, with black letterbox bands; a tone burst every 15 frames."""
+    frames = np.zeros((n, h, w, 3), np.uint8)
+    for i in range(n):
+        frames[i, 16 : h - 16, :, :] = 40 + 4 * i  # bands of 16 black rows at top and bottom
+        frames[i, 16 : h - 16, : 8 * (1 + i % 8), 0] = 250
+    rate = 7680
+    t = np.arange(int(n / FPS * rate)) / rate
+    audio = np.zeros_like(t, dtype=np.float32)
+    for k in range(0, n, 15):  # a 1/FPS-long burst starting exactly at frame k
+        s = int(k / FPS * rate)
+        audio[s : s + rate // FPS] = 0.6 * np.sin(2 * np.pi * 440 * t[s : s + rate // FPS])
+    return frames, audio
+
+
+@pytest.mark.parametrize("container", ["mp4", "webm", "mkv"])
+def test_round_trip_frames_and_audio(tmp_path, container):
+    frames, audio = _synthetic()
+    path = write_av(tmp_path / f"v.{container}", iter(frames), FPS, audio=audio, audio_rate=7680, crf=10)
+    info = probe_video(path)
+    assert info.has_audio and (info.width, info.height) == (128, 96)
+    reader = VideoReader(path, fps=15, size=None, audio_rate=7680, chunk_frames=8)
+    assert reader.crop == CropBox(16, 16, 0, 0)
+    chunks = list(reader.chunks())
+    assert all(len(c.frames) <= 8 for c in chunks)
+    got = np.concatenate([c.frames for c in chunks])
+    aud = np.concatenate([c.audio for c in chunks])
+    assert len(got) == (len(frames) + 1) // 2  # 30 -> 15 fps: every second frame, 1.5 s -> 23 frames
+    assert got.shape[1:] == (64, 128, 3)
+    # brightness encodes the source index: output frame k shows source frame 2k (lossy codec: +-6 levels)
+    lum = got[:, 20:40, 100:, 1].mean(axis=(1, 2))
+    np.testing.assert_allclose(lum, 40 + 4 * np.arange(0, len(frames), 2)[: len(got)], atol=6)
+    # the tone bursts land in the windows of frames 0, 7.5 -> 7 or 8, 15 (15 Hz clock)
+    energy = np.abs(aud).mean(axis=1)
+    loud = set(np.flatnonzero(energy > 0.1).tolist())
+    assert 0 in loud and (7 in loud or 8 in loud) and 15 in loud
+    assert energy[3] < 0.05 and energy[12] < 0.05
+
+
+def test_video_without_audio_works_for_tdc_but_cmc_says_it_needs_audio(tmp_path):
+    frames, _ = _synthetic(20)
+    path = write_av(tmp_path / "silent.mp4", iter(frames), FPS)
+    clip = VideoReader(path, fps=15, size=(32, 32)).read_all()
+    assert clip.audio is None and clip.frames.shape == (10, 32, 32, 3)
+    with pytest.raises(VideoError, match="no audio track"):
+        VideoReader(path, require_audio=True)
+
+
+def test_unreadable_and_empty_videos_raise_clear_errors(tmp_path):
+    with pytest.raises(VideoError, match="does not exist"):
+        VideoReader(tmp_path / "missing.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(VideoError, match="empty"):
+        VideoReader(tmp_path / "empty.mp4")
+    (tmp_path / "junk.webm").write_bytes(b"this is not a video" * 50)
+    with pytest.raises(VideoError, match="Cannot read"):
+        VideoReader(tmp_path / "junk.webm")
+
+
+def test_detect_borders_ignores_intro_card_and_dark_frames():
+    frames = np.zeros((40, 60, 80, 3), np.uint8)
+    frames[:, 5:55, 10:70] = 120  # pillar+letterbox around the game
+    frames[:8] = 200  # an intro card filling the frame
+    frames[20:22] = 0  # a fade to black
+    assert detect_borders(frames) == CropBox(5, 5, 10, 10)
+
+
+def test_styles_are_reproducible_by_seed_and_differ_across_seeds():
+    assert UploaderStyle.sample(7) == UploaderStyle.sample(7)
+    styles = {UploaderStyle.sample(s) for s in range(8)}
+    assert len(styles) == 8
+    frame = np.random.default_rng(0).integers(0, 255, (210, 160, 3), dtype=np.uint8)
+    s = UploaderStyle.sample(3)
+    a, b = apply_style(frame, s, t=1.0), apply_style(frame, s, t=1.0)
+    assert a.shape == (s.height, s.width, 3)
+    np.testing.assert_array_equal(a, b)

@@ -1,0 +1,163 @@
+"""YouTubeImitationReward: order, threshold, pay-once logic with a hand-built embedder; vector == single;
+clear errors; the registered env passes check_env and works with SB3."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from dreamarcade.errors import VideoError
+from dreamarcade.reward_models.checkpoints import CheckpointTracker, CheckpointTrajectory, build_checkpoints
+from dreamarcade.wrappers.imitation import YouTubeImitationReward, YouTubeImitationRewardVector
+
+S = 8  # frame size the hand-built embedder reads
+
+
+class ColourEmbedder:
+    """Hand-built embedder: one-hot of the last frame's red level (8 levels), so a "place" is a colour."""
+
+    frame_size, stack, embed_dim = S, 2, 8
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, stacks: np.ndarray) -> np.ndarray:
+        if stacks.shape[1:] != (self.stack, S, S, 3):
+            raise ValueError(f"bad stack shape {stacks.shape}")
+        self.calls.append(len(stacks))
+        level = stacks[:, -1, S // 2, S // 2, 0] // 32
+        return np.eye(8, dtype=np.float32)[level]
+
+
+class CorridorEnv(gym.Env):
+    """A corridor of 8 coloured places: action 1 moves forward, 0 stays, 2 moves back; RGB frames."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Box(0, 255, (16, 16, 3), np.uint8)
+        self.action_space = gym.spaces.Discrete(3)
+        self.pos = 0
+
+    def _obs(self) -> np.ndarray:
+        return np.full((16, 16, 3), 32 * self.pos + 5, np.uint8)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.pos = int(np.clip(self.pos + {0: 0, 1: 1, 2: -1}[int(action)], 0, 7))
+        return self._obs(), 1.0, self.pos == 7, False, {}
+
+    def render(self):
+        return self._obs()
+
+
+def _checkpoints(places: list[int]) -> CheckpointTrajectory:
+    emb = np.eye(8, dtype=np.float32)[places]
+    return CheckpointTrajectory(emb, np.zeros(8, np.float32), np.arange(len(places)) * 16, 16, "hand-built")
+
+
+def test_tracker_order_threshold_and_no_double_pay():
+    t = CheckpointTracker(4, threshold=0.5, reward=0.5, skip=1)
+    assert t.update(np.array([0.4, 0.0, 0.0, 0.0])) == (0.0, -1)  # below threshold
+    assert t.update(np.array([0.0, 0.0, 0.0, 0.9])) == (0.0, -1)  # checkpoint 3 is not a candidate yet
+    assert t.update(np.array([0.0, 0.6, 0.0, 0.0])) == (0.5, 1)  # skipping one (0) is allowed
+    assert t.update(np.array([0.0, 0.9, 0.0, 0.0])) == (0.0, -1)  # 1 already paid
+    assert t.update(np.array([0.9, 0.0, 0.0, 0.0])) == (0.0, -1)  # 0 was skipped: never paid later
+    assert t.update(np.array([0.0, 0.0, 0.7, 0.8])) == (0.5, 3)  # the more similar candidate wins
+    assert t.update(np.ones(4)) == (0.0, -1)  # all done
+    t.reset()
+    assert t.update(np.array([0.9, 0.0, 0.0, 0.0])) == (0.5, 0)
+    strict = CheckpointTracker(3, skip=0)
+    assert strict.update(np.array([0.0, 0.9, 0.0])) == (0.0, -1)
+
+
+def test_wrapper_pays_checkpoints_in_order_once_and_modes():
+    ck = _checkpoints([1, 2, 3, 5])
+    env = YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, mode="replace")
+    _, info = env.reset(seed=0)
+    assert info["imitation_checkpoint"] == 0
+    rewards, matched = [], []
+    for a in [1, 0, 2, 1, 1, 1, 1, 1]:  # forward, wait, back, then forward to the end
+        _, r, term, _, info = env.step(a)
+        rewards.append(r)
+        matched.append(info["imitation_matched"])
+        if term:
+            break
+    # place 1 pays once (revisiting it after stepping back pays nothing); 2, 3 then 5 (4 is not a checkpoint)
+    assert matched == [0, -1, -1, -1, 1, 2, -1, 3]
+    assert rewards == [0.5, 0, 0, 0, 0.5, 0.5, 0, 0.5]
+    assert info["imitation_checkpoint"] == 4
+    env = YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, mode="add", reward=0.25)
+    env.reset(seed=0)
+    _, r, _, _, info = env.step(1)
+    assert r == 1.25 and info["env_reward"] == 1.0 and info["imitation_reward"] == 0.25
+
+
+def test_wrapper_threshold_and_observation_of_similarities():
+    ck = _checkpoints([1, 2])
+    env = YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, threshold=1.0, observe_similarity=True)
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"obs", "similarity"} and obs["similarity"].shape == (2,)
+    assert env.observation_space.contains(obs)
+    obs, r, *_ = env.step(1)
+    assert r == 1.0  # similarity 1.0 is not > threshold 1.0: game reward only
+    np.testing.assert_allclose(obs["similarity"], [1.0, 0.0])  # similarities to the next two checkpoints
+
+
+def test_vector_wrapper_matches_single_and_embeds_in_one_batch():
+    ck = _checkpoints([1, 2, 3, 5, 6])
+    actions = np.random.default_rng(0).choice([0, 1, 1, 2], size=(40, 3))
+    singles = [YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck) for _ in range(3)]
+    emb = ColourEmbedder()
+    venv = YouTubeImitationRewardVector(gym.vector.SyncVectorEnv([CorridorEnv] * 3), emb, ck)
+    venv.reset(seed=0)
+    for s in singles:
+        s.reset(seed=0)
+    emb.calls.clear()
+    done = np.zeros(3, bool)
+    for a in actions:
+        _, vr, vterm, _, vinfo = venv.step(a)
+        for i, s in enumerate(singles):
+            if done[i]:  # NEXT_STEP autoreset: this step is the reset of sub-env i
+                _, info = s.reset()
+                sr, sterm = 0.0, False
+                assert vr[i] == 0.0
+            else:
+                _, sr, sterm, _, info = s.step(a[i])
+                assert vr[i] == sr
+            assert vinfo["imitation_checkpoint"][i] == info["imitation_checkpoint"]
+            done[i] = sterm
+        assert (vterm == done).all()
+    assert emb.calls == [3] * len(actions)  # one batched call per vector step
+
+
+def test_clear_errors():
+    ck = _checkpoints([1, 2])
+
+    class Wide(ColourEmbedder):
+        embed_dim = 16
+
+    with pytest.raises(ValueError, match="8-d embeddings but the embedder outputs 16-d"):
+        YouTubeImitationReward(CorridorEnv(), Wide(), ck)
+    with pytest.raises(ValueError, match="mode must be"):
+        YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, mode="sum")
+    frames = np.zeros((20, S, S, 3), np.uint8)
+    with pytest.raises(VideoError, match="too short for checkpoints every 16"):
+        build_checkpoints(ColourEmbedder(), frames, every=16)
+    with pytest.raises(ValueError, match="demo frames must be"):
+        build_checkpoints(ColourEmbedder(), np.zeros((64, 12, 12, 3), np.uint8))
+    traj = build_checkpoints(ColourEmbedder(), np.zeros((64, S, S, 3), np.uint8), every=16, centre=False)
+    assert len(traj) == 3 and traj.frame_indices.tolist() == [16, 32, 48]
+
+
+def test_checkpoint_trajectory_round_trip(tmp_path):
+    ck = _checkpoints([1, 2, 3])
+    ck.save(tmp_path / "ck")
+    back = CheckpointTrajectory.load(tmp_path / "ck")
+    np.testing.assert_array_equal(back.embeddings, ck.embeddings)
+    assert back.every == 16
