@@ -140,18 +140,19 @@ def step_train_vae(cfg: WMConfig) -> Path:
     total_steps = max(1, int(math.ceil(cfg.vae_epochs * n_frames / cfg.vae_batch)))
     vae = ConvVAE(z_size, cfg.kl_tolerance).to(dev)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
-    ckpt, step = run / "vae_train", 0
+    ckpt, step, prior_s = run / "vae_train", 0, 0.0
     if checkpoint_exists(ckpt):  # resume
         tensors, meta = load_checkpoint(ckpt, kind="vae_train")
         vae.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         opt.load_state_dict(unpack_state(meta["optimizer"], tensors))
-        step = int(meta["step"])
+        step, prior_s = int(meta["step"]), float(meta.get("seconds", 0.0))
         print(f"resuming V training at step {step}/{total_steps}")
 
     def save_train_state() -> None:
         tensors = {f"model.{k}": v for k, v in vae.state_dict().items()}
         skeleton = pack_state(opt.state_dict(), "opt", tensors)
-        save_checkpoint(ckpt, tensors, {**vae.config(), "kind": "vae_train", "step": step, "optimizer": skeleton})
+        meta = {"kind": "vae_train", "step": step, "optimizer": skeleton, "seconds": prior_s + time.time() - t0}
+        save_checkpoint(ckpt, tensors, {**vae.config(), **meta})
 
     logger = RunLogger(run / "logs_vae")
     stream = FrameStream(paths, batch_size=cfg.vae_batch, seed=cfg.seed + step)
@@ -179,7 +180,8 @@ def step_train_vae(cfg: WMConfig) -> Path:
     save_train_state()
     logger.close()
     vae.eval()
-    vae.save(run / "vae", extra={"train_steps": step, "train_frames": n_frames, "train_seconds": time.time() - t0})
+    train_s = prior_s + time.time() - t0
+    vae.save(run / "vae", extra={"train_steps": step, "train_frames": n_frames, "train_seconds": round(train_s)})
     _plot_metrics(run / "logs_vae" / "metrics.csv", ["recon_loss", "kl_loss"], run / "vae_loss.png", "V training")
     _save_reconstructions(vae, paths[0], run / "vae_reconstructions.png")
     # Encode every frame once into (mu, logvar): M trains on these, sampling a fresh z per batch.
@@ -259,18 +261,19 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
         rnn.load_state_dict(MDNRNN.load(warm_start).state_dict())
     rnn.to(dev)
     opt = torch.optim.Adam(rnn.parameters(), lr=cfg.rnn_lr)
-    ckpt, step = run / f"mdnrnn_train{tag}", 0
+    ckpt, step, prior_s = run / f"mdnrnn_train{tag}", 0, 0.0
     if checkpoint_exists(ckpt):
         tensors, meta = load_checkpoint(ckpt, kind="mdnrnn_train")
         rnn.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         opt.load_state_dict(unpack_state(meta["optimizer"], tensors))
-        step = int(meta["step"])
+        step, prior_s = int(meta["step"]), float(meta.get("seconds", 0.0))
         print(f"resuming M training at step {step}/{total_steps}")
 
     def save_train_state() -> None:
         tensors = {f"model.{k}": v for k, v in rnn.state_dict().items()}
         skeleton = pack_state(opt.state_dict(), "opt", tensors)
-        save_checkpoint(ckpt, tensors, {"kind": "mdnrnn_train", "step": step, "optimizer": skeleton})
+        meta = {"kind": "mdnrnn_train", "step": step, "optimizer": skeleton, "seconds": prior_s + time.time() - t0}
+        save_checkpoint(ckpt, tensors, meta)
 
     logger = RunLogger(run / "logs_mdnrnn")
     rng = np.random.default_rng(cfg.seed + step)
@@ -308,7 +311,7 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
     logger.close()
     rnn.eval()
     rnn.save(run / "mdnrnn", extra={"train_steps": step, "train_frames": n, "steps_per_epoch": steps_per_epoch,
-                                    "train_seconds": time.time() - t0})  # fmt: skip
+                                    "train_seconds": round(prior_s + time.time() - t0)})  # fmt: skip
     vae = ConvVAE.load(run / "vae")
     mu0, lv0 = WorldModel.initial_from_series(series["mu"], series["logvar"], series["episode_lengths"])
     wm = WorldModel(cfg.env, vae, rnn, mu0, lv0, d["temperature"], d["max_steps"], d["features"], d["reward"])
@@ -474,7 +477,8 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
         while gen < cfg.generations:
             xs = es.ask()
             if pool is None:
-                fit = dream_fitness(wm, ctrl, np.array(xs), cfg.rollouts, tau, seed=cfg.seed * 100003 + gen)
+                fit = dream_fitness(wm, ctrl, np.array(xs), cfg.rollouts, tau, seed=cfg.seed * 100003 + gen,
+                                    max_steps=cfg.max_steps or None)  # fmt: skip
             else:
                 seeds = [cfg.seed * 100003 + gen * 1000 + r for r in range(cfg.rollouts)]
                 res = pool.episodes([x for x in xs for _ in seeds], seeds * len(xs), cfg.max_steps)

@@ -111,12 +111,14 @@ class MDNRNN(nn.Module):
             hs.append(h)
         return self.head(torch.stack(hs, 1))
 
-    def split(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
+    def split(self, out: torch.Tensor, normalize: bool = True) -> dict[str, torch.Tensor]:
         """Head output -> logpi, mu, logsigma (..., z, K) and optional done logit / reward (...)."""
         k, zs = self.n_mixtures, self.z_size
         mdn = out[..., : self.n_mdn].reshape(*out.shape[:-1], zs, 3 * k)
         logpi, mu, logsigma = mdn.split(k, -1)
-        res = {"logpi": F.log_softmax(logpi, -1), "logit_pi": logpi, "mu": mu, "logsigma": logsigma}
+        res = {"logit_pi": logpi, "mu": mu, "logsigma": logsigma}
+        if normalize:  # sampling applies its own temperature softmax and skips this
+            res["logpi"] = F.log_softmax(logpi, -1)
         i = self.n_mdn
         if self.predict_done:
             res["done_logit"] = out[..., i]
@@ -211,7 +213,7 @@ def sample_next(
     """Sample z_{t+1} from the head output with temperature tau; also done (logit > 0) and reward."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}; use a small value like 0.01 for near-greedy.")
-    p = model.split(out)
+    p = model.split(out, normalize=False)
     probs = torch.softmax(p["logit_pi"] / temperature, -1)  # (B, z, K)
     b, zs, k = probs.shape
     u = torch.rand(b, zs, 1, generator=generator, device=out.device)
