@@ -29,6 +29,7 @@ def main() -> None:
     p.add_argument("--generations", type=int, default=15)
     p.add_argument("--popsize", type=int, default=64)
     p.add_argument("--rollouts", type=int, default=4)
+    p.add_argument("--time-budget", type=float, default=0.0, help="seconds of CMA-ES per tau (0: no limit)")
     p.add_argument("--dream-episodes", type=int, default=256)
     p.add_argument("--real-episodes", type=int, default=30)
     p.add_argument("--workers", type=int, default=2)
@@ -44,13 +45,16 @@ def main() -> None:
         (run / "world_model").parent.mkdir(parents=True, exist_ok=True)
         if not (run / "world_model").exists():
             shutil.copytree(args.model_dir, run / "world_model")
-        cfg = WMConfig(env="doom", run_dir=str(run), temperature=tau, popsize=args.popsize, rollouts=args.rollouts,
-                       generations=args.generations, eval_every=0, seed=args.seed)  # fmt: skip
+        cfg = WMConfig(
+            env="doom", run_dir=str(run), temperature=tau, popsize=args.popsize, rollouts=args.rollouts,
+            generations=args.generations, eval_every=0, seed=args.seed, time_budget=args.time_budget,
+        )  # fmt: skip
         t0 = time.time()
         ctrl_dir = run / "controller"
         if not (ctrl_dir / "config.json").exists():
             step_evolve(cfg)
         ctrl = Controller.load(ctrl_dir)
+        gens = json.loads((ctrl_dir / "config.json").read_text())["generations"]
         dream = dream_returns(wm, ctrl, ctrl.params[None], args.dream_episodes, tau, seed=777)[0]
         real = evaluate_real("doom", args.model_dir, ctrl.params, ctrl, args.real_episodes, args.workers)
         rows.append(
@@ -60,14 +64,16 @@ def main() -> None:
                 "dream_std": float(dream.std()),
                 "real_mean": float(real.mean()),
                 "real_std": float(real.std()),
-                "seconds": time.time() - t0,
+                "generations": gens,
+                "seconds": round(time.time() - t0),
             }
         )
         print(json.dumps(rows[-1]), flush=True)
         (run / "result.json").write_text(json.dumps(rows[-1]))
     rand = evaluate_real("doom", args.model_dir, None, None, args.real_episodes, 1, seed=12345)
     print(
-        f"\nbudget per tau: CMA-ES pop {args.popsize} x {args.rollouts} dream rollouts x {args.generations} generations"
+        f"\nbudget per tau: CMA-ES pop {args.popsize} x {args.rollouts} dream rollouts, at most {args.generations} "
+        f"generations / {args.time_budget:.0f} s (generations reached per tau in the JSON lines above)"
     )
     print(f"| tau | dream ({args.dream_episodes} dreams) | real ({args.real_episodes} episodes) |\n|---|---|---|")
     for r in rows:

@@ -141,3 +141,22 @@ def test_cma_es_improves_in_the_bundled_dream(tmp_path) -> None:
     wm = WorldModel.bundled("doom")
     fit = dream_fitness(wm, ctrl, np.stack([ctrl.params, np.zeros_like(ctrl.params)]), 4, 1.15, seed=0, max_steps=50)
     assert fit.shape == (2,) and np.all(fit > 0) and np.all(fit <= 50)
+
+
+def test_pipeline_with_iterations_resumes(tmp_path) -> None:
+    """The whole pipeline at toy scale, with one round of the iterative procedure; a rerun skips every step."""
+    from dreamarcade.baselines.world_models import WMConfig, step_pipeline
+
+    cfg = WMConfig(
+        env="doom", run_dir=str(tmp_path), episodes=2, workers=1, backend="inline", max_steps=40,
+        vae_epochs=0.05, rnn_epochs=1, rnn_seq_len=20, rnn_batch=4, popsize=4, rollouts=1, generations=1,
+        eval_every=0, eval_episodes=1, iterations=2, iter_episodes=1,
+    )  # fmt: skip
+    res = step_pipeline(cfg)
+    for step in ("collect", "train-vae", "train-mdnrnn", "evolve", "evaluate", "collect_iter1", "evolve_iter1"):
+        assert step in res, step
+    assert (tmp_path / "frames_iter1").is_dir() and (tmp_path / "series_iter1").is_dir()
+    assert (tmp_path / "controller_iter1" / "config.json").is_file()
+    assert res["evaluate_iter1"]["episodes"] == 1
+    again = step_pipeline(cfg)  # resumable: everything is marked done
+    assert again["evaluate"] == res["evaluate"]

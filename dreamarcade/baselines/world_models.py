@@ -704,6 +704,7 @@ def step_pipeline(cfg: WMConfig) -> dict[str, Any]:
         def new_data(tag: str = tag, prev_ctrl: Path = prev_ctrl, it: int = it) -> dict:
             s = collect(cfg.env, run / f"frames{tag}", cfg.iter_episodes, workers=cfg.workers or None,
                         seed=cfg.seed + 7919 * it, backend=cfg.backend, policy_dir=str(run / "world_model"),
+                        max_steps=cfg.max_steps or None,
                         controller_dir=str(prev_ctrl), progress=True)  # fmt: skip
             vae = ConvVAE.load(run / "vae")
             encode_shards(run / f"frames{tag}", run / f"series{tag}", vae.encode_frames)
@@ -745,7 +746,7 @@ def step_demo(cfg: WMConfig) -> dict[str, Any]:
     ctrl = Controller.load(ctrl_dir)
     wm = WorldModel.load(wm_dir, env="doom")
     tau = cfg.temperature or wm.temperature
-    dream_scores = dream_fitness(wm, ctrl, ctrl.params[None], 256, tau, seed=4242)
+    dream_scores = dream_returns(wm, ctrl, ctrl.params[None], 64, tau, seed=4242)[0]
     t1 = time.time()
     workers = cfg.workers or os.cpu_count() or 1
     real = evaluate_real("doom", wm_dir, ctrl.params, ctrl, cfg.eval_episodes, workers)
@@ -756,7 +757,7 @@ def step_demo(cfg: WMConfig) -> dict[str, Any]:
         "temperature": tau,
         "generations": int(json.loads((ctrl_dir / "config.json").read_text())["generations"]),
         "popsize": cfg.popsize, "rollouts_per_candidate": cfg.rollouts, "evolve_seconds": round(evolve_s, 1),
-        "dream_score_mean_of_256": float(dream_scores.mean()),
+        "dream_mean": float(dream_scores.mean()), "dream_std": float(dream_scores.std()), "dream_episodes": 64,
         "real_mean": float(real.mean()), "real_std": float(real.std()), "real_episodes": len(real),
         "random_mean": float(rand.mean()), "random_std": float(rand.std()),
         "eval_seconds": round(eval_s, 1), "video": str(run / "dream_vs_real.mp4"), **video,
@@ -765,7 +766,7 @@ def step_demo(cfg: WMConfig) -> dict[str, Any]:
     print(
         f"\nDream demo ({time.time() - t0:.0f}s): controller evolved {scores['generations']} generations inside "
         f"DreamDoom-v0 (tau={tau}).\n"
-        f"  dream score: {scores['dream_score_mean_of_256']:.0f} steps (mean of 256 dreams)\n"
+        f"  dream:       {dream_scores.mean():.0f} +- {dream_scores.std():.0f} steps over 64 dreams\n"
         f"  real game:   {real.mean():.0f} +- {real.std():.0f} steps over {len(real)} episodes\n"
         f"  random:      {rand.mean():.0f} +- {rand.std():.0f} steps over {len(rand)} episodes\n"
         f"  video:       {run / 'dream_vs_real.mp4'}\n  CMA-ES curve: {run / 'controller_cma_curve.png'}\n"

@@ -152,6 +152,9 @@ def collect(
     workers = max(1, min(workers or (os.cpu_count() or 1), episodes))
     if min_length is None:
         min_length = 100 if env == "doom" else 0
+    if max_steps is not None and min_length >= max_steps:
+        # episodes capped below the drop threshold would all be dropped and collection would never end
+        min_length = 0
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     per = [episodes // workers + (1 if i < episodes % workers else 0) for i in range(workers)]
     jobs = [
