@@ -505,7 +505,7 @@ def train_ppo(
         init_checkpoint: start from these weights (fine-tuning); the optimizer starts fresh.
         resume: continue from ``run_dir/checkpoint`` (weights, optimizer, step count, RNG) if it exists.
         eval_env_fns: named env factories evaluated every ``config.eval_every_steps`` (e.g. the Sonic test levels
-            during joint training, to see overfitting); scores go to ``metrics.csv`` as ``eval/<name>``.
+            during joint training, to see overfitting); scores go to ``eval.csv`` as ``eval/<name>``.
     """
     config.validate()
     torch.set_num_threads(config.torch_threads)
