@@ -2,8 +2,9 @@
 
 Every contender computes the same thing (noop reset 30, skip 4 with max-pool, 84x84 gray, 4-stack,
 sign-clipped reward, no life-loss signal, sticky actions off) on Pong with the same random actions.
-Contenders are timed in interleaved rounds and the median is reported, so the ratios are taken under
-the same machine load. Steps are agent steps (4 emulator frames each), summed over envs.
+Contenders are timed in interleaved rounds, in a new random order each round, and the median is
+reported, so the ratios are taken under the same machine load. Steps are agent steps (4 emulator
+frames each), summed over envs.
 
     python benchmarks/bench_preprocessing.py --seconds 3 --rounds 3
 """
@@ -155,15 +156,19 @@ def bench(seconds: float, rounds: int, vector_sizes: list[int], with_envpool: bo
         }
         if with_envpool:
             vectors[n]["envpool (C++)"] = (make_envpool(n), False)
+    order_rng = np.random.default_rng(1)
     for r in range(rounds):
-        for name, env in single.items():
+        # a fresh random order each round, so no contender always runs right after another's warm-up
+        for name in order_rng.permutation(list(single)):
+            env = single[name]
             if name.startswith("SB3"):
                 sps = time_vector(env, 1, actions, seconds, sb3_api=True)
             else:
                 sps = time_single(env, actions, seconds)
             results["single"].setdefault(name, []).append(sps)
         for n, contenders in vectors.items():
-            for name, (venv, sb3_api) in contenders.items():
+            for name in order_rng.permutation(list(contenders)):
+                venv, sb3_api = contenders[name]
                 sps = time_vector(venv, n, actions, seconds, sb3_api=sb3_api)
                 results[f"vec{n}"].setdefault(name, []).append(sps)
         print(f"round {r + 1}/{rounds} done", flush=True)
