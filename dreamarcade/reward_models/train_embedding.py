@@ -49,6 +49,11 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 500
     threads: int = 1
+    # Fraction of CMC pairs whose audio window is anchored on a sound event (windows louder than
+    # ``event_level``); 0 = the paper's uniform sampling. Atari audio is mostly silence, and silent windows
+    # carry no timing information, so uniform CMC pairs are nearly unlearnable (an assumption of this project).
+    cmc_event_fraction: float = 0.0
+    event_level: float = 0.05
 
 
 @dataclass
@@ -157,8 +162,33 @@ def _batch_audio(clips: list[Clip], vids: np.ndarray, idx: np.ndarray, cfg: Embe
     return out
 
 
-def losses(model: TDCCMC, clips: list[Clip], batch: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    """One batch of TDC (and CMC when ``cmc_weight > 0``) cross-entropy losses and accuracies."""
+def _event_windows(clips: list[Clip], cfg: EmbeddingConfig, level: float) -> list[np.ndarray]:
+    """Per clip, the frame indices whose stacked audio window (the stack's frames) is louder than ``level``."""
+    out = []
+    for c in clips:
+        if c.audio is None:
+            out.append(np.zeros(0, np.int64))
+            continue
+        loud = np.abs(c.audio).mean(axis=1) > level
+        # a stack ending at i hears frames i - stack + 1 .. i: eventful if any of them is loud
+        k = np.convolve(loud.astype(float), np.ones(cfg.stack), mode="full")[: len(loud)] > 0
+        out.append(np.flatnonzero(k))
+    return out
+
+
+def losses(
+    model: TDCCMC,
+    clips: list[Clip],
+    batch: int,
+    rng: np.random.Generator,
+    event_fraction: float = 0.0,
+    events: list[np.ndarray] | None = None,
+) -> dict[str, torch.Tensor]:
+    """One batch of TDC (and CMC when ``cmc_weight > 0``) cross-entropy losses and accuracies.
+
+    With ``event_fraction > 0`` that fraction of CMC pairs anchors the audio window on a sound event
+    (``events``: per clip, eventful frame indices) and draws the visual position at the class's gap from it.
+    """
     cfg = model.cfg
     lengths = [len(c.frames) for c in clips]
     v, i, j, k = sample_pairs(lengths, cfg.tdc_intervals, batch, rng)
@@ -178,7 +208,23 @@ def losses(model: TDCCMC, clips: list[Clip], batch: int, rng: np.random.Generato
         # CMC reuses the TDC batch's first stacks (saves a third of the visual compute on CPU) and draws
         # its own audio position at a gap from the CMC classes
         j, k = sample_offsets([lengths[x] for x in v], i, cfg.cmc_intervals, rng)
-        logits = model.tau_cm(ea, model.psi(_batch_audio(clips, v, j, cfg)))
+        ev = ea
+        if event_fraction > 0 and events is not None:
+            # replace the first part of the batch by event-anchored pairs: audio at an event, vision at a gap
+            m = int(round(event_fraction * batch))
+            ok = [x for x in range(len(clips)) if len(events[x])]
+            if m and ok:
+                vv = np.array([ok[int(rng.integers(len(ok)))] for _ in range(m)])
+                jj = np.array([events[x][int(rng.integers(len(events[x])))] for x in vv])
+                ii, kk = sample_offsets([lengths[x] for x in vv], jj, cfg.cmc_intervals, rng)
+                v, i, j, k = (
+                    np.concatenate([vv, v[m:]]),
+                    np.concatenate([ii, i[m:]]),
+                    np.concatenate([jj, j[m:]]),
+                    np.concatenate([kk, k[m:]]),
+                )
+                ev = torch.cat([model.phi(_batch_stacks(clips, vv, ii, cfg, rng)), ea[m:]])
+        logits = model.tau_cm(ev, model.psi(_batch_audio(clips, v, j, cfg)))
         target = torch.from_numpy(k)
         out["cmc"] = F.cross_entropy(logits, target)
         out["cmc_acc"] = (logits.argmax(1) == target).float().mean()
@@ -228,8 +274,9 @@ def train_embedding(
     bar = tqdm(total=tcfg.steps, initial=step, desc="tdc+cmc", unit="step", disable=not progress)
     model.train()
     t0 = time.time()
+    events = _event_windows(clips, cfg, tcfg.event_level) if cfg.cmc_weight > 0 else None
     while step < tcfg.steps:
-        out = losses(model, clips, tcfg.batch_size, rng)
+        out = losses(model, clips, tcfg.batch_size, rng, tcfg.cmc_event_fraction, events)
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
@@ -279,6 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tdc-weight", type=float, default=1.0, help="0 trains CMC only (ablation)")
     p.add_argument("--cmc-binary", type=int, default=0, help="if > 0, CMC is 2-way: aligned [0] vs [L, inf)")
     p.add_argument("--paper-size", action="store_true", help="the paper's network sizes (slow on CPU)")
+    p.add_argument(
+        "--cmc-event-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of CMC pairs anchored on sound events (0 = paper's uniform sampling)",
+    )
     p.add_argument("--resume", action="store_true")
     a = p.parse_args(argv)
     cfg = EmbeddingConfig.paper() if a.paper_size else EmbeddingConfig()
@@ -286,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.tdc_weight = a.tdc_weight
     if a.cmc_binary > 0:
         cfg.cmc_intervals = ((0, 0), (a.cmc_binary, 10_000))
-    tcfg = TrainConfig(a.steps, a.batch_size, a.lr, a.seed, a.save_every, a.threads)
+    tcfg = TrainConfig(a.steps, a.batch_size, a.lr, a.seed, a.save_every, a.threads, a.cmc_event_fraction)
     train_embedding(a.videos, a.out, cfg, tcfg, resume=a.resume)
     print(f"saved {a.out}")
     return 0

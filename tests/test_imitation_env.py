@@ -1,0 +1,74 @@
+"""The registered MontezumaImitation-v0 (bundled model), its vector entry point, SB3, and the agent CLI."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+pytest.importorskip("ale_py")
+
+import dreamarcade  # noqa: E402,F401  (registers the ids)
+from dreamarcade.envs.montezuma_imitation import ASSET_DIR  # noqa: E402
+
+
+def test_bundle_is_small_and_loads():
+    from dreamarcade.wrappers.imitation import load_imitation_model
+
+    size = sum(p.stat().st_size for p in ASSET_DIR.rglob("*") if p.is_file())
+    assert size <= 15 * 2**20
+    embedder, ck = load_imitation_model(ASSET_DIR)
+    assert len(ck) >= 2 and ck.embeddings.shape[1] == embedder.embed_dim
+    np.testing.assert_allclose(np.linalg.norm(ck.embeddings, axis=1), 1.0, rtol=1e-5)
+
+
+def test_registered_env_passes_check_env_and_reports_imitation_info():
+    from gymnasium.utils.env_checker import check_env
+
+    env = gym.make("MontezumaImitation-v0")
+    check_env(env.unwrapped, skip_render_check=True)
+    check_env(env, skip_render_check=True)
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (210, 160, 3) and info["imitation_checkpoint"] == 0
+    obs, r, term, trunc, info = env.step(0)
+    assert {"imitation_reward", "imitation_similarity", "imitation_matched", "env_reward"} <= set(info)
+    assert r == info["imitation_reward"] + info["env_reward"]
+    env.close()
+    env = gym.make("MontezumaImitation-v0", observe_similarity=True, mode="replace")
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+
+
+def test_vector_entry_point_agrees_with_single_env():
+    actions = np.random.default_rng(0).integers(0, 18, size=(12, 2))
+    venv = gym.make_vec("MontezumaImitation-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    venv.reset(seed=[3, 4])
+    singles = [gym.make("MontezumaImitation-v0") for _ in range(2)]
+    for i, s in enumerate(singles):
+        s.reset(seed=3 + i)
+    for a in actions:
+        _, vr, _, _, vinfo = venv.step(a)
+        for i, s in enumerate(singles):
+            _, sr, _, _, info = s.step(int(a[i]))
+            assert vr[i] == pytest.approx(sr)
+            assert vinfo["imitation_similarity"][i] == pytest.approx(info["imitation_similarity"], abs=1e-4)
+    venv.close()
+
+
+def test_works_with_stable_baselines3():
+    sb3 = pytest.importorskip("stable_baselines3")
+    env = gym.make("MontezumaImitation-v0", observe_similarity=False)
+    model = sb3.PPO("CnnPolicy", env, n_steps=16, batch_size=16, n_epochs=1, verbose=0, device="cpu")
+    model.learn(16)
+    env.close()
+
+
+def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
+    from dreamarcade.baselines.imitation import main
+
+    run = tmp_path / "run"
+    argv = ["train", "--run-dir", str(run), "--num-envs", "2", "--num-steps", "16", "--total-timesteps", "32"]
+    assert main(argv) == 0
+    assert (run / "checkpoint" / "config.json").is_file()
+    assert main([*argv[:-1], "64", "--resume"]) == 0
+    assert main(["eval", str(run), "--episodes", "1"]) == 0
