@@ -28,9 +28,14 @@ def test_every_catalog_id_is_registered() -> None:
         assert "/" not in env_id, "ids are registered without a namespace"
 
 
-@pytest.mark.parametrize("entry", [e for e in INSTALLED if e.id.startswith("DQN")], ids=lambda e: e.id)
-def test_check_env_dqn_ids(entry) -> None:
-    env = gym.make(entry.id)
+@pytest.mark.parametrize("entry", INSTALLED, ids=lambda e: e.id)
+def test_check_env_every_installed_id(entry) -> None:
+    from dreamarcade.errors import MissingROMError
+
+    try:
+        env = gym.make(entry.id)
+    except MissingROMError as exc:  # the package is installed but the user has not imported the game
+        pytest.skip(str(exc))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is different from the unwrapped version.*")
         check_env(env)
