@@ -60,7 +60,7 @@ def _atari_ppo() -> PPOConfig:
         clip_coef=0.1,
         ent_coef=0.01,
         vector_mode="sync",
-        checkpoint_every_updates=20,
+        checkpoint_every_updates=5,
     )
 
 
