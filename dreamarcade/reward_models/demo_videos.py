@@ -288,6 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--search-steps", type=int, default=400_000)
     p.add_argument("--seed", type=int, default=0, help="seed of the searches and of the styles")
     p.add_argument("--no-audio", action="store_true")
+    p.add_argument(
+        "--pairs",
+        nargs="*",
+        default=None,
+        help="TRAJ:STYLE_SEED pairs, e.g. 0:10 1:11 3:13 3:14; writes traj{T}_style{S}.<container> (default: "
+        "trajectory i with style seed*1000+i as demo_{i})",
+    )
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,6 +304,14 @@ def main(argv: list[str] | None = None) -> int:
         results = [go_explore(seed=args.seed + i, max_steps=args.search_steps, progress=True) for i in range(args.n)]
         save_trajectories(out / "trajectories.json", results)
         trajs = [r.actions for r in results]
+    if args.pairs:
+        for spec in args.pairs:
+            ti, si = (int(x) for x in spec.split(":"))
+            style = UploaderStyle.sample(si)
+            path = out / f"traj{ti}_style{si}.{style.container}"
+            meta = record_demo(trajs[ti], path, style, style_seed=si, with_audio=not args.no_audio)
+            print(f"{path}: score {meta['score']} steps {meta['agent_steps']} style {style}")
+        return 0
     for i, actions in enumerate(trajs[: args.n]):
         style = UploaderStyle.sample(args.seed * 1000 + i)
         path = out / f"demo_{i}.{style.container}"
