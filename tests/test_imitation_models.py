@@ -121,3 +121,12 @@ def test_cycle_consistency_identical_is_100_and_unrelated_is_near_chance():
     assert cycle_consistency(walk, noisy) > 90.0
     with pytest.raises(ValueError):
         cycle_consistency(walk, np.zeros((0, 16)))
+
+
+def test_frame_stack_embedder_rejects_mismatched_input_size():
+    from dreamarcade.reward_models.checkpoints import FrameStackEmbedder
+
+    e = FrameStackEmbedder(TDCCMC(TINY))
+    assert e(np.zeros((2, 4, 20, 20, 3), np.uint8)).shape == (2, 8)
+    with pytest.raises(ValueError, match=r"expects \(batch, 4, 20, 20, 3\)"):
+        e(np.zeros((2, 4, 54, 54, 3), np.uint8))
