@@ -130,7 +130,7 @@ def test_controller_shapes_and_round_trip(tmp_path) -> None:
         Controller.load(tmp_path / "wrongkind")
 
 
-def test_cma_es_improves_in_the_bundled_dream(tmp_path) -> None:
+def test_cma_es_evolves_in_the_bundled_dream(tmp_path) -> None:
     from dreamarcade.baselines.world_models import WMConfig, dream_fitness, step_evolve
     from dreamarcade.world_models.model import WorldModel
 
