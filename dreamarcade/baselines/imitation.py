@@ -4,8 +4,8 @@ The paper trains IMPALA with 100 actors; this module uses the project's PPO (:mo
 imported, not copied) with several parallel actors whose frames are embedded in one batched pass per step
 (:class:`~dreamarcade.wrappers.imitation.YouTubeImitationRewardVector`). Pipeline per actor::
 
-    ALE/MontezumaRevenge-v5 (skip 4, RGB, no sticky actions) -> LifeLossTerminal -> RecordEpisodeStatistics
-      (game score) -> TimeLimit          [x num_envs in a SyncVectorEnv, same-step autoreset]
+    ALE/MontezumaRevenge-v5 (skip 4, RGB, no sticky actions) -> LifeLossTerminal -> TimeLimit
+      -> RecordEpisodeStatistics (game score)   [x num_envs in a SyncVectorEnv, same-step autoreset]
     -> YouTubeImitationRewardVector (bundled embedding + checkpoints)   [reward="imitation" only]
     -> PolicyFrames: 84x84 grayscale, 4-frame stack (+ the similarities to the next 2 checkpoints as "meta")
 
@@ -187,8 +187,9 @@ def make_envs(cfg: ImitationConfig, seed_offset: int = 0) -> gym.vector.VectorEn
         )
         if cfg.life_loss_terminal:
             env = LifeLossTerminal(env)
-        env = gym.wrappers.RecordEpisodeStatistics(env)
-        return gym.wrappers.TimeLimit(env, cfg.max_episode_steps)
+        env = gym.wrappers.TimeLimit(env, cfg.max_episode_steps)
+        # above both ends of an episode (life loss, time limit), so every episode's game score is recorded
+        return gym.wrappers.RecordEpisodeStatistics(env)
 
     venv = gym.vector.SyncVectorEnv([thunk] * cfg.num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     use_imitation = cfg.reward != "game"
