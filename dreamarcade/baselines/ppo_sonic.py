@@ -36,7 +36,7 @@ from dreamarcade.baselines.common import plot_learning_curve, read_episodes
 from dreamarcade.baselines.ppo import PPOConfig, PPOResult, add_config_args, config_from_args, train_ppo
 from dreamarcade.checkpoint import atomic_write_text
 
-# "Gotta Learn Fast" Table (mean score over the 11 test levels, 1M steps each); see docs/metarl.md for provenance.
+# "Gotta Learn Fast" Table (mean score over the 11 test levels, 1M steps each); provenance: README, meta-RL section.
 REPORT_SCORES: dict[str, float] = {
     "PPO (from scratch)": 1488.0,  # "~1488": recalled by the project's reference notes, not checked against the PDF
     "Joint PPO + fine-tune": 3127.9,

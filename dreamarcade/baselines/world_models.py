@@ -15,7 +15,7 @@
   game, write the scores and a dream-vs-real video
 
 Defaults are the paper's / hardmaru's code values (see ``WMConfig``); the budget this project could afford on
-2 CPU cores is in docs/dreams.md and dreamarcade/assets/dream_doom/MODEL_CARD.md.
+2 CPU cores is in the README's Dreams section and dreamarcade/assets/dream_doom/MODEL_CARD.md.
 """
 
 from __future__ import annotations

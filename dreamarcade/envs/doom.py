@@ -10,7 +10,7 @@ Paper setup (ppaquette/gym-doom on doom_py, 2018) and how it is reproduced here:
 * difficulty: the paper's config names ``doom_skill 5`` in doom_py's numbering. On ViZDoom 1.3, skill 5 is
   Nightmare (a uniform random policy survives 53 +- 20 steps), while skill 4 gives 199 +- 96 steps, matching
   the paper's random-policy score of 210 +- 108. ``doom_skill=4`` is therefore the paper's difficulty here
-  (measured with ``benchmarks/bench_dreams_throughput.py``; see docs/dreams.md).
+  (measured with ``benchmarks/bench_dreams_throughput.py``; see the README's Dreams section).
 
 The frame is not inverted (hardmaru's code inverts it, zacwellmer's does not; the VAE does not care).
 """

@@ -2,7 +2,7 @@
 
 The bundle in ``dreamarcade/assets/montezuma_imitation`` (safetensors + JSON) holds a TDC+CMC embedding trained
 by this project on three domain-shifted demonstration videos and the checkpoint trajectory of a fourth
-(see ``docs/imitation.md`` for how they were made).
+(see the README's Video imitation section for how they were made).
 
 The env is ``ALE/MontezumaRevenge-v5`` with frameskip 4 (15 Hz, the rate the videos are embedded at) and, by
 default, no sticky actions (``repeat_action_probability=0.0``), wrapped in

@@ -9,7 +9,7 @@
 
 :class:`EmbeddingConfig` holds every shape-defining number; :meth:`EmbeddingConfig.paper` gives the paper's sizes
 and the default is a CPU-sized width. Where the paper is unclear (CMC classes, lambda, STFT) the choice is a
-parameter; defaults and why are in ``docs/imitation.md``.
+parameter; defaults and why are in the README's Video imitation section.
 
 Example:
     >>> import torch
