@@ -17,7 +17,7 @@ _EXTRA_OF_MODULE: dict[str, str] = {
     "Box2D": "box2d",
     "av": "video",
     "ray": "distributed",
-    "cma": "dreams",
+    "cma": "core",
     "stable_baselines3": "test",
     "cv2": "core",
 }
