@@ -133,6 +133,17 @@ def checkpoint_exists(directory: str | os.PathLike[str]) -> bool:
     return (d / CONFIG_FILE).is_file() and (d / WEIGHTS_FILE).is_file()
 
 
+def with_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """``{"w": t}`` -> ``{"prefix.w": t}``: several modules' weights can share one checkpoint."""
+    return {f"{prefix}.{k}": v for k, v in state_dict.items()}
+
+
+def strip_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors stored under ``prefix.`` by :func:`with_prefix`, with the prefix removed."""
+    head = f"{prefix}."
+    return {k[len(head) :]: v for k, v in tensors.items() if k.startswith(head)}
+
+
 def pack_state(state: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     """Split nested ``state`` into tensors (added to ``tensors`` under ``prefix``) and a JSON skeleton.
 

@@ -45,7 +45,15 @@ from dreamarcade.baselines.common import (
     write_video,
 )
 from dreamarcade.baselines.replay_buffer import ReplayBuffer
-from dreamarcade.checkpoint import checkpoint_exists, load_checkpoint, pack_state, save_checkpoint, unpack_state
+from dreamarcade.checkpoint import (
+    checkpoint_exists,
+    load_checkpoint,
+    pack_state,
+    save_checkpoint,
+    strip_prefix,
+    unpack_state,
+    with_prefix,
+)
 from dreamarcade.errors import CheckpointError
 
 
@@ -208,8 +216,7 @@ def _has_episode_statistics(env: gym.Env) -> bool:
 def _checkpoint_state(
     q: nn.Module, target: nn.Module, opt: torch.optim.Optimizer, step: int, episodes: int, cfg: DQNConfig, meta: dict
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    tensors = {f"q.{k}": v for k, v in q.state_dict().items()}
-    tensors.update({f"target.{k}": v for k, v in target.state_dict().items()})
+    tensors = {**with_prefix(q.state_dict(), "q"), **with_prefix(target.state_dict(), "target")}
     opt_skeleton = pack_state(opt.state_dict(), "optimizer", tensors)
     rng_skeleton = pack_state({"torch": torch.get_rng_state()}, "rng", tensors)
     config = {
@@ -234,9 +241,8 @@ def load_q_network(path: str | os.PathLike[str], device: str | torch.device = "c
         dtype=np.uint8 if config["pixels"] else np.float32,
     )
     q = make_q_network(obs_space, config["n_actions"]).to(device)
-    state = {k[2:]: v for k, v in tensors.items() if k.startswith("q.")}
     try:
-        q.load_state_dict(state)
+        q.load_state_dict(strip_prefix(tensors, "q"))
     except RuntimeError as exc:
         raise CheckpointError(f"Checkpoint '{path}' does not fit its recorded network: {exc}") from exc
     return q, config
@@ -280,8 +286,8 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
                 f"with {ck['n_actions']} actions, "
                 f"but {cfg.env_id} has {meta['obs_shape']} and {n_actions}. Use the same --env-id."
             )
-        q_network.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("q.")})
-        target_network.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("target.")})
+        q_network.load_state_dict(strip_prefix(tensors, "q"))
+        target_network.load_state_dict(strip_prefix(tensors, "target"))
         optimizer.load_state_dict(unpack_state(ck["optimizer"], tensors))
         rng = unpack_state(ck["rng"], tensors)
         torch.set_rng_state(rng["torch"])

@@ -56,7 +56,15 @@ from dreamarcade.baselines.common import (
     save_hyperparameters,
     seed_everything,
 )
-from dreamarcade.checkpoint import checkpoint_exists, load_checkpoint, pack_state, save_checkpoint, unpack_state
+from dreamarcade.checkpoint import (
+    checkpoint_exists,
+    load_checkpoint,
+    pack_state,
+    save_checkpoint,
+    strip_prefix,
+    unpack_state,
+    with_prefix,
+)
 from dreamarcade.errors import CheckpointError, DreamArcadeError
 
 CHECKPOINT_KIND = "ppo"
@@ -351,7 +359,7 @@ def save_agent(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``agent`` (and optionally the optimizer and RNG state, for resuming) as a safetensors checkpoint."""
-    tensors = {f"model.{k}": v for k, v in agent.state_dict().items()}
+    tensors = with_prefix(agent.state_dict(), "model")
     config: dict[str, Any] = {"kind": CHECKPOINT_KIND, **agent.shape_config(), "global_step": int(global_step)}
     if optimizer is not None:
         config["optimizer"] = pack_state(optimizer.state_dict(), "optim", tensors)
@@ -375,7 +383,7 @@ def load_agent(
         lstm_size=config["lstm_size"] or 256,
         mlp_hidden=config["mlp_hidden"] or 64,
     )
-    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    weights = strip_prefix(tensors, "model")
     try:
         agent.load_state_dict(weights)
     except RuntimeError as exc:

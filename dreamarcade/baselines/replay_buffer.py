@@ -179,8 +179,9 @@ class ReplayBuffer:
         if total == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         flat = self.rng.integers(0, total, size=batch_size)
-        env = np.searchsorted(np.cumsum(sizes), flat, side="right")
-        offset = flat - (np.cumsum(sizes) - sizes)[env]
+        ends = np.cumsum(sizes)
+        env = np.searchsorted(ends, flat, side="right")
+        offset = flat - (ends - sizes)[env]
         lo = (self.trans_written - sizes)[env]
         t = (lo + offset) % self.cap
         p = self.ptr[env, t]

@@ -48,7 +48,9 @@ from dreamarcade.checkpoint import (
     load_checkpoint,
     pack_state,
     save_checkpoint,
+    strip_prefix,
     unpack_state,
+    with_prefix,
 )
 from dreamarcade.world_models.model import ENV_DEFAULTS, WorldModel
 
@@ -123,6 +125,27 @@ def step_collect(cfg: WMConfig, out: Path | None = None, policy_dir: str | None 
 
 
 # ============================================================================================== V
+def _resume_train_state(ckpt: Path, kind: str, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, float]:
+    """Load a model + optimizer training checkpoint if there is one; return (step, seconds trained so far)."""
+    if not checkpoint_exists(ckpt):
+        return 0, 0.0
+    tensors, meta = load_checkpoint(ckpt, kind=kind)
+    model.load_state_dict(strip_prefix(tensors, "model"))
+    opt.load_state_dict(unpack_state(meta["optimizer"], tensors))
+    return int(meta["step"]), float(meta.get("seconds", 0.0))
+
+
+def _save_train_state(
+    ckpt: Path, kind: str, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, seconds: float,
+    extra: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
+    """Write the model + optimizer training checkpoint that :func:`_resume_train_state` reads."""
+    tensors = with_prefix(model.state_dict(), "model")
+    skeleton = pack_state(opt.state_dict(), "opt", tensors)
+    meta = {"kind": kind, "step": step, "optimizer": skeleton, "seconds": seconds}
+    save_checkpoint(ckpt, tensors, {**(extra or {}), **meta})
+
+
 def step_train_vae(cfg: WMConfig) -> Path:
     from tqdm import tqdm
 
@@ -140,19 +163,13 @@ def step_train_vae(cfg: WMConfig) -> Path:
     total_steps = max(1, int(math.ceil(cfg.vae_epochs * n_frames / cfg.vae_batch)))
     vae = ConvVAE(z_size, cfg.kl_tolerance).to(dev)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
-    ckpt, step, prior_s = run / "vae_train", 0, 0.0
-    if checkpoint_exists(ckpt):  # resume
-        tensors, meta = load_checkpoint(ckpt, kind="vae_train")
-        vae.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        opt.load_state_dict(unpack_state(meta["optimizer"], tensors))
-        step, prior_s = int(meta["step"]), float(meta.get("seconds", 0.0))
+    ckpt = run / "vae_train"
+    step, prior_s = _resume_train_state(ckpt, "vae_train", vae, opt)
+    if step:
         print(f"resuming V training at step {step}/{total_steps}")
 
     def save_train_state() -> None:
-        tensors = {f"model.{k}": v for k, v in vae.state_dict().items()}
-        skeleton = pack_state(opt.state_dict(), "opt", tensors)
-        meta = {"kind": "vae_train", "step": step, "optimizer": skeleton, "seconds": prior_s + time.time() - t0}
-        save_checkpoint(ckpt, tensors, {**vae.config(), **meta})
+        _save_train_state(ckpt, "vae_train", vae, opt, step, prior_s + time.time() - t0, extra=vae.config())
 
     logger = RunLogger(run / "logs_vae")
     stream = FrameStream(paths, batch_size=cfg.vae_batch, seed=cfg.seed + step)
@@ -261,19 +278,13 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
         rnn.load_state_dict(MDNRNN.load(warm_start).state_dict())
     rnn.to(dev)
     opt = torch.optim.Adam(rnn.parameters(), lr=cfg.rnn_lr)
-    ckpt, step, prior_s = run / f"mdnrnn_train{tag}", 0, 0.0
-    if checkpoint_exists(ckpt):
-        tensors, meta = load_checkpoint(ckpt, kind="mdnrnn_train")
-        rnn.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        opt.load_state_dict(unpack_state(meta["optimizer"], tensors))
-        step, prior_s = int(meta["step"]), float(meta.get("seconds", 0.0))
+    ckpt = run / f"mdnrnn_train{tag}"
+    step, prior_s = _resume_train_state(ckpt, "mdnrnn_train", rnn, opt)
+    if step:
         print(f"resuming M training at step {step}/{total_steps}")
 
     def save_train_state() -> None:
-        tensors = {f"model.{k}": v for k, v in rnn.state_dict().items()}
-        skeleton = pack_state(opt.state_dict(), "opt", tensors)
-        meta = {"kind": "mdnrnn_train", "step": step, "optimizer": skeleton, "seconds": prior_s + time.time() - t0}
-        save_checkpoint(ckpt, tensors, meta)
+        _save_train_state(ckpt, "mdnrnn_train", rnn, opt, step, prior_s + time.time() - t0)
 
     logger = RunLogger(run / "logs_mdnrnn")
     rng = np.random.default_rng(cfg.seed + step)
