@@ -66,6 +66,10 @@ def main() -> None:
     parser.add_argument("--eval-trials", type=int, default=500)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--run-dir", default="runs/metarl/rl2_maze")
+    parser.add_argument("--ent-coef", type=float, default=0.01, help="entropy bonus at step 0")
+    parser.add_argument(
+        "--ent-coef-final", type=float, default=None, help="if set, the entropy bonus falls linearly to this"
+    )
     parser.add_argument("--skip-train", action="store_true", help="evaluate the checkpoints already in --run-dir")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -79,7 +83,8 @@ def main() -> None:
         learning_rate=1e-3,
         anneal_lr=True,
         clip_coef=0.2,
-        ent_coef=0.01,
+        ent_coef=args.ent_coef,
+        ent_coef_final=args.ent_coef_final,
         gamma=0.99,
         gae_lambda=0.95,
         lstm_size=128,
@@ -89,7 +94,11 @@ def main() -> None:
         checkpoint_every_updates=5,
     )
     maze = {"size": args.size, "extra_openings": args.extra_openings}
-    results = {"maze": maze, "budget_steps_each": args.total_timesteps}
+    results = {
+        "maze": maze,
+        "budget_steps_each": args.total_timesteps,
+        "ent_coef": [args.ent_coef, args.ent_coef_final],
+    }
     # The memoryless baseline first (it is ~5x faster), so RL^2's latest checkpoint can be evaluated any time.
     for name, recurrent in (("memoryless_mlp", False), ("rl2_lstm", True)):
         run_dir = Path(args.run_dir) / name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -131,3 +133,25 @@ def test_cli_help_and_bad_env(capsys):
     assert "--total-timesteps" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["protocol", "--help"])
+
+
+def test_entropy_bonus_schedule(tmp_path):
+    """``ent_coef_final`` anneals the entropy bonus linearly over the budget; a resume continues the schedule."""
+    constant = PPOConfig(total_timesteps=1000, ent_coef=0.01)
+    assert constant.entropy_coef_at(0) == constant.entropy_coef_at(1000) == 0.01
+    annealed = PPOConfig(total_timesteps=1000, ent_coef=0.01, ent_coef_final=0.0)
+    assert annealed.entropy_coef_at(0) == pytest.approx(0.01)
+    assert annealed.entropy_coef_at(250) == pytest.approx(0.0075)
+    assert annealed.entropy_coef_at(1000) == annealed.entropy_coef_at(5000) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="ent_coef_final"):
+        PPOConfig(ent_coef_final=-0.1).validate()
+
+    cfg = PPOConfig(
+        total_timesteps=64, num_envs=2, num_steps=8, num_minibatches=1, update_epochs=1, ent_coef=0.02,
+        ent_coef_final=0.0, mlp_hidden=8, vector_mode="sync", checkpoint_every_updates=1,
+    )  # fmt: skip
+    train_ppo([lambda: gym.make("CartPole-v1")] * 2, cfg, tmp_path, progress=False, tensorboard=False)
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    logged = [float(r["charts/ent_coef"]) for r in rows]
+    assert logged == pytest.approx([0.02 * (1 - 16 * k / 64) for k in range(4)])  # set at each update's start

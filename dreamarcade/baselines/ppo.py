@@ -89,6 +89,7 @@ class PPOConfig:
     clip_coef: float = 0.1
     clip_vloss: bool = True  # ppo2 clips the value loss with the same clip range
     ent_coef: float = 0.01
+    ent_coef_final: float | None = None  # if set, the entropy bonus falls linearly to this by total_timesteps
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     norm_adv: bool = True
@@ -118,6 +119,11 @@ class PPOConfig:
                 f"num_minibatches={self.num_minibatches} must be between 1 and num_envs*num_steps="
                 f"{self.num_envs * self.num_steps}."
             )
+        if self.ent_coef < 0 or (self.ent_coef_final is not None and self.ent_coef_final < 0):
+            raise ValueError(
+                f"ent_coef={self.ent_coef} and ent_coef_final={self.ent_coef_final} must be >= 0 "
+                "(a negative entropy bonus rewards a deterministic policy)."
+            )
         if self.network not in ("auto", "cnn", "mlp"):
             raise ValueError(f"network must be 'auto', 'cnn' or 'mlp', got {self.network!r}.")
         if self.vector_mode not in ("auto", "async", "sync"):
@@ -126,6 +132,13 @@ class PPOConfig:
     @property
     def batch_size(self) -> int:
         return self.num_envs * self.num_steps
+
+    def entropy_coef_at(self, global_step: int) -> float:
+        """The entropy bonus at ``global_step``: constant, or linear from ``ent_coef`` to ``ent_coef_final``."""
+        if self.ent_coef_final is None:
+            return self.ent_coef
+        frac = min(1.0, global_step / self.total_timesteps)
+        return self.ent_coef + frac * (self.ent_coef_final - self.ent_coef)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -577,6 +590,7 @@ def train_ppo(
             if config.anneal_lr:
                 frac = 1.0 - global_step / config.total_timesteps
                 optimizer.param_groups[0]["lr"] = frac * config.learning_rate
+            ent_coef = config.entropy_coef_at(global_step)
             initial_lstm_state = None if lstm_state is None else (lstm_state[0].clone(), lstm_state[1].clone())
 
             # ---- collect a rollout ----------------------------------------------------------------------------------
@@ -655,7 +669,7 @@ def train_ppo(
                     else:
                         v_loss = 0.5 * ((newvalue - b_ret[mb_inds]) ** 2).mean()
                     entropy_loss = entropy.mean()
-                    loss = pg_loss - config.ent_coef * entropy_loss + config.vf_coef * v_loss
+                    loss = pg_loss - ent_coef * entropy_loss + config.vf_coef * v_loss
                     optimizer.zero_grad()
                     loss.backward()
                     nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
@@ -677,6 +691,7 @@ def train_ppo(
                     "losses/clipfrac": float(np.mean(clipfracs)) if clipfracs else 0.0,
                     "losses/explained_variance": float("nan") if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y,
                     "charts/learning_rate": optimizer.param_groups[0]["lr"],
+                    "charts/ent_coef": ent_coef,
                     "charts/SPS": sps,
                 },
             )
@@ -817,8 +832,8 @@ def add_config_args(parser: argparse.ArgumentParser, defaults: PPOConfig | None 
         default = getattr(defaults, f.name)
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        elif f.name == "target_kl":
-            parser.add_argument(flag, type=float, default=default)
+        elif f.name in ("target_kl", "ent_coef_final"):
+            parser.add_argument(flag, type=float, default=default, help=f"(default: {default})")
         else:
             parser.add_argument(flag, type=type(default), default=default, help=f"(default: {default})")
 
