@@ -387,9 +387,7 @@ def dream_returns(wm: WorldModel, ctrl: Any, params: np.ndarray, rollouts: int, 
             if not bool(keep.any()):
                 break
             alive = alive[keep]
-            for name in ("z", "h", "c", "t", "first"):
-                setattr(dream, name, getattr(dream, name)[keep])
-            dream.num = len(alive)
+            dream.keep(keep)
     return total.view(p, rollouts).numpy()
 
 

@@ -28,13 +28,15 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from dreamarcade.world_models.features import WorldModelFeatures
-from dreamarcade.world_models.mdnrnn import sample_next
+from dreamarcade.world_models.mdnrnn import PackedMDNRNN
 from dreamarcade.world_models.model import WorldModel
+from dreamarcade.world_models.vae import ConvVAE
 
 __all__ = [
     "DreamBatch",
     "DreamEnv",
     "DreamVectorEnv",
+    "FusedDecoder",
     "WorldModelFeatures",
     "load_world_model",
     "make_real_features_env",
@@ -46,6 +48,42 @@ def load_world_model(env: str, model_dir: str | os.PathLike[str] | None, device:
     if model_dir is None:
         return WorldModel.bundled(env, device=device)
     return WorldModel.load(model_dir, env=env, device=device)
+
+
+class FusedDecoder:
+    """V's decoder for dream frames, with its first two layers fused into one small matrix.
+
+    ``fc_dec`` (z -> 1024) has no nonlinearity, and the first transposed conv sees a 1x1 input, so it is a
+    linear map 1024 -> 128 x 5 x 5: together they are one (z, 3200) matrix (0.8 MB for Doom) instead of 13 MB of
+    conv weights read for every frame. The remaining transposed convs run unchanged. Frames equal
+    :meth:`ConvVAE.decode_to_frames` up to float32 rounding (a pixel may differ by 1 out of 255 where a value
+    sits on a rounding boundary). A snapshot of the weights: rebuild after changing them.
+
+    Example:
+        >>> import torch
+        >>> from dreamarcade.world_models.model import WorldModel
+        >>> decode = FusedDecoder(WorldModel.bundled("doom").vae)
+        >>> decode(torch.zeros(2, 64)).shape
+        (2, 64, 64, 3)
+    """
+
+    def __init__(self, vae: ConvVAE) -> None:
+        first = vae.dec[0]
+        if not isinstance(first, torch.nn.ConvTranspose2d) or first.kernel_size != (5, 5):
+            raise TypeError("FusedDecoder expects the World Models ConvVAE decoder (first layer: 5x5 ConvTranspose2d).")
+        with torch.no_grad():
+            w1 = first.weight.reshape(first.in_channels, -1)  # (1024, 128*5*5)
+            self.weight = (vae.fc_dec.weight.t() @ w1).contiguous()  # (z, 3200)
+            self.bias = (vae.fc_dec.bias @ w1 + first.bias.repeat_interleave(25)).contiguous()
+        self.channels = first.out_channels
+        self.rest = vae.dec[1:]
+
+    @torch.inference_mode()
+    def __call__(self, z: torch.Tensor) -> np.ndarray:
+        """z (N, z) -> uint8 frames (N, 64, 64, 3)."""
+        x = torch.addmm(self.bias, z, self.weight).view(-1, self.channels, 5, 5)
+        img = self.rest(x).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+        return img.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _check_temperature(temperature: float) -> float:
@@ -61,6 +99,11 @@ def _check_temperature(temperature: float) -> float:
 class DreamBatch:
     """N dreams stepped together in torch. The fast core behind every dream env and CMA-ES in the dream.
 
+    State lives in preallocated buffers and is updated in place each step (:class:`PackedMDNRNN`: one matmul for
+    the LSTM gates, the head's mixture choice with one uniform and one normal per latent dim). ``z``, ``h``,
+    ``c``, ``first`` are live views of those buffers (``.clone()`` to keep a value); assigning them copies into
+    the buffers. :meth:`keep` drops dreams (e.g. finished ones) from the batch.
+
     Example:
         >>> import torch
         >>> from dreamarcade.envs.dream import DreamBatch
@@ -74,23 +117,119 @@ class DreamBatch:
 
     def __init__(self, model: WorldModel, num: int, temperature: float, seed: int | None = None) -> None:
         self.model = model
-        self.num = int(num)
-        self.temperature = _check_temperature(temperature)
         self.device = self.model.initial_mu.device
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**63))
-        zs, hs = model.z_size, model.rnn.hidden_size
-        self.z = torch.zeros(self.num, zs, device=self.device)
-        self.h = torch.zeros(self.num, hs, device=self.device)
-        self.c = torch.zeros(self.num, hs, device=self.device)
-        self.t = torch.zeros(self.num, dtype=torch.long, device=self.device)
-        self.first = torch.ones(self.num, device=self.device)
+        self.temperature = temperature  # packs M's weights for this temperature
+        self._decoder: FusedDecoder | None = None  # built on first decode()
+        self._alloc(int(num))
 
+    # ------------------------------------------------------------------------------------------- state buffers
+    def _alloc(self, num: int) -> None:
+        if num < 1:
+            raise ValueError(f"A dream batch needs at least 1 dream, got num={num}.")
+        rnn, dev = self.model.rnn, self.device
+        zs, hs, a = self.model.z_size, rnn.hidden_size, rnn.action_size
+        self._xh = self._packed.new_rows(num, dev)  # [z, a, restart, 1, h]: the LSTM input row
+        self._c = torch.zeros(num, hs, device=dev)
+        self._gates = torch.empty(num, 4 * hs, device=dev)
+        self._out_pd = torch.empty(num, self._packed.w_pd.shape[0], device=dev)
+        self._out_ml = torch.empty(num, self._packed.w_ml.shape[0], device=dev)
+        self._u = torch.empty(num, zs, device=dev)
+        self._eps = torch.empty(num, zs, device=dev)
+        self._z, self._a, self._h = self._xh[:, :zs], self._xh[:, zs : zs + a], self._xh[:, rnn.input_size + 1 :]
+        self._first = self._xh[:, zs + a] if rnn.restart_input else torch.zeros(num, device=dev)
+        self.t = torch.zeros(num, dtype=torch.long, device=dev)
+        self._any_first = False
+        self._ones = torch.ones(num, device=dev)
+        self._np: tuple[np.ndarray, ...] | None = None
+        if num == 1 and dev.type == "cpu":  # one dream: the numpy path on views of the same buffers
+            self._np = tuple(x[0].numpy() for x in (self._xh, self._c, self._gates, self._out_pd))
+        self._no_done = torch.zeros(num, dtype=torch.bool, device=dev)
+
+    @property
+    def num(self) -> int:
+        """Number of dreams in the batch."""
+        return self._xh.shape[0]
+
+    @num.setter
+    def num(self, value: int) -> None:
+        if int(value) != self.num:
+            raise ValueError(f"num={value} does not match the state buffers ({self.num}); assign z to resize.")
+
+    @property
+    def temperature(self) -> float:
+        return self._packed.temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._packed = PackedMDNRNN(self.model.rnn, _check_temperature(value))
+
+    def _set(self, buf: torch.Tensor, value: torch.Tensor) -> None:
+        if value.shape[0] != self.num:
+            raise ValueError(
+                f"Expected {self.num} rows (the batch size), got shape {tuple(value.shape)}; "
+                "use DreamBatch.keep(mask) to drop dreams."
+            )
+        buf.copy_(value)
+
+    @torch.no_grad()
+    def keep(self, mask: torch.Tensor) -> None:
+        """Keep only the dreams where ``mask`` (N,) is True, in order (e.g. drop finished dreams)."""
+        if mask.shape != (self.num,):
+            raise ValueError(f"keep() needs a mask of shape ({self.num},), got {tuple(mask.shape)}.")
+        idx = mask.nonzero().squeeze(1)
+        xh, c, t = self._xh[idx], self._c[idx], self.t[idx]
+        self._alloc(len(idx))
+        self._xh.copy_(xh)
+        self._c.copy_(c)
+        self.t.copy_(t)
+        self._any_first = bool(self._first.any())
+
+    @property
+    def z(self) -> torch.Tensor:
+        """Current latents (N, z): a live view."""
+        return self._z
+
+    @z.setter
+    def z(self, value: torch.Tensor) -> None:
+        self._set(self._z, value)
+
+    @property
+    def h(self) -> torch.Tensor:
+        """LSTM hidden state (N, H): a live view."""
+        return self._h
+
+    @h.setter
+    def h(self, value: torch.Tensor) -> None:
+        self._set(self._h, value)
+
+    @property
+    def c(self) -> torch.Tensor:
+        """LSTM cell state (N, H): a live view."""
+        return self._c
+
+    @c.setter
+    def c(self, value: torch.Tensor) -> None:
+        self._set(self._c, value)
+
+    @property
+    def first(self) -> torch.Tensor:
+        """1.0 where the next step is a dream's first (restart flag fed to M): a live view."""
+        return self._first
+
+    @first.setter
+    def first(self, value: torch.Tensor) -> None:
+        self._set(self._first, value.float())
+        self._any_first = bool(self._first.any())
+
+    # ------------------------------------------------------------------------------------------------ stepping
     def seed(self, seed: int) -> None:
         self.gen.manual_seed(int(seed))
 
     def features(self) -> torch.Tensor:
-        return self.model.make_features(self.z, self.h, self.c)
+        """The controller's observation (N, d): a new tensor."""
+        return self.model.make_features(self._z, self._h, self._c)
 
     @torch.no_grad()
     def reset(self, mask: torch.Tensor) -> None:
@@ -100,41 +239,75 @@ class DreamBatch:
             return
         idx = torch.randint(0, self.model.initial_mu.shape[0], (n,), generator=self.gen, device=self.device)
         eps = torch.randn(n, self.model.z_size, generator=self.gen, device=self.device)
-        self.z[mask] = self.model.initial_mu[idx] + torch.exp(0.5 * self.model.initial_logvar[idx]) * eps
-        self.h[mask] = 0.0
-        self.c[mask] = 0.0
-        self.t[mask] = 0
-        self.first[mask] = 1.0
+        z0 = self.model.initial_mu[idx] + torch.exp(0.5 * self.model.initial_logvar[idx]) * eps
+        if n == self.num:
+            self._z.copy_(z0)
+            self._h.zero_()
+            self._c.zero_()
+            self.t.zero_()
+            self._first.fill_(1.0)
+        else:
+            self._z[mask] = z0
+            self._h[mask] = 0.0
+            self._c[mask] = 0.0
+            self.t[mask] = 0
+            self._first[mask] = 1.0
+        self._any_first = True
 
     def reset_all(self) -> torch.Tensor:
         self.reset(torch.ones(self.num, dtype=torch.bool, device=self.device))
         return self.features()
 
+    @torch.inference_mode()
+    def advance(self) -> None:
+        """One step of every dream with the actions already in :attr:`action_buffer`: M's state and z in place."""
+        if self._any_first:  # the LSTM state is zeroed at a restart (reset() did; this keeps assigned states honest)
+            keep = (1.0 - self._first)[:, None]
+            self._h.mul_(keep)
+            self._c.mul_(keep)
+        p = self._packed
+        if self._np is not None:
+            p.step_one_numpy_(*self._np, self._u, self._eps, self.gen)
+        else:
+            p.lstm_(self._xh, self._c, self._gates)
+            p.head_sample_(self._xh, self._out_pd, self._out_ml, self._u, self._eps, self.gen)
+        if self._any_first:
+            self._first.zero_()
+            self._any_first = False
+
+    @property
+    def action_buffer(self) -> torch.Tensor:
+        """(N, A) view where the next step's actions go (write into it, then call :meth:`advance`)."""
+        return self._a
+
+    @property
+    def done_logit(self) -> torch.Tensor:
+        """(N,) the done head's logit of the last step (Doom); the dream ends where it is > 0."""
+        return self._out_pd[:, self._packed.n_pi]
+
+    @property
+    def predicted_reward(self) -> torch.Tensor:
+        """(N,) the reward head's prediction of the last step (CarRacing)."""
+        return self._out_pd[:, self._packed.n_pi + int(self._packed.predict_done)]
+
     @torch.no_grad()
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """actions (N, A) -> features (N, d), reward (N,), terminated (N,), truncated (N,)."""
-        rnn = self.model.rnn
-        if actions.shape != (self.num, rnn.action_size):
-            raise ValueError(
-                f"Dream actions must have shape ({self.num}, {rnn.action_size}), got {tuple(actions.shape)}."
-            )
-        out, (self.h, self.c) = rnn.step(self.z, actions.float(), (self.h, self.c), restart=self.first)
-        nxt = sample_next(rnn, out, self.temperature, self.gen)
-        self.z = nxt["z"]
-        self.first = torch.zeros_like(self.first)
+        if actions.shape != self._a.shape:
+            raise ValueError(f"Dream actions must have shape {tuple(self._a.shape)}, got {tuple(actions.shape)}.")
+        self._a.copy_(actions)
+        self.advance()
         self.t += 1
-        if self.model.reward == "predicted":
-            reward = nxt["reward"]
-        else:
-            reward = torch.ones(self.num, device=self.device)
-        terminated = nxt["done"] if "done" in nxt else torch.zeros(self.num, dtype=torch.bool, device=self.device)
+        reward = self.predicted_reward.clone() if self.model.reward == "predicted" else self._ones.clone()
+        terminated = self.done_logit > 0.0 if self._packed.predict_done else self._no_done.clone()
         truncated = (self.t >= self.model.max_steps) & ~terminated
         return self.features(), reward, terminated, truncated
 
-    @torch.no_grad()
     def decode(self) -> np.ndarray:
         """The current latents decoded by V: uint8 frames (N, 64, 64, 3)."""
-        return self.model.vae.decode_to_frames(self.z)
+        if self._decoder is None:
+            self._decoder = FusedDecoder(self.model.vae)
+        return self._decoder(self._z)
 
 
 def _spaces(model: WorldModel, obs_type: str) -> tuple[spaces.Space, spaces.Box]:
@@ -190,18 +363,28 @@ class DreamEnv(gym.Env):
         self.obs_type, self.render_mode = obs_type, render_mode
         self.observation_space, self.action_space = _spaces(self.model, obs_type)
         self._dream = DreamBatch(self.model, 1, self.temperature, seed=0)
-        self._started = False
+        self._started, self._t = False, 0
+        d = self._dream
+        self._views: tuple[np.ndarray, ...] | None = None
+        if d.device.type == "cpu":  # numpy views of the state buffers: a one-env step reads/writes them for free
+            parts = (d.z, d.c, d.h) if self.model.features == "zch" else (d.z, d.h)
+            self._views = (d.action_buffer[0].numpy(), d._out_pd[0].numpy(), d.t.numpy())
+            self._views += tuple(x[0].numpy() for x in parts)
+        self._i_done = d._packed.n_pi
+        self._i_reward = d._packed.n_pi + int(d._packed.predict_done)
 
     def _obs(self) -> np.ndarray:
         if self.obs_type == "pixels":
             return self._dream.decode()[0]
-        return self._dream.features()[0].cpu().numpy().astype(np.float32)
+        if self._views is not None:
+            return np.concatenate(self._views[3:])
+        return self._dream.features()[0].cpu().numpy()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         self._dream.seed(int(self.np_random.integers(0, 2**63 - 1)))
         self._dream.reset_all()
-        self._started = True
+        self._started, self._t = True, 0
         return self._obs(), {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
@@ -212,8 +395,24 @@ class DreamEnv(gym.Env):
             raise ValueError(
                 f"DreamEnv({self.model.env}) takes actions of shape {self.action_space.shape}, got shape {a.shape}."
             )
-        _, reward, terminated, truncated = self._dream.step(torch.as_tensor(a, device=self._dream.device)[None])
-        return self._obs(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), {"steps": int(self._dream.t[0])}
+        d = self._dream
+        if self._views is not None:
+            self._views[0][:] = a
+            d.advance()
+            out = self._views[1]
+            done_logit = float(out[self._i_done]) if self.model.rnn.predict_done else 0.0
+            reward = float(out[self._i_reward]) if self.model.reward == "predicted" else 1.0
+            self._views[2][0] = self._t + 1
+        else:
+            d.action_buffer.copy_(torch.as_tensor(a, device=d.device)[None])
+            d.advance()
+            done_logit = float(d.done_logit[0]) if self.model.rnn.predict_done else 0.0
+            reward = float(d.predicted_reward[0]) if self.model.reward == "predicted" else 1.0
+            d.t.fill_(self._t + 1)
+        self._t += 1
+        terminated = done_logit > 0.0
+        truncated = self._t >= self.model.max_steps and not terminated
+        return self._obs(), reward, terminated, truncated, {"steps": self._t}
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
@@ -257,12 +456,12 @@ class DreamVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._dream = DreamBatch(self.model, self.num_envs, self.temperature, seed=0)
-        self._needs_reset = torch.zeros(self.num_envs, dtype=torch.bool)
+        self._needs_reset = np.zeros(self.num_envs, dtype=bool)
 
     def _obs(self) -> np.ndarray:
         if self.obs_type == "pixels":
             return self._dream.decode()
-        return self._dream.features().cpu().numpy().astype(np.float32)
+        return self._dream.features().cpu().numpy()  # a new float32 tensor each step: no extra copy
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -274,20 +473,33 @@ class DreamVectorEnv(VectorEnv):
         self._needs_reset[:] = False
         return self._obs(), {}
 
+    @torch.no_grad()
     def step(self, actions: Any):
         a = np.asarray(actions, dtype=np.float32)
         if a.shape != self.action_space.shape:
             raise ValueError(f"DreamVectorEnv takes actions of shape {self.action_space.shape}, got {a.shape}.")
-        resetting = self._needs_reset.clone()
-        _, reward, terminated, truncated = self._dream.step(torch.as_tensor(a, device=self._dream.device))
+        d = self._dream
+        resetting = self._needs_reset
+        d.action_buffer.copy_(torch.from_numpy(a))
+        d.advance()
+        d.t += 1
+        if self.model.reward == "predicted":
+            reward = d.predicted_reward.cpu().numpy().astype(np.float64)
+        else:
+            reward = np.ones(self.num_envs, np.float64)
+        if self.model.rnn.predict_done:
+            terminated = (d.done_logit > 0.0).cpu().numpy()
+        else:
+            terminated = np.zeros(self.num_envs, bool)
+        truncated = (d.t >= self.model.max_steps).cpu().numpy() & ~terminated
         # Next-step autoreset: the dreams that ended last step restart now and this step's action is ignored.
-        self._dream.reset(resetting.to(self._dream.device))
-        reward = torch.where(resetting, torch.zeros_like(reward), reward)
-        terminated = terminated & ~resetting
-        truncated = truncated & ~resetting
-        self._needs_reset = (terminated | truncated).cpu()
-        return (self._obs(), reward.cpu().numpy().astype(np.float64), terminated.cpu().numpy(),
-                truncated.cpu().numpy(), {})  # fmt: skip
+        if resetting.any():
+            d.reset(torch.from_numpy(resetting).to(d.device))
+            reward[resetting] = 0.0
+            terminated &= ~resetting
+            truncated &= ~resetting
+        self._needs_reset = terminated | truncated
+        return self._obs(), reward, terminated, truncated, {}
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":

@@ -1,0 +1,131 @@
+"""The fast dream step (PackedMDNRNN, numpy one-env path, fused decoder) against the reference math.
+
+The reference is M's own ``MDNRNN.step`` + ``sample_next`` driven by a generator with the same seed: the fast
+paths make the same random draws in the same order, so trajectories must agree to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dreamarcade.envs.dream import DreamBatch, FusedDecoder
+from dreamarcade.world_models.mdnrnn import MDNRNN, PackedMDNRNN, sample_next
+from dreamarcade.world_models.model import WorldModel
+
+
+@pytest.fixture(scope="module")
+def doom() -> WorldModel:
+    return WorldModel.bundled("doom")
+
+
+def _reference(wm: WorldModel, z0: torch.Tensor, actions: list[torch.Tensor], seed: int, tau: float):
+    """Features, done logits and rewards of the original (unfused) step, as DreamBatch computed them before."""
+    rnn, n = wm.rnn, z0.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    z, (h, c), first = z0.clone(), rnn.initial_state(n), torch.ones(n)
+    feats, extras = [], []
+    with torch.no_grad():
+        for a in actions:
+            out, (h, c) = rnn.step(z, a, (h, c), restart=first)
+            nxt = sample_next(rnn, out, tau, gen)
+            z, first = nxt["z"], torch.zeros(n)
+            feats.append(wm.make_features(z, h, c))
+            extras.append(out[:, rnn.n_mdn :])
+    return torch.stack(feats), torch.stack(extras)
+
+
+def _fast(wm: WorldModel, n: int, actions: list[torch.Tensor], seed: int, tau: float, numpy_path: bool = True):
+    dream = DreamBatch(wm, n, tau, seed=0)
+    dream.reset_all()
+    z0 = dream.z.clone()
+    if not numpy_path:
+        dream._np = None  # force the torch path for one env
+    dream.seed(seed)
+    feats, extras = [], []
+    for a in actions:
+        f, reward, term, trunc = dream.step(a)
+        feats.append(f)
+        k = dream._packed.n_pi
+        extras.append(dream._out_pd[:, k:].clone())
+        if wm.reward == "predicted":
+            assert torch.equal(reward, extras[-1][:, -1])
+        if wm.rnn.predict_done:
+            assert torch.equal(term, extras[-1][:, 0] > 0)
+    return z0, torch.stack(feats), torch.stack(extras)
+
+
+@pytest.mark.parametrize(("n", "tau", "numpy_path"), [(1, 1.15, True), (1, 1.15, False), (8, 1.15, True),
+                                                      (8, 0.3, True), (1, 1e-6, True)])  # fmt: skip
+def test_fast_step_matches_reference_doom(doom: WorldModel, n: int, tau: float, numpy_path: bool) -> None:
+    gen = torch.Generator().manual_seed(n)
+    actions = [torch.rand(n, 1, generator=gen) * 2 - 1 for _ in range(40)]
+    z0, feats, extras = _fast(doom, n, actions, seed=77, tau=tau, numpy_path=numpy_path)
+    ref_feats, ref_extras = _reference(doom, z0, actions, seed=77, tau=tau)
+    # same draws -> same mixture components -> the same trajectory, up to float32 rounding
+    assert torch.allclose(feats, ref_feats, atol=1e-4, rtol=0), (feats - ref_feats).abs().max()
+    assert torch.allclose(extras, ref_extras, atol=1e-4, rtol=0)
+
+
+def test_fast_step_matches_reference_carracing() -> None:
+    wm = WorldModel.bundled("carracing")  # z=32, 3 actions, reward head, features [z, h]
+    gen = torch.Generator().manual_seed(0)
+    for n in (1, 4):
+        actions = [torch.rand(n, 3, generator=gen) for _ in range(25)]
+        z0, feats, extras = _fast(wm, n, actions, seed=5, tau=1.0)
+        ref_feats, ref_extras = _reference(wm, z0, actions, seed=5, tau=1.0)
+        assert feats.shape[-1] == 32 + 256
+        assert torch.allclose(feats, ref_feats, atol=1e-4, rtol=0)
+        assert torch.allclose(extras, ref_extras, atol=1e-4, rtol=0)
+
+
+def test_mixture_choice_follows_the_tempered_weights() -> None:
+    """Distribution check of the sampler alone: component frequencies and moments of z at one fixed state."""
+    torch.manual_seed(0)
+    rnn = MDNRNN(z_size=2, action_size=1, hidden_size=8, n_mixtures=3).eval()
+    with torch.no_grad():
+        rnn.head.weight.zero_()
+        # dim 0: logits (0, 1, 2), mus (-20, 0, 20), logsigma 0; dim 1: one dominant component
+        rnn.head.bias.copy_(torch.tensor([0, 1, 2, -20, 0, 20, 0, 0, 0, 0, 0, 9, 1, 2, 3, -1, -1, -1.0]))
+    tau, n = 1.5, 20000
+    packed = PackedMDNRNN(rnn, tau)
+    xh = packed.new_rows(n)
+    out_pd, out_ml = torch.empty(n, packed.w_pd.shape[0]), torch.empty(n, packed.w_ml.shape[0])
+    u, eps = torch.empty(n, 2), torch.empty(n, 2)
+    packed.head_sample_(xh, out_pd, out_ml, u, eps, torch.Generator().manual_seed(1))
+    z = xh[:, :2]
+    p = torch.softmax(torch.tensor([0.0, 1, 2]) / tau, 0)
+    comp = (z[:, 0] / 20).round().long() + 1  # nearest mean: components are 16 sigmas apart
+    freq = torch.bincount(comp, minlength=3).float() / n
+    assert torch.allclose(freq, p, atol=0.015)  # ~4 standard errors
+    sigma = np.sqrt(tau) * np.exp(-1.0)  # component 2 of dim 1: mu 3, logsigma -1, noise scaled by sqrt(tau)
+    assert abs(float(z[:, 1].mean()) - 3.0) < 0.02 and abs(float(z[:, 1].std()) - sigma) < 0.02
+
+
+def test_keep_drops_dreams_and_bad_assignments_are_clear(doom: WorldModel) -> None:
+    dream = DreamBatch(doom, 5, 1.15, seed=0)
+    dream.reset_all()
+    for _ in range(3):
+        dream.step(torch.zeros(5, 1))
+    mask = torch.tensor([True, False, True, True, False])
+    before = [x.clone()[mask] for x in (dream.z, dream.h, dream.c, dream.t)]
+    dream.keep(mask)
+    assert dream.num == 3
+    for old, new in zip(before, (dream.z, dream.h, dream.c, dream.t), strict=True):
+        assert torch.equal(old, new)
+    feats, *_ = dream.step(torch.zeros(3, 1))
+    assert feats.shape == (3, 1088)
+    with pytest.raises(ValueError, match="keep"):
+        dream.z = torch.zeros(2, 64)
+    with pytest.raises(ValueError, match="shape"):
+        dream.step(torch.zeros(5, 1))
+
+
+def test_fused_decoder_matches_vae(doom: WorldModel) -> None:
+    z = doom.initial_mu[:16] + 0.5 * torch.randn(16, doom.z_size, generator=torch.Generator().manual_seed(0))
+    ref = doom.vae.decode_to_frames(z).astype(np.int16)
+    fast = FusedDecoder(doom.vae)(z).astype(np.int16)
+    assert fast.shape == (16, 64, 64, 3)
+    diff = np.abs(ref - fast)
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # only float32 rounding at .5 boundaries
