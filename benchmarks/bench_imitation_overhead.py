@@ -2,25 +2,44 @@
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_imitation_overhead.py --steps 1000 --num-envs 8
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_imitation_overhead.py --steps 1000 --num-envs 8 --rounds 3
 
-Single env: ``ALE/MontezumaRevenge-v5`` (skip 4, RGB) alone vs. wrapped. Vector: a SyncVectorEnv of ``num_envs`` of
-them alone vs. wrapped by :class:`YouTubeImitationRewardVector` (one batched embedding pass per step). Random
-actions; one torch thread. Reports steps/s (env steps, i.e. agent steps, summed over sub-envs) and the ratio.
+Like with like: every "plain" env is exactly the env stack the wrapped one wraps, built the same way.
+
+* single env: ``ALE/MontezumaRevenge-v5`` (frameskip 4, RGB, no sticky actions) alone vs. wrapped by
+  :class:`YouTubeImitationReward` (the registered ``MontezumaImitation-v0`` minus its episode statistics);
+* vector: a ``SyncVectorEnv`` of ``num_envs`` of them alone vs. wrapped by :class:`YouTubeImitationRewardVector`
+  (one batched embedding pass per step);
+* agent stack (``--agent-stack``): the PPO imitation baseline's own ``make_envs`` (life-loss terminal, time
+  limit, episode statistics, SAME_STEP autoreset, 84x84 grayscale policy frames) with ``reward="game"``
+  (no imitation reward) vs. ``reward="imitation"``.
+
+Wrapped variants (each row is reported separately; the first of each kind is the default):
+``fused`` (the default fused inference encoder, 1 torch thread), ``reference`` (the model's own eval-mode
+forward: BatchNorm layers, NCHW; the encoder before this benchmark's speed work), ``threads=T`` (fused with T torch
+threads for the embedding pass, vector only), ``embed_every=K`` (the documented fidelity-for-speed option: embed
+every K-th step; NOT the default).
+
+Plain and wrapped runs are interleaved for ``--rounds`` rounds in this one process (the machine is shared, so
+only ratios measured side by side mean anything); the table reports the median steps/s of each and the median
+of the per-round ratios. Random actions (the same sequence for every env); torch uses 1 thread unless a row says
+otherwise. steps/s counts env steps (agent steps), summed over sub-envs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 
-def _rate(env, steps: int, vector: bool) -> float:
+def _rate(env: Any, steps: int, vector: bool) -> float:
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     n = env.num_envs if vector else 1
@@ -34,9 +53,14 @@ def _rate(env, steps: int, vector: bool) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--steps", type=int, default=1000)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=1000, help="env steps per measurement (vector: divided by num_envs)")
     p.add_argument("--num-envs", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved plain/wrapped rounds (median reported)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of the vector 'threads=T' row (0: no row)")
+    p.add_argument("--embed-every", type=int, default=2, help="K of the 'embed_every=K' rows (0 or 1: no row)")
+    p.add_argument("--no-reference", action="store_true", help="skip the reference-encoder rows")
+    p.add_argument("--agent-stack", action="store_true", help="also measure the PPO baseline's make_envs stack")
     p.add_argument("--asset-dir", default=None)
     p.add_argument("--json", default=None)
     a = p.parse_args()
@@ -51,22 +75,74 @@ def main() -> None:
     )
 
     gym.register_envs(ale_py)
+    asset = a.asset_dir or ASSET_DIR
 
     def base() -> gym.Env:
         return gym.make("ALE/MontezumaRevenge-v5", frameskip=4, repeat_action_probability=0.0)
 
-    embedder, ck = load_imitation_model(a.asset_dir or ASSET_DIR)
-    out = {}
-    out["single_plain"] = _rate(base(), a.steps, False)
-    out["single_wrapped"] = _rate(YouTubeImitationReward(base(), embedder, ck), a.steps, False)
+    def vbase() -> gym.vector.VectorEnv:
+        return gym.vector.SyncVectorEnv([base] * a.num_envs)
+
+    fused, ck = load_imitation_model(asset)
+    variants: list[tuple[str, dict[str, Any], int | None]] = [("fused (default)", {}, None)]
+    if not a.no_reference:
+        variants.append(("reference encoder", {"fused": False}, None))
+    if a.embed_every > 1:
+        variants.append((f"embed_every={a.embed_every} (option)", {"embed_every": a.embed_every}, None))
+
+    def embedder(opts: dict[str, Any], threads: int | None) -> Any:
+        if opts.get("fused", True) and threads is None:
+            return fused
+        return load_imitation_model(asset, fused=opts.get("fused", True), num_threads=threads)[0]
+
+    # (kind, label, plain-or-wrapped env, vector?)
+    cases: list[tuple[str, str, Any, bool]] = [("single", "plain", base(), False)]
+    for label, opts, threads in variants:
+        env = YouTubeImitationReward(base(), embedder(opts, threads), ck, embed_every=opts.get("embed_every", 1))
+        cases.append(("single", label, env, False))
+    vec_variants = list(variants)
+    if a.threads > 1:
+        vec_variants.insert(1, (f"fused, threads={a.threads}", {}, a.threads))
+    cases.append(("vector", "plain", vbase(), True))
+    for label, opts, threads in vec_variants:
+        env = YouTubeImitationRewardVector(vbase(), embedder(opts, threads), ck, embed_every=opts.get("embed_every", 1))
+        cases.append(("vector", label, env, True))
+    if a.agent_stack:
+        from dreamarcade.baselines.imitation import ImitationConfig, make_envs
+
+        cases.append(("agent", "plain", make_envs(ImitationConfig(num_envs=a.num_envs, reward="game")), True))
+        cases.append(("agent", "fused (default)", make_envs(ImitationConfig(num_envs=a.num_envs)), True))
+
+    rates: dict[tuple[str, str], list[float]] = {(k, lab): [] for k, lab, _, _ in cases}
     vsteps = max(1, a.steps // a.num_envs)
-    out["vector_plain"] = _rate(gym.vector.SyncVectorEnv([base] * a.num_envs), vsteps, True)
-    wrapped = YouTubeImitationRewardVector(gym.vector.SyncVectorEnv([base] * a.num_envs), embedder, ck)
-    out["vector_wrapped"] = _rate(wrapped, vsteps, True)
-    print("| setting | plain steps/s | with imitation reward | ratio |\n|---|---|---|---|")
-    for kind, label in (("single", "single env"), ("vector", f"vector, {a.num_envs} envs")):
-        plain, wr = out[f"{kind}_plain"], out[f"{kind}_wrapped"]
-        print(f"| {label} | {plain:.0f} | {wr:.0f} | {wr / plain:.3f} |")
+    for env_ in [c[2] for c in cases]:  # warm-up: first calls allocate, load kernels, detect borders
+        _rate(env_, 5, hasattr(env_, "num_envs"))
+    for r in range(a.rounds):
+        for kind, label, env, vector in cases:
+            rates[(kind, label)].append(_rate(env, vsteps if vector else a.steps, vector))
+        print(f"round {r + 1}/{a.rounds} done", flush=True)
+
+    names = {
+        "single": "single env",
+        "vector": f"SyncVectorEnv, {a.num_envs} envs",
+        "agent": f"agent stack (make_envs), {a.num_envs} envs",
+    }
+    out: dict[str, Any] = {"args": vars(a), "torch_threads_default": 1, "rows": []}
+    print("\n| setting | wrapped variant | plain steps/s | with imitation reward | ratio (median of rounds) |")
+    print("|---|---|---|---|---|")
+    for kind in ("single", "vector", "agent"):
+        if (kind, "plain") not in rates:
+            continue
+        plain = rates[(kind, "plain")]
+        for (k, label), wr in rates.items():
+            if k != kind or label == "plain":
+                continue
+            ratio = statistics.median(w / q for w, q in zip(wr, plain))
+            pm, wm = statistics.median(plain), statistics.median(wr)
+            print(f"| {names[kind]} | {label} | {pm:.0f} | {wm:.0f} | {ratio:.2f} |")
+            out["rows"].append(
+                {"setting": kind, "variant": label, "plain": plain, "wrapped": wr, "ratio_median": ratio}
+            )
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=2)

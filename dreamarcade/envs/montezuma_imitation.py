@@ -60,11 +60,17 @@ def make_montezuma_imitation(
     max_num_frames_per_episode: int = 18_000,
     render_mode: str | None = "rgb_array",
     asset_dir: str | os.PathLike[str] | None = None,
+    embed_every: int = 1,
+    embed_threads: int | None = None,
 ) -> gym.Env:
-    """One Montezuma env with the bundled imitation reward (see module docstring)."""
+    """One Montezuma env with the bundled imitation reward (see module docstring).
+
+    ``embed_every`` (default 1 = every step, the paper's reward) and ``embed_threads`` (torch threads per
+    embedding pass; None keeps torch's setting) are passed to the wrapper / embedder.
+    """
     from dreamarcade.wrappers.imitation import YouTubeImitationReward, load_imitation_model
 
-    embedder, checkpoints = load_imitation_model(asset_dir or ASSET_DIR)
+    embedder, checkpoints = load_imitation_model(asset_dir or ASSET_DIR, num_threads=embed_threads)
     env = _base_env(repeat_action_probability, frameskip, render_mode, max_num_frames_per_episode)
     return YouTubeImitationReward(
         env,
@@ -75,6 +81,7 @@ def make_montezuma_imitation(
         skip=skip,
         mode=mode,
         observe_similarity=observe_similarity,
+        embed_every=embed_every,
     )
 
 
@@ -92,12 +99,18 @@ def make_montezuma_imitation_vector(
     asset_dir: str | os.PathLike[str] | None = None,
     autoreset_mode: Any = None,
     max_episode_steps: int | None = None,
+    embed_every: int = 1,
+    embed_threads: int | None = None,
     **unused: Any,
 ) -> gym.vector.VectorEnv:
-    """``num_envs`` envs in a SyncVectorEnv; all frames embedded in one batched pass per step."""
+    """``num_envs`` envs in a SyncVectorEnv; all frames embedded in one batched pass per step.
+
+    ``embed_threads``: torch threads for the batched embedding pass (None keeps torch's setting);
+    ``embed_every``: see :class:`~dreamarcade.wrappers.imitation.YouTubeImitationRewardVector` (default 1).
+    """
     from dreamarcade.wrappers.imitation import YouTubeImitationRewardVector, load_imitation_model
 
-    embedder, checkpoints = load_imitation_model(asset_dir or ASSET_DIR)
+    embedder, checkpoints = load_imitation_model(asset_dir or ASSET_DIR, num_threads=embed_threads)
 
     def thunk() -> gym.Env:
         env = _base_env(repeat_action_probability, frameskip, render_mode, max_num_frames_per_episode)
@@ -117,4 +130,5 @@ def make_montezuma_imitation_vector(
         skip=skip,
         mode=mode,
         observe_similarity=observe_similarity,
+        embed_every=embed_every,
     )

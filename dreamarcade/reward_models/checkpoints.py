@@ -50,7 +50,19 @@ class Embedder(Protocol):
 
 
 class FrameStackEmbedder:
-    """Embed frame stacks with a trained TDC/CMC visual encoder (inference only, one torch thread by default).
+    """Embed frame stacks with a trained TDC/CMC visual encoder (inference only).
+
+    By default (``fused=True``) frames go through :class:`~dreamarcade.reward_models.inference.FusedVisualEncoder`:
+    BatchNorm folded into the convs, channels-last, uint8 input, ``torch.inference_mode``; it computes the same
+    embeddings as the reference encoder in eval mode up to float32 rounding (~1e-7), several times faster.
+    The fused copy is a snapshot of the model's weights taken here: build the embedder after training.
+    ``fused=False`` runs the model's own eval-mode forward (:meth:`reference`).
+
+    ``num_threads``: torch intra-op threads for each embedding pass (set for the pass and restored after);
+    None (default) uses whatever torch is set to.
+
+    Besides ``__call__`` on (B, stack, S, S, 3) stacks, :meth:`embed_ring` takes the ring buffer layout the
+    imitation wrappers keep (no per-step shifting or transposing of frames).
 
     Example:
         >>> from dreamarcade.reward_models.embedding import TDCCMC, EmbeddingConfig
@@ -59,26 +71,72 @@ class FrameStackEmbedder:
         (2, 128)
     """
 
-    def __init__(self, model: TDCCMC, device: str = "cpu") -> None:
+    def __init__(self, model: TDCCMC, device: str = "cpu", fused: bool = True, num_threads: int | None = None) -> None:
+        from dreamarcade.reward_models.inference import FusedVisualEncoder
+
+        if num_threads is not None and int(num_threads) < 1:
+            raise ValueError(f"num_threads must be >= 1 (or None to keep torch's setting), got {num_threads}")
         self.model = model.eval().to(device)
         self.device = device
         cfg = model.cfg
         self.cfg = cfg
         self.frame_size, self.stack, self.embed_dim = cfg.frame_size, cfg.stack, cfg.embed_dim
+        self.num_threads = None if num_threads is None else int(num_threads)
+        self.fused = FusedVisualEncoder(model.phi, cfg.stack, cfg.frame_size, device) if fused else None
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], device: str = "cpu") -> FrameStackEmbedder:
+    def load(
+        cls, directory: str | os.PathLike[str], device: str = "cpu", fused: bool = True, num_threads: int | None = None
+    ) -> FrameStackEmbedder:
         model, _ = load_embedding(directory)
-        return cls(model, device)
+        return cls(model, device, fused=fused, num_threads=num_threads)
 
-    @torch.no_grad()
-    def __call__(self, stacks: np.ndarray) -> np.ndarray:
+    def _check(self, stacks: np.ndarray) -> None:
         s = self.frame_size
         if stacks.ndim != 5 or stacks.shape[1:] != (self.stack, s, s, 3):
             raise ValueError(
                 f"embedder expects (batch, {self.stack}, {s}, {s}, 3) uint8 frame stacks, got {stacks.shape}: "
                 "process frames with this embedding's frame_size and stack"
             )
+
+    def _run(self, fn: Any, *args: Any) -> np.ndarray:
+        if self.num_threads is None or self.num_threads == torch.get_num_threads():
+            return fn(*args)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.num_threads)
+        try:
+            return fn(*args)
+        finally:
+            torch.set_num_threads(previous)
+
+    def __call__(self, stacks: np.ndarray) -> np.ndarray:
+        """(B, stack, S, S, 3) uint8 stacks, oldest frame first -> (B, embed_dim) float32 embeddings."""
+        stacks = np.asarray(stacks)
+        self._check(stacks)
+        if self.fused is None:
+            return self._run(self.reference, stacks)
+        return self._run(self.fused.embed_stacks, stacks.astype(np.uint8, copy=False))
+
+    def embed_ring(self, ring: np.ndarray, newest: int) -> np.ndarray:
+        """Embed a (B, S, S, stack, 3) uint8 frame ring whose newest frame is in slot ``newest``.
+
+        Frame ``f`` of the stack (0 = oldest) is in slot ``(newest + 1 + f) % stack``
+        (:func:`~dreamarcade.reward_models.inference.ring_order`).
+        """
+        if self.fused is not None:
+            return self._run(self.fused.embed_ring, ring, newest)
+        from dreamarcade.reward_models.inference import ring_order
+
+        ring = np.asarray(ring)
+        stacks = np.ascontiguousarray(ring[:, :, :, ring_order(newest, self.stack)].transpose(0, 3, 1, 2, 4))
+        return self(stacks)
+
+    @torch.no_grad()
+    def reference(self, stacks: np.ndarray) -> np.ndarray:
+        """The model's own eval-mode forward (BatchNorm layers, float input / 255): what training computes."""
+        stacks = np.asarray(stacks)
+        self._check(stacks)
+        s = self.frame_size
         x = torch.from_numpy(np.ascontiguousarray(stacks)).to(self.device)
         b = x.shape[0]
         x = x.permute(0, 1, 4, 2, 3).reshape(b, 3 * self.stack, s, s)

@@ -16,6 +16,15 @@ agent's network sees.
 :class:`YouTubeImitationRewardVector` does the same around a Gymnasium vector env and embeds all envs' frames
 in one batched forward pass.
 
+Speed. Each env's processed frames live in a ring buffer (one slot written per step, nothing shifted); a
+:class:`~dreamarcade.reward_models.checkpoints.FrameStackEmbedder` embeds the ring directly with its fused
+inference encoder (same embeddings as the trained encoder up to float32 rounding), and the checkpoint
+bookkeeping is vectorised over envs. ``embed_every=k`` (default 1, the paper's reward) is an explicit
+fidelity-for-speed trade: an env's frames are embedded only every ``k``-th step since its reset, so a
+checkpoint can only be matched (and paid) on those steps; in between the reward is 0,
+``imitation_similarity`` / the observed similarities repeat the last embedded step's values, and
+``info["imitation_embedded"]`` (present only when ``k > 1``) says which steps were embedded.
+
 Example:
     >>> import gymnasium as gym
     >>> import dreamarcade
@@ -35,18 +44,25 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from dreamarcade.reward_models.checkpoints import CheckpointTracker, CheckpointTrajectory, Embedder, FrameStackEmbedder
+from dreamarcade.reward_models.checkpoints import CheckpointTrajectory, Embedder, FrameStackEmbedder
 from dreamarcade.reward_models.video import CropBox, detect_borders, process_frame
 
 __all__ = ["YouTubeImitationReward", "YouTubeImitationRewardVector", "load_imitation_model"]
 
 
-def load_imitation_model(directory: str | os.PathLike[str]) -> tuple[FrameStackEmbedder, CheckpointTrajectory]:
-    """Load ``directory/embedding`` (tdc_cmc) and ``directory/checkpoints`` (imitation_checkpoints)."""
+def load_imitation_model(
+    directory: str | os.PathLike[str], fused: bool = True, num_threads: int | None = None
+) -> tuple[FrameStackEmbedder, CheckpointTrajectory]:
+    """Load ``directory/embedding`` (tdc_cmc) and ``directory/checkpoints`` (imitation_checkpoints).
+
+    ``fused`` and ``num_threads`` are passed to :class:`FrameStackEmbedder` (fused inference encoder, torch
+    threads per embedding pass; None keeps torch's setting).
+    """
     from pathlib import Path
 
     d = Path(directory)
-    return FrameStackEmbedder.load(d / "embedding"), CheckpointTrajectory.load(d / "checkpoints")
+    embedder = FrameStackEmbedder.load(d / "embedding", fused=fused, num_threads=num_threads)
+    return embedder, CheckpointTrajectory.load(d / "checkpoints")
 
 
 def _rgb_frame(obs: Any, env: Any) -> np.ndarray:
@@ -79,24 +95,17 @@ def _resolve_crop(crop: str | CropBox | None) -> CropBox | None | str:
     raise ValueError(f"crop must be 'auto', None, a CropBox or (top, bottom, left, right), got {crop!r}")
 
 
-class _Stream:
-    """One env's frame ring buffer + checkpoint tracker (shared by the single and vector wrappers)."""
-
-    def __init__(self, embedder: Embedder, n: int, threshold: float, reward: float, skip: int) -> None:
-        s = embedder.frame_size
-        self.frames = np.zeros((embedder.stack, s, s, 3), np.uint8)
-        self.tracker = CheckpointTracker(n, threshold, reward, skip)
-
-    def reset(self, processed: np.ndarray) -> None:
-        self.frames[:] = processed  # like the video side, a stack before the first frame repeats it
-        self.tracker.reset()
-
-    def push(self, processed: np.ndarray) -> None:
-        self.frames[:-1] = self.frames[1:]
-        self.frames[-1] = processed
-
-
 class _ImitationCore:
+    """State and logic shared by the single and vector wrappers, for ``num_envs`` streams at once.
+
+    * ``_ring`` (N, S, S, stack, 3) uint8: each env's last ``stack`` processed frames; the newest is in slot
+      ``_newest`` (the same slot for every env: every env writes one frame per step, a reset fills all slots);
+    * ``_next`` (N,): index of each env's next checkpoint (the soft-order, pay-once rule of
+      :class:`~dreamarcade.reward_models.checkpoints.CheckpointTracker`, vectorised);
+    * ``_sims`` (N, n): each env's similarities to every checkpoint at its last embedded step;
+    * ``_since`` (N,): steps since each env was last embedded (``embed_every``).
+    """
+
     def _setup(
         self,
         embedder: Embedder,
@@ -107,48 +116,120 @@ class _ImitationCore:
         mode: str,
         crop: Any,
         observe_similarity: bool,
+        embed_every: int,
+        num_envs: int,
     ) -> None:
         if mode not in ("add", "replace"):
             raise ValueError(
                 f"mode must be 'add' (game + imitation reward) or 'replace' (imitation only), got {mode!r}"
             )
+        if int(skip) < 0:
+            raise ValueError(f"skip must be >= 0, got {skip}")
+        if int(embed_every) != embed_every or int(embed_every) < 1:
+            raise ValueError(f"embed_every must be an integer >= 1 (1 = embed every step), got {embed_every!r}")
+        if len(checkpoints) < 1:
+            raise ValueError("a checkpoint trajectory needs at least one checkpoint")
         _check_compatible(embedder, checkpoints)
         self.embedder, self.checkpoints = embedder, checkpoints
         self.threshold, self.imitation_reward, self.skip, self.mode = float(threshold), float(reward), int(skip), mode
         self.crop = _resolve_crop(crop)
         self.observe_similarity = bool(observe_similarity)
-        self._ck = np.asarray(checkpoints.embeddings, np.float32)
-        self._size = (embedder.frame_size, embedder.frame_size)
+        self.embed_every = int(embed_every)
+        self._ck_t = np.ascontiguousarray(np.asarray(checkpoints.embeddings, np.float32).T)
+        s, k = embedder.frame_size, embedder.stack
+        self._size = (s, s)
+        self._n = len(checkpoints)
+        self._ring = np.zeros((num_envs, s, s, k, 3), np.uint8)
+        self._newest = k - 1
+        self._next = np.zeros(num_envs, np.int64)
+        self._sims = np.full((num_envs, self._n), -1.0, np.float32)
+        self._since = np.zeros(num_envs, np.int64)
+        self._offsets = np.arange(self.skip + 1)
+        self._embed_ring = getattr(embedder, "embed_ring", None)
 
+    # frames -------------------------------------------------------------------------------------------
     def _process(self, frame: np.ndarray) -> np.ndarray:
         if self.crop == "auto":  # detected once, on the first frame, with the function the videos use
             self.crop = detect_borders(np.asarray(frame))
         return process_frame(np.asarray(frame), self.crop, self._size)
 
-    def _similarities(self, stacks: np.ndarray) -> np.ndarray:
-        e = self.checkpoints.centre(self.embedder(stacks))
-        return e @ self._ck.T  # (B, n): centred cosine similarity to every checkpoint
+    def _advance(self) -> None:
+        """Move the write slot: called once per step, before the envs' new frames are written."""
+        self._newest = (self._newest + 1) % self._ring.shape[3]
 
-    def _next_sims(self, sims: np.ndarray, tracker: CheckpointTracker) -> np.ndarray:
-        out = np.full(self.skip + 1, -1.0, np.float32)  # -1 past the last checkpoint
-        cand = np.arange(tracker.next, min(tracker.next + self.skip + 1, tracker.n))
-        out[: len(cand)] = sims[cand]
-        return out
+    def _write(self, i: int, frame: np.ndarray, fresh: bool) -> None:
+        p = self._process(frame)
+        if fresh:  # like the video side, a stack before the first frame repeats it
+            self._ring[i] = p[:, :, None]
+        else:
+            self._ring[i, :, :, self._newest] = p
+
+    # embedding ----------------------------------------------------------------------------------------
+    def _embed(self, rows: np.ndarray) -> None:
+        """Embed the rings of envs ``rows`` (one batched pass) and store their similarities to every checkpoint."""
+        if len(rows) == 0:
+            return
+        ring = self._ring if len(rows) == len(self._ring) else self._ring[rows]
+        if self._embed_ring is not None:
+            e = self._embed_ring(ring, self._newest)
+        else:  # any Embedder: (B, stack, S, S, 3) stacks, oldest frame first
+            k = ring.shape[3]
+            order = (self._newest + 1 + np.arange(k)) % k
+            e = self.embedder(np.ascontiguousarray(ring[:, :, :, order].transpose(0, 3, 1, 2, 4)))
+        self._sims[rows] = self.checkpoints.centre(e) @ self._ck_t  # centred cosine similarity
+        self._since[rows] = 0
+
+    def _due(self, fresh: np.ndarray) -> np.ndarray:
+        """Envs to embed this step: fresh episodes, and every ``embed_every``-th step of the others."""
+        self._since += 1
+        return np.flatnonzero(fresh | (self._since >= self.embed_every))
+
+    # checkpoints --------------------------------------------------------------------------------------
+    def _candidates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indices (N, skip+1), valid mask, similarities with -1 past the last checkpoint) of the candidates."""
+        idx = self._next[:, None] + self._offsets[None]
+        valid = idx < self._n
+        vals = np.take_along_axis(self._sims, np.minimum(idx, self._n - 1), axis=1)
+        return idx, valid, np.where(valid, vals, np.float32(-1.0))
+
+    def _update(self, pay: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pay the envs in mask ``pay`` whose best candidate beats the threshold; returns (reward, matched, best)."""
+        idx, valid, nxt = self._candidates()
+        best_sim = nxt.max(axis=1).astype(np.float64)
+        ranked = np.where(valid, nxt, -np.inf)  # candidates are a prefix: argmax picks the first best, as a tracker
+        k = ranked.argmax(axis=1)
+        rows = np.arange(len(k))
+        hit = pay & (ranked[rows, k] > self.threshold)
+        matched = np.where(hit, idx[rows, k], -1).astype(np.int64)
+        self._next = np.where(hit, matched + 1, self._next)
+        return np.where(hit, self.imitation_reward, 0.0), matched, best_sim
+
+    def _next_similarities(self) -> np.ndarray:
+        return np.clip(self._candidates()[2], -1.0, 1.0).astype(np.float32)
 
 
-class YouTubeImitationReward(gym.Wrapper, _ImitationCore):
-    """Add (or substitute) the one-shot imitation reward of a demonstration's checkpoints.
-
-    Args:
-        env: any env with RGB frames (an (H, W, 3) observation, a Dict with "image", or render_mode="rgb_array").
-        embedder: maps (B, stack, S, S, 3) uint8 stacks to embeddings (e.g. :class:`FrameStackEmbedder`).
-        checkpoints: the demo's :class:`CheckpointTrajectory` (built with the same embedder).
+_ARGS_DOC = """
         threshold: similarity above which a checkpoint is reached (paper: 0.5).
         reward: paid once per checkpoint (paper: 0.5).
         skip: how many checkpoints may be skipped (paper: 1, i.e. candidates n+1 and n+2).
         mode: "add" (game + imitation) or "replace" (imitation only).
         crop: "auto" (detect black borders on the first frame, as for videos), None, or a CropBox.
         observe_similarity: append the similarities to the next ``skip + 1`` checkpoints to the observation.
+        embed_every: embed the frames every k-th step only (default 1: every step, the paper's reward). k > 1
+            trades fidelity for speed: checkpoints can only be matched on embedded steps (module docstring)."""
+
+
+class YouTubeImitationReward(gym.Wrapper, _ImitationCore):
+    __doc__ = (
+        """Add (or substitute) the one-shot imitation reward of a demonstration's checkpoints.
+
+    Args:
+        env: any env with RGB frames (an (H, W, 3) observation, a Dict with "image", or render_mode="rgb_array").
+        embedder: maps (B, stack, S, S, 3) uint8 stacks to embeddings (e.g. :class:`FrameStackEmbedder`, whose
+            fused ``embed_ring`` path is used when present).
+        checkpoints: the demo's :class:`CheckpointTrajectory` (built with the same embedder)."""
+        + _ARGS_DOC
+        + """
 
     Example:
         >>> import gymnasium as gym
@@ -156,6 +237,7 @@ class YouTubeImitationReward(gym.Wrapper, _ImitationCore):
         >>> embedder, ckpts = load_imitation_model("dreamarcade/assets/montezuma_imitation")  # doctest: +SKIP
         >>> env = YouTubeImitationReward(gym.make("ALE/MontezumaRevenge-v5"), embedder, ckpts)  # doctest: +SKIP
     """
+    )
 
     def __init__(
         self,
@@ -168,10 +250,11 @@ class YouTubeImitationReward(gym.Wrapper, _ImitationCore):
         mode: str = "add",
         crop: str | CropBox | None = "auto",
         observe_similarity: bool = False,
+        embed_every: int = 1,
     ) -> None:
         gym.Wrapper.__init__(self, env)
-        self._setup(embedder, checkpoints, threshold, reward, skip, mode, crop, observe_similarity)
-        self._stream = _Stream(embedder, len(checkpoints), threshold, reward, skip)
+        self._setup(embedder, checkpoints, threshold, reward, skip, mode, crop, observe_similarity, embed_every, 1)
+        self._all = np.ones(1, bool)
         if observe_similarity:
             self.observation_space = spaces.Dict(
                 {
@@ -180,56 +263,73 @@ class YouTubeImitationReward(gym.Wrapper, _ImitationCore):
                 }
             )
 
-    def _observe(self, obs: Any, sims_next: np.ndarray) -> Any:
+    def _observe(self, obs: Any) -> Any:
         if self.observe_similarity:
-            return {"obs": obs, "similarity": np.clip(sims_next, -1.0, 1.0).astype(np.float32)}
+            return {"obs": obs, "similarity": self._next_similarities()[0]}
         return obs
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
-        self._stream.reset(self._process(_rgb_frame(obs, self.env)))
-        sims = self._similarities(self._stream.frames[None])[0]
-        nxt = self._next_sims(sims, self._stream.tracker)
+        self._newest = 0  # every slot is filled: a fixed slot keeps resets bit-for-bit reproducible
+        self._write(0, _rgb_frame(obs, self.env), fresh=True)
+        self._next[:] = 0
+        self._embed(np.zeros(1, np.int64))
         info.update(
             imitation_reward=0.0,
             imitation_checkpoint=0,
             imitation_matched=-1,
-            imitation_similarity=float(nxt.max()),
+            imitation_similarity=float(self._candidates()[2].max()),
         )
-        return self._observe(obs, nxt), info
+        if self.embed_every > 1:
+            info["imitation_embedded"] = True
+        return self._observe(obs), info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, env_reward, terminated, truncated, info = self.env.step(action)
-        self._stream.push(self._process(_rgb_frame(obs, self.env)))
-        sims = self._similarities(self._stream.frames[None])[0]
-        tracker = self._stream.tracker
-        best = float(self._next_sims(sims, tracker).max())
-        r_imit, matched = tracker.update(sims)
-        nxt = self._next_sims(sims, tracker)
-        reward = r_imit + (float(env_reward) if self.mode == "add" else 0.0)
+        self._advance()
+        self._write(0, _rgb_frame(obs, self.env), fresh=False)
+        due = self._due(~self._all)
+        self._embed(due)
+        r_imit, matched, best = self._update(self._since == 0)
+        r = float(r_imit[0])
+        reward = r + (float(env_reward) if self.mode == "add" else 0.0)
         info.update(
-            imitation_reward=r_imit,
-            imitation_checkpoint=tracker.next,
-            imitation_matched=matched,
-            imitation_similarity=best,
+            imitation_reward=r,
+            imitation_checkpoint=int(self._next[0]),
+            imitation_matched=int(matched[0]),
+            imitation_similarity=float(best[0]),
             env_reward=float(env_reward),
         )
-        return self._observe(obs, nxt), reward, terminated, truncated, info
+        if self.embed_every > 1:
+            info["imitation_embedded"] = bool(len(due))
+        return self._observe(obs), reward, terminated, truncated, info
 
 
 class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
-    """The imitation reward around a vector env: one batched embedding pass for all sub-envs per step.
+    __doc__ = (
+        """The imitation reward around a vector env: one batched embedding pass for all sub-envs per step.
 
     Same arguments and semantics as :class:`YouTubeImitationReward`; the vector env's observation must be a
     batch of RGB frames (N, H, W, 3) (e.g. ``gym.vector.SyncVectorEnv`` of ALE envs). Works with the
-    ``NEXT_STEP`` (Gymnasium's default) and ``SAME_STEP`` autoreset modes; a sub-env's tracker restarts
-    with its new episode. ``info`` values are arrays with one entry per sub-env.
+    ``NEXT_STEP`` (Gymnasium's default) and ``SAME_STEP`` autoreset modes; a sub-env's checkpoints restart
+    with its new episode. ``info`` values are arrays with one entry per sub-env. Per step, the only loop over
+    sub-envs is the frame resize (one cv2 call each); embedding (all due envs in one batch), similarities and
+    checkpoint bookkeeping are batched. To use more torch threads for the batched pass, give the embedder
+    ``num_threads`` (``load_imitation_model(..., num_threads=2)``).
+
+    Args:
+        env: a vector env with (N, H, W, 3) RGB observations.
+        embedder: as for :class:`YouTubeImitationReward`.
+        checkpoints: the demo's :class:`CheckpointTrajectory` (built with the same embedder)."""
+        + _ARGS_DOC
+        + """
 
     Example:
         >>> import gymnasium as gym
         >>> venv = gym.make_vec(  # doctest: +SKIP
         ...     "MontezumaImitation-v0", num_envs=4, vectorization_mode="vector_entry_point")
     """
+    )
 
     def __init__(
         self,
@@ -242,9 +342,9 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
         mode: str = "add",
         crop: str | CropBox | None = "auto",
         observe_similarity: bool = False,
+        embed_every: int = 1,
     ) -> None:
         gym.vector.VectorWrapper.__init__(self, env)
-        self._setup(embedder, checkpoints, threshold, reward, skip, mode, crop, observe_similarity)
         space = env.single_observation_space
         if not (isinstance(space, spaces.Box) and len(space.shape) == 3 and space.shape[-1] == 3):
             raise ValueError(
@@ -253,8 +353,10 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
         mode_ = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         if mode_ not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP):
             raise ValueError(f"autoreset mode {mode_} is not supported: use NEXT_STEP or SAME_STEP")
+        self._setup(
+            embedder, checkpoints, threshold, reward, skip, mode, crop, observe_similarity, embed_every, self.num_envs
+        )
         self._autoreset = mode_
-        self._streams = [_Stream(embedder, len(checkpoints), threshold, reward, skip) for _ in range(self.num_envs)]
         self._needs_reset = np.zeros(self.num_envs, bool)
         if observe_similarity:
             self.single_observation_space = spaces.Dict(
@@ -262,65 +364,57 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
             )
             self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
 
-    def _observe(self, obs: np.ndarray, nxt: np.ndarray) -> Any:
+    def _observe(self, obs: np.ndarray) -> Any:
         if self.observe_similarity:
-            return {"obs": obs, "similarity": np.clip(nxt, -1.0, 1.0).astype(np.float32)}
+            return {"obs": obs, "similarity": self._next_similarities()}
         return obs
-
-    def _stacks(self) -> np.ndarray:
-        return np.stack([s.frames for s in self._streams])
 
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
-        for i, s in enumerate(self._streams):
-            s.reset(self._process(obs[i]))
+        self._newest = 0  # every slot is filled: a fixed slot keeps resets bit-for-bit reproducible
+        for i in range(self.num_envs):
+            self._write(i, obs[i], fresh=True)
         self._needs_reset[:] = False
-        sims = self._similarities(self._stacks())
-        nxt = np.stack([self._next_sims(sims[i], s.tracker) for i, s in enumerate(self._streams)])
+        self._next[:] = 0
+        self._embed(np.arange(self.num_envs))
         info = dict(info)
         info.update(
             imitation_reward=np.zeros(self.num_envs),
             imitation_checkpoint=np.zeros(self.num_envs, np.int64),
             imitation_matched=np.full(self.num_envs, -1, np.int64),
-            imitation_similarity=nxt.max(1).astype(np.float64),
+            imitation_similarity=self._candidates()[2].max(axis=1).astype(np.float64),
         )
-        return self._observe(obs, nxt), info
+        if self.embed_every > 1:
+            info["imitation_embedded"] = np.ones(self.num_envs, bool)
+        return self._observe(obs), info
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         obs, env_reward, terminated, truncated, info = self.env.step(actions)
-        n = self.num_envs
-        fresh = np.zeros(n, bool)  # sub-envs whose obs this step starts a new episode
         if self._autoreset == gym.vector.AutoresetMode.NEXT_STEP:
-            fresh = self._needs_reset.copy()
+            fresh = self._needs_reset  # sub-envs whose obs this step starts a new episode
         else:
             fresh = np.logical_or(terminated, truncated)
-        for i, s in enumerate(self._streams):
-            p = self._process(obs[i])
-            if fresh[i]:
-                s.reset(p)
-            else:
-                s.push(p)
-        sims = self._similarities(self._stacks())
-        r_imit = np.zeros(n)
-        matched = np.full(n, -1, np.int64)
-        best = np.zeros(n)
-        nxt = np.zeros((n, self.skip + 1), np.float32)
-        for i, s in enumerate(self._streams):
-            best[i] = self._next_sims(sims[i], s.tracker).max()
-            if not fresh[i]:  # the reset step of NEXT_STEP autoreset pays nothing, like a reset
-                r_imit[i], matched[i] = s.tracker.update(sims[i])
-            nxt[i] = self._next_sims(sims[i], s.tracker)
+        self._advance()
+        for i in range(self.num_envs):
+            self._write(i, obs[i], bool(fresh[i]))
+        self._next[fresh] = 0
+        due = self._due(fresh)
+        self._embed(due)
+        # the reset step of NEXT_STEP autoreset pays nothing, like a reset
+        r_imit, matched, best = self._update((self._since == 0) & ~fresh)
         self._needs_reset = np.logical_or(terminated, truncated)
         env_reward = np.asarray(env_reward, np.float64)
         reward = r_imit + (env_reward if self.mode == "add" else 0.0)
         info = dict(info)
         info.update(
             imitation_reward=r_imit,
-            imitation_checkpoint=np.array([s.tracker.next for s in self._streams], np.int64),
+            imitation_checkpoint=self._next.copy(),
             imitation_matched=matched,
             imitation_similarity=best,
             env_reward=env_reward,
         )
-        return self._observe(obs, nxt), reward, terminated, truncated, info
+        if self.embed_every > 1:
+            info["imitation_embedded"] = self._since == 0
+        return self._observe(obs), reward, terminated, truncated, info
