@@ -317,12 +317,12 @@ class PackedMDNRNN:
         one_h = xh[:, self.input_size :]
         torch.mm(one_h, self.w_pd.t(), out=out_pd)
         probs = torch.softmax(out_pd[:, : self.n_pi].view(n, k, zs), 1)
-        torch.rand(n, zs, generator=generator, out=u)  # the reference draws (N, z, 1): the same numbers
+        u.uniform_(generator=generator)  # = torch.rand(N, z, 1) of the reference: the same numbers
         # component = #{k < K-1 : cdf_k < u}: the reference's count over all K clamped to K-1, without the clamp
         idx = (probs[:, : k - 1].cumsum(1) < u[:, None]).sum(1)
         torch.mm(one_h, self.w_ml.t(), out=out_ml)
         ml = out_ml.view(n, k, zs, 2).gather(1, idx.view(n, 1, zs, 1).expand(n, 1, zs, 2)).view(n, zs, 2)
-        torch.randn(n, zs, generator=generator, out=eps)
+        eps.normal_(generator=generator)
         torch.addcmul(ml[..., 0], ml[..., 1].exp(), eps, out=xh[:, :zs])
 
     def step_one_numpy_(
@@ -362,11 +362,11 @@ class PackedMDNRNN:
         logits = out_pd[: self.n_pi].reshape(k, zs)
         probs = np.exp(logits - logits.max(0))
         probs /= probs.sum(0)
-        torch.rand(1, zs, generator=generator, out=u)
+        u.uniform_(generator=generator)
         idx = (np.cumsum(probs[: k - 1], 0) < u.numpy()[0]).sum(0)
         flat = idx * zs + w["dims"]
         ml = np.matmul(w["w_ml_rows"].take(flat, 0).reshape(2 * zs, hs + 1), one_h).reshape(zs, 2)
-        torch.randn(1, zs, generator=generator, out=eps)
+        eps.normal_(generator=generator)
         z = xh[:zs]
         np.exp(ml[:, 1], out=z)
         z *= eps.numpy()[0]
