@@ -258,7 +258,7 @@ class DreamBatch:
         self.reset(torch.ones(self.num, dtype=torch.bool, device=self.device))
         return self.features()
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: the buffers must stay ordinary tensors for callers outside it
     def advance(self) -> None:
         """One step of every dream with the actions already in :attr:`action_buffer`: M's state and z in place."""
         if self._any_first:  # the LSTM state is zeroed at a restart (reset() did; this keeps assigned states honest)
