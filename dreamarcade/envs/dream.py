@@ -102,7 +102,8 @@ class DreamBatch:
     State lives in preallocated buffers and is updated in place each step (:class:`PackedMDNRNN`: one matmul for
     the LSTM gates, the head's mixture choice with one uniform and one normal per latent dim). ``z``, ``h``,
     ``c``, ``first`` are live views of those buffers (``.clone()`` to keep a value); assigning them copies into
-    the buffers. :meth:`keep` drops dreams (e.g. finished ones) from the batch.
+    the buffers. :meth:`keep` drops dreams (e.g. finished ones) from the batch. M's weights are packed when the
+    batch is built (or its ``temperature`` is set): build a new batch after changing them.
 
     Example:
         >>> import torch
