@@ -1,6 +1,7 @@
 """Throughput: DreamDoom-v0 (single and batched) vs the real ViZDoom TakeCover, one run, same process.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_dreams_throughput.py --num-envs 1024 --seconds 15 --threads 1 2
+    python benchmarks/bench_dreams_throughput.py --device cuda --num-envs 16384   # batched rows on a GPU
     python benchmarks/bench_dreams_throughput.py --skills   # random-policy survival per ViZDoom doom_skill
 
 Prints a Markdown table. Every row gets the same wall-clock budget and random actions. The rows are measured
@@ -31,29 +32,29 @@ from dreamarcade.world_models.model import WorldModel
 class _ReferenceDream:
     """The dream step before the fast path: LSTMCell, full head, sample_next; obs built as DreamEnv did."""
 
-    def __init__(self, num: int, obs_type: str, seed: int = 0) -> None:
-        self.wm = WorldModel.bundled("doom")
-        self.num, self.obs_type = num, obs_type
-        self.gen = torch.Generator().manual_seed(seed)
+    def __init__(self, num: int, obs_type: str, seed: int = 0, device: str = "cpu") -> None:
+        self.wm = WorldModel.bundled("doom", device=device)
+        self.num, self.obs_type, self.device = num, obs_type, device
+        self.gen = torch.Generator(device=device).manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.reset_all()
 
     @torch.no_grad()
     def reset_all(self) -> None:
         wm, n = self.wm, self.num
-        idx = torch.randint(0, wm.initial_mu.shape[0], (n,), generator=self.gen)
-        eps = torch.randn(n, wm.z_size, generator=self.gen)
+        idx = torch.randint(0, wm.initial_mu.shape[0], (n,), generator=self.gen, device=self.device)
+        eps = torch.randn(n, wm.z_size, generator=self.gen, device=self.device)
         self.z = wm.initial_mu[idx] + torch.exp(0.5 * wm.initial_logvar[idx]) * eps
-        self.h, self.c = wm.rnn.initial_state(n)
-        self.first, self.t = torch.ones(n), 0
+        self.h, self.c = wm.rnn.initial_state(n, self.device)
+        self.first, self.t = torch.ones(n, device=self.device), 0
 
     @torch.no_grad()
     def step(self) -> bool:
         rnn = self.wm.rnn
-        a = torch.as_tensor(self.rng.uniform(-1, 1, (self.num, 1)).astype(np.float32))
+        a = torch.as_tensor(self.rng.uniform(-1, 1, (self.num, 1)).astype(np.float32), device=self.device)
         out, (self.h, self.c) = rnn.step(self.z, a, (self.h, self.c), restart=self.first)
         nxt = sample_next(rnn, out, self.wm.temperature, self.gen)
-        self.z, self.first, self.t = nxt["z"], torch.zeros(self.num), self.t + 1
+        self.z, self.first, self.t = nxt["z"], torch.zeros(self.num, device=self.device), self.t + 1
         if self.obs_type == "pixels":
             self.wm.vae.decode_to_frames(self.z)
         else:
@@ -133,9 +134,11 @@ def _env_stepper(make_env: Callable[[], gym.Env]) -> Callable[[], Callable[[], N
     return make
 
 
-def _vec_stepper(num: int, obs_type: str) -> Callable[[], Callable[[], None]]:
+def _vec_stepper(num: int, obs_type: str, device: str = "cpu") -> Callable[[], Callable[[], None]]:
     def make() -> Callable[[], None]:
-        env = gym.make_vec("DreamDoom-v0", num_envs=num, vectorization_mode="vector_entry_point", obs_type=obs_type)
+        env = gym.make_vec(
+            "DreamDoom-v0", num_envs=num, vectorization_mode="vector_entry_point", obs_type=obs_type, device=device
+        )
         env.reset(seed=0)
         env.action_space.seed(0)
         return lambda: env.step(env.action_space.sample())
@@ -166,6 +169,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds the budget is split into")
     p.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads for the batched rows")
     p.add_argument("--no-reference", action="store_true", help="skip the pre-fast-path reference rows")
+    p.add_argument("--device", default="cpu", help="torch device of the batched dream rows (e.g. cuda)")
     p.add_argument("--skills", action="store_true", help="measure random-policy survival per doom_skill instead")
     p.add_argument("--episodes", type=int, default=100)
     args = p.parse_args()
@@ -177,6 +181,7 @@ def main() -> None:
             print(f"| {s} | {m:.0f} +- {sd:.0f} ({args.episodes} episodes) |")
         return
     n, npx = args.num_envs, args.pixel_envs
+    dev = f", {args.device}" if args.device != "cpu" else ""
     rows = [
         _Row("DoomTakeCover-v0 (real ViZDoom, obs 64x64x3 frame)", _env_stepper(lambda: gym.make("DoomTakeCover-v0")),
              1, 1),
@@ -187,17 +192,16 @@ def main() -> None:
              _env_stepper(lambda: gym.make("DreamDoom-v0", obs_type="pixels")), 1, 1),
     ]  # fmt: skip
     for th in args.threads:
-        rows.append(
-            _Row(f"DreamDoom-v0 batched, {n} envs, features, {th} thread(s)", _vec_stepper(n, "features"), n, th)
-        )
+        name = f"DreamDoom-v0 batched, {n} envs, features, {th} thread(s){dev}"
+        rows.append(_Row(name, _vec_stepper(n, "features", args.device), n, th))
     if npx:
         rows.append(_Row(f"DreamDoom-v0 batched, {npx} envs, pixels, 1 thread", _vec_stepper(npx, "pixels"), npx, 1))
     if not args.no_reference:
         rows += [
             _Row("reference (pre-fast-path) dream, 1 env, features", lambda: _ReferenceDream(1, "features").step, 1, 1),
             _Row("reference (pre-fast-path) dream, 1 env, pixels", lambda: _ReferenceDream(1, "pixels").step, 1, 1),
-            _Row(f"reference (pre-fast-path) dream, {n} envs, features, 1 thread",
-                 lambda: _ReferenceDream(n, "features").step, n, 1),
+            _Row(f"reference (pre-fast-path) dream, {n} envs, features, 1 thread{dev}",
+                 lambda: _ReferenceDream(n, "features", device=args.device).step, n, 1),
         ]  # fmt: skip
     for _ in range(args.rounds):
         for row in rows:
