@@ -18,12 +18,14 @@ Wrapped variants (each row is reported separately; the first of each kind is the
 ``fused`` (the default fused inference encoder, 1 torch thread), ``reference`` (the model's own eval-mode
 forward: BatchNorm layers, NCHW; the encoder before this benchmark's speed work), ``threads=T`` (fused with T torch
 threads for the embedding pass, vector only), ``embed_every=K`` (the documented fidelity-for-speed option: embed
-every K-th step; NOT the default).
+every K-th step; NOT the default), ``before`` (``--before REV``: the wrapper as of git revision REV with the
+reference encoder, i.e. the code before the speed work, measured in the same run).
 
 Plain and wrapped runs are interleaved for ``--rounds`` rounds in this one process (the machine is shared, so
-only ratios measured side by side mean anything); the table reports the median steps/s of each and the median
-of the per-round ratios. Random actions (the same sequence for every env); torch uses 1 thread unless a row says
-otherwise. steps/s counts env steps (agent steps), summed over sub-envs.
+only ratios measured side by side mean anything); the table reports the median wall-clock steps/s of each and
+the median of the per-round ratios, in wall-clock time and in CPU time of this process (all its threads; less
+sensitive to other users' load than wall-clock time). Random actions (the same sequence for every env); torch
+uses 1 thread unless a row says otherwise. steps/s counts env steps (agent steps), summed over sub-envs.
 """
 
 from __future__ import annotations
@@ -31,7 +33,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
+import types
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -39,17 +45,33 @@ import numpy as np
 import torch
 
 
-def _rate(env: Any, steps: int, vector: bool) -> float:
+def _rate(env: Any, steps: int, vector: bool) -> tuple[float, float]:
+    """(steps per wall-clock second, steps per CPU second of this process, all its threads)."""
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     n = env.num_envs if vector else 1
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(steps):
         a = rng.integers(0, 18, size=n) if vector else int(rng.integers(0, 18))
         _, _, term, trunc, _ = env.step(a)
         if not vector and (term or trunc):
             env.reset()
-    return steps * n / (time.perf_counter() - t)
+    return steps * n / (time.perf_counter() - t), steps * n / max(time.process_time() - c, 1e-9)
+
+
+def _module_at(rev: str, path: str) -> types.ModuleType:
+    """Import ``path`` as it was at git revision ``rev`` (read with ``git show``), under a private module name.
+
+    The old wrapper imports the current ``FrameStackEmbedder``; with ``fused=False`` that is the encoder the
+    old code ran (the model's own eval-mode forward), so old wrapper + reference encoder = the code at ``rev``.
+    """
+    root = Path(__file__).resolve().parent.parent
+    src = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True, check=True).stdout
+    module = types.ModuleType(f"_imitation_at_{rev}")
+    module.__file__ = f"{rev}:{path}"
+    sys.modules[module.__name__] = module  # dataclasses / typing look the module up by name
+    exec(compile(src, module.__file__, "exec"), module.__dict__)
+    return module
 
 
 def main() -> None:
@@ -61,6 +83,13 @@ def main() -> None:
     p.add_argument("--embed-every", type=int, default=2, help="K of the 'embed_every=K' rows (0 or 1: no row)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference-encoder rows")
     p.add_argument("--agent-stack", action="store_true", help="also measure the PPO baseline's make_envs stack")
+    p.add_argument(
+        "--before",
+        default=None,
+        metavar="REV",
+        help="also measure the wrapper as of git revision REV (e.g. c3cf0fe, before the speed work) with the "
+        "reference encoder: a before/after comparison in the same run",
+    )
     p.add_argument("--asset-dir", default=None)
     p.add_argument("--json", default=None)
     a = p.parse_args()
@@ -90,6 +119,10 @@ def main() -> None:
     if a.embed_every > 1:
         variants.append((f"embed_every={a.embed_every} (option)", {"embed_every": a.embed_every}, None))
 
+    before = _module_at(a.before, "dreamarcade/wrappers/imitation.py") if a.before else None
+    if before is not None:
+        variants.append((f"before ({a.before}: wrapper + reference encoder)", {"fused": False, "before": True}, None))
+
     def embedder(opts: dict[str, Any], threads: int | None) -> Any:
         if opts.get("fused", True) and threads is None:
             return fused
@@ -98,14 +131,21 @@ def main() -> None:
     # (kind, label, plain-or-wrapped env, vector?)
     cases: list[tuple[str, str, Any, bool]] = [("single", "plain", base(), False)]
     for label, opts, threads in variants:
-        env = YouTubeImitationReward(base(), embedder(opts, threads), ck, embed_every=opts.get("embed_every", 1))
+        if opts.get("before"):
+            env = before.YouTubeImitationReward(base(), embedder(opts, threads), ck)
+        else:
+            env = YouTubeImitationReward(base(), embedder(opts, threads), ck, embed_every=opts.get("embed_every", 1))
         cases.append(("single", label, env, False))
     vec_variants = list(variants)
     if a.threads > 1:
         vec_variants.insert(1, (f"fused, threads={a.threads}", {}, a.threads))
     cases.append(("vector", "plain", vbase(), True))
     for label, opts, threads in vec_variants:
-        env = YouTubeImitationRewardVector(vbase(), embedder(opts, threads), ck, embed_every=opts.get("embed_every", 1))
+        if opts.get("before"):
+            env = before.YouTubeImitationRewardVector(vbase(), embedder(opts, threads), ck)
+        else:
+            ee = opts.get("embed_every", 1)
+            env = YouTubeImitationRewardVector(vbase(), embedder(opts, threads), ck, embed_every=ee)
         cases.append(("vector", label, env, True))
     if a.agent_stack:
         from dreamarcade.baselines.imitation import ImitationConfig, make_envs
@@ -113,7 +153,7 @@ def main() -> None:
         cases.append(("agent", "plain", make_envs(ImitationConfig(num_envs=a.num_envs, reward="game")), True))
         cases.append(("agent", "fused (default)", make_envs(ImitationConfig(num_envs=a.num_envs)), True))
 
-    rates: dict[tuple[str, str], list[float]] = {(k, lab): [] for k, lab, _, _ in cases}
+    rates: dict[tuple[str, str], list[tuple[float, float]]] = {(k, lab): [] for k, lab, _, _ in cases}
     vsteps = max(1, a.steps // a.num_envs)
     for env_ in [c[2] for c in cases]:  # warm-up: first calls allocate, load kernels, detect borders
         _rate(env_, 5, hasattr(env_, "num_envs"))
@@ -128,8 +168,8 @@ def main() -> None:
         "agent": f"agent stack (make_envs), {a.num_envs} envs",
     }
     out: dict[str, Any] = {"args": vars(a), "torch_threads_default": 1, "rows": []}
-    print("\n| setting | wrapped variant | plain steps/s | with imitation reward | ratio (median of rounds) |")
-    print("|---|---|---|---|---|")
+    print("\n| setting | wrapped variant | plain steps/s | with imitation reward | ratio (wall) | ratio (CPU time) |")
+    print("|---|---|---|---|---|---|")
     for kind in ("single", "vector", "agent"):
         if (kind, "plain") not in rates:
             continue
@@ -137,11 +177,19 @@ def main() -> None:
         for (k, label), wr in rates.items():
             if k != kind or label == "plain":
                 continue
-            ratio = statistics.median(w / q for w, q in zip(wr, plain))
-            pm, wm = statistics.median(plain), statistics.median(wr)
-            print(f"| {names[kind]} | {label} | {pm:.0f} | {wm:.0f} | {ratio:.2f} |")
+            wall = statistics.median(w[0] / q[0] for w, q in zip(wr, plain))
+            cpu = statistics.median(w[1] / q[1] for w, q in zip(wr, plain))
+            pm, wm = statistics.median(q[0] for q in plain), statistics.median(w[0] for w in wr)
+            print(f"| {names[kind]} | {label} | {pm:.0f} | {wm:.0f} | {wall:.2f} | {cpu:.2f} |")
             out["rows"].append(
-                {"setting": kind, "variant": label, "plain": plain, "wrapped": wr, "ratio_median": ratio}
+                {
+                    "setting": kind,
+                    "variant": label,
+                    "plain_wall_cpu": plain,
+                    "wrapped_wall_cpu": wr,
+                    "ratio_wall_median": wall,
+                    "ratio_cpu_median": cpu,
+                }
             )
     if a.json:
         with open(a.json, "w") as f:

@@ -113,9 +113,9 @@ class FrameStackEmbedder:
         """(B, stack, S, S, 3) uint8 stacks, oldest frame first -> (B, embed_dim) float32 embeddings."""
         stacks = np.asarray(stacks)
         self._check(stacks)
-        if self.fused is None:
+        if self.fused is None or stacks.dtype != np.uint8:  # the fused path reads uint8 frames
             return self._run(self.reference, stacks)
-        return self._run(self.fused.embed_stacks, stacks.astype(np.uint8, copy=False))
+        return self._run(self.fused.embed_stacks, stacks)
 
     def embed_ring(self, ring: np.ndarray, newest: int) -> np.ndarray:
         """Embed a (B, S, S, stack, 3) uint8 frame ring whose newest frame is in slot ``newest``.
