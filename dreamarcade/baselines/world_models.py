@@ -5,6 +5,8 @@
 * ``collect``       random-policy rollouts into compressed shards (worker processes; ``--backend ray``)
 * ``train-vae``     V on the frames, then encode every shard to (mu, logvar) series; reconstructions PNG
 * ``train-mdnrnn``  M on the series (episodes concatenated with a restart flag); writes the world model dir
+* ``calibrate-done`` shift M's done logit so the dream's mean episode length under the data-collection policy
+  matches the recorded episodes' (optional; the dream's death rate is otherwise set by the x10 positive weight)
 * ``evolve``        C by CMA-ES (``cma``): population 64 x 16 rollouts, in the dream (one torch batch) or real env
 * ``evaluate``      N real episodes with V + M + C: mean +- std
 * ``video``         dream-vs-real side-by-side MP4 of the controller
@@ -54,7 +56,8 @@ from dreamarcade.checkpoint import (
 )
 from dreamarcade.world_models.model import ENV_DEFAULTS, WorldModel
 
-STEPS = ("collect", "train-vae", "train-mdnrnn", "evolve", "evaluate", "video", "pipeline", "demo", "bundle")
+STEPS = ("collect", "train-vae", "train-mdnrnn", "calibrate-done", "evolve", "evaluate", "video", "pipeline", "demo",
+         "bundle")  # fmt: skip
 
 
 @dataclass
@@ -101,6 +104,11 @@ class WMConfig:
     # iterative procedure
     iterations: int = 1
     iter_episodes: int = 200
+    explore: float = 0.0  # iterative collection: per-step chance of a random held action instead of C's
+    collect_controller: str = ""  # collect: play with this controller (+ the run's world model) instead of random
+    frames_dir: str = "frames"  # collect: the run subdirectory to write (V and M train on every frames*/series*)
+    # calibrate-done: target mean dream length under the collection policy (0: the mean length in run/series)
+    calibrate_target: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved_run_dir(self) -> Path:
@@ -113,11 +121,17 @@ def step_collect(cfg: WMConfig, out: Path | None = None, policy_dir: str | None 
     from dreamarcade.world_models.collect import collect
 
     run = cfg.resolved_run_dir()
-    out = out or run / "frames"
+    if not cfg.frames_dir.startswith("frames") or "/" in cfg.frames_dir:
+        raise ValueError(f"--frames-dir must be a run subdirectory named frames*, got {cfg.frames_dir!r}.")
+    out = out or run / cfg.frames_dir
+    controller_dir = cfg.collect_controller or None
+    if controller_dir is not None and policy_dir is None:
+        policy_dir = str(_world_model_dir(cfg))
     t0 = time.time()
     summary = collect(
         cfg.env, out, episodes or cfg.episodes, workers=cfg.workers or None, seed=cfg.seed + seed_offset,
-        max_steps=cfg.max_steps or None, backend=cfg.backend, policy_dir=policy_dir, progress=True,
+        max_steps=cfg.max_steps or None, backend=cfg.backend, policy_dir=policy_dir, controller_dir=controller_dir,
+        progress=True, explore=cfg.explore,
     )  # fmt: skip
     summary["seconds"] = round(time.time() - t0, 1)
     print(f"collected {summary} into {out}")
@@ -331,6 +345,98 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
     _plot_metrics(run / "logs_mdnrnn" / "metrics.csv", keys, run / "mdnrnn_loss.png", "M training")
     print(f"M saved; world model in {run / 'world_model'}")
     return run / "world_model"
+
+
+# ============================================================================================== calibrate done
+@torch.no_grad()
+def dream_lengths_random(
+    wm: WorldModel, episodes: int, temperature: float, seed: int, max_hold: int = 10
+) -> np.ndarray:
+    """Dream episode lengths under the data-collection policy (a ~ U[-1, 1] held 1-``max_hold`` steps), batched."""
+    from dreamarcade.envs.dream import DreamBatch
+
+    if wm.action_size != 1:
+        raise ValueError("dream_lengths_random covers the Doom world model (one action).")
+    dream = DreamBatch(wm, episodes, temperature, seed=seed)
+    dream.reset_all()
+    gen = torch.Generator().manual_seed(seed)
+    action = torch.zeros(episodes, 1)
+    hold = torch.zeros(episodes, dtype=torch.long)
+    length = torch.zeros(episodes, dtype=torch.long)
+    alive = torch.ones(episodes, dtype=torch.bool)
+    for _ in range(wm.max_steps):
+        new = hold <= 0
+        action[new] = torch.rand(int(new.sum()), 1, generator=gen) * 2 - 1
+        hold[new] = torch.randint(1, max_hold + 1, (int(new.sum()),), generator=gen)
+        hold -= 1
+        _, _, term, trunc = dream.step(action)
+        length += alive.long()
+        alive &= ~(term | trunc)
+        if not bool(alive.any()):
+            break
+    return length.numpy()
+
+
+def calibrate_done_shift(wm: WorldModel, target: float, temperature: float, episodes: int = 128, seed: int = 0,
+                         iters: int = 8, bounds: tuple[float, float] = (-4.0, 8.0)) -> tuple[float, float]:  # fmt: skip
+    """Bisect the shift added to M's done-logit bias so the mean dream length under the collection policy is
+    ``target``; the shift is left applied to ``wm.rnn``. Returns (shift, mean dream length at that shift).
+
+    A larger shift makes the dream end earlier (done when logit + shift > 0). The same dream seed is used for every
+    candidate, so the length is (nearly) monotone in the shift.
+    """
+    if target <= 0:
+        raise ValueError(f"target mean episode length must be positive, got {target}.")
+    if not wm.rnn.predict_done:
+        raise ValueError("calibrate-done needs a world model whose M predicts done (Doom).")
+    bias = wm.rnn.head.bias
+    i_done = wm.rnn.n_mdn
+    base = float(bias.detach()[i_done])
+    lo, hi = bounds
+
+    def mean_len(shift: float) -> float:
+        with torch.no_grad():
+            bias[i_done] = base + shift
+        return float(dream_lengths_random(wm, episodes, temperature, seed).mean())
+
+    best = (0.0, mean_len(0.0))
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        m = mean_len(mid)
+        if abs(m - target) < abs(best[1] - target):
+            best = (mid, m)
+        if m > target:
+            lo = mid
+        else:
+            hi = mid
+    with torch.no_grad():
+        bias[i_done] = base + best[0]
+    return best
+
+
+def step_calibrate_done(cfg: WMConfig) -> dict[str, float]:
+    """Calibrate the run's world model in place (run/world_model); the uncalibrated M stays in run/mdnrnn."""
+    from dreamarcade.world_models.rollouts import load_series
+
+    run = cfg.resolved_run_dir()
+    wm_dir = run / "world_model"
+    wm = WorldModel.load(wm_dir, env=cfg.env)
+    target = cfg.calibrate_target
+    if not target:
+        target = float(load_series(run / "series")["episode_lengths"].mean())
+    tau = cfg.temperature or wm.temperature
+    _, meta = load_checkpoint(wm_dir / "mdnrnn", kind="mdnrnn")
+    prior = float(meta.get("done_bias_shift", 0.0))
+    t0 = time.time()
+    shift, length = calibrate_done_shift(wm, target, tau, seed=cfg.seed)
+    res = {"target": target, "shift": shift, "total_shift": prior + shift, "dream_mean_length": length,
+           "temperature": tau, "seconds": round(time.time() - t0, 1)}  # fmt: skip
+    extra = {k: v for k, v in meta.items() if not k.startswith("_") and k not in wm.rnn.config()}
+    wm.rnn.save(wm_dir / "mdnrnn", extra={**extra, "done_bias_shift": prior + shift})
+    atomic_write_text(run / "calibrate_done.json", json.dumps(res, indent=2))
+    print(f"done head shifted by {shift:+.3f} (total {prior + shift:+.3f}): dream mean length {length:.0f} "
+          f"under the collection policy at tau {tau} (target {target:.0f})")  # fmt: skip
+    return res
 
 
 # ============================================================================================== C
@@ -714,7 +820,7 @@ def step_pipeline(cfg: WMConfig) -> dict[str, Any]:
             s = collect(cfg.env, run / f"frames{tag}", cfg.iter_episodes, workers=cfg.workers or None,
                         seed=cfg.seed + 7919 * it, backend=cfg.backend, policy_dir=str(run / "world_model"),
                         max_steps=cfg.max_steps or None,
-                        controller_dir=str(prev_ctrl), progress=True)  # fmt: skip
+                        controller_dir=str(prev_ctrl), progress=True, explore=cfg.explore)  # fmt: skip
             vae = ConvVAE.load(run / "vae")
             encode_shards(run / f"frames{tag}", run / f"series{tag}", vae.encode_frames)
             return s
@@ -847,7 +953,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = {
         "collect": step_collect, "train-vae": step_train_vae, "train-mdnrnn": step_train_mdnrnn,
         "evolve": step_evolve, "evaluate": step_evaluate, "video": step_video, "pipeline": step_pipeline,
-        "demo": step_demo, "bundle": step_bundle,
+        "demo": step_demo, "bundle": step_bundle, "calibrate-done": step_calibrate_done,
     }  # fmt: skip
     steps[args.step](cfg)
     return 0

@@ -23,7 +23,7 @@ import numpy as np
 
 from dreamarcade.world_models.rollouts import ShardWriter
 
-__all__ = ["make_real_env", "RandomPolicy", "collect", "CollectJob", "run_job"]
+__all__ = ["make_real_env", "RandomPolicy", "ExploringPolicy", "collect", "CollectJob", "run_job"]
 
 ENVS = ("doom", "carracing")
 
@@ -65,6 +65,28 @@ class RandomPolicy:
         return self._action
 
 
+class ExploringPolicy:
+    """A controller agent with exploration: with probability ``explore`` per step, the random policy takes over
+    for one of its held actions (1-10 steps); the agent is told the action actually taken, so its M state follows
+    the real episode. The paper's iterative procedure collects new data with C plus such noise."""
+
+    def __init__(self, agent: Any, random_policy: RandomPolicy, explore: float, rng: np.random.Generator) -> None:
+        if not 0.0 <= explore <= 1.0:
+            raise ValueError(f"explore must be a probability in [0, 1], got {explore}.")
+        self.agent, self.random_policy, self.explore, self.rng = agent, random_policy, explore, rng
+        self.random_steps = self.steps = 0
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        action = self.agent(obs)  # always called, so the agent's M state advances with every frame
+        self.steps += 1
+        rp = self.random_policy
+        if rp._hold > 0 or self.rng.random() < self.explore:
+            action = rp(obs)
+            self.agent.override_action(action)
+            self.random_steps += 1
+        return action
+
+
 @dataclass
 class CollectJob:
     env: str
@@ -78,6 +100,7 @@ class CollectJob:
     policy_dir: str | None = None  # a world model directory: collect with V + M + C instead of the random policy
     controller_dir: str | None = None  # the controller checkpoint used with policy_dir
     env_kwargs: dict | None = None
+    explore: float = 0.0  # with policy_dir: per-step chance of switching to a random action held 1-10 steps
 
 
 def run_job(job: CollectJob) -> dict[str, int]:
@@ -104,6 +127,8 @@ def run_job(job: CollectJob) -> dict[str, int]:
         obs, _ = env.reset(seed=ep_seed)
         ep_seed = int(rng.integers(0, 2**31 - 1))
         policy = RandomPolicy(job.env, rng) if agent is None else agent.reset(seed=ep_seed)
+        if agent is not None and job.explore > 0:
+            policy = ExploringPolicy(agent, RandomPolicy(job.env, rng), job.explore, rng)
         frames, actions, rewards, dones = [], [], [], []
         while True:
             action = policy(obs)
@@ -138,17 +163,21 @@ def collect(
     controller_dir: str | None = None,
     progress: bool = False,
     env_kwargs: dict | None = None,
+    explore: float = 0.0,
 ) -> dict[str, int]:
     """Collect ``episodes`` episodes into ``out_dir`` with ``workers`` processes (or Ray tasks).
 
     ``min_length`` defaults to the paper's 100 for Doom and 0 for CarRacing. ``backend`` is "process",
     "ray" (connects to a running cluster via ``ray.init(address="auto")`` if there is one, else starts a local
-    instance) or "inline" (this process; for debugging).
+    instance) or "inline" (this process; for debugging). ``explore`` (with ``policy_dir``): the per-step chance
+    that the random policy takes over for one held action (:class:`ExploringPolicy`).
     """
     if env not in ENVS:
         raise ValueError(f"Unknown env {env!r}; choose one of {ENVS}.")
     if episodes <= 0:
         raise ValueError(f"episodes must be positive, got {episodes}.")
+    if not 0.0 <= explore <= 1.0:
+        raise ValueError(f"explore must be a probability in [0, 1], got {explore}.")
     workers = max(1, min(workers or (os.cpu_count() or 1), episodes))
     if min_length is None:
         min_length = 100 if env == "doom" else 0
@@ -169,6 +198,7 @@ def collect(
             policy_dir=policy_dir,
             controller_dir=controller_dir,
             env_kwargs=env_kwargs,
+            explore=explore,
         )
         for i, n in enumerate(per)
         if n > 0

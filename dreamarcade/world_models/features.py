@@ -140,3 +140,9 @@ class WorldModelAgent:
             feats = self.tracker.step(self._prev_action, frame)
         self._prev_action = self.controller.act(feats)
         return self._prev_action
+
+    def override_action(self, action: np.ndarray) -> None:
+        """Tell the agent the env was given ``action`` instead of its own (exploration), so M sees what was done."""
+        if self._prev_action is None:
+            raise RuntimeError("override_action() needs a previous call to the agent.")
+        self._prev_action = np.asarray(action, np.float32).reshape(self._prev_action.shape)

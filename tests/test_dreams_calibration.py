@@ -1,0 +1,69 @@
+"""Iterative-procedure data collection with exploration, and the done-head calibration of a Doom dream."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dreamarcade.world_models.collect import ExploringPolicy, RandomPolicy, collect
+from dreamarcade.world_models.controller import Controller
+from dreamarcade.world_models.features import WorldModelAgent
+from dreamarcade.world_models.model import WorldModel, bundled_dir
+from dreamarcade.world_models.rollouts import list_shards, load_shard
+
+
+def _agent() -> WorldModelAgent:
+    wm = WorldModel.bundled("doom")
+    return WorldModelAgent(wm, Controller.load(bundled_dir("doom") / "controller", feature_size=wm.feature_size))
+
+
+def test_exploring_policy_mixes_random_held_actions_and_tells_the_agent() -> None:
+    frame = np.zeros((64, 64, 3), np.uint8)
+    rng = np.random.default_rng(0)
+    always = ExploringPolicy(_agent().reset(0), RandomPolicy("doom", rng), 1.0, rng)
+    for _ in range(15):
+        a = always(frame)
+        assert a.shape == (1,) and always.agent._prev_action is not None
+        np.testing.assert_array_equal(always.agent._prev_action, a)  # M is fed the action actually taken
+    assert always.random_steps == always.steps == 15
+    agent, plain = _agent().reset(0), _agent().reset(0)
+    never = ExploringPolicy(agent, RandomPolicy("doom", np.random.default_rng(1)), 0.0, np.random.default_rng(1))
+    for _ in range(5):
+        np.testing.assert_array_equal(never(frame), plain(frame))
+    assert never.random_steps == 0
+    with pytest.raises(ValueError, match="explore"):
+        ExploringPolicy(_agent(), RandomPolicy("doom", rng), 1.5, rng)
+    with pytest.raises(RuntimeError, match="previous call"):
+        _agent().reset(0).override_action(np.zeros(1, np.float32))
+
+
+def test_collect_with_controller_and_exploration(tmp_path) -> None:
+    d = bundled_dir("doom")
+    s = collect("doom", tmp_path, 1, workers=1, seed=3, min_length=0, max_steps=30, backend="inline",
+                policy_dir=str(d), controller_dir=str(d / "controller"), explore=0.3)  # fmt: skip
+    assert s["episodes"] == 1 and 0 < s["steps"] <= 30
+    data = load_shard(list_shards(tmp_path)[0])
+    assert data["actions"].shape == (s["steps"], 1) and np.all(np.abs(data["actions"]) <= 1)
+    with pytest.raises(ValueError, match="explore"):
+        collect("doom", tmp_path, 1, explore=-0.1)
+
+
+def test_calibrate_done_shift_moves_dream_length_toward_target() -> None:
+    from dreamarcade.baselines.world_models import calibrate_done_shift, dream_lengths_random
+
+    wm = WorldModel.bundled("doom")
+    wm.max_steps = 120
+    base_bias = float(wm.rnn.head.bias.detach()[wm.rnn.n_mdn])
+    before = dream_lengths_random(wm, 16, 1.15, seed=0)
+    assert before.shape == (16,) and np.all((before >= 1) & (before <= 120))
+    target = 30.0
+    shift, length = calibrate_done_shift(wm, target, 1.15, episodes=16, seed=0, iters=6)
+    assert shift > 0  # this dream is too safe for a 30-step target: the done head must fire more
+    assert abs(length - target) < abs(before.mean() - target)
+    assert float(wm.rnn.head.bias.detach()[wm.rnn.n_mdn]) == pytest.approx(base_bias + shift)
+    np.testing.assert_allclose(dream_lengths_random(wm, 16, 1.15, seed=0).mean(), length)
+    with pytest.raises(ValueError, match="positive"):
+        calibrate_done_shift(wm, 0.0, 1.15)
+    with torch.no_grad():
+        wm.rnn.head.bias[wm.rnn.n_mdn] = base_bias
