@@ -13,7 +13,7 @@ from test_imitation_wrapper import ColourEmbedder, CorridorEnv, _checkpoints
 
 from dreamarcade.reward_models.checkpoints import CheckpointTracker, CheckpointTrajectory, FrameStackEmbedder
 from dreamarcade.reward_models.embedding import TDCCMC, EmbeddingConfig, load_embedding, stack_frames
-from dreamarcade.reward_models.inference import FusedVisualEncoder, ring_order
+from dreamarcade.reward_models.inference import FusedVisualEncoder, max_pool2x2_relu, ring_order
 from dreamarcade.wrappers.imitation import YouTubeImitationReward, YouTubeImitationRewardVector
 
 BUNDLE = Path(__file__).resolve().parent.parent / "dreamarcade/assets/montezuma_imitation"
@@ -188,3 +188,9 @@ def test_num_threads_is_used_for_the_pass_and_restored():
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="num_threads must be >= 1"):
         FrameStackEmbedder(model, num_threads=0)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 8, 8), (1, 16, 7, 9)])
+def test_channels_last_pool_equals_max_pool_then_relu(shape):
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(max_pool2x2_relu(x), torch.relu(torch.nn.functional.max_pool2d(x, 2)))

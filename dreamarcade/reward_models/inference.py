@@ -6,11 +6,13 @@ fewer, cheaper operations:
 
 * every BatchNorm (eval statistics) is folded into the preceding conv / linear layer, in float64, at build time;
 * the 1/255 input scaling is folded into the first conv, so the input is the uint8 frames themselves;
-* activations are channels-last (NHWC): PyTorch's CPU max-pool is ~10x faster on channels-last tensors, and the
+* activations are channels-last (NHWC): the NCHW max-pool was the slowest op of the reference forward, and the
   agent's frames are already HWC, so no transpose is ever made;
-* max-pool runs before ReLU (they commute exactly; ReLU then touches 4x fewer values), the residual add and
-  ReLU are in place, the MLP uses ``addmm`` with pre-transposed weights (the first one with its columns
-  permuted to the NHWC flatten order);
+* max-pool runs before ReLU (they commute exactly; ReLU then touches 4x fewer values) and is computed as two
+  elementwise maxima over the channels-last memory (:func:`max_pool2x2_relu`, ~3x faster than PyTorch's CPU
+  pool kernel here);
+* the residual add and ReLU are in place; the MLP uses ``addmm`` with pre-transposed weights (the first one with
+  its columns permuted to the NHWC flatten order);
 * it runs under ``torch.inference_mode``.
 
 The input is a *ring* of the last ``stack`` processed frames, ``(B, S, S, stack, 3)`` uint8, where the newest
@@ -40,7 +42,7 @@ from torch.nn import functional as F
 
 from dreamarcade.reward_models.embedding import VisualEncoder, _ResBlock
 
-__all__ = ["FusedVisualEncoder", "fold_conv_bn", "fold_linear_bn", "ring_order"]
+__all__ = ["FusedVisualEncoder", "fold_conv_bn", "fold_linear_bn", "max_pool2x2_relu", "ring_order"]
 
 
 def _bn_scale_shift(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,6 +71,20 @@ def fold_linear_bn(linear: nn.Linear, bn: nn.BatchNorm1d) -> tuple[torch.Tensor,
     w = linear.weight.detach().double() * scale[:, None]
     b = shift if linear.bias is None else linear.bias.detach().double() * scale + shift
     return w, b
+
+
+def max_pool2x2_relu(x: torch.Tensor) -> torch.Tensor:
+    """``relu(max_pool2d(x, 2))`` of a channels-last (B, C, H, W) tensor, exactly, as two elementwise maxima.
+
+    PyTorch's CPU max-pool kernel takes ~3x longer than this on the channels-last activations here: viewed as
+    (B, H/2, 2, W/2, 2 * C), the pool is the maximum of the two rows of each pair, then of the two halves of the
+    last axis (the two columns). Odd H or W lose their last row/column, as in ``max_pool2d``.
+    """
+    b, c, h, w = x.shape
+    y = x.permute(0, 2, 3, 1)[:, : h // 2 * 2, : w // 2 * 2]  # (B, H, W, C) view of the channels-last memory
+    y = y.reshape(b, h // 2, 2, w // 2, 2 * c)
+    r = torch.maximum(y[:, :, 0], y[:, :, 1])
+    return torch.maximum(r[..., :c], r[..., c:]).relu_().permute(0, 3, 1, 2)
 
 
 def ring_order(newest: int, stack: int) -> np.ndarray:
@@ -182,9 +198,9 @@ class FusedVisualEncoder:
             raise ValueError(f"newest must be a ring slot in [0, {self.stack}), got {newest}")
         with torch.inference_mode():
             x = self._input(ring)
-            x = F.max_pool2d(F.conv2d(x, self._w0[int(newest)], self._b0, padding=1), 2).relu_()
+            x = max_pool2x2_relu(F.conv2d(x, self._w0[int(newest)], self._b0, padding=1))
             for w, b in self._convs:
-                x = F.max_pool2d(F.conv2d(x, w, b, padding=1), 2).relu_()
+                x = max_pool2x2_relu(F.conv2d(x, w, b, padding=1))
             for w1, b1, w2, b2 in self._res:
                 y = F.conv2d(x, w1, b1, padding=1).relu_()
                 x = F.conv2d(y, w2, b2, padding=1).add_(x).relu_()
