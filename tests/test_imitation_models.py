@@ -130,3 +130,26 @@ def test_frame_stack_embedder_rejects_mismatched_input_size():
     assert e(np.zeros((2, 4, 20, 20, 3), np.uint8)).shape == (2, 8)
     with pytest.raises(ValueError, match=r"expects \(batch, 4, 20, 20, 3\)"):
         e(np.zeros((2, 4, 54, 54, 3), np.uint8))
+
+
+def test_event_windows_and_held_out_accuracy_evaluation():
+    from dreamarcade.reward_models.train_embedding import _event_windows, evaluate_accuracy
+
+    rng = np.random.default_rng(0)
+    audio = np.zeros((60, TINY.samples_per_frame), np.float32)
+    audio[[10, 40]] = 0.5  # two sound events
+    clip = Clip("c", rng.integers(0, 255, (60, 20, 20, 3), dtype=np.uint8), audio)
+    (ev,) = _event_windows([clip], TINY, level=0.05)
+    # a stack ending at i hears frames i-3..i: eventful iff it contains frame 10 or 40
+    np.testing.assert_array_equal(ev, [10, 11, 12, 13, 40, 41, 42, 43])
+    cfg = EmbeddingConfig(**{**TINY.to_json(), "cmc_intervals": ((0, 0), (5, 10_000))})
+    cfg = EmbeddingConfig.from_json(cfg.to_json())
+    model = TDCCMC(cfg).train()
+    out = losses(model, [clip], 16, rng, event_fraction=1.0, events=[ev])
+    assert out["cmc"].requires_grad and 0.0 <= float(out["cmc_acc"]) <= 1.0
+    acc = evaluate_accuracy(model, [clip], batches=2, batch=8)
+    assert {"tdc", "tdc_acc", "cmc", "cmc_acc", "loss"} <= set(acc)
+    assert all(0.0 <= acc[k] <= 1.0 for k in ("tdc_acc", "cmc_acc"))
+    assert model.training  # evaluation restores the training mode
+    with pytest.raises(Exception, match="at least one clip"):
+        evaluate_accuracy(model, [])

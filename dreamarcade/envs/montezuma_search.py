@@ -13,7 +13,17 @@ exploration from that cell (a demonstration should not die).
 
 Montezuma RAM addresses used (checked by experiment with ale-py 0.12: the values change exactly when the
 player moves / changes room / loses a life / picks up the key): room ``ram[3]``, x ``ram[42]``,
-y ``ram[43]``, lives ``ram[58]``, inventory ``ram[65]`` (bit 1 = key... any non-zero inventory counts).
+y ``ram[43]``, lives ``ram[58]``, inventory ``ram[65]`` (bit 1 = key... any non-zero inventory counts),
+skull x ``ram[47]``.
+
+**Start delay.** The game is deterministic from power-on, so the rolling skull of the first room is a clock:
+if every recording starts at power-on, the skull's position is tied to the player's progress, and a video
+embedding can learn the clock instead of the player. Real uploaders start playing at different moments.
+``go_explore(start_delay=d)`` therefore first takes ``d`` NOOP agent steps (the player stands still while the
+skull rolls) and searches from there; the NOOPs are the first ``d`` actions of the trajectory, so it still
+replays exactly from reset, and the recorder starts the video after them. The skull's motion repeats every
+:data:`SKULL_PERIOD` agent steps (measured under NOOPs), so the CLI's default draws ``d`` uniformly from
+``0 .. 2 * SKULL_PERIOD - 1`` per search (seeded): each trajectory gets its own skull phase.
 
 Example:
     >>> from dreamarcade.envs.montezuma_search import go_explore  # doctest: +SKIP
@@ -38,7 +48,10 @@ from dreamarcade.checkpoint import atomic_write_text
 from dreamarcade.errors import require
 
 ROOM, X, Y, LIVES, INVENTORY = 3, 42, 43, 58, 65
+SKULL_X = 47
 FRAMESKIP = 4  # agent steps are 4 emulator frames (15 Hz), the rate the videos are embedded at
+SKULL_PERIOD = 102  # agent steps after which ram[47] (skull x) repeats under NOOPs (ale-py 0.12, measured)
+DEFAULT_MAX_START_DELAY = 2 * SKULL_PERIOD
 
 
 def make_montezuma(frameskip: int = FRAMESKIP, sound: bool = False, render_mode: str | None = None) -> Any:
@@ -77,6 +90,7 @@ class SearchResult:
     steps: int
     seed: int
     left_room: bool
+    start_delay: int = 0  # leading NOOP agent steps (part of ``actions``) before the player starts
 
 
 def cell_key(ram: np.ndarray, score: float, cell_x: int, cell_y: int) -> tuple[int, ...]:
@@ -102,24 +116,31 @@ def go_explore(
     leave_room: bool = True,
     forbid_actions: tuple[int, ...] = (),
     progress: bool = False,
+    start_delay: int = 0,
 ) -> SearchResult:
     """Run the search until a trajectory reaches ``target_score`` (and left room 1 if ``leave_room``).
 
     ``forbid_actions`` removes actions from the random exploration; different seeds and forbidden sets give
     visibly different demonstrations (e.g. one that never uses the FIRE-jumps of another).
+    ``start_delay`` NOOP agent steps are taken before the search starts (see the module docstring); they are
+    the first actions of every archived trajectory and count in ``SearchResult.steps``.
     """
+    if start_delay < 0:
+        raise ValueError(f"start_delay must be >= 0 agent steps, got {start_delay}")
     env = make_montezuma()
     env.reset(seed=seed)
     ale = env.unwrapped.ale
+    for _ in range(start_delay):
+        env.step(0)
     rng = np.random.default_rng(seed)
     actions_allowed = [a for a in range(env.action_space.n) if a not in forbid_actions]
     start_ram = ale.getRAM()
     start_room = int(start_ram[ROOM])
     archive: dict[tuple[int, ...], Cell] = {
-        cell_key(start_ram, 0.0, cell_x, cell_y): Cell(actions=[], score=0.0, state=ale.cloneState())
+        cell_key(start_ram, 0.0, cell_x, cell_y): Cell(actions=[0] * start_delay, score=0.0, state=ale.cloneState())
     }
-    steps = 0
-    best: tuple[float, list[int], bool] = (0.0, [], False)
+    steps = start_delay
+    best: tuple[float, list[int], bool] = (0.0, [0] * start_delay, False)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -171,7 +192,7 @@ def go_explore(
                 if bar is not None:
                     bar.close()
                 env.close()
-                return SearchResult(list(actions), score, len(archive), steps, seed, left)
+                return SearchResult(list(actions), score, len(archive), steps, seed, left, start_delay)
         if bar is not None:
             bar.n = min(steps, max_steps)
             bar.set_postfix(cells=len(archive), best=best[0])
@@ -179,7 +200,7 @@ def go_explore(
     if bar is not None:
         bar.close()
     env.close()
-    return SearchResult(best[1], best[0], len(archive), steps, seed, best[2])
+    return SearchResult(best[1], best[0], len(archive), steps, seed, best[2], start_delay)
 
 
 def replay(actions: list[int], seed: int = 0) -> dict[str, Any]:
@@ -221,6 +242,21 @@ def load_trajectories(path: str | os.PathLike[str]) -> list[list[int]]:
     return [list(map(int, t["actions"])) for t in data["trajectories"]]
 
 
+def load_start_delays(path: str | os.PathLike[str]) -> list[int]:
+    """Per trajectory, its leading NOOP steps (``start_delay``; 0 for files written before the option)."""
+    data = json.loads(Path(path).read_text())
+    return [int(t.get("start_delay", 0)) for t in data["trajectories"]]
+
+
+def draw_start_delay(seed: int, max_start_delay: int) -> int:
+    """The seeded start delay of search ``seed``: uniform in ``0 .. max_start_delay - 1`` (0 if the max is 0)."""
+    if max_start_delay < 0:
+        raise ValueError(f"max_start_delay must be >= 0, got {max_start_delay}")
+    if max_start_delay == 0:
+        return 0
+    return int(np.random.default_rng([seed, 0x5CB11]).integers(max_start_delay))
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m dreamarcade.envs.montezuma_search --n 4 --out runs/imitation/trajectories.json``."""
     import argparse
@@ -230,13 +266,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=400_000, help="emulator agent-steps per search")
     p.add_argument("--target-score", type=float, default=400.0)
+    p.add_argument(
+        "--max-start-delay",
+        type=int,
+        default=DEFAULT_MAX_START_DELAY,
+        help="each search first waits a seeded number of NOOP agent steps in [0, this) so every trajectory has "
+        f"its own skull phase (default {DEFAULT_MAX_START_DELAY} = two skull periods; 0 = start at power-on)",
+    )
     p.add_argument("--out", default="runs/imitation/trajectories.json")
     args = p.parse_args(argv)
     results = []
     for i in range(args.n):
-        r = go_explore(seed=args.seed + i, max_steps=args.max_steps, target_score=args.target_score, progress=True)
+        delay = draw_start_delay(args.seed + i, args.max_start_delay)
+        r = go_explore(
+            seed=args.seed + i,
+            max_steps=args.max_steps,
+            target_score=args.target_score,
+            progress=True,
+            start_delay=delay,
+        )
         check = replay(r.actions)
-        print(f"trajectory {i}: score {r.best_score} left_room {r.left_room} len {len(r.actions)} replay {check}")
+        print(
+            f"trajectory {i}: start delay {delay} score {r.best_score} left_room {r.left_room} "
+            f"len {len(r.actions)} search steps {r.steps} replay {check}",
+            flush=True,
+        )
         results.append(r)
     save_trajectories(args.out, results)
     print(f"wrote {args.out}")

@@ -7,6 +7,10 @@ an :class:`UploaderStyle` sets colour/palette shift, resolution and aspect ratio
 an overlay (a channel watermark and a running timer), frame rate, compression and a start offset
 (an intro card before the gameplay starts). Styles are drawn reproducibly from a seed.
 
+Trajectories from :mod:`dreamarcade.envs.montezuma_search` may begin with a seeded run of NOOPs (their
+``start_delay``: the player started at a different moment, so the skull is at a different phase); by default
+the recording starts when the player starts (``skip_steps``), like an uploader who hits record and plays.
+
 Example:
     >>> from dreamarcade.reward_models.demo_videos import UploaderStyle, record_demo  # doctest: +SKIP
     >>> style = UploaderStyle.sample(seed=3)  # doctest: +SKIP
@@ -31,6 +35,7 @@ __all__ = ["UploaderStyle", "apply_style", "record_demo", "render_gameplay", "wr
 
 ALE_FPS = 60
 ALE_AUDIO_RATE = 512 * ALE_FPS  # ale-py's sound_obs: 512 samples per emulator frame
+FRAMESKIP_ALE = 4  # emulator frames per agent step of the searched trajectories
 CONTAINERS = {  # container -> (video codec, audio codec, audio rate the codec accepts)
     "mp4": ("libx264", "aac", 44100),
     "webm": ("libvpx-vp9", "libopus", 48000),
@@ -234,12 +239,20 @@ def record_demo(
     style: UploaderStyle,
     style_seed: int = 0,
     with_audio: bool = True,
+    skip_steps: int = 0,
 ) -> dict[str, Any]:
     """Replay ``actions`` in Montezuma's Revenge and write the uploader's video (with the game's sound).
 
-    Returns a JSON-able description (style, frames, score, source frame offset) written next to the video.
+    The first ``skip_steps`` agent steps are played but not recorded (the trajectory's start delay: the
+    recording starts when the player starts). Returns a JSON-able description (style, frames, score, source
+    frame offset) written next to the video.
     """
+    if not 0 <= skip_steps <= len(actions):
+        raise ValueError(f"skip_steps must be in [0, {len(actions)}] (the trajectory's length), got {skip_steps}")
     frames60, audio60, score = render_gameplay(actions)
+    # frame 4 * skip_steps is the screen after the last skipped step; its sound follows it
+    frames60 = frames60[FRAMESKIP_ALE * skip_steps :]
+    audio60 = audio60[FRAMESKIP_ALE * skip_steps * (ALE_AUDIO_RATE // ALE_FPS) :]
     fps = style.fps
     n_intro = int(round(style.start_offset_s * fps))
     duration = len(frames60) / ALE_FPS
@@ -264,6 +277,7 @@ def record_demo(
         "style_seed": style_seed,
         "score": score,
         "agent_steps": len(actions),
+        "skipped_steps": skip_steps,
         "intro_frames": n_intro,
         "gameplay_start_s": n_intro / fps,
         "with_audio": with_audio,
@@ -276,7 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: find Montezuma trajectories (or load them) and record one styled video per trajectory."""
     import argparse
 
-    from dreamarcade.envs.montezuma_search import go_explore, load_trajectories, replay, save_trajectories
+    from dreamarcade.envs.montezuma_search import (
+        DEFAULT_MAX_START_DELAY,
+        draw_start_delay,
+        go_explore,
+        load_start_delays,
+        load_trajectories,
+        replay,
+        save_trajectories,
+    )
 
     p = argparse.ArgumentParser(
         prog="python -m dreamarcade.reward_models.demo_videos",
@@ -289,6 +311,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the searches and of the styles")
     p.add_argument("--no-audio", action="store_true")
     p.add_argument(
+        "--max-start-delay",
+        type=int,
+        default=DEFAULT_MAX_START_DELAY,
+        help="when searching: seeded NOOP start delay in [0, this) per trajectory (see montezuma_search)",
+    )
+    p.add_argument(
+        "--record-start-delay",
+        action="store_true",
+        help="also record the trajectory's leading NOOPs (default: the video starts when the player starts)",
+    )
+    p.add_argument(
         "--pairs",
         nargs="*",
         default=None,
@@ -300,22 +333,36 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.trajectories and Path(args.trajectories).is_file():
         trajs = load_trajectories(args.trajectories)
+        delays = load_start_delays(args.trajectories)
     else:
-        results = [go_explore(seed=args.seed + i, max_steps=args.search_steps, progress=True) for i in range(args.n)]
+        results = [
+            go_explore(
+                seed=args.seed + i,
+                max_steps=args.search_steps,
+                progress=True,
+                start_delay=draw_start_delay(args.seed + i, args.max_start_delay),
+            )
+            for i in range(args.n)
+        ]
         save_trajectories(out / "trajectories.json", results)
         trajs = [r.actions for r in results]
+        delays = [r.start_delay for r in results]
+    if args.record_start_delay:
+        delays = [0] * len(trajs)
     if args.pairs:
         for spec in args.pairs:
             ti, si = (int(x) for x in spec.split(":"))
             style = UploaderStyle.sample(si)
             path = out / f"traj{ti}_style{si}.{style.container}"
-            meta = record_demo(trajs[ti], path, style, style_seed=si, with_audio=not args.no_audio)
-            print(f"{path}: score {meta['score']} steps {meta['agent_steps']} style {style}")
+            meta = record_demo(
+                trajs[ti], path, style, style_seed=si, with_audio=not args.no_audio, skip_steps=delays[ti]
+            )
+            print(f"{path}: score {meta['score']} steps {meta['agent_steps']} skipped {delays[ti]} style {style}")
         return 0
     for i, actions in enumerate(trajs[: args.n]):
         style = UploaderStyle.sample(args.seed * 1000 + i)
         path = out / f"demo_{i}.{style.container}"
-        meta = record_demo(actions, path, style, style_seed=i, with_audio=not args.no_audio)
+        meta = record_demo(actions, path, style, style_seed=i, with_audio=not args.no_audio, skip_steps=delays[i])
         print(f"{path}: score {meta['score']} steps {meta['agent_steps']} {replay(actions)} style {style}")
     return 0
 

@@ -1,0 +1,69 @@
+"""Go-Explore demonstrations: the seeded start delay (skull phase) and the recorder skipping it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ale_py")
+
+from dreamarcade.envs.montezuma_search import (  # noqa: E402
+    SKULL_X,
+    draw_start_delay,
+    go_explore,
+    load_start_delays,
+    make_montezuma,
+    save_trajectories,
+)
+
+
+def test_start_delay_is_seeded_in_range_and_varies():
+    delays = [draw_start_delay(s, 204) for s in range(40)]
+    assert delays == [draw_start_delay(s, 204) for s in range(40)]
+    assert min(delays) >= 0 and max(delays) < 204
+    assert len(set(delays)) > 20
+    assert draw_start_delay(3, 0) == 0
+    with pytest.raises(ValueError, match="max_start_delay"):
+        draw_start_delay(0, -1)
+
+
+def test_search_starts_after_the_delay_so_the_skull_phase_differs(tmp_path):
+    r = go_explore(seed=0, max_steps=80, explore_steps=10, start_delay=30, leave_room=True)
+    assert r.start_delay == 30 and r.actions[:30] == [0] * 30 and r.steps >= 30
+    path = save_trajectories(tmp_path / "t.json", [r])
+    assert load_start_delays(path) == [30]
+    data = json.loads(path.read_text())
+    del data["trajectories"][0]["start_delay"]  # files written before the option read as delay 0
+    path.write_text(json.dumps(data))
+    assert load_start_delays(path) == [0]
+    # the skull (ram[47]) is somewhere else when the player starts after 30 NOOPs than at power-on
+    env = make_montezuma()
+    env.reset(seed=0)
+    x0 = int(env.unwrapped.ale.getRAM()[SKULL_X])
+    for _ in range(30):
+        env.step(0)
+    assert int(env.unwrapped.ale.getRAM()[SKULL_X]) != x0
+    env.close()
+    with pytest.raises(ValueError, match="start_delay"):
+        go_explore(seed=0, max_steps=10, start_delay=-1)
+
+
+def test_recorder_starts_the_video_when_the_player_starts(tmp_path):
+    pytest.importorskip("av")
+    from dreamarcade.reward_models.demo_videos import UploaderStyle, record_demo
+    from dreamarcade.reward_models.video import read_video
+
+    style = UploaderStyle(width=160, height=120, fps=60.0, container="mkv", crf=10)
+    actions = [0] * 12 + [3] * 6  # 12 NOOPs then RIGHT
+    full = record_demo(actions, tmp_path / "full.mkv", style, with_audio=False)
+    cut = record_demo(actions, tmp_path / "cut.mkv", style, with_audio=False, skip_steps=12)
+    assert full["skipped_steps"] == 0 and cut["skipped_steps"] == 12
+    a = read_video(tmp_path / "full.mkv", fps=60, size=(40, 40), audio=False).frames.astype(np.int16)
+    b = read_video(tmp_path / "cut.mkv", fps=60, size=(40, 40), audio=False).frames.astype(np.int16)
+    assert len(a) - len(b) == 12 * 4
+    # the cut video's first frame is the full video's frame 48 (lossy codec: close, not equal)
+    assert np.abs(b[0] - a[48]).mean() < np.abs(b[0] - a[0]).mean()
+    with pytest.raises(ValueError, match="skip_steps"):
+        record_demo(actions, tmp_path / "bad.mkv", style, skip_steps=19)
