@@ -194,3 +194,14 @@ def test_num_threads_is_used_for_the_pass_and_restored():
 def test_channels_last_pool_equals_max_pool_then_relu(shape):
     x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
     assert torch.equal(max_pool2x2_relu(x), torch.relu(torch.nn.functional.max_pool2d(x, 2)))
+
+
+def test_registered_env_passes_embed_every_and_threads():
+    pytest.importorskip("ale_py")
+    import dreamarcade  # noqa: F401  (registers the ids)
+
+    env = gym.make("MontezumaImitation-v0", embed_every=2, embed_threads=1)
+    env.reset(seed=0)
+    assert [env.step(0)[4]["imitation_embedded"] for _ in range(4)] == [False, True, False, True]
+    assert env.unwrapped is not env and env.get_wrapper_attr("embed_every") == 2
+    env.close()
