@@ -205,3 +205,25 @@ def test_registered_env_passes_embed_every_and_threads():
     assert [env.step(0)[4]["imitation_embedded"] for _ in range(4)] == [False, True, False, True]
     assert env.unwrapped is not env and env.get_wrapper_attr("embed_every") == 2
     env.close()
+
+
+def test_any_embedder_gets_oldest_first_stacks_from_the_ring():
+    """An embedder without ``embed_ring`` receives (B, stack, S, S, 3) stacks, oldest frame first."""
+
+    class Recording(ColourEmbedder):
+        stack = 3
+
+        def __call__(self, stacks: np.ndarray) -> np.ndarray:
+            self.seen = stacks[:, :, 0, 0, 0].copy()  # each frame's red level identifies the place
+            return super().__call__(stacks)
+
+    emb = Recording()
+    env = YouTubeImitationReward(CorridorEnv(), emb, _checkpoints([1, 2]), crop=None)
+    env.reset(seed=0)
+    assert emb.seen.tolist() == [[5, 5, 5]]  # before the first frame, the stack repeats it
+    places = [0]
+    for a in [1, 1, 2, 1, 1]:
+        env.step(a)
+        places.append(int(np.clip(places[-1] + {0: 0, 1: 1, 2: -1}[a], 0, 7)))
+        expect = [32 * p + 5 for p in ([places[0]] * 3 + places)[-3:]]
+        assert emb.seen.tolist() == [expect]
