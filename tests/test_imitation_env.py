@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -67,8 +69,10 @@ def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
     from dreamarcade.baselines.imitation import main
 
     run = tmp_path / "run"
-    argv = ["train", "--run-dir", str(run), "--num-envs", "2", "--num-steps", "16", "--total-timesteps", "32"]
+    argv = ["train", "--run-dir", str(run), "--embed-every", "2", "--num-envs", "2", "--num-steps", "16"]
+    argv += ["--total-timesteps", "32"]
     assert main(argv) == 0
     assert (run / "checkpoint" / "config.json").is_file()
+    assert json.loads((run / "imitation_config.json").read_text())["embed_every"] == 2
     assert main([*argv[:-1], "64", "--resume"]) == 0
     assert main(["eval", str(run), "--episodes", "1"]) == 0

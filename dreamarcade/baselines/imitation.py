@@ -73,6 +73,7 @@ class ImitationConfig:
     checkpoint_reward: float = 0.5  # paper
     skip: int = 1  # paper: delta t = 1
     observe_similarity: bool = True  # paper: similarities to the next 2 checkpoints feed the network
+    embed_every: int = 1  # embed the agent's frames every k-th step (k > 1 is faster but changes the reward)
     max_episode_steps: int = 1000
     life_loss_terminal: bool = True
     num_envs: int = 8
@@ -204,6 +205,7 @@ def make_envs(cfg: ImitationConfig, seed_offset: int = 0) -> gym.vector.VectorEn
             skip=cfg.skip,
             mode="add",
             observe_similarity=cfg.observe_similarity,
+            embed_every=cfg.embed_every,
         )
     return PolicyFrames(venv, cfg.reward, similarity=use_imitation and cfg.observe_similarity)
 
@@ -289,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--learning-rate", type=float, default=d.ppo.learning_rate)
     t.add_argument("--ent-coef", type=float, default=d.ppo.ent_coef)
     t.add_argument("--threshold", type=float, default=d.threshold)
+    t.add_argument(
+        "--embed-every",
+        type=int,
+        default=d.embed_every,
+        help="embed the agent's frames every k-th step: faster, but a checkpoint can then be missed (default 1)",
+    )
     t.add_argument("--max-episode-steps", type=int, default=d.max_episode_steps)
     t.add_argument("--no-observe-similarity", action="store_true")
     t.add_argument("--no-life-loss-terminal", action="store_true")
@@ -322,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = ImitationConfig(
                 reward=args.reward,
                 threshold=args.threshold,
+                embed_every=args.embed_every,
                 observe_similarity=not args.no_observe_similarity,
                 max_episode_steps=args.max_episode_steps,
                 life_loss_terminal=not args.no_life_loss_terminal,
