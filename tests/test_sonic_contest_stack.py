@@ -46,6 +46,7 @@ def test_contest_env_defaults():
         assert isinstance(env, gym.wrappers.TimeLimit)
         skip = env.env
         assert isinstance(skip, StochasticFrameSkip) and skip.n == 4 and skip.stickprob == 0.25
+        assert env.metadata["render_fps"] == 15.0  # 60 Hz emulator, one step every 4 frames
         assert env.action_space == gym.spaces.MultiBinary(12)
         env.reset(seed=0)
         for _ in range(7):

@@ -66,6 +66,11 @@ class StochasticFrameSkip(gym.Wrapper):
             raise ValueError(f"stickprob must be a probability in [0, 1], got {stickprob!r}.")
         self.n, self.stickprob = int(n), float(stickprob)
         self.current_action: Any = None
+        # one step shows every n-th emulator frame: declare that rate (stable-retro only sets the old
+        # "video.frames_per_second" key, so recorders and check_env would otherwise find no render_fps)
+        base_fps = env.metadata.get("render_fps") or env.metadata.get("video.frames_per_second")
+        if base_fps:
+            self.metadata = {**env.metadata, "render_fps": float(base_fps) / self.n}
         self._rng = np.random.default_rng()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
