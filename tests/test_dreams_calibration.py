@@ -67,3 +67,20 @@ def test_calibrate_done_shift_moves_dream_length_toward_target() -> None:
         calibrate_done_shift(wm, 0.0, 1.15)
     with torch.no_grad():
         wm.rnn.head.bias[wm.rnn.n_mdn] = base_bias
+
+
+def test_evolve_with_a_pessimistic_ensemble_scores_the_worst_dream(tmp_path) -> None:
+    import csv
+
+    from dreamarcade.baselines.world_models import WMConfig, step_evolve
+
+    deadly = WorldModel.bundled("doom")
+    with torch.no_grad():
+        deadly.rnn.head.bias[deadly.rnn.n_mdn] += 50.0  # this dream ends after the first step, whatever C does
+    deadly.save(tmp_path / "deadly", half=True)
+    cfg = WMConfig(env="doom", run_dir=str(tmp_path / "run"), popsize=4, rollouts=2, generations=2, eval_every=0,
+                   max_steps=60, ensemble=str(tmp_path / "deadly"))  # fmt: skip
+    step_evolve(cfg)
+    with open(tmp_path / "run" / "logs_controller" / "metrics.csv", newline="") as f:
+        best = [float(r["fitness_best"]) for r in csv.DictReader(f) if r.get("fitness_best")]
+    assert best == [1.0, 1.0]  # the bundled dream alone gives far more (see test_cma_es_evolves_in_the_bundled_dream)

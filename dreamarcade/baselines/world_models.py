@@ -109,6 +109,7 @@ class WMConfig:
     frames_dir: str = "frames"  # collect: the run subdirectory to write (V and M train on every frames*/series*)
     # calibrate-done: target mean dream length under the collection policy (0: the mean length in run/series)
     calibrate_target: float = 0.0
+    ensemble: str = ""  # evolve: comma-separated extra world model dirs; fitness = the worst over all the dreams
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved_run_dir(self) -> Path:
@@ -557,7 +558,8 @@ def _world_model_dir(cfg: WMConfig) -> Path:
 
 
 def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
-    """CMA-ES (pycma) over the controller's flat parameters; fitness = mean return over ``rollouts`` episodes."""
+    """CMA-ES (pycma) over the controller's flat parameters; fitness = mean return over ``rollouts`` episodes
+    (with ``--ensemble``: the smallest such mean over the run's dream and the extra world models' dreams)."""
     from tqdm import tqdm
 
     from dreamarcade.errors import require
@@ -568,6 +570,13 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
     wm = WorldModel.load(wm_dir, env=cfg.env)
     tau = cfg.temperature or wm.temperature
     ctrl = _controller_for(cfg, wm)
+    # a pessimistic ensemble: a candidate scores its worst mean return over these dreams (exploits of one M's quirks
+    # do not pay); every model must give the same features as the main one
+    others = [WorldModel.load(d, env=cfg.env) for d in cfg.ensemble.split(",") if d.strip()]
+    for o in others:
+        if o.feature_size != wm.feature_size:
+            raise ValueError(f"--ensemble models must give {wm.feature_size} features like {wm_dir}; one gives "
+                             f"{o.feature_size}.")  # fmt: skip
     out = run / out_name
     state_dir = run / f"{out_name}_cma"
     gen0, x0, sigma0, best = 0, np.zeros(ctrl.num_params), cfg.sigma_init, (-np.inf, None)
@@ -592,8 +601,8 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
         while gen < cfg.generations:
             xs = es.ask()
             if pool is None:
-                fit = dream_fitness(wm, ctrl, np.array(xs), cfg.rollouts, tau, seed=cfg.seed * 100003 + gen,
-                                    max_steps=cfg.max_steps or None)  # fmt: skip
+                fit = np.min([dream_fitness(m, ctrl, np.array(xs), cfg.rollouts, tau, seed=cfg.seed * 100003 + gen,
+                                            max_steps=cfg.max_steps or None) for m in [wm, *others]], 0)  # fmt: skip
             else:
                 seeds = [cfg.seed * 100003 + gen * 1000 + r for r in range(cfg.rollouts)]
                 res = pool.episodes([x for x in xs for _ in seeds], seeds * len(xs), cfg.max_steps)
