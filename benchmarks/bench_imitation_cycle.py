@@ -40,6 +40,7 @@ def main() -> None:
     p.add_argument("--emb", nargs="+", default=[], help="name=checkpoint_dir")
     p.add_argument("--tsne", default=None, help="PNG for the t-SNE plot of the last embedding's trajectories")
     p.add_argument("--json", default=None)
+    p.add_argument("--per-pair", action="store_true", help="also print every ordered pair's 2-cycle score")
     a = p.parse_args()
     torch.set_num_threads(1)
     models = {}
@@ -60,17 +61,23 @@ def main() -> None:
         feats[name] = {k: m.embed_frames(f) for k, f in frames.items()}
     names = list(frames)
     rows = {}
+    pairs: dict[str, dict[str, float]] = {}
     for method, fs in feats.items():
         two = [cycle_consistency(fs[x], fs[y]) for x, y in itertools.permutations(names, 2)]
+        pairs[method] = {f"{x} -> {y}": t for (x, y), t in zip(itertools.permutations(names, 2), two)}
         three = [three_cycle_consistency(fs[x], fs[y], fs[z]) for x, y, z in itertools.permutations(names, 3)]
         rows[method] = {"2-cycle": float(np.mean(two)), "3-cycle": float(np.mean(three)) if three else float("nan")}
     print(f"videos: {', '.join(f'{k} ({len(v)} frames)' for k, v in frames.items())}")
     print("| features | 2-cycle % | 3-cycle % |\n|---|---|---|")
     for method, r in rows.items():
         print(f"| {method} | {r['2-cycle']:.1f} | {r['3-cycle']:.1f} |")
+    if a.per_pair:
+        print("\n| pair (2-cycle %) | " + " | ".join(feats) + " |\n|---|" + "---|" * len(feats))
+        for key in pairs["pixels"]:
+            print(f"| {key} | " + " | ".join(f"{pairs[m][key]:.1f}" for m in feats) + " |")
     print(f"({time.time() - t0:.0f} s)")
     if a.json:
-        Path(a.json).write_text(json.dumps({"videos": names, "rows": rows}, indent=2))
+        Path(a.json).write_text(json.dumps({"videos": names, "rows": rows, "pairs_2cycle": pairs}, indent=2))
     if a.tsne and models:
         import matplotlib
 
