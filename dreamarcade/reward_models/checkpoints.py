@@ -33,7 +33,15 @@ from dreamarcade.checkpoint import load_checkpoint, save_checkpoint
 from dreamarcade.errors import CheckpointError, VideoError
 from dreamarcade.reward_models.embedding import TDCCMC, load_embedding
 
-__all__ = ["Embedder", "FrameStackEmbedder", "CheckpointTrajectory", "CheckpointTracker", "build_checkpoints"]
+__all__ = [
+    "Embedder",
+    "FrameStackEmbedder",
+    "CheckpointTrajectory",
+    "CheckpointTracker",
+    "build_checkpoints",
+    "candidate_similarities",
+    "match_candidates",
+]
 
 
 class Embedder(Protocol):
@@ -125,11 +133,9 @@ class FrameStackEmbedder:
         """
         if self.fused is not None:
             return self._run(self.fused.embed_ring, ring, newest)
-        from dreamarcade.reward_models.inference import ring_order
+        from dreamarcade.reward_models.inference import ring_to_stacks
 
-        ring = np.asarray(ring)
-        stacks = np.ascontiguousarray(ring[:, :, :, ring_order(newest, self.stack)].transpose(0, 3, 1, 2, 4))
-        return self(stacks)
+        return self(ring_to_stacks(ring, newest))
 
     @torch.no_grad()
     def reference(self, stacks: np.ndarray) -> np.ndarray:
@@ -267,15 +273,36 @@ class CheckpointTracker:
         return np.arange(self.next, min(self.next + self.skip + 1, self.n))
 
     def update(self, similarities: np.ndarray) -> tuple[float, int]:
-        cand = self.candidates()
-        if len(cand) == 0:
+        idx, valid, sims = candidate_similarities(np.asarray(similarities)[None], np.array([self.next]), self.skip)
+        k = int(match_candidates(idx, valid, sims, self.threshold)[0])
+        if k < 0:
             return 0.0, -1
-        sims = similarities[cand]
-        best = int(np.argmax(sims))
-        if sims[best] > self.threshold:
-            k = int(cand[best])
-            assert not self.paid[k]  # candidates are always after the last match
-            self.paid[k] = True
-            self.next = k + 1
-            return self.reward, k
-        return 0.0, -1
+        assert not self.paid[k]  # candidates are always after the last match
+        self.paid[k] = True
+        self.next = k + 1
+        return self.reward, k
+
+
+def candidate_similarities(
+    similarities: np.ndarray, next_checkpoint: np.ndarray, skip: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The soft-order candidates ``next .. next + skip`` of N streams at once.
+
+    ``similarities`` (N, n) to every checkpoint, ``next_checkpoint`` (N,) each stream's next checkpoint. Returns
+    the candidates' indices (N, skip + 1), a mask of those that exist (index < n), and their similarities, -1
+    past the last checkpoint.
+    """
+    n = similarities.shape[1]
+    idx = np.asarray(next_checkpoint)[:, None] + np.arange(skip + 1)[None]
+    valid = idx < n
+    sims = np.take_along_axis(similarities, np.minimum(idx, n - 1), axis=1)
+    return idx, valid, np.where(valid, sims, np.float32(-1.0))
+
+
+def match_candidates(idx: np.ndarray, valid: np.ndarray, sims: np.ndarray, threshold: float) -> np.ndarray:
+    """The pay-once rule for N streams (from :func:`candidate_similarities`): each stream matches its most
+    similar existing candidate (the first on ties) if that similarity is above ``threshold``; -1 otherwise."""
+    ranked = np.where(valid, sims, -np.inf)
+    k = ranked.argmax(axis=1)
+    rows = np.arange(len(k))
+    return np.where(ranked[rows, k] > threshold, idx[rows, k], -1).astype(np.int64)

@@ -42,7 +42,14 @@ from torch.nn import functional as F
 
 from dreamarcade.reward_models.embedding import VisualEncoder, _ResBlock
 
-__all__ = ["FusedVisualEncoder", "fold_conv_bn", "fold_linear_bn", "max_pool2x2_relu", "ring_order"]
+__all__ = [
+    "FusedVisualEncoder",
+    "fold_conv_bn",
+    "fold_linear_bn",
+    "max_pool2x2_relu",
+    "ring_order",
+    "ring_to_stacks",
+]
 
 
 def _bn_scale_shift(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,6 +97,12 @@ def max_pool2x2_relu(x: torch.Tensor) -> torch.Tensor:
 def ring_order(newest: int, stack: int) -> np.ndarray:
     """Ring slots of the stack's frames, oldest first: ``(newest + 1 + f) % stack`` for ``f = 0 .. stack - 1``."""
     return (int(newest) + 1 + np.arange(stack)) % stack
+
+
+def ring_to_stacks(ring: np.ndarray, newest: int) -> np.ndarray:
+    """A (B, S, S, stack, 3) frame ring as (B, stack, S, S, 3) stacks, oldest frame first (the video side's layout)."""
+    ring = np.asarray(ring)
+    return np.ascontiguousarray(ring[:, :, :, ring_order(newest, ring.shape[3])].transpose(0, 3, 1, 2, 4))
 
 
 class FusedVisualEncoder:

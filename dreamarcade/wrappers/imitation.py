@@ -44,7 +44,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from dreamarcade.reward_models.checkpoints import CheckpointTrajectory, Embedder, FrameStackEmbedder
+from dreamarcade.reward_models.checkpoints import (
+    CheckpointTrajectory,
+    Embedder,
+    FrameStackEmbedder,
+    candidate_similarities,
+    match_candidates,
+)
+from dreamarcade.reward_models.inference import ring_to_stacks
 from dreamarcade.reward_models.video import CropBox, detect_borders, process_frame
 
 __all__ = ["YouTubeImitationReward", "YouTubeImitationRewardVector", "load_imitation_model"]
@@ -101,7 +108,8 @@ class _ImitationCore:
     * ``_ring`` (N, S, S, stack, 3) uint8: each env's last ``stack`` processed frames; the newest is in slot
       ``_newest`` (the same slot for every env: every env writes one frame per step, a reset fills all slots);
     * ``_next`` (N,): index of each env's next checkpoint (the soft-order, pay-once rule of
-      :class:`~dreamarcade.reward_models.checkpoints.CheckpointTracker`, vectorised);
+      :class:`~dreamarcade.reward_models.checkpoints.CheckpointTracker`, through the same
+      :func:`~dreamarcade.reward_models.checkpoints.match_candidates` for all envs at once);
     * ``_sims`` (N, n): each env's similarities to every checkpoint at its last embedded step;
     * ``_since`` (N,): steps since each env was last embedded (``embed_every``).
     """
@@ -144,7 +152,6 @@ class _ImitationCore:
         self._next = np.zeros(num_envs, np.int64)
         self._sims = np.full((num_envs, self._n), -1.0, np.float32)
         self._since = np.zeros(num_envs, np.int64)
-        self._offsets = np.arange(self.skip + 1)
         self._embed_ring = getattr(embedder, "embed_ring", None)
 
     # frames -------------------------------------------------------------------------------------------
@@ -173,9 +180,7 @@ class _ImitationCore:
         if self._embed_ring is not None:
             e = self._embed_ring(ring, self._newest)
         else:  # any Embedder: (B, stack, S, S, 3) stacks, oldest frame first
-            k = ring.shape[3]
-            order = (self._newest + 1 + np.arange(k)) % k
-            e = self.embedder(np.ascontiguousarray(ring[:, :, :, order].transpose(0, 3, 1, 2, 4)))
+            e = self.embedder(ring_to_stacks(ring, self._newest))
         self._sims[rows] = self.checkpoints.centre(e) @ self._ck_t  # centred cosine similarity
         self._since[rows] = 0
 
@@ -187,20 +192,14 @@ class _ImitationCore:
     # checkpoints --------------------------------------------------------------------------------------
     def _candidates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(indices (N, skip+1), valid mask, similarities with -1 past the last checkpoint) of the candidates."""
-        idx = self._next[:, None] + self._offsets[None]
-        valid = idx < self._n
-        vals = np.take_along_axis(self._sims, np.minimum(idx, self._n - 1), axis=1)
-        return idx, valid, np.where(valid, vals, np.float32(-1.0))
+        return candidate_similarities(self._sims, self._next, self.skip)
 
     def _update(self, pay: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pay the envs in mask ``pay`` whose best candidate beats the threshold; returns (reward, matched, best)."""
         idx, valid, nxt = self._candidates()
         best_sim = nxt.max(axis=1).astype(np.float64)
-        ranked = np.where(valid, nxt, -np.inf)  # candidates are a prefix: argmax picks the first best, as a tracker
-        k = ranked.argmax(axis=1)
-        rows = np.arange(len(k))
-        hit = pay & (ranked[rows, k] > self.threshold)
-        matched = np.where(hit, idx[rows, k], -1).astype(np.int64)
+        matched = np.where(pay, match_candidates(idx, valid, nxt, self.threshold), -1)
+        hit = matched >= 0
         self._next = np.where(hit, matched + 1, self._next)
         return np.where(hit, self.imitation_reward, 0.0), matched, best_sim
 
