@@ -292,8 +292,8 @@ class DreamBatch:
         return self._out_pd[:, self._packed.n_pi + int(self._packed.predict_done)]
 
     @torch.no_grad()
-    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """actions (N, A) -> features (N, d), reward (N,), terminated (N,), truncated (N,)."""
+    def step_outcome(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """actions (N, A) -> reward (N,), terminated (N,), truncated (N,): one step, without building features."""
         if actions.shape != self._a.shape:
             raise ValueError(f"Dream actions must have shape {tuple(self._a.shape)}, got {tuple(actions.shape)}.")
         self._a.copy_(actions)
@@ -302,6 +302,11 @@ class DreamBatch:
         reward = self.predicted_reward.clone() if self.model.reward == "predicted" else self._ones.clone()
         terminated = self.done_logit > 0.0 if self._packed.predict_done else self._no_done.clone()
         truncated = (self.t >= self.model.max_steps) & ~terminated
+        return reward, terminated, truncated
+
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """actions (N, A) -> features (N, d), reward (N,), terminated (N,), truncated (N,)."""
+        reward, terminated, truncated = self.step_outcome(actions)
         return self.features(), reward, terminated, truncated
 
     def decode(self) -> np.ndarray:
@@ -401,17 +406,13 @@ class DreamEnv(gym.Env):
             self._views[0][:] = a
             d.advance()
             out = self._views[1]
-            done_logit = float(out[self._i_done]) if self.model.rnn.predict_done else 0.0
+            terminated = self.model.rnn.predict_done and float(out[self._i_done]) > 0.0
             reward = float(out[self._i_reward]) if self.model.reward == "predicted" else 1.0
             self._views[2][0] = self._t + 1
         else:
-            d.action_buffer.copy_(torch.as_tensor(a, device=d.device)[None])
-            d.advance()
-            done_logit = float(d.done_logit[0]) if self.model.rnn.predict_done else 0.0
-            reward = float(d.predicted_reward[0]) if self.model.reward == "predicted" else 1.0
-            d.t.fill_(self._t + 1)
+            r, term, _ = d.step_outcome(torch.as_tensor(a, device=d.device)[None])
+            reward, terminated = float(r[0]), bool(term[0])
         self._t += 1
-        terminated = done_logit > 0.0
         truncated = self._t >= self.model.max_steps and not terminated
         return self._obs(), reward, terminated, truncated, {"steps": self._t}
 
@@ -481,18 +482,8 @@ class DreamVectorEnv(VectorEnv):
             raise ValueError(f"DreamVectorEnv takes actions of shape {self.action_space.shape}, got {a.shape}.")
         d = self._dream
         resetting = self._needs_reset
-        d.action_buffer.copy_(torch.from_numpy(a))
-        d.advance()
-        d.t += 1
-        if self.model.reward == "predicted":
-            reward = d.predicted_reward.cpu().numpy().astype(np.float64)
-        else:
-            reward = np.ones(self.num_envs, np.float64)
-        if self.model.rnn.predict_done:
-            terminated = (d.done_logit > 0.0).cpu().numpy()
-        else:
-            terminated = np.zeros(self.num_envs, bool)
-        truncated = (d.t >= self.model.max_steps).cpu().numpy() & ~terminated
+        reward, terminated, truncated = (x.cpu().numpy() for x in d.step_outcome(torch.from_numpy(a)))
+        reward = reward.astype(np.float64)
         # Next-step autoreset: the dreams that ended last step restart now and this step's action is ignored.
         if resetting.any():
             d.reset(torch.from_numpy(resetting).to(d.device))
