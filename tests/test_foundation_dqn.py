@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -93,6 +95,45 @@ def test_buffer_wraps_around_and_keeps_only_valid_transitions() -> None:
     for o, r, n in zip(batch.obs, batch.rewards, batch.next_obs):
         assert (o.numpy().tobytes(), n.numpy().tobytes(), float(r)) in added
         assert float(r) in recent  # only the newest transitions survive
+
+
+def _fill_two_env_buffer(capacity: int, episodes: int) -> ReplayBuffer:
+    """Two envs: env 1 sees env 0's frames upside down and the negated rewards."""
+    rb = ReplayBuffer(capacity, (4, 6, 6), frame_stack=4, num_envs=2, seed=3)
+    for ep in range(episodes):
+        trans = _stacked_episode(ep % 16, length=4 + ep % 3)
+        for t, (o, n) in enumerate(trans):
+            end = np.array([t == len(trans) - 1] * 2)
+            obs, nxt = np.stack([o, o[:, ::-1]]), np.stack([n, n[:, ::-1]])
+            rb.add(obs, nxt, np.array([t % 3, 2]), np.array([ep, -ep], float), end, np.zeros(2, bool))
+    return rb
+
+
+def test_buffer_save_and_load_round_trip(tmp_path) -> None:
+    for episodes in (3, 40):  # partly filled, and wrapped around its ring
+        rb = _fill_two_env_buffer(60, episodes)
+        rb.save(tmp_path / "buf", global_step=123)
+        assert not list(tmp_path.glob(".buf*")), "no temporary directory is left behind"
+        back = ReplayBuffer(60, (4, 6, 6), frame_stack=4, num_envs=2, seed=99)
+        assert back.load(tmp_path / "buf") == {"global_step": 123}
+        assert len(back) == len(rb) > 0
+        a, b = rb.sample(200), back.sample(200)  # the sampling RNG is restored too
+        for x, y in zip(
+            (a.obs, a.next_obs, a.actions, a.rewards, a.terminated),
+            (b.obs, b.next_obs, b.actions, b.rewards, b.terminated),
+        ):
+            assert torch.equal(x, y)
+    # A saved copy only fits a buffer of the same capacity / shape / env count.
+    with pytest.raises(CheckpointError, match="capacity 60"):
+        ReplayBuffer(80, (4, 6, 6), frame_stack=4, num_envs=2).load(tmp_path / "buf")
+    with pytest.raises(CheckpointError, match="num_envs 2"):
+        ReplayBuffer(60, (4, 6, 6), frame_stack=4, num_envs=1).load(tmp_path / "buf")
+    (tmp_path / "buf" / "frames.npy").write_bytes(b"\x93NUMPY truncated")
+    with pytest.raises(CheckpointError, match="frames.npy"):
+        ReplayBuffer(60, (4, 6, 6), frame_stack=4, num_envs=2).load(tmp_path / "buf")
+    (tmp_path / "buf" / "buffer.json").unlink()
+    with pytest.raises(CheckpointError, match="buffer.json is missing"):
+        ReplayBuffer(60, (4, 6, 6), frame_stack=4, num_envs=2).load(tmp_path / "buf")
 
 
 def test_buffer_truncation_keeps_bootstrap_and_timeout_next_obs() -> None:
@@ -187,6 +228,38 @@ def test_dqn_resume_continues_the_schedule(tmp_path) -> None:
     assert max(after) <= linear_schedule(1.0, 0.02, int(0.4 * 1600), 1000) + 1e-6  # not restarted at 1.0
     with pytest.raises(CheckpointError, match="observations"):
         train(_small_cfg(tmp_path, env_id="CartPole-v1", total_timesteps=1700, resume=True))
+
+
+class _CorridorThatSendsSigterm(Corridor):
+    """The corridor, which sends SIGTERM to its own process at its 700th step (a user pressing stop)."""
+
+    steps = 0
+
+    def step(self, action):
+        type(self).steps += 1
+        if type(self).steps == 700:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().step(action)
+
+
+gym.register("TestCorridorSigterm-v0", entry_point=_CorridorThatSendsSigterm)
+
+
+def test_dqn_stops_cleanly_on_sigterm_and_resumes_with_its_buffer(tmp_path) -> None:
+    _CorridorThatSendsSigterm.steps = 0
+    cfg = _small_cfg(tmp_path, env_id="TestCorridorSigterm-v0", total_timesteps=5000, save_buffer=True)
+    result = train(cfg)
+    assert result["stopped_early"] and 700 <= result["global_step"] < 5000
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
+    ckpt = json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())
+    saved = json.loads((tmp_path / "run" / "replay_buffer" / "buffer.json").read_text())
+    assert ckpt["global_step"] == saved["meta"]["global_step"] == result["global_step"]
+    assert saved["stored_transitions"] == result["global_step"]
+    # Resuming loads the buffer: it ends holding every transition of both runs, not only the new ones.
+    more = train(_small_cfg(tmp_path, total_timesteps=result["global_step"] + 300, save_buffer=True, resume=True))
+    assert not more["stopped_early"] and more["global_step"] == result["global_step"] + 300
+    final = json.loads((tmp_path / "run" / "replay_buffer" / "buffer.json").read_text())
+    assert final["stored_transitions"] == more["global_step"]
 
 
 def test_dqn_rejects_continuous_actions(tmp_path) -> None:

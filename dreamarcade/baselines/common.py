@@ -18,6 +18,8 @@ import dataclasses
 import json
 import os
 import random
+import signal
+import threading
 import typing
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,49 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device} was requested but no CUDA GPU is visible; use --device cpu.")
     return dev
+
+
+class GracefulStop:
+    """Turn the first Ctrl-C / SIGTERM into a request to stop at a clean point; a second one interrupts.
+
+    A training loop checks :attr:`requested` between iterations, then saves its checkpoint and returns,
+    so an interrupted run can always be continued with ``--resume``. Outside the main thread (where
+    signal handlers cannot be installed) it does nothing and :attr:`requested` stays False.
+
+    Example:
+        >>> from dreamarcade.baselines.common import GracefulStop
+        >>> with GracefulStop() as stop:
+        ...     steps = 0
+        ...     while not stop.requested and steps < 3:
+        ...         steps += 1
+        >>> steps
+        3
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
+            "(send it again to stop at once).",
+            flush=True,
+        )
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
 
 def seed_everything(seed: int) -> None:

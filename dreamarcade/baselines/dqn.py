@@ -6,8 +6,9 @@ then :func:`train`. Pixel observations ``(k, 84, 84)`` get the Nature CNN, vecto
 The replay buffer stores each frame once (:mod:`dreamarcade.baselines.replay_buffer`).
 
 Outputs in ``--run-dir``: ``episodes.csv``, ``metrics.csv``, TensorBoard events, ``learning_curve.png``,
-``checkpoint/`` (safetensors + JSON, written atomically every ``--checkpoint-interval`` steps; continue
-with ``--resume``) and ``agent.mp4`` (a greedy episode of the trained agent).
+``checkpoint/`` (safetensors + JSON, written atomically every ``--checkpoint-interval`` steps and when the
+run is stopped with Ctrl-C or SIGTERM; continue with ``--resume``), ``replay_buffer/`` with ``--save-buffer``
+(so a resumed run keeps its experience), and ``agent.mp4`` (a greedy episode of the trained agent).
 
 Example (a short CartPole run):
     >>> from dreamarcade.baselines.dqn import DQNConfig, train
@@ -35,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dreamarcade.baselines.common import (
+    GracefulStop,
     RunLogger,
     parse_dataclass_args,
     plot_learning_curve,
@@ -75,7 +77,10 @@ class DQNConfig:
     start_e: float = _h("initial epsilon", 1.0)
     end_e: float = _h("final epsilon", 0.01)
     exploration_fraction: float = _h("fraction of total_timesteps over which epsilon decays linearly", 0.10)
-    learning_starts: int = _h("steps of pure experience collection before learning (again after --resume)", 80_000)
+    learning_starts: int = _h(
+        "steps of pure experience collection before learning (again after --resume, unless the buffer was saved)",
+        80_000,
+    )
     train_frequency: int = _h("env steps per gradient step", 4)
     max_grad_norm: float = _h("gradient-norm clip (<= 0 disables)", 10.0)
     num_envs: int = _h("parallel envs (gymnasium SyncVectorEnv)", 1)
@@ -85,6 +90,16 @@ class DQNConfig:
     run_dir: str = _h("output directory (logs, checkpoint, curve, video)", "runs/dqn")
     resume: bool = _h("continue from run_dir/checkpoint: weights, optimizer, step and epsilon schedule", False)
     checkpoint_interval: int = _h("steps between atomic checkpoints", 50_000)
+    save_buffer: bool = _h(
+        "also save the replay buffer to run_dir/replay_buffer (about 7.1 KB per stored 84x84 transition), so "
+        "--resume continues with the same experience instead of refilling learning_starts steps",
+        False,
+    )
+    buffer_checkpoint_interval: int = _h(
+        "with --save-buffer: steps between buffer saves (it is also saved when the run ends or is stopped "
+        "with Ctrl-C / SIGTERM)",
+        250_000,
+    )
     eval_epsilon: float = _h("epsilon of the evaluation/video policy (Nature paper: 0.05)", 0.05)
     video_episodes: int = _h("greedy episodes recorded to run_dir/agent.mp4 after training (0: none)", 1)
     video_max_steps: int = _h("cap on the steps of each recorded episode", 4500)
@@ -303,8 +318,23 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
         device=device,
         seed=cfg.seed + start_step,
     )
-    # After a resume the buffer is empty: learning waits until it holds learning_starts transitions again.
+    buffer_dir = run_dir / "replay_buffer"
+    if cfg.resume and (buffer_dir / "buffer.json").is_file():
+        saved = rb.load(buffer_dir)
+        if saved.get("global_step") != start_step:
+            print(
+                f"Note: the replay buffer was saved at step {saved.get('global_step')}, the checkpoint at step "
+                f"{start_step}; continuing with the buffer's {len(rb)} transitions.",
+                flush=True,
+            )
+    # Without a saved buffer a resumed run starts empty: learning waits for learning_starts transitions again.
     warmup = min(cfg.learning_starts, cfg.buffer_size)
+
+    def save_all(step: int, with_buffer: bool) -> None:
+        state = _checkpoint_state(q_network, target_network, optimizer, step, episodes_done, cfg, meta)
+        save_checkpoint(ckpt_dir, *state)
+        if with_buffer:
+            rb.save(buffer_dir, global_step=step)
 
     logger = RunLogger(run_dir, tensorboard=cfg.tensorboard)
     obs, _ = envs.reset(seed=cfg.seed + start_step)
@@ -314,67 +344,71 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
     global_step = start_step
     bar = tqdm(total=cfg.total_timesteps, initial=start_step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
     exploration_steps = int(cfg.exploration_fraction * cfg.total_timesteps)
-    while global_step < cfg.total_timesteps:
-        epsilon = linear_schedule(cfg.start_e, cfg.end_e, exploration_steps, global_step)
-        if rng.random() < epsilon:
-            actions = rng.integers(0, n_actions, size=cfg.num_envs)
-        else:
-            with torch.inference_mode():
-                q_values = q_network(torch.as_tensor(obs, device=device))
-            actions = q_values.argmax(dim=1).cpu().numpy()
+    with GracefulStop() as stop:
+        while global_step < cfg.total_timesteps and not stop.requested:
+            epsilon = linear_schedule(cfg.start_e, cfg.end_e, exploration_steps, global_step)
+            if rng.random() < epsilon:
+                actions = rng.integers(0, n_actions, size=cfg.num_envs)
+            else:
+                with torch.inference_mode():
+                    q_values = q_network(torch.as_tensor(obs, device=device))
+                actions = q_values.argmax(dim=1).cpu().numpy()
 
-        next_obs, rewards, terminated, truncated, infos = envs.step(actions)
-        done = np.logical_or(terminated, truncated)
-        real_next_obs = next_obs.copy() if done.any() else next_obs
-        for i in np.flatnonzero(done):
-            real_next_obs[i] = infos["final_obs"][i]
-        rb.add(obs, real_next_obs, actions, rewards, terminated, truncated)
-        obs = next_obs
-        global_step += cfg.num_envs
-        bar.update(cfg.num_envs)
+            next_obs, rewards, terminated, truncated, infos = envs.step(actions)
+            done = np.logical_or(terminated, truncated)
+            real_next_obs = next_obs.copy() if done.any() else next_obs
+            for i in np.flatnonzero(done):
+                real_next_obs[i] = infos["final_obs"][i]
+            rb.add(obs, real_next_obs, actions, rewards, terminated, truncated)
+            obs = next_obs
+            global_step += cfg.num_envs
+            bar.update(cfg.num_envs)
 
-        if "final_info" in infos or "episode" in infos:
-            ep_info = infos.get("final_info", infos)
-            if "episode" in ep_info:
-                for i in np.flatnonzero(ep_info.get("_episode", np.ones(cfg.num_envs, bool))):
-                    ret, length = float(ep_info["episode"]["r"][i]), int(ep_info["episode"]["l"][i])
-                    episodes_done += 1
-                    recent = (recent + [ret])[-20:]
-                    logger.log_episode(global_step, ret, length, epsilon=epsilon)
-                    bar.set_postfix(ret=f"{np.mean(recent):.1f}", eps=f"{epsilon:.2f}", eps_done=episodes_done)
+            if "final_info" in infos or "episode" in infos:
+                ep_info = infos.get("final_info", infos)
+                if "episode" in ep_info:
+                    for i in np.flatnonzero(ep_info.get("_episode", np.ones(cfg.num_envs, bool))):
+                        ret, length = float(ep_info["episode"]["r"][i]), int(ep_info["episode"]["l"][i])
+                        episodes_done += 1
+                        recent = (recent + [ret])[-20:]
+                        logger.log_episode(global_step, ret, length, epsilon=epsilon)
+                        bar.set_postfix(ret=f"{np.mean(recent):.1f}", eps=f"{epsilon:.2f}", eps_done=episodes_done)
 
-        if len(rb) >= warmup and global_step % cfg.train_frequency < cfg.num_envs:
-            batch = rb.sample(cfg.batch_size)
-            with torch.no_grad():
-                target_max = target_network(batch.next_obs).max(dim=1).values
-                td_target = batch.rewards + cfg.gamma * target_max * (1.0 - batch.terminated)
-            q_taken = q_network(batch.obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
-            loss = F.smooth_l1_loss(q_taken, td_target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.max_grad_norm > 0:
-                nn.utils.clip_grad_norm_(q_network.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            if global_step - last_log_step >= 1000:
-                sps = (global_step - last_log_step) / max(1e-9, time.time() - t0)
-                logger.log_metrics(
-                    global_step,
-                    **{
-                        "losses/td_loss": loss.item(),
-                        "losses/q_values": q_taken.mean().item(),
-                        "charts/epsilon": epsilon,
-                        "charts/SPS": sps,
-                    },
-                )
-                t0, last_log_step = time.time(), global_step
+            if len(rb) >= warmup and global_step % cfg.train_frequency < cfg.num_envs:
+                batch = rb.sample(cfg.batch_size)
+                with torch.no_grad():
+                    target_max = target_network(batch.next_obs).max(dim=1).values
+                    td_target = batch.rewards + cfg.gamma * target_max * (1.0 - batch.terminated)
+                q_taken = q_network(batch.obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
+                loss = F.smooth_l1_loss(q_taken, td_target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.max_grad_norm > 0:
+                    nn.utils.clip_grad_norm_(q_network.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                if global_step - last_log_step >= 1000:
+                    sps = (global_step - last_log_step) / max(1e-9, time.time() - t0)
+                    logger.log_metrics(
+                        global_step,
+                        **{
+                            "losses/td_loss": loss.item(),
+                            "losses/q_values": q_taken.mean().item(),
+                            "charts/epsilon": epsilon,
+                            "charts/SPS": sps,
+                        },
+                    )
+                    t0, last_log_step = time.time(), global_step
 
-        if global_step % cfg.target_network_frequency < cfg.num_envs:
-            target_network.load_state_dict(q_network.state_dict())
-        if global_step % cfg.checkpoint_interval < cfg.num_envs or global_step >= cfg.total_timesteps:
-            save_checkpoint(
-                ckpt_dir,
-                *_checkpoint_state(q_network, target_network, optimizer, global_step, episodes_done, cfg, meta),
-            )
+            if global_step % cfg.target_network_frequency < cfg.num_envs:
+                target_network.load_state_dict(q_network.state_dict())
+            finished = global_step >= cfg.total_timesteps
+            buffer_due = cfg.save_buffer and (finished or global_step % cfg.buffer_checkpoint_interval < cfg.num_envs)
+            if global_step % cfg.checkpoint_interval < cfg.num_envs or buffer_due or finished:
+                save_all(global_step, with_buffer=buffer_due)
+    stopped = global_step < cfg.total_timesteps
+    if stopped:
+        save_all(global_step, with_buffer=cfg.save_buffer)
+        print(f"Stopped at step {global_step}; continue with --resume --run-dir {run_dir}.", flush=True)
     bar.close()
     envs.close()
     logger.close()
@@ -391,8 +425,9 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
         "mean_return_last_20": float(np.mean(returns[-20:])) if len(returns) else float("nan"),
         "learning_curve": str(png),
         "checkpoint": str(ckpt_dir),
+        "stopped_early": stopped,
     }
-    if cfg.video_episodes > 0:
+    if cfg.video_episodes > 0 and not stopped:
         ev = evaluate(
             ckpt_dir,
             episodes=cfg.video_episodes,
