@@ -11,9 +11,10 @@ run is stopped with Ctrl-C or SIGTERM; continue with ``--resume``), ``replay_buf
 (so a resumed run keeps its experience), and ``agent.mp4`` (a greedy episode of the trained agent).
 
 Example (a short CartPole run):
+    >>> import tempfile
     >>> from dreamarcade.baselines.dqn import DQNConfig, train
     >>> cfg = DQNConfig(env_id="CartPole-v1", total_timesteps=300, learning_starts=100, video_episodes=0,
-    ...                 run_dir="/tmp/dqn_doctest", progress=False, tensorboard=False)
+    ...                 run_dir=tempfile.mkdtemp(), progress=False, tensorboard=False)
     >>> result = train(cfg)
     >>> result["global_step"]
     300

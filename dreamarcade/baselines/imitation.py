@@ -21,8 +21,11 @@ CLI::
     python -m dreamarcade.baselines imitation eval runs/imitation/agent_imitation --episodes 20
 
 Example:
-    >>> from dreamarcade.baselines.imitation import ImitationConfig, make_envs  # doctest: +SKIP
-    >>> envs = make_envs(ImitationConfig(num_envs=2))  # doctest: +SKIP
+    >>> from dreamarcade.baselines.imitation import ImitationConfig, make_envs
+    >>> envs = make_envs(ImitationConfig(num_envs=2))
+    >>> envs.num_envs, int(envs.single_action_space.n)
+    (2, 18)
+    >>> envs.close()
 """
 
 from __future__ import annotations
@@ -85,8 +88,12 @@ class LifeLossTerminal(gym.Wrapper):
     """End the episode when a life is lost (ALE ``info["lives"]`` decreases); the next reset is a real reset.
 
     Example:
-        >>> import gymnasium as gym  # doctest: +SKIP
-        >>> env = LifeLossTerminal(gym.make("ALE/MontezumaRevenge-v5"))  # doctest: +SKIP
+        >>> import gymnasium as gym, ale_py
+        >>> env = LifeLossTerminal(gym.make("ALE/MontezumaRevenge-v5"))
+        >>> obs, info = env.reset(seed=0)
+        >>> info["lives"]  # the first life lost ends the episode
+        6
+        >>> env.close()
     """
 
     def __init__(self, env: gym.Env) -> None:

@@ -13,10 +13,14 @@ RecordEpisodeStatistics, below the reward wrapper) holds the game score.
 Example:
     >>> import gymnasium as gym
     >>> import dreamarcade
-    >>> env = gym.make("MontezumaImitation-v0")  # doctest: +SKIP
-    >>> obs, info = env.reset(seed=0)  # doctest: +SKIP
-    >>> venv = gym.make_vec(  # doctest: +SKIP
-    ...     "MontezumaImitation-v0", num_envs=4, vectorization_mode="vector_entry_point")
+    >>> env = gym.make("MontezumaImitation-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs.shape
+    (210, 160, 3)
+    >>> venv = gym.make_vec("MontezumaImitation-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    >>> venv.reset(seed=0)[0].shape
+    (2, 210, 160, 3)
+    >>> env.close(); venv.close()
 """
 
 from __future__ import annotations

@@ -13,8 +13,12 @@ The intro of the demo (before the gameplay starts) is trimmed with ``--start-s``
 video has a sidecar JSON written by the demo recorder, its ``gameplay_start_s`` is used (with a real upload you
 would read it off the video, as the public reimplementation trimmed its videos by hand).
 
-Example:
-    >>> from dreamarcade.reward_models.build_reward import build_bundle  # doctest: +SKIP
+Example (the bundled Montezuma reward was built this way; its metadata names the demo it came from):
+    >>> from dreamarcade.envs.montezuma_imitation import ASSET_DIR
+    >>> from dreamarcade.wrappers.imitation import load_imitation_model
+    >>> embedder, checkpoints = load_imitation_model(ASSET_DIR)
+    >>> len(checkpoints.meta["demo_video"]) > 0, checkpoints.meta["start_frame"] > 0
+    (True, True)
 """
 
 from __future__ import annotations

@@ -12,9 +12,14 @@ Trajectories from :mod:`dreamarcade.envs.montezuma_search` may begin with a seed
 the recording starts when the player starts (``skip_steps``), like an uploader who hits record and plays.
 
 Example:
-    >>> from dreamarcade.reward_models.demo_videos import UploaderStyle, record_demo  # doctest: +SKIP
-    >>> style = UploaderStyle.sample(seed=3)  # doctest: +SKIP
-    >>> record_demo([0, 3, 3, 3], "runs/imitation/videos/demo.mp4", style)  # doctest: +SKIP
+    >>> import os, tempfile
+    >>> from dreamarcade.reward_models.demo_videos import UploaderStyle, record_demo
+    >>> from dreamarcade.reward_models.video import probe_video
+    >>> style = UploaderStyle.sample(seed=3)
+    >>> path = os.path.join(tempfile.mkdtemp(), "demo." + style.container)
+    >>> meta = record_demo([0] * 10 + [3] * 20, path, style)  # 30 agent steps: 2 s of play after the intro
+    >>> probe_video(path).has_audio, meta["agent_steps"]
+    (True, 30)
 """
 
 from __future__ import annotations

@@ -14,9 +14,10 @@ parameter; defaults and why are in the README's Video imitation section.
 Example:
     >>> import torch
     >>> from dreamarcade.reward_models.embedding import EmbeddingConfig, TDCCMC
-    >>> model = TDCCMC(EmbeddingConfig())
-    >>> model.embed(torch.zeros(2, 12, 64, 64)).shape
-    torch.Size([2, 128])
+    >>> cfg = EmbeddingConfig()
+    >>> model = TDCCMC(cfg).eval()
+    >>> model.embed(torch.zeros(2, 3 * cfg.stack, cfg.crop_size, cfg.crop_size)).shape[0]
+    2
 """
 
 from __future__ import annotations

@@ -16,8 +16,14 @@ CLI::
 Checkpoints (``--out``) are written every ``--save-every`` steps with the optimizer and RNG state, and
 ``--resume`` continues from the last one.
 
-Example:
-    >>> from dreamarcade.reward_models.train_embedding import sample_pairs  # doctest: +SKIP
+Example (TDC pairs from two videos of 300 and 900 frames; each pair's gap lies in its class's interval):
+    >>> import numpy as np
+    >>> from dreamarcade.reward_models.train_embedding import sample_pairs
+    >>> intervals = ((0, 0), (1, 1), (2, 2), (3, 4), (5, 20), (21, 200))
+    >>> vids, i, j, k = sample_pairs([300, 900], intervals, batch=64, rng=np.random.default_rng(0))
+    >>> gaps = np.abs(i - j)
+    >>> bool(all(lo <= g <= hi for g, (lo, hi) in zip(gaps, np.array(intervals)[k])))
+    True
 """
 
 from __future__ import annotations

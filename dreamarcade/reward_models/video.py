@@ -15,12 +15,18 @@ A video is decoded once, front to back, and never held in memory: :class:`VideoR
    ``[k / fps, (k + 1) / fps)``). A video without audio yields ``audio=None`` (fine for TDC); asking for audio
    (``require_audio=True``, as CMC does) raises :class:`~dreamarcade.errors.VideoError` saying so.
 
-Example:
-    >>> from dreamarcade.reward_models.video import VideoReader  # doctest: +SKIP
-    >>> reader = VideoReader("demo.mp4", fps=15, size=(72, 72))  # doctest: +SKIP
-    >>> for chunk in reader.chunks():  # doctest: +SKIP
-    ...     print(chunk.start, chunk.frames.shape, None if chunk.audio is None else chunk.audio.shape)
-    0 (256, 72, 72, 3) (256, 512)
+Example (write two seconds of 30 fps video with a tone, read it back at 15 fps in chunks of 16 frames):
+    >>> import os, tempfile, numpy as np
+    >>> from dreamarcade.reward_models.demo_videos import write_av
+    >>> from dreamarcade.reward_models.video import VideoReader
+    >>> path = os.path.join(tempfile.mkdtemp(), "demo.mp4")
+    >>> frames = [np.full((120, 160, 3), 4 * t, np.uint8) for t in range(60)]
+    >>> tone = (0.3 * np.sin(np.arange(2 * 16000) / 10)).astype(np.float32)
+    >>> _ = write_av(path, frames, fps=30, audio=tone, audio_rate=16000)
+    >>> reader = VideoReader(path, fps=15, size=(72, 72), chunk_frames=16)
+    >>> chunk = next(reader.chunks())
+    >>> chunk.start, chunk.frames.shape, chunk.audio.shape  # 7680 Hz audio: 512 samples per frame
+    (0, (16, 72, 72, 3), (16, 512))
 """
 
 from __future__ import annotations
@@ -291,9 +297,18 @@ class VideoReader:
         require_audio: raise :class:`VideoError` if the video has no audio track (CMC needs it).
         max_frames: stop after this many output frames.
 
-    Example:
-        >>> reader = VideoReader("demo.webm", fps=15, size=(72, 72))  # doctest: +SKIP
-        >>> clip = reader.read_all()  # doctest: +SKIP
+    Example (a silent webm with a black pillar-box: the borders are found and cropped away):
+        >>> import os, tempfile, numpy as np
+        >>> from dreamarcade.reward_models.demo_videos import write_av
+        >>> frame = np.zeros((96, 160, 3), np.uint8)
+        >>> frame[:, 32:128] = 200
+        >>> path = os.path.join(tempfile.mkdtemp(), "demo.webm")
+        >>> _ = write_av(path, [frame] * 20, fps=10)
+        >>> reader = VideoReader(path, fps=10, size=None)
+        >>> reader.crop  # pixels cut from each edge
+        CropBox(top=0, bottom=0, left=32, right=32)
+        >>> reader.read_all().frames.shape
+        (20, 96, 96, 3)
     """
 
     def __init__(

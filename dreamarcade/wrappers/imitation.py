@@ -28,11 +28,12 @@ checkpoint can only be matched (and paid) on those steps; in between the reward 
 Example:
     >>> import gymnasium as gym
     >>> import dreamarcade
-    >>> env = gym.make("MontezumaImitation-v0")  # doctest: +SKIP
-    >>> obs, info = env.reset(seed=0)  # doctest: +SKIP
-    >>> obs, r, term, trunc, info = env.step(0)  # doctest: +SKIP
-    >>> info["imitation_checkpoint"]  # doctest: +SKIP
+    >>> env = gym.make("MontezumaImitation-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, r, term, trunc, info = env.step(0)
+    >>> info["imitation_checkpoint"]  # the next checkpoint of the demo to reach
     0
+    >>> env.close()
 """
 
 from __future__ import annotations
@@ -233,8 +234,12 @@ class YouTubeImitationReward(gym.Wrapper, _ImitationCore):
     Example:
         >>> import gymnasium as gym
         >>> from dreamarcade.wrappers.imitation import YouTubeImitationReward, load_imitation_model
-        >>> embedder, ckpts = load_imitation_model("dreamarcade/assets/montezuma_imitation")  # doctest: +SKIP
-        >>> env = YouTubeImitationReward(gym.make("ALE/MontezumaRevenge-v5"), embedder, ckpts)  # doctest: +SKIP
+        >>> from dreamarcade.envs.montezuma_imitation import ASSET_DIR
+        >>> embedder, ckpts = load_imitation_model(ASSET_DIR)
+        >>> env = YouTubeImitationReward(gym.make("ALE/MontezumaRevenge-v5"), embedder, ckpts)
+        >>> _ = env.reset(seed=0)
+        >>> reward = env.step(0)[1]  # the game's reward plus any checkpoint reached
+        >>> env.close()
     """
     )
 
@@ -325,8 +330,13 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
 
     Example:
         >>> import gymnasium as gym
-        >>> venv = gym.make_vec(  # doctest: +SKIP
-        ...     "MontezumaImitation-v0", num_envs=4, vectorization_mode="vector_entry_point")
+        >>> import dreamarcade
+        >>> venv = gym.make_vec("MontezumaImitation-v0", num_envs=2, vectorization_mode="vector_entry_point")
+        >>> obs, info = venv.reset(seed=0)
+        >>> obs, rewards, term, trunc, info = venv.step(venv.action_space.sample())
+        >>> info["imitation_checkpoint"].tolist()
+        [0, 0]
+        >>> venv.close()
     """
     )
 
