@@ -62,7 +62,14 @@ STEPS = ("collect", "train-vae", "train-mdnrnn", "calibrate-done", "evolve", "ev
 
 @dataclass
 class WMConfig:
-    """Hyperparameters; defaults are the paper's (or hardmaru's code's, where they differ and the code ran)."""
+    """Hyperparameters; defaults are the paper's (or hardmaru's code's, where they differ and the code ran).
+
+    Example:
+        >>> from dreamarcade.baselines.world_models import WMConfig
+        >>> cfg = WMConfig(env="doom")
+        >>> cfg.popsize, cfg.rollouts  # CMA-ES population x rollouts per candidate, as in the paper
+        (64, 16)
+    """
 
     env: str = "doom"
     run_dir: str = ""  # default runs/dreams/<env>
@@ -531,7 +538,20 @@ def _real_episode(args: tuple[np.ndarray, int, int]) -> tuple[float, int]:
 
 
 class RealPool:
-    """Worker processes that each hold a real env + V + M, evaluating controllers episode by episode."""
+    """Worker processes that each hold a real env + V + M, evaluating controllers episode by episode.
+
+    Example (one real TakeCover episode of a zero controller on the bundled world model; takes a few seconds):
+        >>> import numpy as np
+        >>> from dreamarcade.baselines.world_models import RealPool
+        >>> from dreamarcade.world_models.controller import Controller
+        >>> from dreamarcade.world_models.model import WorldModel, bundled_dir
+        >>> ctrl = Controller.for_env("doom", feature_size=WorldModel.bundled("doom").feature_size)
+        >>> pool = RealPool("doom", str(bundled_dir("doom")), ctrl, workers=1)
+        >>> [(score, steps)] = pool.episodes([np.zeros(ctrl.num_params)], seeds=[0], max_steps=50)
+        >>> steps <= 50
+        True
+        >>> pool.close()
+    """
 
     def __init__(self, env: str, model_dir: str, ctrl: Any, workers: int) -> None:
         import multiprocessing as mp
