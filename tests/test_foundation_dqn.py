@@ -255,6 +255,7 @@ def test_dqn_stops_cleanly_on_sigterm_and_resumes_with_its_buffer(tmp_path) -> N
     saved = json.loads((tmp_path / "run" / "replay_buffer" / "buffer.json").read_text())
     assert ckpt["global_step"] == saved["meta"]["global_step"] == result["global_step"]
     assert saved["stored_transitions"] == result["global_step"]
+    assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 1000  # the curve so far
     # Resuming loads the buffer: it ends holding every transition of both runs, not only the new ones.
     more = train(_small_cfg(tmp_path, total_timesteps=result["global_step"] + 300, save_buffer=True, resume=True))
     assert not more["stopped_early"] and more["global_step"] == result["global_step"] + 300

@@ -5,10 +5,11 @@ Reads top to bottom, CleanRL style: hyperparameters in :class:`DQNConfig` (defau
 then :func:`train`. Pixel observations ``(k, 84, 84)`` get the Nature CNN, vector observations an MLP.
 The replay buffer stores each frame once (:mod:`dreamarcade.baselines.replay_buffer`).
 
-Outputs in ``--run-dir``: ``episodes.csv``, ``metrics.csv``, TensorBoard events, ``learning_curve.png``,
-``checkpoint/`` (safetensors + JSON, written atomically every ``--checkpoint-interval`` steps and when the
-run is stopped with Ctrl-C or SIGTERM; continue with ``--resume``), ``replay_buffer/`` with ``--save-buffer``
-(so a resumed run keeps its experience), and ``agent.mp4`` (a greedy episode of the trained agent).
+Outputs in ``--run-dir``: ``episodes.csv``, ``metrics.csv``, TensorBoard events, ``learning_curve.png``
+(redrawn at every checkpoint), ``checkpoint/`` (safetensors + JSON, written atomically every
+``--checkpoint-interval`` steps and when the run is stopped with Ctrl-C or SIGTERM; continue with
+``--resume``), ``replay_buffer/`` with ``--save-buffer`` (so a resumed run keeps its experience), and
+``agent.mp4`` (a greedy episode of the trained agent).
 
 Example (a short CartPole run):
     >>> import tempfile
@@ -331,13 +332,24 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
     # Without a saved buffer a resumed run starts empty: learning waits for learning_starts transitions again.
     warmup = min(cfg.learning_starts, cfg.buffer_size)
 
+    logger = RunLogger(run_dir, tensorboard=cfg.tensorboard)
+
+    def write_curve() -> tuple[Path, np.ndarray]:
+        steps, returns = (
+            read_episodes(logger.episodes_csv) if logger.episodes_csv.exists() else (np.array([]), np.array([]))
+        )
+        title = f"DQN on {cfg.env_id}"
+        return plot_learning_curve(
+            {f"DQN {cfg.env_id}": (steps, returns)}, run_dir / "learning_curve.png", title
+        ), returns
+
     def save_all(step: int, with_buffer: bool) -> None:
         state = _checkpoint_state(q_network, target_network, optimizer, step, episodes_done, cfg, meta)
         save_checkpoint(ckpt_dir, *state)
         if with_buffer:
             rb.save(buffer_dir, global_step=step)
+        write_curve()  # the curve so far, to watch a long run
 
-    logger = RunLogger(run_dir, tensorboard=cfg.tensorboard)
     obs, _ = envs.reset(seed=cfg.seed + start_step)
     rng = np.random.default_rng(cfg.seed + start_step)
     recent: list[float] = []
@@ -413,13 +425,7 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
     bar.close()
     envs.close()
     logger.close()
-
-    steps, returns = (
-        read_episodes(logger.episodes_csv) if logger.episodes_csv.exists() else (np.array([]), np.array([]))
-    )
-    png = plot_learning_curve(
-        {f"DQN {cfg.env_id}": (steps, returns)}, run_dir / "learning_curve.png", title=f"DQN on {cfg.env_id}"
-    )
+    png, returns = write_curve()
     result: dict[str, Any] = {
         "global_step": global_step,
         "episodes": episodes_done,
