@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
 
 import gymnasium as gym
 import numpy as np
@@ -98,6 +100,33 @@ def test_checkpoint_resume_and_finetune(tmp_path):
     (tmp_path / "a" / "checkpoint" / "weights.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError):
         load_agent(tmp_path / "a" / "checkpoint")
+
+
+class _SigtermAtStep(gym.Wrapper):
+    """CartPole that sends SIGTERM to its own process at its 300th step (a user stopping the run)."""
+
+    steps = 0
+
+    def step(self, action):
+        type(self).steps += 1
+        if type(self).steps == 300:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.env.step(action)
+
+
+def test_sigterm_stops_after_the_update_and_saves_a_checkpoint(tmp_path):
+    _SigtermAtStep.steps = 0
+    cfg = PPOConfig(total_timesteps=4096, num_envs=1, num_steps=128, num_minibatches=2, update_epochs=1,
+                    vector_mode="sync", checkpoint_every_updates=100)  # fmt: skip
+    result = train_ppo([lambda: _SigtermAtStep(gym.make("CartPole-v1"))], cfg, tmp_path, progress=False,
+                       tensorboard=False)  # fmt: skip
+    # Step 300 falls in the third rollout of 128 steps: that update is finished, saved, and the run returns.
+    assert result.stopped_early and result.global_step == 384
+    assert load_agent(tmp_path / "checkpoint")[1]["global_step"] == 384
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    resumed = train_ppo([lambda: gym.make("CartPole-v1")], cfg, tmp_path, resume=True, progress=False,
+                        tensorboard=False)  # fmt: skip
+    assert not resumed.stopped_early and resumed.global_step == 4096
 
 
 def test_save_agent_roundtrip_for_image_dict_observations(tmp_path):

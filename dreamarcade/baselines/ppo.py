@@ -49,6 +49,7 @@ import torch.nn as nn
 from torch.distributions import Categorical
 
 from dreamarcade.baselines.common import (
+    GracefulStop,
     RunLogger,
     plot_learning_curve,
     read_episodes,
@@ -498,6 +499,7 @@ class PPOResult:
     eval_history: list[dict[str, float]] = field(default_factory=list)
     steps_per_second: float = 0.0
     run_dir: Path | None = None
+    stopped_early: bool = False  # stopped by Ctrl-C / SIGTERM (a checkpoint was saved; continue with resume)
 
     @property
     def mean_return(self) -> float:
@@ -585,6 +587,7 @@ def train_ppo(
     if eval_env_fns and config.eval_every_steps and global_step == 0:
         _run_eval(agent, eval_env_fns, config, device, logger, result, 0)
 
+    stop = GracefulStop().__enter__()  # Ctrl-C / SIGTERM: finish this update, save, return
     try:
         for update in range(1, num_updates + 1):
             if config.anneal_lr:
@@ -703,10 +706,15 @@ def train_ppo(
             if eval_env_fns and config.eval_every_steps and global_step >= next_eval:
                 _run_eval(agent, eval_env_fns, config, device, logger, result, global_step)
                 next_eval += config.eval_every_steps
-            if update % config.checkpoint_every_updates == 0 or update == num_updates:
+            if update % config.checkpoint_every_updates == 0 or update == num_updates or stop.requested:
                 save_agent(ckpt_dir, agent, optimizer, global_step)
                 _plot(run_dir, result)
+            if stop.requested and update < num_updates:
+                result.stopped_early = True
+                print(f"Stopped at step {global_step}; continue with resume from {run_dir}.", file=sys.stderr)
+                break
     finally:
+        stop.__exit__()
         if bar is not None:
             bar.close()
         logger.close()
