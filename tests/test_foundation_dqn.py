@@ -128,6 +128,11 @@ def test_buffer_save_and_load_round_trip(tmp_path) -> None:
         ReplayBuffer(80, (4, 6, 6), frame_stack=4, num_envs=2).load(tmp_path / "buf")
     with pytest.raises(CheckpointError, match="num_envs 2"):
         ReplayBuffer(60, (4, 6, 6), frame_stack=4, num_envs=1).load(tmp_path / "buf")
+    # A save cut off between its two renames leaves only the previous copy, under .buf.old: it is used.
+    (tmp_path / "buf").rename(tmp_path / ".buf.old")
+    assert ReplayBuffer.saved_copy_exists(tmp_path / "buf")
+    assert ReplayBuffer(60, (4, 6, 6), frame_stack=4, num_envs=2).load(tmp_path / "buf") == {"global_step": 123}
+    (tmp_path / ".buf.old").rename(tmp_path / "buf")
     (tmp_path / "buf" / "frames.npy").write_bytes(b"\x93NUMPY truncated")
     with pytest.raises(CheckpointError, match="frames.npy"):
         ReplayBuffer(60, (4, 6, 6), frame_stack=4, num_envs=2).load(tmp_path / "buf")

@@ -321,7 +321,7 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
         seed=cfg.seed + start_step,
     )
     buffer_dir = run_dir / "replay_buffer"
-    if cfg.resume and (buffer_dir / "buffer.json").is_file():
+    if cfg.resume and ReplayBuffer.saved_copy_exists(buffer_dir):
         saved = rb.load(buffer_dir)
         if saved.get("global_step") != start_step:
             print(
@@ -329,6 +329,8 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
                 f"{start_step}; continuing with the buffer's {len(rb)} transitions.",
                 flush=True,
             )
+    elif cfg.resume and cfg.save_buffer:
+        print(f"Note: no saved replay buffer in {buffer_dir}; refilling {cfg.learning_starts} steps first.", flush=True)
     # Without a saved buffer a resumed run starts empty: learning waits for learning_starts transitions again.
     warmup = min(cfg.learning_starts, cfg.buffer_size)
 

@@ -264,6 +264,13 @@ class ReplayBuffer:
             raise
         return directory
 
+    @staticmethod
+    def saved_copy_exists(directory: str | os.PathLike[str]) -> bool:
+        """True if :meth:`load` would find a complete copy written by :meth:`save` at ``directory``."""
+        directory = Path(directory)
+        old_copy = directory.with_name(f".{directory.name}.old")
+        return (directory / _META_FILE).is_file() or (old_copy / _META_FILE).is_file()
+
     def load(self, directory: str | os.PathLike[str]) -> dict[str, Any]:
         """Restore transitions written by :meth:`save` into this (empty, same-sized) buffer.
 
@@ -273,6 +280,9 @@ class ReplayBuffer:
         of another capacity, observation shape, frame stack, env count or dtype.
         """
         directory = Path(directory)
+        old_copy = directory.with_name(f".{directory.name}.old")
+        if not (directory / _META_FILE).is_file() and (old_copy / _META_FILE).is_file():
+            directory = old_copy  # a save was cut off between its two renames: the previous copy is intact
         meta_path = directory / _META_FILE
         if not meta_path.is_file():
             raise CheckpointError(
