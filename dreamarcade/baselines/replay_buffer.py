@@ -16,6 +16,9 @@ about 7.2 KB per transition, 7.2 GB for 1M (SB3: 56.4 GB, or 28.2 GB with
 With ``frame_stack=1`` it is an ordinary buffer for any Box observation (vectors included): each
 observation is stored once, and ``next_obs`` is the next stored observation.
 
+:meth:`ReplayBuffer.save` / :meth:`ReplayBuffer.load` write and restore the stored part (``.npy`` files and a
+JSON file, never a pickle), so a resumed training run keeps its experience (``dqn --save-buffer``).
+
 Example:
     >>> import numpy as np
     >>> from dreamarcade.baselines.replay_buffer import ReplayBuffer
