@@ -253,9 +253,10 @@ gym.register("TestCorridorSigterm-v0", entry_point=_CorridorThatSendsSigterm)
 def test_dqn_stops_cleanly_on_sigterm_and_resumes_with_its_buffer(tmp_path) -> None:
     _CorridorThatSendsSigterm.steps = 0
     cfg = _small_cfg(tmp_path, env_id="TestCorridorSigterm-v0", total_timesteps=5000, save_buffer=True)
+    before = signal.getsignal(signal.SIGTERM)
     result = train(cfg)
     assert result["stopped_early"] and 700 <= result["global_step"] < 5000
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
     ckpt = json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())
     saved = json.loads((tmp_path / "run" / "replay_buffer" / "buffer.json").read_text())
     assert ckpt["global_step"] == saved["meta"]["global_step"] == result["global_step"]

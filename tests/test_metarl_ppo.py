@@ -118,12 +118,13 @@ def test_sigterm_stops_after_the_update_and_saves_a_checkpoint(tmp_path):
     _SigtermAtStep.steps = 0
     cfg = PPOConfig(total_timesteps=4096, num_envs=1, num_steps=128, num_minibatches=2, update_epochs=1,
                     vector_mode="sync", checkpoint_every_updates=100)  # fmt: skip
+    before = signal.getsignal(signal.SIGTERM)
     result = train_ppo([lambda: _SigtermAtStep(gym.make("CartPole-v1"))], cfg, tmp_path, progress=False,
                        tensorboard=False)  # fmt: skip
     # Step 300 falls in the third rollout of 128 steps: that update is finished, saved, and the run returns.
     assert result.stopped_early and result.global_step == 384
     assert load_agent(tmp_path / "checkpoint")[1]["global_step"] == 384
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
     resumed = train_ppo([lambda: gym.make("CartPole-v1")], cfg, tmp_path, resume=True, progress=False,
                         tensorboard=False)  # fmt: skip
     assert not resumed.stopped_early and resumed.global_step == 4096
