@@ -51,6 +51,20 @@ _SAVED_COUNTERS = ("frames_written", "trans_written", "first_valid")
 _META_FILE = "buffer.json"
 
 
+def _previous_copy(directory: Path) -> Path:
+    """Where :meth:`ReplayBuffer.save` keeps the previous copy while it swaps the new one in."""
+    return directory.with_name(f".{directory.name}.old")
+
+
+def _complete_copy(directory: Path) -> Path | None:
+    """The folder holding a complete saved copy: ``directory``, else the previous copy (a save cut off
+    between its two renames leaves only that one), else None."""
+    for candidate in (directory, _previous_copy(directory)):
+        if (candidate / _META_FILE).is_file():
+            return candidate
+    return None
+
+
 @dataclass
 class Batch:
     """A sampled minibatch (torch tensors on the buffer's device)."""
@@ -255,7 +269,7 @@ class ReplayBuffer:
             # buffer.json is written last: a copy is complete exactly when it is present.
             (tmp / _META_FILE).write_text(json.dumps(info, indent=1), "utf-8")
             os.chmod(tmp, 0o755)
-            old = directory.with_name(f".{directory.name}.old")
+            old = _previous_copy(directory)
             if old.exists():
                 shutil.rmtree(old)
             if directory.exists():
@@ -270,9 +284,7 @@ class ReplayBuffer:
     @staticmethod
     def saved_copy_exists(directory: str | os.PathLike[str]) -> bool:
         """True if :meth:`load` would find a complete copy written by :meth:`save` at ``directory``."""
-        directory = Path(directory)
-        old_copy = directory.with_name(f".{directory.name}.old")
-        return (directory / _META_FILE).is_file() or (old_copy / _META_FILE).is_file()
+        return _complete_copy(Path(directory)) is not None
 
     def load(self, directory: str | os.PathLike[str]) -> dict[str, Any]:
         """Restore transitions written by :meth:`save` into this (empty, same-sized) buffer.
@@ -282,16 +294,14 @@ class ReplayBuffer:
         :class:`~dreamarcade.errors.CheckpointError` if the copy is incomplete or was written by a buffer
         of another capacity, observation shape, frame stack, env count or dtype.
         """
-        directory = Path(directory)
-        old_copy = directory.with_name(f".{directory.name}.old")
-        if not (directory / _META_FILE).is_file() and (old_copy / _META_FILE).is_file():
-            directory = old_copy  # a save was cut off between its two renames: the previous copy is intact
-        meta_path = directory / _META_FILE
-        if not meta_path.is_file():
+        found = _complete_copy(Path(directory))
+        if found is None:
             raise CheckpointError(
                 f"No complete replay buffer in '{directory}' ({_META_FILE} is missing). "
                 "Start without the saved buffer, or point to the directory a run saved it to."
             )
+        directory = found
+        meta_path = directory / _META_FILE
         try:
             info = json.loads(meta_path.read_text("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
