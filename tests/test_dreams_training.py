@@ -160,3 +160,19 @@ def test_pipeline_with_iterations_resumes(tmp_path) -> None:
     assert res["evaluate_iter1"]["episodes"] == 1
     again = step_pipeline(cfg)  # resumable: everything is marked done
     assert again["evaluate"] == res["evaluate"]
+
+
+def test_cli_help_describes_every_option(capsys) -> None:
+    import dataclasses
+
+    from dreamarcade.baselines.world_models import WMConfig, main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "(default: None)" not in text
+    for f in dataclasses.fields(WMConfig):
+        if f.name != "extra":
+            assert f"--{f.name.replace('_', '-')}" in text
+    assert "CMA-ES population (default: 64)" in " ".join(text.split())

@@ -345,11 +345,16 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
             {f"DQN {cfg.env_id}": (steps, returns)}, run_dir / "learning_curve.png", title
         ), returns
 
+    saved: dict[str, int] = {"checkpoint": -1, "buffer": -1}  # the step of the last save of each
+
     def save_all(step: int, with_buffer: bool) -> None:
-        state = _checkpoint_state(q_network, target_network, optimizer, step, episodes_done, cfg, meta)
-        save_checkpoint(ckpt_dir, *state)
-        if with_buffer:
+        if saved["checkpoint"] != step:
+            state = _checkpoint_state(q_network, target_network, optimizer, step, episodes_done, cfg, meta)
+            save_checkpoint(ckpt_dir, *state)
+            saved["checkpoint"] = step
+        if with_buffer and saved["buffer"] != step:
             rb.save(buffer_dir, global_step=step)
+            saved["buffer"] = step
         write_curve()  # the curve so far, to watch a long run
 
     obs, _ = envs.reset(seed=cfg.seed + start_step)

@@ -29,6 +29,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,7 +262,9 @@ def _plot_metrics(csv_path: Path, keys: list[str], png: Path, title: str) -> Non
 
 
 # ============================================================================================== M
-def _stream_batches(series: dict[str, np.ndarray], seq_len: int, batch: int, rng: np.random.Generator):
+def _stream_batches(
+    series: dict[str, np.ndarray], seq_len: int, batch: int, rng: np.random.Generator
+) -> Iterator[dict[str, np.ndarray]]:
     """Cut the concatenated stream into (seq_len + 1)-step windows at a random offset; yield shuffled batches."""
     n = len(series["actions"])
     starts = np.zeros(n, np.float32)
@@ -945,18 +948,61 @@ def step_bundle(cfg: WMConfig) -> Path:
 _DEMO_DEFAULTS = {"popsize": 32, "rollouts": 4, "generations": 1000, "time_budget": 150.0, "eval_episodes": 6}
 
 
+_HELP = {
+    "env": "which game: doom (TakeCover) or carracing",
+    "run_dir": "folder of the run's data, models and logs ('': runs/dreams/<env>)",
+    "seed": "base random seed",
+    "device": "torch device for training (cpu, cuda, auto)",
+    "threads": "torch threads per process",
+    "episodes": "collect: random-policy episodes to record",
+    "workers": "parallel worker processes for collect / evolve / evaluate (0: one per CPU core)",
+    "backend": "collect / evolve workers: local processes, a Ray cluster, or inline in this process",
+    "max_steps": "episode cap (0: the env's own, 2100 Doom / 1000 CarRacing)",
+    "vae_epochs": "train-vae: passes over all frames* shards",
+    "vae_batch": "train-vae: frames per batch",
+    "vae_lr": "train-vae: Adam learning rate",
+    "kl_tolerance": "V's KL free bits per latent dimension",
+    "rnn_epochs": "train-mdnrnn: passes over all series* episodes",
+    "rnn_seq_len": "train-mdnrnn: steps per training sequence",
+    "rnn_batch": "train-mdnrnn: sequences per batch",
+    "rnn_lr": "train-mdnrnn: initial Adam learning rate",
+    "rnn_lr_min": "train-mdnrnn: learning-rate floor",
+    "rnn_lr_decay": "train-mdnrnn: learning-rate decay per step",
+    "rnn_grad_clip": "train-mdnrnn: gradient-norm clip",
+    "done_pos_weight": "train-mdnrnn: weight of the positive (done) class in the done head's loss",
+    "where": "evolve: score candidates in the dream or in the real env",
+    "temperature": "dream temperature tau (0: the env's default, Doom 1.15)",
+    "popsize": "evolve: CMA-ES population",
+    "rollouts": "evolve: episodes per candidate",
+    "generations": "evolve: CMA-ES generations",
+    "sigma_init": "evolve: CMA-ES initial step size",
+    "eval_every": "evolve: generations between evaluations of the mean (0: never)",
+    "eval_rollouts": "evolve: episodes per evaluation of the mean",
+    "controller": "controller input: full ([z, h] / [z, c, h]) or v-only ([z])",
+    "time_budget": "evolve: stop after this many seconds (0: no limit)",
+    "eval_episodes": "evaluate: real episodes",
+    "iterations": "pipeline: rounds of the paper's iterative procedure",
+    "iter_episodes": "pipeline: episodes collected with the controller in each later round",
+    "explore": "collect with a controller: per-step chance of a random held action instead",
+    "collect_controller": "collect: play with this controller (and the run's world model) instead of at random",
+    "frames_dir": "collect: the run subfolder to write, named frames* (V and M train on every frames*/series*)",
+    "calibrate_target": "calibrate-done: target mean dream length (0: the mean length of the episodes in series/)",
+    "ensemble": "evolve: comma-separated extra world-model folders; a candidate's fitness is its worst dream",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dreamarcade.baselines world_models",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Example: python -m dreamarcade.baselines world_models demo",
     )
     parser.add_argument("step", choices=STEPS, help="pipeline step to run")
     for f in dataclasses.fields(WMConfig):
         if f.name == "extra":
             continue
-        kw: dict[str, Any] = {"default": None, "type": type(f.default), "help": f"(default: {f.default!r})"}
+        help_text = f"{_HELP[f.name]} (default: {f.default!r})"
+        kw: dict[str, Any] = {"default": None, "type": type(f.default), "help": help_text}
         if f.name == "env":
             kw["choices"] = sorted(ENV_DEFAULTS)
         if f.name == "where":

@@ -465,7 +465,9 @@ class DreamVectorEnv(VectorEnv):
             return self._dream.decode()
         return self._dream.features().cpu().numpy()  # a new float32 tensor each step: no extra copy
 
-    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         if isinstance(seed, list):
             seed = seed[0]
@@ -476,7 +478,7 @@ class DreamVectorEnv(VectorEnv):
         return self._obs(), {}
 
     @torch.no_grad()
-    def step(self, actions: Any):
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         a = np.asarray(actions, dtype=np.float32)
         if a.shape != self.action_space.shape:
             raise ValueError(f"DreamVectorEnv takes actions of shape {self.action_space.shape}, got {a.shape}.")
