@@ -249,6 +249,11 @@ def write_video(frames: list[np.ndarray] | np.ndarray, path: str | os.PathLike[s
     return path
 
 
+def help_field(text: str, default: Any) -> Any:
+    """A dataclass field with ``default`` whose ``--help`` text is ``text`` (read by the CLIs' parsers)."""
+    return dataclasses.field(default=default, metadata={"help": text})
+
+
 def parse_dataclass_args(cls: type, argv: list[str] | None, description: str, prog: str | None = None) -> Any:
     """Build an argparse CLI from a hyperparameter dataclass and parse ``argv`` into an instance.
 

@@ -27,7 +27,7 @@ import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from dreamarcade.baselines.common import (
     GracefulStop,
     RunLogger,
+    help_field,
     parse_dataclass_args,
     plot_learning_curve,
     read_episodes,
@@ -60,9 +61,7 @@ from dreamarcade.checkpoint import (
 )
 from dreamarcade.errors import CheckpointError
 
-
-def _h(text: str, default: Any) -> Any:
-    return field(default=default, metadata={"help": text})
+_h = help_field  # a field with its --help text; short, for the table below
 
 
 @dataclass

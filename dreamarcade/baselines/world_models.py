@@ -39,6 +39,7 @@ import torch
 
 from dreamarcade.baselines.common import (
     RunLogger,
+    help_field,
     plot_learning_curve,
     resolve_device,
     save_hyperparameters,
@@ -61,6 +62,9 @@ STEPS = ("collect", "train-vae", "train-mdnrnn", "calibrate-done", "evolve", "ev
          "bundle")  # fmt: skip
 
 
+_h = help_field  # a field with its --help text; short, for the table below
+
+
 @dataclass
 class WMConfig:
     """Hyperparameters; defaults are the paper's (or hardmaru's code's, where they differ and the code ran).
@@ -72,52 +76,62 @@ class WMConfig:
         (64, 16)
     """
 
-    env: str = "doom"
-    run_dir: str = ""  # default runs/dreams/<env>
-    seed: int = 0
-    device: str = "cpu"
-    threads: int = 1
+    env: str = _h("which game: doom (TakeCover) or carracing", "doom")
+    run_dir: str = _h("folder of the run's data, models and logs ('': runs/dreams/<env>)", "")
+    seed: int = _h("base random seed", 0)
+    device: str = _h("torch device for training (cpu, cuda, auto)", "cpu")
+    threads: int = _h("torch threads per process", 1)
     # collect (paper: 64 workers x 200 trials ~ 12.8k episodes, 10k used)
-    episodes: int = 10000
-    workers: int = 0  # 0: one per CPU core
-    backend: str = "process"
-    max_steps: int = 0  # 0: the env's cap (2100 Doom, 1000 CarRacing)
+    episodes: int = _h("collect: episodes to record", 10000)
+    workers: int = _h("parallel worker processes for collect, real-env evolve and evaluate (0: one per CPU core)", 0)
+    backend: str = _h("collect: worker processes on this machine, a Ray cluster, or inline in this process", "process")
+    max_steps: int = _h("episode cap (0: the env's own, 2100 Doom / 1000 CarRacing)", 0)
     # V
-    vae_epochs: float = 10.0  # hardmaru's code (the paper says 1)
-    vae_batch: int = 100
-    vae_lr: float = 1e-4
-    kl_tolerance: float = 0.5
+    vae_epochs: float = _h("train-vae: passes over all frames* shards", 10.0)  # hardmaru's code (the paper says 1)
+    vae_batch: int = _h("train-vae: frames per batch", 100)
+    vae_lr: float = _h("train-vae: Adam learning rate", 1e-4)
+    kl_tolerance: float = _h("V's KL free bits per latent dimension", 0.5)
     # M
-    rnn_epochs: float = 400.0  # Doom code (paper: 20); CarRacing code: 4000 steps
-    rnn_seq_len: int = 500  # Doom: "worked better than 1000"
-    rnn_batch: int = 100
-    rnn_lr: float = 1e-3
-    rnn_lr_min: float = 1e-5
-    rnn_lr_decay: float = 0.99999
-    rnn_grad_clip: float = 1.0
-    done_pos_weight: float = 10.0
+    # rnn_epochs: the Doom code's 400 (paper: 20; the CarRacing code: 4000 steps)
+    rnn_epochs: float = _h("train-mdnrnn: passes over all series* episodes", 400.0)
+    rnn_seq_len: int = _h("train-mdnrnn: steps per training sequence", 500)  # Doom: "worked better than 1000"
+    rnn_batch: int = _h("train-mdnrnn: sequences per batch", 100)
+    rnn_lr: float = _h("train-mdnrnn: initial Adam learning rate", 1e-3)
+    rnn_lr_min: float = _h("train-mdnrnn: learning-rate floor", 1e-5)
+    rnn_lr_decay: float = _h("train-mdnrnn: learning-rate decay per step", 0.99999)
+    rnn_grad_clip: float = _h("train-mdnrnn: gradient-norm clip", 1.0)
+    done_pos_weight: float = _h("train-mdnrnn: weight of the positive (done) class in the done head's loss", 10.0)
     # C / CMA-ES (estool)
-    where: str = "dream"  # "dream" or "real"
-    temperature: float = 0.0  # 0: the env default (Doom 1.15)
-    popsize: int = 64
-    rollouts: int = 16
-    generations: int = 200  # README: ~200 generations are "enough" for Doom
-    sigma_init: float = 0.1
-    eval_every: int = 25
-    eval_rollouts: int = 1024
-    controller: str = "full"  # "full" ([z, h] / [z, c, h]) or "v-only" ([z])
-    time_budget: float = 0.0  # seconds for evolve; 0: no limit
+    where: str = _h("evolve: score candidates in the dream or in the real env", "dream")
+    temperature: float = _h("dream temperature tau (0: the env's default, Doom 1.15)", 0.0)
+    popsize: int = _h("evolve: CMA-ES population", 64)
+    rollouts: int = _h("evolve: episodes per candidate", 16)
+    generations: int = _h("evolve: CMA-ES generations", 200)  # README: ~200 generations are "enough" for Doom
+    sigma_init: float = _h("evolve: CMA-ES initial step size", 0.1)
+    eval_every: int = _h("evolve: generations between evaluations of the mean (0: never)", 25)
+    eval_rollouts: int = _h("evolve: episodes per evaluation of the mean", 1024)
+    controller: str = _h("controller input: full ([z, h] / [z, c, h]) or v-only ([z])", "full")
+    time_budget: float = _h("evolve: stop after this many seconds (0: no limit)", 0.0)
     # evaluate
-    eval_episodes: int = 100
+    eval_episodes: int = _h("evaluate: real episodes", 100)
     # iterative procedure
-    iterations: int = 1
-    iter_episodes: int = 200
-    explore: float = 0.0  # iterative collection: per-step chance of a random held action instead of C's
-    collect_controller: str = ""  # collect: play with this controller (+ the run's world model) instead of random
-    frames_dir: str = "frames"  # collect: the run subdirectory to write (V and M train on every frames*/series*)
-    # calibrate-done: target mean dream length under the collection policy (0: the mean length in run/series)
-    calibrate_target: float = 0.0
-    ensemble: str = ""  # evolve: comma-separated extra world model dirs; fitness = the worst over all the dreams
+    iterations: int = _h("pipeline: rounds of the paper's iterative procedure", 1)
+    iter_episodes: int = _h("pipeline: episodes collected with the controller in each later round", 200)
+    explore: float = _h("collect with a controller: per-step chance of a random held action instead", 0.0)
+    collect_controller: str = _h(
+        "collect: play with this controller (and the run's world model) instead of at random", ""
+    )
+    frames_dir: str = _h(
+        "collect: the run subfolder to write, named frames* (V and M train on every frames*/series*)", "frames"
+    )
+    calibrate_target: float = _h(
+        "calibrate-done: target mean dream length under the collection policy "
+        "(0: the mean length of the episodes in series/)",
+        0.0,
+    )
+    ensemble: str = _h(
+        "evolve: comma-separated extra world-model folders; a candidate's fitness is its worst dream", ""
+    )
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved_run_dir(self) -> Path:
@@ -948,49 +962,6 @@ def step_bundle(cfg: WMConfig) -> Path:
 _DEMO_DEFAULTS = {"popsize": 32, "rollouts": 4, "generations": 1000, "time_budget": 150.0, "eval_episodes": 6}
 
 
-_HELP = {
-    "env": "which game: doom (TakeCover) or carracing",
-    "run_dir": "folder of the run's data, models and logs ('': runs/dreams/<env>)",
-    "seed": "base random seed",
-    "device": "torch device for training (cpu, cuda, auto)",
-    "threads": "torch threads per process",
-    "episodes": "collect: episodes to record",
-    "workers": "parallel worker processes for collect, real-env evolve and evaluate (0: one per CPU core)",
-    "backend": "collect: worker processes on this machine, a Ray cluster, or inline in this process",
-    "max_steps": "episode cap (0: the env's own, 2100 Doom / 1000 CarRacing)",
-    "vae_epochs": "train-vae: passes over all frames* shards",
-    "vae_batch": "train-vae: frames per batch",
-    "vae_lr": "train-vae: Adam learning rate",
-    "kl_tolerance": "V's KL free bits per latent dimension",
-    "rnn_epochs": "train-mdnrnn: passes over all series* episodes",
-    "rnn_seq_len": "train-mdnrnn: steps per training sequence",
-    "rnn_batch": "train-mdnrnn: sequences per batch",
-    "rnn_lr": "train-mdnrnn: initial Adam learning rate",
-    "rnn_lr_min": "train-mdnrnn: learning-rate floor",
-    "rnn_lr_decay": "train-mdnrnn: learning-rate decay per step",
-    "rnn_grad_clip": "train-mdnrnn: gradient-norm clip",
-    "done_pos_weight": "train-mdnrnn: weight of the positive (done) class in the done head's loss",
-    "where": "evolve: score candidates in the dream or in the real env",
-    "temperature": "dream temperature tau (0: the env's default, Doom 1.15)",
-    "popsize": "evolve: CMA-ES population",
-    "rollouts": "evolve: episodes per candidate",
-    "generations": "evolve: CMA-ES generations",
-    "sigma_init": "evolve: CMA-ES initial step size",
-    "eval_every": "evolve: generations between evaluations of the mean (0: never)",
-    "eval_rollouts": "evolve: episodes per evaluation of the mean",
-    "controller": "controller input: full ([z, h] / [z, c, h]) or v-only ([z])",
-    "time_budget": "evolve: stop after this many seconds (0: no limit)",
-    "eval_episodes": "evaluate: real episodes",
-    "iterations": "pipeline: rounds of the paper's iterative procedure",
-    "iter_episodes": "pipeline: episodes collected with the controller in each later round",
-    "explore": "collect with a controller: per-step chance of a random held action instead",
-    "collect_controller": "collect: play with this controller (and the run's world model) instead of at random",
-    "frames_dir": "collect: the run subfolder to write, named frames* (V and M train on every frames*/series*)",
-    "calibrate_target": "calibrate-done: target mean dream length (0: the mean length of the episodes in series/)",
-    "ensemble": "evolve: comma-separated extra world-model folders; a candidate's fitness is its worst dream",
-}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dreamarcade.baselines world_models",
@@ -1001,7 +972,7 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(WMConfig):
         if f.name == "extra":
             continue
-        help_text = f"{_HELP[f.name]} (default: {f.default!r})"
+        help_text = f"{f.metadata['help']} (default: {f.default!r})"
         kw: dict[str, Any] = {"default": None, "type": type(f.default), "help": help_text}
         if f.name == "env":
             kw["choices"] = sorted(ENV_DEFAULTS)
