@@ -2,9 +2,11 @@
 
 A checkpoint is a directory holding ``weights.safetensors`` and ``config.json``. The config records
 the SHA-256 of the weights file, so a weights file that was truncated or swapped is detected on load.
-Each file is written to a temporary name in the same directory and renamed into place, so a crash
-mid-write leaves the previous checkpoint intact. ``config.json`` is written last: a checkpoint is
-complete exactly when its config names the weights that are on disk.
+Each file is written to a temporary name in the same directory and renamed into place. A save takes
+three renames: the new config to ``config.json.next``, the new weights over ``weights.safetensors``,
+then ``config.json.next`` over ``config.json``. A save cut off at any point leaves one complete
+checkpoint: before the weights rename, the old config still matches the old weights; after it, the
+new weights match ``config.json.next``, which :func:`load_checkpoint` then reads.
 
 Nested state (an optimizer's ``state_dict``, RNG states) is stored with :func:`pack_state`: tensors and
 arrays go to safetensors, the rest of the structure to JSON.
@@ -35,6 +37,7 @@ from dreamarcade.errors import CheckpointError
 
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
+PENDING_CONFIG_FILE = "config.json.next"  # the config of a save whose last rename may not have happened
 FORMAT_VERSION = 1
 
 
@@ -74,11 +77,13 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     blob = save(contiguous)
-    atomic_write_bytes(directory / WEIGHTS_FILE, blob)
     full = dict(config)
     full["_format"] = FORMAT_VERSION
     full["_weights_sha256"] = hashlib.sha256(blob).hexdigest()
-    atomic_write_text(directory / CONFIG_FILE, json.dumps(full, indent=2, sort_keys=True, default=_json_default))
+    pending = directory / PENDING_CONFIG_FILE
+    atomic_write_text(pending, json.dumps(full, indent=2, sort_keys=True, default=_json_default))
+    atomic_write_bytes(directory / WEIGHTS_FILE, blob)
+    os.replace(pending, directory / CONFIG_FILE)
     return directory
 
 
@@ -97,20 +102,24 @@ def load_checkpoint(
 
     directory = Path(directory)
     cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    if not cfg_path.is_file() or not w_path.is_file():
+    if not checkpoint_exists(directory):
         raise CheckpointError(
             f"No complete checkpoint in '{directory}': expected {CONFIG_FILE} and {WEIGHTS_FILE}. "
             "Pass the directory a training run wrote its checkpoint to."
         )
-    try:
-        config = json.loads(cfg_path.read_text("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"Corrupt checkpoint config '{cfg_path}': {exc}. Re-train or restore it.") from exc
-    if not isinstance(config, dict):
-        raise CheckpointError(f"Corrupt checkpoint config '{cfg_path}': expected a JSON object.")
     blob = w_path.read_bytes()
+    digest = hashlib.sha256(blob).hexdigest()
+    config = _read_config(cfg_path) if cfg_path.is_file() else {}
+    pending = directory / PENDING_CONFIG_FILE
+    if config.get("_weights_sha256", digest) != digest and pending.is_file():
+        # A save was cut off after its weights rename: the new weights go with the pending config.
+        candidate = _read_config(pending)
+        if candidate.get("_weights_sha256") == digest:
+            config = candidate
+    elif not config and pending.is_file():  # the very first save was cut off after its weights rename
+        config = _read_config(pending)
     expected = config.get("_weights_sha256")
-    if expected is not None and hashlib.sha256(blob).hexdigest() != expected:
+    if expected is not None and digest != expected:
         raise CheckpointError(
             f"Corrupt checkpoint in '{directory}': {WEIGHTS_FILE} does not match the hash recorded in "
             f"{CONFIG_FILE} (truncated or replaced). Re-train or restore the checkpoint."
@@ -128,9 +137,19 @@ def load_checkpoint(
 
 
 def checkpoint_exists(directory: str | os.PathLike[str]) -> bool:
-    """True if ``directory`` holds a complete checkpoint."""
+    """True if ``directory`` holds a checkpoint (weights and a config, possibly a cut-off save's pending one)."""
     d = Path(directory)
-    return (d / CONFIG_FILE).is_file() and (d / WEIGHTS_FILE).is_file()
+    return (d / WEIGHTS_FILE).is_file() and ((d / CONFIG_FILE).is_file() or (d / PENDING_CONFIG_FILE).is_file())
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(path.read_text("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"Corrupt checkpoint config '{path}': {exc}. Re-train or restore it.") from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(f"Corrupt checkpoint config '{path}': expected a JSON object.")
+    return config
 
 
 def with_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

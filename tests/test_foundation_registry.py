@@ -140,6 +140,38 @@ def test_corrupt_checkpoint_is_detected(tmp_path) -> None:
         load_checkpoint(tmp_path / "nowhere")
 
 
+@pytest.mark.parametrize("cut_at", [1, 2, 3])
+def test_checkpoint_save_cut_off_at_any_rename_leaves_a_complete_checkpoint(tmp_path, monkeypatch, cut_at) -> None:
+    """A save interrupted before its n-th rename (Ctrl-C, SIGTERM) loses neither the old nor a complete new one."""
+    import os
+
+    import torch
+
+    import dreamarcade.checkpoint as ck
+
+    d = save_checkpoint(tmp_path / "ck", {"w": torch.zeros(3)}, {"kind": "dqn", "step": 1})
+    calls = {"n": 0}
+    real_replace = os.replace
+
+    def replace(src, dst):
+        calls["n"] += 1
+        if calls["n"] == cut_at:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ck.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(d, {"w": torch.ones(3)}, {"kind": "dqn", "step": 2})
+    monkeypatch.setattr(ck.os, "replace", real_replace)
+    assert ck.checkpoint_exists(d)
+    tensors, cfg = load_checkpoint(d, kind="dqn")
+    # renames 1 (pending config) and 2 (weights) not done: the old checkpoint; after the weights: the new one
+    assert cfg["step"] == (2 if cut_at == 3 else 1)
+    assert torch.equal(tensors["w"], torch.full((3,), float(cfg["step"] - 1)))
+    save_checkpoint(d, {"w": torch.full((3,), 2.0)}, {"kind": "dqn", "step": 3})  # the next save completes
+    assert load_checkpoint(d)[1]["step"] == 3 and not (d / ck.PENDING_CONFIG_FILE).exists()
+
+
 def test_checkpoint_state_round_trip(tmp_path) -> None:
     import torch
 
