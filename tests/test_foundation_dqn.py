@@ -231,8 +231,42 @@ def test_dqn_resume_continues_the_schedule(tmp_path) -> None:
     eps = [float(r.split(",")[3]) for r in (tmp_path / "run" / "episodes.csv").read_text().splitlines()[1:]]
     after = [e for s, e in zip(steps, eps) if s > 1000]
     assert max(after) <= linear_schedule(1.0, 0.02, int(0.4 * 1600), 1000) + 1e-6  # not restarted at 1.0
-    with pytest.raises(CheckpointError, match="observations"):
+    with pytest.raises(CheckpointError, match="trained on TestCorridor-v0, not CartPole-v1.*--env-id TestCorridor-v0"):
         train(_small_cfg(tmp_path, env_id="CartPole-v1", total_timesteps=1700, resume=True))
+
+
+def _adam_steps(run_dir) -> int:
+    from dreamarcade.checkpoint import load_checkpoint, unpack_state
+
+    tensors, ck = load_checkpoint(run_dir / "checkpoint", kind="dqn")
+    return int(unpack_state(ck["optimizer"], tensors)["state"][0]["step"])
+
+
+def test_dqn_learning_starts_counts_transitions_added(tmp_path) -> None:
+    # Short episodes keep a few padding frames each, so a full buffer holds a little under buffer_size
+    # transitions; learning must still start once learning_starts transitions went in (rl-zoo's 100k/100k).
+    result = train(_small_cfg(tmp_path, total_timesteps=800, learning_starts=500, buffer_size=500))
+    assert result["global_step"] == 800
+    assert _adam_steps(tmp_path / "run") == 301  # one update at each of steps 500..800
+    ev = evaluate(tmp_path / "run" / "checkpoint", episodes=1, video_path=None, device="auto")
+    assert len(ev["returns"]) == 1 and ev["cut_off"] == 0
+
+
+def test_dqn_vector_steps_spanning_several_train_frequencies_do_every_update(tmp_path) -> None:
+    # 3 envs, one gradient step per 2 env steps: 600 steps -> 300 updates (not one per vector step: 200)
+    train(_small_cfg(tmp_path, total_timesteps=600, num_envs=3, train_frequency=2, learning_starts=1))
+    assert _adam_steps(tmp_path / "run") == 300
+
+
+def test_dqn_resume_applies_a_new_learning_rate_and_says_what_changed(tmp_path, capsys) -> None:
+    train(_small_cfg(tmp_path, total_timesteps=400))
+    train(_small_cfg(tmp_path, total_timesteps=600, learning_rate=5e-4, resume=True))
+    out = capsys.readouterr().out
+    assert "learning_rate 0.001 -> 0.0005" in out and "total_timesteps 400 -> 600" in out
+    from dreamarcade.checkpoint import load_checkpoint, unpack_state
+
+    tensors, ck = load_checkpoint(tmp_path / "run" / "checkpoint", kind="dqn")
+    assert unpack_state(ck["optimizer"], tensors)["param_groups"][0]["lr"] == 5e-4
 
 
 class _CorridorThatSendsSigterm(Corridor):
@@ -263,7 +297,15 @@ def test_dqn_stops_cleanly_on_sigterm_and_resumes_with_its_buffer(tmp_path) -> N
     assert saved["stored_transitions"] == result["global_step"]
     assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 1000  # the curve so far
     # Resuming loads the buffer: it ends holding every transition of both runs, not only the new ones.
-    more = train(_small_cfg(tmp_path, total_timesteps=result["global_step"] + 300, save_buffer=True, resume=True))
+    more = train(
+        _small_cfg(
+            tmp_path,
+            env_id="TestCorridorSigterm-v0",  # the counter is past 700: it sends no second SIGTERM
+            total_timesteps=result["global_step"] + 300,
+            save_buffer=True,
+            resume=True,
+        )
+    )
     assert not more["stopped_early"] and more["global_step"] == result["global_step"] + 300
     final = json.loads((tmp_path / "run" / "replay_buffer" / "buffer.json").read_text())
     assert final["stored_transitions"] == more["global_step"]

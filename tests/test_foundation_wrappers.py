@@ -186,6 +186,17 @@ def test_episodic_life_resets_only_at_game_over() -> None:
     _, info = env.reset()
     assert info["life_loss_continue"] and env.lives == 4
     assert env.unwrapped.ale.getEpisodeFrameNumber() == frame_before  # same game, nothing stepped
+    # Any other reset starts a new game: one called mid-life, or after an outer TimeLimit's truncation.
+    env.step(1)
+    _, info = env.reset()
+    assert "life_loss_continue" not in info and env.lives == 5
+    limited = gym.wrappers.TimeLimit(env, max_episode_steps=3)
+    limited.reset(seed=1)
+    for _ in range(3):
+        _, _, term, trunc, _ = limited.step(0)
+    assert trunc and not term
+    _, info = limited.reset()
+    assert "life_loss_continue" not in info and env.unwrapped.ale.getEpisodeFrameNumber() < 3 * 4 + 31
     with pytest.raises(TypeError, match="lives"):
         EpisodicLife(gym.make("CartPole-v1"))
 

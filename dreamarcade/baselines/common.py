@@ -214,7 +214,7 @@ def plot_learning_curve(
 
 
 def save_hyperparameters(run_dir: str | os.PathLike[str], args: Any) -> None:
-    """Write the run's hyperparameter dataclass to ``run_dir/config.json``."""
+    """Write the run's hyperparameter dataclass to ``run_dir/hyperparameters.json``."""
     data = dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(vars(args))
     atomic_write_text(Path(run_dir) / "hyperparameters.json", json.dumps(data, indent=2, default=str))
 

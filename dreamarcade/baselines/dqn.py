@@ -247,6 +247,20 @@ def _checkpoint_state(
     return tensors, config
 
 
+# Options that change how a run is watched or stored, not what it learns: never worth a note on --resume.
+_BOOKKEEPING = {"resume", "run_dir", "progress", "tensorboard", "torch_threads", "device", "save_buffer"}
+
+
+def _note_changed_hyperparameters(saved: dict[str, Any], cfg: DQNConfig) -> None:
+    """On --resume, print which learning settings differ from the checkpoint's (this run's values apply)."""
+    now = dataclasses.asdict(cfg)
+    changed = {k: (saved[k], v) for k, v in now.items() if k in saved and k not in _BOOKKEEPING and saved[k] != v}
+    if changed:
+        detail = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
+        extra = " (the epsilon schedule follows the new total)" if "total_timesteps" in changed else ""
+        print(f"Note: resuming with settings that differ from the checkpoint's: {detail}{extra}.", flush=True)
+
+
 def load_q_network(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Load the online Q-network of a DQN checkpoint (for evaluation)."""
     tensors, config = load_checkpoint(path, kind="dqn", map_location=device)
@@ -296,6 +310,11 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
         if not checkpoint_exists(ckpt_dir):
             raise CheckpointError(f"--resume: no checkpoint in {ckpt_dir}; start without --resume.")
         tensors, ck = load_checkpoint(ckpt_dir, kind="dqn", map_location=device)
+        if ck.get("env_id", cfg.env_id) != cfg.env_id:
+            raise CheckpointError(
+                f"Checkpoint in {ckpt_dir} was trained on {ck['env_id']}, not {cfg.env_id}. "
+                f"Resume with --env-id {ck['env_id']}, or start a new --run-dir for {cfg.env_id}."
+            )
         if ck["obs_shape"] != meta["obs_shape"] or ck["n_actions"] != n_actions:
             raise CheckpointError(
                 f"Checkpoint in {ckpt_dir} was trained on observations {ck['obs_shape']} "
@@ -305,6 +324,9 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
         q_network.load_state_dict(strip_prefix(tensors, "q"))
         target_network.load_state_dict(strip_prefix(tensors, "target"))
         optimizer.load_state_dict(unpack_state(ck["optimizer"], tensors))
+        for group in optimizer.param_groups:  # the saved state carries the old rate; this run's flag wins
+            group["lr"] = cfg.learning_rate
+        _note_changed_hyperparameters(ck.get("hyperparameters", {}), cfg)
         rng = unpack_state(ck["rng"], tensors)
         torch.set_rng_state(rng["torch"])
         start_step, episodes_done = int(ck["global_step"]), int(ck["episodes"])
@@ -330,8 +352,10 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
             )
     elif cfg.resume and cfg.save_buffer:
         print(f"Note: no saved replay buffer in {buffer_dir}; refilling {cfg.learning_starts} steps first.", flush=True)
-    # Without a saved buffer a resumed run starts empty: learning waits for learning_starts transitions again.
-    warmup = min(cfg.learning_starts, cfg.buffer_size)
+    # Learning waits until learning_starts transitions have gone into this buffer (a resumed run without a
+    # saved buffer starts empty and refills). Counted as transitions added, not stored: with short episodes
+    # the buffer holds a little less than buffer_size, so len(rb) may never reach it.
+    warmup = max(cfg.learning_starts, 1)
 
     logger = RunLogger(run_dir, tensorboard=cfg.tensorboard)
 
@@ -393,7 +417,11 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
                         logger.log_episode(global_step, ret, length, epsilon=epsilon)
                         bar.set_postfix(ret=f"{np.mean(recent):.1f}", eps=f"{epsilon:.2f}", eps_done=episodes_done)
 
-            if len(rb) >= warmup and global_step % cfg.train_frequency < cfg.num_envs:
+            # one gradient step per train_frequency env steps, also when a vector step spans several of them
+            n_updates = global_step // cfg.train_frequency - (global_step - cfg.num_envs) // cfg.train_frequency
+            if rb.transitions_added < warmup:
+                n_updates = 0
+            for _ in range(n_updates):
                 batch = rb.sample(cfg.batch_size)
                 with torch.no_grad():
                     target_max = target_network(batch.next_obs).max(dim=1).values
@@ -448,7 +476,7 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
             seed=cfg.seed + 10_000,
             video_path=run_dir / "agent.mp4",
             max_steps=cfg.video_max_steps,
-            device=cfg.device,
+            device=str(device),
             env_kwargs=json.loads(cfg.env_kwargs),
         )
         result.update(video=ev["video"], eval_returns=ev["returns"])
@@ -468,11 +496,13 @@ def evaluate(
 ) -> dict[str, Any]:
     """Play ``episodes`` whole games with an epsilon-greedy policy; optionally write them to an MP4.
 
-    Returns the raw game scores (``info["episode"]`` when the env records it, else summed rewards).
+    Returns the raw game scores (``info["episode"]`` when the env records it, else summed rewards) and,
+    under ``"cut_off"``, how many games ``max_steps`` ended early (their score so far is counted).
     Under ``EpisodicLife`` an episode here is a whole game: play continues through life losses.
     """
     import dreamarcade  # noqa: F401
 
+    device = str(resolve_device(device))
     q, config = load_q_network(checkpoint, device)
     env_id = env_id or config["env_id"]
     make_kwargs = dict(env_kwargs or {})
@@ -487,9 +517,10 @@ def evaluate(
     rng = np.random.default_rng(seed)
     frames: list[np.ndarray] = []
     returns: list[float] = []
+    cut_off = 0
     obs, info = env.reset(seed=seed)
     for _ in range(episodes):
-        total, steps, game_score = 0.0, 0, None
+        total, steps, game_score, game_over = 0.0, 0, None, False
         while steps < max_steps:
             if rng.random() < epsilon:
                 action = int(rng.integers(env.action_space.n))
@@ -505,14 +536,30 @@ def evaluate(
                 game_score = float(info["episode"]["r"])
             if terminated or truncated:
                 if info.get("game_over", True):
+                    game_over = True
                     break
                 obs, info = env.reset()  # a life was lost: the same game goes on
+        if not game_over:  # cut off by max_steps: the raw score so far, where the env keeps one
+            cut_off += 1
+            game_score = _running_raw_return(env)
         returns.append(game_score if game_score is not None else total)
         obs, info = env.reset()
     env.close()
     out: dict[str, Any] = {"returns": returns, "mean": float(np.mean(returns)), "std": float(np.std(returns))}
+    out["cut_off"] = cut_off
     out["video"] = str(write_video(frames, video_path, fps=30)) if video_path is not None and frames else None
     return out
+
+
+def _running_raw_return(env: gym.Env) -> float | None:
+    """The unfinished game's raw score, from the innermost ``RecordEpisodeStatistics`` (None if there is none)."""
+    found = None
+    e: Any = env
+    while isinstance(e, gym.Wrapper):
+        if isinstance(e, gym.wrappers.RecordEpisodeStatistics):
+            found = float(e.episode_returns)
+        e = e.env
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:

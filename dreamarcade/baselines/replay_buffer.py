@@ -80,7 +80,10 @@ class ReplayBuffer:
     """A uniform replay buffer over ``num_envs`` parallel envs, storing each frame once.
 
     Args:
-        capacity: transitions kept (over all envs); the oldest are overwritten first.
+        capacity: transitions kept (over all envs); the oldest are overwritten first. Each episode also
+            stores the frames of its first observation, and the frame ring has ~1.6% slack for them, so
+            when episodes are short (a few hundred steps or less) somewhat fewer than ``capacity``
+            transitions stay sampleable.
         obs_shape: shape of one env's observation, e.g. ``(4, 84, 84)``.
         frame_stack: ``k`` if observations are stacks of ``k`` frames on axis 0 (frames are then
             de-duplicated), 1 otherwise.
@@ -201,6 +204,11 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return int(self.sizes().sum())
 
+    @property
+    def transitions_added(self) -> int:
+        """Transitions ever added (all envs, overwritten ones included; restored by :meth:`load`)."""
+        return int(self.trans_written.sum())
+
     def sample(self, batch_size: int) -> Batch:
         """Sample ``batch_size`` transitions uniformly (with replacement)."""
         sizes = self.sizes()
@@ -298,7 +306,7 @@ class ReplayBuffer:
         if found is None:
             raise CheckpointError(
                 f"No complete replay buffer in '{directory}' ({_META_FILE} is missing). "
-                "Start without the saved buffer, or point to the directory a run saved it to."
+                "Point to the directory a run saved it to, or delete that directory to start with an empty buffer."
             )
         directory = found
         meta_path = directory / _META_FILE
@@ -318,7 +326,8 @@ class ReplayBuffer:
             detail = ", ".join(f"{k} {saved} (this buffer: {mine})" for k, (saved, mine) in wrong.items())
             raise CheckpointError(
                 f"The replay buffer in '{directory}' was saved with {detail}. "
-                "Resume with the same --buffer-size, env and --num-envs, or start without the saved buffer."
+                "Resume with the same --buffer-size, env and --num-envs, or delete that directory to refill the "
+                "buffer from scratch."
             )
         n_frames, n_trans = int(info["stored_frames"]), int(info["stored_transitions"])
         for name in _SAVED_ARRAYS:

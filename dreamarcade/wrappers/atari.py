@@ -194,8 +194,9 @@ class EpisodicLife(gym.Wrapper):
     Gymnasium's ``terminal_on_life_loss``, which resets the whole game at every life loss. After a life
     loss, ``reset()`` does not touch the emulator: it returns the current observation with
     ``info["life_loss_continue"] = True`` and play continues from there, exactly like ale-py's C++ vector
-    env (``FrameStack`` keeps its frames across such a reset). ``info["game_over"]`` tells the two kinds
-    of episode end apart, so evaluation code can count whole games.
+    env (``FrameStack`` keeps its frames across such a reset). Any other reset (after a game over, a
+    truncation by an outer ``TimeLimit``, or a reset called mid-life) starts a new game. ``info["game_over"]``
+    tells the two kinds of episode end apart, so evaluation code can count whole games.
 
     Example:
         >>> import gymnasium as gym, ale_py
@@ -216,6 +217,7 @@ class EpisodicLife(gym.Wrapper):
             )
         self.lives = 0
         self.game_over = True
+        self._life_lost = False  # the last step ended an episode by a life loss, and the game goes on
         self._last_obs: Any = None
         self._last_info: dict = {}
 
@@ -225,13 +227,16 @@ class EpisodicLife(gym.Wrapper):
         lives = self.env.unwrapped.ale.lives()
         if 0 < lives < self.lives:
             terminated = True
+        self._life_lost = bool(terminated) and not self.game_over
         self.lives = lives
         info["game_over"] = self.game_over
         self._last_obs, self._last_info = obs, info
         return obs, reward, terminated, truncated, info
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
-        if self.game_over or seed is not None or self._last_obs is None:
+        life_lost, self._life_lost = self._life_lost, False
+        if not life_lost or seed is not None:
+            # game over, a truncation from outside (TimeLimit) or a reset mid-life: a new game
             obs, info = self.env.reset(seed=seed, options=options)
             self.game_over = False
             self.lives = self.env.unwrapped.ale.lives()
