@@ -57,6 +57,27 @@ def test_vector_entry_point_agrees_with_single_env():
     venv.close()
 
 
+# the first 74 agent steps of a Montezuma trajectory found by montezuma_search (seed 4): the key (+100) is
+# collected on the 74th; (action, repeats)
+KEY_RUN = [(11, 7), (2, 5), (14, 1), (11, 4), (5, 16), (17, 7), (4, 7), (15, 15), (2, 9), (9, 2), (17, 1)]
+
+
+@pytest.mark.parametrize("reward", ["game", "imitation"])
+def test_agent_evaluation_counts_the_raw_game_score_in_every_reward_mode(reward):
+    from dreamarcade.baselines.imitation import ImitationConfig, make_envs, play_episodes
+
+    script = [a for a, n in KEY_RUN for _ in range(n)]
+    # the time limit ends the episode on the very step the key is collected
+    envs = make_envs(ImitationConfig(reward=reward, num_envs=1, max_episode_steps=len(script)))
+    steps = iter(script)
+    try:
+        scores, progress = play_episodes(envs, lambda obs: np.array([next(steps)]), episodes=1, seed=0)
+    finally:
+        envs.close()
+    assert scores == [100.0]  # raw, not sign-clipped, and not 0 without the imitation wrapper
+    assert progress == [0] if reward == "game" else progress[0] >= 0
+
+
 def test_works_with_stable_baselines3():
     sb3 = pytest.importorskip("stable_baselines3")
     env = gym.make("MontezumaImitation-v0", observe_similarity=False)

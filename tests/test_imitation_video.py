@@ -81,6 +81,23 @@ def test_detect_borders_ignores_intro_card_and_dark_frames():
     assert detect_borders(frames) == CropBox(5, 5, 10, 10)
 
 
+def test_detect_borders_samples_the_whole_video_past_a_long_intro(tmp_path):
+    # 12 s of a bright full-frame intro card, then 18 s of letterboxed play (30 fps, 900 frames): the intro
+    # fills 360 of the first probe_frames * stride = 600 decoded frames, but only 40% of the video
+    def frames():
+        for i in range(900):
+            f = np.zeros((48, 64, 3), np.uint8)
+            if i < 360:
+                f[:] = 200
+            else:
+                f[8:40] = 60 + 3 * (i % 50)  # 8 black rows at the top and bottom
+            yield f
+
+    path = write_av(tmp_path / "intro.mp4", frames(), FPS, crf=10)
+    assert detect_borders(path) == CropBox(8, 8, 0, 0)
+    assert VideoReader(path, size=None, audio=False, max_frames=2).read_all().frames.shape == (2, 32, 64, 3)
+
+
 def test_styles_are_reproducible_by_seed_and_differ_across_seeds():
     assert UploaderStyle.sample(7) == UploaderStyle.sample(7)
     styles = {UploaderStyle.sample(s) for s in range(8)}

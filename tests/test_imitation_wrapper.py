@@ -136,6 +136,85 @@ def test_vector_wrapper_matches_single_and_embeds_in_one_batch():
     assert emb.calls == [3] * len(actions)  # one batched call per vector step
 
 
+def test_vector_same_step_pays_a_checkpoint_on_the_last_frame_like_single():
+    ck = _checkpoints([1, 2, 3, 5, 7])  # place 7 ends the episode: its checkpoint is reached on the last frame
+    actions = np.random.default_rng(1).choice([0, 1, 1, 1, 2], size=(60, 3))
+    singles = [YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, observe_similarity=True) for _ in range(3)]
+    venv = gym.vector.SyncVectorEnv([CorridorEnv] * 3, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    venv = YouTubeImitationRewardVector(venv, ColourEmbedder(), ck, observe_similarity=True)
+    venv.reset(seed=0)
+    for s in singles:
+        s.reset(seed=0)
+    paid_on_last_frame = 0
+    for a in actions:
+        vobs, vr, vterm, _, vinfo = venv.step(a)
+        for i, s in enumerate(singles):
+            sobs, sr, sterm, _, info = s.step(a[i])
+            assert vr[i] == sr and vterm[i] == sterm
+            assert vinfo["imitation_matched"][i] == info["imitation_matched"]
+            if sterm:  # SAME_STEP: the vector's obs is already the next episode's first
+                assert vinfo["final_info"]["imitation_checkpoint"][i] == info["imitation_checkpoint"]
+                paid_on_last_frame += info["imitation_matched"] == 4
+                sobs, info = s.reset()
+            assert vinfo["imitation_checkpoint"][i] == info["imitation_checkpoint"]
+            np.testing.assert_array_equal(vobs["similarity"][i], sobs["similarity"])
+    assert paid_on_last_frame >= 2
+
+
+def test_vector_reset_mask_resets_only_the_masked_envs():
+    ck = _checkpoints([1, 2, 3, 5])
+    venv = YouTubeImitationRewardVector(gym.vector.SyncVectorEnv([CorridorEnv] * 2), ColourEmbedder(), ck)
+    venv.reset(seed=0)
+    for _ in range(3):
+        _, _, _, _, info = venv.step(np.array([1, 1]))  # both at place 3: checkpoints 0, 1, 2 paid
+    assert info["imitation_checkpoint"].tolist() == [3, 3]
+    ring1, newest = venv._ring[1].copy(), venv._newest
+    _, info = venv.reset(options={"reset_mask": np.array([True, False])})
+    assert info["imitation_checkpoint"].tolist() == [0, 3]
+    np.testing.assert_array_equal(venv._ring[1], ring1)  # env 1's frames are kept, in the same ring order
+    assert venv._newest == newest
+    _, r, _, _, info = venv.step(np.array([1, 1]))  # env 0 at place 1 (paid again), env 1 at place 4 (none)
+    assert r.tolist() == [1.5, 1.0]
+    _, r, _, _, info = venv.step(np.array([1, 1]))  # env 0 at place 2, env 1 at place 5: checkpoint 3
+    assert r.tolist() == [1.5, 1.5] and info["imitation_checkpoint"].tolist() == [2, 4]
+
+
+class BlackFirstFrameEnv(CorridorEnv):
+    """The corridor seen through a letterbox (4 black rows at top and bottom), after an all-black first frame."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.observation_space = gym.spaces.Box(0, 255, (24, 16, 3), np.uint8)
+        self.t = 0
+
+    def _obs(self) -> np.ndarray:
+        frame = np.zeros((24, 16, 3), np.uint8)
+        if self.t > 0:
+            frame[4:20] = 32 * self.pos + 5 + 40
+        return frame
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        self.t += 1
+        return super().step(action)
+
+
+def test_auto_crop_is_detected_on_the_first_frame_that_is_not_black():
+    from dreamarcade.reward_models.video import CropBox, process_frame
+
+    env = YouTubeImitationReward(BlackFirstFrameEnv(), ColourEmbedder(), _checkpoints([1, 2]))
+    env.reset(seed=0)
+    assert env.crop == "auto"  # an all-black frame shows no border: detection waits
+    obs, *_ = env.step(1)
+    assert env.crop == CropBox(4, 4, 0, 0)
+    np.testing.assert_array_equal(env._ring[0, :, :, env._newest], process_frame(obs, CropBox(4, 4, 0, 0), (S, S)))
+    env.reset()
+    assert env.crop == CropBox(4, 4, 0, 0)  # kept once found
+
+
 def test_clear_errors():
     ck = _checkpoints([1, 2])
 

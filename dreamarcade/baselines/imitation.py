@@ -34,6 +34,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ from dreamarcade.baselines.ppo import PPOConfig, load_agent, obs_to_tensor, trai
 from dreamarcade.checkpoint import atomic_write_text
 from dreamarcade.errors import DreamArcadeError
 
-__all__ = ["ImitationConfig", "LifeLossTerminal", "PolicyFrames", "make_envs", "evaluate", "main"]
+__all__ = ["ImitationConfig", "LifeLossTerminal", "PolicyFrames", "make_envs", "play_episodes", "evaluate", "main"]
 
 REWARDS = ("imitation", "imitation_only", "game")
 
@@ -217,6 +218,38 @@ def make_envs(cfg: ImitationConfig, seed_offset: int = 0) -> gym.vector.VectorEn
     return PolicyFrames(venv, cfg.reward, similarity=use_imitation and cfg.observe_similarity)
 
 
+def play_episodes(
+    envs: gym.vector.VectorEnv, act: Callable[[Any], np.ndarray], episodes: int, seed: int | None = None
+) -> tuple[list[float], list[int]]:
+    """Step a :func:`make_envs` env with ``act(obs) -> actions`` until ``episodes`` episodes have ended.
+
+    Returns each ended episode's game score and imitation progress. The score is the raw game score that
+    ``RecordEpisodeStatistics`` records (it sits below the imitation reward and the policy's sign clipping,
+    so it is the same in every reward mode); under SAME_STEP autoreset it is in ``info["final_info"]``.
+    The progress is the index of the next checkpoint the episode had to reach (0 without the imitation reward).
+    """
+    obs, _ = envs.reset(seed=seed)
+    scores: list[float] = []
+    checkpoints: list[int] = []
+    while len(scores) < episodes:
+        obs, _, term, trunc, info = envs.step(act(obs))
+        ended = np.flatnonzero(np.logical_or(term, trunc))
+        if len(ended) == 0:
+            continue
+        final = info.get("final_info", {})
+        if "episode" not in final:
+            raise DreamArcadeError(
+                "play_episodes needs the env of make_envs (SAME_STEP autoreset with RecordEpisodeStatistics): "
+                "an episode ended without final_info['episode']"
+            )
+        progress = final.get("imitation_checkpoint", np.zeros(envs.num_envs, np.int64))
+        for i in ended:
+            if len(scores) < episodes:
+                scores.append(float(final["episode"]["r"][i]))
+                checkpoints.append(int(progress[i]))
+    return scores, checkpoints
+
+
 def evaluate(run_dir: str | Path, episodes: int = 20, deterministic: bool = False, seed: int = 1000) -> dict[str, Any]:
     """Play ``episodes`` episodes with the trained policy; game scores, key rate, room-exit rate."""
     run_dir = Path(run_dir)
@@ -225,23 +258,14 @@ def evaluate(run_dir: str | Path, episodes: int = 20, deterministic: bool = Fals
     envs = make_envs(cfg)
     agent, _, _ = load_agent(run_dir / "checkpoint")
     agent.eval()
-    obs, _ = envs.reset(seed=seed)
-    scores: list[float] = []
-    checkpoints: list[int] = []
-    ep = np.zeros(envs.num_envs)
-    last_ck = np.zeros(envs.num_envs, np.int64)
+
+    def act(obs: Any) -> np.ndarray:
+        with torch.no_grad():
+            a, _, _, _, _ = agent.get_action_and_value(obs_to_tensor(obs, "cpu"), deterministic=deterministic)
+        return a.numpy()
+
     try:
-        while len(scores) < episodes:
-            with torch.no_grad():
-                a, _, _, _, _ = agent.get_action_and_value(obs_to_tensor(obs, "cpu"), deterministic=deterministic)
-            obs, _, term, trunc, info = envs.step(a.numpy())
-            ep += np.asarray(info.get("env_reward", 0.0))
-            for i in np.flatnonzero(np.logical_or(term, trunc)):
-                if len(scores) < episodes:
-                    scores.append(float(ep[i]))
-                    checkpoints.append(int(last_ck[i]))
-                ep[i] = 0.0
-            last_ck = np.asarray(info.get("imitation_checkpoint", last_ck)).copy()
+        scores, checkpoints = play_episodes(envs, act, episodes, seed)
     finally:
         envs.close()
     s = np.array(scores)

@@ -268,8 +268,9 @@ def evaluate_accuracy(
 ) -> dict[str, float]:
     """Mean TDC / CMC loss and accuracy over ``batches`` fresh batches of ``clips``.
 
-    Eval mode (BatchNorm running statistics) with the training sampler and its random crops, so the numbers
-    compare with the training logs.
+    Eval mode (BatchNorm running statistics), the training sampler's TDC pairs and random crops, but *uniform*
+    CMC pairs, whereas training anchors ``cmc_event_fraction`` of them on sound events: the CMC (and total)
+    numbers here compare with the training logs only for a run trained with ``cmc_event_fraction=0``.
     Use held-out videos to see whether a classifier generalises; the chance level is ``1 / len(intervals)``.
     """
     if not clips:

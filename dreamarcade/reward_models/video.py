@@ -6,8 +6,9 @@ A video is decoded once, front to back, and never held in memory: :class:`VideoR
 1. **Frame rate**: frames are resampled to ``fps`` (default 15 Hz = ALE's 60 Hz with frameskip 4, the agent's
    step rate). Target frame ``k`` shows the last decoded frame whose timestamp is ``<= k / fps``
    (drop/duplicate, no blending, so a 60, 30, 25 or 24 fps upload maps to the same game moments).
-2. **Black borders**: letter-/pillar-boxing is detected on a sample of frames (:func:`detect_borders`: rows and
-   columns at the edges whose brightest pixel over the sample stays below ``threshold``) and cropped.
+2. **Black borders**: letter-/pillar-boxing is detected on a sample of frames spread over the whole video
+   (:func:`detect_borders`: rows and columns at the edges whose brightest pixel stays below ``threshold``) and
+   cropped.
 3. **Resize** to ``size`` (width, height), aspect ratio not kept (as in the public reimplementation:
    the videos' aspect ratios differ, the embedding must bridge that).
 4. **Audio**: the first audio track is resampled to mono float32 at ``audio_rate`` Hz and cut into one window of
@@ -42,6 +43,7 @@ import numpy as np
 from dreamarcade.errors import VideoError, require
 
 __all__ = [
+    "BORDER_THRESHOLD",
     "CropBox",
     "VideoChunk",
     "VideoProbe",
@@ -51,6 +53,9 @@ __all__ = [
     "process_frame",
     "read_video",
 ]
+
+
+BORDER_THRESHOLD = 24  # an edge row/column whose brightest pixel (0-255) stays below this is black border
 
 
 @dataclass(frozen=True)
@@ -182,9 +187,67 @@ def _bands(gray: np.ndarray, threshold: int, max_fraction: float) -> tuple[int, 
     return top, bottom, left, right
 
 
+def _probe_groups(path: str | os.PathLike[str], probe_frames: int, stride: int, window: int) -> list[list[np.ndarray]]:
+    """Brightness images (max over RGB) of ``probe_frames`` decoded frames, in groups of ``window`` samples
+    ``stride`` decoded frames apart, the groups spread evenly from the start to the end of the video by seeking.
+
+    A video with at most ``probe_frames * stride`` frames (or no known duration) is read front to back
+    instead (every ``stride``-th frame): the sample then covers all of it. Memory: the ``probe_frames`` images.
+    """
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.guessed_rate or 0.0)
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1e6
+        else:
+            duration = float("nan")
+        groups_n = -(-probe_frames // window)
+        span = window * stride / rate if rate > 0 else float("nan")  # seconds one group covers
+        seekable = np.isfinite(duration) and rate > 0 and groups_n > 1 and duration * rate > probe_frames * stride
+    finally:
+        container.close()
+    if not seekable:
+        grays = [
+            frame.to_ndarray(format="rgb24").max(axis=2)
+            for _, frame in _decoded_frames(path, stride=stride, limit=probe_frames)
+        ]
+        return [grays[i : i + window] for i in range(0, len(grays), window)]
+    container = _open(path)
+    groups: list[list[np.ndarray]] = []
+    try:
+        stream = container.streams.video[0]
+        t_base = float(stream.time_base)
+        t_start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        for g in range(groups_n):
+            target = t_start + g * (duration - span) / (groups_n - 1)
+            container.seek(int(target / t_base), stream=stream, backward=True, any_frame=False)
+            grays: list[np.ndarray] = []
+            n = 0
+            for frame in container.decode(stream):
+                if frame.time is not None and frame.time < target - 0.5 / rate:
+                    continue  # decoding from the keyframe before the target
+                if n % stride == 0:
+                    grays.append(frame.to_ndarray(format="rgb24").max(axis=2))
+                    if len(grays) == window:
+                        break
+                n += 1
+            if grays:
+                groups.append(grays)
+    except Exception as exc:
+        if type(exc).__module__.startswith("av"):
+            raise VideoError(f"Decoding '{path}' failed ({exc}). The file is damaged; re-encode it.") from exc
+        raise
+    finally:
+        container.close()
+    return groups
+
+
 def detect_borders(
     source: str | os.PathLike[str] | np.ndarray,
-    threshold: int = 24,
+    threshold: int = BORDER_THRESHOLD,
     probe_frames: int = 60,
     stride: int = 10,
     max_fraction: float = 0.45,
@@ -192,24 +255,25 @@ def detect_borders(
 ) -> CropBox:
     """Find black letter-/pillar-box bands: edge rows/columns whose brightest pixel stays below ``threshold``.
 
-    ``source`` is a video path (``probe_frames`` frames are sampled, every ``stride``-th decoded frame) or an
-    array of frames (T, H, W, 3). Bands are measured on the maximum over ``window`` consecutive samples (so one
-    dark moment of the game is not taken for a border) and the median over the video is kept (so an intro card
-    or a fade does not cancel the crop). At most ``max_fraction`` of a dimension is cut from one side.
+    ``source`` is a video path or an array of frames (T, H, W, 3). From a video, ``probe_frames`` frames are
+    sampled in windows of ``window`` samples ``stride`` decoded frames apart, the windows spread evenly over the
+    whole video (a short video is sampled front to back). Bands are measured on the maximum over each window (so
+    one dark moment of the game is not taken for a border) and the median over the windows is kept (so an intro
+    card, an outro or a fade covering less than half of the video does not cancel the crop). An array is cut
+    into windows of ``window`` consecutive frames. All-black windows are ignored (no crop if all are black). At
+    most ``max_fraction`` of a dimension is cut from one side.
     """
     if isinstance(source, np.ndarray):
         frames = source if source.ndim == 4 else source[None]
         grays = [f.max(axis=2) for f in frames]
+        groups = [grays[i : i + window] for i in range(0, len(grays), window)]
     else:
-        grays = [
-            frame.to_ndarray(format="rgb24").max(axis=2)
-            for _, frame in _decoded_frames(source, stride=stride, limit=probe_frames)
-        ]
-        if not grays:
+        groups = _probe_groups(source, probe_frames, stride, window)
+        if not groups:
             raise VideoError(f"'{source}' has no decodable video frames; it is empty or damaged.")
     found = []
-    for i in range(0, len(grays), window):
-        peak = np.max(np.stack(grays[i : i + window]), axis=0)
+    for group in groups:
+        peak = np.max(np.stack(group), axis=0)
         b = _bands(peak, threshold, max_fraction)
         if b[0] >= 0:
             found.append(b)
@@ -322,7 +386,7 @@ class VideoReader:
         audio: bool = True,
         require_audio: bool = False,
         max_frames: int | None = None,
-        border_threshold: int = 24,
+        border_threshold: int = BORDER_THRESHOLD,
     ) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")

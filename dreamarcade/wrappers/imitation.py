@@ -1,8 +1,13 @@
 """``YouTubeImitationReward``: reward an agent for reaching the checkpoints of one embedded demonstration video.
 
-Aytar et al. 2018, section 5. Every step, the agent's last ``stack`` RGB frames are processed exactly like the
-demonstration video's frames (black-border crop detected with the same function, resize to the embedding's
-frame size, centre crop), embedded, centred with the demo's mean and L2-normalised. When the similarity to one
+Aytar et al. 2018, section 5. Every step, the agent's last ``stack`` RGB frames are embedded like the
+demonstration video's frames: the same :func:`~dreamarcade.reward_models.video.process_frame` (crop, then
+area-resize to the embedding's frame size), the same stacking (a stack before an episode's first frame repeats
+it), the same centre crop inside the embedder, then centring with the demo's mean and L2 normalisation. The
+black-border crop is *detected* differently: the video's is the median over windows sampled across the whole
+video; with ``crop="auto"`` the agent's is detected (by the same
+:func:`~dreamarcade.reward_models.video.detect_borders`) on the first agent frame that is not all black, and
+then kept (frames before it are not cropped). Pass ``crop=`` a :class:`CropBox` to fix it. When the similarity to one
 of the next ``skip + 1`` checkpoints exceeds ``threshold`` (0.5) the agent gets ``reward`` (0.5) once for it,
 and the following checkpoints become the candidates. ``mode="add"`` adds this to the game reward,
 ``"replace"`` discards the game reward (the paper reports both).
@@ -53,7 +58,7 @@ from dreamarcade.reward_models.checkpoints import (
     match_candidates,
 )
 from dreamarcade.reward_models.inference import ring_to_stacks
-from dreamarcade.reward_models.video import CropBox, detect_borders, process_frame
+from dreamarcade.reward_models.video import BORDER_THRESHOLD, CropBox, detect_borders, process_frame
 
 __all__ = ["YouTubeImitationReward", "YouTubeImitationRewardVector", "load_imitation_model"]
 
@@ -157,9 +162,15 @@ class _ImitationCore:
 
     # frames -------------------------------------------------------------------------------------------
     def _process(self, frame: np.ndarray) -> np.ndarray:
-        if self.crop == "auto":  # detected once, on the first frame, with the function the videos use
-            self.crop = detect_borders(np.asarray(frame))
-        return process_frame(np.asarray(frame), self.crop, self._size)
+        frame = np.asarray(frame)
+        if self.crop == "auto":
+            # detected once, with the function the videos use, on the first frame that is not all black: an
+            # all-black frame shows no border (and stays black whatever the crop), so it is not cropped and the
+            # detection waits for a later frame, of this episode or the next
+            if frame.max() < BORDER_THRESHOLD:
+                return process_frame(frame, None, self._size)
+            self.crop = detect_borders(frame, threshold=BORDER_THRESHOLD)
+        return process_frame(frame, self.crop, self._size)
 
     def _advance(self) -> None:
         """Move the write slot: called once per step, before the envs' new frames are written."""
@@ -213,7 +224,8 @@ _ARGS_DOC = """
         reward: paid once per checkpoint (paper: 0.5).
         skip: how many checkpoints may be skipped (paper: 1, i.e. candidates n+1 and n+2).
         mode: "add" (game + imitation) or "replace" (imitation only).
-        crop: "auto" (detect black borders on the first frame, as for videos), None, or a CropBox.
+        crop: "auto" (detect black borders on the first frame that is not all black, then keep them; see the
+            module docstring), None, or a CropBox.
         observe_similarity: append the similarities to the next ``skip + 1`` checkpoints to the observation.
         embed_every: embed the frames every k-th step only (default 1: every step, the paper's reward). k > 1
             trades fidelity for speed: checkpoints can only be matched on embedded steps (module docstring)."""
@@ -232,7 +244,7 @@ class YouTubeImitationReward(gym.Wrapper, _ImitationCore):
         + """
 
     Example:
-        >>> import gymnasium as gym
+        >>> import gymnasium as gym, ale_py
         >>> from dreamarcade.wrappers.imitation import YouTubeImitationReward, load_imitation_model
         >>> from dreamarcade.envs.montezuma_imitation import ASSET_DIR
         >>> embedder, ckpts = load_imitation_model(ASSET_DIR)
@@ -316,7 +328,13 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
     Same arguments and semantics as :class:`YouTubeImitationReward`; the vector env's observation must be a
     batch of RGB frames (N, H, W, 3) (e.g. ``gym.vector.SyncVectorEnv`` of ALE envs). Works with the
     ``NEXT_STEP`` (Gymnasium's default) and ``SAME_STEP`` autoreset modes; a sub-env's checkpoints restart
-    with its new episode. ``info`` values are arrays with one entry per sub-env. Per step, the only loop over
+    with its new episode. With ``SAME_STEP``, a finished sub-env's last frame (``info["final_obs"]``) is
+    embedded and paid exactly as the single wrapper's last step (one extra batched pass then embeds the new
+    episode's first frame): that step's ``imitation_reward`` / ``imitation_matched`` / ``imitation_similarity``
+    describe the last frame, ``imitation_checkpoint`` and the observed similarities the new episode, and
+    ``info["final_info"]["imitation_checkpoint"]`` the ended episode's progress. ``reset(options={"reset_mask":
+    m})`` resets the frames and checkpoint progress of the masked sub-envs only.
+    ``info`` values are arrays with one entry per sub-env. Per step, the only loop over
     sub-envs is the frame resize (one cv2 call each); embedding (all due envs in one batch), similarities and
     checkpoint bookkeeping are batched. To use more torch threads for the batched pass, give the embedder
     ``num_threads`` (``load_imitation_model(..., num_threads=2)``).
@@ -381,42 +399,73 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
+        mask = None if options is None else options.get("reset_mask")  # read first: the inner reset pops it
         obs, info = self.env.reset(seed=seed, options=options)
-        self._newest = 0  # every slot is filled: a fixed slot keeps resets bit-for-bit reproducible
-        for i in range(self.num_envs):
+        if mask is None:
+            rows = np.arange(self.num_envs)
+            self._newest = 0  # every slot is filled: a fixed slot keeps resets bit-for-bit reproducible
+        else:  # the other sub-envs go on with their episodes: their rings and progress stay
+            rows = np.flatnonzero(np.asarray(mask, bool))
+        for i in rows:
             self._write(i, obs[i], fresh=True)
-        self._needs_reset[:] = False
-        self._next[:] = 0
-        self._embed(np.arange(self.num_envs))
+        self._needs_reset[rows] = False
+        self._next[rows] = 0
+        self._embed(rows)
         info = dict(info)
         info.update(
             imitation_reward=np.zeros(self.num_envs),
-            imitation_checkpoint=np.zeros(self.num_envs, np.int64),
+            imitation_checkpoint=self._next.copy(),
             imitation_matched=np.full(self.num_envs, -1, np.int64),
             imitation_similarity=self._candidates()[2].max(axis=1).astype(np.float64),
         )
         if self.embed_every > 1:
-            info["imitation_embedded"] = np.ones(self.num_envs, bool)
+            embedded = np.zeros(self.num_envs, bool)
+            embedded[rows] = True
+            info["imitation_embedded"] = embedded
         return self._observe(obs), info
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         obs, env_reward, terminated, truncated, info = self.env.step(actions)
+        done = np.logical_or(terminated, truncated)
+        frames = obs
         if self._autoreset == gym.vector.AutoresetMode.NEXT_STEP:
             fresh = self._needs_reset  # sub-envs whose obs this step starts a new episode
-        else:
-            fresh = np.logical_or(terminated, truncated)
+            ended = np.zeros(self.num_envs, bool)
+        else:  # SAME_STEP: a finished sub-env's obs starts its next episode; its last frame is in final_obs
+            fresh = np.zeros(self.num_envs, bool)
+            ended = done
+            if ended.any():
+                if "final_obs" not in info:
+                    raise ValueError(
+                        "a SAME_STEP vector env must give a finished sub-env's last observation in "
+                        "info['final_obs'] (as Gymnasium's SyncVectorEnv and AsyncVectorEnv do)"
+                    )
+                frames = [info["final_obs"][i] if ended[i] else obs[i] for i in range(self.num_envs)]
         self._advance()
         for i in range(self.num_envs):
-            self._write(i, obs[i], bool(fresh[i]))
+            self._write(i, frames[i], bool(fresh[i]))
         self._next[fresh] = 0
         due = self._due(fresh)
         self._embed(due)
         # the reset step of NEXT_STEP autoreset pays nothing, like a reset
         r_imit, matched, best = self._update((self._since == 0) & ~fresh)
-        self._needs_reset = np.logical_or(terminated, truncated)
+        embedded = self._since == 0
+        self._needs_reset = done
+        info = dict(info)
+        if ended.any():
+            rows = np.flatnonzero(ended)
+            final_info = dict(info.get("final_info", {}))
+            progress = np.zeros(self.num_envs, np.int64)
+            progress[rows] = self._next[rows]
+            final_info.update(imitation_checkpoint=progress, _imitation_checkpoint=ended.copy())
+            info["final_info"] = final_info
+            # the next episode starts like a reset: its first frame fills the ring, its checkpoints restart
+            for i in rows:
+                self._write(i, obs[i], fresh=True)
+            self._next[rows] = 0
+            self._embed(rows)
         env_reward = np.asarray(env_reward, np.float64)
         reward = r_imit + (env_reward if self.mode == "add" else 0.0)
-        info = dict(info)
         info.update(
             imitation_reward=r_imit,
             imitation_checkpoint=self._next.copy(),
@@ -425,5 +474,5 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
             env_reward=env_reward,
         )
         if self.embed_every > 1:
-            info["imitation_embedded"] = self._since == 0
+            info["imitation_embedded"] = embedded
         return self._observe(obs), reward, terminated, truncated, info
