@@ -8,7 +8,7 @@ import torch
 
 from dreamarcade.world_models.collect import ExploringPolicy, RandomPolicy, collect
 from dreamarcade.world_models.controller import Controller
-from dreamarcade.world_models.features import WorldModelAgent
+from dreamarcade.world_models.features import FeatureTracker, WorldModelAgent
 from dreamarcade.world_models.model import WorldModel, bundled_dir
 from dreamarcade.world_models.rollouts import list_shards, load_shard
 
@@ -47,6 +47,23 @@ def test_collect_with_controller_and_exploration(tmp_path) -> None:
     assert data["actions"].shape == (s["steps"], 1) and np.all(np.abs(data["actions"]) <= 1)
     with pytest.raises(ValueError, match="explore"):
         collect("doom", tmp_path, 1, explore=-0.1)
+
+
+def test_v_only_controller_plays_the_real_game(tmp_path) -> None:
+    """A V-only controller (``--controller v-only``) reads z alone: the agent and collect with it must accept it."""
+    wm = WorldModel.bundled("doom")
+    ctrl = Controller.for_env("doom", wm.z_size)
+    ctrl.set_flat(np.random.default_rng(0).normal(size=ctrl.num_params))
+    ctrl.save(tmp_path / "v_only")
+    agent = WorldModelAgent(wm, ctrl).reset(0)
+    frame = np.full((64, 64, 3), 90, np.uint8)
+    z = FeatureTracker(wm, seed=0).reset(frame)[: wm.z_size]
+    np.testing.assert_array_equal(agent(frame), ctrl.act(z))  # acts on z alone
+    s = collect("doom", tmp_path / "frames", 1, workers=1, seed=3, min_length=0, max_steps=20, backend="inline",
+                policy_dir=str(bundled_dir("doom")), controller_dir=str(tmp_path / "v_only"))  # fmt: skip
+    assert s["episodes"] == 1
+    with pytest.raises(ValueError, match=r"gives 1088 \(zch\) or 64"):
+        WorldModelAgent(wm, Controller.for_env("doom", 100))
 
 
 def test_calibrate_done_shift_moves_dream_length_toward_target() -> None:

@@ -146,6 +146,65 @@ def test_vector_env_batched_and_autoreset() -> None:
     envs.close()
 
 
+def test_vector_env_list_seeds_match_the_int_seed() -> None:
+    from dreamarcade.envs.dream import DreamVectorEnv
+
+    a, b = DreamVectorEnv(num_envs=3), DreamVectorEnv(num_envs=3)
+    actions = np.array([[0.5], [-0.5], [0.0]], np.float32)
+    obs_a, obs_b = a.reset(seed=7)[0], b.reset(seed=[7, 8, 9])[0]  # Gymnasium's meaning of an int: env i gets 7 + i
+    for _ in range(5):
+        np.testing.assert_array_equal(obs_a, obs_b)
+        obs_a, obs_b = a.step(actions)[0], b.step(actions)[0]
+    first = a.reset(seed=[3, 1, 4])[0]  # any other list: one seed derived from all of it, deterministic
+    np.testing.assert_array_equal(first, b.reset(seed=[3, 1, 4])[0])
+    assert not np.array_equal(first, b.reset(seed=3)[0])
+    assert a.reset(seed=[None, None, None])[0].shape == (3, 1088)
+    with pytest.raises(ValueError, match="3 envs"):
+        a.reset(seed=[1, 2])
+    with pytest.raises(ValueError, match="mixes None"):
+        a.reset(seed=[1, None, 2])
+
+
+def test_dream_actions_are_clipped_to_the_action_box() -> None:
+    """The real game saturates (TakeCover: a=5 moves like a=1), so the dream must feed M the clipped action."""
+    from dreamarcade.envs.dream import DreamVectorEnv
+    from dreamarcade.world_models.features import FeatureTracker
+
+    for env_id, big, edge in (
+        ("DreamDoom-v0", [5.0], [1.0]),
+        ("DreamCarRacing-v0", [-3.0, 2.0, -1.0], [-1.0, 1.0, 0.0]),
+    ):
+        envs = [gym.make(env_id) for _ in range(2)]
+        obs = [e.reset(seed=4)[0] for e in envs]
+        for _ in range(5):
+            np.testing.assert_array_equal(obs[0], obs[1])
+            obs = [envs[0].step(np.array(big, np.float32))[0], envs[1].step(np.array(edge, np.float32))[0]]
+        np.testing.assert_array_equal(obs[0], obs[1])
+    vecs = [DreamVectorEnv(num_envs=2) for _ in range(2)]
+    obs = [v.reset(seed=4)[0] for v in vecs]
+    for _ in range(5):
+        obs = [vecs[0].step(np.array([[5.0], [-7.0]], np.float32))[0], vecs[1].step(np.array([[1.0], [-1.0]]))[0]]
+    np.testing.assert_array_equal(obs[0], obs[1])
+    # the real-env features: M is fed the clipped action too
+    wm, frame = WorldModel.bundled("doom"), np.full((64, 64, 3), 90, np.uint8)
+    t1, t2 = FeatureTracker(wm, seed=0), FeatureTracker(wm, seed=0)
+    t1.reset(frame), t2.reset(frame)
+    np.testing.assert_array_equal(t1.step(np.array([5.0]), frame), t2.step(np.array([1.0]), frame))
+
+
+def test_vector_env_rejects_unknown_kwargs() -> None:
+    from dreamarcade.envs.dream import DreamVectorEnv
+
+    with pytest.raises(TypeError, match="temprature"):
+        DreamVectorEnv(num_envs=2, temprature=0.5)
+    with pytest.raises(TypeError, match="temprature"):
+        gym.make_vec("DreamDoom-v0", num_envs=2, vectorization_mode="vector_entry_point", temprature=0.5)
+    envs = gym.make_vec("DreamDoom-v0", num_envs=2, vectorization_mode="vector_entry_point", render_mode="rgb_array",
+                        max_episode_steps=50)  # fmt: skip
+    envs.reset(seed=0)
+    assert envs.render().shape == (2, 64, 64, 3) and envs.unwrapped.model.max_steps == 50
+
+
 def test_bad_inputs_give_clear_errors(tmp_path) -> None:
     for tau in (0.0, -1.0):
         with pytest.raises(ValueError, match="temperature must be > 0"):

@@ -33,6 +33,41 @@ def test_shards_hold_whole_episodes(doom_data) -> None:
     assert total == sum(int(load_shard(p)["episode_lengths"].sum()) for p in shards)
 
 
+def test_collect_resumes_without_duplicating_episodes(tmp_path) -> None:
+    from dreamarcade.world_models.collect import CollectJob, run_job
+
+    def job(out, episodes):
+        return CollectJob("doom", str(out), 0, episodes, seed=5, min_length=0, max_steps=25, episodes_per_shard=1)
+
+    def episodes(out):
+        parts = [load_shard(p) for p in list_shards(out)]
+        acts = np.concatenate([p["actions"] for p in parts])
+        lengths = np.concatenate([p["episode_lengths"] for p in parts])
+        return np.split(acts, np.cumsum(lengths)[:-1])
+
+    # a job killed after 2 of its 4 episodes were stored, then run again: it collects only the other 2
+    assert run_job(job(tmp_path / "killed", 2))["episodes"] == 2
+    res = run_job(job(tmp_path / "killed", 4))
+    assert res["episodes"] == 4 and res["resumed"] == 2
+    resumed = episodes(tmp_path / "killed")
+    assert len(resumed) == 4 and len(list_shards(tmp_path / "killed")) == 4
+    assert all(not np.array_equal(resumed[i], resumed[j]) for i in range(4) for j in range(i))  # no replays
+    run_job(job(tmp_path / "straight", 4))
+    straight = episodes(tmp_path / "straight")
+    assert all(np.array_equal(a, b) for a, b in zip(resumed, straight))  # the same data as an uninterrupted job
+    # collect() with the same settings on a finished folder: nothing new, the summary counts what is stored
+    d = tmp_path / "collect"
+    first = collect("doom", d, episodes=2, workers=1, seed=0, min_length=0, max_steps=25, backend="inline")
+    again = collect("doom", d, episodes=2, workers=1, seed=0, min_length=0, max_steps=25, backend="inline")
+    assert again["episodes"] == 2 and again["resumed"] == 2 and again["steps"] == first["steps"]
+    assert sum(len(load_shard(p)["episode_lengths"]) for p in list_shards(d)) == 2
+    # resuming a 2-worker collection with 1 worker would split the episodes differently: refused
+    two = tmp_path / "two"
+    collect("doom", two, episodes=2, workers=2, seed=3, min_length=0, max_steps=25, backend="inline")
+    with pytest.raises(ValueError, match="by 2 workers.*--workers 2"):
+        collect("doom", two, episodes=3, workers=1, seed=3, min_length=0, max_steps=25, backend="inline")
+
+
 def test_corrupt_shard_is_reported(tmp_path) -> None:
     bad = tmp_path / "frames-w0-00000.npz"
     bad.write_bytes(b"not an npz file")
@@ -66,6 +101,16 @@ def test_vae_loss_falls_and_round_trips(doom_data, tmp_path) -> None:
     out = encode_shards(doom_data, tmp_path / "series", vae.encode_frames)
     series = load_series(tmp_path / "series")
     assert len(out) == len(list_shards(doom_data)) and series["mu"].shape[1] == 64
+
+
+def test_frames_to_tensor_leaves_the_input_alone() -> None:
+    frames = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
+    expect = torch.as_tensor(frames).permute(0, 3, 1, 2).float() / 255.0
+    assert torch.equal(frames_to_tensor(frames), expect)
+    for x in (frames.astype(np.float32), torch.as_tensor(frames).float()):  # float32: viewed, not copied, by torch
+        before = x.copy() if isinstance(x, np.ndarray) else x.clone()
+        assert torch.equal(frames_to_tensor(x), expect)
+        assert (np.array_equal if isinstance(x, np.ndarray) else torch.equal)(x, before)
 
 
 def test_mdnrnn_loss_falls_with_restarts_and_round_trips(doom_data, tmp_path) -> None:
@@ -107,6 +152,27 @@ def test_mdnrnn_loss_falls_with_restarts_and_round_trips(doom_data, tmp_path) ->
     assert torch.allclose(again(z1, a, r), out_seq, atol=1e-6)
     with pytest.raises(ValueError, match="temperature"):
         sample_next(rnn, out_seq[:, 0], 0.0)
+
+
+def test_mdnrnn_training_on_too_little_data_fails_clearly(tmp_path) -> None:
+    from dreamarcade.baselines.world_models import WMConfig, _stream_batches, step_train_mdnrnn
+
+    def series(lengths):
+        n = sum(lengths)
+        return {"mu": np.zeros((n, 64), np.float16), "logvar": np.zeros((n, 64), np.float16),
+                "actions": np.zeros((n, 1), np.float32), "rewards": np.zeros(n, np.float32),
+                "dones": np.zeros(n, bool), "episode_lengths": np.array(lengths, np.int64)}  # fmt: skip
+
+    for seed in range(8):  # exactly one 21-step window fits: every pass yields it, whatever the random offset
+        batches = list(_stream_batches(series([21]), 20, 4, np.random.default_rng(seed)))
+        assert len(batches) == 1 and batches[0]["mu"].shape == (1, 21, 64)
+    with pytest.raises(ValueError, match="no window fits"):
+        next(_stream_batches(series([20]), 20, 4, np.random.default_rng(0)))
+    (tmp_path / "series").mkdir()
+    np.savez_compressed(tmp_path / "series" / "series-s0-w0-00000.npz", **series([6, 5, 4]))
+    cfg = WMConfig(env="doom", run_dir=str(tmp_path), rnn_seq_len=20)
+    with pytest.raises(ValueError, match=r"only 15 steps \(3 episodes\).*lower --rnn-seq-len"):
+        step_train_mdnrnn(cfg)  # used to loop forever
 
 
 def test_controller_shapes_and_round_trip(tmp_path) -> None:

@@ -276,15 +276,28 @@ def _plot_metrics(csv_path: Path, keys: list[str], png: Path, title: str) -> Non
 
 
 # ============================================================================================== M
+def _check_windows(steps: int, episodes: int, seq_len: int) -> None:
+    if steps < seq_len + 1:
+        raise ValueError(
+            f"M trains on windows of --rnn-seq-len + 1 = {seq_len + 1} steps, but the series hold only {steps} steps "
+            f"({episodes} episodes): no window fits. Collect more episodes (`world_models collect --episodes N`) "
+            "or lower --rnn-seq-len."
+        )
+
+
 def _stream_batches(
     series: dict[str, np.ndarray], seq_len: int, batch: int, rng: np.random.Generator
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Cut the concatenated stream into (seq_len + 1)-step windows at a random offset; yield shuffled batches."""
+    """Cut the concatenated stream into (seq_len + 1)-step windows at a random offset; yield shuffled batches.
+
+    Every pass yields at least one batch: the offset is drawn so that at least one window fits.
+    """
     n = len(series["actions"])
+    _check_windows(n, len(series["episode_lengths"]), seq_len)
     starts = np.zeros(n, np.float32)
     starts[np.concatenate([[0], np.cumsum(series["episode_lengths"])[:-1]])] = 1.0
-    offset = int(rng.integers(0, seq_len))
-    idx = np.arange(offset, n - seq_len - 1, seq_len)
+    offset = int(rng.integers(0, min(seq_len, n - seq_len)))
+    idx = np.arange(offset, n - seq_len, seq_len)  # the last window [i, i + seq_len] ends at step n - 1 at most
     rng.shuffle(idx)
     for b in range(0, len(idx), batch):
         w = idx[b : b + batch, None] + np.arange(seq_len + 1)[None]
@@ -310,6 +323,7 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
         raise FileNotFoundError(f"No series under {run}/series*. Run `world_models train-vae --env {cfg.env}` first.")
     series = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     n = len(series["actions"])
+    _check_windows(n, len(series["episode_lengths"]), cfg.rnn_seq_len)
     steps_per_epoch = max(1, n // (cfg.rnn_seq_len * cfg.rnn_batch))
     total_steps = max(1, int(math.ceil(cfg.rnn_epochs * max(1, n // cfg.rnn_seq_len) / cfg.rnn_batch)))
     rnn = MDNRNN(d["z_size"], d["action_size"], d["hidden_size"], 5, True, d["predict_done"], d["predict_reward"])
@@ -331,6 +345,7 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
     t0 = time.time()
     rnn.train()
     while step < total_steps:
+        epoch_start = step
         for b in _stream_batches(series, cfg.rnn_seq_len, cfg.rnn_batch, rng):
             mu, logvar = torch.as_tensor(b["mu"], device=dev), torch.as_tensor(b["logvar"], device=dev)
             z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # a fresh sample of z every batch
@@ -356,6 +371,8 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
                 save_train_state()
             if step >= total_steps:
                 break
+        if step == epoch_start:  # cannot happen after _check_windows; never spin forever on an empty epoch
+            raise RuntimeError(f"An epoch over {n} steps gave no batch of {cfg.rnn_seq_len + 1}-step windows.")
     bar.close()
     save_train_state()
     logger.close()
@@ -601,7 +618,7 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
 
     from dreamarcade.errors import require
 
-    cma = require("cma", "evolving controllers with CMA-ES", extra="dreams")
+    cma = require("cma", "evolving controllers with CMA-ES")  # a core dependency: the error says to reinstall
     run = cfg.resolved_run_dir()
     wm_dir = _world_model_dir(cfg)
     wm = WorldModel.load(wm_dir, env=cfg.env)
@@ -916,7 +933,7 @@ def step_demo(cfg: WMConfig) -> dict[str, Any]:
     video = dream_vs_real_video(wm, ctrl, run / "dream_vs_real.mp4", seed=cfg.seed, temperature=tau)
     scores = {
         "temperature": tau,
-        "generations": int(json.loads((ctrl_dir / "config.json").read_text())["generations"]),
+        "generations": int(load_checkpoint(ctrl_dir)[1]["generations"]),
         "popsize": cfg.popsize, "rollouts_per_candidate": cfg.rollouts, "evolve_seconds": round(evolve_s, 1),
         "dream_mean": float(dream_scores.mean()), "dream_std": float(dream_scores.std()), "dream_episodes": 64,
         "real_mean": float(real.mean()), "real_std": float(real.std()), "real_episodes": len(real),
@@ -951,7 +968,7 @@ def step_bundle(cfg: WMConfig) -> Path:
         if (dest / sub).exists():
             shutil.rmtree(dest / sub)
     wm.save(dest, half=True)
-    if (run / "controller" / "config.json").exists():
+    if checkpoint_exists(run / "controller"):
         Controller.load(run / "controller").save(dest / "controller", extra={"source": str(run / "controller")})
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     print(f"bundled {run / 'world_model'} into {dest} ({size / 2**20:.1f} MiB)")

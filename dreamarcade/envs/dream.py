@@ -323,15 +323,16 @@ def _spaces(model: WorldModel, obs_type: str) -> tuple[spaces.Space, spaces.Box]
         obs = spaces.Box(0, 255, (64, 64, 3), np.uint8)
     else:
         raise ValueError(f"obs_type must be 'features' or 'pixels', got {obs_type!r}.")
-    if model.env == "doom":
-        act = spaces.Box(-1.0, 1.0, (1,), np.float32)
-    else:
-        act = spaces.Box(np.array([-1.0, 0.0, 0.0], np.float32), np.array([1.0, 1.0, 1.0], np.float32))
-    return obs, act
+    low, high = model.action_bounds
+    return obs, spaces.Box(low, high, dtype=np.float32)
 
 
 class DreamEnv(gym.Env):
     """One dream of a trained world model as a Gymnasium env.
+
+    Actions outside the action box are clipped to it before M sees them, because that is what the real
+    game does with them (TakeCover: any a > 1/3 is "right"; CarRacing saturates steering, gas and brake),
+    and M only ever learned from in-range actions. The wrong action *shape* is an error.
 
     Args:
         env: "doom" or "carracing" (which world model).
@@ -401,6 +402,8 @@ class DreamEnv(gym.Env):
             raise ValueError(
                 f"DreamEnv({self.model.env}) takes actions of shape {self.action_space.shape}, got shape {a.shape}."
             )
+        # the real game saturates outside its action box (TakeCover: a=5 acts as a=1); M only saw in-range actions
+        a = np.clip(a, self.action_space.low, self.action_space.high)
         d = self._dream
         if self._views is not None:
             self._views[0][:] = a
@@ -445,8 +448,9 @@ class DreamVectorEnv(VectorEnv):
         render_mode: str | None = None,
         device: str = "cpu",
         max_episode_steps: int | None = None,
-        **_: Any,
     ) -> None:
+        # no **kwargs: gym.make_vec passes num_envs, the id's kwargs, max_episode_steps and the caller's kwargs,
+        # all named above, so a misspelled option (temprature=0.5) is a TypeError instead of silently ignored
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'rgb_array'.")
         self.model = load_world_model(env, model_dir, device)
@@ -465,12 +469,32 @@ class DreamVectorEnv(VectorEnv):
             return self._dream.decode()
         return self._dream.features().cpu().numpy()  # a new float32 tensor each step: no extra copy
 
+    def _one_seed(self, seed: int | list[int | None] | None) -> int | None:
+        """The dreams share one random stream, so a list of per-env seeds becomes one seed: ``[s, s+1, ...]``
+        gives what ``s`` gives (Gymnasium's vector envs seed env i with ``s + i``); any other list gives a seed
+        derived from all its entries; all None is None."""
+        if seed is None or not isinstance(seed, (list, tuple)):
+            return seed
+        if len(seed) != self.num_envs:
+            raise ValueError(f"reset(seed=...) got {len(seed)} seeds for {self.num_envs} envs; pass one per env.")
+        if all(s is None for s in seed):
+            return None
+        if any(s is None for s in seed):
+            raise ValueError(
+                "reset(seed=[...]) mixes None and ints; the dreams share one random stream, so seed all of them "
+                "(or pass one int)."
+            )
+        seeds = [int(s) for s in seed]
+        if seeds == list(range(seeds[0], seeds[0] + self.num_envs)):
+            return seeds[0]
+        return int(np.random.SeedSequence(seeds).generate_state(1, np.uint32)[0])
+
     def reset(
-        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Restart every dream. ``seed``: an int, or one per env (see :meth:`_one_seed`)."""
+        seed = self._one_seed(seed)
         super().reset(seed=seed)
-        if isinstance(seed, list):
-            seed = seed[0]
         if seed is not None:
             self._dream.seed(int(seed))
         self._dream.reset_all()
@@ -482,6 +506,7 @@ class DreamVectorEnv(VectorEnv):
         a = np.asarray(actions, dtype=np.float32)
         if a.shape != self.action_space.shape:
             raise ValueError(f"DreamVectorEnv takes actions of shape {self.action_space.shape}, got {a.shape}.")
+        a = np.clip(a, self.single_action_space.low, self.single_action_space.high)  # as the real game (DreamEnv)
         d = self._dream
         resetting = self._needs_reset
         reward, terminated, truncated = (x.cpu().numpy() for x in d.step_outcome(torch.from_numpy(a)))

@@ -103,8 +103,50 @@ class CollectJob:
     explore: float = 0.0  # with policy_dir: per-step chance of switching to a random action held 1-10 steps
 
 
+def _stored(out_dir: str, prefix: str) -> tuple[int, int]:
+    """(episodes, steps) already written to ``out_dir`` in shards named ``{prefix}-*.npz``."""
+    episodes = steps = 0
+    for path in sorted(Path(out_dir).glob(f"{prefix}-*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                lengths = z["episode_lengths"]  # reads this small array only, not the frames
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"Corrupt rollout shard '{path}': {exc}. Delete it and collect again.") from exc
+        episodes += len(lengths)
+        steps += int(lengths.sum())
+    return episodes, steps
+
+
+def _earlier_workers(out_dir: str | os.PathLike[str], seed: int) -> set[int]:
+    """Worker indices of the shards a collection with ``seed`` already wrote to ``out_dir``."""
+    found = set()
+    for path in Path(out_dir).glob("frames-s*-w*-*.npz"):
+        job_seed, _, rest = path.name[len("frames-s") :].partition("-w")
+        worker = rest.split("-", 1)[0]
+        if job_seed.isdigit() and worker.isdigit() and int(job_seed) == seed * 1000 + int(worker):
+            found.add(int(worker))
+    return found
+
+
+def _episode_rng(job_seed: int, episode: int, attempt: int) -> np.random.Generator:
+    """The random stream of one episode, from (job seed, episode index, attempt): a resumed job continues with the
+    episodes it had not stored yet instead of replaying the first ones."""
+    return np.random.default_rng(np.random.SeedSequence([job_seed, episode, attempt]))
+
+
 def run_job(job: CollectJob) -> dict[str, int]:
-    """Collect ``job.episodes`` kept episodes; returns counts. Runs in a worker process or Ray task."""
+    """Collect ``job.episodes`` kept episodes; returns counts. Runs in a worker process or Ray task.
+
+    Resumable: episodes this job already stored in ``out_dir`` (shards ``frames-s{seed}-w{worker}-*``, written
+    atomically, so a killed job leaves only complete ones) count toward ``job.episodes``; only the rest are
+    collected. Episode ``k`` draws its env seed and actions from (``job.seed``, ``k``), so a resumed job gives the
+    same episodes as an uninterrupted one. Returns episodes and steps stored in all (``resumed``: of them, those
+    found on disk), and ``dropped``: episodes of this call too short to keep.
+    """
+    prefix = f"frames-s{job.seed}-w{job.worker}"
+    resumed, resumed_steps = _stored(job.out_dir, prefix)
+    if resumed >= job.episodes:
+        return {"episodes": resumed, "dropped": 0, "steps": resumed_steps, "resumed": resumed}
     import torch
 
     torch.set_num_threads(1)
@@ -112,21 +154,18 @@ def run_job(job: CollectJob) -> dict[str, int]:
     if job.max_steps is not None:
         kwargs["max_steps"] = job.max_steps
     env = make_real_env(job.env, **kwargs)
-    rng = np.random.default_rng(job.seed)
-    writer = ShardWriter(
-        job.out_dir, prefix=f"frames-s{job.seed}-w{job.worker}", episodes_per_shard=job.episodes_per_shard
-    )
+    writer = ShardWriter(job.out_dir, prefix=prefix, episodes_per_shard=job.episodes_per_shard)
     agent = None
     if job.policy_dir is not None:
         from dreamarcade.world_models.features import WorldModelAgent
 
         agent = WorldModelAgent.from_dirs(job.policy_dir, job.controller_dir or "", job.env)
-    kept = dropped = 0
-    ep_seed = int(rng.integers(0, 2**31 - 1))
+    kept, dropped, attempt = resumed, 0, 0
     while kept < job.episodes:
-        obs, _ = env.reset(seed=ep_seed)
-        ep_seed = int(rng.integers(0, 2**31 - 1))
-        policy = RandomPolicy(job.env, rng) if agent is None else agent.reset(seed=ep_seed)
+        rng = _episode_rng(job.seed, kept, attempt)
+        env_seed, agent_seed = (int(x) for x in rng.integers(0, 2**31 - 1, size=2))
+        obs, _ = env.reset(seed=env_seed)
+        policy = RandomPolicy(job.env, rng) if agent is None else agent.reset(seed=agent_seed)
         if agent is not None and job.explore > 0:
             policy = ExploringPolicy(agent, RandomPolicy(job.env, rng), job.explore, rng)
         frames, actions, rewards, dones = [], [], [], []
@@ -142,12 +181,13 @@ def run_job(job: CollectJob) -> dict[str, int]:
         # The paper dropped Doom episodes of <= 100 frames: they hold little beyond the start.
         if len(frames) <= job.min_length:
             dropped += 1
+            attempt += 1
             continue
         writer.add_episode(np.stack(frames), np.stack(actions), np.array(rewards), np.array(dones))
-        kept += 1
+        kept, attempt = kept + 1, 0
     writer.close()
     env.close()
-    return {"episodes": kept, "dropped": dropped, "steps": writer.steps_written}
+    return {"episodes": kept, "dropped": dropped, "steps": resumed_steps + writer.steps_written, "resumed": resumed}
 
 
 def collect(
@@ -166,6 +206,11 @@ def collect(
     explore: float = 0.0,
 ) -> dict[str, int]:
     """Collect ``episodes`` episodes into ``out_dir`` with ``workers`` processes (or Ray tasks).
+
+    Resumable: run again with the same ``seed`` and ``workers`` after a kill and each job collects only the
+    episodes it has not stored yet (:func:`run_job`); the summary counts every stored episode and step
+    (``resumed``: those found on disk). A different ``workers`` splits the work into other jobs, which do not
+    see the first run's shards: keep it fixed (its default is the CPU count) when resuming.
 
     ``min_length`` defaults to the paper's 100 for Doom and 0 for CarRacing. ``backend`` is "process",
     "ray" (connects to a running cluster via ``ray.init(address="auto")`` if there is one, else starts a local
@@ -186,6 +231,13 @@ def collect(
         min_length = 0
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     per = [episodes // workers + (1 if i < episodes % workers else 0) for i in range(workers)]
+    earlier = _earlier_workers(out_dir, seed)
+    if earlier and max(earlier) >= sum(n > 0 for n in per):
+        raise ValueError(
+            f"'{out_dir}' holds episodes collected with seed {seed} by {max(earlier) + 1} workers; resuming with "
+            f"{workers} would split the work differently and collect duplicates. Pass --workers {max(earlier) + 1} "
+            "(workers=...) to resume it, or another --seed or folder for new data."
+        )
     jobs = [
         CollectJob(
             env,
@@ -229,4 +281,4 @@ def collect(
         results = ray.get([remote.remote(j) for j in jobs])
     else:
         raise ValueError(f"Unknown backend {backend!r}; choose 'process', 'ray' or 'inline'.")
-    return {k: sum(r[k] for r in results) for k in ("episodes", "dropped", "steps")}
+    return {k: sum(r[k] for r in results) for k in ("episodes", "dropped", "steps", "resumed")}

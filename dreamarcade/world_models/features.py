@@ -62,7 +62,8 @@ class FeatureTracker:
     def step(self, action: np.ndarray, frame: np.ndarray) -> np.ndarray:
         """Feed (z_t, a_t) to M, then encode the next frame."""
         assert self.z is not None, "call reset() first"
-        a = torch.as_tensor(np.asarray(action, np.float32).reshape(1, -1))
+        # M learned from in-range actions; the real game saturates outside its box, so feed M the clipped action
+        a = torch.as_tensor(self.model.clip_actions(np.asarray(action, np.float32).reshape(1, -1)))
         restart = torch.ones(1) if self._first else torch.zeros(1)
         _, self.state = self.model.rnn.step(self.z, a, self.state, restart=restart)
         self._first = False
@@ -109,12 +110,16 @@ class WorldModelFeatures(gym.Wrapper):
 
 
 class WorldModelAgent:
-    """V + M + C as a policy over real frames: ``policy = agent.reset(seed); action = policy(frame)``."""
+    """V + M + C as a policy over real frames: ``policy = agent.reset(seed); action = policy(frame)``.
+
+    The controller reads all the features ([z, c, h] / [z, h]) or, V-only (``--controller v-only``), z alone.
+    """
 
     def __init__(self, model: WorldModel, controller: Controller) -> None:
-        if controller.feature_size != model.feature_size:
+        if controller.feature_size not in (model.z_size, model.feature_size):
             raise ValueError(
-                f"Controller reads {controller.feature_size} features, the world model gives {model.feature_size}."
+                f"Controller reads {controller.feature_size} features; this world model gives {model.feature_size} "
+                f"({model.features}) or {model.z_size} (z alone, V-only). Evolve a controller for this world model."
             )
         self.model, self.controller = model, controller
         self.tracker = FeatureTracker(model)
@@ -126,7 +131,7 @@ class WorldModelAgent:
     ) -> WorldModelAgent:
         """A world model directory and a controller checkpoint (``evolve``'s output)."""
         model = WorldModel.load(model_dir, env=env)
-        return cls(model, Controller.load(controller_dir, feature_size=model.feature_size))
+        return cls(model, Controller.load(controller_dir))  # __init__ checks its size against the model
 
     def reset(self, seed: int = 0) -> WorldModelAgent:
         self.tracker.seed(seed)
@@ -138,7 +143,7 @@ class WorldModelAgent:
             feats = self.tracker.reset(frame)
         else:
             feats = self.tracker.step(self._prev_action, frame)
-        self._prev_action = self.controller.act(feats)
+        self._prev_action = self.controller.act(feats[: self.controller.feature_size])  # V-only: z alone
         return self._prev_action
 
     def override_action(self, action: np.ndarray) -> None:

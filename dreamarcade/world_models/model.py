@@ -41,6 +41,13 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
                   "max_steps": 1000, "temperature": 1.0, "predict_done": False, "predict_reward": True},
 }  # fmt: skip
 
+# The real envs' action boxes. Their games saturate outside them (TakeCover thresholds at +-1/3, CarRacing's
+# steering joint and brakes saturate, gas is clipped), so M must be fed actions clipped to these bounds.
+ACTION_BOUNDS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "doom": ((-1.0,), (1.0,)),
+    "carracing": ((-1.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+
 _ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
@@ -72,6 +79,17 @@ class WorldModel:
     @property
     def action_size(self) -> int:
         return self.rnn.action_size
+
+    @property
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) float32 arrays (A,): the real env's action box."""
+        low, high = ACTION_BOUNDS[self.env]
+        return np.array(low, np.float32), np.array(high, np.float32)
+
+    def clip_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Actions (..., A) clipped to :attr:`action_bounds`, as float32: what the real game effectively does."""
+        low, high = self.action_bounds
+        return np.clip(np.asarray(actions, np.float32), low, high)
 
     @property
     def feature_size(self) -> int:

@@ -35,7 +35,10 @@ def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | s
     t = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames, device=device)
     if t.ndim != 4 or tuple(t.shape[1:]) != (64, 64, 3):
         raise ValueError(f"Expected frames of shape (N, 64, 64, 3), got {tuple(t.shape)}.")
-    return t.permute(0, 3, 1, 2).float().div_(255.0)
+    t = t.permute(0, 3, 1, 2)
+    if t.dtype == torch.float32:  # .float() would return t itself: divide out of place, the caller's data stays
+        return t / 255.0
+    return t.float().div_(255.0)  # .float() made a new tensor (uint8 frames): divide that one in place
 
 
 class ConvVAE(nn.Module):
