@@ -224,10 +224,14 @@ def test_dqn_resume_continues_the_schedule(tmp_path) -> None:
     train(_small_cfg(tmp_path, total_timesteps=1000))
     with pytest.raises(FileExistsError, match="--resume"):
         train(_small_cfg(tmp_path, total_timesteps=1000))
+    with open(tmp_path / "run" / "episodes.csv", "a") as f:  # logged by a run killed after its checkpoint
+        f.write("1234,9.0,5,0.5\n")
     result = train(_small_cfg(tmp_path, total_timesteps=1600, resume=True))
     assert result["global_step"] == 1600
     steps = [int(r.split(",")[0]) for r in (tmp_path / "run" / "episodes.csv").read_text().splitlines()[1:]]
     assert steps == sorted(steps) and steps[-1] > 1000  # the log continued after step 1000
+    returns = [float(r.split(",")[1]) for r in (tmp_path / "run" / "episodes.csv").read_text().splitlines()[1:]]
+    assert 9.0 not in returns  # the row logged after the checkpoint was dropped on resume (those steps replay)
     eps = [float(r.split(",")[3]) for r in (tmp_path / "run" / "episodes.csv").read_text().splitlines()[1:]]
     after = [e for s, e in zip(steps, eps) if s > 1000]
     assert max(after) <= linear_schedule(1.0, 0.02, int(0.4 * 1600), 1000) + 1e-6  # not restarted at 1.0

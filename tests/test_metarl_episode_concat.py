@@ -146,3 +146,19 @@ def test_sb3_runs_on_the_wrapped_envs():
         model = sb3.PPO(policy, venv, n_steps=16, batch_size=16, n_epochs=1, device="cpu")
         model.learn(32)
         venv.close()
+
+
+def test_outer_episode_statistics_record_the_trial_and_inner_ones_move_aside():
+    """An inner RecordEpisodeStatistics's info["episode"] must not pass as the trial's (nor trip an outer one)."""
+    inner = gym.wrappers.RecordEpisodeStatistics(BanditEnv())
+    env = gym.wrappers.RecordEpisodeStatistics(EpisodeConcat(inner, num_episodes=5))
+    env.reset(seed=3)
+    total, inner_returns, inner_stats = 0.0, [], []
+    for t in range(5):
+        _, reward, term, trunc, info = env.step(t % 2)
+        total += reward
+        inner_returns.append(info["inner_return"])
+        inner_stats.append(info["inner_episode_stats"])
+        assert (term or trunc) == (t == 4) and ("episode" in info) == (t == 4)
+    assert info["episode"]["r"] == total and info["episode"]["l"] == 5  # the trial's return and length
+    assert [s["l"] for s in inner_stats] == [1] * 5 and [s["r"] for s in inner_stats] == inner_returns

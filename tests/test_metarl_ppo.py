@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import signal
 
@@ -21,7 +22,10 @@ from dreamarcade.baselines.ppo import (
     save_agent,
     train_ppo,
 )
+from dreamarcade.envs.bandit import BanditEnv
+from dreamarcade.envs.maze import RandomMazeEnv
 from dreamarcade.errors import CheckpointError
+from dreamarcade.wrappers.metarl import EpisodeConcat
 
 
 def _bandit_fns(n):
@@ -154,6 +158,19 @@ def test_clear_errors(tmp_path):
         PPOConfig(num_envs=1, num_steps=4, num_minibatches=8).validate()
     with pytest.raises(ValueError, match="SAME_STEP"):
         train_ppo(gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")]), PPOConfig(), tmp_path, progress=False)
+    # Checked against the envs given (1), not config.num_envs (8): 8 minibatches of 4 steps would be empty.
+    with pytest.raises(ValueError, match=r"num_minibatches=8 must be between 1 and num_envs\*num_steps=1\*4=4"):
+        train_ppo([lambda: gym.make("CartPole-v1")], PPOConfig(num_envs=8, num_steps=4, num_minibatches=8),
+                  tmp_path / "few", progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="num_envs=2 must be a multiple of num_minibatches=8. Use num_minibatches=2"):
+        PPOConfig(recurrent=True, num_envs=2, num_steps=64, num_minibatches=8).validate()
+    with pytest.raises(ValueError, match="num_minibatches=3"):
+        PPOConfig(recurrent=True, num_envs=6, num_steps=64, num_minibatches=4).validate()
+    PPOConfig(recurrent=True, num_envs=8, num_steps=64, num_minibatches=4).validate()
+    with pytest.raises(ValueError, match="checkpoint_every_updates must be >= 1"):
+        PPOConfig(checkpoint_every_updates=0).validate()
+    with pytest.raises(ValueError, match="'obs' image of Dict observations must be channels-first"):
+        ActorCritic(describe_space(EpisodeConcat(RandomMazeEnv(size=3, obs_type="pixels")).observation_space), 4)
 
 
 def test_cli_help_and_bad_env(capsys):
@@ -185,3 +202,73 @@ def test_entropy_bonus_schedule(tmp_path):
         rows = list(csv.DictReader(f))
     logged = [float(r["charts/ent_coef"]) for r in rows]
     assert logged == pytest.approx([0.02 * (1 - 16 * k / 64) for k in range(4)])  # set at each update's start
+
+
+class _CrashAtStep(gym.Wrapper):
+    """CartPole whose process "dies" (an exception) at its ``at``-th step: a kill between two checkpoints."""
+
+    def __init__(self, env, at):
+        super().__init__(env)
+        self.at, self.steps = at, 0
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps == self.at:
+            raise RuntimeError("killed")
+        return self.env.step(action)
+
+
+def _steps(path):
+    with open(path, newline="") as f:
+        return [float(r["step"]) for r in csv.DictReader(f)]
+
+
+def test_resume_drops_rows_logged_after_the_checkpoint_and_a_fresh_run_refuses_an_old_dir(tmp_path):
+    cfg = PPOConfig(total_timesteps=160, num_envs=1, num_steps=32, num_minibatches=2, update_epochs=1,
+                    vector_mode="sync", checkpoint_every_updates=2)  # fmt: skip
+    with pytest.raises(RuntimeError, match="killed"):  # checkpoint at step 64, killed at step 100
+        train_ppo([lambda: _CrashAtStep(gym.make("CartPole-v1"), 100)], cfg, tmp_path, progress=False,
+                  tensorboard=False)  # fmt: skip
+    assert load_agent(tmp_path / "checkpoint")[1]["global_step"] == 64
+    assert _steps(tmp_path / "metrics.csv") == [32, 64, 96] and max(_steps(tmp_path / "episodes.csv")) > 64
+    with pytest.raises(FileExistsError, match="resume"):
+        train_ppo([lambda: gym.make("CartPole-v1")], cfg, tmp_path, progress=False, tensorboard=False)
+    result = train_ppo([lambda: gym.make("CartPole-v1")], cfg, tmp_path, resume=True, progress=False,
+                       tensorboard=False)  # fmt: skip
+    assert result.global_step == 160
+    assert _steps(tmp_path / "metrics.csv") == [32, 64, 96, 128, 160]  # 96 once: the killed update's row is gone
+    episode_steps = _steps(tmp_path / "episodes.csv")
+    assert episode_steps == sorted(episode_steps)  # no episode of steps 65-100 is counted twice
+    assert [s for s in episode_steps if s > 64] == result.episode_steps
+
+
+def test_checkpoint_with_another_network_is_a_clear_checkpoint_error(tmp_path):
+    cfg = PPOConfig(total_timesteps=64, num_envs=2, num_steps=32, num_minibatches=2, update_epochs=1,
+                    vector_mode="sync", recurrent=True, lstm_size=16, mlp_hidden=8)  # fmt: skip
+    fns = [lambda: gym.make("CartPole-v1")] * 2
+    train_ppo(fns, cfg, tmp_path / "a", progress=False, tensorboard=False)
+    bigger = dataclasses.replace(cfg, lstm_size=32, total_timesteps=128)
+    with pytest.raises(CheckpointError, match=r"lstm_size=16 .* lstm_size=32\. Set --lstm-size"):
+        train_ppo(fns, bigger, tmp_path / "a", resume=True, progress=False, tensorboard=False)
+    with pytest.raises(CheckpointError, match=r"recurrent=True .* recurrent=False"):
+        train_ppo(fns, dataclasses.replace(cfg, recurrent=False), tmp_path / "b",
+                  init_checkpoint=tmp_path / "a" / "checkpoint", progress=False, tensorboard=False)  # fmt: skip
+    with pytest.raises(CheckpointError, match="mlp_hidden=8 .* mlp_hidden=64"):
+        train_ppo(fns, dataclasses.replace(cfg, mlp_hidden=64), tmp_path / "c",
+                  init_checkpoint=tmp_path / "a" / "checkpoint", progress=False, tensorboard=False)  # fmt: skip
+
+
+def test_trial_return_is_the_trial_not_its_last_inner_episode(tmp_path):
+    """An inner RecordEpisodeStatistics must not make PPO log the last inner episode's return as the trial's."""
+
+    def trial_env():
+        return EpisodeConcat(gym.wrappers.RecordEpisodeStatistics(BanditEnv()), num_episodes=4)
+
+    cfg = PPOConfig(total_timesteps=64, num_envs=1, num_steps=32, num_minibatches=1, update_epochs=1,
+                    vector_mode="sync")  # fmt: skip
+    train_ppo([trial_env], cfg, tmp_path, progress=False, tensorboard=False)
+    with open(tmp_path / "episodes.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 16 and all(int(r["episodic_length"]) == 4 for r in rows)
+    returns = [float(r["episodic_return"]) for r in rows]
+    assert returns == [float(r["train_return"]) for r in rows] and max(returns) >= 2  # one pull pays at most 1

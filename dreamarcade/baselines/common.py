@@ -162,6 +162,35 @@ class RunLogger:
         self.close()
 
 
+def drop_rows_after(csv_path: str | os.PathLike[str], step: int) -> int:
+    """Atomically remove the rows of a step-keyed log CSV whose ``step`` is above ``step``; return how many.
+
+    A run resumed from a checkpoint at ``step`` replays the steps after it, so rows logged after that checkpoint
+    (before a crash or kill) would otherwise be counted twice. A missing or empty file is left alone.
+    """
+    path = Path(csv_path)
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        rows = list(reader)
+    if header is None or "step" not in header:
+        return 0
+    col = header.index("step")
+    kept = [r for r in rows if r and float(r[col]) <= step]
+    if len(kept) == len(rows):
+        return 0
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)  # the same dialect RunLogger's DictWriter uses
+    writer.writerow(header)
+    writer.writerows(kept)
+    atomic_write_text(path, buf.getvalue())
+    return len(rows) - len(kept)
+
+
 def read_episodes(csv_path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     """Return (steps, returns) from an ``episodes.csv``."""
     steps, rets = [], []

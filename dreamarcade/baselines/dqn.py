@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from dreamarcade.baselines.common import (
     GracefulStop,
     RunLogger,
+    drop_rows_after,
     help_field,
     parse_dataclass_args,
     plot_learning_curve,
@@ -330,6 +331,8 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
         rng = unpack_state(ck["rng"], tensors)
         torch.set_rng_state(rng["torch"])
         start_step, episodes_done = int(ck["global_step"]), int(ck["episodes"])
+        for log in ("episodes.csv", "metrics.csv"):  # rows of a crash after the checkpoint: those steps replay
+            drop_rows_after(run_dir / log, start_step)
 
     k = frame_stack_of(envs.envs[0]) if pixels else 1
     rb = ReplayBuffer(

@@ -34,6 +34,7 @@ import numpy as np
 
 from dreamarcade.baselines.common import (
     RunLogger,
+    drop_rows_after,
     plot_learning_curve,
     read_episodes,
     save_hyperparameters,
@@ -163,8 +164,19 @@ def _load_state(run_dir: Path) -> tuple[list[tuple[list[float], list[np.ndarray]
 def run_jerk(
     env: gym.Env, config: JERKConfig, run_dir: str | os.PathLike[str], resume: bool = False, progress: bool = True
 ) -> dict[str, Any]:
-    """Run JERK for ``config.total_timesteps`` steps; log every episode; return the score (mean episode reward)."""
+    """Run JERK for ``config.total_timesteps`` steps; log every episode; return the score (mean episode reward).
+
+    ``resume``: continue from ``run_dir/jerk_state.npz`` (or from step 0 without one); episodes logged after the
+    saved step are dropped from ``episodes.csv``, since those steps are played again. Without ``resume``, a
+    ``run_dir`` that already holds a state file or logged episodes is refused (FileExistsError).
+    """
     run_dir = Path(run_dir)
+    csv = run_dir / "episodes.csv"
+    if not resume and ((run_dir / STATE_FILE).exists() or (csv.exists() and len(read_episodes(csv)[0]))):
+        raise FileExistsError(
+            f"{run_dir} already holds a JERK run ({STATE_FILE} or episodes.csv). Pass --resume to continue it, or "
+            "a new --run-dir."
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     save_hyperparameters(run_dir, config)
     seed_everything(config.seed)
@@ -172,8 +184,10 @@ def run_jerk(
     tracked = TrackedEnv(env)
     n_buttons = _buttons(tracked)[0]
     solutions: list[tuple[list[float], list[np.ndarray]]] = []
-    if resume and (run_dir / STATE_FILE).exists():
-        solutions, tracked.total_steps_ever = _load_state(run_dir)
+    if resume:
+        if (run_dir / STATE_FILE).exists():
+            solutions, tracked.total_steps_ever = _load_state(run_dir)
+        drop_rows_after(csv, tracked.total_steps_ever)  # the state is saved right after its last logged episode
     episode_returns: list[float] = []
     bar = None
     if progress:
@@ -211,7 +225,6 @@ def run_jerk(
     if bar is not None:
         bar.close()
     _save_state(run_dir, solutions, tracked.total_steps_ever, n_buttons)
-    csv = run_dir / "episodes.csv"
     if csv.exists() and csv.stat().st_size:
         plot_learning_curve({"JERK": read_episodes(csv)}, run_dir / "learning_curve.png", f"JERK: {run_dir.name}")
     all_returns = [float(r) for r in read_episodes(csv)[1]] if csv.exists() else episode_returns
@@ -273,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = run_jerk(env, config, run_dir, resume=args.resume)
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         env.close()
     print(json.dumps({"run_dir": str(run_dir), **result}))

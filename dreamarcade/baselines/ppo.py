@@ -15,6 +15,11 @@ It works on any env with a ``Discrete`` action space and one of these observatio
 With ``recurrent=True`` an LSTM sits on top of the encoder; its state is carried across steps and reset only when
 the env reports ``terminated or truncated`` (so under ``EpisodeConcat`` it persists for the whole trial: RL^2).
 
+Time limits: GAE treats ``truncated`` exactly like ``terminated`` (no bootstrap from the final observation), as
+OpenAI baselines' ppo2, the anchor, does (its ``dones`` are the envs' ``done``, which a TimeLimit sets too). This
+is deliberate parity with the retro-baselines numbers, and a known bias: values of states near a time limit (e.g.
+the Sonic contest's 4,500-step cap) are pulled towards 0. ``info["final_obs"]`` is not used.
+
 Example:
     >>> import gymnasium as gym, tempfile
     >>> from dreamarcade.baselines.ppo import PPOConfig, train_ppo
@@ -51,6 +56,7 @@ from torch.distributions import Categorical
 from dreamarcade.baselines.common import (
     GracefulStop,
     RunLogger,
+    drop_rows_after,
     plot_learning_curve,
     read_episodes,
     resolve_device,
@@ -71,12 +77,19 @@ from dreamarcade.errors import CheckpointError, DreamArcadeError
 CHECKPOINT_KIND = "ppo"
 
 
+class RunDirInUseError(DreamArcadeError, FileExistsError):
+    """A new (not resumed) run was pointed at a directory that already holds a run."""
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Hyperparameters
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass
 class PPOConfig:
-    """PPO hyperparameters; defaults are retro-baselines' Sonic PPO (ppo2 ``CnnPolicy``)."""
+    """PPO hyperparameters; defaults are retro-baselines' Sonic PPO (ppo2 ``CnnPolicy``).
+
+    As in ppo2, a time-limit truncation ends the GAE sum like a termination (no bootstrap; see the module docstring).
+    """
 
     total_timesteps: int = 1_000_000  # the Sonic protocol's per-test-level budget
     learning_rate: float = 2e-4
@@ -118,12 +131,25 @@ class PPOConfig:
         if self.num_minibatches < 1 or self.num_minibatches > self.num_envs * self.num_steps:
             raise ValueError(
                 f"num_minibatches={self.num_minibatches} must be between 1 and num_envs*num_steps="
-                f"{self.num_envs * self.num_steps}."
+                f"{self.num_envs}*{self.num_steps}={self.num_envs * self.num_steps} (num_envs is the number of envs "
+                "train_ppo is given); use fewer minibatches or a longer num_steps."
             )
         if self.ent_coef < 0 or (self.ent_coef_final is not None and self.ent_coef_final < 0):
             raise ValueError(
                 f"ent_coef={self.ent_coef} and ent_coef_final={self.ent_coef_final} must be >= 0 "
                 "(a negative entropy bonus rewards a deterministic policy)."
+            )
+        if self.recurrent and self.num_envs % self.num_minibatches != 0:
+            fit = max(d for d in range(1, min(self.num_envs, self.num_minibatches) + 1) if self.num_envs % d == 0)
+            raise ValueError(
+                f"recurrent PPO splits the batch by env (whole sequences), so num_envs={self.num_envs} must be a "
+                f"multiple of num_minibatches={self.num_minibatches}. Use num_minibatches={fit}, or "
+                f"a multiple of {self.num_minibatches} envs."
+            )
+        if self.checkpoint_every_updates < 1:
+            raise ValueError(
+                f"checkpoint_every_updates must be >= 1 (a checkpoint every that many updates), got "
+                f"{self.checkpoint_every_updates}; a checkpoint is also always written at the end."
             )
         if self.network not in ("auto", "cnn", "mlp"):
             raise ValueError(f"network must be 'auto', 'cnn' or 'mlp', got {self.network!r}.")
@@ -192,6 +218,15 @@ def _is_image(desc: dict[str, Any]) -> bool:
     return desc["type"] == "box" and len(desc["shape"]) == 3
 
 
+def _check_channels_first(shape: Sequence[int], where: str = "Image observations") -> None:
+    c, _, w = shape
+    if w <= 4 < c:  # an (H, W, C) frame such as (84, 84, 4) or (224, 320, 3)
+        raise ValueError(
+            f"{where} must be channels-first (C, H, W); got {tuple(shape)}, which looks channels-last. "
+            "Use dreamarcade.wrappers.FrameStack (channels-first) or transpose."
+        )
+
+
 class ActorCritic(nn.Module):
     """Shared-encoder actor-critic for a ``Discrete(n_actions)`` env, optionally recurrent.
 
@@ -223,6 +258,7 @@ class ActorCritic(nn.Module):
                 raise ValueError(
                     f"Dict observations must be {{'obs': (C,H,W) image, 'meta': (D,) vector}}, got {obs_desc}."
                 )
+            _check_channels_first(spaces["obs"]["shape"], "The 'obs' image of Dict observations")
             self.image_encoder = NatureCNN(spaces["obs"]["shape"])
             meta_dim = spaces["meta"]["shape"][0]
             self.fuse = nn.Sequential(layer_init(nn.Linear(512 + meta_dim, 512)), nn.ReLU())
@@ -235,13 +271,8 @@ class ActorCritic(nn.Module):
                     raise ValueError(
                         f"network='cnn' needs (C, H, W) image observations, got shape {obs_desc['shape']}."
                     )
-                c, h, w = obs_desc["shape"]
-                if w <= 4 < c:  # an (H, W, C) frame such as (84, 84, 4) or (224, 320, 3)
-                    raise ValueError(
-                        f"Image observations must be channels-first (C, H, W); got {tuple(obs_desc['shape'])}, which "
-                        "looks channels-last. Use dreamarcade.wrappers.FrameStack (channels-first) or transpose."
-                    )
-                self.encoder = NatureCNN((c, h, w))
+                _check_channels_first(obs_desc["shape"])
+                self.encoder = NatureCNN(obs_desc["shape"])
                 feat_dim = 512
             else:
                 in_dim = int(np.prod(obs_desc["shape"]))
@@ -405,6 +436,22 @@ def load_agent(
     return agent.to(device), config, tensors
 
 
+_NETWORK_FLAGS = {"network": "--network", "recurrent": "--recurrent/--no-recurrent", "lstm_size": "--lstm-size",
+                  "mlp_hidden": "--mlp-hidden"}  # fmt: skip
+
+
+def check_same_network(loaded: ActorCritic, agent: ActorCritic, source: str) -> None:
+    """Raise CheckpointError if the checkpoint's network differs in shape from the one this config builds."""
+    have, want = loaded.shape_config(), agent.shape_config()
+    for key, flag in _NETWORK_FLAGS.items():
+        if have[key] != want[key]:
+            raise CheckpointError(
+                f"The PPO checkpoint '{source}' has {key}={have[key]!r} but this run's config builds {key}="
+                f"{want[key]!r}. Set {flag} to the checkpoint's value (PPOConfig.{key}={have[key]!r}), or use "
+                "another checkpoint or a new run directory."
+            )
+
+
 def check_agent_fits(agent: ActorCritic, obs_space: gym.Space, action_space: gym.Space, source: str) -> None:
     """Raise CheckpointError if a loaded agent cannot act in an env with these spaces."""
     want = describe_space(obs_space)
@@ -525,28 +572,47 @@ def train_ppo(
             training give one factory per level).
         config: hyperparameters (``config.num_envs`` is overridden by the number of envs given).
         run_dir: output directory: ``episodes.csv``, ``metrics.csv``, ``tb/``, ``checkpoint/``, ``learning_curve.png``.
-        init_checkpoint: start from these weights (fine-tuning); the optimizer starts fresh.
-        resume: continue from ``run_dir/checkpoint`` (weights, optimizer, step count, RNG) if it exists.
+        init_checkpoint: start from these weights (fine-tuning); the optimizer starts fresh. Its network
+            (``network``, ``recurrent``, ``lstm_size``, ``mlp_hidden``) must match ``config``'s.
+        resume: continue from ``run_dir/checkpoint`` (weights, optimizer, step count, RNG) if it exists, else
+            start from step 0; rows logged after the checkpoint's step are dropped from the CSV logs (those
+            steps are played again). Without ``resume``, a ``run_dir`` that already holds a checkpoint or
+            logged rows is refused (:class:`RunDirInUseError`, a FileExistsError), so two runs never mix in one
+            ``episodes.csv``.
         eval_env_fns: named env factories evaluated every ``config.eval_every_steps`` (e.g. the Sonic test levels
             during joint training, to see overfitting); scores go to ``eval.csv`` as ``eval/<name>``.
     """
+    # Validate against the number of envs actually given (it replaces config.num_envs), before starting any.
+    if not isinstance(envs, gym.vector.VectorEnv):
+        envs = list(envs)
+    n_given = envs.num_envs if isinstance(envs, gym.vector.VectorEnv) else len(envs)
+    if n_given:  # an empty list gets make_vector_env's message
+        config = dataclasses.replace(config, num_envs=n_given)
     config.validate()
     torch.set_num_threads(config.torch_threads)
     run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoint"
+    if not resume:
+        found = ["checkpoint/"] if checkpoint_exists(ckpt_dir) else []
+        found += [n for n in ("episodes.csv", "metrics.csv", "eval.csv") if _has_rows(run_dir / n)]
+        if found:
+            raise RunDirInUseError(
+                f"{run_dir} already holds a PPO run ({', '.join(found)}). Pass resume=True (--resume) to continue "
+                "it, or use a new run directory."
+            )
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     seed_everything(config.seed)
     envs = make_vector_env(envs, config.vector_mode)
-    config = dataclasses.replace(config, num_envs=envs.num_envs)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
 
     agent = build_agent(obs_space, act_space, config).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
-    ckpt_dir = run_dir / "checkpoint"
     global_step = 0
     if resume and checkpoint_exists(ckpt_dir):
         loaded, ck_cfg, tensors = load_agent(ckpt_dir, device)
         check_agent_fits(loaded, obs_space, act_space, str(ckpt_dir))
+        check_same_network(loaded, agent, str(ckpt_dir))
         agent.load_state_dict(loaded.state_dict())
         optimizer.load_state_dict(unpack_state(ck_cfg["optimizer"], tensors))
         rng = unpack_state(ck_cfg["rng"], tensors)
@@ -557,11 +623,13 @@ def train_ppo(
     elif init_checkpoint is not None:
         loaded, _, _ = load_agent(init_checkpoint, device)
         check_agent_fits(loaded, obs_space, act_space, str(init_checkpoint))
-        if loaded.recurrent != agent.recurrent:
-            raise CheckpointError(
-                f"'{init_checkpoint}' recurrent={loaded.recurrent} but config.recurrent={agent.recurrent}."
-            )
+        check_same_network(loaded, agent, str(init_checkpoint))
         agent.load_state_dict(loaded.state_dict())
+    if resume:  # the steps after the checkpoint are played again: drop what was logged of them (or all, from 0)
+        for name in ("episodes.csv", "metrics.csv"):
+            drop_rows_after(run_dir / name, global_step)
+        # the evaluation at step 0 runs again on a start from 0; a later one is logged before its checkpoint
+        drop_rows_after(run_dir / "eval.csv", global_step if global_step > 0 else -1)
     save_hyperparameters(run_dir, config)
 
     # Rollout storage: (num_steps, num_envs, ...), time-major so recurrent minibatches keep sequences whole.
@@ -721,6 +789,14 @@ def train_ppo(
         envs.close()
     result.steps_per_second = (global_step - start_step) / max(1e-9, time.time() - start_time)
     return result
+
+
+def _has_rows(csv_path: Path) -> bool:
+    """Whether a log CSV holds at least one row below its header."""
+    if not csv_path.exists():
+        return False
+    with open(csv_path, newline="") as f:
+        return sum(1 for line in f if line.strip()) > 1
 
 
 def _minibatches(T: int, N: int, num_minibatches: int, recurrent: bool) -> list[tuple[torch.Tensor, np.ndarray]]:

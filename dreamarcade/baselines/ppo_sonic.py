@@ -11,10 +11,14 @@
 CLI (see ``--help`` of each)::
 
     python -m dreamarcade.baselines ppo joint --train-levels train --eval-levels test --total-timesteps 8000000
-    python -m dreamarcade.baselines ppo protocol --levels test --label "PPO (scratch)"
+    python -m dreamarcade.baselines ppo protocol --levels test --label "PPO (from scratch)" \\
+        --run-dir runs/metarl/protocol_scratch
     python -m dreamarcade.baselines ppo protocol --levels test --init-from runs/metarl/joint/checkpoint \\
-        --label "Joint PPO + fine-tune"
-    python -m dreamarcade.baselines ppo table runs/metarl/protocol_*
+        --label "Joint PPO + fine-tune" --run-dir runs/metarl/protocol_finetune
+    python -m dreamarcade.baselines ppo table runs/metarl/protocol_scratch runs/metarl/protocol_finetune
+
+Each protocol run needs its own ``--run-dir``: a directory remembers its label, checkpoint and budget, and a call
+with other ones is refused rather than reporting the stored scores under a new label.
 
 stable-retro allows one emulator per process, so every env here runs in a subprocess (AsyncVectorEnv).
 """
@@ -25,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -155,21 +160,42 @@ def sonic_protocol(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Per level: ``timesteps`` of PPO (from scratch, or fine-tuned from ``init_checkpoint``); score = mean episode
-    reward over the run. Writes ``scores.json`` in ``run_dir`` (resumable: finished levels are kept)."""
+    reward over the run. Writes ``scores.json`` in ``run_dir``.
+
+    Resumable: call again with the same arguments and finished levels are kept, an unfinished level continues from
+    its checkpoint. A ``run_dir`` written with another ``label``, ``init_checkpoint`` or ``timesteps`` is refused
+    (ValueError): use a new ``run_dir``. If the run is stopped (Ctrl-C / SIGTERM), the interrupted level is not
+    scored and the returned summary has ``stopped_early=True``.
+    """
     _check_levels(levels)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     out = run_dir / "scores.json"
+    this_run = {"label": label, "timesteps_per_level": timesteps, "init_checkpoint": str(init_checkpoint or "")}
     summary: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
-    summary.update(label=label, timesteps_per_level=timesteps, init_checkpoint=str(init_checkpoint or ""))
+    for key, value in this_run.items():
+        stored = summary.get(key, value)
+        same = _same_path(stored, value) if key == "init_checkpoint" else stored == value
+        if not same:
+            raise ValueError(
+                f"{out} was written by a protocol run with {key}={stored!r}, but this call has {key}={value!r}; "
+                f"its scores and level checkpoints belong to that run. Use another --run-dir for this one (or the "
+                f"same {key} to continue that run)."
+            )
+    summary.update(this_run)
     scores = summary.setdefault("scores", {})
+    # Written before any level trains, so a level directory left by a stopped run is always tied to its settings.
+    atomic_write_text(out, json.dumps(summary, indent=2))
     cfg = dataclasses.replace(config, total_timesteps=timesteps, num_envs=1, vector_mode="async")
     for game, state in levels:
         name = f"{game}:{state}"
         level_dir = run_dir / name.replace(":", "_")
         if name not in scores:
             fn = level_env_fn(game, state, scenario, reward_scale, max_episode_steps=max_episode_steps)
-            train_ppo([fn], cfg, level_dir, init_checkpoint=init_checkpoint, resume=True, progress=progress)
+            result = train_ppo([fn], cfg, level_dir, init_checkpoint=init_checkpoint, resume=True, progress=progress)
+            if result.stopped_early:  # a partial run is no score: the level continues from its checkpoint next time
+                print(f"Protocol stopped during {name}; run the same command again to continue.", file=sys.stderr)
+                return dict(summary, stopped_early=True)
             _, returns = read_episodes(level_dir / "episodes.csv")
             scores[name] = {
                 "score": float(np.mean(returns)) if len(returns) else float("nan"),
@@ -180,11 +206,23 @@ def sonic_protocol(
     return summary
 
 
+def _same_path(a: str, b: str) -> bool:
+    """Whether two stored checkpoint paths name the same directory ("" = from scratch)."""
+    if not a or not b:
+        return a == b
+    return Path(a).resolve() == Path(b).resolve()
+
+
 def report_table(protocol_dirs: Sequence[str | os.PathLike[str]]) -> str:
     """A markdown table of protocol runs (mean score over their levels), with the tech report's numbers."""
     lines = ["| agent | levels | steps/level | mean score (this run) | tech report |", "|---|---|---|---|---|"]
     for d in protocol_dirs:
         s = json.loads((Path(d) / "scores.json").read_text())
+        if not s.get("scores"):
+            raise ValueError(
+                f"{d} has no finished level yet (its protocol run was stopped during the first one): run its "
+                "`ppo protocol` command again to continue it, or leave it out of the table."
+            )
         report = REPORT_SCORES.get(s["label"])
         lines.append(
             f"| {s['label']} | {len(s['scores'])} | {s['timesteps_per_level']:,} | {s['mean_score']:.1f} | "

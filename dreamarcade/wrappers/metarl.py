@@ -50,6 +50,11 @@ class EpisodeConcat(gym.Wrapper):
     episode: ``inner_done=True``, ``inner_terminated``, ``inner_truncated``, ``inner_return``, ``inner_length``,
     ``inner_episode`` (its index) and, unless it was the last, ``inner_final_obs`` (the episode's last obs).
 
+    ``info["episode"]`` is kept for the trial: statistics that a ``RecordEpisodeStatistics`` *inside* this wrapper
+    records for an inner episode are moved to ``info["inner_episode_stats"]``, so they are never read as the trial's
+    return, and a ``RecordEpisodeStatistics`` around this wrapper records the trial (return = the rewards this
+    wrapper returns, length = the trial's steps).
+
     The first ``exploration_episodes`` episodes are free exploration: their reward is returned as 0 (the agent
     still sees it in ``prev_reward``), so the trial return counts only the later episodes (anyrl's ``warmup_eps``).
 
@@ -148,6 +153,8 @@ class EpisodeConcat(gym.Wrapper):
         self._ep_return += reward
         self._ep_length += 1
         info = dict(info, inner_reward=reward)
+        if "episode" in info:  # an inner episode's statistics, not the trial's
+            info["inner_episode_stats"] = info.pop("episode")
         counted = reward if self._episode >= self.exploration_episodes else 0.0
         prev_action = self._encode_action(action)
         if not (terminated or truncated):
