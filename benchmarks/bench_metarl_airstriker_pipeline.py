@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--run-dir", default="runs/metarl/airstriker")
     args = parser.parse_args()
     d = Path(args.run_dir)
+    if d.exists() and any(d.iterdir()):
+        raise SystemExit(f"{d} holds an earlier run (the PPO commands refuse a used run dir): pass a new --run-dir.")
     common = f"--scenario scenario --num-steps {args.num_steps}"
     log: list[dict] = []
     run(
