@@ -118,18 +118,22 @@ def _open(path: str | os.PathLike[str]) -> Any:
     return container
 
 
+def _duration_s(container: Any, stream: Any) -> float:
+    """The video stream's duration in seconds (the container's if the stream has none; NaN if neither)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1e6
+    return float("nan")
+
+
 def probe_video(path: str | os.PathLike[str]) -> VideoProbe:
     """Header information of a video (size, frame rate, duration, audio)."""
     container = _open(path)
     try:
         v = container.streams.video[0]
         fps = float(v.average_rate or v.base_rate or v.guessed_rate or 0.0)
-        if v.duration is not None and v.time_base is not None:
-            duration = float(v.duration * v.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1e6
-        else:
-            duration = float("nan")
+        duration = _duration_s(container, v)
         a = container.streams.audio[0] if container.streams.audio else None
         return VideoProbe(
             str(path),
@@ -198,12 +202,7 @@ def _probe_groups(path: str | os.PathLike[str], probe_frames: int, stride: int, 
     try:
         stream = container.streams.video[0]
         rate = float(stream.average_rate or stream.guessed_rate or 0.0)
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1e6
-        else:
-            duration = float("nan")
+        duration = _duration_s(container, stream)
         groups_n = -(-probe_frames // window)
         span = window * stride / rate if rate > 0 else float("nan")  # seconds one group covers
         seekable = np.isfinite(duration) and rate > 0 and groups_n > 1 and duration * rate > probe_frames * stride
