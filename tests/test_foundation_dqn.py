@@ -256,6 +256,20 @@ def test_dqn_learning_starts_counts_transitions_added(tmp_path) -> None:
     assert len(ev["returns"]) == 1 and ev["cut_off"] == 0
 
 
+def test_dqn_evaluates_either_network_of_a_checkpoint(tmp_path) -> None:
+    from dreamarcade.baselines.dqn import load_q_network
+
+    # the last target copy is at step 200, then 50 more updates: the two networks differ at the end
+    train(_small_cfg(tmp_path, total_timesteps=250, learning_starts=50, target_network_frequency=100))
+    ck = tmp_path / "run" / "checkpoint"
+    online, _ = load_q_network(ck)
+    target, _ = load_q_network(ck, network="target")
+    assert any(not torch.equal(a, b) for a, b in zip(online.state_dict().values(), target.state_dict().values()))
+    assert len(evaluate(ck, episodes=1, video_path=None, network="target")["returns"]) == 1
+    with pytest.raises(ValueError, match="'online' or 'target'"):
+        load_q_network(ck, network="best")
+
+
 def test_dqn_vector_steps_spanning_several_train_frequencies_do_every_update(tmp_path) -> None:
     # 3 envs, one gradient step per 2 env steps: 600 steps -> 300 updates (not one per vector step: 200)
     train(_small_cfg(tmp_path, total_timesteps=600, num_envs=3, train_frequency=2, learning_starts=1))

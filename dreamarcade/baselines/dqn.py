@@ -262,8 +262,13 @@ def _note_changed_hyperparameters(saved: dict[str, Any], cfg: DQNConfig) -> None
         print(f"Note: resuming with settings that differ from the checkpoint's: {detail}{extra}.", flush=True)
 
 
-def load_q_network(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Load the online Q-network of a DQN checkpoint (for evaluation)."""
+def load_q_network(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu", network: str = "online"
+) -> tuple[nn.Module, dict]:
+    """Load a Q-network of a DQN checkpoint (for evaluation): the ``"online"`` one, or the frozen ``"target"``
+    copy (at most ``target_network_frequency`` steps older; a second snapshot of a policy still learning)."""
+    if network not in ("online", "target"):
+        raise ValueError(f"network must be 'online' or 'target', got {network!r}.")
     tensors, config = load_checkpoint(path, kind="dqn", map_location=device)
     obs_space = gym.spaces.Box(
         low=0 if config["pixels"] else -np.inf,
@@ -273,7 +278,7 @@ def load_q_network(path: str | os.PathLike[str], device: str | torch.device = "c
     )
     q = make_q_network(obs_space, config["n_actions"]).to(device)
     try:
-        q.load_state_dict(strip_prefix(tensors, "q"))
+        q.load_state_dict(strip_prefix(tensors, "q" if network == "online" else "target"))
     except RuntimeError as exc:
         raise CheckpointError(f"Checkpoint '{path}' does not fit its recorded network: {exc}") from exc
     return q, config
@@ -496,8 +501,11 @@ def evaluate(
     device: str = "cpu",
     env_id: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    network: str = "online",
 ) -> dict[str, Any]:
     """Play ``episodes`` whole games with an epsilon-greedy policy; optionally write them to an MP4.
+
+    ``network``: the checkpoint's ``"online"`` Q-network (default) or its frozen ``"target"`` copy.
 
     Returns the raw game scores (``info["episode"]`` when the env records it, else summed rewards) and,
     under ``"cut_off"``, how many games ``max_steps`` ended early (their score so far is counted).
@@ -506,7 +514,7 @@ def evaluate(
     import dreamarcade  # noqa: F401
 
     device = str(resolve_device(device))
-    q, config = load_q_network(checkpoint, device)
+    q, config = load_q_network(checkpoint, device, network)
     env_id = env_id or config["env_id"]
     make_kwargs = dict(env_kwargs or {})
     if video_path is not None:
@@ -582,9 +590,14 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--video", default="agent.mp4", help="MP4 path ('' for none)")
         p.add_argument("--max-steps", type=int, default=27_000)
-        p.add_argument("--device", default="cpu")
+        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+        p.add_argument(
+            "--network", choices=("online", "target"), default="online", help="which of the checkpoint's Q-networks"
+        )
         a = p.parse_args(argv)
-        res = evaluate(a.evaluate, a.episodes, a.epsilon, a.seed, a.video or None, a.max_steps, a.device)
+        res = evaluate(
+            a.evaluate, a.episodes, a.epsilon, a.seed, a.video or None, a.max_steps, a.device, network=a.network
+        )
         print(json.dumps(res, indent=2))
         return 0
     cfg = parse_dataclass_args(
