@@ -170,13 +170,19 @@ def main() -> None:
     p.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads for the batched rows")
     p.add_argument("--no-reference", action="store_true", help="skip the pre-fast-path reference rows")
     p.add_argument("--device", default="cpu", help="torch device of the batched dream rows (e.g. cuda)")
-    p.add_argument("--skills", action="store_true", help="measure random-policy survival per doom_skill instead")
+    p.add_argument(
+        "--skills",
+        type=int,
+        nargs="*",
+        default=None,
+        help="measure random-policy survival for these doom_skill values instead (default 2 3 4 5)",
+    )
     p.add_argument("--episodes", type=int, default=100)
     args = p.parse_args()
     torch.set_num_threads(1)
-    if args.skills:
+    if args.skills is not None:
         print("| doom_skill | random policy, steps survived (mean +- std) |\n|---|---|")
-        for s in (3, 4, 5):
+        for s in args.skills or (2, 3, 4, 5):
             m, sd = random_survival(s, args.episodes)
             print(f"| {s} | {m:.0f} +- {sd:.0f} ({args.episodes} episodes) |")
         return

@@ -2,7 +2,10 @@
 
 Each buffer runs in its own subprocess and is filled with the same transitions: real DQNPong-v0 stacks
 (recorded once, replayed in a loop with their episode boundaries). Reported: resident memory added by
-the filled buffer (VmRSS delta) and the buffer's own array bytes, per transition.
+the filled buffer (VmRSS delta) and the buffer's own array bytes, per transition. Both processes import
+the same modules before the baseline reading. The array bytes are what a full buffer holds; the RSS of
+dreamarcade's can sit a little below them, since its frame ring's ~1.6% spare slots are untouched until
+it wraps.
 
     python benchmarks/bench_replay_memory.py --transitions 100000
 """
@@ -48,11 +51,14 @@ def record_episode_data(steps: int, seed: int = 0) -> list[tuple]:
 
 
 def run_one(kind: str, n: int, record_steps: int) -> dict:
-    data = record_episode_data(record_steps)
-    base = rss_bytes()
-    if kind == "dreamarcade":
-        from dreamarcade.baselines.replay_buffer import ReplayBuffer
+    import gymnasium as gym
+    from stable_baselines3.common.buffers import ReplayBuffer as SB3Buffer
 
+    from dreamarcade.baselines.replay_buffer import ReplayBuffer
+
+    data = record_episode_data(record_steps)
+    base = rss_bytes()  # after every import, so only the buffer and its filling count
+    if kind == "dreamarcade":
         buf = ReplayBuffer(n, (4, 84, 84), frame_stack=4)
         for i in range(n):
             o, a, r, nx, te, tr = data[i % len(data)]
@@ -60,9 +66,6 @@ def run_one(kind: str, n: int, record_steps: int) -> dict:
         nbytes = buf.nbytes
         stored = len(buf)
     else:
-        import gymnasium as gym
-        from stable_baselines3.common.buffers import ReplayBuffer as SB3Buffer
-
         optimize = kind == "sb3-optimize"
         buf = SB3Buffer(
             n,
