@@ -16,17 +16,24 @@ from dreamarcade.envs.dream import DreamBatch, DreamEnv
 from dreamarcade.errors import CheckpointError, MissingExtraError
 from dreamarcade.world_models.model import WorldModel, bundled_dir
 
+# check_env (Gymnasium 1.x) reports most failures (out-of-space observations, wrong dtypes, non-bool flags, ...)
+# only as warnings, so every warning is an error here except those named below.
+_UNBOUNDED_BOX = r".*A Box observation space (minimum|maximum) value is (-)?infinity.*"
 
-def _check(env: gym.Env) -> None:
+
+def _check(env: gym.Env, unbounded: bool = False) -> None:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # unbounded feature spaces are expected
+        warnings.simplefilter("error")
+        if unbounded:
+            # Latent features (VAE z samples, MDN-RNN h) have no finite range by design, so the space is (-inf, inf).
+            warnings.filterwarnings("ignore", message=_UNBOUNDED_BOX)
         check_env(env.unwrapped, skip_render_check=False)
 
 
 @pytest.mark.parametrize("env_id", ["DreamDoom-v0", "DreamCarRacing-v0"])
 def test_dream_envs_pass_check_env(env_id: str) -> None:
     env = gym.make(env_id)
-    _check(env)
+    _check(env, unbounded=True)
     obs, _ = env.reset(seed=1)
     assert obs.shape == env.observation_space.shape and obs.dtype == np.float32
     env.close()
@@ -45,7 +52,7 @@ def test_dream_pixels_and_render() -> None:
 @pytest.mark.parametrize("env_id", ["DoomTakeCover-v0", "DoomTakeCoverFeatures-v0"])
 def test_real_doom_envs_pass_check_env(env_id: str) -> None:
     env = gym.make(env_id)
-    _check(env)
+    _check(env, unbounded=env_id.endswith("Features-v0"))
     env.close()
 
 
@@ -86,6 +93,29 @@ def test_real_takecover_seeded_determinism() -> None:
         runs.append(np.stack(frames))
     assert np.array_equal(runs[0], runs[1])
     env.close()
+
+
+def test_real_takecover_moves_only_past_a_third() -> None:
+    """The paper's action threshold: |a| <= 1/3 is a no-op, a > 1/3 moves right and a < -1/3 left (full speed)."""
+    from dreamarcade.envs.doom import action_to_buttons
+
+    assert action_to_buttons(0.3) == action_to_buttons(-0.3) == action_to_buttons(0.0) == [0, 0]
+    assert action_to_buttons(1 / 3) == action_to_buttons(-1 / 3) == [0, 0]
+    assert action_to_buttons(0.34) == [0, 1] and action_to_buttons(-0.34) == [1, 0]
+    env = gym.make("DoomTakeCover-v0")
+
+    def frames(a: float) -> np.ndarray:  # 6 tics holding ``a`` from the same seeded start
+        obs, _ = env.reset(seed=5)
+        return np.stack([obs] + [env.step(np.array([a], np.float32))[0] for _ in range(6)])
+
+    try:
+        runs = {a: frames(a) for a in (0.0, 0.3, -0.3, 0.34, -0.34, 1.0, -1.0)}
+    finally:
+        env.close()
+    assert np.array_equal(runs[0.3], runs[0.0]) and np.array_equal(runs[-0.3], runs[0.0])
+    assert np.array_equal(runs[0.34], runs[1.0]) and np.array_equal(runs[-0.34], runs[-1.0])
+    assert not np.array_equal(runs[0.34][-1], runs[0.0][-1]) and not np.array_equal(runs[-0.34][-1], runs[0.0][-1])
+    assert not np.array_equal(runs[0.34][-1], runs[-0.34][-1])
 
 
 def test_dream_seeded_determinism() -> None:

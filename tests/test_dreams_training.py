@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 import torch
 
-from dreamarcade.checkpoint import save_checkpoint
+from dreamarcade.checkpoint import load_checkpoint, save_checkpoint
 from dreamarcade.errors import CheckpointError
 from dreamarcade.world_models.collect import collect
 from dreamarcade.world_models.controller import Controller
@@ -204,12 +206,28 @@ def test_cma_es_evolves_in_the_bundled_dream(tmp_path) -> None:
     out = step_evolve(cfg)
     ctrl = Controller.load(out, feature_size=1088)
     assert (tmp_path / "controller_cma_curve.png").stat().st_size > 0
+    # CMA-ES ran its 2 generations: one metrics row each, with worst <= mean <= best of the population's fitness
+    with open(tmp_path / "logs_controller" / "metrics.csv", newline="") as f:
+        rows = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f)]
+    assert [r["step"] for r in rows] == [1.0, 2.0]
+    for r in rows:
+        assert r["fitness_worst"] <= r["fitness_mean"] <= r["fitness_best"] <= cfg.max_steps
+        assert r["fitness_best"] > r["fitness_worst"]  # 8 different candidates do not all score the same
+    _, meta = load_checkpoint(out, kind="controller")
+    assert meta["generations"] == 2 and meta["popsize"] == 8 and meta["where"] == "dream"
+    # the kept best candidate is the best one ever logged, in the saved controller and in the resumable CMA state
+    best_params, best_meta = load_checkpoint(tmp_path / "controller_best", kind="controller")
+    state, state_meta = load_checkpoint(tmp_path / "controller_cma", kind="cma_state")
+    assert best_meta["fitness"] == pytest.approx(max(r["fitness_best"] for r in rows))
+    assert state_meta["best_fitness"] == best_meta["fitness"] and state_meta["generation"] == 2
+    assert torch.equal(state["best"], best_params["params"])
+    assert np.array_equal(ctrl.params, state["mean"].numpy())  # the deployed controller is the CMA-ES mean
     wm = WorldModel.bundled("doom")
     fit = dream_fitness(wm, ctrl, np.stack([ctrl.params, np.zeros_like(ctrl.params)]), 4, 1.15, seed=0, max_steps=50)
     assert fit.shape == (2,) and np.all(fit > 0) and np.all(fit <= 50)
 
 
-def test_pipeline_with_iterations_resumes(tmp_path) -> None:
+def test_pipeline_with_iterations_resumes(tmp_path, capsys) -> None:
     """The whole pipeline at toy scale, with one round of the iterative procedure; a rerun skips every step."""
     from dreamarcade.baselines.world_models import WMConfig, step_pipeline
 
@@ -224,8 +242,16 @@ def test_pipeline_with_iterations_resumes(tmp_path) -> None:
     assert (tmp_path / "frames_iter1").is_dir() and (tmp_path / "series_iter1").is_dir()
     assert (tmp_path / "controller_iter1" / "config.json").is_file()
     assert res["evaluate_iter1"]["episodes"] == 1
+    files = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*") if p.is_file()}
+    capsys.readouterr()
     again = step_pipeline(cfg)  # resumable: everything is marked done
-    assert again["evaluate"] == res["evaluate"]
+    out = capsys.readouterr().out
+    assert again == res
+    for step in res:
+        assert f"[pipeline] {step}: done already, skipping" in out, step
+    assert out.count("[pipeline]") == len(res)  # no step announced as running
+    # nothing was run again: no file written, replaced or added
+    assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*") if p.is_file()} == files
 
 
 def test_cli_help_describes_every_option(capsys) -> None:

@@ -23,6 +23,12 @@ TINY = EmbeddingConfig(
 )
 
 
+def test_paper_intervals_are_the_six_tdc_classes_of_the_paper():
+    # Aytar et al. 2018 (TDC): K = 6 classes of frame gap dt: [0], [1], [2], [3-4], [5-20], [21-200]
+    assert PAPER_INTERVALS == ((0, 0), (1, 1), (2, 2), (3, 4), (5, 20), (21, 200))
+    assert EmbeddingConfig().tdc_intervals == PAPER_INTERVALS  # the default TDC task is the paper's
+
+
 def test_tdc_pairs_land_in_their_class_and_classes_are_balanced():
     rng = np.random.default_rng(0)
     lengths = [300, 450, 260]
@@ -75,7 +81,7 @@ def test_stack_frames_clamps_before_the_first_frame():
     assert x[1].reshape(4, 3, 16, 16)[:, 0, 0, 0].round().tolist() == [2, 3, 4, 5]
 
 
-def test_training_step_checkpoint_resume_and_mismatch(tmp_path):
+def test_training_step_checkpoint_round_trip_and_corruption(tmp_path):
     from dreamarcade.reward_models.train_embedding import TrainConfig, _save
 
     rng = np.random.default_rng(0)
@@ -100,6 +106,43 @@ def test_training_step_checkpoint_resume_and_mismatch(tmp_path):
     (tmp_path / "ck" / "weights.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError):
         load_embedding(tmp_path / "ck")
+
+
+def test_train_embedding_resumes_exactly_and_refuses_another_config(tmp_path):
+    pytest.importorskip("av")
+    import dataclasses
+
+    from dreamarcade.reward_models.demo_videos import write_av
+    from dreamarcade.reward_models.train_embedding import TrainConfig, train_embedding
+
+    # a 2 s video (30 frames at the embedding's 15 fps) with a tone burst every 1/3 s, so CMC has sound events
+    rng = np.random.default_rng(0)
+    rate, n = TINY.audio_rate, 60
+    audio = np.zeros(n * rate // 30, np.float32)
+    for k in range(0, n, 10):
+        s = k * rate // 30
+        audio[s : s + rate // 30] = 0.6 * np.sin(2 * np.pi * 440 * np.arange(rate // 30) / rate)
+    frames = rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8)
+    video = str(write_av(tmp_path / "v.mp4", iter(frames), 30, audio=audio, audio_rate=rate))
+
+    def train(out, steps, seed=0, resume=False):
+        tcfg = TrainConfig(steps=steps, batch_size=8, seed=seed)
+        return train_embedding([video], tmp_path / out, TINY, tcfg, resume=resume, progress=False)
+
+    straight = train("straight", 4)
+    train("resumed", 2)
+    assert load_embedding(tmp_path / "resumed")[1]["step"] == 2
+    # Another seed on resume: a run restarted from scratch would differ; a resumed one restores the checkpoint's
+    # weights, optimiser moments and both RNGs, so its 2 + 2 steps are exactly the 4-step run.
+    resumed = train("resumed", 4, seed=1, resume=True)
+    assert load_embedding(tmp_path / "resumed")[1]["step"] == 4
+    for name, tensor in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], tensor), name
+    with pytest.raises(ValueError, match="different embedding config"):
+        train_embedding(
+            [video], tmp_path / "resumed", dataclasses.replace(TINY, embed_dim=16), TrainConfig(steps=6), resume=True
+        )
+    assert load_embedding(tmp_path / "resumed")[1]["step"] == 4  # the refused run left the checkpoint alone
 
 
 def test_cycle_consistency_identical_is_100_and_unrelated_is_near_chance():

@@ -146,6 +146,7 @@ def test_sb3_runs_on_the_wrapped_envs():
         model = sb3.PPO(policy, venv, n_steps=16, batch_size=16, n_epochs=1, device="cpu")
         model.learn(32)
         venv.close()
+        assert model.num_timesteps == 32, env_id  # one rollout of 16 steps in each of the 2 envs
 
 
 def test_outer_episode_statistics_record_the_trial_and_inner_ones_move_aside():

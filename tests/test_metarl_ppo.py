@@ -173,13 +173,21 @@ def test_clear_errors(tmp_path):
         ActorCritic(describe_space(EpisodeConcat(RandomMazeEnv(size=3, obs_type="pixels")).observation_space), 4)
 
 
-def test_cli_help_and_bad_env(capsys):
+def test_cli_help_and_bad_env(capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--help"])
     assert exc.value.code == 0
     assert "--total-timesteps" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         main(["protocol", "--help"])
+    assert exc.value.code == 0
+    assert "--timesteps-per-level" in capsys.readouterr().out
+    # an unknown id and a continuous-action env: exit code 2 and a message naming the problem, no traceback
+    assert main(["train", "--env-id", "CartPolee-v1", "--run-dir", str(tmp_path / "a"), "--total-timesteps", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "`CartPolee` doesn't exist" in err and "`CartPole`" in err
+    assert main(["train", "--env-id", "Pendulum-v1", "--run-dir", str(tmp_path / "b"), "--total-timesteps", "8"]) == 2
+    assert "error: PPO here supports Discrete action spaces, got Box(" in capsys.readouterr().err
 
 
 def test_entropy_bonus_schedule(tmp_path):

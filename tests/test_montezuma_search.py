@@ -67,3 +67,26 @@ def test_recorder_starts_the_video_when_the_player_starts(tmp_path):
     assert np.abs(b[0] - a[48]).mean() < np.abs(b[0] - a[0]).mean()
     with pytest.raises(ValueError, match="skip_steps"):
         record_demo(actions, tmp_path / "bad.mkv", style, skip_steps=19)
+
+
+def test_recorder_with_the_same_seed_writes_the_same_video(tmp_path):
+    pytest.importorskip("av")
+    from dreamarcade.reward_models.demo_videos import UploaderStyle, record_demo
+    from dreamarcade.reward_models.video import read_video
+
+    # small, lossless audio (mkv: FLAC); the watermark and the intro card depend on the style seed
+    style = UploaderStyle(width=160, height=120, fps=30.0, container="mkv", crf=10, overlay="both", start_offset_s=0.2)
+    actions = [0] * 4 + [1] * 4 + [3] * 8  # NOOPs, a jump, RIGHT: 64 ALE frames
+
+    def record(name, seed):
+        meta = record_demo(actions, tmp_path / f"{name}.mkv", style, style_seed=seed)
+        return meta, read_video(tmp_path / f"{name}.mkv", fps=30, size=None, audio_rate=7680)
+
+    meta_a, a = record("a", 3)
+    meta_b, b = record("b", 3)
+    meta_c, c = record("c", 4)
+    assert len(a.frames) == 6 + 32  # 0.2 s of intro card, then 64 / 60 s of gameplay at 30 fps
+    assert np.abs(a.audio).max() > 0.01  # the game's sound is there, so equal audio means something
+    assert meta_a == meta_b and (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.audio, b.audio)
+    assert meta_c["style_seed"] == 4 and not np.array_equal(a.frames, c.frames)  # another uploader's watermark
