@@ -600,10 +600,10 @@ def train_ppo(
                 f"{run_dir} already holds a PPO run ({', '.join(found)}). Pass resume=True (--resume) to continue "
                 "it, or use a new run directory."
             )
-    run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     seed_everything(config.seed)
     envs = make_vector_env(envs, config.vector_mode)
+    run_dir.mkdir(parents=True, exist_ok=True)  # only once the envs exist: a bad env id leaves no empty run dir
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
 
     agent = build_agent(obs_space, act_space, config).to(device)
