@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,17 @@ def probe_video(path: str | os.PathLike[str]) -> VideoProbe:
         container.close()
 
 
+@contextmanager
+def _decode_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn PyAV's decoding errors inside the block into a VideoError that names the file."""
+    try:
+        yield
+    except Exception as exc:
+        if type(exc).__module__.startswith("av"):
+            raise VideoError(f"Decoding '{path}' failed ({exc}). The file is damaged; re-encode it.") from exc
+        raise
+
+
 def _decoded_frames(
     path: str | os.PathLike[str], stride: int = 1, limit: int | None = None
 ) -> Iterator[tuple[float, Any]]:
@@ -158,7 +170,7 @@ def _decoded_frames(
         stream.thread_type = "AUTO"
         n = 0
         fallback_rate = float(stream.average_rate or 30.0)
-        try:
+        with _decode_errors(path):
             for i, frame in enumerate(container.decode(stream)):
                 if i % stride:
                     continue
@@ -167,10 +179,6 @@ def _decoded_frames(
                 n += 1
                 if limit is not None and n >= limit:
                     return
-        except Exception as exc:
-            if type(exc).__module__.startswith("av"):
-                raise VideoError(f"Decoding '{path}' failed ({exc}). The file is damaged; re-encode it.") from exc
-            raise
     finally:
         container.close()
 
@@ -217,28 +225,25 @@ def _probe_groups(path: str | os.PathLike[str], probe_frames: int, stride: int, 
     container = _open(path)
     groups: list[list[np.ndarray]] = []
     try:
-        stream = container.streams.video[0]
-        t_base = float(stream.time_base)
-        t_start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        for g in range(groups_n):
-            target = t_start + g * (duration - span) / (groups_n - 1)
-            container.seek(int(target / t_base), stream=stream, backward=True, any_frame=False)
-            grays: list[np.ndarray] = []
-            n = 0
-            for frame in container.decode(stream):
-                if frame.time is not None and frame.time < target - 0.5 / rate:
-                    continue  # decoding from the keyframe before the target
-                if n % stride == 0:
-                    grays.append(frame.to_ndarray(format="rgb24").max(axis=2))
-                    if len(grays) == window:
-                        break
-                n += 1
-            if grays:
-                groups.append(grays)
-    except Exception as exc:
-        if type(exc).__module__.startswith("av"):
-            raise VideoError(f"Decoding '{path}' failed ({exc}). The file is damaged; re-encode it.") from exc
-        raise
+        with _decode_errors(path):
+            stream = container.streams.video[0]
+            t_base = float(stream.time_base)
+            t_start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            for g in range(groups_n):
+                target = t_start + g * (duration - span) / (groups_n - 1)
+                container.seek(int(target / t_base), stream=stream, backward=True, any_frame=False)
+                grays: list[np.ndarray] = []
+                n = 0
+                for frame in container.decode(stream):
+                    if frame.time is not None and frame.time < target - 0.5 / rate:
+                        continue  # decoding from the keyframe before the target
+                    if n % stride == 0:
+                        grays.append(frame.to_ndarray(format="rgb24").max(axis=2))
+                        if len(grays) == window:
+                            break
+                    n += 1
+                if grays:
+                    groups.append(grays)
     finally:
         container.close()
     return groups
