@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from crash_helpers import CrashAtStep
 
 import dreamarcade  # noqa: F401
 from dreamarcade.baselines.ppo import (
@@ -212,20 +213,6 @@ def test_entropy_bonus_schedule(tmp_path):
     assert logged == pytest.approx([0.02 * (1 - 16 * k / 64) for k in range(4)])  # set at each update's start
 
 
-class _CrashAtStep(gym.Wrapper):
-    """CartPole whose process "dies" (an exception) at its ``at``-th step: a kill between two checkpoints."""
-
-    def __init__(self, env, at):
-        super().__init__(env)
-        self.at, self.steps = at, 0
-
-    def step(self, action):
-        self.steps += 1
-        if self.steps == self.at:
-            raise RuntimeError("killed")
-        return self.env.step(action)
-
-
 def _steps(path):
     with open(path, newline="") as f:
         return [float(r["step"]) for r in csv.DictReader(f)]
@@ -235,7 +222,7 @@ def test_resume_drops_rows_logged_after_the_checkpoint_and_a_fresh_run_refuses_a
     cfg = PPOConfig(total_timesteps=160, num_envs=1, num_steps=32, num_minibatches=2, update_epochs=1,
                     vector_mode="sync", checkpoint_every_updates=2)  # fmt: skip
     with pytest.raises(RuntimeError, match="killed"):  # checkpoint at step 64, killed at step 100
-        train_ppo([lambda: _CrashAtStep(gym.make("CartPole-v1"), 100)], cfg, tmp_path, progress=False,
+        train_ppo([lambda: CrashAtStep(gym.make("CartPole-v1"), 100)], cfg, tmp_path, progress=False,
                   tensorboard=False)  # fmt: skip
     assert load_agent(tmp_path / "checkpoint")[1]["global_step"] == 64
     assert _steps(tmp_path / "metrics.csv") == [32, 64, 96] and max(_steps(tmp_path / "episodes.csv")) > 64

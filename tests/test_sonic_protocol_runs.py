@@ -18,6 +18,8 @@ import pytest
 
 pytest.importorskip("stable_retro")
 
+from crash_helpers import CrashAtStep  # noqa: E402
+
 from dreamarcade.baselines import ppo_sonic  # noqa: E402
 from dreamarcade.baselines.jerk import JERKConfig, run_jerk  # noqa: E402
 from dreamarcade.baselines.ppo import PPOConfig  # noqa: E402
@@ -103,27 +105,13 @@ def test_a_protocol_dir_refuses_another_label_checkpoint_or_budget(tmp_path, mon
         ppo_sonic.report_table([tmp_path])
 
 
-class _CrashAtStep(gym.Wrapper):
-    """The real contest env, killed (an exception) at the ``at``-th step it is ever given."""
-
-    def __init__(self, env, at):
-        super().__init__(env)
-        self.at, self.steps_ever = at, 0
-
-    def step(self, action):
-        self.steps_ever += 1
-        if self.steps_ever == self.at:
-            raise RuntimeError("killed")
-        return self.env.step(action)
-
-
 def test_jerk_resume_drops_episodes_after_its_saved_state_and_a_fresh_run_refuses_an_old_dir(tmp_path):
     # Raw contest env (12 buttons); 30-step episodes: Airstriker's ship does not die within 30 steps.
     env = make_contest_env(*AIR, scenario="scenario", max_episode_steps=30)
     try:
         cfg = JERKConfig(total_timesteps=400, save_every_episodes=3, seed=0)
         with pytest.raises(RuntimeError, match="killed"):  # state saved after episodes 3 and 6; killed in episode 8
-            run_jerk(_CrashAtStep(env, at=230), cfg, tmp_path, progress=False)
+            run_jerk(CrashAtStep(env, at=230), cfg, tmp_path, progress=False)
         with np.load(tmp_path / "jerk_state.npz") as z:
             saved_step = int(z["steps"])
         with open(tmp_path / "episodes.csv", newline="") as f:

@@ -1,0 +1,24 @@
+"""Test helpers shared by the resume tests (imported as ``from crash_helpers import CrashAtStep``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+
+class CrashAtStep(gym.Wrapper):
+    """A real env whose process "dies" (an exception) at the ``at``-th step it is ever given.
+
+    It stands for a kill between two checkpoints: steps ``1 .. at - 1`` run normally, step ``at`` raises.
+    """
+
+    def __init__(self, env: gym.Env, at: int) -> None:
+        super().__init__(env)
+        self.at, self.steps_ever = at, 0
+
+    def step(self, action: Any) -> Any:
+        self.steps_ever += 1
+        if self.steps_ever == self.at:
+            raise RuntimeError("killed")
+        return self.env.step(action)
