@@ -28,7 +28,9 @@ def main() -> None:
     p.add_argument("--rollouts", type=int, default=1)
     p.add_argument("--generations", type=int, default=3)
     p.add_argument("--max-steps", type=int, default=300, help="episode cap during evolution (paper: 1000)")
+    p.add_argument("--time-budget", type=float, default=0.0, help="seconds of evolution per variant (0: no limit)")
     p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--random-episodes", type=int, default=0, help="random-policy episodes (0: --eval-episodes)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default="runs/dreams/carracing_bench")
     args = p.parse_args()
@@ -41,7 +43,7 @@ def main() -> None:
             shutil.copytree(args.model_dir, run / "world_model")
         cfg = WMConfig(env="carracing", run_dir=str(run), where="real", controller=variant, popsize=args.popsize,
                        rollouts=args.rollouts, generations=args.generations, max_steps=args.max_steps,
-                       workers=args.workers, eval_every=0)  # fmt: skip
+                       workers=args.workers, eval_every=0, time_budget=args.time_budget)  # fmt: skip
         t0 = time.time()
         if not (run / "controller" / "config.json").exists():
             step_evolve(cfg)
@@ -54,8 +56,9 @@ def main() -> None:
                "evolve_s": round(evolve_s), "eval_s": round(time.time() - t1)}  # fmt: skip
         rows.append(row)
         print(json.dumps(row), flush=True)
-    rand = evaluate_real("carracing", args.model_dir, None, None, args.eval_episodes, 1)
-    print(f"\nbudget: CMA-ES pop {args.popsize} x {args.rollouts} rollouts x {args.generations} generations, "
+    rand = evaluate_real("carracing", args.model_dir, None, None, args.random_episodes or args.eval_episodes, 1)
+    budget = f"{args.generations} generations" + (f" or {args.time_budget:.0f} s" if args.time_budget else "")
+    print(f"\nbudget: CMA-ES pop {args.popsize} x {args.rollouts} rollouts x {budget} per variant, "
           f"{args.max_steps}-step episodes while evolving; full 1000-step episodes when scoring")  # fmt: skip
     print("| controller | params | real score | episodes |\n|---|---|---|---|")
     for r in rows:

@@ -649,7 +649,8 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
     logger = RunLogger(run / f"logs_{out_name}")
     save_hyperparameters(run / f"logs_{out_name}", cfg)
     t0 = time.time()
-    bar = tqdm(total=cfg.generations, initial=gen0, desc=f"CMA-ES in the {cfg.where} (tau={tau})", unit="gen")
+    where = f"the dream (tau={tau})" if cfg.where == "dream" else "the real env"
+    bar = tqdm(total=cfg.generations, initial=gen0, desc=f"CMA-ES in {where}", unit="gen")
     gen = gen0
     try:
         while gen < cfg.generations:
