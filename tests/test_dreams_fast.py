@@ -6,12 +6,17 @@ paths make the same random draws in the same order, so trajectories must agree t
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
 
+from dreamarcade.envs.doom import action_to_buttons
 from dreamarcade.envs.dream import DreamBatch, FusedDecoder
-from dreamarcade.world_models.mdnrnn import MDNRNN, PackedMDNRNN, sample_next
+from dreamarcade.errors import CheckpointError
+from dreamarcade.world_models.mdnrnn import MDNRNN, PackedMDNRNN, map_actions_, sample_next
 from dreamarcade.world_models.model import WorldModel
 
 
@@ -129,3 +134,64 @@ def test_fused_decoder_matches_vae(doom: WorldModel) -> None:
     assert fast.shape == (16, 64, 64, 3)
     diff = np.abs(ref - fast)
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # only float32 rounding at .5 boundaries
+
+
+def _takecover_copy(wm: WorldModel) -> WorldModel:
+    """The same world model with an M that reads TakeCover's buttons instead of the raw action."""
+    rnn = MDNRNN(wm.rnn.z_size, 1, wm.rnn.hidden_size, wm.rnn.n_mixtures, True, True, False, "takecover")
+    rnn.load_state_dict(wm.rnn.state_dict())
+    return dataclasses.replace(wm, rnn=rnn.eval())
+
+
+def test_takecover_action_map_is_the_real_games_threshold() -> None:
+    third = np.float32(1 / 3)
+    values = [-1.0, -0.5, np.nextafter(-third, np.float32(-1)), -third, -0.2, 0.0, 0.2, third,
+              np.nextafter(third, np.float32(1)), 0.34, 1.0]  # fmt: skip
+    a = np.array(values, np.float32)
+    # what TakeCoverEnv does with each action: [MOVE_LEFT, MOVE_RIGHT] -> right - left
+    game = np.array([b[1] - b[0] for b in (action_to_buttons(float(v)) for v in a)], np.float32)
+    assert set(game) == {-1.0, 0.0, 1.0}
+    assert np.array_equal(map_actions_(a.copy(), "takecover"), game)
+    assert torch.equal(map_actions_(torch.from_numpy(a.copy()), "takecover"), torch.from_numpy(game))
+    assert np.array_equal(map_actions_(a.copy(), "none"), a)
+
+
+@pytest.mark.parametrize(("n", "numpy_path"), [(1, True), (1, False), (8, True)])
+def test_takecover_map_in_training_real_and_dream_paths(doom: WorldModel, n: int, numpy_path: bool) -> None:
+    mapped = _takecover_copy(doom)
+    gen = torch.Generator().manual_seed(3)
+    actions = [torch.rand(n, 1, generator=gen) * 2 - 1 for _ in range(30)]
+    buttons = [map_actions_(a.clone(), "takecover") for a in actions]
+    z0, feats, extras = _fast(mapped, n, actions, seed=11, tau=1.15, numpy_path=numpy_path)
+    # the mapped M on raw actions == the unmapped M on the buttons, in the fast dream and the reference step
+    ref_feats, ref_extras = _reference(doom, z0, buttons, seed=11, tau=1.15)
+    assert torch.allclose(feats, ref_feats, atol=1e-4, rtol=0)
+    assert torch.allclose(extras, ref_extras, atol=1e-4, rtol=0)
+    map_feats, _ = _reference(mapped, z0, actions, seed=11, tau=1.15)
+    assert torch.allclose(map_feats, ref_feats, atol=1e-5, rtol=0)
+    raw_feats, _ = _reference(doom, z0, actions, seed=11, tau=1.15)
+    assert not torch.allclose(raw_feats, ref_feats, atol=1e-3)  # the map changes what M reads
+    # teacher-forced training pass: raw actions in, the same outputs as buttons through the unmapped M
+    z = torch.randn(2, 12, 64, generator=gen)
+    a = torch.rand(2, 12, 1, generator=gen) * 2 - 1
+    restart = torch.zeros(2, 12)
+    with torch.no_grad():
+        assert torch.allclose(mapped.rnn(z, a, restart), doom.rnn(z, map_actions_(a.clone(), "takecover"), restart))
+    assert a.abs().max() <= 1 and not set(a.flatten().tolist()) <= {-1.0, 0.0, 1.0}  # the caller's actions untouched
+
+
+def test_action_map_round_trips_and_bad_values_are_clear(tmp_path) -> None:
+    rnn = MDNRNN(8, 1, 16, predict_done=True, action_map="takecover")
+    rnn.save(tmp_path / "m")
+    assert MDNRNN.load(tmp_path / "m").action_map == "takecover"
+    cfg_path = tmp_path / "m" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["action_map"]  # a checkpoint written before the option existed
+    cfg_path.write_text(json.dumps(cfg))
+    assert MDNRNN.load(tmp_path / "m").action_map == "none"
+    cfg["action_map"] = "buttons"
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="action_map must be one of"):
+        MDNRNN.load(tmp_path / "m")
+    with pytest.raises(ValueError, match="single action"):
+        MDNRNN(32, 3, 16, action_map="takecover")

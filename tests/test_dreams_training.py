@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -175,6 +176,32 @@ def test_mdnrnn_training_on_too_little_data_fails_clearly(tmp_path) -> None:
     cfg = WMConfig(env="doom", run_dir=str(tmp_path), rnn_seq_len=20)
     with pytest.raises(ValueError, match=r"only 15 steps \(3 episodes\).*lower --rnn-seq-len"):
         step_train_mdnrnn(cfg)  # used to loop forever
+
+
+def test_mdnrnn_action_map_is_kept_by_resume_and_warm_start(tmp_path) -> None:
+    from dreamarcade.baselines.world_models import WMConfig, step_train_mdnrnn
+    from dreamarcade.world_models.vae import ConvVAE
+
+    rng = np.random.default_rng(0)
+    n = 120
+    (tmp_path / "series").mkdir()
+    np.savez_compressed(
+        tmp_path / "series" / "series-s0-w0-00000.npz", mu=rng.normal(size=(n, 64)).astype(np.float16),
+        logvar=np.full((n, 64), -2, np.float16), actions=rng.uniform(-1, 1, (n, 1)).astype(np.float32),
+        rewards=np.ones(n, np.float32), dones=np.arange(n) % 60 == 59, episode_lengths=np.array([60, 60]),
+    )  # fmt: skip
+    ConvVAE(64).save(tmp_path / "vae")
+    cfg = WMConfig(env="doom", run_dir=str(tmp_path), rnn_epochs=1, rnn_seq_len=20, rnn_batch=2,
+                   rnn_action_map="takecover")  # fmt: skip
+    step_train_mdnrnn(cfg)
+    assert MDNRNN.load(tmp_path / "mdnrnn").action_map == "takecover"
+    assert MDNRNN.load(tmp_path / "world_model" / "mdnrnn").action_map == "takecover"
+    assert load_checkpoint(tmp_path / "mdnrnn_train", kind="mdnrnn_train")[1]["action_map"] == "takecover"
+    other = dataclasses.replace(cfg, rnn_epochs=2, rnn_action_map="none")
+    with pytest.raises(ValueError, match="--rnn-action-map takecover"):
+        step_train_mdnrnn(other)  # continuing it with another map would silently change what M reads
+    step_train_mdnrnn(other, "_iter1", warm_start=tmp_path / "mdnrnn")  # the iterative procedure continues M
+    assert MDNRNN.load(tmp_path / "mdnrnn").action_map == "takecover"
 
 
 def test_controller_shapes_and_round_trip(tmp_path) -> None:

@@ -56,6 +56,7 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
+from dreamarcade.world_models.mdnrnn import ACTION_MAPS
 from dreamarcade.world_models.model import ENV_DEFAULTS, WorldModel
 
 STEPS = ("collect", "train-vae", "train-mdnrnn", "calibrate-done", "evolve", "evaluate", "video", "pipeline", "demo",
@@ -100,6 +101,11 @@ class WMConfig:
     rnn_lr_min: float = _h("train-mdnrnn: learning-rate floor", 1e-5)
     rnn_lr_decay: float = _h("train-mdnrnn: learning-rate decay per step", 0.99999)
     rnn_grad_clip: float = _h("train-mdnrnn: gradient-norm clip", 1.0)
+    rnn_action_map: str = _h(
+        "train-mdnrnn: how a new M reads actions: 'none' as given (the paper), 'takecover' as TakeCover's "
+        "left/no-op/right (-1/0/+1, the game's +-1/3 threshold)",
+        "none",
+    )
     done_pos_weight: float = _h("train-mdnrnn: weight of the positive (done) class in the done head's loss", 10.0)
     # C / CMA-ES (estool)
     where: str = _h("evolve: score candidates in the dream or in the real env", "dream")
@@ -326,18 +332,30 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
     _check_windows(n, len(series["episode_lengths"]), cfg.rnn_seq_len)
     steps_per_epoch = max(1, n // (cfg.rnn_seq_len * cfg.rnn_batch))
     total_steps = max(1, int(math.ceil(cfg.rnn_epochs * max(1, n // cfg.rnn_seq_len) / cfg.rnn_batch)))
-    rnn = MDNRNN(d["z_size"], d["action_size"], d["hidden_size"], 5, True, d["predict_done"], d["predict_reward"])
+    action_map = cfg.rnn_action_map
     if warm_start is not None:  # iterative procedure: continue from the previous M on all data
-        rnn.load_state_dict(MDNRNN.load(warm_start).state_dict())
+        previous = MDNRNN.load(warm_start)
+        action_map = previous.action_map  # the continued M keeps reading actions the way it learned to
+    rnn = MDNRNN(d["z_size"], d["action_size"], d["hidden_size"], 5, True, d["predict_done"], d["predict_reward"],
+                 action_map)  # fmt: skip
+    if warm_start is not None:
+        rnn.load_state_dict(previous.state_dict())
     rnn.to(dev)
     opt = torch.optim.Adam(rnn.parameters(), lr=cfg.rnn_lr)
     ckpt = run / f"mdnrnn_train{tag}"
+    if checkpoint_exists(ckpt):
+        saved_map = load_checkpoint(ckpt, kind="mdnrnn_train")[1].get("action_map", "none")
+        if saved_map != action_map:
+            raise ValueError(
+                f"'{ckpt}' is an M trained with action map {saved_map!r}, but this run asks for {action_map!r}. "
+                f"Pass --rnn-action-map {saved_map} to continue it, or use a new --run-dir."
+            )
     step, prior_s = _resume_train_state(ckpt, "mdnrnn_train", rnn, opt)
     if step:
         print(f"resuming M training at step {step}/{total_steps}")
 
     def save_train_state() -> None:
-        _save_train_state(ckpt, "mdnrnn_train", rnn, opt, step, prior_s + time.time() - t0)
+        _save_train_state(ckpt, "mdnrnn_train", rnn, opt, step, prior_s + time.time() - t0, {"action_map": action_map})
 
     logger = RunLogger(run / "logs_mdnrnn")
     rng = np.random.default_rng(cfg.seed + step)
@@ -1000,6 +1018,8 @@ def build_parser() -> argparse.ArgumentParser:
             kw["choices"] = ["full", "v-only"]
         if f.name == "backend":
             kw["choices"] = ["process", "ray", "inline"]
+        if f.name == "rnn_action_map":
+            kw["choices"] = list(ACTION_MAPS)
         parser.add_argument(f"--{f.name.replace('_', '-')}", **kw)
     parser.add_argument("--resume", action="store_true", help="continue from the run's checkpoints (always on)")
     return parser

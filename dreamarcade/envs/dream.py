@@ -278,7 +278,10 @@ class DreamBatch:
 
     @property
     def action_buffer(self) -> torch.Tensor:
-        """(N, A) view where the next step's actions go (write into it, then call :meth:`advance`)."""
+        """(N, A) view where the next step's actions go (write into it, then call :meth:`advance`).
+
+        With an M trained under an action map (``MDNRNN.action_map``), :meth:`advance` leaves the mapped actions
+        (what M read) in this buffer; write every step's actions anew."""
         return self._a
 
     @property

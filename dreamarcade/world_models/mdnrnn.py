@@ -13,6 +13,12 @@ flag is an input, and the LSTM state is zeroed at every restart, so a sequence m
 
 Temperature tau: mixture logits are divided by tau and the Gaussian noise is scaled by sqrt(tau).
 
+Action map: by default M reads the action as given (the paper: TakeCover's continuous ``a`` in [-1, 1]).
+``action_map="takecover"`` makes M read what the game does with it instead: -1 for ``a < -1/3`` (left), +1 for
+``a > 1/3`` (right), 0 otherwise. A continuous input makes M learn that step function from data (and lets a
+controller sit where M interpolates it wrongly); the mapped input has three values. Every path that feeds M
+(training, the real-env features, the dreams) applies the same map, and the checkpoint records it.
+
 Example:
     >>> import torch
     >>> from dreamarcade.world_models.mdnrnn import MDNRNN
@@ -36,9 +42,35 @@ from torch.nn import functional as F
 from dreamarcade.checkpoint import load_checkpoint, save_checkpoint
 from dreamarcade.errors import CheckpointError
 
-__all__ = ["MDNRNN", "PackedMDNRNN", "mdn_loss", "sample_next"]
+__all__ = ["ACTION_MAPS", "MDNRNN", "PackedMDNRNN", "map_actions_", "mdn_loss", "sample_next"]
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+ACTION_MAPS = ("none", "takecover")
+_THIRD = 1.0 / 3.0
+
+
+def _check_action_map(action_map: str, action_size: int) -> str:
+    if action_map not in ACTION_MAPS:
+        raise ValueError(f"action_map must be one of {ACTION_MAPS}, got {action_map!r}.")
+    if action_map == "takecover" and action_size != 1:
+        raise ValueError(f"action_map='takecover' is for TakeCover's single action, but action_size={action_size}.")
+    return action_map
+
+
+def map_actions_(a: torch.Tensor | np.ndarray, action_map: str) -> torch.Tensor | np.ndarray:
+    """Apply an action map in place to ``a`` (a torch tensor or a numpy array) and return it.
+
+    "none" leaves ``a`` as it is; "takecover" writes TakeCover's buttons: -1 (a < -1/3), +1 (a > 1/3), else 0.
+    """
+    if action_map == "takecover":  # compared in float64, as the real env compares the Python float it is given
+        if isinstance(a, np.ndarray):
+            a64 = a.astype(np.float64)
+            np.copyto(a, (a64 > _THIRD).astype(a.dtype) - (a64 < -_THIRD).astype(a.dtype))
+        else:
+            a64 = a.double()
+            a.copy_((a64 > _THIRD).to(a.dtype) - (a64 < -_THIRD).to(a.dtype))
+    return a
 
 
 class MDNRNN(nn.Module):
@@ -56,9 +88,11 @@ class MDNRNN(nn.Module):
         restart_input: bool = True,
         predict_done: bool = False,
         predict_reward: bool = False,
+        action_map: str = "none",
     ) -> None:
         super().__init__()
         self.z_size, self.action_size, self.hidden_size = int(z_size), int(action_size), int(hidden_size)
+        self.action_map = _check_action_map(action_map, self.action_size)
         self.n_mixtures = int(n_mixtures)
         self.restart_input, self.predict_done, self.predict_reward = restart_input, predict_done, predict_reward
         self.input_size = z_size + action_size + (1 if restart_input else 0)
@@ -73,6 +107,8 @@ class MDNRNN(nn.Module):
         return z, z.clone()
 
     def _inputs(self, z: torch.Tensor, a: torch.Tensor, restart: torch.Tensor | None) -> torch.Tensor:
+        if self.action_map != "none":
+            a = map_actions_(a.clone(), self.action_map)
         parts = [z, a]
         if self.restart_input:
             parts.append((restart if restart is not None else torch.zeros(z.shape[:-1], device=z.device))[..., None])
@@ -139,6 +175,7 @@ class MDNRNN(nn.Module):
             "restart_input": self.restart_input,
             "predict_done": self.predict_done,
             "predict_reward": self.predict_reward,
+            "action_map": self.action_map,
         }
 
     def save(self, directory: str | os.PathLike[str], half: bool = False, extra: dict | None = None) -> None:
@@ -161,10 +198,14 @@ class MDNRNN(nn.Module):
                     f"MDN-RNN checkpoint '{directory}' has {name}={cfg[name]}, but {name}={want} is needed "
                     "(the VAE's latent size / the env's action size). Use the checkpoint trained for this env and VAE."
                 )
-        model = cls(
-            cfg["z_size"], cfg["action_size"], cfg["hidden_size"], cfg["n_mixtures"],
-            cfg["restart_input"], cfg["predict_done"], cfg["predict_reward"],
-        )  # fmt: skip
+        try:
+            model = cls(
+                cfg["z_size"], cfg["action_size"], cfg["hidden_size"], cfg["n_mixtures"],
+                cfg["restart_input"], cfg["predict_done"], cfg["predict_reward"],
+                cfg.get("action_map", "none"),  # checkpoints written before the option read actions as given
+            )  # fmt: skip
+        except ValueError as exc:
+            raise CheckpointError(f"MDN-RNN checkpoint '{directory}' has a bad config: {exc}") from exc
         try:
             model.load_state_dict({k: v.float() for k, v in tensors.items()})
         except RuntimeError as exc:
@@ -270,6 +311,7 @@ class PackedMDNRNN:
         self.z_size, self.action_size, self.hidden_size = rnn.z_size, rnn.action_size, rnn.hidden_size
         self.n_mixtures, self.input_size = rnn.n_mixtures, rnn.input_size
         self.predict_done, self.predict_reward = rnn.predict_done, rnn.predict_reward
+        self.action_map = rnn.action_map
         self.row_size = rnn.input_size + 1 + rnn.hidden_size
         h, zs, k = rnn.hidden_size, rnn.z_size, rnn.n_mixtures
         self.n_pi = k * zs
@@ -298,6 +340,8 @@ class PackedMDNRNN:
         """One LSTM step in place: ``xh`` (N, row_size) is ``[z, a, restart, 1, h]``; its h part and ``c`` (N, H)
         are overwritten with the new state; ``gates`` (N, 4H) is scratch."""
         h = self.hidden_size
+        if self.action_map != "none":
+            map_actions_(xh[:, self.z_size : self.z_size + self.action_size], self.action_map)
         torch.mm(xh, self.w_gates.t(), out=gates)
         sig = gates[:, : 3 * h].sigmoid_()
         g = gates[:, 3 * h :].tanh_()
@@ -343,6 +387,8 @@ class PackedMDNRNN:
             }  # fmt: skip
         w = self._np
         hs, zs, k, i = self.hidden_size, self.z_size, self.n_mixtures, self.input_size
+        if self.action_map != "none":
+            map_actions_(xh[zs : zs + self.action_size], self.action_map)
         np.matmul(w["w_gates"], xh, out=gates)
         sig = gates[: 3 * hs]
         np.negative(sig, out=sig)
