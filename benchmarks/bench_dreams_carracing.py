@@ -1,7 +1,9 @@
 """CarRacing: V-only and V+M controllers evolved with CMA-ES in the *real* env, then scored over N episodes.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_dreams_carracing.py --model-dir runs/dreams/carracing/world_model \
+    OMP_NUM_THREADS=1 python benchmarks/bench_dreams_carracing.py \
         --popsize 8 --rollouts 1 --generations 3 --max-steps 300 --eval-episodes 5
+
+``--model-dir`` defaults to the bundled DreamCarRacing-v0 world model.
 
 The paper's budget (pop 64 x 16 rollouts x 1800 generations of 1000-step episodes) took ~47 days on 64 cores;
 pass the budget this machine can afford and report it next to the scores.
@@ -19,11 +21,15 @@ import torch
 
 from dreamarcade.baselines.world_models import WMConfig, evaluate_real, step_evolve
 from dreamarcade.world_models.controller import Controller
+from dreamarcade.world_models.model import bundled_dir
+
+VARIANTS = {"v-only": "V only [z]", "full": "V+M [z, h]"}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model-dir", default="runs/dreams/carracing/world_model")
+    p.add_argument("--model-dir", default=str(bundled_dir("carracing")), help="world model (default: the bundled one)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="which to evolve")
     p.add_argument("--popsize", type=int, default=8)
     p.add_argument("--rollouts", type=int, default=1)
     p.add_argument("--generations", type=int, default=3)
@@ -36,7 +42,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     rows = []
-    for variant in ("v-only", "full"):
+    for variant in args.variants:
         run = Path(args.out) / variant
         run.mkdir(parents=True, exist_ok=True)
         if not (run / "world_model").exists():
@@ -51,7 +57,7 @@ def main() -> None:
         ctrl = Controller.load(run / "controller")
         t1 = time.time()
         rets = evaluate_real("carracing", run / "world_model", ctrl.params, ctrl, args.eval_episodes, args.workers)
-        row = {"controller": "V only [z]" if variant == "v-only" else "V+M [z, h]", "params": ctrl.num_params,
+        row = {"controller": VARIANTS[variant], "params": ctrl.num_params,
                "mean": float(rets.mean()), "std": float(rets.std()), "episodes": len(rets),
                "evolve_s": round(evolve_s), "eval_s": round(time.time() - t1)}  # fmt: skip
         rows.append(row)
