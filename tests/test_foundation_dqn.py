@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from dreamarcade.baselines.dqn import DQNConfig, evaluate, linear_schedule, train
+from dreamarcade.baselines.dqn import DQNConfig, NatureCNN, evaluate, linear_schedule, train
 from dreamarcade.baselines.replay_buffer import ReplayBuffer
 from dreamarcade.errors import CheckpointError
 
@@ -327,6 +327,27 @@ def test_dqn_stops_cleanly_on_sigterm_and_resumes_with_its_buffer(tmp_path) -> N
     assert not more["stopped_early"] and more["global_step"] == result["global_step"] + 300
     final = json.loads((tmp_path / "run" / "replay_buffer" / "buffer.json").read_text())
     assert final["stored_transitions"] == more["global_step"]
+
+
+def test_nature_cnn_folded_scaling_is_the_plain_forward_and_gradient() -> None:
+    """The fast forward (uint8 reordered to channels-last, 1/255 folded into conv1) computes the textbook
+    Nature CNN on x / 255, with the same gradients for every weight."""
+    torch.manual_seed(0)
+    net = NatureCNN(4, 6)
+    x = torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8)
+
+    def plain(m: NatureCNN) -> torch.Tensor:
+        h = x.float() / 255.0
+        for layer in m.torso:
+            h = layer(h)
+        return m.head(h)
+
+    fast_out, ref_out = net(x), plain(net)
+    assert torch.allclose(fast_out, ref_out, atol=1e-5, rtol=1e-4)
+    fast_grads = torch.autograd.grad(fast_out.square().sum(), list(net.parameters()))
+    ref_grads = torch.autograd.grad(ref_out.square().sum(), list(net.parameters()))
+    for (name, _), g_fast, g_ref in zip(net.named_parameters(), fast_grads, ref_grads, strict=True):
+        assert torch.allclose(g_fast, g_ref, atol=1e-5, rtol=1e-3), name
 
 
 def test_dqn_rejects_continuous_actions(tmp_path) -> None:
