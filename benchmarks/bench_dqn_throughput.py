@@ -9,6 +9,7 @@ medians are reported. One difference stays: before ``learning_starts`` SB3 acts 
 pass, while dreamarcade's epsilon-greedy schedule (CleanRL's) runs the network once epsilon has decayed.
 
     python benchmarks/bench_dqn_throughput.py --steps 10000 --learning-starts 2000 --repeats 2
+    python benchmarks/bench_dqn_throughput.py --precisions fp32 bf16   # also the mixed-precision updates
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import dreamarcade  # noqa: F401
 from dreamarcade.baselines.dqn import DQNConfig, train
 
 
-def run_ours(steps: int, learning_starts: int) -> float:
+def run_ours(steps: int, learning_starts: int, precision: str = "fp32") -> float:
     cfg = DQNConfig(
+        precision=precision,
         env_id="DQNPong-v0",
         total_timesteps=steps,
         learning_starts=learning_starts,
@@ -84,26 +86,36 @@ def main() -> None:
     p.add_argument("--learning-starts", type=int, default=2_000)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads for both agents")
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "bf16"],
+        help="dreamarcade's --precision values to time (bf16: mixed-precision updates; SB3 always runs fp32)",
+    )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    ours, sb3 = [], []
+    runs: dict[str, list[float]] = {f"dreamarcade DQN, --precision {x}": [] for x in a.precisions}
+    runs["SB3 DQN (CnnPolicy, fp32)"] = []
     order_rng = random.Random(0)
     for r in range(a.repeats):
-        first_ours = order_rng.random() < 0.5
-        for run_ours_now in (first_ours, not first_ours):
-            if run_ours_now:
-                ours.append(run_ours(a.steps, a.learning_starts))
+        order = list(runs)
+        order_rng.shuffle(order)  # every repeat runs each contender once, in a random order
+        for name in order:
+            if name.startswith("SB3"):
+                runs[name].append(run_sb3(a.steps, a.learning_starts))
             else:
-                sb3.append(run_sb3(a.steps, a.learning_starts))
-        print(f"repeat {r + 1}: dreamarcade {ours[-1]:.0f} steps/s, SB3 {sb3[-1]:.0f} steps/s", flush=True)
-    mo, ms = statistics.median(ours), statistics.median(sb3)
+                runs[name].append(run_ours(a.steps, a.learning_starts, name.rsplit(" ", 1)[1]))
+        print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f} steps/s" for k, v in runs.items()), flush=True)
+    ms = statistics.median(runs["SB3 DQN (CnnPolicy, fp32)"])
     print(
         f"| agent ({a.steps:,} steps, learning from {a.learning_starts:,}, {a.threads} torch thread(s))"
-        f" | env steps/s | ratio |"
+        f" | env steps/s (median) | per-repeat values | vs SB3 |"
     )
-    print("|---|---|---|")
-    print(f"| dreamarcade DQN | {mo:,.0f} | {mo / ms:.2f}x |")
-    print(f"| SB3 DQN (CnnPolicy) | {ms:,.0f} | 1.00x |")
+    print("|---|---|---|---|")
+    for name, values in runs.items():
+        m = statistics.median(values)
+        print(f"| {name} | {m:,.0f} | {', '.join(f'{v:.0f}' for v in values)} | {m / ms:.2f}x |")
 
 
 if __name__ == "__main__":

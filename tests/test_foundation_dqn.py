@@ -12,8 +12,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from dreamarcade.baselines.dqn import DQNConfig, NatureCNN, evaluate, linear_schedule, train
+from dreamarcade.baselines.dqn import DQNConfig, NatureCNN, evaluate, learner_forward, linear_schedule, train
 from dreamarcade.baselines.replay_buffer import ReplayBuffer
 from dreamarcade.errors import CheckpointError
 
@@ -49,6 +50,43 @@ class Corridor(gym.Env):
 
 
 gym.register("TestCorridor-v0", entry_point=Corridor)
+
+
+class PixelCorridor(gym.Env):
+    """A 36x36 uint8 corridor for the Nature CNN: start in cell 4 of 8, walk to the goal (+1, each step -0.01).
+
+    The goal alternates between the two ends from one episode to the next and is drawn in the image (a grey
+    column; the agent is a white one), so no constant action solves it: the network has to read the pixels.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Box(0, 255, shape=(1, 36, 36), dtype=np.uint8)
+        self.action_space = gym.spaces.Discrete(2)
+        self.pos, self.goal, self.t, self.episodes = 4, 0, 0, 0
+
+    def _obs(self) -> np.ndarray:
+        o = np.zeros((1, 36, 36), np.uint8)
+        o[0, :, 4 * self.goal : 4 * self.goal + 4] = 128
+        o[0, :, 4 * self.pos : 4 * self.pos + 4] = 255
+        return o
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos, self.t = 4, 0
+        self.goal = 0 if self.episodes % 2 == 0 else 7
+        self.episodes += 1
+        return self._obs(), {}
+
+    def step(self, action):
+        self.pos = min(7, self.pos + 1) if action == 1 else max(0, self.pos - 1)
+        self.t += 1
+        done = self.pos == self.goal
+        return self._obs(), (1.0 if done else -0.01), done, self.t >= 40, {}
+
+
+gym.register("TestPixelCorridor-v0", entry_point=PixelCorridor)
 
 
 # --- replay buffer ----------------------------------------------------------------------------------
@@ -348,6 +386,34 @@ def test_nature_cnn_folded_scaling_is_the_plain_forward_and_gradient() -> None:
     ref_grads = torch.autograd.grad(ref_out.square().sum(), list(net.parameters()))
     for (name, _), g_fast, g_ref in zip(net.named_parameters(), fast_grads, ref_grads, strict=True):
         assert torch.allclose(g_fast, g_ref, atol=1e-5, rtol=1e-3), name
+
+
+def test_nature_cnn_bf16_forward_is_close_to_fp32_and_keeps_fp32_weights() -> None:
+    """The mixed-precision forward of the gradient step: bfloat16 where it is cheap, fp32 where precision counts.
+
+    Its Q-values and gradients stay close to the fp32 ones (bfloat16 keeps ~3 significant digits), the gradients
+    land on the fp32 weights, and the Q head's output is fp32."""
+    torch.manual_seed(0)
+    net = NatureCNN(4, 6)
+    x = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8)
+    ref, mixed = net(x), net.forward_bf16(x)
+    assert mixed.dtype == torch.float32
+    assert (mixed - ref).abs().max() <= 0.02 * ref.abs().max()
+    g_ref = torch.autograd.grad(ref.square().sum(), list(net.parameters()))
+    g_mix = torch.autograd.grad(mixed.square().sum(), list(net.parameters()))
+    for (name, w), a, b in zip(net.named_parameters(), g_ref, g_mix, strict=True):
+        assert b.dtype == w.dtype == torch.float32, name
+        assert F.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.99, name
+    with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
+        learner_forward("fp16")
+
+
+def test_dqn_learns_the_pixel_corridor_with_bf16_mixed_precision(tmp_path) -> None:
+    result = train(_small_cfg(tmp_path, env_id="TestPixelCorridor-v0", precision="bf16", total_timesteps=2500))
+    assert result["global_step"] == 2500
+    ev = evaluate(tmp_path / "run" / "checkpoint", episodes=4, epsilon=0.0, video_path=None)
+    # the shortest walks: 4 steps left (1 - 3 * 0.01) and 3 steps right, alternating; a constant action fails half
+    assert ev["returns"] == pytest.approx([0.97, 0.98, 0.97, 0.98])
 
 
 def test_dqn_rejects_continuous_actions(tmp_path) -> None:
