@@ -71,6 +71,37 @@ def test_collect_resumes_without_duplicating_episodes(tmp_path) -> None:
         collect("doom", two, episodes=3, workers=1, seed=3, min_length=0, max_steps=25, backend="inline")
 
 
+def test_killed_collection_leaves_no_worker_writing(tmp_path) -> None:
+    """SIGTERM to `world_models collect` (a scheduler's kill) stops its worker processes too: they used to be
+    orphaned and go on collecting for hours."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "frames"
+    cmd = [sys.executable, "-m", "dreamarcade.baselines", "world_models", "collect", "--env", "doom",
+           "--run-dir", str(tmp_path), "--episodes", "100000", "--workers", "1", "--max-steps", "30"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list_shards(out) and time.time() < deadline:
+        time.sleep(0.2)
+    assert list_shards(out), "the collection wrote nothing"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+
+    def stored() -> tuple[int, float]:
+        shards = list_shards(out)
+        return len(shards), max(p.stat().st_mtime for p in shards)
+
+    time.sleep(3)  # the worker finishes its current 30-step episode, flushes and exits
+    before = stored()
+    time.sleep(3)
+    assert stored() == before  # nobody writes any more
+    for p in list_shards(out):
+        load_shard(p)  # and what was written is whole
+
+
 def test_corrupt_shard_is_reported(tmp_path) -> None:
     bad = tmp_path / "frames-w0-00000.npz"
     bad.write_bytes(b"not an npz file")

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,9 @@ class CollectJob:
     controller_dir: str | None = None  # the controller checkpoint used with policy_dir
     env_kwargs: dict | None = None
     explore: float = 0.0  # with policy_dir: per-step chance of switching to a random action held 1-10 steps
+    # the process that started this worker process: the job stops (its stored episodes kept) once that process is
+    # gone, so killing a collection (SIGTERM) does not leave workers writing on; None: no such check (inline, Ray)
+    parent_pid: int | None = None
 
 
 def _stored(out_dir: str, prefix: str) -> tuple[int, int]:
@@ -162,6 +166,8 @@ def run_job(job: CollectJob) -> dict[str, int]:
         agent = WorldModelAgent.from_dirs(job.policy_dir, job.controller_dir or "", job.env)
     kept, dropped, attempt = resumed, 0, 0
     while kept < job.episodes:
+        if job.parent_pid is not None and os.getppid() != job.parent_pid:
+            break  # orphaned: the collection was killed; keep what is stored (the writer flushes below) and stop
         rng = _episode_rng(job.seed, kept, attempt)
         env_seed, agent_seed = (int(x) for x in rng.integers(0, 2**31 - 1, size=2))
         obs, _ = env.reset(seed=env_seed)
@@ -260,6 +266,7 @@ def collect(
     elif backend == "process":
         import multiprocessing as mp
 
+        jobs = [dataclasses.replace(j, parent_pid=os.getpid()) for j in jobs]
         ctx = mp.get_context("spawn")  # ViZDoom and torch are not fork-safe
         with ctx.Pool(len(jobs)) as pool:
             it = pool.imap_unordered(run_job, jobs)
