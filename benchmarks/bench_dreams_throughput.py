@@ -134,10 +134,17 @@ def _env_stepper(make_env: Callable[[], gym.Env]) -> Callable[[], Callable[[], N
     return make
 
 
-def _vec_stepper(num: int, obs_type: str, device: str = "cpu") -> Callable[[], Callable[[], None]]:
+def _vec_stepper(
+    num: int, obs_type: str, device: str = "cpu", precision: str = "fp32"
+) -> Callable[[], Callable[[], None]]:
     def make() -> Callable[[], None]:
         env = gym.make_vec(
-            "DreamDoom-v0", num_envs=num, vectorization_mode="vector_entry_point", obs_type=obs_type, device=device
+            "DreamDoom-v0",
+            num_envs=num,
+            vectorization_mode="vector_entry_point",
+            obs_type=obs_type,
+            device=device,
+            precision=precision,
         )
         env.reset(seed=0)
         env.action_space.seed(0)
@@ -169,6 +176,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds the budget is split into")
     p.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads for the batched rows")
     p.add_argument("--no-reference", action="store_true", help="skip the pre-fast-path reference rows")
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "bf16"],
+        help="DreamVectorEnv precision of the batched rows (bf16: M's matmuls in bfloat16)",
+    )
     p.add_argument("--device", default="cpu", help="torch device of the batched dream rows (e.g. cuda)")
     p.add_argument(
         "--skills",
@@ -197,9 +211,10 @@ def main() -> None:
         _Row("DreamDoom-v0, 1 env, obs pixels (V decodes z)",
              _env_stepper(lambda: gym.make("DreamDoom-v0", obs_type="pixels")), 1, 1),
     ]  # fmt: skip
-    for th in args.threads:
-        name = f"DreamDoom-v0 batched, {n} envs, features, {th} thread(s){dev}"
-        rows.append(_Row(name, _vec_stepper(n, "features", args.device), n, th))
+    for precision in args.precisions:
+        for th in args.threads:
+            name = f"DreamDoom-v0 batched, {n} envs, features, {precision}, {th} thread(s){dev}"
+            rows.append(_Row(name, _vec_stepper(n, "features", args.device, precision), n, th))
     if npx:
         rows.append(_Row(f"DreamDoom-v0 batched, {npx} envs, pixels, 1 thread", _vec_stepper(npx, "pixels"), npx, 1))
     if not args.no_reference:

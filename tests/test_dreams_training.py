@@ -326,3 +326,33 @@ def test_cli_help_describes_every_option(capsys) -> None:
         if f.name != "extra":
             assert f"--{f.name.replace('_', '-')}" in text
     assert "CMA-ES population (default: 64)" in " ".join(text.split())
+
+
+def test_bf16_mixed_precision_trains_v_and_m(doom_data, tmp_path) -> None:
+    """``--precision bf16``: V's encoding and M's outputs stay close to fp32, and both train end to end."""
+    from dreamarcade.baselines.world_models import WMConfig, encoder, step_train_mdnrnn, step_train_vae
+
+    torch.manual_seed(0)
+    frames = load_shard(list_shards(doom_data)[0])["frames"][:16]
+    vae = ConvVAE(z_size=64).eval()
+    mu32, lv32 = vae.encode_frames(frames)
+    mu16, lv16 = encoder(vae, "bf16", torch.device("cpu"))(frames)
+    assert mu16.dtype == np.float32 and np.abs(mu16 - mu32).max() <= 0.05 * np.abs(mu32).max() + 1e-3
+    rnn = MDNRNN(64, 1, 128, predict_done=True)
+    z, a, r = torch.randn(2, 30, 64), torch.rand(2, 30, 1), torch.zeros(2, 30)
+    ref = rnn(z, a, r)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = rnn(z, a, r).float()
+    assert (mixed - ref).abs().max() <= 0.05 * ref.abs().max()
+
+    (tmp_path / "frames").symlink_to(doom_data, target_is_directory=True)
+    cfg = WMConfig(env="doom", run_dir=str(tmp_path), precision="bf16", vae_epochs=0.5, vae_batch=16,
+                   rnn_epochs=8, rnn_seq_len=20, rnn_batch=4)  # fmt: skip
+    step_train_vae(cfg)
+    step_train_mdnrnn(cfg)
+    with open(tmp_path / "logs_mdnrnn" / "metrics.csv") as f:
+        total = [float(row["total_loss"]) for row in csv.DictReader(f)]
+    assert len(total) >= 8 and np.mean(total[-3:]) < np.mean(total[:3]) - 0.1
+    assert (tmp_path / "world_model" / "world_model.json").is_file()
+    with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
+        step_train_vae(dataclasses.replace(cfg, precision="fp16"))

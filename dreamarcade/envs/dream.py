@@ -103,7 +103,8 @@ class DreamBatch:
     the LSTM gates, the head's mixture choice with one uniform and one normal per latent dim). ``z``, ``h``,
     ``c``, ``first`` are live views of those buffers (``.clone()`` to keep a value); assigning them copies into
     the buffers. :meth:`keep` drops dreams (e.g. finished ones) from the batch. M's weights are packed when the
-    batch is built (or its ``temperature`` is set): build a new batch after changing them.
+    batch is built (or its ``temperature`` is set): build a new batch after changing them. ``precision="bf16"``
+    runs M's matmuls in bfloat16 (see :class:`PackedMDNRNN`): ~2x faster steps of large batches on CPUs with AMX.
 
     Example:
         >>> import torch
@@ -116,8 +117,10 @@ class DreamBatch:
         torch.Size([4, 1088])
     """
 
-    def __init__(self, model: WorldModel, num: int, temperature: float, seed: int | None = None) -> None:
-        self.model = model
+    def __init__(
+        self, model: WorldModel, num: int, temperature: float, seed: int | None = None, precision: str = "fp32"
+    ) -> None:
+        self.model, self.precision = model, precision
         self.device = self.model.initial_mu.device
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**63))
@@ -144,7 +147,7 @@ class DreamBatch:
         self._any_first = False
         self._ones = torch.ones(num, device=dev)
         self._np: tuple[np.ndarray, ...] | None = None
-        if num == 1 and dev.type == "cpu":  # one dream: the numpy path on views of the same buffers
+        if num == 1 and dev.type == "cpu" and self.precision == "fp32":  # one dream: numpy on views of the buffers
             self._np = tuple(x[0].numpy() for x in (self._xh, self._c, self._gates, self._out_pd))
         self._no_done = torch.zeros(num, dtype=torch.bool, device=dev)
 
@@ -164,7 +167,7 @@ class DreamBatch:
 
     @temperature.setter
     def temperature(self, value: float) -> None:
-        self._packed = PackedMDNRNN(self.model.rnn, _check_temperature(value))
+        self._packed = PackedMDNRNN(self.model.rnn, _check_temperature(value), self.precision)
 
     def _set(self, buf: torch.Tensor, value: torch.Tensor) -> None:
         if value.shape[0] != self.num:
@@ -431,6 +434,9 @@ class DreamEnv(gym.Env):
 class DreamVectorEnv(VectorEnv):
     """N dreams in one batched torch env (Gymnasium ``VectorEnv``, next-step autoreset).
 
+    Takes DreamEnv's arguments plus ``num_envs``, ``max_episode_steps`` and ``precision`` ("fp32", or "bf16":
+    M's matmuls in bfloat16, about 2x the steps/s of 1024 dreams on a CPU with AMX, in a slightly different dream).
+
     Example:
         >>> import gymnasium as gym, dreamarcade
         >>> envs = gym.make_vec("DreamDoom-v0", num_envs=8, vectorization_mode="vector_entry_point")
@@ -451,6 +457,7 @@ class DreamVectorEnv(VectorEnv):
         render_mode: str | None = None,
         device: str = "cpu",
         max_episode_steps: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         # no **kwargs: gym.make_vec passes num_envs, the id's kwargs, max_episode_steps and the caller's kwargs,
         # all named above, so a misspelled option (temprature=0.5) is a TypeError instead of silently ignored
@@ -464,7 +471,7 @@ class DreamVectorEnv(VectorEnv):
         self.single_observation_space, self.single_action_space = _spaces(self.model, obs_type)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._dream = DreamBatch(self.model, self.num_envs, self.temperature, seed=0)
+        self._dream = DreamBatch(self.model, self.num_envs, self.temperature, seed=0, precision=precision)
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
 
     def _obs(self) -> np.ndarray:

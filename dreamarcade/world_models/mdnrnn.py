@@ -141,7 +141,8 @@ class MDNRNN(nn.Module):
         hs = []
         for i in range(t):
             h, c = h * keep[:, i, None], c * keep[:, i, None]
-            gates = xw[:, i] + F.linear(h, self.cell.weight_hh)
+            # .float(): under bfloat16 autocast the matmuls run in bf16 but the cell state stays fp32 (no-op in fp32)
+            gates = (xw[:, i] + F.linear(h, self.cell.weight_hh)).float()
             ig, fg, gg, og = gates.chunk(4, 1)
             c = torch.sigmoid(fg) * c + torch.sigmoid(ig) * torch.tanh(gg)
             h = torch.sigmoid(og) * torch.tanh(c)
@@ -294,6 +295,8 @@ class PackedMDNRNN:
 
     Results equal the reference path up to float32 rounding (sums grouped differently; tests check it). The
     packed weights are a snapshot: build a new one after changing the model's weights or the temperature.
+    ``precision="bf16"`` runs the batched path's three matmuls on bfloat16 copies of the weights (a faster,
+    slightly different dream: ~3 significant digits in the gate and head pre-activations; the state stays fp32).
 
     Example:
         >>> import torch
@@ -303,11 +306,13 @@ class PackedMDNRNN:
         torch.Size([2048, 579])
     """
 
-    def __init__(self, rnn: MDNRNN, temperature: float) -> None:
+    def __init__(self, rnn: MDNRNN, temperature: float, precision: str = "fp32") -> None:
         tau = float(temperature)
         if not math.isfinite(tau) or tau <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}; use a small value like 0.01 (near-greedy).")
-        self.temperature = tau
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}.")
+        self.temperature, self.precision = tau, precision
         self.z_size, self.action_size, self.hidden_size = rnn.z_size, rnn.action_size, rnn.hidden_size
         self.n_mixtures, self.input_size = rnn.n_mixtures, rnn.input_size
         self.predict_done, self.predict_reward = rnn.predict_done, rnn.predict_reward
@@ -329,6 +334,18 @@ class PackedMDNRNN:
             self.w_pd = torch.cat([w[pi_rows] / tau, w[extra]]).contiguous()
             self.w_ml = w[ml_rows].contiguous()
             self.w_ml[1::2, 0] += 0.5 * math.log(tau)  # logsigma bias: sigma * sqrt(tau)
+        # bf16: the three matmuls read bfloat16 copies of the weights (AMX: ~5x faster at 1024 dreams); their
+        # results, the cell state, the sampling and z stay fp32
+        self._mm_weights = (
+            tuple(w.to(torch.bfloat16) for w in (self.w_gates, self.w_pd, self.w_ml)) if precision == "bf16" else None
+        )
+
+    def _mm(self, x: torch.Tensor, which: int, out: torch.Tensor) -> None:
+        """``out = x @ W.T`` for W = (w_gates, w_pd, w_ml)[which], in the packed precision."""
+        if self._mm_weights is None:
+            torch.mm(x, (self.w_gates, self.w_pd, self.w_ml)[which].t(), out=out)
+        else:
+            out.copy_(torch.mm(x.to(torch.bfloat16), self._mm_weights[which].t()))
 
     def new_rows(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """A zero state row buffer (n, :attr:`row_size`) with its constant 1 column set."""
@@ -342,7 +359,7 @@ class PackedMDNRNN:
         h = self.hidden_size
         if self.action_map != "none":
             map_actions_(xh[:, self.z_size : self.z_size + self.action_size], self.action_map)
-        torch.mm(xh, self.w_gates.t(), out=gates)
+        self._mm(xh, 0, gates)
         sig = gates[:, : 3 * h].sigmoid_()
         g = gates[:, 3 * h :].tanh_()
         c.mul_(sig[:, h : 2 * h]).addcmul_(sig[:, :h], g)
@@ -359,12 +376,12 @@ class PackedMDNRNN:
         """
         n, zs, k = xh.shape[0], self.z_size, self.n_mixtures
         one_h = xh[:, self.input_size :]
-        torch.mm(one_h, self.w_pd.t(), out=out_pd)
+        self._mm(one_h, 1, out_pd)
         probs = torch.softmax(out_pd[:, : self.n_pi].view(n, k, zs), 1)
         u.uniform_(generator=generator)  # = torch.rand(N, z, 1) of the reference: the same numbers
         # component = #{k < K-1 : cdf_k < u}: the reference's count over all K clamped to K-1, without the clamp
         idx = (probs[:, : k - 1].cumsum(1) < u[:, None]).sum(1)
-        torch.mm(one_h, self.w_ml.t(), out=out_ml)
+        self._mm(one_h, 2, out_ml)
         ml = out_ml.view(n, k, zs, 2).gather(1, idx.view(n, 1, zs, 1).expand(n, 1, zs, 2)).view(n, zs, 2)
         eps.normal_(generator=generator)
         torch.addcmul(ml[..., 0], ml[..., 1].exp(), eps, out=xh[:, :zs])
