@@ -90,6 +90,7 @@ def main() -> None:
         help="also measure the wrapper as of git revision REV (e.g. c3cf0fe, before the speed work) with the "
         "reference encoder: a before/after comparison in the same run",
     )
+    p.add_argument("--bf16", action="store_true", help="also measure the bfloat16 encoder (precision='bf16')")
     p.add_argument("--asset-dir", default=None)
     p.add_argument("--json", default=None)
     a = p.parse_args()
@@ -118,15 +119,18 @@ def main() -> None:
         variants.append(("reference encoder", {"fused": False}, None))
     if a.embed_every > 1:
         variants.append((f"embed_every={a.embed_every} (option)", {"embed_every": a.embed_every}, None))
+    if a.bf16:
+        variants.append(("fused, precision=bf16 (option)", {"precision": "bf16"}, None))
 
     before = _module_at(a.before, "dreamarcade/wrappers/imitation.py") if a.before else None
     if before is not None:
         variants.append((f"before ({a.before}: wrapper + reference encoder)", {"fused": False, "before": True}, None))
 
     def embedder(opts: dict[str, Any], threads: int | None) -> Any:
-        if opts.get("fused", True) and threads is None:
+        if opts.get("fused", True) and threads is None and "precision" not in opts:
             return fused
-        return load_imitation_model(asset, fused=opts.get("fused", True), num_threads=threads)[0]
+        kw = {"fused": opts.get("fused", True), "num_threads": threads, "precision": opts.get("precision", "fp32")}
+        return load_imitation_model(asset, **kw)[0]
 
     # (kind, label, plain-or-wrapped env, vector?)
     cases: list[tuple[str, str, Any, bool]] = [("single", "plain", base(), False)]

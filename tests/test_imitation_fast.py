@@ -231,3 +231,29 @@ def test_any_embedder_gets_oldest_first_stacks_from_the_ring():
         places.append(int(np.clip(places[-1] + {0: 0, 1: 1, 2: -1}[a], 0, 7)))
         expect = [32 * p + 5 for p in ([places[0]] * 3 + places)[-3:]]
         assert emb.seen.tolist() == [expect]
+
+
+def test_bf16_encoder_is_close_to_fp32_and_reachable_from_the_registered_env():
+    """precision="bf16": the bundled embedding in bfloat16 stays within ~1e-2 of fp32 (unit vectors, so that is
+    also the error of a similarity), and the option reaches the encoder through gym.make."""
+    model, _ = load_embedding(BUNDLE / "embedding")
+    cfg = model.cfg
+    frames = _frames(24, cfg.frame_size, seed=3)
+    idx = np.arange(len(frames))
+    stacks = frames[np.clip(idx[:, None] + np.arange(-cfg.stack + 1, 1), 0, len(frames) - 1)]
+    ref = FrameStackEmbedder(model)(stacks)
+    bf16 = FrameStackEmbedder(model, precision="bf16")
+    got = bf16(stacks)
+    assert got.dtype == np.float32 and np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert np.abs(got - ref).max() < 0.03
+    assert (np.sum(got * ref, axis=1) > 0.995).all()  # cosine similarity of each pair
+    with pytest.raises(ValueError, match="needs the fused encoder"):
+        FrameStackEmbedder(model, fused=False, precision="bf16")
+    with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
+        FusedVisualEncoder(model.phi, cfg.stack, cfg.frame_size, precision="fp16")
+    pytest.importorskip("ale_py")
+    import dreamarcade  # noqa: F401  (registers the ids)
+
+    env = gym.make("MontezumaImitation-v0", embed_precision="bf16")
+    assert env.get_wrapper_attr("embedder").fused.precision == "bf16"
+    env.close()

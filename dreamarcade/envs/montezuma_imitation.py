@@ -66,15 +66,19 @@ def make_montezuma_imitation(
     asset_dir: str | os.PathLike[str] | None = None,
     embed_every: int = 1,
     embed_threads: int | None = None,
+    embed_precision: str = "fp32",
 ) -> gym.Env:
     """One Montezuma env with the bundled imitation reward (see module docstring).
 
-    ``embed_every`` (default 1 = every step, the paper's reward) and ``embed_threads`` (torch threads per
-    embedding pass; None keeps torch's setting) are passed to the wrapper / embedder.
+    ``embed_every`` (default 1 = every step, the paper's reward), ``embed_threads`` (torch threads per
+    embedding pass; None keeps torch's setting) and ``embed_precision`` ("fp32", or "bf16": a faster,
+    approximate embedding on CPUs with AMX) are passed to the wrapper / embedder.
     """
     from dreamarcade.wrappers.imitation import YouTubeImitationReward, load_imitation_model
 
-    embedder, checkpoints = load_imitation_model(asset_dir or ASSET_DIR, num_threads=embed_threads)
+    embedder, checkpoints = load_imitation_model(
+        asset_dir or ASSET_DIR, num_threads=embed_threads, precision=embed_precision
+    )
     env = _base_env(repeat_action_probability, frameskip, render_mode, max_num_frames_per_episode)
     return YouTubeImitationReward(
         env,
@@ -105,16 +109,20 @@ def make_montezuma_imitation_vector(
     max_episode_steps: int | None = None,
     embed_every: int = 1,
     embed_threads: int | None = None,
+    embed_precision: str = "fp32",
     **unused: Any,
 ) -> gym.vector.VectorEnv:
     """``num_envs`` envs in a SyncVectorEnv; all frames embedded in one batched pass per step.
 
     ``embed_threads``: torch threads for the batched embedding pass (None keeps torch's setting);
+    ``embed_precision``: "fp32", or "bf16" (see :func:`make_montezuma_imitation`);
     ``embed_every``: see :class:`~dreamarcade.wrappers.imitation.YouTubeImitationRewardVector` (default 1).
     """
     from dreamarcade.wrappers.imitation import YouTubeImitationRewardVector, load_imitation_model
 
-    embedder, checkpoints = load_imitation_model(asset_dir or ASSET_DIR, num_threads=embed_threads)
+    embedder, checkpoints = load_imitation_model(
+        asset_dir or ASSET_DIR, num_threads=embed_threads, precision=embed_precision
+    )
 
     def thunk() -> gym.Env:
         env = _base_env(repeat_action_probability, frameskip, render_mode, max_num_frames_per_episode)

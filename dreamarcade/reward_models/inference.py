@@ -115,9 +115,23 @@ class FusedVisualEncoder:
         frame_size: side of the processed frames in the ring (``EmbeddingConfig.frame_size``); the centre
             ``crop_size`` square is what phi sees, exactly as in training.
         device: where to run ("cpu" or "cuda").
+        precision: "fp32" (default: the trained encoder's embeddings up to float32 rounding) or "bf16" (weights
+            and activations in bfloat16, the embedding normalised in fp32: ~2x faster batches on CPUs with AMX;
+            similarities move by ~1e-2, so a checkpoint right at the threshold can be paid a step earlier or later).
     """
 
-    def __init__(self, phi: VisualEncoder, stack: int, frame_size: int, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        phi: VisualEncoder,
+        stack: int,
+        frame_size: int,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+    ) -> None:
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}.")
+        self.precision = precision
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         if not isinstance(phi, VisualEncoder):
             raise TypeError(f"FusedVisualEncoder needs a VisualEncoder (TDCCMC.phi), got {type(phi).__name__}")
         if phi.in_channels != 3 * stack:
@@ -129,7 +143,10 @@ class FusedVisualEncoder:
         cl = torch.channels_last
 
         def as_conv(w: torch.Tensor) -> torch.Tensor:
-            return w.float().to(self.device).contiguous(memory_format=cl)
+            return w.float().to(self.device, self.dtype).contiguous(memory_format=cl)
+
+        def as_vec(b: torch.Tensor) -> torch.Tensor:
+            return b.float().to(self.device, self.dtype)
 
         layers = list(phi.conv)
         convs: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -155,7 +172,7 @@ class FusedVisualEncoder:
             elif isinstance(layer, _ResBlock):
                 w1, b1 = fold_conv_bn(layer.c1, layer.b1)
                 w2, b2 = fold_conv_bn(layer.c2, layer.b2)
-                res.append((as_conv(w1), b1.float().to(self.device), as_conv(w2), b2.float().to(self.device)))
+                res.append((as_conv(w1), as_vec(b1), as_conv(w2), as_vec(b2)))
                 i += 1
             else:
                 raise ValueError(f"unexpected layer {type(layer).__name__} in VisualEncoder.conv")
@@ -168,8 +185,8 @@ class FusedVisualEncoder:
         for newest in range(self.stack):
             per_slot = [w0[:, 3 * f : 3 * f + 3] for f in (np.arange(self.stack) - newest - 1) % self.stack]
             self._w0.append(as_conv(torch.cat(per_slot, dim=1)))
-        self._b0 = b0.float().to(self.device)
-        self._convs = [(as_conv(w), b.float().to(self.device)) for w, b in convs[1:]]
+        self._b0 = as_vec(b0)
+        self._convs = [(as_conv(w), as_vec(b)) for w, b in convs[1:]]
         self._res = res
 
         lin1, bn1, relu1, lin2 = list(phi.mlp)
@@ -187,10 +204,10 @@ class FusedVisualEncoder:
             raise ValueError(f"phi.mlp reads {wl1.shape[1]} features, the convs give {c_last}x{side}x{side}")
         # phi flattens (C, H, W); the channels-last activations flatten as (H, W, C): permute the columns once
         wl1 = wl1.view(-1, c_last, side, side).permute(0, 2, 3, 1).reshape(wl1.shape[0], -1)
-        self._wl1_t = wl1.t().float().contiguous().to(self.device)
-        self._bl1 = bl1.float().to(self.device)
-        self._wl2_t = lin2.weight.detach().t().float().contiguous().to(self.device)
-        self._bl2 = lin2.bias.detach().float().to(self.device)
+        self._wl1_t = as_vec(wl1.t().contiguous())
+        self._bl1 = as_vec(bl1)
+        self._wl2_t = as_vec(lin2.weight.detach().t().contiguous())
+        self._bl2 = as_vec(lin2.bias.detach())
         self.embed_dim = int(lin2.out_features)
 
     def _input(self, ring: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -203,7 +220,7 @@ class FusedVisualEncoder:
             )
         o, c = (s - self.crop_size) // 2, self.crop_size
         x = x[:, o : o + c, o : o + c].reshape(x.shape[0], c, c, 3 * k).permute(0, 3, 1, 2)
-        return x.to(self.device, torch.float32, memory_format=torch.channels_last)
+        return x.to(self.device, self.dtype, memory_format=torch.channels_last)  # 0..255 is exact in bf16 too
 
     def forward_ring(self, ring: np.ndarray | torch.Tensor, newest: int) -> torch.Tensor:
         """Embeddings (B, embed_dim) float32 tensor, L2-normalised, of a uint8 frame ring (see module docstring)."""
@@ -218,7 +235,7 @@ class FusedVisualEncoder:
                 y = F.conv2d(x, w1, b1, padding=1).relu_()
                 x = F.conv2d(y, w2, b2, padding=1).add_(x).relu_()
             h = torch.addmm(self._bl1, x.permute(0, 2, 3, 1).reshape(x.shape[0], -1), self._wl1_t).relu_()
-            return F.normalize(torch.addmm(self._bl2, h, self._wl2_t), dim=1)
+            return F.normalize(torch.addmm(self._bl2, h, self._wl2_t).float(), dim=1)
 
     def embed_ring(self, ring: np.ndarray | torch.Tensor, newest: int) -> np.ndarray:
         """Like :meth:`forward_ring`, as a (B, embed_dim) float32 numpy array."""
