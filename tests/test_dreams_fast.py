@@ -136,9 +136,10 @@ def test_fused_decoder_matches_vae(doom: WorldModel) -> None:
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # only float32 rounding at .5 boundaries
 
 
-def _takecover_copy(wm: WorldModel) -> WorldModel:
-    """The same world model with an M that reads TakeCover's buttons instead of the raw action."""
-    rnn = MDNRNN(wm.rnn.z_size, 1, wm.rnn.hidden_size, wm.rnn.n_mixtures, True, True, False, "takecover")
+def _map_copy(wm: WorldModel, action_map: str = "takecover") -> WorldModel:
+    """The same world model with an M that reads actions through ``action_map`` ("takecover": the game's buttons,
+    "none": the raw action), whatever map the bundled M was trained with."""
+    rnn = MDNRNN(wm.rnn.z_size, 1, wm.rnn.hidden_size, wm.rnn.n_mixtures, True, True, False, action_map)
     rnn.load_state_dict(wm.rnn.state_dict())
     return dataclasses.replace(wm, rnn=rnn.eval())
 
@@ -158,7 +159,7 @@ def test_takecover_action_map_is_the_real_games_threshold() -> None:
 
 @pytest.mark.parametrize(("n", "numpy_path"), [(1, True), (1, False), (8, True)])
 def test_takecover_map_in_training_real_and_dream_paths(doom: WorldModel, n: int, numpy_path: bool) -> None:
-    mapped = _takecover_copy(doom)
+    mapped, doom = _map_copy(doom, "takecover"), _map_copy(doom, "none")
     gen = torch.Generator().manual_seed(3)
     actions = [torch.rand(n, 1, generator=gen) * 2 - 1 for _ in range(30)]
     buttons = [map_actions_(a.clone(), "takecover") for a in actions]
@@ -211,7 +212,10 @@ def test_bf16_dream_is_seeded_close_to_fp32_and_equally_hard(doom: WorldModel) -
         runs.append((feats.clone(), dream.done_logit.clone()))
     assert torch.equal(runs[1][0], runs[2][0])  # seeded determinism in bf16
     (f32, d32), (f16, d16) = runs[0], runs[1]
-    assert (f16 - f32).abs().max() < 0.05 * f32.abs().max()  # the same draws: only the rounding differs
+    # the same draws: the LSTM state [c, h] differs by rounding only; a latent dim of z can differ more where the
+    # rounding moves a mixture weight across its uniform draw (another component is chosen), which is rare
+    assert (f16[:, 64:] - f32[:, 64:]).abs().max() < 0.05 * f32[:, 64:].abs().max()
+    assert ((f16[:, :64] - f32[:, :64]).abs() > 0.05).float().mean() < 0.01
     assert (d16 - d32).abs().max() < 0.05 * d32.abs().max() + 0.05
     with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
         DreamBatch(doom, 2, 1.15, precision="fp16")
