@@ -21,8 +21,6 @@ import random
 import signal
 import threading
 import typing
-import warnings
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -30,31 +28,6 @@ import numpy as np
 import torch
 
 from dreamarcade.checkpoint import atomic_write_text
-
-PRECISIONS = ("fp32", "bf16")
-
-
-def check_precision(precision: str, device: torch.device) -> None:
-    """Fail on an unknown precision; warn where bfloat16 would be emulated (about 3x slower than fp32)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}.")
-    if precision == "bf16" and device.type == "cpu" and not torch.cpu._is_avx512_bf16_supported():
-        warnings.warn(
-            "--precision bf16 on a CPU without native bfloat16 (AVX512-BF16 / AMX) is slower than fp32; "
-            "use --precision fp32 on this machine.",
-            stacklevel=2,
-        )
-
-
-def autocast(precision: str, device: torch.device) -> AbstractContextManager:
-    """bfloat16 autocast on ``device`` for ``precision="bf16"``, nothing for "fp32".
-
-    Under it the matmuls and convolutions run in bfloat16 while the weights, their gradients and the optimizer
-    stay fp32 (mixed precision: ~1.5-3x faster matmuls on CPUs with AMX and on CUDA GPUs).
-    """
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def resolve_device(device: str) -> torch.device:

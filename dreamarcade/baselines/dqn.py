@@ -39,10 +39,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dreamarcade.baselines.common import (
-    PRECISIONS,
     GracefulStop,
     RunLogger,
-    check_precision,
     drop_rows_after,
     help_field,
     parse_dataclass_args,
@@ -64,6 +62,7 @@ from dreamarcade.checkpoint import (
     with_prefix,
 )
 from dreamarcade.errors import CheckpointError
+from dreamarcade.precision import autocast, check_precision, validate_precision
 
 _h = help_field  # a field with its --help text; short, for the table below
 
@@ -162,7 +161,7 @@ class NatureCNN(nn.Module):
         pixels convert to bfloat16 exactly (0..255 fit its 8-bit mantissa), so the input loses nothing.
         """
         x = x.contiguous(memory_format=torch.channels_last).to(torch.bfloat16)
-        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+        with autocast("bf16", x.device):
             x = self.head[1](self.head[0](self._features(x)))
         return self.head[2](x.float())
 
@@ -190,15 +189,13 @@ def learner_forward(precision: str) -> Callable[[nn.Module, torch.Tensor], torch
 
     A network without a mixed-precision path (the MLP) runs its plain forward under bfloat16 autocast.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}.")
-    if precision == "fp32":
+    if validate_precision(precision) == "fp32":
         return lambda net, x: net(x)
 
     def forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if isinstance(net, NatureCNN):
             return net.forward_bf16(x)
-        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+        with autocast("bf16", x.device):
             return net(x).float()
 
     return forward
@@ -340,8 +337,8 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.torch_threads)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    learn_q = learner_forward(cfg.precision)
     check_precision(cfg.precision, device)
+    learn_q = learner_forward(cfg.precision)
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoint"
     if ckpt_dir.exists() and checkpoint_exists(ckpt_dir) and not cfg.resume:

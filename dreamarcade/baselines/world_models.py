@@ -39,8 +39,6 @@ import torch
 
 from dreamarcade.baselines.common import (
     RunLogger,
-    autocast,
-    check_precision,
     help_field,
     plot_learning_curve,
     resolve_device,
@@ -58,6 +56,7 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
+from dreamarcade.precision import autocast, check_precision
 from dreamarcade.world_models.mdnrnn import ACTION_MAPS
 from dreamarcade.world_models.model import ENV_DEFAULTS, WorldModel
 
@@ -266,13 +265,10 @@ def step_train_vae(cfg: WMConfig) -> Path:
 
 def encoder(vae: Any, precision: str, device: torch.device) -> Any:
     """V's ``encode_frames`` (uint8 frames -> float32 mu, logvar), run under ``precision``'s autocast."""
-    from dreamarcade.world_models.vae import frames_to_tensor
 
-    @torch.no_grad()
     def encode(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with autocast(precision, device):
-            mu, logvar = vae.encode(frames_to_tensor(frames, device))
-        return mu.float().cpu().numpy(), logvar.float().cpu().numpy()
+            return vae.encode_frames(frames)
 
     return encode
 

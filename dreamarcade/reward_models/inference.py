@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dreamarcade.precision import validate_precision
 from dreamarcade.reward_models.embedding import VisualEncoder, _ResBlock
 
 __all__ = [
@@ -128,9 +129,7 @@ class FusedVisualEncoder:
         device: str | torch.device = "cpu",
         precision: str = "fp32",
     ) -> None:
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}.")
-        self.precision = precision
+        self.precision = validate_precision(precision)
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         if not isinstance(phi, VisualEncoder):
             raise TypeError(f"FusedVisualEncoder needs a VisualEncoder (TDCCMC.phi), got {type(phi).__name__}")

@@ -41,6 +41,7 @@ from torch.nn import functional as F
 
 from dreamarcade.checkpoint import load_checkpoint, save_checkpoint
 from dreamarcade.errors import CheckpointError
+from dreamarcade.precision import validate_precision
 
 __all__ = ["ACTION_MAPS", "MDNRNN", "PackedMDNRNN", "map_actions_", "mdn_loss", "sample_next"]
 
@@ -310,9 +311,7 @@ class PackedMDNRNN:
         tau = float(temperature)
         if not math.isfinite(tau) or tau <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}; use a small value like 0.01 (near-greedy).")
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}.")
-        self.temperature, self.precision = tau, precision
+        self.temperature, self.precision = tau, validate_precision(precision)
         self.z_size, self.action_size, self.hidden_size = rnn.z_size, rnn.action_size, rnn.hidden_size
         self.n_mixtures, self.input_size = rnn.n_mixtures, rnn.input_size
         self.predict_done, self.predict_reward = rnn.predict_done, rnn.predict_reward

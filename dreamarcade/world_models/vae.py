@@ -82,10 +82,10 @@ class ConvVAE(nn.Module):
 
     @torch.no_grad()
     def encode_frames(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 frames (N, 64, 64, 3) -> mu, logvar as float32 numpy arrays."""
+        """uint8 frames (N, 64, 64, 3) -> mu, logvar as float32 numpy arrays (also under bfloat16 autocast)."""
         dev = next(self.parameters()).device
         mu, logvar = self.encode(frames_to_tensor(frames, dev))
-        return mu.cpu().numpy(), logvar.cpu().numpy()
+        return mu.float().cpu().numpy(), logvar.float().cpu().numpy()
 
     @torch.no_grad()
     def decode_to_frames(self, z: torch.Tensor) -> np.ndarray:
