@@ -10,6 +10,14 @@ pass, while dreamarcade's epsilon-greedy schedule (CleanRL's) runs the network o
 
     python benchmarks/bench_dqn_throughput.py --steps 10000 --learning-starts 2000 --repeats 2
     python benchmarks/bench_dqn_throughput.py --precisions fp32 bf16   # also the mixed-precision updates
+    python benchmarks/bench_dqn_throughput.py --steps 40000 --learning-starts 1000 --denormals
+
+dreamarcade's trainer flushes denormal floats to zero (``--flush-denormal``, on by default); SB3 leaves the CPU's
+IEEE default. The flag is per thread, so every contender starts from the IEEE default (reset before each run)
+and ``--denormals`` adds the two crossed rows: dreamarcade with ``--no-flush-denormal`` and SB3 with
+``torch.set_flush_denormal(True)``. Denormals only appear after some hundreds of updates (Adam's first moment of
+a dead unit decays by 0.9 per update), so they need runs of tens of thousands of steps, and ``--threads 1``
+(worker threads created before a run keep their mode).
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 
 import gymnasium as gym
 import torch
@@ -27,9 +37,10 @@ import dreamarcade  # noqa: F401
 from dreamarcade.baselines.dqn import DQNConfig, train
 
 
-def run_ours(steps: int, learning_starts: int, precision: str = "fp32") -> float:
+def run_ours(steps: int, learning_starts: int, precision: str = "fp32", flush: bool = True) -> float:
     cfg = DQNConfig(
         precision=precision,
+        flush_denormal=flush,
         env_id="DQNPong-v0",
         total_timesteps=steps,
         learning_starts=learning_starts,
@@ -52,9 +63,10 @@ def run_ours(steps: int, learning_starts: int, precision: str = "fp32") -> float
     return steps / (time.perf_counter() - t0)
 
 
-def run_sb3(steps: int, learning_starts: int) -> float:
+def run_sb3(steps: int, learning_starts: int, flush: bool = False) -> float:
     from stable_baselines3 import DQN
 
+    torch.set_flush_denormal(flush)
     t0 = time.perf_counter()  # the same span as run_ours: env and networks built inside the timer
     env = gym.make("DQNPong-v0")
     model = DQN(
@@ -93,21 +105,33 @@ def main() -> None:
         choices=["fp32", "bf16"],
         help="dreamarcade's --precision values to time (bf16: mixed-precision updates; SB3 always runs fp32)",
     )
+    p.add_argument(
+        "--denormals",
+        action="store_true",
+        help="also time dreamarcade with --no-flush-denormal and SB3 with denormals flushed",
+    )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    runs: dict[str, list[float]] = {f"dreamarcade DQN, --precision {x}": [] for x in a.precisions}
-    runs["SB3 DQN (CnnPolicy, fp32)"] = []
+    sb3 = "SB3 DQN (CnnPolicy, fp32)"
+    contenders: dict[str, Callable[[], float]] = {
+        f"dreamarcade DQN, --precision {x}": partial(run_ours, a.steps, a.learning_starts, x) for x in a.precisions
+    }
+    contenders[sb3] = partial(run_sb3, a.steps, a.learning_starts)
+    if a.denormals:
+        contenders["dreamarcade DQN, --precision fp32 --no-flush-denormal"] = partial(
+            run_ours, a.steps, a.learning_starts, "fp32", False
+        )
+        contenders["SB3 DQN, denormals flushed"] = partial(run_sb3, a.steps, a.learning_starts, True)
+    runs: dict[str, list[float]] = {name: [] for name in contenders}
     order_rng = random.Random(0)
     for r in range(a.repeats):
         order = list(runs)
         order_rng.shuffle(order)  # every repeat runs each contender once, in a random order
         for name in order:
-            if name.startswith("SB3"):
-                runs[name].append(run_sb3(a.steps, a.learning_starts))
-            else:
-                runs[name].append(run_ours(a.steps, a.learning_starts, name.rsplit(" ", 1)[1]))
+            torch.set_flush_denormal(False)  # the CPU's default; a contender that flushes sets it itself
+            runs[name].append(contenders[name]())
         print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f} steps/s" for k, v in runs.items()), flush=True)
-    ms = statistics.median(runs["SB3 DQN (CnnPolicy, fp32)"])
+    ms = statistics.median(runs[sb3])
     print(
         f"| agent ({a.steps:,} steps, learning from {a.learning_starts:,}, {a.threads} torch thread(s))"
         f" | env steps/s (median) | per-repeat values | vs SB3 |"

@@ -46,6 +46,7 @@ import torch
 from dreamarcade.baselines.ppo import PPOConfig, load_agent, obs_to_tensor, train_ppo
 from dreamarcade.checkpoint import atomic_write_text
 from dreamarcade.errors import DreamArcadeError
+from dreamarcade.precision import flush_denormals
 
 __all__ = ["ImitationConfig", "LifeLossTerminal", "PolicyFrames", "make_envs", "play_episodes", "evaluate", "main"]
 
@@ -345,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    flush_denormals()
     torch.set_num_threads(1)
     try:
         if args.command == "train":

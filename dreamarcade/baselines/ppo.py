@@ -73,6 +73,7 @@ from dreamarcade.checkpoint import (
     with_prefix,
 )
 from dreamarcade.errors import CheckpointError, DreamArcadeError
+from dreamarcade.precision import flush_denormals
 
 CHECKPOINT_KIND = "ppo"
 
@@ -589,6 +590,7 @@ def train_ppo(
     if n_given:  # an empty list gets make_vector_env's message
         config = dataclasses.replace(config, num_envs=n_given)
     config.validate()
+    flush_denormals()
     torch.set_num_threads(config.torch_threads)
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoint"

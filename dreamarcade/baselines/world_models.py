@@ -56,7 +56,7 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
-from dreamarcade.precision import autocast, check_precision
+from dreamarcade.precision import autocast, check_precision, flush_denormals
 from dreamarcade.world_models.mdnrnn import ACTION_MAPS
 from dreamarcade.world_models.model import ENV_DEFAULTS, WorldModel
 
@@ -1058,6 +1058,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "demo":
         overrides = {**_DEMO_DEFAULTS, **overrides}
     cfg = WMConfig(**overrides)
+    flush_denormals()
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     cfg.resolved_run_dir().mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,7 @@ from torch.nn import functional as F
 
 from dreamarcade.checkpoint import checkpoint_exists, load_checkpoint, pack_state, save_checkpoint, unpack_state
 from dreamarcade.errors import VideoError
+from dreamarcade.precision import flush_denormals
 from dreamarcade.reward_models.embedding import TDCCMC, EmbeddingConfig, stack_frames
 from dreamarcade.reward_models.video import VideoReader
 
@@ -303,6 +304,7 @@ def train_embedding(
     tcfg = tcfg or TrainConfig()
     if not video_paths:
         raise VideoError("no training videos given: pass the paths of (usually 3) gameplay videos")
+    flush_denormals()
     torch.set_num_threads(tcfg.threads)
     torch.manual_seed(tcfg.seed)
     rng = np.random.default_rng(tcfg.seed)
