@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -356,3 +357,19 @@ def test_bf16_mixed_precision_trains_v_and_m(doom_data, tmp_path) -> None:
     assert (tmp_path / "world_model" / "world_model.json").is_file()
     with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
         step_train_vae(dataclasses.replace(cfg, precision="fp16"))
+
+
+def test_cli_evaluate_takes_a_controller_and_seeds_and_measures_random_on_them(tmp_path) -> None:
+    """`evaluate --eval-controller D --eval-seed S`: episodes S, S+1, ... of D, with the random policy beside."""
+    from dreamarcade.baselines.world_models import main
+    from dreamarcade.world_models.model import bundled_dir
+
+    argv = ["evaluate", "--env", "doom", "--run-dir", str(tmp_path), "--workers", "1", "--eval-episodes", "2"]
+    ctrl = str(bundled_dir("doom") / "controller")
+    assert main([*argv, "--eval-controller", ctrl, "--eval-seed", "777"]) == 0
+    res = json.loads((tmp_path / "evaluate_controller_seed777.json").read_text())
+    assert res["seed"] == 777 and res["controller"] == ctrl and len(res["returns"]) == 2
+    assert 0 < res["random_mean"] <= 2100 and all(0 < r <= 2100 for r in res["returns"])
+    assert main([*argv, "--eval-controller", ctrl, "--eval-seed", "778"]) == 0
+    res2 = json.loads((tmp_path / "evaluate_controller_seed778.json").read_text())
+    assert res2["returns"][0] == res["returns"][1]  # episode i is seeded eval_seed + i: 778 is 777's second

@@ -128,6 +128,8 @@ class WMConfig:
     time_budget: float = _h("evolve: stop after this many seconds (0: no limit)", 0.0)
     # evaluate
     eval_episodes: int = _h("evaluate: real episodes", 100)
+    eval_seed: int = _h("evaluate: seed of the first real episode (episode i gets eval_seed + i)", 12345)
+    eval_controller: str = _h("evaluate: controller directory to evaluate ('': run_dir/controller)", "")
     # iterative procedure
     iterations: int = _h("pipeline: rounds of the paper's iterative procedure", 1)
     iter_episodes: int = _h("pipeline: episodes collected with the controller in each later round", 200)
@@ -809,14 +811,20 @@ def step_evaluate(cfg: WMConfig, ctrl_dir: Path | None = None) -> dict[str, floa
 
     run = cfg.resolved_run_dir()
     wm_dir = _world_model_dir(cfg)
-    ctrl_dir = ctrl_dir or run / "controller"
+    ctrl_dir = Path(ctrl_dir or cfg.eval_controller or run / "controller")
     ctrl = Controller.load(ctrl_dir)
     t0 = time.time()
-    rets = evaluate_real(cfg.env, wm_dir, ctrl.params, ctrl, cfg.eval_episodes, cfg.workers or os.cpu_count() or 1)
+    workers, seed = cfg.workers or os.cpu_count() or 1, cfg.eval_seed
+    rets = evaluate_real(cfg.env, wm_dir, ctrl.params, ctrl, cfg.eval_episodes, workers, seed=seed)
+    seconds = round(time.time() - t0, 1)
+    rand = evaluate_real(cfg.env, wm_dir, None, ctrl, cfg.eval_episodes, workers, seed=seed)  # same seeds
     res = {"episodes": len(rets), "mean": float(rets.mean()), "std": float(rets.std()), "min": float(rets.min()),
-           "max": float(rets.max()), "seconds": round(time.time() - t0, 1), "controller": str(ctrl_dir)}  # fmt: skip
-    atomic_write_text(run / f"evaluate_{Path(ctrl_dir).name}.json", json.dumps({**res, "returns": rets.tolist()}))
-    print(f"{cfg.env}: {res['mean']:.1f} +- {res['std']:.1f} over {len(rets)} real episodes ({res['seconds']}s)")
+           "max": float(rets.max()), "seconds": seconds, "controller": str(ctrl_dir), "seed": seed,
+           "random_mean": float(rand.mean()), "random_std": float(rand.std())}  # fmt: skip
+    name = f"evaluate_{ctrl_dir.name}" + ("" if seed == 12345 else f"_seed{seed}")
+    atomic_write_text(run / f"{name}.json", json.dumps({**res, "returns": rets.tolist()}))
+    print(f"{cfg.env}: {res['mean']:.1f} +- {res['std']:.1f} over {len(rets)} real episodes ({seconds}s); "
+          f"random policy on the same seeds {res['random_mean']:.1f} +- {res['random_std']:.1f}")  # fmt: skip
     return res
 
 
