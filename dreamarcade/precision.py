@@ -57,9 +57,9 @@ def autocast(precision: str, device: torch.device) -> AbstractContextManager:
 def flush_denormals() -> bool:
     """Flush denormal floats to zero on the CPU, for this thread and torch's CPU threads created after it.
 
-    Adam's second-moment estimate of a rarely-used weight decays towards zero and lands in the denormal range
-    (below 1.2e-38), where x86 arithmetic is ~20x slower: a long DQN run's fused Adam step went from 1.3 ms to
-    28 ms that way (the whole update 2.5x slower). TensorFlow and XLA flush denormals by default; so does every
+    Adam's moment estimates of a weight whose gradient has become exactly zero (a dead ReLU unit) decay
+    geometrically towards zero, through the denormal range (below 1.2e-38), where x86 arithmetic is ~20x slower:
+    a long DQN run's fused Adam step went from 1.3 ms to 28 ms that way. TensorFlow flushes denormals by default; so does every
     dreamarcade trainer, through this call. Values that small are zero for learning purposes.
 
     The flag is per thread and a new thread inherits it, so call this before ``torch.set_num_threads`` and the
