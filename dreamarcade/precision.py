@@ -59,8 +59,9 @@ def flush_denormals() -> bool:
 
     Adam's moment estimates of a weight whose gradient has become exactly zero (a dead ReLU unit) decay
     geometrically towards zero, through the denormal range (below 1.2e-38), where x86 arithmetic is ~20x slower:
-    a long DQN run's fused Adam step went from 1.3 ms to 28 ms that way. TensorFlow flushes denormals by default; so does every
-    dreamarcade trainer, through this call. Values that small are zero for learning purposes.
+    an Adam step over the Nature CNN takes 40 ms instead of 1.3 ms on denormal state
+    (``benchmarks/bench_denormals.py``). TensorFlow flushes denormals by default; so does every dreamarcade
+    trainer, through this call. Values that small are zero for learning purposes.
 
     The flag is per thread and a new thread inherits it, so call this before ``torch.set_num_threads`` and the
     first parallel op: torch's worker threads that already exist keep their old mode. Returns True when all of
