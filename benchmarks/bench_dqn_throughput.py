@@ -10,7 +10,8 @@ pass, while dreamarcade's epsilon-greedy schedule (CleanRL's) runs the network o
 
     python benchmarks/bench_dqn_throughput.py --steps 10000 --learning-starts 2000 --repeats 2
     python benchmarks/bench_dqn_throughput.py --precisions fp32 bf16   # also the mixed-precision updates
-    python benchmarks/bench_dqn_throughput.py --steps 40000 --learning-starts 1000 --denormals
+    OMP_NUM_THREADS=1 python benchmarks/bench_dqn_throughput.py --steps 30000 --learning-starts 1000 --repeats 2 \
+        --denormals
 
 dreamarcade's trainer flushes denormal floats to zero (``--flush-denormal``, on by default); SB3 leaves the CPU's
 IEEE default. The flag is per thread, so every contender starts from the IEEE default (reset before each run)
