@@ -62,6 +62,7 @@ from dreamarcade.world_models.model import ENV_DEFAULTS, WorldModel
 
 STEPS = ("collect", "train-vae", "train-mdnrnn", "calibrate-done", "evolve", "evaluate", "video", "pipeline", "demo",
          "bundle")  # fmt: skip
+EVAL_SEED = 12345  # seed of the first evaluation episode unless --eval-seed says otherwise
 
 
 _h = help_field  # a field with its --help text; short, for the table below
@@ -128,7 +129,7 @@ class WMConfig:
     time_budget: float = _h("evolve: stop after this many seconds (0: no limit)", 0.0)
     # evaluate
     eval_episodes: int = _h("evaluate: real episodes", 100)
-    eval_seed: int = _h("evaluate: seed of the first real episode (episode i gets eval_seed + i)", 12345)
+    eval_seed: int = _h("evaluate: seed of the first real episode (episode i gets eval_seed + i)", EVAL_SEED)
     eval_controller: str = _h("evaluate: controller directory to evaluate ('': run_dir/controller)", "")
     # iterative procedure
     iterations: int = _h("pipeline: rounds of the paper's iterative procedure", 1)
@@ -775,7 +776,7 @@ def _plot_cma(csv_path: Path, png: Path, where: str) -> None:
 
 # ============================================================================================== evaluate
 def evaluate_real(env: str, model_dir: str | Path, params: np.ndarray | None, ctrl: Any, episodes: int, workers: int,
-                  seed: int = 12345) -> np.ndarray:  # fmt: skip
+                  seed: int = EVAL_SEED) -> np.ndarray:  # fmt: skip
     """Returns of ``episodes`` real episodes with V + M + C(params); ``params=None`` is the uniform random policy."""
     if params is None:
         return _random_returns(env, episodes, seed)
@@ -821,7 +822,7 @@ def step_evaluate(cfg: WMConfig, ctrl_dir: Path | None = None) -> dict[str, floa
     res = {"episodes": len(rets), "mean": float(rets.mean()), "std": float(rets.std()), "min": float(rets.min()),
            "max": float(rets.max()), "seconds": seconds, "controller": str(ctrl_dir), "seed": seed,
            "random_mean": float(rand.mean()), "random_std": float(rand.std())}  # fmt: skip
-    name = f"evaluate_{ctrl_dir.name}" + ("" if seed == 12345 else f"_seed{seed}")
+    name = f"evaluate_{ctrl_dir.name}" + ("" if seed == EVAL_SEED else f"_seed{seed}")
     atomic_write_text(run / f"{name}.json", json.dumps({**res, "returns": rets.tolist()}))
     print(f"{cfg.env}: {res['mean']:.1f} +- {res['std']:.1f} over {len(rets)} real episodes ({seconds}s); "
           f"random policy on the same seeds {res['random_mean']:.1f} +- {res['random_std']:.1f}")  # fmt: skip
