@@ -15,7 +15,14 @@ from dreamarcade.errors import CheckpointError
 from dreamarcade.world_models.collect import collect
 from dreamarcade.world_models.controller import Controller
 from dreamarcade.world_models.mdnrnn import MDNRNN, mdn_loss, sample_next
-from dreamarcade.world_models.rollouts import FrameStream, encode_shards, list_shards, load_series, load_shard
+from dreamarcade.world_models.rollouts import (
+    FrameStream,
+    ShardWriter,
+    encode_shards,
+    list_shards,
+    load_series,
+    load_shard,
+)
 from dreamarcade.world_models.vae import ConvVAE, frames_to_tensor, vae_loss
 
 
@@ -108,6 +115,23 @@ def test_corrupt_shard_is_reported(tmp_path) -> None:
     bad.write_bytes(b"not an npz file")
     with pytest.raises(ValueError, match="Corrupt rollout shard"):
         load_shard(bad)
+
+
+def test_shard_writer_never_overwrites_a_shard_after_one_is_deleted(tmp_path) -> None:
+    # load_shard's advice for a corrupt shard is to delete it and collect again: the next shard must append
+    def write(lengths: tuple[int, ...], prefix: str = "frames-w0") -> None:
+        w = ShardWriter(tmp_path, prefix=prefix, episodes_per_shard=1)
+        for n in lengths:
+            w.add_episode(np.zeros((n, 64, 64, 3), np.uint8), np.zeros((n, 1)), np.ones(n), np.arange(n) == n - 1)
+        w.close()
+
+    write((3, 4, 5))
+    write((2,) * 6, prefix="frames-w0-x")  # another writer whose prefix extends this one's: not counted
+    (tmp_path / "frames-w0-00001.npz").unlink()
+    write((7,))
+    lengths = {p.name: load_shard(p)["episode_lengths"].tolist() for p in list_shards(tmp_path)}
+    ours = {k: v for k, v in lengths.items() if not k.startswith("frames-w0-x")}
+    assert ours == {"frames-w0-00000.npz": [3], "frames-w0-00002.npz": [5], "frames-w0-00003.npz": [7]}
 
 
 def test_vae_loss_falls_and_round_trips(doom_data, tmp_path) -> None:

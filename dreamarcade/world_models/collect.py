@@ -153,7 +153,15 @@ def run_job(job: CollectJob) -> dict[str, int]:
         return {"episodes": resumed, "dropped": 0, "steps": resumed_steps, "resumed": resumed}
     import torch
 
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core per worker; restored for a caller that runs jobs in its own process
+    try:
+        return _collect_episodes(job, prefix, resumed, resumed_steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _collect_episodes(job: CollectJob, prefix: str, resumed: int, resumed_steps: int) -> dict[str, int]:
     kwargs = dict(job.env_kwargs or {})
     if job.max_steps is not None:
         kwargs["max_steps"] = job.max_steps

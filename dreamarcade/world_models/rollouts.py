@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,8 +95,11 @@ class ShardWriter:
         self.prefix = prefix
         self.episodes_per_shard = int(episodes_per_shard)
         self._buffer: list[dict[str, np.ndarray]] = []
-        # continue numbering after shards already on disk, so a resumed collection appends
-        self._index = len(list(self.directory.glob(f"{prefix}-*.npz")))
+        # continue numbering after the highest shard already on disk, so a resumed collection appends (counting
+        # the files instead would reuse a later shard's number, and overwrite it, once an earlier one is deleted)
+        pattern = re.compile(rf"{re.escape(prefix)}-(\d+)\.npz")
+        taken = [int(m.group(1)) for p in self.directory.iterdir() if (m := pattern.fullmatch(p.name))]
+        self._index = max(taken, default=-1) + 1
         self.episodes_written = 0
         self.steps_written = 0
 
