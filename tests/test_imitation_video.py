@@ -73,6 +73,24 @@ def test_unreadable_and_empty_videos_raise_clear_errors(tmp_path):
         VideoReader(tmp_path / "junk.webm")
 
 
+def test_max_frames_is_exact_and_a_bad_one_is_refused(tmp_path):
+    frames, _ = _synthetic(20)
+    path = write_av(tmp_path / "v.mp4", iter(frames), FPS)
+    assert len(VideoReader(path, fps=FPS, size=(32, 32), max_frames=3).read_all().frames) == 3
+    with pytest.raises(ValueError, match="max_frames must be >= 1"):
+        VideoReader(path, max_frames=0)
+
+
+def test_write_av_pads_smaller_frames_and_refuses_larger_ones_leaving_no_file(tmp_path):
+    small = np.full((3, 40, 50, 3), 200, np.uint8)
+    path = write_av(tmp_path / "padded.mp4", iter(small), FPS, size=(64, 48))
+    assert (probe_video(path).width, probe_video(path).height) == (64, 48)
+    big = np.zeros((2, 60, 80, 3), np.uint8)
+    with pytest.raises(ValueError, match="does not fit the 64x48 video"):
+        write_av(tmp_path / "big.mp4", iter(big), FPS, size=(64, 48))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["padded.mp4"]  # nothing half-written remains
+
+
 def test_detect_borders_ignores_intro_card_and_dark_frames():
     frames = np.zeros((40, 60, 80, 3), np.uint8)
     frames[:, 5:55, 10:70] = 120  # pillar+letterbox around the game

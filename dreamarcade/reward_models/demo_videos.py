@@ -178,6 +178,9 @@ def write_av(
 
     The container comes from ``container`` or the file suffix (mp4: H.264 + AAC, webm: VP9 + Opus,
     mkv: H.264 + FLAC). Written to a temporary name and renamed, so a crash never leaves half a video.
+    ``size`` (width, height) sets the picture size (default: the first frame's); smaller frames are padded with
+    black at the bottom and right, as is an odd width or height (H.264 in yuv420p needs even ones). Frames are
+    never scaled: one larger than the picture is an error.
     """
     av = require("av", "writing demonstration videos", extra="video")
     path = Path(path)
@@ -193,47 +196,56 @@ def write_av(
     if first is None:
         raise ValueError("write_av got no frames")
     h, w = first.shape[:2] if size is None else (size[1], size[0])
-    with av.open(str(tmp), mode="w", format={"mkv": "matroska"}.get(kind, kind)) as out:
-        vs = out.add_stream(vcodec, rate=rate)
-        vs.width, vs.height, vs.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
-        vs.options = (
-            {"crf": str(crf)} if vcodec == "libx264" else {"crf": str(crf + 10), "b": "0", "deadline": "realtime"}
-        )
-        astream = None
-        if audio is not None:
-            astream = out.add_stream(acodec, rate=arate)
-            astream.layout = "mono"
+    try:
+        with av.open(str(tmp), mode="w", format={"mkv": "matroska"}.get(kind, kind)) as out:
+            vs = out.add_stream(vcodec, rate=rate)
+            vs.width, vs.height, vs.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
+            vs.options = (
+                {"crf": str(crf)} if vcodec == "libx264" else {"crf": str(crf + 10), "b": "0", "deadline": "realtime"}
+            )
+            astream = None
+            if audio is not None:
+                astream = out.add_stream(acodec, rate=arate)
+                astream.layout = "mono"
 
-        def put(img: np.ndarray) -> None:
-            img = np.ascontiguousarray(img, dtype=np.uint8)
-            if img.shape[:2] != (vs.height, vs.width):
-                img = np.pad(img, ((0, vs.height - img.shape[0]), (0, vs.width - img.shape[1]), (0, 0)))
-            for pkt in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            def put(img: np.ndarray) -> None:
+                img = np.ascontiguousarray(img, dtype=np.uint8)
+                if img.shape[0] > vs.height or img.shape[1] > vs.width:
+                    raise ValueError(
+                        f"write_av: a {img.shape[1]}x{img.shape[0]} frame does not fit the {vs.width}x{vs.height} "
+                        "video (frames are padded, never scaled). Pass a larger size=(width, height) or resize them."
+                    )
+                if img.shape[:2] != (vs.height, vs.width):
+                    img = np.pad(img, ((0, vs.height - img.shape[0]), (0, vs.width - img.shape[1]), (0, 0)))
+                for pkt in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    out.mux(pkt)
+
+            put(first)
+            for img in it:
+                put(img)
+            for pkt in vs.encode():
                 out.mux(pkt)
-
-        put(first)
-        for img in it:
-            put(img)
-        for pkt in vs.encode():
-            out.mux(pkt)
-        if astream is not None:
-            resampler = av.AudioResampler(format=astream.codec_context.format.name, layout="mono", rate=arate)
-            pcm = np.clip(audio, -1, 1).astype(np.float32)
-            block = 4096
-            pts = 0
-            for i in range(0, len(pcm), block):
-                frame = av.AudioFrame.from_ndarray(pcm[None, i : i + block], format="flt", layout="mono")
-                frame.sample_rate = audio_rate
-                frame.pts = pts
-                pts += frame.samples
-                for rf in resampler.resample(frame):
+            if astream is not None:
+                resampler = av.AudioResampler(format=astream.codec_context.format.name, layout="mono", rate=arate)
+                pcm = np.clip(audio, -1, 1).astype(np.float32)
+                block = 4096
+                pts = 0
+                for i in range(0, len(pcm), block):
+                    frame = av.AudioFrame.from_ndarray(pcm[None, i : i + block], format="flt", layout="mono")
+                    frame.sample_rate = audio_rate
+                    frame.pts = pts
+                    pts += frame.samples
+                    for rf in resampler.resample(frame):
+                        for pkt in astream.encode(rf):
+                            out.mux(pkt)
+                for rf in resampler.resample(None):
                     for pkt in astream.encode(rf):
                         out.mux(pkt)
-            for rf in resampler.resample(None):
-                for pkt in astream.encode(rf):
+                for pkt in astream.encode(None):
                     out.mux(pkt)
-            for pkt in astream.encode(None):
-                out.mux(pkt)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written file left behind
+        raise
     os.replace(tmp, path)
     return path
 

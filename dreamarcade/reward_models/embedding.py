@@ -209,11 +209,12 @@ class TDCCMC(nn.Module):
         """Embed every position of a processed video (T, frame_size, frame_size, 3) uint8 -> (T, embed_dim)."""
         was = self.training
         self.eval()
+        device = next(self.parameters()).device
         out = []
         for s in range(0, len(frames), batch):
             idx = np.arange(s, min(s + batch, len(frames)))
-            x = stack_frames(frames, idx, self.cfg)
-            out.append(self.phi(x).numpy())
+            x = stack_frames(frames, idx, self.cfg).to(device)
+            out.append(self.phi(x).float().cpu().numpy())
         self.train(was)
         return np.concatenate(out) if out else np.zeros((0, self.cfg.embed_dim), np.float32)
 

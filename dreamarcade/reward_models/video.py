@@ -394,6 +394,8 @@ class VideoReader:
     ) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1 (or None for the whole video), got {max_frames}")
         self.path = Path(path)
         self.info = probe_video(path)  # raises VideoError for a missing, empty or unreadable file
         if require_audio and not self.info.has_audio:
