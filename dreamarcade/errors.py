@@ -24,11 +24,32 @@ _EXTRA_OF_MODULE: dict[str, str] = {
 
 
 class DreamArcadeError(Exception):
-    """Base class of every error raised on purpose by dreamarcade."""
+    """Base class of every error raised on purpose by dreamarcade.
+
+    Example:
+        >>> from dreamarcade.checkpoint import load_checkpoint
+        >>> try:
+        ...     load_checkpoint("no_such_checkpoint")
+        ... except DreamArcadeError as err:  # one clause catches every dreamarcade error
+        ...     print(type(err).__name__)
+        CheckpointError
+    """
 
 
 class MissingExtraError(DreamArcadeError, ImportError):
-    """An optional dependency is not installed; the message names the extra that installs it."""
+    """An optional dependency is not installed; the message names the extra that installs it.
+
+    Raised by :func:`require`. It is also an ImportError, so ``except ImportError`` code keeps working.
+
+    Example:
+        >>> try:
+        ...     require("not_installed", extra="video")  # a module missing from this environment
+        ... except MissingExtraError as err:
+        ...     print(err.extra, isinstance(err, ImportError))
+        ...     print(err)
+        video True
+        The optional dependency 'not_installed' is not installed; install it with `pip install 'dreamarcade[video]'`.
+    """
 
     def __init__(self, module: str, extra: str, purpose: str = "") -> None:
         self.module = module
@@ -42,15 +63,49 @@ class MissingExtraError(DreamArcadeError, ImportError):
 
 
 class CheckpointError(DreamArcadeError, ValueError):
-    """A checkpoint is missing, corrupt, or does not match the model or env it is loaded into."""
+    """A checkpoint is missing, corrupt, or does not match the model or env it is loaded into.
+
+    Example:
+        >>> from dreamarcade.checkpoint import load_checkpoint
+        >>> try:
+        ...     load_checkpoint("no_such_checkpoint")
+        ... except CheckpointError as err:
+        ...     print(str(err).split(". ")[0])
+        No complete checkpoint in 'no_such_checkpoint': expected config.json and weights.safetensors
+    """
 
 
 class MissingROMError(DreamArcadeError, FileNotFoundError):
-    """A game ROM has not been imported; the message names the game, its SHA-1 and the import command."""
+    """A game ROM has not been imported; the message names the game, its SHA-1 and the import command.
+
+    Example:
+        >>> from dreamarcade.envs.sonic import check_rom
+        >>> check_rom("Airstriker-Genesis")  # the one ROM stable-retro ships: no error
+        >>> try:
+        ...     check_rom("SonicTheHedgehog-Genesis")  # the Sonic ROMs are the user's to import
+        ... except MissingROMError as err:  # not imported (a fresh install): the message says what to do
+        ...     message = str(err)
+        ...     assert message.startswith("The ROM of SonicTheHedgehog-Genesis-v0 is not imported"), message
+        ...     assert "69e102855d4389c3fd1a8f3dc7d193f8eee5fe5b" in message and "stable_retro.import" in message
+    """
 
 
 class VideoError(DreamArcadeError, ValueError):
-    """A video file cannot be read or is unsuitable (empty, too short, no audio when audio is needed)."""
+    """A video file cannot be read or is unsuitable (empty, too short, no audio when audio is needed).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from dreamarcade.reward_models.video import probe_video
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     empty = Path(d) / "gameplay.mp4"
+        ...     empty.touch()
+        ...     try:
+        ...         probe_video(empty)
+        ...     except VideoError as err:
+        ...         print(str(err).split("' ")[1])
+        is empty (0 bytes). Re-download or re-record it.
+    """
 
 
 def extra_for(module: str) -> str:

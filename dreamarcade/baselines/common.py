@@ -94,6 +94,19 @@ class RunLogger:
     """Writes ``episodes.csv``, ``metrics.csv`` and (optionally) TensorBoard events into ``run_dir``.
 
     CSV files are appended to, so a resumed run continues the same logs.
+
+    Example:
+        >>> import tempfile
+        >>> from dreamarcade.baselines.common import RunLogger, read_episodes
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     with RunLogger(d, tensorboard=False) as log:
+        ...         log.log_episode(step=100, episodic_return=1.0, episodic_length=10)
+        ...         log.log_metrics(step=100, loss=0.5)
+        ...     with RunLogger(d, tensorboard=False) as log:  # a resumed run appends to the same files
+        ...         log.log_episode(step=250, episodic_return=3.0, episodic_length=15)
+        ...     steps, returns = read_episodes(log.episodes_csv)
+        ...     print(steps.tolist(), returns.tolist(), log.metrics_csv.read_text().splitlines())
+        [100, 250] [1.0, 3.0] ['step,loss', '100,0.5']
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], tensorboard: bool = True) -> None:

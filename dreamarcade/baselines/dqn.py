@@ -69,7 +69,18 @@ _h = help_field  # a field with its --help text; short, for the table below
 
 @dataclass
 class DQNConfig:
-    """DQN hyperparameters; defaults are CleanRL's ``dqn_atari.py`` (Nature DQN) values with a Huber loss."""
+    """DQN hyperparameters; defaults are CleanRL's ``dqn_atari.py`` (Nature DQN) values with a Huber loss.
+
+    Each field is a ``--flag`` of ``python -m dreamarcade.baselines dqn``, with the field's help text.
+
+    Example:
+        >>> from dreamarcade.baselines.common import parse_dataclass_args
+        >>> from dreamarcade.baselines.dqn import DQNConfig
+        >>> argv = ["--env-id", "CartPole-v1", "--learning-starts", "1000", "--no-progress"]
+        >>> cfg = parse_dataclass_args(DQNConfig, argv, description="DQN")
+        >>> cfg.env_id, cfg.learning_starts, cfg.progress, cfg.batch_size
+        ('CartPole-v1', 1000, False, 32)
+    """
 
     env_id: str = _h("a registered id with Discrete actions (dreamarcade ids need no import)", "DQNPong-v0")
     total_timesteps: int = _h("environment steps (agent steps, each 4 frames on Atari)", 10_000_000)
@@ -127,7 +138,17 @@ class DQNConfig:
 
 
 class NatureCNN(nn.Module):
-    """The Nature DQN torso + Q head over ``(k, 84, 84)`` uint8 stacks (scaled by 1/255 inside)."""
+    """The Nature DQN torso + Q head over ``(k, 84, 84)`` uint8 stacks (scaled by 1/255 inside).
+
+    Example:
+        >>> import torch
+        >>> from dreamarcade.baselines.dqn import NatureCNN
+        >>> q = NatureCNN(in_channels=4, n_actions=6)
+        >>> q(torch.zeros(2, 4, 84, 84, dtype=torch.uint8)).shape  # one Q-value per action
+        torch.Size([2, 6])
+        >>> sum(p.numel() for p in q.parameters())
+        1687206
+    """
 
     def __init__(self, in_channels: int, n_actions: int, image_hw: tuple[int, int] = (84, 84)) -> None:
         super().__init__()
@@ -172,7 +193,17 @@ class NatureCNN(nn.Module):
 
 
 class MLPQNetwork(nn.Module):
-    """Two hidden layers of 120 and 84 units (CleanRL's ``dqn.py``) for vector observations."""
+    """Two hidden layers of 120 and 84 units (CleanRL's ``dqn.py``) for vector observations.
+
+    Example:
+        >>> import gymnasium as gym, torch
+        >>> from dreamarcade.baselines.dqn import MLPQNetwork, make_q_network
+        >>> q = MLPQNetwork(obs_dim=4, n_actions=2)
+        >>> q(torch.zeros(5, 4)).shape
+        torch.Size([5, 2])
+        >>> type(make_q_network(gym.make("CartPole-v1").observation_space, 2)).__name__  # picked for vectors
+        'MLPQNetwork'
+    """
 
     def __init__(self, obs_dim: int, n_actions: int) -> None:
         super().__init__()

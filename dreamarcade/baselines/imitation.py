@@ -71,7 +71,18 @@ def _atari_ppo() -> PPOConfig:
 
 @dataclass
 class ImitationConfig:
-    """Env and reward settings of the imitation agent (the PPO settings are in ``ppo``)."""
+    """Env and reward settings of the imitation agent (the PPO settings are in ``ppo``).
+
+    Example (the game-reward baseline: no imitation reward, so no similarities in the observation):
+        >>> from dreamarcade.baselines.imitation import ImitationConfig, make_envs
+        >>> cfg = ImitationConfig(reward="game", num_envs=2)
+        >>> cfg.threshold, cfg.ppo.num_steps, cfg.ppo.clip_coef  # the paper's threshold, CleanRL's Atari PPO
+        (0.5, 128, 0.1)
+        >>> envs = make_envs(cfg)
+        >>> envs.single_observation_space
+        Box(0, 255, (4, 84, 84), uint8)
+        >>> envs.close()
+    """
 
     reward: str = "imitation"  # "imitation" (imitation + env), "imitation_only", "game"
     threshold: float = 0.5  # paper
@@ -122,6 +133,22 @@ class PolicyFrames(gym.vector.VectorWrapper):
     With ``similarity=True`` the observation is ``{"obs": stack, "meta": similarities}`` (the imitation wrapper's
     ``observe_similarity`` output). ``reward``: see the module docstring; game rewards are sign-clipped.
     Needs a SAME_STEP-autoreset vector env (the obs of a finished episode is already the next episode's first).
+
+    Example:
+        >>> import gymnasium as gym, ale_py, numpy as np
+        >>> from dreamarcade.baselines.imitation import PolicyFrames
+        >>> gym.register_envs(ale_py)
+        >>> venv = gym.vector.SyncVectorEnv(
+        ...     [lambda: gym.make("ALE/MontezumaRevenge-v5")] * 2, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+        ... )
+        >>> env = PolicyFrames(venv, reward="game", similarity=False)
+        >>> obs, info = env.reset(seed=0)
+        >>> obs.shape, obs.dtype, bool((obs[:, 0] == obs[:, 3]).all())  # the first frame fills the stack
+        ((2, 4, 84, 84), dtype('uint8'), True)
+        >>> obs, reward, terminated, truncated, info = env.step(np.zeros(2, np.int64))
+        >>> reward.tolist()
+        [0.0, 0.0]
+        >>> env.close()
     """
 
     def __init__(

@@ -47,7 +47,22 @@ STATE_FILE = "jerk_state.npz"
 
 @dataclass
 class JERKConfig:
-    """JERK hyperparameters; defaults are retro-baselines' ``jerk_agent.py``."""
+    """JERK hyperparameters; defaults are retro-baselines' ``jerk_agent.py``.
+
+    Example (two 100-step episodes of Airstriker; the config is saved with the run):
+        >>> import json, tempfile
+        >>> from pathlib import Path
+        >>> from dreamarcade.baselines.jerk import JERKConfig, run_jerk
+        >>> from dreamarcade.envs.sonic import make_contest_env
+        >>> cfg = JERKConfig(total_timesteps=200, explore_steps=50, seed=1)
+        >>> env = make_contest_env("Airstriker-Genesis", "Level1", scenario="scenario", max_episode_steps=100)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     result = run_jerk(env, cfg, d, progress=False)
+        ...     saved = json.loads((Path(d) / "hyperparameters.json").read_text())
+        >>> env.close()
+        >>> result["steps"], result["episodes"], saved["explore_steps"]
+        (200, 2, 50)
+    """
 
     total_timesteps: int = 1_000_000
     exploit_bias: float = 0.25
@@ -60,7 +75,21 @@ class JERKConfig:
 
 
 class TrackedEnv(gym.Wrapper):
-    """Records the actions and cumulative rewards of the current episode, and counts every step ever taken."""
+    """Records the actions and cumulative rewards of the current episode, and counts every step ever taken.
+
+    Example (MountainCar pays -1 per step, so the cumulative reward peaks after the first step):
+        >>> import gymnasium as gym
+        >>> from dreamarcade.baselines.jerk import TrackedEnv
+        >>> env = TrackedEnv(gym.make("MountainCar-v0"))
+        >>> _ = env.reset(seed=0)
+        >>> for action in (2, 2, 0):
+        ...     _ = env.step(action)
+        >>> env.reward_history, [int(a) for a in env.best_sequence()]
+        ([-1.0, -2.0, -3.0], [2])
+        >>> _ = env.reset()  # a new episode's history; the step count goes on
+        >>> len(env.action_history), env.total_steps_ever
+        (0, 3)
+    """
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)

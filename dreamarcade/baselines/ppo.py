@@ -79,7 +79,21 @@ CHECKPOINT_KIND = "ppo"
 
 
 class RunDirInUseError(DreamArcadeError, FileExistsError):
-    """A new (not resumed) run was pointed at a directory that already holds a run."""
+    """A new (not resumed) run was pointed at a directory that already holds a run.
+
+    Example:
+        >>> import gymnasium as gym, tempfile
+        >>> from dreamarcade.baselines.ppo import PPOConfig, RunDirInUseError, train_ppo
+        >>> cfg = PPOConfig(total_timesteps=64, num_steps=64, num_minibatches=1, update_epochs=1)
+        >>> envs = [lambda: gym.make("CartPole-v1")]
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = train_ppo(envs, cfg, d, progress=False, tensorboard=False)
+        ...     try:
+        ...         train_ppo(envs, cfg, d, progress=False, tensorboard=False)  # the same run_dir, no resume
+        ...     except RunDirInUseError as err:
+        ...         print(isinstance(err, FileExistsError), str(err).split("(")[1].split(")")[0])
+        True checkpoint/, episodes.csv, metrics.csv
+    """
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -90,6 +104,18 @@ class PPOConfig:
     """PPO hyperparameters; defaults are retro-baselines' Sonic PPO (ppo2 ``CnnPolicy``).
 
     As in ppo2, a time-limit truncation ends the GAE sum like a termination (no bootstrap; see the module docstring).
+
+    Example:
+        >>> from dreamarcade.baselines.ppo import PPOConfig
+        >>> cfg = PPOConfig(total_timesteps=1000, num_envs=8, num_steps=128, ent_coef_final=0.0)
+        >>> cfg.validate()
+        >>> cfg.batch_size, cfg.entropy_coef_at(0), cfg.entropy_coef_at(500)
+        (1024, 0.01, 0.005)
+        >>> try:
+        ...     PPOConfig(num_envs=6, num_minibatches=4, recurrent=True).validate()
+        ... except ValueError as err:
+        ...     print(str(err).split(". ")[1])
+        Use num_minibatches=3, or a multiple of 4 envs.
     """
 
     total_timesteps: int = 1_000_000  # the Sonic protocol's per-test-level budget
@@ -180,7 +206,17 @@ def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias_const: float = 
 
 
 class NatureCNN(nn.Module):
-    """The DQN-Nature conv stack over ``(C, H, W)`` uint8 images scaled to [0, 1]; outputs ``out_dim`` features."""
+    """The DQN-Nature conv stack over ``(C, H, W)`` uint8 images scaled to [0, 1]; outputs ``out_dim`` features.
+
+    Example:
+        >>> import torch
+        >>> from dreamarcade.baselines.ppo import NatureCNN
+        >>> encoder = NatureCNN((4, 84, 84))
+        >>> encoder(torch.zeros(2, 4, 84, 84, dtype=torch.uint8)).shape, encoder.out_dim
+        (torch.Size([2, 512]), 512)
+        >>> NatureCNN((3, 64, 64), out_dim=256)(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)).shape
+        torch.Size([1, 256])
+    """
 
     def __init__(self, in_shape: Sequence[int], out_dim: int = 512) -> None:
         super().__init__()
@@ -538,7 +574,21 @@ def _finished_episode_stats(infos: dict[str, Any], i: int) -> tuple[float, int] 
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass
 class PPOResult:
-    """What :func:`train_ppo` returns."""
+    """What :func:`train_ppo` returns.
+
+    Example:
+        >>> import gymnasium as gym, tempfile
+        >>> from dreamarcade.baselines.ppo import PPOConfig, train_ppo
+        >>> cfg = PPOConfig(total_timesteps=64, num_steps=64, num_minibatches=1, update_epochs=1)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     result = train_ppo([lambda: gym.make("CartPole-v1")], cfg, d, progress=False, tensorboard=False)
+        >>> result.global_step, result.stopped_early, type(result.agent).__name__
+        (64, False, 'ActorCritic')
+        >>> len(result.episode_returns) == len(result.episode_steps) > 0  # CartPole episodes are short
+        True
+        >>> result.mean_return == sum(result.episode_returns) / len(result.episode_returns)
+        True
+    """
 
     agent: ActorCritic
     global_step: int

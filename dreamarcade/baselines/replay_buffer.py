@@ -67,7 +67,21 @@ def _complete_copy(directory: Path) -> Path | None:
 
 @dataclass
 class Batch:
-    """A sampled minibatch (torch tensors on the buffer's device)."""
+    """A sampled minibatch (torch tensors on the buffer's device).
+
+    Example:
+        >>> import numpy as np, torch
+        >>> from dreamarcade.baselines.replay_buffer import ReplayBuffer
+        >>> buf = ReplayBuffer(100, obs_shape=(2,), obs_dtype=np.float32, seed=0)
+        >>> for t in range(3):
+        ...     obs = np.full((1, 2), t, np.float32)
+        ...     buf.add(obs, obs + 1, np.array([1]), np.array([0.5]), np.array([t == 2]), np.array([False]))
+        >>> batch = buf.sample(8)
+        >>> batch.obs.shape, batch.actions.dtype, batch.terminated.dtype
+        (torch.Size([8, 2]), torch.int64, torch.float32)
+        >>> bool(torch.equal(batch.next_obs, batch.obs + 1))
+        True
+    """
 
     obs: torch.Tensor
     actions: torch.Tensor
@@ -91,6 +105,24 @@ class ReplayBuffer:
         obs_dtype: dtype of the stored observations (uint8 for pixels).
         device: where sampled tensors are placed.
         seed: seed of the sampling RNG.
+
+    Example (vector observations, ``frame_stack=1``; saved and restored into a fresh buffer):
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from pathlib import Path
+        >>> from dreamarcade.baselines.replay_buffer import ReplayBuffer
+        >>> buf = ReplayBuffer(100, obs_shape=(3,), obs_dtype=np.float32, seed=0)
+        >>> for t in range(5):  # one 5-step episode
+        ...     obs = np.full((1, 3), t, np.float32)
+        ...     buf.add(obs, obs + 1, np.array([t % 2]), np.array([1.0]), np.array([t == 4]), np.array([False]))
+        >>> len(buf), buf.sample(32).obs.shape
+        (5, torch.Size([32, 3]))
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = buf.save(Path(d) / "replay_buffer", global_step=5)
+        ...     restored = ReplayBuffer(100, obs_shape=(3,), obs_dtype=np.float32)
+        ...     meta = restored.load(Path(d) / "replay_buffer")
+        >>> meta, len(restored), restored.transitions_added
+        ({'global_step': 5}, 5, 5)
     """
 
     def __init__(

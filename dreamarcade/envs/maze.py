@@ -31,7 +31,24 @@ _OPPOSITE = (2, 3, 0, 1)
 
 @dataclass(frozen=True)
 class MazeTask:
-    """One maze layout and its hidden goal. ``walls[y, x, k]`` is True if direction k is blocked."""
+    """One maze layout and its hidden goal. ``walls[y, x, k]`` is True if direction k is blocked.
+
+    Example (a 3x3 room with no inner walls, played through :class:`RandomMazeEnv`):
+        >>> import numpy as np
+        >>> from dreamarcade.envs.maze import MazeTask, RandomMazeEnv
+        >>> walls = np.zeros((3, 3, 4), dtype=bool)
+        >>> walls[0, :, 0] = walls[:, -1, 1] = walls[-1, :, 2] = walls[:, 0, 3] = True  # the outer walls (N, E, S, W)
+        >>> task = MazeTask(walls, goal=(2, 2))
+        >>> task.shortest_path_length(), task.shortest_path_length(start=(2, 0))
+        (4, 2)
+        >>> env = RandomMazeEnv(size=3)
+        >>> env.set_task(task)
+        >>> _, info = env.reset(seed=0)
+        >>> for action in (1, 1, 2, 2):  # E, E, S, S
+        ...     obs, reward, terminated, truncated, info = env.step(action)
+        >>> info["reached_goal"], env.pos
+        (True, (2, 2))
+    """
 
     walls: np.ndarray  # (size, size, 4) bool
     goal: tuple[int, int]

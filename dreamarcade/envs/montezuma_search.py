@@ -72,7 +72,25 @@ def make_montezuma(frameskip: int = FRAMESKIP, sound: bool = False, render_mode:
 
 @dataclass
 class Cell:
-    """One archived cell: the shortest/best action sequence known to reach it, and its emulator state."""
+    """One archived cell: the shortest/best action sequence known to reach it, and its emulator state.
+
+    Example (archive the start, walk away, return to it with ``restoreState``):
+        >>> from dreamarcade.envs.montezuma_search import X, Cell, cell_key, make_montezuma
+        >>> env = make_montezuma()
+        >>> _ = env.reset(seed=0)
+        >>> ale = env.unwrapped.ale
+        >>> start = Cell(actions=[], score=0.0, state=ale.cloneState())
+        >>> cell_key(ale.getRAM(), start.score, cell_x=8, cell_y=8)  # (room, x // 8, y // 8, has key, score // 100)
+        (1, 9, 29, 0, 0)
+        >>> for _ in range(10):
+        ...     _ = env.step(3)  # RIGHT
+        >>> int(ale.getRAM()[X])
+        89
+        >>> ale.restoreState(start.state)
+        >>> int(ale.getRAM()[X])
+        77
+        >>> env.close()
+    """
 
     actions: list[int]
     score: float
@@ -83,7 +101,22 @@ class Cell:
 
 @dataclass
 class SearchResult:
-    """The best trajectory the search found and the archive size."""
+    """The best trajectory the search found and the archive size.
+
+    Example (a search far too short to score keeps its leading NOOPs; saved as JSON and read back):
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from dreamarcade.envs.montezuma_search import (
+        ...     go_explore, load_start_delays, load_trajectories, save_trajectories
+        ... )
+        >>> result = go_explore(seed=0, max_steps=200, start_delay=3)
+        >>> result.best_score, result.left_room, result.actions, result.start_delay
+        (0.0, False, [0, 0, 0], 3)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = save_trajectories(Path(d) / "trajectories.json", [result])
+        ...     load_trajectories(path) == [result.actions], load_start_delays(path)
+        (True, [3])
+    """
 
     actions: list[int]
     best_score: float

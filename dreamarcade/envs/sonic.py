@@ -39,7 +39,17 @@ from dreamarcade.errors import MissingROMError, require
 
 
 class Level(NamedTuple):
-    """A (game, save state) pair; ``game`` as the contest CSVs spell it (without stable-retro's ``-v0``)."""
+    """A (game, save state) pair; ``game`` as the contest CSVs spell it (without stable-retro's ``-v0``).
+
+    Example:
+        >>> from dreamarcade.envs.sonic import SONIC_TEST, Level, parse_levels, validate_split
+        >>> SONIC_TEST[0]
+        Level(game='SonicTheHedgehog-Genesis', state='SpringYardZone.Act1')
+        >>> levels = parse_levels("SonicTheHedgehog-Genesis:GreenHillZone.Act1,Airstriker-Genesis:Level1")
+        >>> levels[1] == Level("Airstriker-Genesis", "Level1"), levels[1].state
+        (True, 'Level1')
+        >>> validate_split(levels)  # both save states exist in stable-retro's data (no ROM needed)
+    """
 
     game: str
     state: str

@@ -28,7 +28,17 @@ _PILLAR_MODULES = ("atari", "dreams", "imitation", "metarl")
 
 @dataclass(frozen=True)
 class EnvEntry:
-    """One registered env id and what it needs."""
+    """One registered env id and what it needs.
+
+    Example:
+        >>> from dreamarcade.registry import EnvEntry, catalog
+        >>> pong = next(e for e in catalog() if e.id == "DQNPong-v0")
+        >>> pong.entry_point, pong.extra, pong.requires
+        ('dreamarcade.envs.atari:make_dqn_env', 'atari', ('ale_py', 'cv2'))
+        >>> entry = EnvEntry("MyGame-v0", "mypkg.envs:MyGame", "a new game", requires=("not_installed",))
+        >>> entry.installed, entry.max_episode_steps
+        (False, None)
+    """
 
     id: str
     entry_point: str

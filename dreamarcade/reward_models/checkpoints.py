@@ -48,6 +48,19 @@ class Embedder(Protocol):
     """What the reward needs: ``frame_size`` (S), ``stack``, ``embed_dim`` and a batched call.
 
     ``__call__(stacks)`` maps (B, stack, S, S, 3) uint8 to (B, embed_dim) float32.
+
+    Example (a toy embedder, each stack's mean colour, builds a demo's checkpoints; the red channel ramps up):
+        >>> import numpy as np
+        >>> from dreamarcade.reward_models.checkpoints import build_checkpoints
+        >>> class MeanColour:
+        ...     frame_size, stack, embed_dim = 8, 2, 3
+        ...     def __call__(self, stacks):
+        ...         return stacks.mean(axis=(1, 2, 3)).astype(np.float32)
+        >>> frames = np.zeros((40, 8, 8, 3), np.uint8)
+        >>> frames[..., 0] = np.arange(40)[:, None, None]
+        >>> ckpts = build_checkpoints(MeanColour(), frames, every=16)
+        >>> ckpts.frame_indices.tolist(), np.sign(ckpts.embeddings[:, 0]).tolist()  # darker, brighter than the mean
+        ([16, 32], [-1.0, 1.0])
     """
 
     frame_size: int
@@ -173,7 +186,22 @@ def _centre(e: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 @dataclass
 class CheckpointTrajectory:
-    """Centred, normalised checkpoint embeddings (n, D), the centring mean (D,) and where they came from."""
+    """Centred, normalised checkpoint embeddings (n, D), the centring mean (D,) and where they came from.
+
+    Example (agent embeddings are centred like the checkpoints, then compared by dot product):
+        >>> import tempfile, numpy as np
+        >>> from dreamarcade.reward_models.checkpoints import CheckpointTrajectory
+        >>> ckpts = CheckpointTrajectory(
+        ...     np.eye(3, dtype=np.float32), np.ones(3, np.float32), np.array([16, 32, 48]), every=16, source="demo.mp4"
+        ... )
+        >>> (ckpts.centre(np.array([[1.0, 3.0, 1.0]])) @ ckpts.embeddings.T).tolist()
+        [[0.0, 1.0, 0.0]]
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = ckpts.save(d)
+        ...     loaded = CheckpointTrajectory.load(d)
+        >>> len(loaded), loaded.every, loaded.frame_indices.tolist(), loaded.source
+        (3, 16, [16, 32, 48], 'demo.mp4')
+    """
 
     embeddings: np.ndarray
     mean: np.ndarray
@@ -269,6 +297,20 @@ class CheckpointTracker:
     ``update(similarities)`` takes the centred cosine similarity of the current agent embedding to *every*
     checkpoint and returns (reward, index of the checkpoint matched or -1). Candidates are the ``skip + 1``
     checkpoints after the last one matched; the most similar candidate above ``threshold`` is matched.
+
+    Example (with ``skip=1`` the agent may pass one checkpoint unmatched, but never go back for it):
+        >>> import numpy as np
+        >>> from dreamarcade.reward_models.checkpoints import CheckpointTracker
+        >>> t = CheckpointTracker(num_checkpoints=4, threshold=0.5, reward=0.5, skip=1)
+        >>> t.candidates().tolist()
+        [0, 1]
+        >>> t.update(np.array([0.2, 0.8, 0.9, 0.0]))  # checkpoint 2 is not a candidate yet: 1 is matched
+        (0.5, 1)
+        >>> t.candidates().tolist()  # checkpoint 0 was skipped for good
+        [2, 3]
+        >>> t.reset()  # a new episode
+        >>> t.candidates().tolist()
+        [0, 1]
     """
 
     def __init__(self, num_checkpoints: int, threshold: float = 0.5, reward: float = 0.5, skip: int = 1) -> None:

@@ -46,7 +46,19 @@ PAPER_INTERVALS: tuple[tuple[int, int], ...] = ((0, 0), (1, 1), (2, 2), (3, 4), 
 
 @dataclass
 class EmbeddingConfig:
-    """Every shape-defining hyperparameter of the embedding (stored in checkpoints)."""
+    """Every shape-defining hyperparameter of the embedding (stored in checkpoints).
+
+    Example:
+        >>> import json
+        >>> from dreamarcade.reward_models.embedding import EmbeddingConfig
+        >>> cfg = EmbeddingConfig()
+        >>> cfg.samples_per_frame  # audio samples under one 15 Hz frame at 7680 Hz
+        512
+        >>> EmbeddingConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg  # as checkpoints store it
+        True
+        >>> EmbeddingConfig.paper().embed_dim
+        1024
+    """
 
     frame_size: int = 54  # frames are resized to this square (paper: 140)
     crop_size: int = 48  # random crop for training, centre crop otherwise (paper: 128)
@@ -120,7 +132,17 @@ class _ResBlock(nn.Module):
 
 
 class VisualEncoder(nn.Module):
-    """phi: (B, 3 * stack, crop, crop) float in [0, 1] -> (B, embed_dim), L2-normalised."""
+    """phi: (B, 3 * stack, crop, crop) float in [0, 1] -> (B, embed_dim), L2-normalised.
+
+    Example:
+        >>> import torch
+        >>> from dreamarcade.reward_models.embedding import EmbeddingConfig, VisualEncoder
+        >>> cfg = EmbeddingConfig()
+        >>> phi = VisualEncoder(cfg).eval()
+        >>> e = phi(torch.rand(2, 3 * cfg.stack, cfg.crop_size, cfg.crop_size))  # two stacks of 4 RGB frames
+        >>> tuple(e.shape), torch.allclose(e.norm(dim=1), torch.ones(2))
+        ((2, 128), True)
+    """
 
     def __init__(self, cfg: EmbeddingConfig) -> None:
         super().__init__()
@@ -151,7 +173,20 @@ class VisualEncoder(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    """psi: (B, samples) mono audio -> log STFT (B, freq, time) -> 1-D convs -> (B, embed_dim), L2-normalised."""
+    """psi: (B, samples) mono audio -> log STFT (B, freq, time) -> 1-D convs -> (B, embed_dim), L2-normalised.
+
+    Example (the audio under a stack of 4 frames: 4 x 512 samples at 7680 Hz):
+        >>> import torch
+        >>> from dreamarcade.reward_models.embedding import AudioEncoder, EmbeddingConfig
+        >>> cfg = EmbeddingConfig()
+        >>> psi = AudioEncoder(cfg).eval()
+        >>> tone = torch.sin(torch.arange(cfg.samples_per_frame * cfg.stack) / 5.0).repeat(2, 1)
+        >>> tuple(psi.spectrogram(tone).shape)  # 129 frequency bins x 33 STFT columns
+        (2, 129, 33)
+        >>> e = psi(tone)
+        >>> tuple(e.shape), torch.allclose(e.norm(dim=1), torch.ones(2))
+        ((2, 128), True)
+    """
 
     def __init__(self, cfg: EmbeddingConfig) -> None:
         super().__init__()
@@ -190,7 +225,24 @@ class _Classifier(nn.Module):
 
 
 class TDCCMC(nn.Module):
-    """phi, psi and the two distance classifiers; ``embed`` is what rewards and cycle-consistency use."""
+    """phi, psi and the two distance classifiers; ``embed`` is what rewards and cycle-consistency use.
+
+    Example (embed every position of a processed video, save the model and load it back):
+        >>> import tempfile, numpy as np, torch
+        >>> from dreamarcade.reward_models.embedding import EmbeddingConfig, TDCCMC, load_embedding
+        >>> model = TDCCMC(EmbeddingConfig())
+        >>> frames = np.random.default_rng(0).integers(0, 256, (10, 54, 54, 3), dtype=np.uint8)
+        >>> emb = model.embed_frames(frames)  # in eval mode; the training mode is restored after
+        >>> emb.shape, model.training
+        ((10, 128), True)
+        >>> model.tau_td(torch.from_numpy(emb[:2]), torch.from_numpy(emb[5:7])).shape  # one logit per TDC class
+        torch.Size([2, 6])
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     model.save(d)
+        ...     loaded, config = load_embedding(d)
+        >>> config["kind"], bool(np.allclose(loaded.embed_frames(frames), emb, atol=1e-6))
+        ('tdc_cmc', True)
+    """
 
     def __init__(self, cfg: EmbeddingConfig) -> None:
         super().__init__()

@@ -69,7 +69,17 @@ DEFAULT_CMC_WEIGHT = 4.0
 
 @dataclass
 class TrainConfig:
-    """Optimisation hyperparameters (paper values as defaults, except ``cmc_event_fraction``: see below)."""
+    """Optimisation hyperparameters (paper values as defaults, except ``cmc_event_fraction``: see below).
+
+    Example (a CPU-sized run: fewer steps, the paper's batch size and learning rate):
+        >>> import json
+        >>> from dreamarcade.reward_models.train_embedding import TrainConfig
+        >>> tcfg = TrainConfig(steps=3000, threads=2)
+        >>> tcfg.batch_size, tcfg.lr, tcfg.cmc_event_fraction
+        (32, 0.0001, 0.75)
+        >>> TrainConfig(**json.loads(json.dumps(vars(tcfg)))) == tcfg  # checkpoints store it as JSON
+        True
+    """
 
     steps: int = 200_000
     batch_size: int = 32
@@ -88,7 +98,22 @@ class TrainConfig:
 
 @dataclass
 class Clip:
-    """One processed training video: frames (T, S, S, 3) uint8 and per-frame audio (T, spf) or None."""
+    """One processed training video: frames (T, S, S, 3) uint8 and per-frame audio (T, spf) or None.
+
+    Example (:func:`load_clips` reads a silent 20-frame video for a TDC-only embedding, then it is evaluated):
+        >>> import os, tempfile, numpy as np
+        >>> from dreamarcade.reward_models.demo_videos import write_av
+        >>> from dreamarcade.reward_models.embedding import EmbeddingConfig, TDCCMC
+        >>> from dreamarcade.reward_models.train_embedding import evaluate_accuracy, load_clips
+        >>> cfg = EmbeddingConfig(cmc_weight=0)
+        >>> frames = [np.full((64, 64, 3), 60 + 8 * t, np.uint8) for t in range(20)]
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     clip = load_clips([str(write_av(os.path.join(d, "run.mp4"), frames, fps=15))], cfg, need_audio=False)[0]
+        >>> clip.name, clip.frames.shape, clip.audio is None
+        ('run.mp4', (20, 54, 54, 3), True)
+        >>> sorted(evaluate_accuracy(TDCCMC(cfg), [clip], batches=1, batch=8))  # no CMC terms without audio
+        ['loss', 'tdc', 'tdc_acc']
+    """
 
     name: str
     frames: np.ndarray

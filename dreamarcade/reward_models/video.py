@@ -61,7 +61,22 @@ BORDER_THRESHOLD = 24  # an edge row/column whose brightest pixel (0-255) stays 
 
 @dataclass(frozen=True)
 class CropBox:
-    """Pixels to cut from each edge of a frame."""
+    """Pixels to cut from each edge of a frame.
+
+    Example (a video boxed by black bands: :func:`detect_borders` measures them, ``apply`` cuts them off):
+        >>> import os, tempfile, numpy as np
+        >>> from dreamarcade.reward_models.demo_videos import write_av
+        >>> from dreamarcade.reward_models.video import detect_borders, read_video
+        >>> frame = np.zeros((96, 160, 3), np.uint8)
+        >>> frame[16:80, 32:128] = 200  # the game area
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = write_av(os.path.join(d, "boxed.mp4"), [frame] * 8, fps=15)
+        ...     box, video = detect_borders(path), read_video(path, crop=None, size=None)
+        >>> box
+        CropBox(top=16, bottom=16, left=32, right=32)
+        >>> video.frames.shape, box.apply(video.frames[0]).shape
+        ((8, 96, 160, 3), (64, 96, 3))
+    """
 
     top: int = 0
     bottom: int = 0
@@ -79,7 +94,19 @@ class CropBox:
 
 @dataclass(frozen=True)
 class VideoProbe:
-    """What a video file holds, read from its header."""
+    """What a video file holds, read from its header.
+
+    Example (half a second of 30 fps video with sound; the mp4's AAC track is written at 44.1 kHz):
+        >>> import os, tempfile, numpy as np
+        >>> from dreamarcade.reward_models.demo_videos import write_av
+        >>> from dreamarcade.reward_models.video import probe_video
+        >>> frames, sound = [np.full((120, 160, 3), 100, np.uint8)] * 15, np.zeros(8000, np.float32)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = write_av(os.path.join(d, "clip.mp4"), frames, fps=30, audio=sound, audio_rate=16000)
+        ...     probe = probe_video(path)
+        >>> probe.width, probe.height, probe.fps, round(probe.duration, 1), probe.has_audio, probe.audio_rate
+        (160, 120, 30.0, 0.5, True, 44100)
+    """
 
     path: str
     width: int
@@ -92,7 +119,19 @@ class VideoProbe:
 
 @dataclass
 class VideoChunk:
-    """``frames`` (T, H, W, 3) uint8; ``audio`` (T, samples_per_frame) float32 or None; ``start``: first index."""
+    """``frames`` (T, H, W, 3) uint8; ``audio`` (T, samples_per_frame) float32 or None; ``start``: first index.
+
+    Example (a silent 40-frame 30 fps video read at 15 fps in chunks of 8: its 20 frames come in 3 chunks):
+        >>> import os, tempfile, numpy as np
+        >>> from dreamarcade.reward_models.demo_videos import write_av
+        >>> from dreamarcade.reward_models.video import VideoReader
+        >>> frames = [np.full((120, 160, 3), 50 + 4 * t, np.uint8) for t in range(40)]
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = write_av(os.path.join(d, "clip.mp4"), frames, fps=30)
+        ...     chunks = list(VideoReader(path, fps=15, size=(32, 32), chunk_frames=8).chunks())
+        >>> [(c.start, len(c.frames)) for c in chunks], chunks[0].frames.shape, chunks[0].audio is None
+        ([(0, 8), (8, 8), (16, 4)], (8, 32, 32, 3), True)
+    """
 
     start: int
     frames: np.ndarray

@@ -47,6 +47,19 @@ class RandomPolicy:
 
     Doom: a ~ U[-1, 1]. CarRacing: steer ~ U[-1, 1], gas ~ U[0, 1], brake ~ U[0, 0.3] (mostly driving, so
     the car leaves the start line and the data show the track from many positions).
+
+    Example:
+        >>> import numpy as np
+        >>> from dreamarcade.world_models.collect import RandomPolicy
+        >>> policy = RandomPolicy("carracing", np.random.default_rng(0))
+        >>> frame = np.zeros((64, 64, 3), np.uint8)  # the policy ignores the frame
+        >>> actions = np.stack([policy(frame) for _ in range(30)])
+        >>> actions.shape, actions.dtype
+        ((30, 3), dtype('float32'))
+        >>> len(np.unique(actions, axis=0))  # each action is held for 1-10 steps
+        8
+        >>> bool((actions[:, 1:] >= 0).all() and (actions[:, 2] <= 0.3).all())  # gas >= 0, light brake
+        True
     """
 
     def __init__(self, env: str, rng: np.random.Generator, max_hold: int = 10) -> None:
@@ -69,7 +82,25 @@ class RandomPolicy:
 class ExploringPolicy:
     """A controller agent with exploration: with probability ``explore`` per step, the random policy takes over
     for one of its held actions (1-10 steps); the agent is told the action actually taken, so its M state follows
-    the real episode. The paper's iterative procedure collects new data with C plus such noise."""
+    the real episode. The paper's iterative procedure collects new data with C plus such noise.
+
+    Example:
+        >>> import numpy as np
+        >>> from dreamarcade.world_models.collect import ExploringPolicy, RandomPolicy
+        >>> from dreamarcade.world_models.controller import Controller
+        >>> from dreamarcade.world_models.features import WorldModelAgent
+        >>> from dreamarcade.world_models.model import WorldModel
+        >>> wm = WorldModel.bundled("doom")
+        >>> agent = WorldModelAgent(wm, Controller.for_env("doom", wm.feature_size))  # zero weights: action 0
+        >>> rng = np.random.default_rng(0)
+        >>> policy = ExploringPolicy(agent.reset(seed=0), RandomPolicy("doom", rng), explore=0.1, rng=rng)
+        >>> frame = np.zeros((64, 64, 3), np.uint8)
+        >>> actions = [policy(frame) for _ in range(20)]
+        >>> policy.steps, policy.random_steps
+        (20, 12)
+        >>> sum(float(a[0]) != 0.0 for a in actions)  # the random steps are the ones not taken by C
+        12
+    """
 
     def __init__(self, agent: Any, random_policy: RandomPolicy, explore: float, rng: np.random.Generator) -> None:
         if not 0.0 <= explore <= 1.0:
@@ -90,6 +121,23 @@ class ExploringPolicy:
 
 @dataclass
 class CollectJob:
+    """One worker's share of a collection (whole episodes, its own env and shards), run by :func:`run_job`.
+
+    Example:
+        >>> import tempfile
+        >>> import torch
+        >>> from dreamarcade.world_models.collect import CollectJob, run_job
+        >>> threads = torch.get_num_threads()
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     job = CollectJob("doom", d, worker=0, episodes=2, seed=0, min_length=0, max_steps=20)
+        ...     print(run_job(job))
+        ...     print(run_job(job))  # resumable: both episodes are found on disk, none collected again
+        {'episodes': 2, 'dropped': 0, 'steps': 40, 'resumed': 0}
+        {'episodes': 2, 'dropped': 0, 'steps': 40, 'resumed': 2}
+        >>> torch.get_num_threads() == threads  # a job runs on one torch thread, then gives the caller's back
+        True
+    """
+
     env: str
     out_dir: str
     worker: int

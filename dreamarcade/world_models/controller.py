@@ -39,7 +39,21 @@ def map_actions(raw: torch.Tensor, action_mode: str) -> torch.Tensor:
 
 
 class Controller:
-    """Linear + tanh policy over world-model features, stored as a flat parameter vector."""
+    """Linear + tanh policy over world-model features, stored as a flat parameter vector.
+
+    Example:
+        >>> import torch
+        >>> from dreamarcade.world_models.controller import Controller
+        >>> c = Controller.for_env("carracing", feature_size=32 + 256)
+        >>> c.num_params  # (32 + 256) * 3 weights + 3 biases
+        867
+        >>> population = torch.zeros(4, c.num_params)  # 4 candidate parameter vectors, e.g. from CMA-ES
+        >>> actions = c.act_batch(population, torch.zeros(4, 2, 288))  # 2 rollouts each
+        >>> actions.shape
+        torch.Size([4, 2, 3])
+        >>> actions[0, 0].tolist()  # tanh(0) mapped to steer 0, gas (0 + 1) / 2, brake 0
+        [0.0, 0.5, 0.0]
+    """
 
     def __init__(self, feature_size: int, action_size: int, bias: bool, action_mode: str = "doom") -> None:
         if action_mode not in ("doom", "carracing"):

@@ -33,7 +33,23 @@ __all__ = ["FeatureTracker", "WorldModelFeatures", "WorldModelAgent"]
 
 
 class FeatureTracker:
-    """Keeps M's state along a real episode and turns each frame into controller features."""
+    """Keeps M's state along a real episode and turns each frame into controller features.
+
+    Example:
+        >>> import numpy as np
+        >>> from dreamarcade.world_models.features import FeatureTracker
+        >>> from dreamarcade.world_models.model import WorldModel
+        >>> tracker = FeatureTracker(WorldModel.bundled("doom"), seed=0)
+        >>> frame = np.zeros((64, 64, 3), np.uint8)
+        >>> feats = tracker.reset(frame)  # [z, c, h] = 64 + 512 + 512
+        >>> feats.shape, feats.dtype
+        ((1088,), dtype('float32'))
+        >>> bool((feats[64:] == 0).all())  # M has not stepped yet: c and h are zero
+        True
+        >>> feats = tracker.step(np.array([0.5]), frame)  # feed (z, a) to M, encode the next frame
+        >>> bool((feats[64:] != 0).any())
+        True
+    """
 
     def __init__(self, model: WorldModel, seed: int | None = None) -> None:
         self.model = model
@@ -79,6 +95,21 @@ class WorldModelFeatures(gym.Wrapper):
     """Wraps a real env with 64x64x3 frames so its observations are the world model's features.
 
     ``info["frame"]`` keeps the 64x64 frame the features came from.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> import numpy as np
+        >>> import dreamarcade
+        >>> from dreamarcade.world_models.features import WorldModelFeatures
+        >>> from dreamarcade.world_models.model import WorldModel
+        >>> env = WorldModelFeatures(gym.make("DoomTakeCover-v0"), WorldModel.bundled("doom"))
+        >>> env.observation_space.shape
+        (1088,)
+        >>> obs, info = env.reset(seed=0)
+        >>> obs, reward, terminated, truncated, info = env.step(np.array([0.0], np.float32))
+        >>> obs.shape, info["frame"].shape
+        ((1088,), (64, 64, 3))
+        >>> env.close()
     """
 
     def __init__(self, env: gym.Env, model: WorldModel) -> None:
@@ -113,6 +144,26 @@ class WorldModelAgent:
     """V + M + C as a policy over real frames: ``policy = agent.reset(seed); action = policy(frame)``.
 
     The controller reads all the features ([z, c, h] / [z, h]) or, V-only (``--controller v-only``), z alone.
+
+    Example:
+        >>> import numpy as np
+        >>> from dreamarcade.world_models.controller import Controller
+        >>> from dreamarcade.world_models.features import WorldModelAgent
+        >>> from dreamarcade.world_models.model import WorldModel
+        >>> wm = WorldModel.bundled("doom")
+        >>> agent = WorldModelAgent(wm, Controller.for_env("doom", feature_size=wm.z_size))  # V-only: z alone
+        >>> policy = agent.reset(seed=0)
+        >>> frame = np.zeros((64, 64, 3), np.uint8)
+        >>> policy(frame)  # zero weights: tanh(0)
+        array([0.], dtype=float32)
+        >>> h, c = agent.tracker.state  # M's state: still zero after the first frame
+        >>> bool((h == 0).all())
+        True
+        >>> policy(frame).shape  # each later frame first advances M with the previous action
+        (1,)
+        >>> h, c = agent.tracker.state
+        >>> bool((h != 0).any())
+        True
     """
 
     def __init__(self, model: WorldModel, controller: Controller) -> None:

@@ -78,6 +78,20 @@ class MDNRNN(nn.Module):
     """LSTM + mixture-density head.
 
     Doom: 512 units, 1,680,833 parameters (the paper's 1,678,785 plus the second bias vector PyTorch's LSTM keeps).
+
+    Example:
+        >>> import torch
+        >>> from dreamarcade.world_models.mdnrnn import MDNRNN, sample_next
+        >>> sum(p.numel() for p in MDNRNN(z_size=64, action_size=1, hidden_size=512, predict_done=True).parameters())
+        1680833
+        >>> m = MDNRNN(z_size=32, action_size=3, hidden_size=256, predict_reward=True)  # CarRacing's M
+        >>> state = m.initial_state(2)
+        >>> out, state = m.step(torch.zeros(2, 32), torch.zeros(2, 3), state)  # (z_t, a_t) -> head output for t+1
+        >>> out.shape  # 32 dims x 5 mixtures x 3 + 1 reward
+        torch.Size([2, 481])
+        >>> nxt = sample_next(m, out, temperature=1.0, generator=torch.Generator().manual_seed(0))
+        >>> nxt["z"].shape, nxt["reward"].shape
+        (torch.Size([2, 32]), torch.Size([2]))
     """
 
     def __init__(

@@ -60,7 +60,21 @@ def bundled_dir(env: str) -> Path:
 
 @dataclass
 class WorldModel:
-    """V + M + initial latents for one env."""
+    """V + M + initial latents for one env.
+
+    Example:
+        >>> import numpy as np
+        >>> import torch
+        >>> from dreamarcade.world_models.model import WorldModel
+        >>> wm = WorldModel.bundled("carracing")
+        >>> wm.z_size, wm.action_size, wm.features, wm.reward
+        (32, 3, 'zh', 'predicted')
+        >>> wm.clip_actions(np.array([[2.0, -0.5, 0.25]])).tolist()  # steer, gas, brake into the real env's box
+        [[1.0, 0.0, 0.25]]
+        >>> h, c = wm.rnn.initial_state(1)
+        >>> wm.make_features(torch.zeros(1, wm.z_size), h, c).shape  # [z, h] = 32 + 256
+        torch.Size([1, 288])
+    """
 
     env: str
     vae: ConvVAE

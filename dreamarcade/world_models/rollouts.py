@@ -85,7 +85,23 @@ def npz_bytes(arrays: dict[str, np.ndarray], level: int = 1) -> io.BytesIO:
 
 
 class ShardWriter:
-    """Buffers whole episodes and writes one compressed shard every ``episodes_per_shard`` episodes."""
+    """Buffers whole episodes and writes one compressed shard every ``episodes_per_shard`` episodes.
+
+    Example:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from dreamarcade.world_models.rollouts import ShardWriter, list_shards, load_shard
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     w = ShardWriter(d, prefix="frames-w0", episodes_per_shard=2)
+        ...     for n in (3, 4, 5):  # three episodes of 3, 4 and 5 steps
+        ...         frames = np.zeros((n, 64, 64, 3), np.uint8)
+        ...         w.add_episode(frames, np.zeros((n, 1)), np.ones(n), np.arange(n) == n - 1)
+        ...     w.close()  # writes the last, partial shard
+        ...     print([p.name for p in list_shards(d)], w.episodes_written, w.steps_written)
+        ...     print(load_shard(list_shards(d)[0])["episode_lengths"])
+        ['frames-w0-00000.npz', 'frames-w0-00001.npz'] 3 12
+        [3 4]
+    """
 
     def __init__(
         self, directory: str | os.PathLike[str], prefix: str = "frames-w0", episodes_per_shard: int = 8
@@ -144,6 +160,22 @@ class FrameStream:
 
     Each pass visits the shards in a new random order, decodes ``shards_in_memory`` of them, shuffles their
     frames together and yields batches; so memory stays bounded and batches still mix episodes.
+
+    Example:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from dreamarcade.world_models.rollouts import FrameStream, ShardWriter
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     w = ShardWriter(d, episodes_per_shard=1)
+        ...     for value in (0, 1):  # two one-episode shards of 6 frames: all 0s, then all 1s
+        ...         frames = np.full((6, 64, 64, 3), value, np.uint8)
+        ...         w.add_episode(frames, np.zeros((6, 1)), np.zeros(6), np.zeros(6, bool))
+        ...     w.close()
+        ...     batches = list(FrameStream(d, batch_size=4, shards_in_memory=2, seed=0))
+        >>> [b.shape for b in batches]  # one pass over all 12 frames
+        [(4, 64, 64, 3), (4, 64, 64, 3), (4, 64, 64, 3)]
+        >>> sum(int(b[:, 0, 0, 0].sum()) for b in batches)  # each of the six 1-frames once
+        6
     """
 
     def __init__(

@@ -42,7 +42,22 @@ def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | s
 
 
 class ConvVAE(nn.Module):
-    """The paper's ConvVAE for 64x64x3 frames (4.35M parameters at z=32, 4.45M at z=64)."""
+    """The paper's ConvVAE for 64x64x3 frames (4.35M parameters at z=32, 4.45M at z=64).
+
+    Example:
+        >>> import numpy as np
+        >>> import torch
+        >>> from dreamarcade.world_models.vae import ConvVAE
+        >>> vae = ConvVAE(z_size=64)  # Doom's latent size
+        >>> sum(p.numel() for p in vae.parameters())
+        4446915
+        >>> mu, logvar = vae.encode_frames(np.zeros((2, 64, 64, 3), np.uint8))  # uint8 frames -> latents
+        >>> mu.shape, logvar.dtype
+        ((2, 64), dtype('float32'))
+        >>> frames = vae.decode_to_frames(torch.as_tensor(mu))  # latents -> uint8 frames
+        >>> frames.shape, frames.dtype
+        ((2, 64, 64, 3), dtype('uint8'))
+    """
 
     def __init__(self, z_size: int = 32, kl_tolerance: float = 0.5) -> None:
         super().__init__()

@@ -139,7 +139,21 @@ class Discretizer(gym.ActionWrapper):
 
 
 class SonicDiscretizer(Discretizer):
-    """The 7 Sonic actions of retro-baselines: LEFT, RIGHT, LEFT+DOWN, RIGHT+DOWN, DOWN, DOWN+B, B (no no-op)."""
+    """The 7 Sonic actions of retro-baselines: LEFT, RIGHT, LEFT+DOWN, RIGHT+DOWN, DOWN, DOWN+B, B (no no-op).
+
+    Example (on Airstriker, which has the same 12 Genesis buttons as Sonic):
+        >>> import numpy as np, stable_retro
+        >>> env = SonicDiscretizer(stable_retro.make("Airstriker-Genesis-v0", render_mode=None))
+        >>> env.action_space, env.combos[5]
+        (Discrete(7), ('DOWN', 'B'))
+        >>> [env.buttons[i] for i in np.flatnonzero(env.action(5))]  # the buttons action 5 presses
+        ['B', 'DOWN']
+        >>> _ = env.reset(seed=0)
+        >>> obs, reward, terminated, truncated, info = env.step(6)
+        >>> obs.shape
+        (224, 320, 3)
+        >>> env.close()
+    """
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env, SONIC_ACTIONS)
