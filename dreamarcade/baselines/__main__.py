@@ -12,6 +12,7 @@ AGENTS: dict[str, tuple[str, str]] = {
     "world_models": ("world_models", "World Models pipeline: collect, train-vae, train-mdnrnn, evolve, evaluate"),
     "imitation": ("imitation", "Actor-critic trained with the YouTube imitation reward"),
     "jerk": ("jerk", "JERK, the Sonic report's no-network baseline"),
+    "summary": ("summary", "Summarize runs (any agent's RUN_DIR): block table of returns, learning-curve PNG"),
 }
 
 

@@ -1,0 +1,193 @@
+"""``python -m dreamarcade.baselines summary RUN_DIR [RUN_DIR ...]``: where a run stands, from its ``episodes.csv``.
+
+Every bundled agent (DQN, PPO, imitation, JERK) logs one row per finished episode to ``RUN_DIR/episodes.csv``.
+This command reads those logs (while the run is still going, too) and prints, per run: the last logged step,
+the number of episodes, the mean return of the last ``--window`` episodes, the best such running mean and where
+it was reached, the first step at which the running mean reached ``--target`` (if given), and a Markdown table of
+the mean return in blocks of ``--block`` steps. ``--png`` draws all runs' learning curves in one figure;
+``--json`` writes the numbers for scripts.
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from dreamarcade.baselines.common import RunLogger
+    >>> from dreamarcade.baselines.summary import summarize
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     with RunLogger(d, tensorboard=False) as log:
+    ...         for i in range(10):  # returns -20, -16, ..., 16 at steps 1000, 2000, ..., 10000
+    ...             log.log_episode(step=1000 * (i + 1), episodic_return=-20.0 + 4 * i, episodic_length=1000)
+    ...     s = summarize(d, window=4, block=5000, target=10.0)
+    >>> s.last_step, s.episodes, s.mean_last, s.target_step
+    (10000, 10, 10.0, 10000)
+    >>> [(b.start, b.episodes, b.mean_return) for b in s.blocks]
+    [(0, 4, -14.0), (5000, 5, 4.0), (10000, 1, 16.0)]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dreamarcade.baselines.common import plot_learning_curve, read_episodes
+from dreamarcade.checkpoint import atomic_write_text
+
+__all__ = ["Block", "RunSummary", "summarize", "format_summary", "main"]
+
+
+@dataclass
+class Block:
+    """Episodes that ended in steps ``[start, start + size)``: their count and mean return.
+
+    Example:
+        >>> Block(start=0, size=50000, episodes=3, mean_return=-20.5).end
+        50000
+    """
+
+    start: int
+    size: int
+    episodes: int
+    mean_return: float
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+
+@dataclass
+class RunSummary:
+    """What :func:`summarize` reads from one run's ``episodes.csv``.
+
+    ``mean_last``: mean return of the last ``window`` episodes (of all of them if fewer). ``best_mean`` /
+    ``best_mean_step``: the highest running mean over ``window`` consecutive episodes and the step of its last
+    episode (None with fewer than ``window`` episodes). ``target_step``: the first step at which that running mean
+    reached ``target`` (None if it never did or no target was given).
+
+    Example:
+        >>> s = RunSummary("runs/a", window=20, last_step=0, episodes=0, mean_last=None, best_episode=None)
+        >>> s.target_step is None, s.blocks
+        (True, [])
+    """
+
+    run_dir: str
+    window: int
+    last_step: int
+    episodes: int
+    mean_last: float | None
+    best_episode: float | None
+    best_mean: float | None = None
+    best_mean_step: int | None = None
+    target: float | None = None
+    target_step: int | None = None
+    blocks: list[Block] = field(default_factory=list)
+
+
+def _episodes_csv(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    path = run_dir / "episodes.csv" if run_dir.is_dir() or not run_dir.suffix else run_dir
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No episodes.csv in '{run_dir}'. Pass the --run-dir of a dqn, ppo, imitation or jerk run (the agents "
+            "write RUN_DIR/episodes.csv from their first finished episode on)."
+        )
+    return path
+
+
+def summarize(run_dir: str | Path, window: int = 20, block: int = 50_000, target: float | None = None) -> RunSummary:
+    """Summarize the ``episodes.csv`` of ``run_dir`` (or the CSV file itself): see :class:`RunSummary`."""
+    if window < 1 or block < 1:
+        raise ValueError(f"window and block must be >= 1, got window={window}, block={block}")
+    path = _episodes_csv(run_dir)
+    try:
+        steps, returns = read_episodes(path)
+    except (KeyError, ValueError) as exc:
+        raise ValueError(
+            f"'{path}' is not an episodes log (columns step, episodic_return, ...): {exc}. Pass a run directory "
+            "written by one of the bundled agents."
+        ) from None
+    s = RunSummary(
+        run_dir=str(run_dir),
+        window=window,
+        last_step=int(steps.max()) if len(steps) else 0,
+        episodes=len(returns),
+        mean_last=float(returns[-window:].mean()) if len(returns) else None,
+        best_episode=float(returns.max()) if len(returns) else None,
+        target=target,
+    )
+    if len(returns) >= window:
+        running = np.convolve(returns, np.ones(window) / window, mode="valid")  # running[i]: episodes i..i+window-1
+        best = int(np.argmax(running))
+        s.best_mean, s.best_mean_step = float(running[best]), int(steps[best + window - 1])
+        if target is not None:
+            hit = np.flatnonzero(running >= target - 1e-9)
+            s.target_step = int(steps[hit[0] + window - 1]) if len(hit) else None
+    if len(steps):
+        starts = (steps // block) * block
+        for start in range(0, int(starts.max()) + 1, block):
+            in_block = starts == start
+            if in_block.any():
+                s.blocks.append(Block(start, block, int(in_block.sum()), float(returns[in_block].mean())))
+    return s
+
+
+def _steps(n: int) -> str:
+    if n == 0:
+        return "0"
+    return f"{n / 1e6:g}M" if n >= 1_000_000 and n % 100_000 == 0 else f"{n / 1e3:g}k" if n % 1000 == 0 else str(n)
+
+
+def format_summary(s: RunSummary) -> str:
+    """The summary as Markdown: a few lines of totals, then the table of blocks."""
+    if s.episodes == 0:
+        return f"## {s.run_dir}\nno finished episode logged yet\n"
+    lines = [
+        f"## {s.run_dir}",
+        f"- last logged step {s.last_step:,}, {s.episodes} episodes, best episode {s.best_episode:g}",
+        f"- mean of the last {min(s.window, s.episodes)} episodes: {s.mean_last:.2f}",
+    ]
+    if s.best_mean is not None:
+        best = f"{s.best_mean:.2f} (at step {s.best_mean_step:,})"
+        lines.append(f"- best mean over {s.window} consecutive episodes: {best}")
+    if s.target is not None:
+        reached = f"first at step {s.target_step:,}" if s.target_step is not None else "not reached"
+        lines.append(f"- mean of {s.window} episodes >= {s.target:g}: {reached}")
+    lines += ["", "| steps | episodes | mean return |", "|---|---|---|"]
+    lines += [f"| {_steps(b.start)}-{_steps(b.end)} | {b.episodes} | {b.mean_return:.1f} |" for b in s.blocks]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m dreamarcade.baselines summary",
+        description="Summarize runs from their episodes.csv: totals, the mean over the last episodes, a table of "
+        "the mean return per block of steps, and optionally one learning-curve PNG of all runs.",
+    )
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (or episodes.csv files)")
+    parser.add_argument("--window", type=int, default=20, help="episodes in the running mean (default 20)")
+    parser.add_argument("--block", type=int, default=50_000, help="steps per row of the table (default 50000)")
+    parser.add_argument("--target", type=float, default=None, help="report the first step the running mean >= this")
+    parser.add_argument("--png", default=None, help="write the learning curves of all runs to this PNG")
+    parser.add_argument("--json", default=None, help="write the summaries to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        summaries = [summarize(d, args.window, args.block, args.target) for d in args.run_dirs]
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(format_summary(s) for s in summaries), end="")
+    if args.png:
+        curves = {s.run_dir: read_episodes(_episodes_csv(s.run_dir)) for s in summaries}
+        out = plot_learning_curve(curves, args.png, title="learning curves", window=args.window)
+        print(f"learning curves: {out}")
+    if args.json:
+        atomic_write_text(args.json, json.dumps([asdict(s) for s in summaries], indent=2) + "\n")
+        print(f"summaries: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

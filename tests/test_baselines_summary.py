@@ -1,0 +1,51 @@
+"""``python -m dreamarcade.baselines summary``: run summaries from episodes.csv (tables, target step, PNG, JSON)."""
+
+from __future__ import annotations
+
+import json
+
+from dreamarcade.baselines.__main__ import main as baselines_main
+from dreamarcade.baselines.common import RunLogger
+from dreamarcade.baselines.summary import summarize
+
+
+def _run(run_dir, returns: list[float], every: int = 10_000) -> None:
+    with RunLogger(run_dir, tensorboard=False) as log:
+        for i, r in enumerate(returns):
+            log.log_episode(step=every * (i + 1), episodic_return=r, episodic_length=every)
+
+
+def test_summary_of_two_runs_tables_target_png_and_json(tmp_path, capsys) -> None:
+    _run(tmp_path / "a", [-21.0] * 5 + [-10.0, 0.0, 10.0, 19.0, 21.0])  # steps 10k..100k
+    _run(tmp_path / "b", [-21.0, -20.0])
+    png, out_json = tmp_path / "curves.png", tmp_path / "s.json"
+    argv = ["summary", str(tmp_path / "a"), str(tmp_path / "b"), "--window", "2", "--block", "50000"]
+    rc = baselines_main([*argv, "--target", "18", "--png", str(png), "--json", str(out_json)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "| 0-50k | 4 | -21.0 |" in text and "| 50k-100k | 5 | -0.4 |" in text and "| 100k-150k | 1 | 21.0 |" in text
+    assert "- mean of the last 2 episodes: 20.00" in text
+    assert "first at step 100,000" in text  # (19 + 21) / 2 = 20 >= 18 first with the episode ending at 100k
+    assert "- mean of 2 episodes >= 18: not reached" in text  # run b
+    assert png.stat().st_size > 1000
+    data = json.loads(out_json.read_text())
+    assert [d["episodes"] for d in data] == [10, 2] and data[0]["best_mean_step"] == 100_000
+    assert data[1]["blocks"] == [{"start": 0, "size": 50_000, "episodes": 2, "mean_return": -20.5}]
+
+
+def test_summary_of_a_run_still_in_progress_and_of_a_short_one(tmp_path) -> None:
+    _run(tmp_path, [1.0, 2.0, 3.0])
+    s = summarize(tmp_path, window=20, block=10_000, target=2.0)
+    assert s.mean_last == 2.0 and s.best_mean is None and s.target_step is None  # fewer than 20 episodes
+    assert [b.start for b in s.blocks] == [10_000, 20_000, 30_000]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "episodes.csv").write_text("step,episodic_return,episodic_length\n")
+    assert summarize(tmp_path / "empty").episodes == 0
+
+
+def test_summary_says_what_to_pass_for_a_wrong_directory_or_file(tmp_path, capsys) -> None:
+    assert baselines_main(["summary", str(tmp_path / "nowhere")]) == 2
+    assert "No episodes.csv in" in capsys.readouterr().err
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    assert baselines_main(["summary", str(tmp_path / "other.csv")]) == 2
+    assert "is not an episodes log" in capsys.readouterr().err
