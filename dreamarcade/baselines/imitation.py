@@ -48,7 +48,16 @@ from dreamarcade.checkpoint import atomic_write_text
 from dreamarcade.errors import DreamArcadeError
 from dreamarcade.precision import flush_denormals
 
-__all__ = ["ImitationConfig", "LifeLossTerminal", "PolicyFrames", "make_envs", "play_episodes", "evaluate", "main"]
+__all__ = [
+    "ImitationConfig",
+    "LifeLossTerminal",
+    "PolicyFrames",
+    "make_envs",
+    "train",
+    "play_episodes",
+    "evaluate",
+    "main",
+]
 
 REWARDS = ("imitation", "imitation_only", "game")
 
