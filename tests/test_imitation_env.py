@@ -111,3 +111,22 @@ def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
     assert json.loads((run / "imitation_config.json").read_text())["embed_every"] == 2
     assert main([*argv[:-1], "64", "--resume"]) == 0
     assert main(["eval", str(run), "--episodes", "1"]) == 0
+
+
+def test_agent_train_never_replaces_the_settings_of_another_run(tmp_path):
+    import dataclasses
+
+    from dreamarcade.baselines.imitation import ImitationConfig, train
+    from dreamarcade.baselines.ppo import RunDirInUseError
+    from dreamarcade.errors import DreamArcadeError
+
+    run = tmp_path / "run"
+    cfg = ImitationConfig(num_envs=2, embed_every=2)
+    cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, num_steps=16, total_timesteps=32))
+    train(cfg, run, progress=False)
+    stored = (run / "imitation_config.json").read_text()
+    with pytest.raises(RunDirInUseError):  # a new run into the same directory
+        train(dataclasses.replace(cfg, reward="game"), run, progress=False)
+    with pytest.raises(DreamArcadeError, match=r"threshold: 0.5 -> 0.9"):  # a resume with another reward
+        train(dataclasses.replace(cfg, threshold=0.9), run, resume=True, progress=False)
+    assert (run / "imitation_config.json").read_text() == stored  # what eval rebuilds the envs from

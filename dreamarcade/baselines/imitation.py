@@ -43,7 +43,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dreamarcade.baselines.ppo import PPOConfig, load_agent, obs_to_tensor, train_ppo
+from dreamarcade.baselines.ppo import PPOConfig, check_run_dir_free, load_agent, obs_to_tensor, train_ppo
 from dreamarcade.checkpoint import atomic_write_text
 from dreamarcade.errors import DreamArcadeError
 from dreamarcade.precision import flush_denormals
@@ -335,6 +335,21 @@ def _load_config(run_dir: Path) -> ImitationConfig:
 def train(cfg: ImitationConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Any:
     """Train PPO with the chosen reward; logs, checkpoints and a learning curve go to ``run_dir``."""
     run_dir = Path(run_dir)
+    if not resume:
+        check_run_dir_free(run_dir)  # before imitation_config.json is written: never replace another run's
+    elif (run_dir / "imitation_config.json").is_file():
+        saved = _load_config(run_dir)  # evaluate() rebuilds the envs from it: the reward must stay what was trained
+        changed = {
+            f.name: (getattr(saved, f.name), getattr(cfg, f.name))
+            for f in dataclasses.fields(ImitationConfig)
+            if f.name not in ("ppo", "num_envs") and getattr(saved, f.name) != getattr(cfg, f.name)
+        }
+        if changed:
+            diff = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise DreamArcadeError(
+                f"--resume of '{run_dir}' with other env or reward settings than it was trained with ({diff}). "
+                "Resume with the run's settings (see its imitation_config.json), or train into a new run directory."
+            )
     run_dir.mkdir(parents=True, exist_ok=True)
     _save_config(run_dir, cfg)
     envs = make_envs(cfg)

@@ -605,6 +605,21 @@ class PPOResult:
         return float(np.mean(self.episode_returns)) if self.episode_returns else float("nan")
 
 
+def check_run_dir_free(run_dir: str | os.PathLike[str]) -> None:
+    """Raise :class:`RunDirInUseError` if ``run_dir`` already holds a run (a checkpoint or logged rows).
+
+    What a new, not resumed, run checks before it writes anything, so two runs never mix in one directory.
+    """
+    run_dir = Path(run_dir)
+    found = ["checkpoint/"] if checkpoint_exists(run_dir / "checkpoint") else []
+    found += [n for n in ("episodes.csv", "metrics.csv", "eval.csv") if _has_rows(run_dir / n)]
+    if found:
+        raise RunDirInUseError(
+            f"{run_dir} already holds a PPO run ({', '.join(found)}). Pass resume=True (--resume) to continue "
+            "it, or use a new run directory."
+        )
+
+
 def train_ppo(
     envs: gym.vector.VectorEnv | EnvFns,
     config: PPOConfig,
@@ -645,13 +660,7 @@ def train_ppo(
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoint"
     if not resume:
-        found = ["checkpoint/"] if checkpoint_exists(ckpt_dir) else []
-        found += [n for n in ("episodes.csv", "metrics.csv", "eval.csv") if _has_rows(run_dir / n)]
-        if found:
-            raise RunDirInUseError(
-                f"{run_dir} already holds a PPO run ({', '.join(found)}). Pass resume=True (--resume) to continue "
-                "it, or use a new run directory."
-            )
+        check_run_dir_free(run_dir)
     device = resolve_device(config.device)
     seed_everything(config.seed)
     envs = make_vector_env(envs, config.vector_mode)
