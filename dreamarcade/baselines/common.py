@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
+import math
 import os
 import random
 import signal
@@ -133,11 +135,25 @@ class RunLogger:
             else:
                 with open(path, newline="") as existing:
                     fields = next(csv.reader(existing))
-            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            w = csv.DictWriter(f, fieldnames=fields)
             if new:
                 w.writeheader()
             self._writers[path] = (f, w, fields)
-        f, w, _ = self._writers[path]
+        f, w, fields = self._writers[path]
+        added = [k for k in row if k not in fields]
+        if added:  # a new column (e.g. an evaluation logged only now): widen the file, never drop the value
+            f.close()
+            with open(path, newline="") as existing:
+                rows = list(csv.DictReader(existing))
+            fields = [*fields, *added]
+            buf = io.StringIO()
+            widened = csv.DictWriter(buf, fieldnames=fields)
+            widened.writeheader()
+            widened.writerows(rows)
+            atomic_write_text(path, buf.getvalue())
+            f = open(path, "a", newline="")  # noqa: SIM115 - as above
+            w = csv.DictWriter(f, fieldnames=fields)
+            self._writers[path] = (f, w, fields)
         w.writerow(row)
         f.flush()
 
@@ -159,7 +175,8 @@ class RunLogger:
         self._write(self.metrics_csv, {"step": step, **{k: float(v) for k, v in metrics.items()}})
         if self._tb is not None:
             for k, v in metrics.items():
-                self._tb.add_scalar(k, v, step)
+                if math.isfinite(float(v)):  # NaN marks "not measured at this step" in the CSV
+                    self._tb.add_scalar(k, v, step)
 
     def close(self) -> None:
         for f, _, _ in self._writers.values():
@@ -194,8 +211,6 @@ def drop_rows_after(csv_path: str | os.PathLike[str], step: int) -> int:
     kept = [r for r in rows if r and float(r[col]) <= step]
     if len(kept) == len(rows):
         return 0
-    import io
-
     buf = io.StringIO()
     writer = csv.writer(buf)  # the same dialect RunLogger's DictWriter uses
     writer.writerow(header)
