@@ -285,7 +285,10 @@ def test_cma_es_evolves_in_the_bundled_dream(tmp_path) -> None:
     from dreamarcade.baselines.world_models import WMConfig, dream_fitness, step_evolve
     from dreamarcade.world_models.model import WorldModel
 
-    cfg = WMConfig(env="doom", run_dir=str(tmp_path), popsize=8, rollouts=2, generations=2, eval_every=0, max_steps=150)
+    cfg = WMConfig(
+        env="doom", run_dir=str(tmp_path), popsize=8, rollouts=2, generations=2, eval_every=2, eval_rollouts=2,
+        max_steps=150,
+    )  # fmt: skip
     out = step_evolve(cfg)
     ctrl = Controller.load(out, feature_size=1088)
     assert (tmp_path / "controller_cma_curve.png").stat().st_size > 0
@@ -296,6 +299,8 @@ def test_cma_es_evolves_in_the_bundled_dream(tmp_path) -> None:
     for r in rows:
         assert r["fitness_worst"] <= r["fitness_mean"] <= r["fitness_best"] <= cfg.max_steps
         assert r["fitness_best"] > r["fitness_worst"]  # 8 different candidates do not all score the same
+    # the mean is evaluated every 2nd generation, under the same step cap, in the same row (NaN where not)
+    assert np.isnan(rows[0]["dream_eval_of_mean"]) and 0 < rows[1]["dream_eval_of_mean"] <= cfg.max_steps
     _, meta = load_checkpoint(out, kind="controller")
     assert meta["generations"] == 2 and meta["popsize"] == 8 and meta["where"] == "dream"
     # the kept best candidate is the best one ever logged, in the saved controller and in the resumable CMA state
@@ -381,6 +386,23 @@ def test_bf16_mixed_precision_trains_v_and_m(doom_data, tmp_path) -> None:
     assert (tmp_path / "world_model" / "world_model.json").is_file()
     with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
         step_train_vae(dataclasses.replace(cfg, precision="fp16"))
+
+
+def test_retraining_v_re_encodes_the_series_and_the_demo_refuses_a_trained_run(doom_data, tmp_path) -> None:
+    from dreamarcade.baselines.world_models import WMConfig, step_demo, step_train_vae
+
+    (tmp_path / "frames").symlink_to(doom_data, target_is_directory=True)
+    cfg = WMConfig(env="doom", run_dir=str(tmp_path), vae_epochs=0.1, vae_batch=16)
+    step_train_vae(cfg)
+    before = load_series(tmp_path / "series")["mu"]
+    step_train_vae(dataclasses.replace(cfg, vae_epochs=0.3))  # resumes V and trains it further
+    after = load_series(tmp_path / "series")["mu"]
+    vae = ConvVAE.load(tmp_path / "vae")
+    frames = np.concatenate([load_shard(p)["frames"] for p in list_shards(doom_data)])
+    np.testing.assert_allclose(after, vae.encode_frames(frames)[0].astype(np.float16), atol=2e-3)  # the new V's
+    assert not np.allclose(before, after, atol=2e-3)
+    with pytest.raises(ValueError, match="holds a pipeline run"):
+        step_demo(cfg)  # would evolve in the bundled dream and replace this run's controller
 
 
 def test_cli_evaluate_takes_a_controller_and_seeds_and_measures_random_on_them(tmp_path) -> None:

@@ -222,6 +222,12 @@ def step_train_vae(cfg: WMConfig) -> Path:
     step, prior_s = _resume_train_state(ckpt, "vae_train", vae, opt)
     if step:
         print(f"resuming V training at step {step}/{total_steps}")
+    if step < total_steps:  # V is about to change: latents encoded by an earlier V would feed M stale data
+        stale = [p for d in frame_dirs for p in list_shards(run / d.name.replace("frames", "series", 1), "series")]
+        if stale:
+            print(f"V will train on: removing {len(stale)} series shards encoded by the earlier V (re-encoded after)")
+            for p in stale:
+                p.unlink()
 
     def save_train_state() -> None:
         _save_train_state(ckpt, "vae_train", vae, opt, step, prior_s + time.time() - t0, extra=vae.config())
@@ -282,7 +288,7 @@ def _save_reconstructions(vae: Any, shard: Path, png: Path, n: int = 8) -> None:
     frames = np.load(shard, allow_pickle=False)["frames"]
     idx = np.linspace(0, len(frames) - 1, n).astype(int)
     mu, _ = vae.encode_frames(frames[idx])
-    recon = vae.decode_to_frames(torch.as_tensor(mu))
+    recon = vae.decode_to_frames(torch.as_tensor(mu, device=next(vae.parameters()).device))
     grid = np.concatenate([np.concatenate(list(frames[idx]), 1), np.concatenate(list(recon), 1)], 0)
     grid = cv2.resize(grid, (grid.shape[1] * 2, grid.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -713,19 +719,23 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
             i = int(np.argmax(fit))
             if fit[i] > best[0]:
                 best = (float(fit[i]), np.array(xs[i], np.float32))
+            mean_params = np.asarray(es.mean, np.float32)
+            # the mean's own score (what the paper deploys), on the fitness's step cap; one CSV row per generation
+            # (NaN where not evaluated): RunLogger fixes the columns at the first row
+            ev = {"dream_eval_of_mean": float("nan")} if cfg.eval_every and pool is None else {}
+            if ev and gen % cfg.eval_every == 0:
+                ev["dream_eval_of_mean"] = float(dream_fitness(
+                    wm, ctrl, mean_params[None], cfg.eval_rollouts, tau, seed=10**6 + gen,
+                    max_steps=cfg.max_steps or None, precision=cfg.precision,
+                )[0])  # fmt: skip
             logger.log_metrics(gen, fitness_mean=fit.mean(), fitness_best=fit.max(), fitness_worst=fit.min(),
-                               sigma=es.sigma, seconds=time.time() - t0)  # fmt: skip
+                               sigma=es.sigma, seconds=time.time() - t0, **ev)  # fmt: skip
             bar.update(1)
             bar.set_postfix(mean=f"{fit.mean():.0f}", best=f"{fit.max():.0f}", sigma=f"{es.sigma:.3f}")
-            mean_params = np.asarray(es.mean, np.float32)
             save_checkpoint(
                 state_dir, {"mean": torch.as_tensor(mean_params), "best": torch.as_tensor(best[1])},
                 {"kind": "cma_state", "generation": gen, "sigma": float(es.sigma), "best_fitness": best[0]},
             )  # fmt: skip
-            if cfg.eval_every and gen % cfg.eval_every == 0 and pool is None:
-                ev = dream_fitness(wm, ctrl, mean_params[None], cfg.eval_rollouts, tau, seed=10**6 + gen,
-                                   precision=cfg.precision)[0]  # fmt: skip
-                logger.log_metrics(gen, dream_eval_of_mean=ev)
             if cfg.time_budget and time.time() - t0 > cfg.time_budget:
                 print(f"time budget of {cfg.time_budget:.0f}s reached after generation {gen}")
                 break
@@ -961,6 +971,14 @@ def step_demo(cfg: WMConfig) -> dict[str, Any]:
 
     cfg = dataclasses.replace(cfg, env="doom", run_dir=cfg.run_dir or "runs/dreams/demo")
     run = cfg.resolved_run_dir()
+    trained = [n for n in ("world_model", "vae", "mdnrnn") if (run / n).exists()]
+    trained += [p.name for p in run.glob("frames*")]
+    if trained:  # the demo evolves in the bundled dream and clears its run dir's evolution: never in a trained run
+        raise ValueError(
+            f"'{run}' holds a pipeline run ({', '.join(sorted(trained))}); the demo would evolve in the bundled "
+            "dream, not in that run's world model, and replace its controller. Use another --run-dir (default "
+            "runs/dreams/demo), or `world_models evolve --run-dir` to evolve in this run's dream."
+        )
     for stale in ("controller_cma", "logs_controller", "pipeline"):  # a demo always starts a fresh evolution
         p = run / stale
         if p.exists():
