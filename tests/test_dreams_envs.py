@@ -193,6 +193,18 @@ def test_vector_env_list_seeds_match_the_int_seed() -> None:
         a.reset(seed=[1, 2])
     with pytest.raises(ValueError, match="mixes None"):
         a.reset(seed=[1, None, 2])
+    np.testing.assert_array_equal(a.reset(seed=np.int64(7))[0], b.reset(seed=7)[0])  # numpy ints are seeds too
+
+
+def test_unseeded_vector_envs_dream_differently_and_a_seed_makes_them_agree() -> None:
+    from dreamarcade.envs.dream import DreamVectorEnv
+
+    a, b = DreamVectorEnv(num_envs=2), DreamVectorEnv(num_envs=2)  # as Gymnasium's: unseeded means fresh entropy
+    actions = np.zeros((2, 1), np.float32)
+    a.reset(), b.reset()
+    assert not np.array_equal(a.step(actions)[0], b.step(actions)[0])
+    a.reset(seed=5), b.reset(seed=5)
+    np.testing.assert_array_equal(a.step(actions)[0], b.step(actions)[0])
 
 
 def test_dream_actions_are_clipped_to_the_action_box() -> None:

@@ -471,7 +471,8 @@ class DreamVectorEnv(VectorEnv):
         self.single_observation_space, self.single_action_space = _spaces(self.model, obs_type)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._dream = DreamBatch(self.model, self.num_envs, self.temperature, seed=0, precision=precision)
+        # unseeded: fresh entropy, so unseeded vector envs differ (as Gymnasium's do); reset(seed=s) reseeds
+        self._dream = DreamBatch(self.model, self.num_envs, self.temperature, seed=None, precision=precision)
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
 
     def _obs(self) -> np.ndarray:
@@ -484,7 +485,7 @@ class DreamVectorEnv(VectorEnv):
         gives what ``s`` gives (Gymnasium's vector envs seed env i with ``s + i``); any other list gives a seed
         derived from all its entries; all None is None."""
         if seed is None or not isinstance(seed, (list, tuple)):
-            return seed
+            return None if seed is None else int(seed)  # numpy integers too (Gymnasium's seeding takes only int)
         if len(seed) != self.num_envs:
             raise ValueError(f"reset(seed=...) got {len(seed)} seeds for {self.num_envs} envs; pass one per env.")
         if all(s is None for s in seed):
