@@ -1,4 +1,4 @@
-"""``python -m dreamarcade.baselines summary``: run summaries from episodes.csv (tables, target step, PNG, JSON)."""
+"""Run logs: ``RunLogger``'s CSVs, and ``python -m dreamarcade.baselines summary`` over them (tables, PNG, JSON)."""
 
 from __future__ import annotations
 
@@ -49,3 +49,20 @@ def test_summary_says_what_to_pass_for_a_wrong_directory_or_file(tmp_path, capsy
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     assert baselines_main(["summary", str(tmp_path / "other.csv")]) == 2
     assert "is not an episodes log" in capsys.readouterr().err
+
+
+def test_run_logger_widens_the_csv_for_a_new_column_instead_of_dropping_it(tmp_path) -> None:
+    import csv
+
+    with RunLogger(tmp_path, tensorboard=False) as log:
+        log.log_metrics(1, loss=0.5)
+        log.log_metrics(2, loss=0.25, eval_return=7.0)  # a column that appears only now
+    with RunLogger(tmp_path, tensorboard=False) as log:  # a resumed run appends under the widened header
+        log.log_metrics(3, loss=0.125, eval_return=float("nan"))
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], r["loss"], r["eval_return"]) for r in rows] == [
+        ("1", "0.5", ""),
+        ("2", "0.25", "7.0"),
+        ("3", "0.125", "nan"),
+    ]
