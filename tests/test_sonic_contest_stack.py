@@ -172,6 +172,25 @@ def test_levels_env_and_rl2_trial_over_levels():
         env.close()
 
 
+def test_levels_env_stays_reproducible_across_a_level_switch():
+    from dreamarcade.envs.sonic import Level
+
+    def draws_after_a_switch() -> list[float]:
+        env = RetroLevelsEnv([(GAME, STATE)], scenario=SCEN, max_episode_steps=5)
+        try:
+            env.reset(seed=0)
+            env.level = Level("Another", "Level")  # as if the last episode was on another level: rebuild on reset
+            env.reset()  # an autoreset: no seed; the new inner env must draw from the seeded stream
+            inner = env._env
+            while not isinstance(inner, StochasticFrameSkip):
+                inner = inner.env
+            return inner._rng.random(3).tolist()
+        finally:
+            env.close()
+
+    assert draws_after_a_switch() == draws_after_a_switch()
+
+
 def test_subprocess_vector_env_and_sb3():
     """Two emulators need two processes; SB3 trains on the registered stack for a few steps."""
     env = gym.vector.AsyncVectorEnv([lambda: gym.make("AirstrikerContest-v0", max_episode_steps=20)] * 2)

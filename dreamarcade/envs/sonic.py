@@ -315,13 +315,16 @@ class RetroLevelsEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
         level = self._fixed if self._fixed is not None else self.sample_task(self.np_random)
+        inner_seed = seed
         if level != self.level or self._env is None:
             if self._env is not None:
                 self._env.close()  # frees the emulator: only one may exist per process
                 self._env = None
             self._env = self._make(level)
             self.level = level
-        obs, info = self._env.reset(seed=seed)
+            if inner_seed is None:  # a new level's env (sticky actions...) draws from this env's seeded stream
+                inner_seed = int(self.np_random.integers(2**31 - 1))
+        obs, info = self._env.reset(seed=inner_seed)
         return obs, dict(info, level=f"{level.game}:{level.state}")
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
