@@ -130,3 +130,22 @@ def test_agent_train_never_replaces_the_settings_of_another_run(tmp_path):
     with pytest.raises(DreamArcadeError, match=r"threshold: 0.5 -> 0.9"):  # a resume with another reward
         train(dataclasses.replace(cfg, threshold=0.9), run, resume=True, progress=False)
     assert (run / "imitation_config.json").read_text() == stored  # what eval rebuilds the envs from
+
+
+def test_policy_frames_reset_mask_restarts_only_the_masked_stacks():
+    from dreamarcade.baselines.imitation import PolicyFrames
+
+    venv = gym.vector.SyncVectorEnv(
+        [lambda: gym.make("ALE/MontezumaRevenge-v5")] * 2, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+    env = PolicyFrames(venv, reward="game", similarity=False)
+    try:
+        env.reset(seed=0)
+        for _ in range(30):
+            obs, *_ = env.step(np.full(2, 3))  # RIGHT: Panama Joe moves, so the stacked frames differ
+        assert len({f.tobytes() for f in obs[1]}) > 1
+        after, _ = env.reset(options={"reset_mask": np.array([True, False])})
+        assert np.array_equal(after[1], obs[1])  # env 1 plays on: its frame history is kept
+        assert len({f.tobytes() for f in after[0]}) == 1  # env 0 restarted: its first frame fills the stack
+    finally:
+        env.close()

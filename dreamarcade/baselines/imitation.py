@@ -191,9 +191,12 @@ class PolicyFrames(gym.vector.VectorWrapper):
         return {"obs": stack, "meta": sims.astype(np.float32)} if self.similarity else stack
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        options = kwargs.get("options") or {}
+        mask = options.get("reset_mask")  # read first: the inner reset may consume the options
+        reset = np.ones(self.num_envs, bool) if mask is None else np.asarray(mask, bool)
         obs, info = self.env.reset(**kwargs)
         rgb, sims = self._split(obs)
-        for i in range(self.num_envs):
+        for i in np.flatnonzero(reset):  # only the reset envs start a new stack; the others keep their history
             self.frames[i] = self._gray(rgb[i])[None]
         return self._out(sims), info
 
