@@ -277,6 +277,20 @@ def test_dqn_resume_continues_the_schedule(tmp_path) -> None:
         train(_small_cfg(tmp_path, env_id="CartPole-v1", total_timesteps=1700, resume=True))
 
 
+def test_dqn_never_mixes_two_runs_in_one_directory(tmp_path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "episodes.csv").write_text("step,episodic_return,episodic_length,epsilon\n120,999.0,5,0.9\n")
+    with pytest.raises(FileExistsError, match=r"already holds a run \(episodes.csv\).*--resume"):
+        train(_small_cfg(tmp_path, total_timesteps=300))  # the logs of a run killed before its first checkpoint
+    (run / "episodes.csv").unlink()
+    train(_small_cfg(tmp_path, total_timesteps=300))
+    saved = (run / "hyperparameters.json").read_text()
+    with pytest.raises(CheckpointError, match="not CartPole-v1"):
+        train(_small_cfg(tmp_path, env_id="CartPole-v1", total_timesteps=400, resume=True))
+    assert (run / "hyperparameters.json").read_text() == saved  # a refused resume leaves the run's settings
+
+
 def _adam_steps(run_dir) -> int:
     from dreamarcade.checkpoint import load_checkpoint, unpack_state
 

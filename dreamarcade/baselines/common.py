@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamarcade.checkpoint import atomic_write_text
+from dreamarcade.checkpoint import atomic_write_text, checkpoint_exists
+from dreamarcade.errors import DreamArcadeError
 
 
 def resolve_device(device: str) -> torch.device:
@@ -345,3 +346,45 @@ def parse_dataclass_args(cls: type, argv: list[str] | None, description: str, pr
         parser.add_argument(name, type=convert, default=default, help=help_text)
     ns = parser.parse_args(argv)
     return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
+
+
+class RunDirInUseError(DreamArcadeError, FileExistsError):
+    """A new (not resumed) run was pointed at a directory that already holds a run.
+
+    Example:
+        >>> import gymnasium as gym, tempfile
+        >>> from dreamarcade.baselines.common import RunDirInUseError
+        >>> from dreamarcade.baselines.ppo import PPOConfig, train_ppo
+        >>> cfg = PPOConfig(total_timesteps=64, num_steps=64, num_minibatches=1, update_epochs=1)
+        >>> envs = [lambda: gym.make("CartPole-v1")]
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = train_ppo(envs, cfg, d, progress=False, tensorboard=False)
+        ...     try:
+        ...         train_ppo(envs, cfg, d, progress=False, tensorboard=False)  # the same run_dir, no resume
+        ...     except RunDirInUseError as err:
+        ...         print(isinstance(err, FileExistsError), str(err).split("(")[1].split(")")[0])
+        True checkpoint/, episodes.csv, metrics.csv
+    """
+
+
+def check_run_dir_free(run_dir: str | os.PathLike[str]) -> None:
+    """Raise :class:`RunDirInUseError` if ``run_dir`` already holds a run (a checkpoint or logged rows).
+
+    What a new, not resumed, run checks before it writes anything, so two runs never mix in one directory.
+    """
+    run_dir = Path(run_dir)
+    found = ["checkpoint/"] if checkpoint_exists(run_dir / "checkpoint") else []
+    found += [n for n in ("episodes.csv", "metrics.csv", "eval.csv") if _has_rows(run_dir / n)]
+    if found:
+        raise RunDirInUseError(
+            f"{run_dir} already holds a run ({', '.join(found)}). Pass resume=True (--resume) to continue "
+            "it, or use a new run directory."
+        )
+
+
+def _has_rows(csv_path: Path) -> bool:
+    """Whether a log CSV holds at least one row below its header."""
+    if not csv_path.exists():
+        return False
+    with open(csv_path, newline="") as f:
+        return sum(1 for line in f if line.strip()) > 1

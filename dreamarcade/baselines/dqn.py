@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from dreamarcade.baselines.common import (
     GracefulStop,
     RunLogger,
+    check_run_dir_free,
     drop_rows_after,
     help_field,
     parse_dataclass_args,
@@ -379,12 +380,9 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
     learn_q = learner_forward(cfg.precision)
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoint"
-    if ckpt_dir.exists() and checkpoint_exists(ckpt_dir) and not cfg.resume:
-        raise FileExistsError(
-            f"{ckpt_dir} already holds a checkpoint. Pass --resume to continue it, or a new --run-dir."
-        )
+    if not cfg.resume:  # a checkpoint, or the logs of a run killed before its first one: never mix two runs
+        check_run_dir_free(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_hyperparameters(run_dir, cfg)
 
     envs = make_envs(cfg)
     obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
@@ -419,10 +417,11 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
             group["lr"] = cfg.learning_rate
         _note_changed_hyperparameters(ck.get("hyperparameters", {}), cfg)
         rng = unpack_state(ck["rng"], tensors)
-        torch.set_rng_state(rng["torch"])
+        torch.set_rng_state(rng["torch"].cpu())  # loaded onto the training device with the rest
         start_step, episodes_done = int(ck["global_step"]), int(ck["episodes"])
         for log in ("episodes.csv", "metrics.csv"):  # rows of a crash after the checkpoint: those steps replay
             drop_rows_after(run_dir / log, start_step)
+    save_hyperparameters(run_dir, cfg)  # after the resume checks: a refused --resume leaves the run's file alone
 
     k = frame_stack_of(envs.envs[0]) if pixels else 1
     rb = ReplayBuffer(

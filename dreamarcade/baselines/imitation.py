@@ -43,7 +43,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dreamarcade.baselines.ppo import PPOConfig, check_run_dir_free, load_agent, obs_to_tensor, train_ppo
+from dreamarcade.baselines.common import check_run_dir_free
+from dreamarcade.baselines.ppo import PPOConfig, load_agent, obs_to_tensor, train_ppo
 from dreamarcade.checkpoint import atomic_write_text
 from dreamarcade.errors import DreamArcadeError
 from dreamarcade.precision import flush_denormals

@@ -56,12 +56,16 @@ from torch.distributions import Categorical
 from dreamarcade.baselines.common import (
     GracefulStop,
     RunLogger,
+    check_run_dir_free,
     drop_rows_after,
     plot_learning_curve,
     read_episodes,
     resolve_device,
     save_hyperparameters,
     seed_everything,
+)
+from dreamarcade.baselines.common import (
+    RunDirInUseError as RunDirInUseError,  # re-exported: train_ppo raises it
 )
 from dreamarcade.checkpoint import (
     checkpoint_exists,
@@ -76,24 +80,6 @@ from dreamarcade.errors import CheckpointError, DreamArcadeError
 from dreamarcade.precision import flush_denormals
 
 CHECKPOINT_KIND = "ppo"
-
-
-class RunDirInUseError(DreamArcadeError, FileExistsError):
-    """A new (not resumed) run was pointed at a directory that already holds a run.
-
-    Example:
-        >>> import gymnasium as gym, tempfile
-        >>> from dreamarcade.baselines.ppo import PPOConfig, RunDirInUseError, train_ppo
-        >>> cfg = PPOConfig(total_timesteps=64, num_steps=64, num_minibatches=1, update_epochs=1)
-        >>> envs = [lambda: gym.make("CartPole-v1")]
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     _ = train_ppo(envs, cfg, d, progress=False, tensorboard=False)
-        ...     try:
-        ...         train_ppo(envs, cfg, d, progress=False, tensorboard=False)  # the same run_dir, no resume
-        ...     except RunDirInUseError as err:
-        ...         print(isinstance(err, FileExistsError), str(err).split("(")[1].split(")")[0])
-        True checkpoint/, episodes.csv, metrics.csv
-    """
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -605,21 +591,6 @@ class PPOResult:
         return float(np.mean(self.episode_returns)) if self.episode_returns else float("nan")
 
 
-def check_run_dir_free(run_dir: str | os.PathLike[str]) -> None:
-    """Raise :class:`RunDirInUseError` if ``run_dir`` already holds a run (a checkpoint or logged rows).
-
-    What a new, not resumed, run checks before it writes anything, so two runs never mix in one directory.
-    """
-    run_dir = Path(run_dir)
-    found = ["checkpoint/"] if checkpoint_exists(run_dir / "checkpoint") else []
-    found += [n for n in ("episodes.csv", "metrics.csv", "eval.csv") if _has_rows(run_dir / n)]
-    if found:
-        raise RunDirInUseError(
-            f"{run_dir} already holds a PPO run ({', '.join(found)}). Pass resume=True (--resume) to continue "
-            "it, or use a new run directory."
-        )
-
-
 def train_ppo(
     envs: gym.vector.VectorEnv | EnvFns,
     config: PPOConfig,
@@ -850,14 +821,6 @@ def train_ppo(
         envs.close()
     result.steps_per_second = (global_step - start_step) / max(1e-9, time.time() - start_time)
     return result
-
-
-def _has_rows(csv_path: Path) -> bool:
-    """Whether a log CSV holds at least one row below its header."""
-    if not csv_path.exists():
-        return False
-    with open(csv_path, newline="") as f:
-        return sum(1 for line in f if line.strip()) > 1
 
 
 def _minibatches(T: int, N: int, num_minibatches: int, recurrent: bool) -> list[tuple[torch.Tensor, np.ndarray]]:
