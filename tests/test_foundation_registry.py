@@ -120,6 +120,19 @@ def test_game_name_forms(game: str) -> None:
     assert ale_game_id("MontezumaRevenge") == "montezuma_revenge"
 
 
+def test_every_ale_id_gymnasium_registers_names_its_game() -> None:
+    import ale_py
+
+    from dreamarcade.envs.atari import ale_game_id
+
+    gym.register_envs(ale_py)
+    ids = [i for i in gym.registry if i.startswith("ALE/") or i.endswith("NoFrameskip-v4")]
+    assert len(ids) > 100
+    for env_id in ids:
+        assert ale_game_id(env_id) in ale_py.roms.get_all_rom_ids(), env_id
+    assert ale_game_id("UpNDown") == "up_n_down" and ale_game_id("TicTacToe3D") == "tic_tac_toe_3d"
+
+
 def test_missing_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     # Simulate an uninstalled package: Python treats a None entry in sys.modules as "cannot import".
     monkeypatch.setitem(sys.modules, "vizdoom", None)

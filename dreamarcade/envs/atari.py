@@ -5,6 +5,11 @@ last two frames, 84x84 grayscale from ALE's palette luminance, 4-frame stack zer
 reward sign clipping, up to 30 no-ops at reset, fire reset, episodic life (a real reset only at game
 over) and sticky actions given explicitly (``repeat_action_probability=0.0`` by default, the DQN
 paper's setting, never an accidental 0.25 from ``ALE/*-v5``'s spec).
+
+One difference comes from ale-py: the number of reset no-ops. The single env plays 1..``noop_max`` of them (after
+its FIRE), as Gymnasium's ``AtariPreprocessing`` and SB3's ``NoopResetEnv`` do; ale-py's C++ env plays fewer.
+Measured on Breakout with ``noop_max=3`` over 40 seeds: a reset has played 1-3 frames (2-4 with FIRE) in the
+single env and 0-2 (1-2 with FIRE) in the C++ env.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ def ale_game_id(game: str) -> str:
     for candidate in (snake, snake.replace("_", ""), name.lower()):
         if candidate in ids:
             return candidate
+    # names the CamelCase rule cannot split ("UpNDown" -> up_n_down, "TicTacToe3D" -> tic_tac_toe_3d)
+    by_letters = {rid.replace("_", ""): rid for rid in ids}
+    if name.lower().replace("_", "") in by_letters:
+        return by_letters[name.lower().replace("_", "")]
     close = difflib.get_close_matches(snake, ids, n=3)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(f"Unknown Atari game '{game}'.{hint} `ale_py.roms.get_all_rom_ids()` lists all {len(ids)} games.")
@@ -79,6 +88,11 @@ def make_dqn_env(
     require("ale_py", "Atari games", extra="atari")
     from ale_py.env import AtariEnv
 
+    if frame_skip < 1 or frame_stack < 1:
+        raise ValueError(
+            f"frame_skip and frame_stack must be >= 1 (1: no skip, one frame), got {frame_skip} and {frame_stack}"
+        )
+
     rom = ale_game_id(game)
     # AtariEnv directly rather than gym.make("ALE/...-v5"): gym.make wraps the id's whole stack in the
     # checker once; a second checker around every emulator frame would only cost time.
@@ -103,8 +117,7 @@ def make_dqn_env(
     env = GrayscaleResize(env, size=screen_size, mode="crop2013" if crop2013 else "resize")
     if clip_rewards:
         env = ClipRewardSign(env)
-    if frame_stack > 1:
-        env = FrameStack(env, frame_stack, padding="zero")
+    env = FrameStack(env, frame_stack, padding="zero")  # also for 1: (1, 84, 84), the C++ path's shape
     return env
 
 
