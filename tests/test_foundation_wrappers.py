@@ -83,6 +83,15 @@ def test_python_path_equals_cpp_vector_path(game: str, kwargs: dict) -> None:
     vector.close()
 
 
+def test_single_and_vector_paths_agree_on_shapes_and_refuse_the_same_settings() -> None:
+    single, vector = make_dqn_env("Pong", frame_stack=1), make_dqn_vector_env(1, "Pong", frame_stack=1)
+    assert single.observation_space.shape == vector.single_observation_space.shape == (1, 84, 84)
+    vector.close()
+    for bad in (dict(frame_skip=0), dict(frame_stack=0)):
+        with pytest.raises(ValueError, match="must be >= 1"):
+            make_dqn_env("Pong", **bad)
+
+
 def test_frame_stack_matches_gymnasium() -> None:
     for padding, ref_padding in (("zero", "zero"), ("reset", "reset")):
         ours = FrameStack(GrayscaleResize(gym.make("ALE/Breakout-v5")), 4, padding=padding)
@@ -169,6 +178,8 @@ def test_noop_reset_is_seeded_and_bounded() -> None:
 def test_noop_reset_checks_noop_action() -> None:
     with pytest.raises(ValueError, match="not 'NOOP'"):
         NoopReset(gym.make("ALE/Pong-v5", frameskip=1), noop_action=1)
+    with pytest.raises(ValueError, match="noop_action=9 is not an action of this env"):
+        NoopReset(gym.make("ALE/Pong-v5", frameskip=1), noop_action=9)
 
 
 def test_episodic_life_resets_only_at_game_over() -> None:
@@ -186,6 +197,12 @@ def test_episodic_life_resets_only_at_game_over() -> None:
     _, info = env.reset()
     assert info["life_loss_continue"] and env.lives == 4
     assert env.unwrapped.ale.getEpisodeFrameNumber() == frame_before  # same game, nothing stepped
+    for a in _actions(5000, 4, seed=4):  # lose another life; then an explicit new_game option starts a new game
+        if env.step(a)[2]:
+            break
+    assert env.lives == 3
+    _, info = env.reset(options={"new_game": True})
+    assert "life_loss_continue" not in info and env.lives == 5
     # Any other reset starts a new game: one called mid-life, or after an outer TimeLimit's truncation.
     env.step(1)
     _, info = env.reset()

@@ -57,6 +57,11 @@ class NoopReset(gym.Wrapper):
             raise ValueError(f"noop_max must be >= 0, got {noop_max}")
         _require_discrete(env, "NoopReset")
         meanings = action_meanings(env)
+        if meanings is not None and noop_max > 0 and not 0 <= noop_action < len(meanings):
+            raise ValueError(
+                f"NoopReset: noop_action={noop_action} is not an action of this env (0..{len(meanings) - 1}: "
+                f"{meanings}); pass the index of 'NOOP'."
+            )
         if meanings is not None and noop_max > 0 and meanings[noop_action] != "NOOP":
             raise ValueError(
                 f"NoopReset: action {noop_action} is '{meanings[noop_action]}', not 'NOOP'; pass the index of the "
@@ -198,6 +203,10 @@ class EpisodicLife(gym.Wrapper):
     truncation by an outer ``TimeLimit``, or a reset called mid-life) starts a new game. ``info["game_over"]``
     tells the two kinds of episode end apart, so evaluation code can count whole games.
 
+    An outer ``TimeLimit`` whose last step also loses a life is invisible from here, so that reset continues the
+    game (SB3's ``EpisodicLifeEnv`` does the same); ``reset(options={"new_game": True})`` (or a seed) forces a new
+    game. Truncations from inside (ALE's ``max_num_frames_per_episode``, as ``make_dqn_env`` uses) are seen.
+
     Example:
         >>> import gymnasium as gym, ale_py
         >>> from dreamarcade.wrappers import EpisodicLife, MaxAndSkip
@@ -235,8 +244,11 @@ class EpisodicLife(gym.Wrapper):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         life_lost, self._life_lost = self._life_lost, False
-        if not life_lost or seed is not None:
+        new_game = bool((options or {}).get("new_game", False))
+        if not life_lost or seed is not None or new_game:
             # game over, a truncation from outside (TimeLimit) or a reset mid-life: a new game
+            if options and "new_game" in options:
+                options = {k: v for k, v in options.items() if k != "new_game"} or None
             obs, info = self.env.reset(seed=seed, options=options)
             self.game_over = False
             self.lives = self.env.unwrapped.ale.lives()
