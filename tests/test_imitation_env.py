@@ -149,3 +149,18 @@ def test_policy_frames_reset_mask_restarts_only_the_masked_stacks():
         assert len({f.tobytes() for f in after[0]}) == 1  # env 0 restarted: its first frame fills the stack
     finally:
         env.close()
+
+
+def test_play_episodes_gives_every_env_its_share_instead_of_the_first_to_end():
+    from dreamarcade.baselines.imitation import play_episodes
+
+    def mountain_car(limit: int):
+        return lambda: gym.wrappers.RecordEpisodeStatistics(gym.make("MountainCar-v0", max_episode_steps=limit))
+
+    envs = gym.vector.SyncVectorEnv(
+        [mountain_car(3), mountain_car(20)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+    scores, progress = play_episodes(envs, lambda obs: np.zeros(2, np.int64), episodes=4, seed=0)
+    envs.close()
+    # -1 per step: env 0 ends four 3-step episodes before env 1's first 20-step one; each gets two
+    assert sorted(scores) == [-20.0, -20.0, -3.0, -3.0] and progress == [0, 0, 0, 0]

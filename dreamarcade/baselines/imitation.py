@@ -268,7 +268,12 @@ def play_episodes(
     ``RecordEpisodeStatistics`` records (it sits below the imitation reward and the policy's sign clipping,
     so it is the same in every reward mode); under SAME_STEP autoreset it is in ``info["final_info"]``.
     The progress is the index of the next checkpoint the episode had to reach (0 without the imitation reward).
+    Each env plays a fixed share of the episodes (env i: ``episodes // n``, one more for the first
+    ``episodes % n``): taking whichever episodes end first would favour short ones.
     """
+    n = envs.num_envs
+    quota = np.array([episodes // n + (i < episodes % n) for i in range(n)])
+    taken = np.zeros(n, np.int64)
     obs, _ = envs.reset(seed=seed)
     scores: list[float] = []
     checkpoints: list[int] = []
@@ -285,7 +290,8 @@ def play_episodes(
             )
         progress = final.get("imitation_checkpoint", np.zeros(envs.num_envs, np.int64))
         for i in ended:
-            if len(scores) < episodes:
+            if taken[i] < quota[i]:
+                taken[i] += 1
                 scores.append(float(final["episode"]["r"][i]))
                 checkpoints.append(int(progress[i]))
     return scores, checkpoints
