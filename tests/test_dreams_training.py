@@ -77,6 +77,10 @@ def test_collect_resumes_without_duplicating_episodes(tmp_path) -> None:
     collect("doom", two, episodes=2, workers=2, seed=3, min_length=0, max_steps=25, backend="inline")
     with pytest.raises(ValueError, match="by 2 workers.*--workers 2"):
         collect("doom", two, episodes=3, workers=1, seed=3, min_length=0, max_steps=25, backend="inline")
+    # and with more workers, the first jobs would count as done and the new ones add episodes: refused too
+    with pytest.raises(ValueError, match="by 2 workers.*--workers 2"):
+        collect("doom", two, episodes=4, workers=4, seed=3, min_length=0, max_steps=25, backend="inline")
+    assert sum(len(load_shard(p)["episode_lengths"]) for p in list_shards(two)) == 2
 
 
 def test_killed_collection_leaves_no_worker_writing(tmp_path) -> None:

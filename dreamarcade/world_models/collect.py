@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from dreamarcade.checkpoint import atomic_write_text
 from dreamarcade.world_models.rollouts import ShardWriter
 
 __all__ = ["make_real_env", "RandomPolicy", "ExploringPolicy", "collect", "CollectJob", "run_job"]
@@ -293,13 +295,22 @@ def collect(
         min_length = 0
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     per = [episodes // workers + (1 if i < episodes % workers else 0) for i in range(workers)]
+    n_jobs = sum(n > 0 for n in per)
     earlier = _earlier_workers(out_dir, seed)
-    if earlier and max(earlier) >= sum(n > 0 for n in per):
+    manifest = Path(out_dir) / f"collect-s{seed}.json"  # the split of this seed's collection, for a resume
+    if manifest.is_file():
+        earlier_jobs = int(json.loads(manifest.read_text())["workers"])
+        split_differs = earlier_jobs != n_jobs
+    else:  # a collection from before the manifest: its highest worker index is all there is to go on
+        earlier_jobs = max(earlier, default=-1) + 1
+        split_differs = earlier_jobs > n_jobs
+    if earlier and split_differs:
         raise ValueError(
-            f"'{out_dir}' holds episodes collected with seed {seed} by {max(earlier) + 1} workers; resuming with "
-            f"{workers} would split the work differently and collect duplicates. Pass --workers {max(earlier) + 1} "
-            "(workers=...) to resume it, or another --seed or folder for new data."
+            f"'{out_dir}' holds episodes collected with seed {seed} by {earlier_jobs} workers; resuming with "
+            f"{n_jobs} would split the work differently and collect duplicates or extra episodes. Pass --workers "
+            f"{earlier_jobs} (workers=...) to resume it, or another --seed or folder for new data."
         )
+    atomic_write_text(manifest, json.dumps({"seed": seed, "workers": n_jobs, "episodes": episodes}) + "\n")
     jobs = [
         CollectJob(
             env,
