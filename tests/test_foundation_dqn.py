@@ -179,6 +179,31 @@ def test_buffer_save_and_load_round_trip(tmp_path) -> None:
         ReplayBuffer(60, (4, 6, 6), frame_stack=4, num_envs=2).load(tmp_path / "buf")
 
 
+def test_buffer_save_never_deletes_the_last_complete_copy(tmp_path, monkeypatch) -> None:
+    import os
+
+    rb = _fill_two_env_buffer(60, 3)
+    rb.save(tmp_path / "buf", global_step=1)
+    (tmp_path / "buf").rename(tmp_path / ".buf.old")  # a save cut off between its renames: only the old copy
+    (tmp_path / ".buf.123.tmp").mkdir()  # and a killed save's temporary folder
+    real_replace = os.replace
+
+    def crash_on_the_final_rename(src, dst):
+        if str(dst) == str(tmp_path / "buf"):
+            raise OSError("killed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_the_final_rename)
+    with pytest.raises(OSError, match="killed"):
+        rb.save(tmp_path / "buf", global_step=2)  # the next save is cut off too
+    monkeypatch.setattr(os, "replace", real_replace)
+    back = ReplayBuffer(60, (4, 6, 6), frame_stack=4, num_envs=2)
+    assert back.load(tmp_path / "buf") == {"global_step": 1}  # the old copy survived both cut-off saves
+    rb.save(tmp_path / "buf", global_step=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["buf"]  # no stale folder left behind
+    assert ReplayBuffer(60, (4, 6, 6), frame_stack=4, num_envs=2).load(tmp_path / "buf") == {"global_step": 3}
+
+
 def test_buffer_truncation_keeps_bootstrap_and_timeout_next_obs() -> None:
     rb = ReplayBuffer(10, (2,), frame_stack=1, obs_dtype=np.float32, seed=0)
     rb.add(

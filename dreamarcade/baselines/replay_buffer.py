@@ -289,6 +289,8 @@ class ReplayBuffer:
         directory.parent.mkdir(parents=True, exist_ok=True)
         n_frames = int(min(self.frame_cap, self.frames_written.max(initial=0)))
         n_trans = int(min(self.cap, self.trans_written.max(initial=0)))
+        for stale in directory.parent.glob(f".{directory.name}.*.tmp"):  # left by a save that was killed: GBs
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
         try:
             for name in _SAVED_ARRAYS:
@@ -310,10 +312,12 @@ class ReplayBuffer:
             (tmp / _META_FILE).write_text(json.dumps(info, indent=1), "utf-8")
             os.chmod(tmp, 0o755)
             old = _previous_copy(directory)
-            if old.exists():
-                shutil.rmtree(old)
-            if directory.exists():
+            if (directory / _META_FILE).is_file():  # the current copy becomes the previous one
+                if old.exists():
+                    shutil.rmtree(old)
                 os.replace(directory, old)
+            elif directory.exists():  # an incomplete folder; a save cut off between its renames left only `old`
+                shutil.rmtree(directory)  # complete, and it is kept until the new copy is in place
             os.replace(tmp, directory)
             shutil.rmtree(old, ignore_errors=True)
         except BaseException:
