@@ -317,6 +317,10 @@ def test_cma_es_evolves_in_the_bundled_dream(tmp_path) -> None:
     wm = WorldModel.bundled("doom")
     fit = dream_fitness(wm, ctrl, np.stack([ctrl.params, np.zeros_like(ctrl.params)]), 4, 1.15, seed=0, max_steps=50)
     assert fit.shape == (2,) and np.all(fit > 0) and np.all(fit <= 50)
+    step_evolve(dataclasses.replace(cfg, generations=3, eval_every=0))  # resumed: one more generation
+    with open(tmp_path / "logs_controller" / "metrics.csv", newline="") as f:
+        rows = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f)]
+    assert [r["step"] for r in rows] == [1.0, 2.0, 3.0] and rows[2]["seconds"] >= rows[1]["seconds"]  # time carried
 
 
 def test_pipeline_with_iterations_resumes(tmp_path, capsys) -> None:

@@ -126,7 +126,7 @@ class WMConfig:
     eval_every: int = _h("evolve: generations between evaluations of the mean (0: never)", 25)
     eval_rollouts: int = _h("evolve: episodes per evaluation of the mean", 1024)
     controller: str = _h("controller input: full ([z, h] / [z, c, h]) or v-only ([z])", "full")
-    time_budget: float = _h("evolve: stop after this many seconds (0: no limit)", 0.0)
+    time_budget: float = _h("evolve: stop after this many seconds of this invocation (0: no limit)", 0.0)
     # evaluate
     eval_episodes: int = _h("evaluate: real episodes", 100)
     eval_seed: int = _h("evaluate: seed of the first real episode (episode i gets eval_seed + i)", EVAL_SEED)
@@ -684,10 +684,10 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
                              f"{o.feature_size}.")  # fmt: skip
     out = run / out_name
     state_dir = run / f"{out_name}_cma"
-    gen0, x0, sigma0, best = 0, np.zeros(ctrl.num_params), cfg.sigma_init, (-np.inf, None)
+    gen0, x0, sigma0, best, prior_s = 0, np.zeros(ctrl.num_params), cfg.sigma_init, (-np.inf, None), 0.0
     if checkpoint_exists(state_dir):  # resume: mean, step size and best so far (the covariance restarts)
         tensors, meta = load_checkpoint(state_dir, kind="cma_state")
-        gen0, sigma0 = int(meta["generation"]), float(meta["sigma"])
+        gen0, sigma0, prior_s = int(meta["generation"]), float(meta["sigma"]), float(meta.get("seconds", 0.0))
         x0 = tensors["mean"].double().numpy()
         best = (float(meta["best_fitness"]), tensors["best"].numpy())
         print(f"resuming CMA-ES at generation {gen0}")
@@ -720,8 +720,8 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
             if fit[i] > best[0]:
                 best = (float(fit[i]), np.array(xs[i], np.float32))
             mean_params = np.asarray(es.mean, np.float32)
-            # the mean's own score (what the paper deploys), on the fitness's step cap; one CSV row per generation
-            # (NaN where not evaluated): RunLogger fixes the columns at the first row
+            # the mean's own score (what the paper deploys), on the fitness's step cap, in its generation's row
+            # (NaN in the other generations' rows)
             ev = {"dream_eval_of_mean": float("nan")} if cfg.eval_every and pool is None else {}
             if ev and gen % cfg.eval_every == 0:
                 ev["dream_eval_of_mean"] = float(dream_fitness(
@@ -729,12 +729,13 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
                     max_steps=cfg.max_steps or None, precision=cfg.precision,
                 )[0])  # fmt: skip
             logger.log_metrics(gen, fitness_mean=fit.mean(), fitness_best=fit.max(), fitness_worst=fit.min(),
-                               sigma=es.sigma, seconds=time.time() - t0, **ev)  # fmt: skip
+                               sigma=es.sigma, seconds=prior_s + time.time() - t0, **ev)  # fmt: skip
             bar.update(1)
             bar.set_postfix(mean=f"{fit.mean():.0f}", best=f"{fit.max():.0f}", sigma=f"{es.sigma:.3f}")
             save_checkpoint(
                 state_dir, {"mean": torch.as_tensor(mean_params), "best": torch.as_tensor(best[1])},
-                {"kind": "cma_state", "generation": gen, "sigma": float(es.sigma), "best_fitness": best[0]},
+                {"kind": "cma_state", "generation": gen, "sigma": float(es.sigma), "best_fitness": best[0],
+                 "seconds": prior_s + time.time() - t0},
             )  # fmt: skip
             if cfg.time_budget and time.time() - t0 > cfg.time_budget:
                 print(f"time budget of {cfg.time_budget:.0f}s reached after generation {gen}")
@@ -747,7 +748,7 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
     # The paper deploys the CMA-ES mean (estool's "best" is its running mean); keep both.
     ctrl.set_flat(np.asarray(es.mean, np.float32))
     extra = {"generations": gen, "popsize": cfg.popsize, "rollouts": cfg.rollouts, "where": cfg.where,
-             "temperature": tau, "controller": cfg.controller, "seconds": time.time() - t0,
+             "temperature": tau, "controller": cfg.controller, "seconds": prior_s + time.time() - t0,
              "world_model": str(wm_dir)}  # fmt: skip
     ctrl.save(out, extra=extra)
     if best[1] is not None:
