@@ -23,14 +23,17 @@ def test_summary_of_two_runs_tables_target_png_and_json(tmp_path, capsys) -> Non
     rc = baselines_main([*argv, "--target", "18", "--png", str(png), "--json", str(out_json)])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "| 0-50k | 4 | -21.0 |" in text and "| 50k-100k | 5 | -0.4 |" in text and "| 100k-150k | 1 | 21.0 |" in text
+    assert "| 0-50k | 4 | -21.0 | -21 | 10000 |" in text and "| 50k-100k | 5 | -0.4 | 19 | 10000 |" in text
+    assert "| 100k-150k | 1 | 21.0 | 21 | 10000 |" in text
     assert "- mean of the last 2 episodes: 20.00" in text
     assert "first at step 100,000" in text  # (19 + 21) / 2 = 20 >= 18 first with the episode ending at 100k
     assert "- mean of 2 episodes >= 18: not reached" in text  # run b
     assert png.stat().st_size > 1000
     data = json.loads(out_json.read_text())
     assert [d["episodes"] for d in data] == [10, 2] and data[0]["best_mean_step"] == 100_000
-    assert data[1]["blocks"] == [{"start": 0, "size": 50_000, "episodes": 2, "mean_return": -20.5}]
+    assert data[1]["blocks"] == [
+        {"start": 0, "size": 50_000, "episodes": 2, "mean_return": -20.5, "best_return": -20.0, "mean_length": 1e4}
+    ]
 
 
 def test_summary_of_a_run_still_in_progress_and_of_a_short_one(tmp_path) -> None:
@@ -41,6 +44,9 @@ def test_summary_of_a_run_still_in_progress_and_of_a_short_one(tmp_path) -> None
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "episodes.csv").write_text("step,episodic_return,episodic_length\n")
     assert summarize(tmp_path / "empty").episodes == 0
+    (tmp_path / "jerk").mkdir()  # a log without lengths still gives its table
+    (tmp_path / "jerk" / "episodes.csv").write_text("step,episodic_return\n300,5.0\n")
+    assert summarize(tmp_path / "jerk").blocks[0].mean_length is None
 
 
 def test_summary_says_what_to_pass_for_a_wrong_directory_or_file(tmp_path, capsys) -> None:

@@ -19,13 +19,14 @@ Example:
     ...     s = summarize(d, window=4, block=5000, target=10.0)
     >>> s.last_step, s.episodes, s.mean_last, s.target_step
     (10000, 10, 10.0, 10000)
-    >>> [(b.start, b.episodes, b.mean_return) for b in s.blocks]
-    [(0, 4, -14.0), (5000, 5, 4.0), (10000, 1, 16.0)]
+    >>> [(b.start, b.episodes, b.mean_return, b.best_return, b.mean_length) for b in s.blocks]
+    [(0, 4, -14.0, -8.0, 1000.0), (5000, 5, 4.0, 12.0, 1000.0), (10000, 1, 16.0, 16.0, 1000.0)]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dreamarcade.baselines.common import plot_learning_curve, read_episodes
+from dreamarcade.baselines.common import plot_learning_curve
 from dreamarcade.checkpoint import atomic_write_text
 
 __all__ = ["Block", "RunSummary", "summarize", "format_summary", "main"]
@@ -41,10 +42,10 @@ __all__ = ["Block", "RunSummary", "summarize", "format_summary", "main"]
 
 @dataclass
 class Block:
-    """Episodes that ended in steps ``[start, start + size)``: their count and mean return.
+    """Episodes that ended in steps ``[start, start + size)``: their count, mean and best return, mean length.
 
     Example:
-        >>> Block(start=0, size=50000, episodes=3, mean_return=-20.5).end
+        >>> Block(start=0, size=50000, episodes=3, mean_return=-20.5, best_return=-19.0, mean_length=880.0).end
         50000
     """
 
@@ -52,6 +53,8 @@ class Block:
     size: int
     episodes: int
     mean_return: float
+    best_return: float
+    mean_length: float | None = None  # None where the log has no episodic_length column
 
     @property
     def end(self) -> int:
@@ -97,13 +100,27 @@ def _episodes_csv(run_dir: str | Path) -> Path:
     return path
 
 
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(steps, returns, lengths or None) of an episodes.csv."""
+    steps, returns, lengths = [], [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        has_length = "episodic_length" in (reader.fieldnames or [])
+        for row in reader:
+            steps.append(int(float(row["step"])))
+            returns.append(float(row["episodic_return"]))
+            if has_length:
+                lengths.append(float(row["episodic_length"]))
+    return np.asarray(steps, np.int64), np.asarray(returns), np.asarray(lengths) if has_length else None
+
+
 def summarize(run_dir: str | Path, window: int = 20, block: int = 50_000, target: float | None = None) -> RunSummary:
     """Summarize the ``episodes.csv`` of ``run_dir`` (or the CSV file itself): see :class:`RunSummary`."""
     if window < 1 or block < 1:
         raise ValueError(f"window and block must be >= 1, got window={window}, block={block}")
     path = _episodes_csv(run_dir)
     try:
-        steps, returns = read_episodes(path)
+        steps, returns, lengths = _read(path)
     except (KeyError, ValueError) as exc:
         raise ValueError(
             f"'{path}' is not an episodes log (columns step, episodic_return, ...): {exc}. Pass a run directory "
@@ -130,7 +147,11 @@ def summarize(run_dir: str | Path, window: int = 20, block: int = 50_000, target
         for start in range(0, int(starts.max()) + 1, block):
             in_block = starts == start
             if in_block.any():
-                s.blocks.append(Block(start, block, int(in_block.sum()), float(returns[in_block].mean())))
+                length = float(lengths[in_block].mean()) if lengths is not None else None
+                s.blocks.append(
+                    Block(start, block, int(in_block.sum()), float(returns[in_block].mean()),
+                          float(returns[in_block].max()), length)
+                )  # fmt: skip
     return s
 
 
@@ -155,8 +176,11 @@ def format_summary(s: RunSummary) -> str:
     if s.target is not None:
         reached = f"first at step {s.target_step:,}" if s.target_step is not None else "not reached"
         lines.append(f"- mean of {s.window} episodes >= {s.target:g}: {reached}")
-    lines += ["", "| steps | episodes | mean return |", "|---|---|---|"]
-    lines += [f"| {_steps(b.start)}-{_steps(b.end)} | {b.episodes} | {b.mean_return:.1f} |" for b in s.blocks]
+    lines += ["", "| steps | episodes | mean return | best episode | mean length |", "|---|---|---|---|---|"]
+    for b in s.blocks:
+        length = f"{b.mean_length:.0f}" if b.mean_length is not None else "-"
+        row = f"{_steps(b.start)}-{_steps(b.end)} | {b.episodes} | {b.mean_return:.1f} | {b.best_return:g} | {length}"
+        lines.append(f"| {row} |")
     return "\n".join(lines) + "\n"
 
 
@@ -180,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print("\n".join(format_summary(s) for s in summaries), end="")
     if args.png:
-        curves = {s.run_dir: read_episodes(_episodes_csv(s.run_dir)) for s in summaries}
+        curves = {s.run_dir: _read(_episodes_csv(s.run_dir))[:2] for s in summaries}
         out = plot_learning_curve(curves, args.png, title="learning curves", window=args.window)
         print(f"learning curves: {out}")
     if args.json:
