@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -51,6 +53,55 @@ def test_round_trip_frames_and_audio(tmp_path, container):
     loud = set(np.flatnonzero(energy > 0.1).tolist())
     assert 0 in loud and (7 in loud or 8 in loud) and 15 in loud
     assert energy[3] < 0.05 and energy[12] < 0.05
+
+
+@pytest.mark.parametrize("container", ["mp4", "webm", "mkv"])
+@pytest.mark.parametrize("source_fps", [30, 60])
+def test_resampling_shows_evenly_spaced_source_frames(tmp_path, container, source_fps):
+    # webm and mkv store timestamps in whole milliseconds (30 fps: frame 2 at 67 ms, after 66.7 ms): the
+    # resampler must not take that rounding for a late frame
+    n = 2 * source_fps  # 2 s
+    frames = np.full((n, 64, 128, 3), 40, np.uint8)
+    for i in range(n):
+        frames[i, :, i % 120 : i % 120 + 4] = 250  # the frame index, as a bar position (robust to the codec)
+    path = write_av(tmp_path / f"v.{container}", iter(frames), source_fps, crf=10)
+    got = VideoReader(path, fps=15, size=None, crop=None, audio=False).read_all().frames
+    shown = [int(np.argmax(f[:, :, 0].mean(0) > 150)) for f in got]
+    assert shown == [k * source_fps // 15 for k in range(30)]  # 30 frames: 2 s at 15 fps, none duplicated
+
+
+def test_audio_that_starts_before_the_video_stays_aligned(tmp_path):
+    import av
+
+    # the video starts 0.5 s into the file, the audio at 0; a bright frame and a tone burst both at 1.1 s
+    fps, rate, path = 30, 44100, tmp_path / "late_video.mp4"
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        audio = out.add_stream("aac", rate=rate)
+        audio.layout = "mono"
+        for i in range(60):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 250 if i == 18 else 60, np.uint8), "rgb24")
+            frame.pts, frame.time_base = 15 + i, Fraction(1, fps)  # 15 / 30 = 0.5 s
+            for packet in vs.encode(frame):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+        pcm = np.zeros(int(2.5 * rate), np.float32)
+        pcm[int(1.1 * rate) : int(1.1 * rate) + rate // fps] = 0.6 * np.sin(np.arange(rate // fps) / 3)
+        resampler = av.AudioResampler(format="fltp", layout="mono", rate=rate)
+        for i in range(0, len(pcm), 1024):
+            chunk = av.AudioFrame.from_ndarray(pcm[None, i : i + 1024], format="flt", layout="mono")
+            chunk.sample_rate, chunk.pts, chunk.time_base = rate, i, Fraction(1, rate)
+            for resampled in resampler.resample(chunk):
+                for packet in audio.encode(resampled):
+                    out.mux(packet)
+        for packet in audio.encode(None):
+            out.mux(packet)
+    clip = VideoReader(path, fps=15, size=None, crop=None, audio_rate=7680).read_all()
+    bright = np.flatnonzero(clip.frames.mean(axis=(1, 2, 3)) > 150).tolist()
+    loud = np.flatnonzero(np.abs(clip.audio).mean(axis=1) > 0.05).tolist()
+    assert bright == loud == [9]  # (1.1 s - 0.5 s) * 15 fps: the sound lands on its frame
 
 
 def test_video_without_audio_works_for_tdc_but_cmc_says_it_needs_audio(tmp_path):

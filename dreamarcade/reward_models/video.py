@@ -364,22 +364,19 @@ class _AudioTrack:
             samples = f.to_ndarray().reshape(-1).astype(np.float32)
             if not self.started:
                 self.started = True
-                # place the first sample on the video clock: audio that starts later is preceded by silence,
-                # audio that starts earlier is dropped
-                offset = round(((f.time if f.time is not None else self.t0) - self.t0) * self.rate)
-                if offset > 0:
-                    samples = np.concatenate([np.zeros(offset, np.float32), samples])
-                elif offset < 0:
-                    samples = samples[-offset:]
+                # place the first sample on the video clock: its absolute index is negative for audio that starts
+                # before the first video frame (window() never returns those samples) and positive for audio
+                # that starts later (window() pads the gap with silence)
+                self.buffer_start = round(((f.time if f.time is not None else self.t0) - self.t0) * self.rate)
             self.buffer = np.concatenate([self.buffer, samples])
 
     def window(self, start: int, length: int) -> np.ndarray:
         """Samples ``[start, start + length)`` (zero-padded after the end of the track)."""
         while not self.done and self.buffer_start + len(self.buffer) < start + length:
             self._pull()
-        lo = start - self.buffer_start
+        lo = start - self.buffer_start  # negative: the window starts before the first sample (silence there)
         out = np.zeros(length, np.float32)
-        seg = self.buffer[max(lo, 0) : lo + length]
+        seg = self.buffer[max(lo, 0) : max(lo + length, 0)]
         out[max(-lo, 0) : max(-lo, 0) + len(seg)] = seg
         drop = max(0, lo)  # everything before this window is never needed again
         self.buffer = self.buffer[drop:]
@@ -462,15 +459,18 @@ class VideoReader:
         k = 0
         current: np.ndarray | None = None
         t0: float | None = None
+        tol = 1e-6  # timestamps are exact to one time-base tick: webm/mkv store whole milliseconds (30 fps: 67 ms)
         try:
             for t, frame in _decoded_frames(self.path):
+                if frame.time_base is not None:
+                    tol = max(1e-6, float(frame.time_base))
                 if t0 is None:
                     t0 = t
                     if self.with_audio:
                         track = _AudioTrack(self.path, self.audio_rate, t0)
                 rel = t - t0
                 # emit every target frame whose time falls before this decoded frame: they show `current`
-                while current is not None and k / self.fps < rel - 1e-6:
+                while current is not None and k / self.fps < rel - tol:
                     yield current, self._audio(track, k)
                     k += 1
                     if self.max_frames is not None and k >= self.max_frames:
@@ -478,9 +478,10 @@ class VideoReader:
                 current = process_frame(frame.to_ndarray(format="rgb24"), self.crop, self.size)
             if current is None:
                 raise VideoError(f"'{self.path}' contains no decodable video frames (empty or damaged video).")
-            # the last decoded frame is shown for one source-frame period
-            end = (rel if t0 is not None else 0.0) + 1.0 / max(self.info.fps, 1e-6)
-            while k / self.fps < end - 1e-6:
+            # the last decoded frame is shown for one source-frame period (one output frame if the rate is unknown)
+            period = 1.0 / self.info.fps if self.info.fps > 0 else 1.0 / self.fps
+            end = (rel if t0 is not None else 0.0) + period
+            while k / self.fps < end - tol:
                 yield current, self._audio(track, k)
                 k += 1
                 if self.max_frames is not None and k >= self.max_frames:
