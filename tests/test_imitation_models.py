@@ -132,12 +132,17 @@ def test_train_embedding_resumes_exactly_and_refuses_another_config(tmp_path):
     straight = train("straight", 4)
     train("resumed", 2)
     assert load_embedding(tmp_path / "resumed")[1]["step"] == 2
+    (tmp_path / "resumed" / "logs").mkdir(exist_ok=True)
+    (tmp_path / "resumed" / "logs" / "metrics.csv").write_text("step,loss\n3,1.0\n")  # logged after the save
     # Another seed on resume: a run restarted from scratch would differ; a resumed one restores the checkpoint's
     # weights, optimiser moments and both RNGs, so its 2 + 2 steps are exactly the 4-step run.
     resumed = train("resumed", 4, seed=1, resume=True)
     assert load_embedding(tmp_path / "resumed")[1]["step"] == 4
     for name, tensor in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], tensor), name
+    assert (tmp_path / "resumed" / "logs" / "metrics.csv").read_text() == "step,loss\n"  # step 3 replayed: dropped
+    with pytest.raises(ValueError, match="save_every must be >= 1"):
+        train_embedding([video], tmp_path / "other", TINY, TrainConfig(steps=2, save_every=0), progress=False)
     with pytest.raises(ValueError, match="different embedding config"):
         train_embedding(
             [video], tmp_path / "resumed", dataclasses.replace(TINY, embed_dim=16), TrainConfig(steps=6), resume=True

@@ -323,12 +323,14 @@ def train_embedding(
     """Train on ``video_paths`` and keep the latest checkpoint in ``out_dir`` (resumable)."""
     from tqdm import tqdm
 
-    from dreamarcade.baselines.common import RunLogger
+    from dreamarcade.baselines.common import RunLogger, drop_rows_after
 
     cfg = cfg or EmbeddingConfig()
     tcfg = tcfg or TrainConfig()
     if not video_paths:
         raise VideoError("no training videos given: pass the paths of (usually 3) gameplay videos")
+    if tcfg.save_every < 1 or tcfg.steps < 1:
+        raise ValueError(f"steps and save_every must be >= 1, got steps={tcfg.steps}, save_every={tcfg.save_every}")
     flush_denormals()
     torch.set_num_threads(tcfg.threads)
     torch.manual_seed(tcfg.seed)
@@ -350,6 +352,8 @@ def train_embedding(
         rng.bit_generator.state = config["rng"]
         torch.set_rng_state(tensors["torch_rng"])
         step = int(config["step"])
+        drop_rows_after(out_dir / "logs" / "metrics.csv", step)  # rows of a crash after the checkpoint: replayed
+    start_step = step
     log = RunLogger(out_dir / "logs", tensorboard=False)
     bar = tqdm(total=tcfg.steps, initial=step, desc="tdc+cmc", unit="step", disable=not progress)
     model.train()
@@ -365,7 +369,7 @@ def train_embedding(
         if step % 20 == 0:
             vals = {k: float(v) for k, v in out.items()}
             bar.set_postfix({k: f"{v:.3f}" for k, v in vals.items() if "acc" in k or k == "loss"})
-            log.log_metrics(step, **vals, steps_per_s=step / max(time.time() - t0, 1e-9))
+            log.log_metrics(step, **vals, steps_per_s=(step - start_step) / max(time.time() - t0, 1e-9))
         if step % tcfg.save_every == 0 or step == tcfg.steps:
             _save(model, opt, rng, step, out_dir, video_paths, tcfg)
     bar.close()
