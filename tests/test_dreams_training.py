@@ -413,6 +413,14 @@ def test_retraining_v_re_encodes_the_series_and_the_demo_refuses_a_trained_run(d
         step_demo(cfg)  # would evolve in the bundled dream and replace this run's controller
 
 
+def test_real_evaluation_reports_a_worker_that_cannot_start_instead_of_hanging(tmp_path) -> None:
+    from dreamarcade.baselines.world_models import evaluate_real
+
+    ctrl = Controller.for_env("doom", feature_size=1088)
+    with pytest.raises(CheckpointError, match="not a world model directory"):  # used to respawn workers forever
+        evaluate_real("doom", str(tmp_path / "no_model"), np.zeros(ctrl.num_params), ctrl, 1, 1)
+
+
 def test_cli_evaluate_takes_a_controller_and_seeds_and_measures_random_on_them(tmp_path) -> None:
     """`evaluate --eval-controller D --eval-seed S`: episodes S, S+1, ... of D, with the random policy beside."""
     from dreamarcade.baselines.world_models import main

@@ -589,22 +589,33 @@ def dream_returns(wm: WorldModel, ctrl: Any, params: np.ndarray, rollouts: int, 
     return total.view(p, rollouts).numpy()
 
 
+_RW: Any = None  # in a RealPool worker: (env, world model, controller), or the exception that building them raised
+
+
 def _real_worker_init(env: str, model_dir: str, ctrl_cfg: dict) -> None:
     global _RW  # one env + world model per worker process, built once
     torch.set_num_threads(1)
     from dreamarcade.world_models.collect import make_real_env
     from dreamarcade.world_models.controller import Controller
 
-    wm = WorldModel.load(model_dir, env=env)
-    ctrl = Controller(ctrl_cfg["feature_size"], ctrl_cfg["action_size"], ctrl_cfg["bias"], ctrl_cfg["action_mode"])
-    _RW = (make_real_env(env), wm, ctrl)
+    try:
+        wm = WorldModel.load(model_dir, env=env)
+        ctrl = Controller(ctrl_cfg["feature_size"], ctrl_cfg["action_size"], ctrl_cfg["bias"], ctrl_cfg["action_mode"])
+        _RW = (make_real_env(env), wm, ctrl)
+    except Exception as exc:  # raised here, the pool would replace the worker forever: report it from the task
+        _RW = exc
 
 
 def _real_episode(args: tuple[np.ndarray, int, int]) -> tuple[float, int]:
     """One real episode with V + M + C(params); returns (return, length)."""
+    if isinstance(_RW, Exception):
+        raise _RW
+    return _play_real_episode(*args)
+
+
+def _play_real_episode(params: np.ndarray, seed: int, max_steps: int) -> tuple[float, int]:
     from dreamarcade.world_models.features import FeatureTracker
 
-    params, seed, max_steps = args
     env, wm, ctrl = _RW
     ctrl.set_flat(params)
     tracker = FeatureTracker(wm, seed=seed)
