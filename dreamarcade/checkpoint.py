@@ -81,8 +81,19 @@ def save_checkpoint(
     full["_format"] = FORMAT_VERSION
     full["_weights_sha256"] = hashlib.sha256(blob).hexdigest()
     pending = directory / PENDING_CONFIG_FILE
+    weights = directory / WEIGHTS_FILE
+    if pending.is_file() and weights.is_file():
+        # An earlier save was cut off after its weights rename: its pending config is the only one that matches
+        # the weights on disk. Finish that save before this one overwrites the pending config.
+        on_disk = hashlib.sha256(weights.read_bytes()).hexdigest()
+        try:
+            finishes = _read_config(pending).get("_weights_sha256") == on_disk
+        except CheckpointError:  # a pending config cut off mid-write never matched anything
+            finishes = False
+        if finishes:
+            os.replace(pending, directory / CONFIG_FILE)
     atomic_write_text(pending, json.dumps(full, indent=2, sort_keys=True, default=_json_default))
-    atomic_write_bytes(directory / WEIGHTS_FILE, blob)
+    atomic_write_bytes(weights, blob)
     os.replace(pending, directory / CONFIG_FILE)
     return directory
 

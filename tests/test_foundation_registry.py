@@ -204,6 +204,40 @@ def test_checkpoint_save_cut_off_at_any_rename_leaves_a_complete_checkpoint(tmp_
     assert load_checkpoint(d)[1]["step"] == 3 and not (d / ck.PENDING_CONFIG_FILE).exists()
 
 
+def test_checkpoint_cut_off_twice_still_loads_the_last_complete_save(tmp_path, monkeypatch) -> None:
+    """Save 2 is cut after its weights rename (its pending config alone matches them); save 3 is cut before its
+    weights rename. Save 3 must not destroy the only config of the weights on disk."""
+    import os
+
+    import torch
+
+    import dreamarcade.checkpoint as ck
+
+    d = save_checkpoint(tmp_path / "ck", {"w": torch.zeros(3)}, {"kind": "dqn", "step": 1})
+    real_replace = os.replace
+
+    def cut_at(n: int):
+        calls = {"n": 0}
+
+        def replace(src, dst):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            real_replace(src, dst)
+
+        return replace
+
+    monkeypatch.setattr(ck.os, "replace", cut_at(3))  # save 2: pending config and weights renamed, config not
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(d, {"w": torch.ones(3)}, {"kind": "dqn", "step": 2})
+    monkeypatch.setattr(ck.os, "replace", cut_at(2))  # save 3 finishes save 2, then is cut at its pending config
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(d, {"w": torch.full((3,), 2.0)}, {"kind": "dqn", "step": 3})
+    monkeypatch.setattr(ck.os, "replace", real_replace)
+    tensors, cfg = load_checkpoint(d, kind="dqn")
+    assert cfg["step"] == 2 and torch.equal(tensors["w"], torch.ones(3))
+
+
 def test_checkpoint_state_round_trip(tmp_path) -> None:
     import torch
 
