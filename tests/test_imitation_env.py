@@ -164,3 +164,16 @@ def test_play_episodes_gives_every_env_its_share_instead_of_the_first_to_end():
     envs.close()
     # -1 per step: env 0 ends four 3-step episodes before env 1's first 20-step one; each gets two
     assert sorted(scores) == [-20.0, -20.0, -3.0, -3.0] and progress == [0, 0, 0, 0]
+
+
+def test_vector_env_time_limit_keeps_the_game_score_of_truncated_episodes():
+    venv = gym.make_vec(
+        "MontezumaImitation-v0", num_envs=1, vectorization_mode="vector_entry_point", max_episode_steps=5
+    )
+    try:
+        venv.reset(seed=0)
+        for _ in range(5):
+            *_, trunc, info = venv.step(np.zeros(1, np.int64))
+        assert trunc[0] and "episode" in info and info["episode"]["l"][0] == 5
+    finally:
+        venv.close()

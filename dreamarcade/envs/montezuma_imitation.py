@@ -8,7 +8,10 @@ The env is ``ALE/MontezumaRevenge-v5`` with frameskip 4 (15 Hz, the rate the vid
 default, no sticky actions (``repeat_action_probability=0.0``), wrapped in
 :class:`~dreamarcade.wrappers.imitation.YouTubeImitationReward`. Observations are the RGB frames (210, 160, 3)
 (or a Dict with the checkpoint similarities when ``observe_similarity=True``). ``info["episode"]`` (from
-RecordEpisodeStatistics, below the reward wrapper) holds the game score.
+RecordEpisodeStatistics, below the reward wrapper) holds the game score. The registered 4500-step limit falls on
+the same step as ALE's own cap (18,000 frames); to end episodes sooner, lower ``max_num_frames_per_episode``: a
+``max_episode_steps`` given to ``gym.make`` truncates above the statistics, so those episodes carry no
+``info["episode"]`` (``gym.make_vec`` applies its limit below them).
 
 Example:
     >>> import gymnasium as gym
@@ -38,7 +41,13 @@ __all__ = ["ASSET_DIR", "make_montezuma_imitation", "make_montezuma_imitation_ve
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "montezuma_imitation"
 
 
-def _base_env(repeat_action_probability: float, frameskip: int, render_mode: str | None, max_frames: int) -> gym.Env:
+def _base_env(
+    repeat_action_probability: float,
+    frameskip: int,
+    render_mode: str | None,
+    max_frames: int,
+    max_episode_steps: int | None = None,
+) -> gym.Env:
     require("ale_py", "Montezuma's Revenge", extra="atari")
     import ale_py
 
@@ -50,6 +59,8 @@ def _base_env(repeat_action_probability: float, frameskip: int, render_mode: str
         max_num_frames_per_episode=max_frames,
         render_mode=render_mode,
     )
+    if max_episode_steps is not None:  # below the statistics, so a truncated episode still reports its score
+        env = gym.wrappers.TimeLimit(env, max_episode_steps)
     return gym.wrappers.RecordEpisodeStatistics(env)
 
 
@@ -125,10 +136,9 @@ def make_montezuma_imitation_vector(
     )
 
     def thunk() -> gym.Env:
-        env = _base_env(repeat_action_probability, frameskip, render_mode, max_num_frames_per_episode)
-        if max_episode_steps is not None:
-            env = gym.wrappers.TimeLimit(env, max_episode_steps)
-        return env
+        return _base_env(
+            repeat_action_probability, frameskip, render_mode, max_num_frames_per_episode, max_episode_steps
+        )
 
     venv = gym.vector.SyncVectorEnv(
         [thunk] * num_envs, autoreset_mode=autoreset_mode or gym.vector.AutoresetMode.NEXT_STEP
