@@ -317,6 +317,12 @@ def test_cma_es_evolves_in_the_bundled_dream(tmp_path) -> None:
     wm = WorldModel.bundled("doom")
     fit = dream_fitness(wm, ctrl, np.stack([ctrl.params, np.zeros_like(ctrl.params)]), 4, 1.15, seed=0, max_steps=50)
     assert fit.shape == (2,) and np.all(fit > 0) and np.all(fit <= 50)
+    from dreamarcade.baselines.world_models import check_controller_matches
+    from dreamarcade.world_models.model import bundled_dir
+
+    check_controller_matches(out, bundled_dir("doom"))  # evolved in the bundled dream: it fits (bundle's check)
+    with pytest.raises(ValueError, match="evolved in another world model"):
+        check_controller_matches(out, bundled_dir("carracing"))
     step_evolve(dataclasses.replace(cfg, generations=3, eval_every=0))  # resumed: one more generation
     with open(tmp_path / "logs_controller" / "metrics.csv", newline="") as f:
         rows = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f)]

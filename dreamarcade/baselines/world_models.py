@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -130,7 +131,7 @@ class WMConfig:
     # evaluate
     eval_episodes: int = _h("evaluate: real episodes", 100)
     eval_seed: int = _h("evaluate: seed of the first real episode (episode i gets eval_seed + i)", EVAL_SEED)
-    eval_controller: str = _h("evaluate: controller directory to evaluate ('': run_dir/controller)", "")
+    eval_controller: str = _h("evaluate / bundle: controller directory ('': run_dir/controller)", "")
     # iterative procedure
     iterations: int = _h("pipeline: rounds of the paper's iterative procedure", 1)
     iter_episodes: int = _h("pipeline: episodes collected with the controller in each later round", 200)
@@ -760,7 +761,7 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
     ctrl.set_flat(np.asarray(es.mean, np.float32))
     extra = {"generations": gen, "popsize": cfg.popsize, "rollouts": cfg.rollouts, "where": cfg.where,
              "temperature": tau, "controller": cfg.controller, "seconds": prior_s + time.time() - t0,
-             "world_model": str(wm_dir)}  # fmt: skip
+             "world_model": str(wm_dir), "world_model_sha256": world_model_fingerprint(wm_dir)}  # fmt: skip
     ctrl.save(out, extra=extra)
     if best[1] is not None:
         ctrl.set_flat(best[1])
@@ -1039,8 +1040,35 @@ def step_demo(cfg: WMConfig) -> dict[str, Any]:
 
 
 # ============================================================================================== bundle
+def world_model_fingerprint(model_dir: str | os.PathLike[str]) -> str:
+    """A hash of the weights of V and M in ``model_dir`` (from their checkpoints' recorded weight hashes)."""
+    parts = []
+    for sub in ("vae", "mdnrnn"):
+        config = Path(model_dir) / sub / "config.json"
+        parts.append(json.loads(config.read_text()).get("_weights_sha256", "") if config.is_file() else "")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def check_controller_matches(ctrl_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str]) -> None:
+    """Raise ValueError if the controller in ``ctrl_dir`` was evolved in another world model than ``model_dir``'s.
+
+    With ``--iterations`` each round retrains M in place, so ``run/controller`` (round 0) no longer fits
+    ``run/world_model``. Controllers saved before the fingerprint was recorded pass with a note.
+    """
+    recorded = load_checkpoint(ctrl_dir, kind="controller")[1].get("world_model_sha256")
+    if recorded is None:
+        print(f"note: {ctrl_dir} does not record its world model; cannot check that it fits {model_dir}")
+    elif recorded != world_model_fingerprint(model_dir):
+        raise ValueError(
+            f"The controller in {ctrl_dir} was evolved in another world model than {model_dir} (after "
+            "--iterations, M was retrained: use that round's controller_iter<k>). Pass the matching controller "
+            "with --eval-controller, or evolve one in this world model."
+        )
+
+
 def step_bundle(cfg: WMConfig) -> Path:
-    """Copy the run's world model (float16, to keep the package small) and controller into dreamarcade/assets."""
+    """Copy the run's world model (float16, to keep the package small) and its controller (``--eval-controller``,
+    default ``run/controller``, which must have been evolved in that world model) into dreamarcade/assets."""
     import shutil
 
     from dreamarcade.world_models.controller import Controller
@@ -1048,13 +1076,16 @@ def step_bundle(cfg: WMConfig) -> Path:
 
     run = cfg.resolved_run_dir()
     wm = WorldModel.load(run / "world_model", env=cfg.env)
+    ctrl_dir = Path(cfg.eval_controller or run / "controller")
+    if checkpoint_exists(ctrl_dir):
+        check_controller_matches(ctrl_dir, run / "world_model")  # before anything in the package is replaced
     dest = bundled_dir(cfg.env)
     for sub in ("vae", "mdnrnn", "initial_z", "controller"):
         if (dest / sub).exists():
             shutil.rmtree(dest / sub)
     wm.save(dest, half=True)
-    if checkpoint_exists(run / "controller"):
-        Controller.load(run / "controller").save(dest / "controller", extra={"source": str(run / "controller")})
+    if checkpoint_exists(ctrl_dir):
+        Controller.load(ctrl_dir).save(dest / "controller", extra={"source": str(ctrl_dir)})
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     print(f"bundled {run / 'world_model'} into {dest} ({size / 2**20:.1f} MiB)")
     return dest
