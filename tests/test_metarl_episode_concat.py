@@ -85,6 +85,22 @@ def test_reset_seed_reproduces_the_task_and_options_fix_it():
     assert env.unwrapped.get_task() is task
 
 
+def test_a_seeded_trial_draws_its_payouts_independently_of_its_task():
+    # the same seed for the task sampler and the bandit made arm 0 of a uniform bandit never pay on the first
+    # pull of a seeded trial (its payout draw was its task draw)
+    env = EpisodeConcat(BanditEnv(family="uniform"), num_episodes=2)
+    pays, probs = [], []
+    for seed in range(400):
+        env.reset(seed=seed)
+        probs.append(env.task[0])
+        pays.append(env.step(0)[4]["inner_reward"])
+    assert abs(np.mean(pays) - np.mean(probs)) < 0.08  # ~0.5 each (standard error 0.025), not 0
+    with pytest.raises(ValueError, match="p_high"):
+        BanditEnv(p_high=1.5)
+    with pytest.raises(ValueError, match="task must be"):
+        BanditEnv().set_task([np.nan, 0.5])
+
+
 def test_exploration_episodes_do_not_count():
     env = EpisodeConcat(BanditEnv(), num_episodes=4, exploration_episodes=2)
     env.reset(seed=0)

@@ -43,6 +43,8 @@ class BanditEnv(gym.Env):
             raise ValueError(f"family must be 'dependent' or 'uniform', got {family!r}.")
         if family == "dependent" and num_arms != 2:
             raise ValueError("family='dependent' is the two-armed bandit: use num_arms=2 or family='uniform'.")
+        if not 0.0 <= p_high <= 1.0:
+            raise ValueError(f"p_high is the good arm's payout probability: it must be in [0, 1], got {p_high!r}.")
         if pulls_per_episode < 1:
             raise ValueError(f"pulls_per_episode must be >= 1, got {pulls_per_episode}.")
         if render_mode not in (None, "rgb_array"):
@@ -67,7 +69,7 @@ class BanditEnv(gym.Env):
 
     def set_task(self, task: Any) -> None:
         probs = np.asarray(task, dtype=np.float64)
-        if probs.shape != (self.num_arms,) or probs.min() < 0 or probs.max() > 1:
+        if probs.shape != (self.num_arms,) or not np.all((probs >= 0) & (probs <= 1)):  # NaN fails too
             raise ValueError(f"task must be {self.num_arms} arm probabilities in [0, 1], got {task!r}.")
         self._probs, self._fixed = probs, True
 
