@@ -127,3 +127,16 @@ def test_jerk_resume_drops_episodes_after_its_saved_state_and_a_fresh_run_refuse
     # Episode 7 (step 210) is dropped and played again, not counted twice; every episode is a full 30 steps.
     assert steps == list(range(30, 30 * len(steps) + 1, 30)) and steps[-1] >= 400
     assert result["episodes"] == len(steps) and result["steps"] == steps[-1]
+
+
+def test_protocol_scores_only_the_budget_and_a_level_without_a_finished_episode(tmp_path):
+    # 40 steps in rollouts of 32: training runs 64 steps; 10-step episodes end at 10..60, only 10..40 count
+    summary = _protocol(tmp_path / "budget", timesteps=40, max_episode_steps=10)
+    level = summary["scores"]["Airstriker-Genesis:Level1"]
+    with open(tmp_path / "budget" / "Airstriker-Genesis_Level1" / "episodes.csv", newline="") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert max(steps) > 40 and level["episodes"] == sum(s <= 40 for s in steps) == 4
+    # no episode ends within the budget: the level scores NaN instead of crashing (and a rerun keeps that)
+    summary = _protocol(tmp_path / "none", timesteps=32, max_episode_steps=4500)
+    assert summary["scores"]["Airstriker-Genesis:Level1"]["episodes"] == 0
+    assert np.isnan(_protocol(tmp_path / "none", timesteps=32, max_episode_steps=4500)["mean_score"])

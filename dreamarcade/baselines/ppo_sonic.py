@@ -160,7 +160,8 @@ def sonic_protocol(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Per level: ``timesteps`` of PPO (from scratch, or fine-tuned from ``init_checkpoint``); score = mean episode
-    reward over the run. Writes ``scores.json`` in ``run_dir``.
+    reward over the run, counting the episodes that ended within the ``timesteps`` budget (training goes on to the
+    end of its last rollout; NaN if no episode ended). Writes ``scores.json`` in ``run_dir``.
 
     Resumable: call again with the same arguments and finished levels are kept, an unfinished level continues from
     its checkpoint. A ``run_dir`` written with another ``label``, ``init_checkpoint`` or ``timesteps`` is refused
@@ -196,7 +197,10 @@ def sonic_protocol(
             if result.stopped_early:  # a partial run is no score: the level continues from its checkpoint next time
                 print(f"Protocol stopped during {name}; run the same command again to continue.", file=sys.stderr)
                 return dict(summary, stopped_early=True)
-            _, returns = read_episodes(level_dir / "episodes.csv")
+            log = level_dir / "episodes.csv"  # written at the first finished episode: absent if none ended
+            steps, returns = read_episodes(log) if log.exists() else (np.zeros(0, np.int64), np.zeros(0))
+            # train_ppo rounds the budget up to whole rollouts; the contest's env stops at the budget itself
+            returns = returns[steps <= timesteps]
             scores[name] = {
                 "score": float(np.mean(returns)) if len(returns) else float("nan"),
                 "episodes": len(returns),
