@@ -196,7 +196,8 @@ def run_jerk(
     """Run JERK for ``config.total_timesteps`` steps; log every episode; return the score (mean episode reward).
 
     ``resume``: continue from ``run_dir/jerk_state.npz`` (or from step 0 without one); episodes logged after the
-    saved step are dropped from ``episodes.csv``, since those steps are played again. Without ``resume``, a
+    saved step are dropped from ``episodes.csv``, since those steps are played again, with random draws seeded from
+    (``seed``, saved step) rather than a replay of the first part's. Without ``resume``, a
     ``run_dir`` that already holds a state file or logged episodes is refused (FileExistsError).
     """
     run_dir = Path(run_dir)
@@ -209,7 +210,6 @@ def run_jerk(
     run_dir.mkdir(parents=True, exist_ok=True)
     save_hyperparameters(run_dir, config)
     seed_everything(config.seed)
-    rng = random.Random(config.seed)
     tracked = TrackedEnv(env)
     n_buttons = _buttons(tracked)[0]
     solutions: list[tuple[list[float], list[np.ndarray]]] = []
@@ -217,13 +217,19 @@ def run_jerk(
         if (run_dir / STATE_FILE).exists():
             solutions, tracked.total_steps_ever = _load_state(run_dir)
         drop_rows_after(csv, tracked.total_steps_ever)  # the state is saved right after its last logged episode
+    # a resumed run draws afresh from (seed, step): reseeding with the seed alone would replay the first part's
+    # jumps, exploit choices and sticky actions
+    run_seed = config.seed
+    if tracked.total_steps_ever:
+        run_seed = int(np.random.SeedSequence([config.seed, tracked.total_steps_ever]).generate_state(1)[0] >> 1)
+    rng = random.Random(run_seed)
     episode_returns: list[float] = []
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=config.total_timesteps, initial=tracked.total_steps_ever, unit="step", dynamic_ncols=True)
-    tracked.reset(seed=config.seed)
+    tracked.reset(seed=run_seed)
     with RunLogger(run_dir) as logger:
         new_episode = False
         while tracked.total_steps_ever < config.total_timesteps:
