@@ -128,33 +128,27 @@ class RunLogger:
                 self._tb = None
 
     def _write(self, path: Path, row: dict[str, Any]) -> None:
+        if path in self._writers and any(k not in self._writers[path][2] for k in row):
+            self._writers.pop(path)[0].close()  # a new column: reopened below under the widened header
         if path not in self._writers:
             new = not path.exists() or path.stat().st_size == 0
-            f = open(path, "a", newline="")  # noqa: SIM115 - kept open for the run, closed in close()
             if new:
                 fields = list(row)
             else:
                 with open(path, newline="") as existing:
-                    fields = next(csv.reader(existing))
+                    reader = csv.reader(existing)
+                    fields = next(reader)
+                    added = [k for k in row if k not in fields]
+                    rows = [r + [""] * len(added) for r in reader if r] if added else []
+                if added:  # e.g. an evaluation logged only now: widen the file, never drop the value
+                    fields = [*fields, *added]
+                    _rewrite_csv(path, fields, rows)
+            f = open(path, "a", newline="")  # noqa: SIM115 - kept open for the run, closed in close()
             w = csv.DictWriter(f, fieldnames=fields)
             if new:
                 w.writeheader()
             self._writers[path] = (f, w, fields)
-        f, w, fields = self._writers[path]
-        added = [k for k in row if k not in fields]
-        if added:  # a new column (e.g. an evaluation logged only now): widen the file, never drop the value
-            f.close()
-            with open(path, newline="") as existing:
-                rows = list(csv.DictReader(existing))
-            fields = [*fields, *added]
-            buf = io.StringIO()
-            widened = csv.DictWriter(buf, fieldnames=fields)
-            widened.writeheader()
-            widened.writerows(rows)
-            atomic_write_text(path, buf.getvalue())
-            f = open(path, "a", newline="")  # noqa: SIM115 - as above
-            w = csv.DictWriter(f, fieldnames=fields)
-            self._writers[path] = (f, w, fields)
+        f, w, _ = self._writers[path]
         w.writerow(row)
         f.flush()
 
@@ -212,12 +206,17 @@ def drop_rows_after(csv_path: str | os.PathLike[str], step: int) -> int:
     kept = [r for r in rows if r and float(r[col]) <= step]
     if len(kept) == len(rows):
         return 0
+    _rewrite_csv(path, header, kept)
+    return len(rows) - len(kept)
+
+
+def _rewrite_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    """Replace a log CSV atomically with ``header`` and ``rows``."""
     buf = io.StringIO()
     writer = csv.writer(buf)  # the same dialect RunLogger's DictWriter uses
     writer.writerow(header)
-    writer.writerows(kept)
+    writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
-    return len(rows) - len(kept)
 
 
 def read_episodes(csv_path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
