@@ -40,10 +40,8 @@ def ale_game_id(game: str) -> str:
     name = re.sub(r"(NoFrameskip)?-v\d+$", "", name)
     snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower() if not name.islower() else name
     ids = roms.get_all_rom_ids()
-    for candidate in (snake, snake.replace("_", ""), name.lower()):
-        if candidate in ids:
-            return candidate
-    # names the CamelCase rule cannot split ("UpNDown" -> up_n_down, "TicTacToe3D" -> tic_tac_toe_3d)
+    # matched on the letters alone (no two ROM ids differ only in underscores), so names the CamelCase rule cannot
+    # split find their id too: "UpNDown" -> up_n_down, "TicTacToe3D" -> tic_tac_toe_3d
     by_letters = {rid.replace("_", ""): rid for rid in ids}
     if name.lower().replace("_", "") in by_letters:
         return by_letters[name.lower().replace("_", "")]
