@@ -462,10 +462,10 @@ class VideoReader:
         tol = 1e-6  # timestamps are exact to one time-base tick: webm/mkv store whole milliseconds (30 fps: 67 ms)
         try:
             for t, frame in _decoded_frames(self.path):
-                if frame.time_base is not None:
-                    tol = max(1e-6, float(frame.time_base))
                 if t0 is None:
                     t0 = t
+                    if frame.time_base is not None:  # the stream's, the same for every frame
+                        tol = max(1e-6, float(frame.time_base))
                     if self.with_audio:
                         track = _AudioTrack(self.path, self.audio_rate, t0)
                 rel = t - t0
