@@ -90,3 +90,25 @@ def test_recorder_with_the_same_seed_writes_the_same_video(tmp_path):
     assert meta_a == meta_b and (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
     assert np.array_equal(a.frames, b.frames) and np.array_equal(a.audio, b.audio)
     assert meta_c["style_seed"] == 4 and not np.array_equal(a.frames, c.frames)  # another uploader's watermark
+
+
+def test_cli_saves_each_trajectory_and_resumes_without_redoing_them(tmp_path, capsys):
+    from dreamarcade.envs.montezuma_search import load_results, main
+
+    out = tmp_path / "sub" / "t.json"
+    base = ["--seed", "5", "--max-steps", "40", "--max-start-delay", "8", "--out", str(out)]
+    assert main(["--n", "1", *base]) == 0
+    first = load_results(out)
+    assert [r.seed for r in first] == [5]
+    # an existing file is never overwritten by a new search
+    assert main(["--n", "2", *base]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert load_results(out) == first
+    # resume keeps the saved search as it is and runs only the missing seed
+    assert main(["--n", "2", "--resume", *base]) == 0
+    both = load_results(out)
+    assert both[0] == first[0] and [r.seed for r in both] == [5, 6]
+    assert both[0].start_delay == draw_start_delay(5, 8) and both[1].start_delay == draw_start_delay(6, 8)
+    # another --seed than the file's searches is refused
+    assert main(["--n", "3", "--resume", *[a if a != "5" else "7" for a in base]]) == 2
+    assert "--seed 5" in capsys.readouterr().err

@@ -39,6 +39,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,6 +271,13 @@ def save_trajectories(path: str | os.PathLike[str], results: list[SearchResult])
     return Path(path)
 
 
+def load_results(path: str | os.PathLike[str]) -> list[SearchResult]:
+    """The full records saved by :func:`save_trajectories` (files written before ``start_delay`` read 0)."""
+    data = json.loads(Path(path).read_text())
+    names = {f.name for f in dataclasses.fields(SearchResult)}
+    return [SearchResult(**{k: v for k, v in t.items() if k in names}) for t in data["trajectories"]]
+
+
 def load_trajectories(path: str | os.PathLike[str]) -> list[list[int]]:
     """Action lists saved by :func:`save_trajectories`."""
     data = json.loads(Path(path).read_text())
@@ -308,9 +316,33 @@ def main(argv: list[str] | None = None) -> int:
         f"its own skull phase (default {DEFAULT_MAX_START_DELAY} = two skull periods; 0 = start at power-on)",
     )
     p.add_argument("--out", default="runs/imitation/trajectories.json")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the trajectories already in --out (the file is rewritten after each one found) and search the rest",
+    )
     args = p.parse_args(argv)
-    results = []
-    for i in range(args.n):
+    out = Path(args.out)
+    results: list[SearchResult] = []
+    if out.exists():
+        if not args.resume:
+            print(
+                f"error: {out} exists; pass --resume to keep its trajectories and find the rest, "
+                "or choose another --out",
+                file=sys.stderr,
+            )
+            return 2
+        results = load_results(out)
+        seeds = [r.seed for r in results]
+        if seeds != list(range(args.seed, args.seed + len(seeds))):
+            print(
+                f"error: {out} holds the searches of seeds {seeds}, not {args.seed}, {args.seed + 1}, ...; "
+                f"resume with --seed {seeds[0] if seeds else args.seed}",
+                file=sys.stderr,
+            )
+            return 2
+        print(f"resuming: {len(results)} of {args.n} trajectories already in {out}", flush=True)
+    for i in range(len(results), args.n):
         delay = draw_start_delay(args.seed + i, args.max_start_delay)
         r = go_explore(
             seed=args.seed + i,
@@ -326,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         results.append(r)
-    save_trajectories(args.out, results)
-    print(f"wrote {args.out}")
+        save_trajectories(out, results)  # after each search: a kill loses at most the one in progress
+    print(f"wrote {out}")
     return 0
 
 
