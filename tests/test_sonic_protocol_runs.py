@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 
 import gymnasium as gym
@@ -119,6 +120,11 @@ def test_jerk_resume_drops_episodes_after_its_saved_state_and_a_fresh_run_refuse
         assert saved_step == 180 and logged == [30, 60, 90, 120, 150, 180, 210]
         with pytest.raises(FileExistsError, match="--resume"):
             run_jerk(env, cfg, tmp_path, progress=False)
+        only_state = tmp_path / "only_state"  # the saved state alone is a run too
+        only_state.mkdir()
+        shutil.copy(tmp_path / "jerk_state.npz", only_state)
+        with pytest.raises(FileExistsError, match=r"already holds a run \(jerk_state.npz\)"):
+            run_jerk(env, cfg, only_state, progress=False)
         result = run_jerk(env, cfg, tmp_path, resume=True, progress=False)
     finally:
         env.close()

@@ -366,13 +366,15 @@ class RunDirInUseError(DreamArcadeError, FileExistsError):
     """
 
 
-def check_run_dir_free(run_dir: str | os.PathLike[str]) -> None:
+def check_run_dir_free(run_dir: str | os.PathLike[str], state_files: tuple[str, ...] = ()) -> None:
     """Raise :class:`RunDirInUseError` if ``run_dir`` already holds a run (a checkpoint or logged rows).
 
     What a new, not resumed, run checks before it writes anything, so two runs never mix in one directory.
+    ``state_files``: the agent's own resume files (e.g. JERK's ``jerk_state.npz``), which count as a run too.
     """
     run_dir = Path(run_dir)
     found = ["checkpoint/"] if checkpoint_exists(run_dir / "checkpoint") else []
+    found += [n for n in state_files if (run_dir / n).exists()]
     found += [n for n in ("episodes.csv", "metrics.csv", "eval.csv") if _has_rows(run_dir / n)]
     if found:
         raise RunDirInUseError(

@@ -34,6 +34,7 @@ import numpy as np
 
 from dreamarcade.baselines.common import (
     RunLogger,
+    check_run_dir_free,
     drop_rows_after,
     plot_learning_curve,
     read_episodes,
@@ -198,15 +199,13 @@ def run_jerk(
     ``resume``: continue from ``run_dir/jerk_state.npz`` (or from step 0 without one); episodes logged after the
     saved step are dropped from ``episodes.csv``, since those steps are played again, with random draws seeded from
     (``seed``, saved step) rather than a replay of the first part's. Without ``resume``, a
-    ``run_dir`` that already holds a state file or logged episodes is refused (FileExistsError).
+    ``run_dir`` that already holds a state file or logged episodes is refused (:class:`RunDirInUseError`, a
+    FileExistsError).
     """
     run_dir = Path(run_dir)
     csv = run_dir / "episodes.csv"
-    if not resume and ((run_dir / STATE_FILE).exists() or (csv.exists() and len(read_episodes(csv)[0]))):
-        raise FileExistsError(
-            f"{run_dir} already holds a JERK run ({STATE_FILE} or episodes.csv). Pass --resume to continue it, or "
-            "a new --run-dir."
-        )
+    if not resume:
+        check_run_dir_free(run_dir, state_files=(STATE_FILE,))
     run_dir.mkdir(parents=True, exist_ok=True)
     save_hyperparameters(run_dir, config)
     seed_everything(config.seed)
