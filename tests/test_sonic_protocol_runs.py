@@ -101,6 +101,12 @@ def test_a_protocol_dir_refuses_another_label_checkpoint_or_budget(tmp_path, mon
         _protocol(tmp_path, init_checkpoint=tmp_path / "joint" / "checkpoint")
     with pytest.raises(ValueError, match="timesteps_per_level=128"):
         _protocol(tmp_path, timesteps=256)
+    with pytest.raises(ValueError, match="reward_scale=0.01"):  # scaled returns would mix with raw ones
+        _protocol(tmp_path, reward_scale=None)
+    with pytest.raises(ValueError, match="max_episode_steps=25"):
+        _protocol(tmp_path, max_episode_steps=4500)
+    stored = json.loads((tmp_path / "scores.json").read_text())
+    assert (stored["scenario"], stored["reward_scale"], stored["max_episode_steps"]) == ("scenario", 0.01, 25)
     assert json.loads((tmp_path / "scores.json").read_text())["label"] == "PPO (from scratch)"
     with pytest.raises(ValueError, match="no finished level yet"):
         ppo_sonic.report_table([tmp_path])

@@ -164,15 +164,25 @@ def sonic_protocol(
     end of its last rollout; NaN if no episode ended). Writes ``scores.json`` in ``run_dir``.
 
     Resumable: call again with the same arguments and finished levels are kept, an unfinished level continues from
-    its checkpoint. A ``run_dir`` written with another ``label``, ``init_checkpoint`` or ``timesteps`` is refused
-    (ValueError): use a new ``run_dir``. If the run is stopped (Ctrl-C / SIGTERM), the interrupted level is not
+    its checkpoint. A ``run_dir`` written with another ``label``, ``init_checkpoint``, ``timesteps``, ``scenario``,
+    ``reward_scale`` or ``max_episode_steps`` is refused (ValueError): use a new ``run_dir``. ``scores.json`` records
+    them all. If the run is stopped (Ctrl-C / SIGTERM), the interrupted level is not
     scored and the returned summary has ``stopped_early=True``.
     """
     _check_levels(levels)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     out = run_dir / "scores.json"
-    this_run = {"label": label, "timesteps_per_level": timesteps, "init_checkpoint": str(init_checkpoint or "")}
+    # the env settings change what an episode's return means, so they are part of the run too (files written
+    # before they were recorded read as this call's settings)
+    this_run = {
+        "label": label,
+        "timesteps_per_level": timesteps,
+        "init_checkpoint": str(init_checkpoint or ""),
+        "scenario": scenario,
+        "reward_scale": reward_scale,
+        "max_episode_steps": max_episode_steps,
+    }
     summary: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     for key, value in this_run.items():
         stored = summary.get(key, value)
