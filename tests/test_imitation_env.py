@@ -105,7 +105,7 @@ def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
 
     run = tmp_path / "run"
     argv = ["train", "--run-dir", str(run), "--embed-every", "2", "--num-envs", "2", "--num-steps", "16"]
-    argv += ["--total-timesteps", "32"]
+    argv += ["--max-episode-steps", "200", "--total-timesteps", "32"]
     assert main(argv) == 0
     assert (run / "checkpoint" / "config.json").is_file()
     assert json.loads((run / "imitation_config.json").read_text())["embed_every"] == 2
@@ -130,6 +130,28 @@ def test_agent_train_never_replaces_the_settings_of_another_run(tmp_path):
     with pytest.raises(DreamArcadeError, match=r"threshold: 0.5 -> 0.9"):  # a resume with another reward
         train(dataclasses.replace(cfg, threshold=0.9), run, resume=True, progress=False)
     assert (run / "imitation_config.json").read_text() == stored  # what eval rebuilds the envs from
+
+
+@pytest.mark.parametrize("life_loss_terminal", [False, True])
+def test_agent_episodes_go_on_after_a_lost_life_unless_asked(life_loss_terminal):
+    from dreamarcade.baselines.imitation import ImitationConfig, build_parser, make_envs
+
+    flag = ["--life-loss-terminal"] if life_loss_terminal else []
+    assert build_parser().parse_args(["train", *flag]).life_loss_terminal is life_loss_terminal
+    assert build_parser().parse_args(["train", "--no-life-loss-terminal"]).life_loss_terminal is False
+    envs = make_envs(ImitationConfig(reward="game", num_envs=1, life_loss_terminal=life_loss_terminal))
+    envs.reset(seed=0)
+    lives, ended = [], False
+    for _ in range(40):  # walking LEFT off the start platform costs a life within ~10 steps
+        _, _, term, trunc, info = envs.step(np.array([4]))
+        lives.append(int(info["lives"][0]))
+        if term[0] or trunc[0]:
+            ended = True
+            break
+    envs.close()
+    assert ended is life_loss_terminal
+    if not life_loss_terminal:
+        assert min(lives) < max(lives)  # a life was lost and the episode went on
 
 
 def test_policy_frames_reset_mask_restarts_only_the_masked_stacks():

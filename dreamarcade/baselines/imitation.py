@@ -4,15 +4,17 @@ The paper trains IMPALA with 100 actors; this module uses the project's PPO (:mo
 imported, not copied) with several parallel actors whose frames are embedded in one batched pass per step
 (:class:`~dreamarcade.wrappers.imitation.YouTubeImitationRewardVector`). Pipeline per actor::
 
-    ALE/MontezumaRevenge-v5 (skip 4, RGB, no sticky actions) -> LifeLossTerminal -> TimeLimit
+    ALE/MontezumaRevenge-v5 (skip 4, RGB, no sticky actions) [-> LifeLossTerminal, option] -> TimeLimit
       -> RecordEpisodeStatistics (game score)   [x num_envs in a SyncVectorEnv, same-step autoreset]
     -> YouTubeImitationRewardVector (bundled embedding + checkpoints)   [reward="imitation" only]
     -> PolicyFrames: 84x84 grayscale, 4-frame stack (+ the similarities to the next 2 checkpoints as "meta")
 
 Reward: ``imitation`` = imitation reward + sign(game reward) (the paper's "imitation + env"); ``imitation_only``
 = imitation reward alone; ``game`` = sign(game reward) alone (the baseline with the same budget).
-Episodes end on a life loss (a demonstration never dies; this shortens credit assignment) and after
-``max_episode_steps``.
+Episodes end after ``max_episode_steps`` (or at game over); a lost life does not end them by default: the player
+starts again at the room's entrance with the checkpoints already paid, so each episode gives several tries at a hard
+spot (the rolling skull) that a life-loss ending would give once. With the life-loss ending (``--life-loss-terminal``)
+the agent stalled at the skull in 694k steps; without it, it collected the key (``benchmarks/RESULTS.md``).
 
 CLI::
 
@@ -101,7 +103,7 @@ class ImitationConfig:
     observe_similarity: bool = True  # paper: similarities to the next 2 checkpoints feed the network
     embed_every: int = 1  # embed the agent's frames every k-th step (k > 1 is faster but changes the reward)
     max_episode_steps: int = 1000
-    life_loss_terminal: bool = True
+    life_loss_terminal: bool = False  # True: a lost life ends the episode (one try at the skull per episode)
     num_envs: int = 8
     asset_dir: str | None = None
     ppo: PPOConfig = field(default_factory=_atari_ppo)
@@ -392,7 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--max-episode-steps", type=int, default=d.max_episode_steps)
     t.add_argument("--no-observe-similarity", action="store_true")
-    t.add_argument("--no-life-loss-terminal", action="store_true")
+    t.add_argument(
+        "--life-loss-terminal",
+        action=argparse.BooleanOptionalAction,
+        default=d.life_loss_terminal,
+        help="end the episode when a life is lost (default: no, the episode goes on with the next life)",
+    )
     t.add_argument("--asset-dir", default=None, help="a reward bundle (default: the bundled Montezuma one)")
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--device", default="cpu")
@@ -427,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                 embed_every=args.embed_every,
                 observe_similarity=not args.no_observe_similarity,
                 max_episode_steps=args.max_episode_steps,
-                life_loss_terminal=not args.no_life_loss_terminal,
+                life_loss_terminal=args.life_loss_terminal,
                 num_envs=args.num_envs,
                 asset_dir=args.asset_dir,
                 ppo=ppo,
