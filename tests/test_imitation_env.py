@@ -62,6 +62,32 @@ def test_vector_entry_point_agrees_with_single_env():
 KEY_RUN = [(11, 7), (2, 5), (14, 1), (11, 4), (5, 16), (17, 7), (4, 7), (15, 15), (2, 9), (9, 2), (17, 1)]
 
 
+# a whole key + door + room-exit trajectory found by montezuma_search (seed 3, start delay 80); (action, repeats)
+EXIT_RUN = [(0, 80), (11, 10), (5, 2), (16, 5), (3, 1), (5, 9), (16, 2), (6, 12), (15, 18), (8, 1), (15, 5), (1, 4),
+            (9, 9), (1, 1), (2, 28), (12, 7), (6, 4), (7, 13), (6, 4), (5, 5), (13, 4), (6, 7), (14, 21), (10, 9),
+            (8, 3), (9, 5), (12, 2), (7, 1), (5, 1), (17, 6), (10, 13), (8, 3), (11, 2), (13, 4), (11, 9), (4, 4),
+            (6, 7)]  # fmt: skip
+
+
+def test_rooms_visited_counts_the_room_exit_that_the_score_cannot_tell():
+    from dreamarcade.baselines.imitation import RoomsVisited
+    from dreamarcade.envs.montezuma_search import make_montezuma
+
+    env = RoomsVisited(make_montezuma())
+    _, info = env.reset(seed=0)
+    score, seen = 0.0, [info["rooms_visited"]]
+    for a in [a for a, n in EXIT_RUN for _ in range(n)]:
+        _, r, term, trunc, info = env.step(a)
+        score += float(r)
+        seen.append(info["rooms_visited"])
+    env.close()
+    assert score == 400.0 and seen[0] == 1 and seen[-1] == 2
+    first_exit = seen.index(2)
+    assert seen[first_exit:] == [2] * (len(seen) - first_exit)  # a count, not the current room
+    _, info = env.reset(seed=0)
+    assert info["rooms_visited"] == 1  # a new episode starts counting again
+
+
 @pytest.mark.parametrize("reward", ["game", "imitation"])
 def test_agent_evaluation_counts_the_raw_game_score_in_every_reward_mode(reward):
     from dreamarcade.baselines.imitation import ImitationConfig, make_envs, play_episodes
@@ -71,10 +97,11 @@ def test_agent_evaluation_counts_the_raw_game_score_in_every_reward_mode(reward)
     envs = make_envs(ImitationConfig(reward=reward, num_envs=1, max_episode_steps=len(script)))
     steps = iter(script)
     try:
-        scores, progress = play_episodes(envs, lambda obs: np.array([next(steps)]), episodes=1, seed=0)
+        scores, progress, rooms = play_episodes(envs, lambda obs: np.array([next(steps)]), episodes=1, seed=0)
     finally:
         envs.close()
     assert scores == [100.0]  # raw, not sign-clipped, and not 0 without the imitation wrapper
+    assert rooms == [1]  # the key is in the first room
     if reward == "game":
         assert progress == [0]  # no imitation wrapper: no checkpoint to reach
     else:
@@ -182,10 +209,10 @@ def test_play_episodes_gives_every_env_its_share_instead_of_the_first_to_end():
     envs = gym.vector.SyncVectorEnv(
         [mountain_car(3), mountain_car(20)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
     )
-    scores, progress = play_episodes(envs, lambda obs: np.zeros(2, np.int64), episodes=4, seed=0)
+    scores, progress, rooms = play_episodes(envs, lambda obs: np.zeros(2, np.int64), episodes=4, seed=0)
     envs.close()
     # -1 per step: env 0 ends four 3-step episodes before env 1's first 20-step one; each gets two
-    assert sorted(scores) == [-20.0, -20.0, -3.0, -3.0] and progress == [0, 0, 0, 0]
+    assert sorted(scores) == [-20.0, -20.0, -3.0, -3.0] and progress == [0, 0, 0, 0] and rooms == [0, 0, 0, 0]
 
 
 def test_vector_env_time_limit_keeps_the_game_score_of_truncated_episodes():

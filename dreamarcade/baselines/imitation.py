@@ -54,6 +54,7 @@ from dreamarcade.precision import flush_denormals
 __all__ = [
     "ImitationConfig",
     "LifeLossTerminal",
+    "RoomsVisited",
     "PolicyFrames",
     "make_envs",
     "train",
@@ -137,6 +138,42 @@ class LifeLossTerminal(gym.Wrapper):
             term = True
         self._lives = lives
         return obs, r, term, trunc, info
+
+
+class RoomsVisited(gym.Wrapper):
+    """Count the rooms of Montezuma's Revenge an episode has been in: ``info["rooms_visited"]`` on every step.
+
+    The room is RAM byte 3 (:data:`dreamarcade.envs.montezuma_search.ROOM`); 2 or more means the player left the
+    first room, which a game score cannot tell (400 = key + door opened, not yet walked through).
+
+    Example:
+        >>> import gymnasium as gym, ale_py
+        >>> env = RoomsVisited(gym.make("ALE/MontezumaRevenge-v5"))
+        >>> obs, info = env.reset(seed=0)
+        >>> info["rooms_visited"]
+        1
+        >>> env.close()
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self._rooms: set[int] = set()
+
+    def _visit(self, info: dict[str, Any]) -> dict[str, Any]:
+        from dreamarcade.envs.montezuma_search import ROOM
+
+        self._rooms.add(int(self.env.unwrapped.ale.getRAM()[ROOM]))
+        info["rooms_visited"] = len(self._rooms)
+        return info
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self._rooms = set()
+        return obs, self._visit(info)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, r, term, trunc, info = self.env.step(action)
+        return obs, r, term, trunc, self._visit(info)
 
 
 class PolicyFrames(gym.vector.VectorWrapper):
@@ -237,6 +274,7 @@ def make_envs(cfg: ImitationConfig, seed_offset: int = 0) -> gym.vector.VectorEn
         env = gym.make(
             "ALE/MontezumaRevenge-v5", frameskip=4, repeat_action_probability=0.0, max_num_frames_per_episode=18_000
         )
+        env = RoomsVisited(env)
         if cfg.life_loss_terminal:
             env = LifeLossTerminal(env)
         env = gym.wrappers.TimeLimit(env, cfg.max_episode_steps)
@@ -263,13 +301,14 @@ def make_envs(cfg: ImitationConfig, seed_offset: int = 0) -> gym.vector.VectorEn
 
 def play_episodes(
     envs: gym.vector.VectorEnv, act: Callable[[Any], np.ndarray], episodes: int, seed: int | None = None
-) -> tuple[list[float], list[int]]:
+) -> tuple[list[float], list[int], list[int]]:
     """Step a :func:`make_envs` env with ``act(obs) -> actions`` until ``episodes`` episodes have ended.
 
     Returns each ended episode's game score and imitation progress. The score is the raw game score that
     ``RecordEpisodeStatistics`` records (it sits below the imitation reward and the policy's sign clipping,
     so it is the same in every reward mode); under SAME_STEP autoreset it is in ``info["final_info"]``.
-    The progress is the index of the next checkpoint the episode had to reach (0 without the imitation reward).
+    The progress is the index of the next checkpoint the episode had to reach (0 without the imitation reward);
+    the rooms are :class:`RoomsVisited`'s count (0 for an env without it).
     Each env plays a fixed share of the episodes (env i: ``episodes // n``, one more for the first
     ``episodes % n``): taking whichever episodes end first would favour short ones.
     """
@@ -279,6 +318,7 @@ def play_episodes(
     obs, _ = envs.reset(seed=seed)
     scores: list[float] = []
     checkpoints: list[int] = []
+    rooms: list[int] = []
     while len(scores) < episodes:
         obs, _, term, trunc, info = envs.step(act(obs))
         ended = np.flatnonzero(np.logical_or(term, trunc))
@@ -291,16 +331,19 @@ def play_episodes(
                 "an episode ended without final_info['episode']"
             )
         progress = final.get("imitation_checkpoint", np.zeros(envs.num_envs, np.int64))
+        visited = final.get("rooms_visited", np.zeros(envs.num_envs, np.int64))
         for i in ended:
             if taken[i] < quota[i]:
                 taken[i] += 1
                 scores.append(float(final["episode"]["r"][i]))
                 checkpoints.append(int(progress[i]))
-    return scores, checkpoints
+                rooms.append(int(visited[i]))
+    return scores, checkpoints, rooms
 
 
 def evaluate(run_dir: str | Path, episodes: int = 20, deterministic: bool = False, seed: int = 1000) -> dict[str, Any]:
-    """Play ``episodes`` episodes with the trained policy; game scores, key rate, room-exit rate."""
+    """Play ``episodes`` episodes with the trained policy: game scores, the rate of episodes that collected the key
+    (score >= 100), opened a door (>= 400) and left the first room (visited 2 or more rooms)."""
     run_dir = Path(run_dir)
     cfg = _load_config(run_dir)
     cfg.num_envs = min(cfg.num_envs, episodes)
@@ -314,7 +357,7 @@ def evaluate(run_dir: str | Path, episodes: int = 20, deterministic: bool = Fals
         return a.numpy()
 
     try:
-        scores, checkpoints = play_episodes(envs, act, episodes, seed)
+        scores, checkpoints, rooms = play_episodes(envs, act, episodes, seed)
     finally:
         envs.close()
     s = np.array(scores)
@@ -325,8 +368,10 @@ def evaluate(run_dir: str | Path, episodes: int = 20, deterministic: bool = Fals
         "max_score": float(s.max()),
         "key_rate": float((s >= 100).mean()),
         "door_rate": float((s >= 400).mean()),
+        "left_room_rate": float((np.array(rooms) >= 2).mean()),
         "scores": scores,
         "checkpoints_reached": checkpoints,
+        "rooms_visited": rooms,
     }
 
 
