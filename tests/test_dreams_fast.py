@@ -127,6 +127,30 @@ def test_keep_drops_dreams_and_bad_assignments_are_clear(doom: WorldModel) -> No
         dream.step(torch.zeros(5, 1))
 
 
+def test_partial_reset_restarts_only_the_masked_dreams_with_the_batch_draws(doom: WorldModel) -> None:
+    dream = DreamBatch(doom, 6, 1.15, seed=3)
+    dream.reset_all()
+    for _ in range(4):
+        dream.step(torch.zeros(6, 1))
+    mask = torch.tensor([False, True, False, False, True, False])
+    before = [x.clone() for x in (dream.z, dream.h, dream.c, dream.t, dream.first)]
+    state = dream.gen.get_state()
+    dream.reset(mask)
+    # the restarted rows' z: the draws reset() makes, in its order (indices, then noise), from the same generator
+    gen = torch.Generator().manual_seed(0)
+    gen.set_state(state)
+    idx = torch.randint(0, doom.initial_mu.shape[0], (2,), generator=gen)
+    eps = torch.randn(2, doom.z_size, generator=gen)
+    z0 = doom.initial_mu[idx] + torch.exp(0.5 * doom.initial_logvar[idx]) * eps
+    assert torch.equal(dream.z[mask], z0)
+    assert not dream.h[mask].any() and not dream.c[mask].any() and not dream.t[mask].any()
+    assert bool((dream.first[mask] == 1.0).all())
+    for old, new in zip(before, (dream.z, dream.h, dream.c, dream.t, dream.first), strict=True):
+        assert torch.equal(old[~mask], new[~mask])  # the other dreams go on untouched
+    dream.step(torch.zeros(6, 1))
+    assert dream.t.tolist() == [5, 1, 5, 5, 1, 5]
+
+
 def test_fused_decoder_matches_vae(doom: WorldModel) -> None:
     z = doom.initial_mu[:16] + 0.5 * torch.randn(16, doom.z_size, generator=torch.Generator().manual_seed(0))
     ref = doom.vae.decode_to_frames(z).astype(np.int16)

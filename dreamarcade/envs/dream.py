@@ -250,12 +250,13 @@ class DreamBatch:
             self._c.zero_()
             self.t.zero_()
             self._first.fill_(1.0)
-        else:
-            self._z[mask] = z0
-            self._h[mask] = 0.0
-            self._c[mask] = 0.0
-            self.t[mask] = 0
-            self._first[mask] = 1.0
+        else:  # row indices: touch only the restarted rows (a boolean-mask fill reads every row of the batch)
+            rows = mask.nonzero().squeeze(1)
+            self._z.index_copy_(0, rows, z0)
+            self._h.index_fill_(0, rows, 0.0)
+            self._c.index_fill_(0, rows, 0.0)
+            self.t.index_fill_(0, rows, 0)
+            self._first.index_fill_(0, rows, 1.0)
         self._any_first = True
 
     def reset_all(self) -> torch.Tensor:
