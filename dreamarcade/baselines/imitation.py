@@ -343,10 +343,12 @@ def play_episodes(
 
 def evaluate(run_dir: str | Path, episodes: int = 20, deterministic: bool = False, seed: int = 1000) -> dict[str, Any]:
     """Play ``episodes`` episodes with the trained policy: game scores, the rate of episodes that collected the key
-    (score >= 100), opened a door (>= 400) and left the first room (visited 2 or more rooms)."""
+    (score >= 100), opened a door (>= 400) and left the first room (visited 2 or more rooms). ``seed`` seeds the
+    envs and the action sampling, so a rerun plays the same episodes."""
     run_dir = Path(run_dir)
     cfg = _load_config(run_dir)
     cfg.num_envs = min(cfg.num_envs, episodes)
+    torch.manual_seed(seed)  # the policy's action sampling: the same seed plays the same episodes
     envs = make_envs(cfg)
     agent, _, _ = load_agent(run_dir / "checkpoint")
     agent.eval()
