@@ -92,9 +92,18 @@ def test_recorder_with_the_same_seed_writes_the_same_video(tmp_path):
     assert meta_c["style_seed"] == 4 and not np.array_equal(a.frames, c.frames)  # another uploader's watermark
 
 
-def test_cli_saves_each_trajectory_and_resumes_without_redoing_them(tmp_path, capsys):
+def test_cli_saves_each_trajectory_and_resumes_without_redoing_them(tmp_path, capsys, monkeypatch):
+    from dreamarcade.envs import montezuma_search
     from dreamarcade.envs.montezuma_search import load_results, main
 
+    searched = []
+    real_search = montezuma_search.go_explore
+
+    def recording_search(**kwargs):  # the real search; only records which seeds the CLI ran
+        searched.append(kwargs["seed"])
+        return real_search(**kwargs)
+
+    monkeypatch.setattr(montezuma_search, "go_explore", recording_search)
     out = tmp_path / "sub" / "t.json"
     base = ["--seed", "5", "--max-steps", "40", "--max-start-delay", "8", "--out", str(out)]
     assert main(["--n", "1", *base]) == 0
@@ -106,6 +115,7 @@ def test_cli_saves_each_trajectory_and_resumes_without_redoing_them(tmp_path, ca
     assert load_results(out) == first
     # resume keeps the saved search as it is and runs only the missing seed
     assert main(["--n", "2", "--resume", *base]) == 0
+    assert searched == [5, 6]  # seed 5 was not searched again
     both = load_results(out)
     assert both[0] == first[0] and [r.seed for r in both] == [5, 6]
     assert both[0].start_delay == draw_start_delay(5, 8) and both[1].start_delay == draw_start_delay(6, 8)
