@@ -156,13 +156,14 @@ class RoomsVisited(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env) -> None:
+        from dreamarcade.envs.montezuma_search import ROOM
+
         super().__init__(env)
+        self._ale, self._room_byte = env.unwrapped.ale, ROOM  # looked up once, not on every step
         self._rooms: set[int] = set()
 
     def _visit(self, info: dict[str, Any]) -> dict[str, Any]:
-        from dreamarcade.envs.montezuma_search import ROOM
-
-        self._rooms.add(int(self.env.unwrapped.ale.getRAM()[ROOM]))
+        self._rooms.add(int(self._ale.getRAM()[self._room_byte]))
         info["rooms_visited"] = len(self._rooms)
         return info
 

@@ -43,8 +43,9 @@ def ale_game_id(game: str) -> str:
     # matched on the letters alone (no two ROM ids differ only in underscores), so names the CamelCase rule cannot
     # split find their id too: "UpNDown" -> up_n_down, "TicTacToe3D" -> tic_tac_toe_3d
     by_letters = {rid.replace("_", ""): rid for rid in ids}
-    if name.lower().replace("_", "") in by_letters:
-        return by_letters[name.lower().replace("_", "")]
+    letters = name.lower().replace("_", "")
+    if letters in by_letters:
+        return by_letters[letters]
     close = difflib.get_close_matches(snake, ids, n=3)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(f"Unknown Atari game '{game}'.{hint} `ale_py.roms.get_all_rom_ids()` lists all {len(ids)} games.")
