@@ -333,6 +333,14 @@ def test_dqn_learning_starts_counts_transitions_added(tmp_path) -> None:
     assert len(ev["returns"]) == 1 and ev["cut_off"] == 0
 
 
+def test_dqn_progress_bar_follows_the_flag(tmp_path, capfd) -> None:
+    def bar_drawn(run: str, progress: bool) -> bool:
+        train(_small_cfg(tmp_path / run, total_timesteps=300, learning_starts=100, progress=progress))
+        return "step/s" in capfd.readouterr().err
+
+    assert bar_drawn("on", True) and not bar_drawn("off", False)
+
+
 def test_dqn_evaluates_either_network_of_a_checkpoint(tmp_path) -> None:
     from dreamarcade.baselines.dqn import load_q_network
 
@@ -499,7 +507,6 @@ def test_cli_help_and_training(tmp_path) -> None:
             "100",
             "--video-episodes",
             "0",
-            "--no-progress",
             "--no-tensorboard",
             "--run-dir",
             str(tmp_path / "cli"),
@@ -507,9 +514,11 @@ def test_cli_help_and_training(tmp_path) -> None:
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "TQDM_DISABLE": "1"},  # tqdm's own switch for log files reaches the DQN's bar too
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["global_step"] == 300
+    assert "step/s" not in out.stderr
 
 
 # --- Stable-Baselines3 on the preprocessed env -------------------------------------------------------

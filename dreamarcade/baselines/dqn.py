@@ -478,7 +478,9 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
     recent: list[float] = []
     t0, last_log_step = time.time(), start_step
     global_step = start_step
-    bar = tqdm(total=cfg.total_timesteps, initial=start_step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
+    # `disable` is passed only to turn the bar off, so that TQDM_DISABLE / TQDM_MININTERVAL still apply
+    off = {} if cfg.progress else {"disable": True}
+    bar = tqdm(total=cfg.total_timesteps, initial=start_step, unit="step", dynamic_ncols=True, **off)
     exploration_steps = int(cfg.exploration_fraction * cfg.total_timesteps)
     with GracefulStop() as stop:
         while global_step < cfg.total_timesteps and not stop.requested:

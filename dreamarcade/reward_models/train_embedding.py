@@ -355,7 +355,8 @@ def train_embedding(
         drop_rows_after(out_dir / "logs" / "metrics.csv", step)  # rows of a crash after the checkpoint: replayed
     start_step = step
     log = RunLogger(out_dir / "logs", tensorboard=False)
-    bar = tqdm(total=tcfg.steps, initial=step, desc="tdc+cmc", unit="step", disable=not progress)
+    off = {} if progress else {"disable": True}  # as in the DQN: TQDM_* environment variables still apply
+    bar = tqdm(total=tcfg.steps, initial=step, desc="tdc+cmc", unit="step", **off)
     model.train()
     t0 = time.time()
     events = _event_windows(clips, cfg, tcfg.event_level) if cfg.cmc_weight > 0 else None
