@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -353,6 +354,16 @@ def test_dqn_evaluates_either_network_of_a_checkpoint(tmp_path) -> None:
     assert len(evaluate(ck, episodes=1, video_path=None, network="target")["returns"]) == 1
     with pytest.raises(ValueError, match="'online' or 'target'"):
         load_q_network(ck, network="best")
+
+
+def test_dqn_evaluate_uses_the_env_kwargs_it_was_trained_with(tmp_path) -> None:
+    # `dqn --evaluate CKPT` passes no kwargs: a DQNAtari-v0 run on game=SpaceInvaders was scored on Pong before
+    cfg = _small_cfg(tmp_path, env_id="CartPole-v1", total_timesteps=300, learning_starts=100)
+    train(dataclasses.replace(cfg, env_kwargs='{"max_episode_steps": 5}'))
+    ck = tmp_path / "run" / "checkpoint"
+    assert evaluate(ck, episodes=3, epsilon=0.0, video_path=None)["returns"] == [5.0, 5.0, 5.0]
+    longer = evaluate(ck, episodes=3, epsilon=0.0, video_path=None, env_kwargs={"max_episode_steps": 8})
+    assert longer["returns"] == [8.0, 8.0, 8.0]  # kwargs given explicitly still win
 
 
 def test_dqn_vector_steps_spanning_several_train_frequencies_do_every_update(tmp_path) -> None:

@@ -597,11 +597,15 @@ def evaluate(
     Returns the raw game scores (``info["episode"]`` when the env records it, else summed rewards) and,
     under ``"cut_off"``, how many games ``max_steps`` ended early (their score so far is counted).
     Under ``EpisodicLife`` an episode here is a whole game: play continues through life losses.
+    Without ``env_id`` and ``env_kwargs`` the env is the one the checkpoint was trained on, kwargs included
+    (e.g. ``DQNAtari-v0`` with ``{"game": "SpaceInvaders"}``).
     """
     import dreamarcade  # noqa: F401
 
     device = str(resolve_device(device))
     q, config = load_q_network(checkpoint, device, network)
+    if env_id is None and env_kwargs is None:  # the training env, with the kwargs it was made with
+        env_kwargs = json.loads(config.get("hyperparameters", {}).get("env_kwargs") or "{}")
     env_id = env_id or config["env_id"]
     make_kwargs = dict(env_kwargs or {})
     if video_path is not None:
