@@ -93,9 +93,12 @@ def test_checkpoint_resume_and_finetune(tmp_path):
     assert config["kind"] == "ppo" and config["global_step"] == 256
     for p, q in zip(agent.parameters(), first.agent.parameters()):
         torch.testing.assert_close(p, q)
-    cfg.total_timesteps = 512
+    cfg.total_timesteps, cfg.learning_rate = 512, 1e-3
     resumed = train_ppo(fns, cfg, tmp_path / "a", resume=True, progress=False, tensorboard=False)
     assert resumed.global_step == 512  # continued from 256, not from 0
+    with open(tmp_path / "a" / "metrics.csv") as f:  # the optimizer state came back, the new rate applies
+        rates = {float(r["step"]): float(r["charts/learning_rate"]) for r in csv.DictReader(f)}
+    assert rates[256] == pytest.approx(2e-4) and rates[384] == rates[512] == pytest.approx(1e-3)
     tuned = train_ppo(fns, cfg, tmp_path / "b", init_checkpoint=tmp_path / "a" / "checkpoint", progress=False,
                       tensorboard=False)  # fmt: skip
     assert tuned.global_step == 512
@@ -168,6 +171,8 @@ def test_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="num_minibatches=3"):
         PPOConfig(recurrent=True, num_envs=6, num_steps=64, num_minibatches=4).validate()
     PPOConfig(recurrent=True, num_envs=8, num_steps=64, num_minibatches=4).validate()
+    with pytest.raises(ValueError, match="update_epochs must be >= 1"):
+        PPOConfig(update_epochs=0).validate()
     with pytest.raises(ValueError, match="checkpoint_every_updates must be >= 1"):
         PPOConfig(checkpoint_every_updates=0).validate()
     with pytest.raises(ValueError, match="'obs' image of Dict observations must be channels-first"):
@@ -189,6 +194,36 @@ def test_cli_help_and_bad_env(capsys, tmp_path):
     assert err.startswith("error: ") and "`CartPolee` doesn't exist" in err and "`CartPole`" in err
     assert main(["train", "--env-id", "Pendulum-v1", "--run-dir", str(tmp_path / "b"), "--total-timesteps", "8"]) == 2
     assert "error: PPO here supports Discrete action spaces, got Box(" in capsys.readouterr().err
+
+
+def test_eval_csv_keeps_columns_by_name_and_the_train_cli_evaluates(tmp_path, capsys):
+    def capped(n):
+        return lambda: gym.wrappers.RecordEpisodeStatistics(gym.make("CartPole-v1", max_episode_steps=n))
+
+    cfg = PPOConfig(total_timesteps=64, num_envs=1, num_steps=32, num_minibatches=1, update_epochs=1,
+                    vector_mode="sync", eval_every_steps=32, eval_episodes=1)  # fmt: skip
+    fns = [lambda: gym.make("CartPole-v1")]
+    train_ppo(fns, cfg, tmp_path / "a", eval_env_fns={"short": capped(3), "long": capped(500)}, progress=False,
+              tensorboard=False)  # fmt: skip
+    cfg.total_timesteps = 128  # resumed with the eval envs in the other order: each score stays in its column
+    train_ppo(fns, cfg, tmp_path / "a", resume=True, eval_env_fns={"long": capped(500), "short": capped(3)},
+              progress=False, tensorboard=False)  # fmt: skip
+    with open(tmp_path / "a" / "eval.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["step"]) for r in rows] == [0, 32, 64, 96, 128]
+    assert all(float(r["eval/short"]) == 3.0 and float(r["eval/long"]) > 3.0 for r in rows)
+    # `ppo train --eval-every-steps N` scores the policy on a fresh copy of the env (it used to be ignored)
+    run = tmp_path / "cli"
+    argv = ["train", "--env-id", "CartPole-v1", "--run-dir", str(run), "--total-timesteps", "64", "--num-envs", "1",
+            "--num-steps", "32", "--num-minibatches", "1", "--update-epochs", "1", "--vector-mode", "sync",
+            "--eval-every-steps", "32"]  # fmt: skip
+    assert main(argv) == 0
+    with open(run / "eval.csv") as f:
+        assert [float(r["step"]) for r in csv.DictReader(f)] == [0, 32, 64]
+    # the Sonic protocol sets the env count, vector mode and budget itself: those flags are not accepted
+    with pytest.raises(SystemExit) as exc:
+        main(["protocol", "--levels", "Airstriker-Genesis:Level1", "--num-envs", "3"])
+    assert exc.value.code == 2 and "unrecognized arguments: --num-envs 3" in capsys.readouterr().err
 
 
 def test_entropy_bonus_schedule(tmp_path):

@@ -165,6 +165,10 @@ class RunLogger:
             self._tb.add_scalar("charts/episodic_return", episodic_return, step)
             self._tb.add_scalar("charts/episodic_length", episodic_length, step)
 
+    def log_csv(self, filename: str, row: dict[str, Any]) -> None:
+        """Append ``row`` to ``run_dir/filename`` by column name (a new column widens the file's header)."""
+        self._write(self.run_dir / filename, row)
+
     def log_metrics(self, step: int, **metrics: float) -> None:
         """Record training metrics (losses, epsilon, steps per second...)."""
         self._write(self.metrics_csv, {"step": step, **{k: float(v) for k, v in metrics.items()}})

@@ -35,7 +35,6 @@ the Sonic pipeline (joint training, fine-tuning, the evaluation protocol) is in 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import math
@@ -159,6 +158,8 @@ class PPOConfig:
                 f"multiple of num_minibatches={self.num_minibatches}. Use num_minibatches={fit}, or "
                 f"a multiple of {self.num_minibatches} envs."
             )
+        if self.update_epochs < 1:
+            raise ValueError(f"update_epochs must be >= 1 (passes over each rollout), got {self.update_epochs}.")
         if self.checkpoint_every_updates < 1:
             raise ValueError(
                 f"checkpoint_every_updates must be >= 1 (a checkpoint every that many updates), got "
@@ -647,6 +648,8 @@ def train_ppo(
         check_same_network(loaded, agent, str(ckpt_dir))
         agent.load_state_dict(loaded.state_dict())
         optimizer.load_state_dict(unpack_state(ck_cfg["optimizer"], tensors))
+        for group in optimizer.param_groups:  # the loaded state carries the old rate; this run's config sets it
+            group["lr"] = config.learning_rate  # (annealing, when on, rescales it from here at every update)
         rng = unpack_state(ck_cfg["rng"], tensors)
         torch.set_rng_state(rng["torch"])
         np.random.set_state(("MT19937", rng["numpy_key"].astype(np.uint32), rng["numpy_pos"], 0, 0.0))
@@ -918,24 +921,26 @@ def _run_eval(
     scores = evaluate_policy(agent, [eval_env_fns[k] for k in names], config.eval_episodes, device=device, seed=step)
     row = {f"eval/{k}": float(np.mean(s)) for k, s in zip(names, scores)}
     row["eval/mean"] = float(np.mean([np.mean(s) for s in scores]))
-    # eval.csv, not metrics.csv: a CSV's header is fixed by its first row, and eval rows have other columns.
-    path = logger.run_dir / "eval.csv"
-    new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["step", *row])
-        if new:
-            writer.writeheader()
-        writer.writerow({"step": step, **row})
+    # eval.csv, not metrics.csv: eval rows have other columns. Written by name under the file's own header, so a
+    # resumed run with its eval envs in another order (or other ones) never puts a score under the wrong column.
+    logger.log_csv("eval.csv", {"step": step, **row})
     result.eval_history.append({"step": float(step), **{k[5:]: v for k, v in row.items()}})
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------------------------
-def add_config_args(parser: argparse.ArgumentParser, defaults: PPOConfig | None = None) -> None:
-    """One ``--flag`` per :class:`PPOConfig` field (``--no-flag`` for booleans)."""
+def add_config_args(
+    parser: argparse.ArgumentParser, defaults: PPOConfig | None = None, exclude: Sequence[str] = ()
+) -> None:
+    """One ``--flag`` per :class:`PPOConfig` field (``--no-flag`` for booleans).
+
+    ``exclude``: fields the command sets itself; they get no flag, so none is accepted and then ignored.
+    """
     defaults = defaults or PPOConfig()
     for f in dataclasses.fields(PPOConfig):
+        if f.name in exclude:
+            continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         if isinstance(default, bool):
@@ -947,7 +952,9 @@ def add_config_args(parser: argparse.ArgumentParser, defaults: PPOConfig | None 
 
 
 def config_from_args(args: argparse.Namespace) -> PPOConfig:
-    return PPOConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PPOConfig)})
+    """The :class:`PPOConfig` of parsed ``add_config_args`` flags (excluded fields keep their defaults)."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(PPOConfig) if hasattr(args, f.name)}
+    return PPOConfig(**given)
 
 
 def _make_gym_env(env_id: str, seed: int) -> Callable[[], gym.Env]:
@@ -966,7 +973,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     run_dir = Path(args.run_dir or f"runs/ppo/{args.env_id}")
     fns = [_make_gym_env(args.env_id, config.seed + i) for i in range(config.num_envs)]
-    result = train_ppo(fns, config, run_dir, init_checkpoint=args.init_from, resume=args.resume)
+    # --eval-every-steps scores the policy on a fresh copy of the env (eval.csv); its seeds differ from the actors'
+    evals = {args.env_id: _make_gym_env(args.env_id, config.seed + 10_000)} if config.eval_every_steps > 0 else None
+    result = train_ppo(fns, config, run_dir, init_checkpoint=args.init_from, resume=args.resume, eval_env_fns=evals)
     print(
         json.dumps(
             {

@@ -90,12 +90,11 @@ def random_level_env_fn(levels: Sequence[Any], **kwargs: Any) -> Callable[[], gy
 
 def _check_levels(levels: Sequence[Any]) -> None:
     """Fail in the main process, with a clear message, before starting any worker."""
-    from dreamarcade.envs.sonic import check_level, check_rom
+    from dreamarcade.envs.sonic import check_level, check_roms
 
     for game, state in levels:
         check_level(game, state)
-    for game in sorted({g for g, _ in levels}):
-        check_rom(game)
+    check_roms(g for g, _ in levels)  # one error naming every missing ROM
 
 
 def joint_train(
@@ -320,6 +319,10 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+# the protocol trains one env per level, async, for --timesteps-per-level: these PPOConfig fields get no flag
+_PROTOCOL_SETS = ("num_envs", "vector_mode", "total_timesteps")
+
+
 def add_commands(sub: Any) -> None:
     """Register ``joint``, ``protocol``, ``finetune`` and ``table`` on the ``ppo`` CLI."""
     p = sub.add_parser("joint", help="joint PPO over a set of levels (one worker process per level)")
@@ -329,7 +332,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--run-dir", default="runs/metarl/joint")
     p.add_argument("--resume", action="store_true")
     _env_args(p)
-    add_config_args(p, PPOConfig(total_timesteps=8_000_000, eval_every_steps=250_000, eval_episodes=1))
+    # one worker process per level (or --workers), always async: the config's env count and vector mode do not apply
+    add_config_args(
+        p,
+        PPOConfig(total_timesteps=8_000_000, eval_every_steps=250_000, eval_episodes=1),
+        exclude=("num_envs", "vector_mode"),
+    )
     p.set_defaults(func=_cmd_joint)
 
     p = sub.add_parser("protocol", help="the Sonic evaluation protocol over test levels (score = mean episode reward)")
@@ -339,7 +347,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--label", default="PPO (from scratch)")
     p.add_argument("--run-dir", default="runs/metarl/protocol")
     _env_args(p)
-    add_config_args(p)
+    add_config_args(p, exclude=_PROTOCOL_SETS)
     p.set_defaults(func=_cmd_protocol)
 
     p = sub.add_parser("finetune", help="fine-tune a checkpoint on one level for N timesteps (protocol on one level)")
@@ -349,7 +357,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--label", default=None)
     p.add_argument("--run-dir", default="runs/metarl/finetune")
     _env_args(p)
-    add_config_args(p)
+    add_config_args(p, exclude=_PROTOCOL_SETS)
     p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("table", help="the tech report's table from protocol run directories")

@@ -29,7 +29,7 @@ Example:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -127,18 +127,27 @@ def required_sha1(game: str) -> list[str]:
 
 def check_rom(game: str) -> None:
     """Raise :class:`MissingROMError` (naming the game, its SHA-1 and the import command) if the ROM is missing."""
+    check_roms([game])
+
+
+def check_roms(games: Iterable[str]) -> None:
+    """Raise one :class:`MissingROMError` naming every game of ``games`` whose ROM is missing (with SHA-1s)."""
     retro = _retro()
-    game_id = retro_game_id(game)
-    try:
-        retro.data.get_romfile_path(game_id, retro.data.Integrations.STABLE)
-    except FileNotFoundError:
-        shas = " or ".join(required_sha1(game))
+    missing = []
+    for game in sorted(set(games)):
+        game_id = retro_game_id(game)
+        try:
+            retro.data.get_romfile_path(game_id, retro.data.Integrations.STABLE)
+        except FileNotFoundError:
+            missing.append(f"{game_id} (SHA-1 {' or '.join(required_sha1(game))})")
+    if missing:
+        what = f"The ROM of {missing[0]} is" if len(missing) == 1 else f"The ROMs of {', '.join(missing)} are"
         raise MissingROMError(
-            f"The ROM of {game_id} is not imported. stable-retro needs a ROM file whose SHA-1 is {shas} (only exact "
-            f"matches import). Put it in a folder and run `python -m stable_retro.import /path/to/roms` (it writes "
-            "into the installed stable_retro package, so that folder must be writable). The Sega Genesis Sonic "
-            "titles are no longer sold on Steam, so `python -m stable_retro.import.sega_classics` usually fails."
-        ) from None
+            f"{what} not imported. stable-retro imports only a ROM file whose SHA-1 matches exactly. Put the files in "
+            "a folder and run `python -m stable_retro.import /path/to/roms` (it writes into the installed "
+            "stable_retro package, so that folder must be writable). The Sega Genesis Sonic titles are no longer "
+            "sold on Steam, so `python -m stable_retro.import.sega_classics` usually fails."
+        )
 
 
 def check_level(game: str, state: str) -> None:
@@ -287,8 +296,7 @@ class RetroLevelsEnv(gym.Env):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}.")
         validate_split(self.levels)
-        for game in sorted({lv.game for lv in self.levels}):
-            check_rom(game)  # fail now, naming every missing ROM's game, not at some later reset
+        check_roms(lv.game for lv in self.levels)  # fail now, naming every missing ROM's game, not at a later reset
         self.render_mode = render_mode
         self._env_kwargs = env_kwargs
         self._fixed: Level | None = None
