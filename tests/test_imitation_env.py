@@ -55,6 +55,8 @@ def test_vector_entry_point_agrees_with_single_env():
             assert vr[i] == pytest.approx(sr)
             assert vinfo["imitation_similarity"][i] == pytest.approx(info["imitation_similarity"], abs=1e-4)
     venv.close()
+    with pytest.raises(TypeError, match="embed_evry"):  # a misspelled option is an error, as with gym.make
+        gym.make_vec("MontezumaImitation-v0", num_envs=2, vectorization_mode="vector_entry_point", embed_evry=2)
 
 
 # the first 74 agent steps of a Montezuma trajectory found by montezuma_search (seed 4): the key (+100) is
@@ -138,6 +140,7 @@ def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
     assert json.loads((run / "imitation_config.json").read_text())["embed_every"] == 2
     assert main([*argv[:-1], "64", "--resume"]) == 0
     assert main(["eval", str(run), "--episodes", "1"]) == 0
+    assert main(["eval", str(run), "--episodes", "0"]) == 2  # a clear error, not a traceback from an empty vector env
 
 
 def test_agent_train_never_replaces_the_settings_of_another_run(tmp_path):

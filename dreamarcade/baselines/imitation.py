@@ -346,6 +346,8 @@ def evaluate(run_dir: str | Path, episodes: int = 20, deterministic: bool = Fals
     """Play ``episodes`` episodes with the trained policy: game scores, the rate of episodes that collected the key
     (score >= 100), opened a door (>= 400) and left the first room (visited 2 or more rooms). ``seed`` seeds the
     envs and the action sampling, so a rerun plays the same episodes."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}.")
     run_dir = Path(run_dir)
     cfg = _load_config(run_dir)
     cfg.num_envs = min(cfg.num_envs, episodes)

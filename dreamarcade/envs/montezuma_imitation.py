@@ -121,7 +121,6 @@ def make_montezuma_imitation_vector(
     embed_every: int = 1,
     embed_threads: int | None = None,
     embed_precision: str = "fp32",
-    **unused: Any,
 ) -> gym.vector.VectorEnv:
     """``num_envs`` envs in a SyncVectorEnv; all frames embedded in one batched pass per step.
 

@@ -36,6 +36,19 @@ from dreamarcade.reward_models.video import VideoReader
 __all__ = ["build_bundle", "main"]
 
 
+def first_frame_at(start_s: float, fps: float) -> int:
+    """Index of the first frame at or after ``start_s`` seconds in a video read at ``fps``.
+
+    The recorder writes ``gameplay_start_s = intro_frames / recorder_fps``, so ``start_s * fps`` is often a whole
+    number up to float error (62 / 30 * 15 = 31.000000000000004): it is rounded to 1e-6 before the ceiling.
+
+    Example:
+        >>> first_frame_at(62 / 30, 15), first_frame_at(2.1, 15), first_frame_at(0.0, 15)
+        (31, 32, 0)
+    """
+    return int(math.ceil(round(start_s * fps, 6)))
+
+
 def build_bundle(
     embedding_dir: str | os.PathLike[str],
     demo_video: str | os.PathLike[str],
@@ -52,7 +65,7 @@ def build_bundle(
         start_s = float(json.loads(side.read_text()).get("gameplay_start_s", 0.0)) if side.is_file() else 0.0
     reader = VideoReader(demo_video, fps=cfg.fps, size=(cfg.frame_size, cfg.frame_size), audio=False)
     clip = reader.read_all()
-    start = int(math.ceil(start_s * cfg.fps))
+    start = first_frame_at(start_s, cfg.fps)
     embedder = FrameStackEmbedder(model)
     traj = build_checkpoints(embedder, clip.frames, every=every, start=start, source=demo_video.name)
     traj.meta = {
