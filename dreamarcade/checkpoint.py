@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -112,29 +113,32 @@ def load_checkpoint(
     from safetensors.torch import load
 
     directory = Path(directory)
-    cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    w_path = directory / WEIGHTS_FILE
     if not checkpoint_exists(directory):
         raise CheckpointError(
             f"No complete checkpoint in '{directory}': expected {CONFIG_FILE} and {WEIGHTS_FILE}. "
             "Pass the directory a training run wrote its checkpoint to."
         )
-    blob = w_path.read_bytes()
-    digest = hashlib.sha256(blob).hexdigest()
-    config = _read_config(cfg_path) if cfg_path.is_file() else {}
-    pending = directory / PENDING_CONFIG_FILE
-    if config.get("_weights_sha256", digest) != digest and pending.is_file():
-        # A save was cut off after its weights rename: the new weights go with the pending config.
-        candidate = _read_config(pending)
-        if candidate.get("_weights_sha256") == digest:
-            config = candidate
-    elif not config and pending.is_file():  # the very first save was cut off after its weights rename
-        config = _read_config(pending)
-    expected = config.get("_weights_sha256")
-    if expected is not None and digest != expected:
-        raise CheckpointError(
-            f"Corrupt checkpoint in '{directory}': {WEIGHTS_FILE} does not match the hash recorded in "
-            f"{CONFIG_FILE} (truncated or replaced). Re-train or restore the checkpoint."
-        )
+    # A save running at the same time (an evaluation beside training) can rename files between these reads, so a
+    # mismatch or a vanished file is read again a few times before the checkpoint is called corrupt.
+    for attempt in range(_READ_ATTEMPTS):
+        last = attempt == _READ_ATTEMPTS - 1
+        try:
+            blob, digest, config = _read_weights_and_config(directory)
+        except FileNotFoundError as exc:
+            if last:
+                raise CheckpointError(f"Checkpoint files in '{directory}' keep disappearing while read: {exc}") from exc
+            time.sleep(0.05 * (attempt + 1))
+            continue
+        expected = config.get("_weights_sha256")
+        if expected is None or digest == expected:
+            break
+        if last:
+            raise CheckpointError(
+                f"Corrupt checkpoint in '{directory}': {WEIGHTS_FILE} does not match the hash recorded in "
+                f"{CONFIG_FILE} (truncated or replaced). Re-train or restore the checkpoint."
+            )
+        time.sleep(0.05 * (attempt + 1))
     if kind is not None and config.get("kind") != kind:
         raise CheckpointError(
             f"Checkpoint in '{directory}' is a '{config.get('kind')}' checkpoint, not a '{kind}' one. "
@@ -145,6 +149,25 @@ def load_checkpoint(
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"Corrupt weights file '{w_path}': {exc}. Re-train or restore it.") from exc
     return {k: v.to(map_location) for k, v in tensors.items()}, config
+
+
+_READ_ATTEMPTS = 5
+
+
+def _read_weights_and_config(directory: Path) -> tuple[bytes, str, dict[str, Any]]:
+    """The weights' bytes and SHA-256, and the config that goes with them (a cut-off save's pending one if so)."""
+    cfg_path, pending = directory / CONFIG_FILE, directory / PENDING_CONFIG_FILE
+    blob = (directory / WEIGHTS_FILE).read_bytes()
+    digest = hashlib.sha256(blob).hexdigest()
+    config = _read_config(cfg_path) if cfg_path.is_file() else {}
+    if config.get("_weights_sha256", digest) != digest and pending.is_file():
+        # A save was cut off after its weights rename: the new weights go with the pending config.
+        candidate = _read_config(pending)
+        if candidate.get("_weights_sha256") == digest:
+            config = candidate
+    elif not config and pending.is_file():  # the very first save was cut off after its weights rename
+        config = _read_config(pending)
+    return blob, digest, config
 
 
 def checkpoint_exists(directory: str | os.PathLike[str]) -> bool:

@@ -172,6 +172,26 @@ def test_corrupt_checkpoint_is_detected(tmp_path) -> None:
         load_checkpoint(tmp_path / "nowhere")
 
 
+def test_checkpoint_read_while_a_save_renames_its_files_is_not_called_corrupt(tmp_path, monkeypatch) -> None:
+    # An evaluation beside a training run: the weights are read, then a save replaces weights and config, then the
+    # config is read. The old weights with the new config is a race, not corruption: the loader reads again.
+    import torch
+
+    import dreamarcade.checkpoint as ck
+
+    d = save_checkpoint(tmp_path / "ck", {"w": torch.zeros(3)}, {"kind": "dqn", "step": 0})
+    real_read_config, saves = ck._read_config, []
+
+    def read_config_after_a_save(path):
+        if not saves:
+            saves.append(save_checkpoint(d, {"w": torch.ones(3)}, {"kind": "dqn", "step": 1}))
+        return real_read_config(path)
+
+    monkeypatch.setattr(ck, "_read_config", read_config_after_a_save)
+    tensors, cfg = load_checkpoint(d, kind="dqn")
+    assert saves and cfg["step"] == 1 and torch.equal(tensors["w"], torch.ones(3))
+
+
 @pytest.mark.parametrize("cut_at", [1, 2, 3])
 def test_checkpoint_save_cut_off_at_any_rename_leaves_a_complete_checkpoint(tmp_path, monkeypatch, cut_at) -> None:
     """A save interrupted before its n-th rename (Ctrl-C, SIGTERM) loses neither the old nor a complete new one."""
