@@ -114,11 +114,18 @@ def test_killed_collection_leaves_no_worker_writing(tmp_path) -> None:
         load_shard(p)  # and what was written is whole
 
 
-def test_corrupt_shard_is_reported(tmp_path) -> None:
+def test_corrupt_shard_is_reported(tmp_path, doom_data) -> None:
+    from dreamarcade.world_models.collect import _stored
+
     bad = tmp_path / "frames-w0-00000.npz"
     bad.write_bytes(b"not an npz file")
     with pytest.raises(ValueError, match="Corrupt rollout shard"):
         load_shard(bad)
+    good = list_shards(doom_data)[0].read_bytes()
+    bad.write_bytes(good[: len(good) // 2])  # cut off: numpy raises zipfile.BadZipFile, named here with the fix
+    for read in (lambda: load_shard(bad), lambda: _stored(str(tmp_path), "frames")):
+        with pytest.raises(ValueError, match="Corrupt rollout shard .*Delete it and collect again"):
+            read()
 
 
 def test_shard_writer_never_overwrites_a_shard_after_one_is_deleted(tmp_path) -> None:
@@ -264,6 +271,53 @@ def test_mdnrnn_action_map_is_kept_by_resume_and_warm_start(tmp_path) -> None:
     assert MDNRNN.load(tmp_path / "mdnrnn").action_map == "takecover"
 
 
+def test_calibrate_done_targets_the_random_episodes_of_frames_dir(tmp_path) -> None:
+    from dreamarcade.baselines.world_models import WMConfig, calibration_target
+
+    n = 240
+    for name, lengths in (("series_b", [100, 140]), ("series_iter1", [200, 40])):
+        (tmp_path / name).mkdir()
+        np.savez_compressed(
+            tmp_path / name / "series-s0-w0-00000.npz", mu=np.zeros((n, 64), np.float16),
+            logvar=np.zeros((n, 64), np.float16), actions=np.zeros((n, 1), np.float32),
+            rewards=np.ones(n, np.float32), dones=np.isin(np.arange(n), np.cumsum(lengths) - 1),
+            episode_lengths=np.array(lengths),
+        )  # fmt: skip
+    cfg = WMConfig(env="doom", run_dir=str(tmp_path), frames_dir="frames_b")
+    assert calibration_target(cfg) == 120.0  # series_b only: the controller's series_iter1 is not random play
+    assert calibration_target(dataclasses.replace(cfg, calibrate_target=300.0)) == 300.0
+    with pytest.raises(FileNotFoundError, match="--calibrate-target"):  # the default frames/ was never encoded
+        calibration_target(dataclasses.replace(cfg, frames_dir="frames"))
+
+
+def test_mdnrnn_training_state_of_an_earlier_v_is_not_continued(tmp_path, capsys) -> None:
+    # train-vae trains V again and re-encodes the series; M's training state learned the old V's latents
+    from dreamarcade.baselines.world_models import WMConfig, step_train_mdnrnn
+
+    rng = np.random.default_rng(0)
+    n = 120
+    (tmp_path / "series").mkdir()
+    np.savez_compressed(
+        tmp_path / "series" / "series-s0-w0-00000.npz", mu=rng.normal(size=(n, 64)).astype(np.float16),
+        logvar=np.full((n, 64), -2, np.float16), actions=rng.uniform(-1, 1, (n, 1)).astype(np.float32),
+        rewards=np.ones(n, np.float32), dones=np.arange(n) % 60 == 59, episode_lengths=np.array([60, 60]),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    ConvVAE(64).save(tmp_path / "vae")
+    cfg = WMConfig(env="doom", run_dir=str(tmp_path), rnn_epochs=1, rnn_seq_len=20, rnn_batch=2)
+    step_train_mdnrnn(cfg)
+    first = load_checkpoint(tmp_path / "mdnrnn")[0]
+    step_train_mdnrnn(cfg)  # same V, all steps done: resumed, nothing more to train
+    assert all(torch.equal(first[k], v) for k, v in load_checkpoint(tmp_path / "mdnrnn")[0].items())
+    ConvVAE(64).save(tmp_path / "vae")  # another V (another init): the old training state must not be resumed
+    capsys.readouterr()
+    step_train_mdnrnn(cfg)
+    assert "V changed since" in capsys.readouterr().out
+    assert any(not torch.equal(first[k], v) for k, v in load_checkpoint(tmp_path / "mdnrnn")[0].items())
+    meta = load_checkpoint(tmp_path / "mdnrnn_train", kind="mdnrnn_train")[1]
+    assert meta["vae_sha256"] == load_checkpoint(tmp_path / "vae")[1]["_weights_sha256"]
+
+
 def test_controller_shapes_and_round_trip(tmp_path) -> None:
     doom = Controller.for_env("doom", 1088)
     car = Controller.for_env("carracing", 32 + 256)
@@ -327,6 +381,23 @@ def test_cma_es_evolves_in_the_bundled_dream(tmp_path) -> None:
     with open(tmp_path / "logs_controller" / "metrics.csv", newline="") as f:
         rows = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f)]
     assert [r["step"] for r in rows] == [1.0, 2.0, 3.0] and rows[2]["seconds"] >= rows[1]["seconds"]  # time carried
+    # The run gets its own world model (the bundled one with M changed): the saved CMA-ES state was evolved in
+    # another dream, so evolve starts again instead of stamping the old mean with the new model's fingerprint.
+    import shutil
+
+    shutil.copytree(bundled_dir("doom"), tmp_path / "world_model")
+    m_dir = tmp_path / "world_model" / "mdnrnn"
+    rnn, (_, m_meta) = MDNRNN.load(m_dir), load_checkpoint(m_dir, kind="mdnrnn")
+    with torch.no_grad():
+        rnn.head.bias += 0.01
+    rnn.save(m_dir, extra={k: v for k, v in m_meta.items() if not k.startswith("_") and k not in rnn.config()})
+    out = step_evolve(dataclasses.replace(cfg, generations=1, eval_every=0))
+    with open(tmp_path / "logs_controller" / "metrics.csv", newline="") as f:
+        assert [float(r["step"]) for r in csv.DictReader(f)] == [1.0]  # the old model's generations are gone
+    assert load_checkpoint(out, kind="controller")[1]["generations"] == 1
+    check_controller_matches(out, tmp_path / "world_model")
+    with pytest.raises(ValueError, match="evolved in another world model"):
+        check_controller_matches(out, bundled_dir("doom"))
 
 
 def test_pipeline_with_iterations_resumes(tmp_path, capsys) -> None:
@@ -441,3 +512,6 @@ def test_cli_evaluate_takes_a_controller_and_seeds_and_measures_random_on_them(t
     assert main([*argv, "--eval-controller", ctrl, "--eval-seed", "778"]) == 0
     res2 = json.loads((tmp_path / "evaluate_controller_seed778.json").read_text())
     assert res2["returns"][0] == res["returns"][1]  # episode i is seeded eval_seed + i: 778 is 777's second
+    assert main([*argv, "--eval-controller", ctrl, "--eval-seed", "779", "--max-steps", "5"]) == 0  # was ignored
+    capped = json.loads((tmp_path / "evaluate_controller_seed779.json").read_text())
+    assert capped["max_steps"] == 5 and capped["returns"] == [5.0, 5.0] and capped["random_mean"] == 5.0

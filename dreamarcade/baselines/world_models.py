@@ -40,6 +40,7 @@ import torch
 
 from dreamarcade.baselines.common import (
     RunLogger,
+    drop_rows_after,
     help_field,
     plot_learning_curve,
     resolve_device,
@@ -143,8 +144,8 @@ class WMConfig:
         "collect: the run subfolder to write, named frames* (V and M train on every frames*/series*)", "frames"
     )
     calibrate_target: float = _h(
-        "calibrate-done: target mean dream length under the collection policy "
-        "(0: the mean length of the episodes in series/)",
+        "calibrate-done: target mean dream length under the random collection policy "
+        "(0: the mean length of the random episodes: series/, or the series* folder of --frames-dir)",
         0.0,
     )
     ensemble: str = _h(
@@ -374,19 +375,27 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
     check_precision(cfg.precision, dev)
     opt = torch.optim.Adam(rnn.parameters(), lr=cfg.rnn_lr)
     ckpt = run / f"mdnrnn_train{tag}"
+    vae_sha = _weights_sha256(run / "vae")  # M learns V's latents: its training state belongs to this V only
+    stale = False
     if checkpoint_exists(ckpt):
-        saved_map = load_checkpoint(ckpt, kind="mdnrnn_train")[1].get("action_map", "none")
-        if saved_map != action_map:
+        saved = load_checkpoint(ckpt, kind="mdnrnn_train")[1]
+        stale = saved.get("vae_sha256", vae_sha) != vae_sha
+        if stale:  # V trained again since (train-vae re-encoded the series): continuing would mix two latent spaces
+            print(f"V changed since '{ckpt}' was saved: M trains again from step 0 on the new latents")
+            drop_rows_after(run / "logs_mdnrnn" / "metrics.csv", 0)
+        elif saved.get("action_map", "none") != action_map:
             raise ValueError(
-                f"'{ckpt}' is an M trained with action map {saved_map!r}, but this run asks for {action_map!r}. "
-                f"Pass --rnn-action-map {saved_map} to continue it, or use a new --run-dir."
+                f"'{ckpt}' is an M trained with action map {saved.get('action_map', 'none')!r}, but this run asks "
+                f"for {action_map!r}. Pass --rnn-action-map {saved.get('action_map', 'none')} to continue it, or "
+                "use a new --run-dir."
             )
-    step, prior_s = _resume_train_state(ckpt, "mdnrnn_train", rnn, opt)
+    step, prior_s = (0, 0.0) if stale else _resume_train_state(ckpt, "mdnrnn_train", rnn, opt)
     if step:
         print(f"resuming M training at step {step}/{total_steps}")
 
     def save_train_state() -> None:
-        _save_train_state(ckpt, "mdnrnn_train", rnn, opt, step, prior_s + time.time() - t0, {"action_map": action_map})
+        meta = {"action_map": action_map, "vae_sha256": vae_sha}
+        _save_train_state(ckpt, "mdnrnn_train", rnn, opt, step, prior_s + time.time() - t0, meta)
 
     logger = RunLogger(run / "logs_mdnrnn")
     rng = np.random.default_rng(cfg.seed + step)
@@ -506,16 +515,33 @@ def calibrate_done_shift(wm: WorldModel, target: float, temperature: float, epis
     return best
 
 
+def calibration_target(cfg: WMConfig) -> float:
+    """``--calibrate-target``, or else the mean length of the random collection's episodes (``--frames-dir``'s series).
+
+    The dream is played with random actions, so only episodes collected at random are comparable (an iteration's
+    controller-collected series_iter* are left out).
+    """
+    from dreamarcade.world_models.rollouts import load_series
+
+    if cfg.calibrate_target:
+        return float(cfg.calibrate_target)
+    series = cfg.resolved_run_dir() / cfg.frames_dir.replace("frames", "series", 1)
+    if not series.is_dir():
+        raise FileNotFoundError(
+            f"calibrate-done takes its target from the random episodes in '{series}' (the series of --frames-dir "
+            f"{cfg.frames_dir}), which does not exist. Pass the --frames-dir the random collection used, run "
+            "`train-vae` to encode it, or give the target with --calibrate-target."
+        )
+    return float(load_series(series)["episode_lengths"].mean())
+
+
 def step_calibrate_done(cfg: WMConfig) -> dict[str, float]:
     """Calibrate the run's world model in place (run/world_model); the uncalibrated M stays in run/mdnrnn."""
-    from dreamarcade.world_models.rollouts import load_series
 
     run = cfg.resolved_run_dir()
     wm_dir = run / "world_model"
     wm = WorldModel.load(wm_dir, env=cfg.env)
-    target = cfg.calibrate_target
-    if not target:
-        target = float(load_series(run / "series")["episode_lengths"].mean())
+    target = calibration_target(cfg)
     tau = cfg.temperature or wm.temperature
     _, meta = load_checkpoint(wm_dir / "mdnrnn", kind="mdnrnn")
     prior = float(meta.get("done_bias_shift", 0.0))
@@ -697,7 +723,13 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
     out = run / out_name
     state_dir = run / f"{out_name}_cma"
     gen0, x0, sigma0, best, prior_s = 0, np.zeros(ctrl.num_params), cfg.sigma_init, (-np.inf, None), 0.0
-    if checkpoint_exists(state_dir):  # resume: mean, step size and best so far (the covariance restarts)
+    fingerprint = world_model_fingerprint(wm_dir)  # the state and the controller belong to the model evolved in
+    saved = load_checkpoint(state_dir, kind="cma_state")[1] if checkpoint_exists(state_dir) else None
+    if saved is not None and saved.get("world_model_sha256", fingerprint) != fingerprint:
+        print(f"the world model changed since '{state_dir}' was saved: CMA-ES starts again from generation 0")
+        drop_rows_after(run / f"logs_{out_name}" / "metrics.csv", 0)
+        saved = None
+    if saved is not None:  # resume: mean, step size and best so far (the covariance restarts)
         tensors, meta = load_checkpoint(state_dir, kind="cma_state")
         gen0, sigma0, prior_s = int(meta["generation"]), float(meta["sigma"]), float(meta.get("seconds", 0.0))
         x0 = tensors["mean"].double().numpy()
@@ -747,7 +779,7 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
             save_checkpoint(
                 state_dir, {"mean": torch.as_tensor(mean_params), "best": torch.as_tensor(best[1])},
                 {"kind": "cma_state", "generation": gen, "sigma": float(es.sigma), "best_fitness": best[0],
-                 "seconds": prior_s + time.time() - t0},
+                 "seconds": prior_s + time.time() - t0, "world_model_sha256": fingerprint},
             )  # fmt: skip
             if cfg.time_budget and time.time() - t0 > cfg.time_budget:
                 print(f"time budget of {cfg.time_budget:.0f}s reached after generation {gen}")
@@ -761,7 +793,7 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
     ctrl.set_flat(np.asarray(es.mean, np.float32))
     extra = {"generations": gen, "popsize": cfg.popsize, "rollouts": cfg.rollouts, "where": cfg.where,
              "temperature": tau, "controller": cfg.controller, "seconds": prior_s + time.time() - t0,
-             "world_model": str(wm_dir), "world_model_sha256": world_model_fingerprint(wm_dir)}  # fmt: skip
+             "world_model": str(wm_dir), "world_model_sha256": fingerprint}  # fmt: skip
     ctrl.save(out, extra=extra)
     if best[1] is not None:
         ctrl.set_flat(best[1])
@@ -799,20 +831,23 @@ def _plot_cma(csv_path: Path, png: Path, where: str) -> None:
 
 # ============================================================================================== evaluate
 def evaluate_real(env: str, model_dir: str | Path, params: np.ndarray | None, ctrl: Any, episodes: int, workers: int,
-                  seed: int = EVAL_SEED) -> np.ndarray:  # fmt: skip
-    """Returns of ``episodes`` real episodes with V + M + C(params); ``params=None`` is the uniform random policy."""
+                  seed: int = EVAL_SEED, max_steps: int = 0) -> np.ndarray:  # fmt: skip
+    """Returns of ``episodes`` real episodes with V + M + C(params); ``params=None`` is the uniform random policy.
+
+    ``max_steps``: cut each episode after this many steps (0: the env's own cap, 2100 Doom / 1000 CarRacing).
+    """
     if params is None:
-        return _random_returns(env, episodes, seed)
+        return _random_returns(env, episodes, seed, max_steps)
     pool = RealPool(env, str(model_dir), ctrl, max(1, workers))
     try:
-        res = pool.episodes([params] * episodes, [seed + i for i in range(episodes)])
+        res = pool.episodes([params] * episodes, [seed + i for i in range(episodes)], max_steps)
     finally:
         pool.close()
     return np.array([r[0] for r in res])
 
 
-def _random_returns(env: str, episodes: int, seed: int) -> np.ndarray:
-    """A uniform random action every step (the paper's random-policy baseline)."""
+def _random_returns(env: str, episodes: int, seed: int, max_steps: int = 0) -> np.ndarray:
+    """A uniform random action every step (the paper's random-policy baseline); ``max_steps`` as in evaluate_real."""
     from dreamarcade.world_models.collect import make_real_env
 
     e = make_real_env(env)
@@ -820,11 +855,11 @@ def _random_returns(env: str, episodes: int, seed: int) -> np.ndarray:
     rets = []
     for i in range(episodes):
         e.reset(seed=seed + i)
-        ret, done = 0.0, False
+        ret, done, t = 0.0, False, 0
         while not done:
             _, r, term, trunc, _ = e.step(e.action_space.sample())
-            ret += r
-            done = term or trunc
+            ret, t = ret + r, t + 1
+            done = term or trunc or bool(max_steps and t >= max_steps)
         rets.append(ret)
     e.close()
     return np.array(rets)
@@ -839,12 +874,13 @@ def step_evaluate(cfg: WMConfig, ctrl_dir: Path | None = None) -> dict[str, floa
     ctrl = Controller.load(ctrl_dir)
     t0 = time.time()
     workers, seed = cfg.workers or os.cpu_count() or 1, cfg.eval_seed
-    rets = evaluate_real(cfg.env, wm_dir, ctrl.params, ctrl, cfg.eval_episodes, workers, seed=seed)
+    cap = cfg.max_steps
+    rets = evaluate_real(cfg.env, wm_dir, ctrl.params, ctrl, cfg.eval_episodes, workers, seed=seed, max_steps=cap)
     seconds = round(time.time() - t0, 1)
-    rand = evaluate_real(cfg.env, wm_dir, None, ctrl, cfg.eval_episodes, workers, seed=seed)  # same seeds
+    rand = evaluate_real(cfg.env, wm_dir, None, ctrl, cfg.eval_episodes, workers, seed=seed, max_steps=cap)
     res = {"episodes": len(rets), "mean": float(rets.mean()), "std": float(rets.std()), "min": float(rets.min()),
            "max": float(rets.max()), "seconds": seconds, "controller": str(ctrl_dir), "seed": seed,
-           "random_mean": float(rand.mean()), "random_std": float(rand.std())}  # fmt: skip
+           "max_steps": cap, "random_mean": float(rand.mean()), "random_std": float(rand.std())}  # fmt: skip
     name = f"evaluate_{ctrl_dir.name}" + ("" if seed == EVAL_SEED else f"_seed{seed}")
     atomic_write_text(run / f"{name}.json", json.dumps({**res, "returns": rets.tolist()}))
     print(f"{cfg.env}: {res['mean']:.1f} +- {res['std']:.1f} over {len(rets)} real episodes ({seconds}s); "
@@ -1010,11 +1046,11 @@ def step_demo(cfg: WMConfig) -> dict[str, Any]:
     ctrl = Controller.load(ctrl_dir)
     wm = WorldModel.load(wm_dir, env="doom")
     tau = cfg.temperature or wm.temperature
-    dream_scores = dream_returns(wm, ctrl, ctrl.params[None], 64, tau, seed=4242)[0]
+    dream_scores = dream_returns(wm, ctrl, ctrl.params[None], 64, tau, seed=4242, max_steps=cfg.max_steps or None)[0]
     t1 = time.time()
     workers = cfg.workers or os.cpu_count() or 1
-    real = evaluate_real("doom", wm_dir, ctrl.params, ctrl, cfg.eval_episodes, workers)
-    rand = evaluate_real("doom", wm_dir, None, ctrl, cfg.eval_episodes, workers)
+    real = evaluate_real("doom", wm_dir, ctrl.params, ctrl, cfg.eval_episodes, workers, max_steps=cfg.max_steps)
+    rand = evaluate_real("doom", wm_dir, None, ctrl, cfg.eval_episodes, workers, max_steps=cfg.max_steps)
     eval_s = time.time() - t1
     video = dream_vs_real_video(wm, ctrl, run / "dream_vs_real.mp4", seed=cfg.seed, temperature=tau)
     scores = {
@@ -1040,12 +1076,15 @@ def step_demo(cfg: WMConfig) -> dict[str, Any]:
 
 
 # ============================================================================================== bundle
+def _weights_sha256(checkpoint_dir: str | os.PathLike[str]) -> str:
+    """The weight hash a checkpoint recorded when it was saved ("" when there is no checkpoint)."""
+    config = Path(checkpoint_dir) / "config.json"
+    return str(json.loads(config.read_text()).get("_weights_sha256", "")) if config.is_file() else ""
+
+
 def world_model_fingerprint(model_dir: str | os.PathLike[str]) -> str:
     """A hash of the weights of V and M in ``model_dir`` (from their checkpoints' recorded weight hashes)."""
-    parts = []
-    for sub in ("vae", "mdnrnn"):
-        config = Path(model_dir) / sub / "config.json"
-        parts.append(json.loads(config.read_text()).get("_weights_sha256", "") if config.is_file() else "")
+    parts = [_weights_sha256(Path(model_dir) / sub) for sub in ("vae", "mdnrnn")]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 

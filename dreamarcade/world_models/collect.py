@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,7 @@ def _stored(out_dir: str, prefix: str) -> tuple[int, int]:
         try:
             with np.load(path, allow_pickle=False) as z:
                 lengths = z["episode_lengths"]  # reads this small array only, not the frames
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"Corrupt rollout shard '{path}': {exc}. Delete it and collect again.") from exc
         episodes += len(lengths)
         steps += int(lengths.sum())

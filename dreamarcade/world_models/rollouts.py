@@ -61,7 +61,7 @@ def load_shard(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a truncated or bit-flipped .npz
         raise ValueError(f"Corrupt rollout shard '{path}': {exc}. Delete it and collect again.") from exc
     lengths = data.get("episode_lengths")
     n = len(data["actions"]) if "actions" in data else -1
