@@ -537,7 +537,6 @@ def calibration_target(cfg: WMConfig) -> float:
 
 def step_calibrate_done(cfg: WMConfig) -> dict[str, float]:
     """Calibrate the run's world model in place (run/world_model); the uncalibrated M stays in run/mdnrnn."""
-
     run = cfg.resolved_run_dir()
     wm_dir = run / "world_model"
     wm = WorldModel.load(wm_dir, env=cfg.env)
