@@ -290,6 +290,29 @@ def test_calibrate_done_targets_the_random_episodes_of_frames_dir(tmp_path) -> N
         calibration_target(dataclasses.replace(cfg, frames_dir="frames"))
 
 
+def test_bundle_swaps_in_a_complete_bundle_and_a_failed_one_leaves_the_old_whole(tmp_path, monkeypatch) -> None:
+    import shutil
+
+    from dreamarcade.baselines.world_models import WMConfig, step_bundle
+    from dreamarcade.world_models.model import WorldModel, bundled_dir
+
+    run, dest = tmp_path / "run", tmp_path / "assets" / "dream_doom"
+    shutil.copytree(bundled_dir("doom"), run / "world_model")
+    shutil.copytree(bundled_dir("doom"), dest)
+    (dest / "MODEL_CARD.md").write_text("card")
+    (dest / "mdnrnn" / "stray.txt").write_text("from the old bundle")
+    cfg = WMConfig(env="doom", run_dir=str(run))
+    monkeypatch.setattr(WorldModel, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        step_bundle(cfg, dest=dest)
+    assert (dest / "mdnrnn" / "stray.txt").is_file() and WorldModel.load(dest, env="doom").z_size == 64  # untouched
+    monkeypatch.undo()
+    step_bundle(cfg, dest=dest)  # the stopped bundle's staging folder is cleared first
+    assert WorldModel.load(dest, env="doom").z_size == 64 and (dest / "MODEL_CARD.md").read_text() == "card"
+    assert not (dest / "mdnrnn" / "stray.txt").exists() and not (dest / "controller").exists()  # run had none
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["dream_doom"]  # no staging or old copy left
+
+
 def test_mdnrnn_training_state_of_an_earlier_v_is_not_continued(tmp_path, capsys) -> None:
     # train-vae trains V again and re-encodes the series; M's training state learned the old V's latents
     from dreamarcade.baselines.world_models import WMConfig, step_train_mdnrnn
@@ -498,7 +521,7 @@ def test_real_evaluation_reports_a_worker_that_cannot_start_instead_of_hanging(t
         evaluate_real("doom", str(tmp_path / "no_model"), np.zeros(ctrl.num_params), ctrl, 1, 1)
 
 
-def test_cli_evaluate_takes_a_controller_and_seeds_and_measures_random_on_them(tmp_path) -> None:
+def test_cli_evaluate_takes_a_controller_and_seeds_and_measures_random_on_them(tmp_path, capsys) -> None:
     """`evaluate --eval-controller D --eval-seed S`: episodes S, S+1, ... of D, with the random policy beside."""
     from dreamarcade.baselines.world_models import main
     from dreamarcade.world_models.model import bundled_dir
@@ -515,3 +538,9 @@ def test_cli_evaluate_takes_a_controller_and_seeds_and_measures_random_on_them(t
     assert main([*argv, "--eval-controller", ctrl, "--eval-seed", "779", "--max-steps", "5"]) == 0  # was ignored
     capped = json.loads((tmp_path / "evaluate_controller_seed779.json").read_text())
     assert capped["max_steps"] == 5 and capped["returns"] == [5.0, 5.0] and capped["random_mean"] == 5.0
+    other = tmp_path / "other_controller"  # evolved in another world model: evaluate and video refuse it
+    Controller.for_env("doom", feature_size=1088).save(other, extra={"world_model_sha256": "another model"})
+    for step in ("evaluate", "video"):
+        capsys.readouterr()
+        assert main([step, *argv[1:], "--eval-controller", str(other)]) == 2  # the message, no traceback
+        assert capsys.readouterr().err.startswith("error: The controller in ")

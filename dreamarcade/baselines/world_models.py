@@ -58,6 +58,7 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
+from dreamarcade.errors import DreamArcadeError
 from dreamarcade.precision import autocast, check_precision, flush_denormals
 from dreamarcade.world_models.mdnrnn import ACTION_MAPS
 from dreamarcade.world_models.model import ENV_DEFAULTS, WorldModel
@@ -132,7 +133,7 @@ class WMConfig:
     # evaluate
     eval_episodes: int = _h("evaluate: real episodes", 100)
     eval_seed: int = _h("evaluate: seed of the first real episode (episode i gets eval_seed + i)", EVAL_SEED)
-    eval_controller: str = _h("evaluate / bundle: controller directory ('': run_dir/controller)", "")
+    eval_controller: str = _h("evaluate / video / bundle: controller directory ('': run_dir/controller)", "")
     # iterative procedure
     iterations: int = _h("pipeline: rounds of the paper's iterative procedure", 1)
     iter_episodes: int = _h("pipeline: episodes collected with the controller in each later round", 200)
@@ -870,6 +871,7 @@ def step_evaluate(cfg: WMConfig, ctrl_dir: Path | None = None) -> dict[str, floa
     run = cfg.resolved_run_dir()
     wm_dir = _world_model_dir(cfg)
     ctrl_dir = Path(ctrl_dir or cfg.eval_controller or run / "controller")
+    check_controller_matches(ctrl_dir, wm_dir)  # a controller of another (e.g. pre-iteration) M scores wrongly
     ctrl = Controller.load(ctrl_dir)
     t0 = time.time()
     workers, seed = cfg.workers or os.cpu_count() or 1, cfg.eval_seed
@@ -948,8 +950,11 @@ def step_video(cfg: WMConfig, ctrl_dir: Path | None = None) -> Path:
     from dreamarcade.world_models.controller import Controller
 
     run = cfg.resolved_run_dir()
-    wm = WorldModel.load(_world_model_dir(cfg), env=cfg.env)
-    ctrl = Controller.load(ctrl_dir or run / "controller")
+    wm_dir = _world_model_dir(cfg)
+    wm = WorldModel.load(wm_dir, env=cfg.env)
+    ctrl_dir = Path(ctrl_dir or cfg.eval_controller or run / "controller")
+    check_controller_matches(ctrl_dir, wm_dir)
+    ctrl = Controller.load(ctrl_dir)
     out = run / "dream_vs_real.mp4"
     info = dream_vs_real_video(wm, ctrl, out, seed=cfg.seed, temperature=cfg.temperature or None)
     print(f"video written to {out} ({info})")
@@ -1104,9 +1109,11 @@ def check_controller_matches(ctrl_dir: str | os.PathLike[str], model_dir: str | 
         )
 
 
-def step_bundle(cfg: WMConfig) -> Path:
+def step_bundle(cfg: WMConfig, dest: str | os.PathLike[str] | None = None) -> Path:
     """Copy the run's world model (float16, to keep the package small) and its controller (``--eval-controller``,
-    default ``run/controller``, which must have been evolved in that world model) into dreamarcade/assets."""
+    default ``run/controller``, which must have been evolved in that world model) into dreamarcade/assets (or
+    ``dest``). The new bundle is written beside the old one and swapped in at the end, so a failed or killed
+    bundle leaves the shipped weights whole; files of the old bundle that it does not write (the model card) stay."""
     import shutil
 
     from dreamarcade.world_models.controller import Controller
@@ -1117,13 +1124,22 @@ def step_bundle(cfg: WMConfig) -> Path:
     ctrl_dir = Path(cfg.eval_controller or run / "controller")
     if checkpoint_exists(ctrl_dir):
         check_controller_matches(ctrl_dir, run / "world_model")  # before anything in the package is replaced
-    dest = bundled_dir(cfg.env)
-    for sub in ("vae", "mdnrnn", "initial_z", "controller"):
-        if (dest / sub).exists():
-            shutil.rmtree(dest / sub)
-    wm.save(dest, half=True)
+    dest = Path(dest) if dest is not None else bundled_dir(cfg.env)
+    staging, old = dest.parent / f".{dest.name}.bundling", dest.parent / f".{dest.name}.old"
+    for leftover in (staging, old):  # from a bundle that was stopped
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    replaced = ("vae", "mdnrnn", "initial_z", "controller")
+    if dest.exists():
+        shutil.copytree(dest, staging, ignore=lambda d, names: [n for n in names if Path(d) == dest and n in replaced])
+    wm.save(staging, half=True)
     if checkpoint_exists(ctrl_dir):
-        Controller.load(ctrl_dir).save(dest / "controller", extra={"source": str(ctrl_dir)})
+        Controller.load(ctrl_dir).save(staging / "controller", extra={"source": str(ctrl_dir)})
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(staging, dest)
+    if old.exists():
+        shutil.rmtree(old)
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     print(f"bundled {run / 'world_model'} into {dest} ({size / 2**20:.1f} MiB)")
     return dest
@@ -1175,7 +1191,11 @@ def main(argv: list[str] | None = None) -> int:
         "evolve": step_evolve, "evaluate": step_evaluate, "video": step_video, "pipeline": step_pipeline,
         "demo": step_demo, "bundle": step_bundle, "calibrate-done": step_calibrate_done,
     }  # fmt: skip
-    steps[args.step](cfg)
+    try:
+        steps[args.step](cfg)
+    except (ValueError, FileNotFoundError, DreamArcadeError) as exc:  # bad input: the message, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
