@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from dreamarcade.baselines.world_models import WMConfig, evaluate_real, step_evolve
+from dreamarcade.checkpoint import load_checkpoint
 from dreamarcade.world_models.controller import Controller
 from dreamarcade.world_models.model import bundled_dir
 
@@ -51,21 +52,30 @@ def main() -> None:
                        rollouts=args.rollouts, generations=args.generations, max_steps=args.max_steps,
                        workers=args.workers, eval_every=0, time_budget=args.time_budget)  # fmt: skip
         t0 = time.time()
-        if not (run / "controller" / "config.json").exists():
+        reused = (run / "controller" / "config.json").exists()  # an earlier run's controller: its own budget
+        if not reused:
             step_evolve(cfg)
         evolve_s = time.time() - t0
         ctrl = Controller.load(run / "controller")
+        meta = load_checkpoint(run / "controller", kind="controller")[1]
         t1 = time.time()
         rets = evaluate_real("carracing", run / "world_model", ctrl.params, ctrl, args.eval_episodes, args.workers)
         row = {"controller": VARIANTS[variant], "params": ctrl.num_params,
                "mean": float(rets.mean()), "std": float(rets.std()), "episodes": len(rets),
-               "evolve_s": round(evolve_s), "eval_s": round(time.time() - t1)}  # fmt: skip
+               "evolve_s": round(meta.get("seconds", evolve_s)), "eval_s": round(time.time() - t1),
+               "reused": reused, "generations": meta.get("generations"), "popsize": meta.get("popsize"),
+               "rollouts": meta.get("rollouts"), "max_steps": meta.get("max_steps", "?")}  # fmt: skip
         rows.append(row)
         print(json.dumps(row), flush=True)
     rand = evaluate_real("carracing", args.model_dir, None, None, args.random_episodes or args.eval_episodes, 1)
-    budget = f"{args.generations} generations" + (f" or {args.time_budget:.0f} s" if args.time_budget else "")
-    print(f"\nbudget: CMA-ES pop {args.popsize} x {args.rollouts} rollouts x {budget} per variant, "
-          f"{args.max_steps}-step episodes while evolving; full 1000-step episodes when scoring")  # fmt: skip
+    print("\nbudget per variant (read from each controller, so a reused --out reports what it was evolved with):")
+    for r in rows:
+        print(
+            f"  {r['controller']}: CMA-ES pop {r['popsize']} x {r['rollouts']} rollouts x {r['generations']} "
+            f"generations of episodes capped at {r['max_steps']} steps (0: none), {r['evolve_s']} s"
+            + (" (reused from an earlier run)" if r["reused"] else "")
+        )
+    print("  scored on full 1000-step episodes")
     print("| controller | params | real score | episodes |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['controller']} | {r['params']} | {r['mean']:.0f} +- {r['std']:.0f} | {r['episodes']} |")

@@ -4,7 +4,7 @@
         --heldout random=runs/dreams/doom_v2/heldout_random wallhug=runs/dreams/doom_iter/frames_iter1 \
         --dream-episodes 64 --real-episodes 20
 
-Three measurements, each printed as a Markdown table:
+Two measurements, each printed as a Markdown table:
 
 1. **Done head on held-out real episodes** (episodes M never trained on). M is run teacher-forced over each
    episode (z = V's mean of each real frame, the real actions); for every episode: does the done head fire
@@ -15,7 +15,6 @@ Three measurements, each printed as a Markdown table:
 2. **Death rate by policy, dream vs. real**: mean episode length of fixed policies (uniform random every step,
    always left, always right, no-op) in the dream (tau given) and in the real game. A faithful dream ranks
    the policies as the real game does; an exploitable one rates some policy as far safer than it is.
-3. Optionally (``--controller``) the same for an evolved controller.
 """
 
 from __future__ import annotations

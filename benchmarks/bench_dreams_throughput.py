@@ -216,7 +216,8 @@ def main() -> None:
             name = f"DreamDoom-v0 batched, {n} envs, features, {precision}, {th} thread(s){dev}"
             rows.append(_Row(name, _vec_stepper(n, "features", args.device, precision), n, th))
     if npx:
-        rows.append(_Row(f"DreamDoom-v0 batched, {npx} envs, pixels, 1 thread", _vec_stepper(npx, "pixels"), npx, 1))
+        rows.append(_Row(f"DreamDoom-v0 batched, {npx} envs, pixels, 1 thread{dev}",
+                         _vec_stepper(npx, "pixels", args.device), npx, 1))  # fmt: skip
     if not args.no_reference:
         rows += [
             _Row("reference (pre-fast-path) dream, 1 env, features", lambda: _ReferenceDream(1, "features").step, 1, 1),

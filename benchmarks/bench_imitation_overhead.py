@@ -31,6 +31,7 @@ uses 1 thread unless a row says otherwise. steps/s counts env steps (agent steps
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -154,8 +155,9 @@ def main() -> None:
     if a.agent_stack:
         from dreamarcade.baselines.imitation import ImitationConfig, make_envs
 
-        cases.append(("agent", "plain", make_envs(ImitationConfig(num_envs=a.num_envs, reward="game")), True))
-        cases.append(("agent", "fused (default)", make_envs(ImitationConfig(num_envs=a.num_envs)), True))
+        agent_cfg = ImitationConfig(num_envs=a.num_envs, asset_dir=a.asset_dir)  # the same bundle as the other rows
+        cases.append(("agent", "plain", make_envs(dataclasses.replace(agent_cfg, reward="game")), True))
+        cases.append(("agent", "fused (default)", make_envs(agent_cfg), True))
 
     rates: dict[tuple[str, str], list[tuple[float, float]]] = {(k, lab): [] for k, lab, _, _ in cases}
     vsteps = max(1, a.steps // a.num_envs)

@@ -54,7 +54,8 @@ def main() -> None:
     sequences = {
         f"the demo's trajectory (its {delays[a.demo]} NOOPs, then its play)": trajs[a.demo],
         "the demo's play from power-on (other skull phase)": trajs[a.demo][delays[a.demo] :],
-        f"another key+door trajectory (traj{a.other})": trajs[a.other][delays[a.other] :],
+        f"another key+door trajectory (traj{a.other}: its {delays[a.other]} NOOPs, then its play)": trajs[a.other],
+        f"traj{a.other}'s play from power-on (other skull phase)": trajs[a.other][delays[a.other] :],
         f"random actions, {a.steps} steps": [int(x) for x in rng.integers(0, 18, a.steps)],
         f"always NOOP, {a.steps} steps": [0] * a.steps,
     }

@@ -23,6 +23,7 @@ import torch
 
 import dreamarcade  # noqa: F401  (registers MetaMaze-v0)
 from dreamarcade.baselines.ppo import ActorCritic, PPOConfig, load_agent, obs_to_tensor, train_ppo
+from dreamarcade.checkpoint import atomic_write_text
 
 
 def evaluate_trials(agent: ActorCritic, maze: dict, trials: int, seed: int) -> dict[str, float]:
@@ -113,8 +114,9 @@ def main() -> None:
         results[f"{name}_steps_trained"] = ck["global_step"]
         results[name] = evaluate_trials(agent, maze, args.eval_trials, seed=1_000_000 + args.seed)
         print(name, json.dumps(results[name]), flush=True)
-    out = Path(args.run_dir) / "results.json"
-    out.write_text(json.dumps(results, indent=2))
+    # an evaluation-only rerun (other seeds) must not overwrite the training run's times and speeds
+    out = Path(args.run_dir) / ("results.json" if not args.skip_train else f"results_eval_seed{args.seed}.json")
+    atomic_write_text(out, json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
 

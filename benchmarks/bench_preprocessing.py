@@ -180,7 +180,7 @@ def bench(seconds: float, rounds: int, vector_sizes: list[int], with_envpool: bo
                 results[f"vec{n}"].setdefault(name, []).append(sps)
         print(f"round {r + 1}/{rounds} done", flush=True)
     return {
-        group: {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in d.items()}
+        group: {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "rounds": v} for k, v in d.items()}
         for group, d in results.items()
     }
 
@@ -189,27 +189,31 @@ def to_markdown(res: dict) -> str:
     def cell(r: dict) -> str:
         return f"{r['median']:,.0f} ({r['min']:,.0f}-{r['max']:,.0f})"
 
+    def ratio(r: dict, ref_rounds: list[float]) -> str:  # within each round (same load), then the median
+        return f"{statistics.median(a / b for a, b in zip(r['rounds'], ref_rounds)):.2f}x"
+
     out = []
     single = {k: v for k, v in res["single"].items()}
-    gym_ref = max(single[GYM_RGB]["median"], single[GYM_GRAY]["median"])  # the stronger Gymnasium variant
-    cpp_ref = single["ale-py AtariVectorEnv, 1 env (C++)"]["median"]
+    # the stronger Gymnasium variant of each round
+    gym_ref = [max(a, b) for a, b in zip(single[GYM_RGB]["rounds"], single[GYM_GRAY]["rounds"])]
+    cpp_ref = single["ale-py AtariVectorEnv, 1 env (C++)"]["rounds"]
     out.append(
         "| single env | steps/s, median (range over rounds) | vs the faster Gymnasium stack | vs ale-py C++ (1 env) |"
     )
     out.append("|---|---|---|---|")
     for name, r in sorted(single.items(), key=lambda kv: -kv[1]["median"]):
-        out.append(f"| {name} | {cell(r)} | {r['median'] / gym_ref:.2f}x | {r['median'] / cpp_ref:.2f}x |")
+        out.append(f"| {name} | {cell(r)} | {ratio(r, gym_ref)} | {ratio(r, cpp_ref)} |")
     for group in [g for g in res if g.startswith("vec")]:
         n = group[3:]
         d = res[group]
-        ref = d["ale-py AtariVectorEnv (C++)"]["median"]
+        ref = d["ale-py AtariVectorEnv (C++)"]["rounds"]
         out.append("")
         out.append(f"| {n} envs | steps/s, median (range over rounds) | vs ale-py C++ | vs envpool |")
         out.append("|---|---|---|---|")
-        ep = d.get("envpool (C++)", {}).get("median")
+        ep = d.get("envpool (C++)", {}).get("rounds")
         for name, r in sorted(d.items(), key=lambda kv: -kv[1]["median"]):
-            vs_ep = f"{r['median'] / ep:.2f}x" if ep else "-"
-            out.append(f"| {name} | {cell(r)} | {r['median'] / ref:.2f}x | {vs_ep} |")
+            out.append(f"| {name} | {cell(r)} | {ratio(r, ref)} | {ratio(r, ep) if ep else '-'} |")
+    out.append("\nRatios: the median over rounds of the ratio within each round (both sides under the same load).")
     return "\n".join(out)
 
 
@@ -219,7 +223,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--vector-sizes", type=int, nargs="*", default=[4, 8])
     p.add_argument("--no-envpool", action="store_true", help="skip envpool (pip install envpool to include it)")
-    p.add_argument("--json", default=None, help="also write the medians and ranges to this JSON file")
+    p.add_argument("--json", default=None, help="also write the medians, ranges and per-round values to this JSON")
     a = p.parse_args()
     with_envpool = not a.no_envpool
     if with_envpool:

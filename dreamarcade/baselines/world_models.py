@@ -792,6 +792,7 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
     # The paper deploys the CMA-ES mean (estool's "best" is its running mean); keep both.
     ctrl.set_flat(np.asarray(es.mean, np.float32))
     extra = {"generations": gen, "popsize": cfg.popsize, "rollouts": cfg.rollouts, "where": cfg.where,
+             "max_steps": cfg.max_steps,
              "temperature": tau, "controller": cfg.controller, "seconds": prior_s + time.time() - t0,
              "world_model": str(wm_dir), "world_model_sha256": fingerprint}  # fmt: skip
     ctrl.save(out, extra=extra)
