@@ -245,18 +245,23 @@ def test_mdnrnn_training_on_too_little_data_fails_clearly(tmp_path) -> None:
         step_train_mdnrnn(cfg)  # used to loop forever
 
 
+def _write_random_series(directory) -> None:
+    """Two 60-step Doom episodes of random latents and actions, as train-vae would encode them."""
+    rng = np.random.default_rng(0)
+    n = 120
+    directory.mkdir()
+    np.savez_compressed(
+        directory / "series-s0-w0-00000.npz", mu=rng.normal(size=(n, 64)).astype(np.float16),
+        logvar=np.full((n, 64), -2, np.float16), actions=rng.uniform(-1, 1, (n, 1)).astype(np.float32),
+        rewards=np.ones(n, np.float32), dones=np.arange(n) % 60 == 59, episode_lengths=np.array([60, 60]),
+    )  # fmt: skip
+
+
 def test_mdnrnn_action_map_is_kept_by_resume_and_warm_start(tmp_path) -> None:
     from dreamarcade.baselines.world_models import WMConfig, step_train_mdnrnn
     from dreamarcade.world_models.vae import ConvVAE
 
-    rng = np.random.default_rng(0)
-    n = 120
-    (tmp_path / "series").mkdir()
-    np.savez_compressed(
-        tmp_path / "series" / "series-s0-w0-00000.npz", mu=rng.normal(size=(n, 64)).astype(np.float16),
-        logvar=np.full((n, 64), -2, np.float16), actions=rng.uniform(-1, 1, (n, 1)).astype(np.float32),
-        rewards=np.ones(n, np.float32), dones=np.arange(n) % 60 == 59, episode_lengths=np.array([60, 60]),
-    )  # fmt: skip
+    _write_random_series(tmp_path / "series")
     ConvVAE(64).save(tmp_path / "vae")
     cfg = WMConfig(env="doom", run_dir=str(tmp_path), rnn_epochs=1, rnn_seq_len=20, rnn_batch=2,
                    rnn_action_map="takecover")  # fmt: skip
@@ -317,14 +322,7 @@ def test_mdnrnn_training_state_of_an_earlier_v_is_not_continued(tmp_path, capsys
     # train-vae trains V again and re-encodes the series; M's training state learned the old V's latents
     from dreamarcade.baselines.world_models import WMConfig, step_train_mdnrnn
 
-    rng = np.random.default_rng(0)
-    n = 120
-    (tmp_path / "series").mkdir()
-    np.savez_compressed(
-        tmp_path / "series" / "series-s0-w0-00000.npz", mu=rng.normal(size=(n, 64)).astype(np.float16),
-        logvar=np.full((n, 64), -2, np.float16), actions=rng.uniform(-1, 1, (n, 1)).astype(np.float32),
-        rewards=np.ones(n, np.float32), dones=np.arange(n) % 60 == 59, episode_lengths=np.array([60, 60]),
-    )  # fmt: skip
+    _write_random_series(tmp_path / "series")
     torch.manual_seed(0)
     ConvVAE(64).save(tmp_path / "vae")
     cfg = WMConfig(env="doom", run_dir=str(tmp_path), rnn_epochs=1, rnn_seq_len=20, rnn_batch=2)
