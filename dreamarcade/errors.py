@@ -85,7 +85,8 @@ class MissingROMError(DreamArcadeError, FileNotFoundError):
         ...     check_rom("SonicTheHedgehog-Genesis")  # the Sonic ROMs are the user's to import
         ... except MissingROMError as err:  # not imported (a fresh install): the message says what to do
         ...     message = str(err)
-        ...     assert message.startswith("The ROM of SonicTheHedgehog-Genesis-v0 is not imported"), message
+        ...     assert message.startswith("The ROM of SonicTheHedgehog-Genesis-v0 (SHA-1 "), message
+        ...     assert "is not imported" in message
         ...     assert "69e102855d4389c3fd1a8f3dc7d193f8eee5fe5b" in message and "stable_retro.import" in message
     """
 

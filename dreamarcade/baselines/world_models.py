@@ -724,13 +724,13 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
     state_dir = run / f"{out_name}_cma"
     gen0, x0, sigma0, best, prior_s = 0, np.zeros(ctrl.num_params), cfg.sigma_init, (-np.inf, None), 0.0
     fingerprint = world_model_fingerprint(wm_dir)  # the state and the controller belong to the model evolved in
-    saved = load_checkpoint(state_dir, kind="cma_state")[1] if checkpoint_exists(state_dir) else None
-    if saved is not None and saved.get("world_model_sha256", fingerprint) != fingerprint:
+    saved = load_checkpoint(state_dir, kind="cma_state") if checkpoint_exists(state_dir) else None
+    if saved is not None and saved[1].get("world_model_sha256", fingerprint) != fingerprint:
         print(f"the world model changed since '{state_dir}' was saved: CMA-ES starts again from generation 0")
         drop_rows_after(run / f"logs_{out_name}" / "metrics.csv", 0)
         saved = None
     if saved is not None:  # resume: mean, step size and best so far (the covariance restarts)
-        tensors, meta = load_checkpoint(state_dir, kind="cma_state")
+        tensors, meta = saved
         gen0, sigma0, prior_s = int(meta["generation"]), float(meta["sigma"]), float(meta.get("seconds", 0.0))
         x0 = tensors["mean"].double().numpy()
         best = (float(meta["best_fitness"]), tensors["best"].numpy())
