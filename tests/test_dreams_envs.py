@@ -196,6 +196,22 @@ def test_vector_env_list_seeds_match_the_int_seed() -> None:
     np.testing.assert_array_equal(a.reset(seed=np.int64(7))[0], b.reset(seed=7)[0])  # numpy ints are seeds too
 
 
+def test_vector_env_reset_mask_restarts_only_the_masked_dreams() -> None:
+    from dreamarcade.envs.dream import DreamVectorEnv
+
+    envs = DreamVectorEnv(num_envs=2)
+    envs.reset(seed=0)
+    for _ in range(5):
+        before, *_ = envs.step(np.array([[0.5], [0.5]], np.float32))
+    obs, _ = envs.reset(options={"reset_mask": np.array([False, True])})
+    np.testing.assert_array_equal(obs[0], before[0])  # dream 0 goes on where it was
+    assert np.all(obs[1, 64:] == 0) and np.any(before[1, 64:] != 0)  # dream 1 restarted: c and h are zero again
+    with pytest.raises(ValueError, match="reset_mask must be a bool array of shape"):
+        envs.reset(options={"reset_mask": np.array([1, 0])})
+    with pytest.raises(ValueError, match="only, got \\['task'\\]"):
+        envs.reset(options={"task": 3})
+
+
 def test_unseeded_vector_envs_dream_differently_and_a_seed_makes_them_agree() -> None:
     from dreamarcade.envs.dream import DreamVectorEnv
 

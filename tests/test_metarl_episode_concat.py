@@ -101,6 +101,19 @@ def test_a_seeded_trial_draws_its_payouts_independently_of_its_task():
         BanditEnv().set_task([np.nan, 0.5])
 
 
+def test_a_new_task_waits_for_the_next_reset():
+    # step() right after set_task() used to play the new maze from the old episode's position and step count
+    for env, task in ((RandomMazeEnv(size=3), RandomMazeEnv(size=3).sample_task(np.random.default_rng(1))),
+                      (BanditEnv(), [1.0, 0.0])):  # fmt: skip
+        env.reset(seed=0)
+        env.step(1)
+        env.set_task(task)
+        with pytest.raises(RuntimeError, match="call reset\\(\\) after set_task"):
+            env.step(1)
+        env.reset(seed=0)
+        env.step(0)  # the new task's episode
+
+
 def test_exploration_episodes_do_not_count():
     env = EpisodeConcat(BanditEnv(), num_episodes=4, exploration_episodes=2)
     env.reset(seed=0)

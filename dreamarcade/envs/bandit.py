@@ -55,6 +55,7 @@ class BanditEnv(gym.Env):
         self.observation_space = spaces.Box(0.0, 1.0, (1,), np.float32)
         self._probs: np.ndarray | None = None
         self._fixed = False
+        self._task_pending = False
         self._pulls = 0
         self._last = -1
 
@@ -72,6 +73,7 @@ class BanditEnv(gym.Env):
         if probs.shape != (self.num_arms,) or not np.all((probs >= 0) & (probs <= 1)):  # NaN fails too
             raise ValueError(f"task must be {self.num_arms} arm probabilities in [0, 1], got {task!r}.")
         self._probs, self._fixed = probs, True
+        self._task_pending = True  # the new task starts at the next reset, never mid-episode
 
     def get_task(self) -> np.ndarray:
         if self._probs is None:
@@ -83,11 +85,14 @@ class BanditEnv(gym.Env):
         if not self._fixed or self._probs is None:
             self._probs = self.sample_task(self.np_random)
         self._pulls, self._last = 0, -1
+        self._task_pending = False
         return np.zeros(1, np.float32), {"best_arm": int(np.argmax(self._probs))}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._probs is None:
             raise RuntimeError("call reset() before step().")
+        if self._task_pending:
+            raise RuntimeError("call reset() after set_task(): the new task starts at the next reset.")
         if not self.action_space.contains(action):
             raise ValueError(f"action must be an arm index in [0, {self.num_arms}), got {action!r}.")
         self._last = int(action)

@@ -504,13 +504,24 @@ class DreamVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Restart every dream. ``seed``: an int, or one per env (see :meth:`_one_seed`)."""
+        """Restart every dream, or with ``options={"reset_mask": mask}`` only the dreams where ``mask`` is True
+        (Gymnasium's partial reset; the others go on). ``seed``: an int, or one per env (see :meth:`_one_seed`)."""
+        unknown = sorted(set(options or {}) - {"reset_mask"})
+        if unknown:
+            raise ValueError(f"DreamVectorEnv.reset takes options={{'reset_mask': ...}} only, got {unknown}.")
+        mask = None if options is None or options.get("reset_mask") is None else np.asarray(options["reset_mask"])
+        if mask is not None and (mask.dtype != np.bool_ or mask.shape != (self.num_envs,)):
+            raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},), got {mask!r}.")
         seed = self._one_seed(seed)
         super().reset(seed=seed)
         if seed is not None:
             self._dream.seed(int(seed))
-        self._dream.reset_all()
-        self._needs_reset[:] = False
+        if mask is None:
+            self._dream.reset_all()
+            self._needs_reset[:] = False
+        else:
+            self._dream.reset(torch.from_numpy(mask).to(self._dream.device))
+            self._needs_reset[mask] = False
         return self._obs(), {}
 
     @torch.no_grad()

@@ -146,6 +146,7 @@ class RandomMazeEnv(gym.Env):
             self.observation_space = spaces.Box(0, 255, (self.pixel_size, self.pixel_size, 3), np.uint8)
         self._task: MazeTask | None = None
         self._fixed = False
+        self._task_pending = False
         self.pos = (0, 0)
         self.steps = 0
 
@@ -161,6 +162,7 @@ class RandomMazeEnv(gym.Env):
         if not isinstance(task, MazeTask) or task.walls.shape != (self.size, self.size, 4):
             raise ValueError(f"task must be a MazeTask for a {self.size}x{self.size} maze, got {task!r}.")
         self._task, self._fixed = task, True
+        self._task_pending = True  # the new task starts at the next reset, never mid-episode
 
     def get_task(self) -> MazeTask:
         if self._task is None:
@@ -173,11 +175,14 @@ class RandomMazeEnv(gym.Env):
         if not self._fixed or self._task is None:
             self._task = self.sample_task(self.np_random)
         self.pos, self.steps = (0, 0), 0
+        self._task_pending = False
         return self._obs(), {"shortest_path": self._task.shortest_path_length()}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._task is None:
             raise RuntimeError("call reset() before step().")
+        if self._task_pending:
+            raise RuntimeError("call reset() after set_task(): the new task starts at the next reset.")
         if not self.action_space.contains(action):
             raise ValueError(f"action must be an integer in [0, 4) (N, E, S, W), got {action!r}.")
         k = int(action)
