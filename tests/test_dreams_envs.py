@@ -248,6 +248,8 @@ def test_dream_actions_are_clipped_to_the_action_box() -> None:
     t1, t2 = FeatureTracker(wm, seed=0), FeatureTracker(wm, seed=0)
     t1.reset(frame), t2.reset(frame)
     np.testing.assert_array_equal(t1.step(np.array([5.0]), frame), t2.step(np.array([1.0]), frame))
+    # unseeded trackers (e.g. the sub-envs of a vector env reset without a seed) draw V's noise independently
+    assert not np.array_equal(FeatureTracker(wm).reset(frame), FeatureTracker(wm).reset(frame))
 
 
 def test_vector_env_rejects_unknown_kwargs() -> None:

@@ -54,7 +54,10 @@ class FeatureTracker:
     def __init__(self, model: WorldModel, seed: int | None = None) -> None:
         self.model = model
         self.gen = torch.Generator()
-        self.gen.manual_seed(int(seed) if seed is not None else 0)
+        if seed is not None:
+            self.gen.manual_seed(int(seed))
+        else:  # fresh entropy, as Gymnasium's unseeded envs: unseeded trackers (sub-envs) must not share V's noise
+            self.gen.seed()
         self.z: torch.Tensor | None = None
         self.state = model.rnn.initial_state(1)
         self._first = True
