@@ -69,6 +69,24 @@ def test_recorder_starts_the_video_when_the_player_starts(tmp_path):
         record_demo(actions, tmp_path / "bad.mkv", style, skip_steps=19)
 
 
+def test_recorder_writes_the_sidecar_before_the_video(tmp_path, monkeypatch):
+    # build_reward takes the gameplay start from the sidecar (0 if it is missing): a kill between the two writes
+    # must never leave a video without it
+    pytest.importorskip("av")
+    import dreamarcade.reward_models.demo_videos as dv
+
+    real_write_av, seen = dv.write_av, []
+
+    def write_av(path, *args, **kwargs):
+        seen.append(json.loads(path.with_suffix(".json").read_text())["gameplay_start_s"])
+        return real_write_av(path, *args, **kwargs)
+
+    monkeypatch.setattr(dv, "write_av", write_av)
+    style = dv.UploaderStyle(width=160, height=120, fps=30.0, container="mkv", crf=10, start_offset_s=0.2)
+    dv.record_demo([0] * 6, tmp_path / "demo.mkv", style, with_audio=False)
+    assert seen == [0.2] and (tmp_path / "demo.mkv").is_file()
+
+
 def test_recorder_with_the_same_seed_writes_the_same_video(tmp_path):
     pytest.importorskip("av")
     from dreamarcade.reward_models.demo_videos import UploaderStyle, record_demo

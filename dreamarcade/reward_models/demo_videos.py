@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from dreamarcade.checkpoint import atomic_write_text
 from dreamarcade.errors import require
 
 __all__ = ["UploaderStyle", "apply_style", "record_demo", "render_gameplay", "write_av"]
@@ -299,7 +300,6 @@ def record_demo(
         lead = np.zeros(int(round(n_intro / fps * ALE_AUDIO_RATE)), np.float32)
         audio = np.concatenate([lead, audio60[: int(n_game / fps * ALE_AUDIO_RATE)]])
     path = Path(path)
-    write_av(path, gen(), fps, audio=audio, container=style.container, crf=style.crf)
     meta = {
         "style": style.to_json(),
         "style_seed": style_seed,
@@ -310,7 +310,9 @@ def record_demo(
         "gameplay_start_s": n_intro / fps,
         "with_audio": with_audio,
     }
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    # the sidecar first (build_reward reads its gameplay start): a video never exists without it, even after a kill
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
+    write_av(path, gen(), fps, audio=audio, container=style.container, crf=style.crf)
     return meta
 
 
