@@ -380,15 +380,15 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
     stale = False
     if checkpoint_exists(ckpt):
         saved = load_checkpoint(ckpt, kind="mdnrnn_train")[1]
+        saved_map = saved.get("action_map", "none")
         stale = saved.get("vae_sha256", vae_sha) != vae_sha
         if stale:  # V trained again since (train-vae re-encoded the series): continuing would mix two latent spaces
             print(f"V changed since '{ckpt}' was saved: M trains again from step 0 on the new latents")
             drop_rows_after(run / "logs_mdnrnn" / "metrics.csv", 0)
-        elif saved.get("action_map", "none") != action_map:
+        elif saved_map != action_map:
             raise ValueError(
-                f"'{ckpt}' is an M trained with action map {saved.get('action_map', 'none')!r}, but this run asks "
-                f"for {action_map!r}. Pass --rnn-action-map {saved.get('action_map', 'none')} to continue it, or "
-                "use a new --run-dir."
+                f"'{ckpt}' is an M trained with action map {saved_map!r}, but this run asks for {action_map!r}. "
+                f"Pass --rnn-action-map {saved_map} to continue it, or use a new --run-dir."
             )
     step, prior_s = (0, 0.0) if stale else _resume_train_state(ckpt, "mdnrnn_train", rnn, opt)
     if step:
