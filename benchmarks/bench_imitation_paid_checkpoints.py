@@ -9,7 +9,10 @@ The trajectories are the Go-Explore searches' output (``python -m dreamarcade.en
 JSON records each trajectory's actions and start delay); RESULTS.md lists the commands that made them.
 
     python benchmarks/bench_imitation_paid_checkpoints.py --trajectories runs/imitation2/trajectories.json \\
-        --demo 3 --other 4 --thresholds 0.5 0.8
+        --demo 3 --other 4 --thresholds 0.5 0.8 --distinct-margins none 0.1
+
+``--distinct-margins`` adds rows with per-checkpoint thresholds (``distinct_margin`` of the wrapper; "none" is
+the single threshold of the paper).
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import dreamarcade  # noqa: F401  (registers MontezumaImitation-v0)
 from dreamarcade.envs.montezuma_search import load_start_delays, load_trajectories
 
 
-def paid(actions: list[int], threshold: float, asset_dir: str | None = None) -> int:
+def paid(
+    actions: list[int], threshold: float, asset_dir: str | None = None, distinct_margin: float | None = None
+) -> int:
     """Checkpoints paid while replaying ``actions`` from reset(seed=0), up to the first episode end."""
-    env = gym.make("MontezumaImitation-v0", threshold=threshold, asset_dir=asset_dir)
+    env = gym.make("MontezumaImitation-v0", threshold=threshold, asset_dir=asset_dir, distinct_margin=distinct_margin)
     env.reset(seed=0)
     count = 0
     for a in actions:
@@ -44,6 +49,12 @@ def main() -> None:
     p.add_argument("--demo", type=int, required=True, help="index of the trajectory the bundle's demo video shows")
     p.add_argument("--other", type=int, required=True, help="index of another successful trajectory")
     p.add_argument("--thresholds", type=float, nargs="+", default=[0.5])
+    p.add_argument(
+        "--distinct-margins",
+        nargs="+",
+        default=["none"],
+        help="distinct_margin values ('none': one threshold for every checkpoint, the paper)",
+    )
     p.add_argument("--steps", type=int, default=300, help="steps for the random and NOOP sequences")
     p.add_argument("--asset-dir", default=None, help="a reward bundle (build_reward's --out); default: the shipped one")
     a = p.parse_args()
@@ -59,11 +70,13 @@ def main() -> None:
         f"random actions, {a.steps} steps": [int(x) for x in rng.integers(0, 18, a.steps)],
         f"always NOOP, {a.steps} steps": [0] * a.steps,
     }
-    print("| threshold | " + " | ".join(sequences) + " |")
-    print("|---" * (len(sequences) + 1) + "|")
+    print("| threshold | distinct margin | " + " | ".join(sequences) + " |")
+    print("|---" * (len(sequences) + 2) + "|")
     for th in a.thresholds:
-        counts = [paid(acts, th, a.asset_dir) for acts in sequences.values()]
-        print(f"| {th} | " + " | ".join(str(c) for c in counts) + " |", flush=True)
+        for m in a.distinct_margins:
+            margin = None if m.lower() == "none" else float(m)
+            counts = [paid(acts, th, a.asset_dir, margin) for acts in sequences.values()]
+            print(f"| {th} | {m} | " + " | ".join(str(c) for c in counts) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -134,10 +134,11 @@ def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
 
     run = tmp_path / "run"
     argv = ["train", "--run-dir", str(run), "--embed-every", "2", "--num-envs", "2", "--num-steps", "16"]
-    argv += ["--max-episode-steps", "200", "--total-timesteps", "32"]
+    argv += ["--distinct-margin", "0.1", "--max-episode-steps", "200", "--total-timesteps", "32"]
     assert main(argv) == 0
     assert (run / "checkpoint" / "config.json").is_file()
-    assert json.loads((run / "imitation_config.json").read_text())["embed_every"] == 2
+    saved = json.loads((run / "imitation_config.json").read_text())
+    assert saved["embed_every"] == 2 and saved["distinct_margin"] == 0.1  # eval rebuilds the reward from these
     assert main([*argv[:-1], "64", "--resume"]) == 0
     assert main(["eval", str(run), "--episodes", "1"]) == 0
     assert main(["eval", str(run), "--episodes", "0"]) == 2  # a clear error, not a traceback from an empty vector env
@@ -159,6 +160,8 @@ def test_agent_train_never_replaces_the_settings_of_another_run(tmp_path):
         train(dataclasses.replace(cfg, reward="game"), run, progress=False)
     with pytest.raises(DreamArcadeError, match=r"threshold: 0.5 -> 0.9"):  # a resume with another reward
         train(dataclasses.replace(cfg, threshold=0.9), run, resume=True, progress=False)
+    with pytest.raises(DreamArcadeError, match=r"distinct_margin: None -> 0.1"):
+        train(dataclasses.replace(cfg, distinct_margin=0.1), run, resume=True, progress=False)
     assert (run / "imitation_config.json").read_text() == stored  # what eval rebuilds the envs from
 
 
@@ -229,3 +232,28 @@ def test_vector_env_time_limit_keeps_the_game_score_of_truncated_episodes():
         assert trunc[0] and "episode" in info and info["episode"]["l"][0] == 5
     finally:
         venv.close()
+
+
+def test_bundle_per_checkpoint_thresholds_pay_the_checkpoints_after_the_key_only_with_it():
+    # EXIT_RUN is the trajectory the bundled demo video shows (montezuma_search seed 3, start delay 80). Its climb
+    # to the key passes the places of checkpoints 7 and 8, which the demo took after the key on the way down.
+    env = gym.make("MontezumaImitation-v0", distinct_margin=0.1)
+    thr = env.get_wrapper_attr("thresholds")
+    env.reset(seed=0)
+    score, keyed, sims, matched = 0.0, [], [], []
+    for a in [a for a, n in EXIT_RUN for _ in range(n)]:
+        _, _, _, _, info = env.step(a)
+        score += info["env_reward"]
+        keyed.append(score >= 100)
+        sims.append(env.get_wrapper_attr("similarities"))
+        matched.append(info["imitation_matched"])
+    env.close()
+    keyed, sims = np.array(keyed), np.array(sims)
+    assert [m for m in matched if m >= 0] == list(range(15))  # the demo's own trajectory is paid every checkpoint
+    before = sims[~keyed][:, [7, 8]].max(axis=0)
+    assert (before > 0.5).all()  # one threshold (the paper's 0.5) would pay them on the way up, without the key
+    assert (before < thr[[7, 8]]).all()  # their own thresholds need the key
+    assert thr[:7].max() < 0.6  # the checkpoints up to the key (the rolling skull's) stay near 0.5
+    env = gym.make("MontezumaImitation-v0")  # the default: one threshold, the paper's
+    np.testing.assert_allclose(env.get_wrapper_attr("thresholds"), 0.5)
+    env.close()

@@ -99,6 +99,7 @@ class ImitationConfig:
 
     reward: str = "imitation"  # "imitation" (imitation + env), "imitation_only", "game"
     threshold: float = 0.5  # paper
+    distinct_margin: float | None = None  # None: one threshold (paper); m: per-checkpoint thresholds (wrapper doc)
     checkpoint_reward: float = 0.5  # paper
     skip: int = 1  # paper: delta t = 1
     observe_similarity: bool = True  # paper: similarities to the next 2 checkpoints feed the network
@@ -291,6 +292,7 @@ def make_envs(cfg: ImitationConfig, seed_offset: int = 0) -> gym.vector.VectorEn
             embedder,
             checkpoints,
             threshold=cfg.threshold,
+            distinct_margin=cfg.distinct_margin,
             reward=cfg.checkpoint_reward,
             skip=cfg.skip,
             mode="add",
@@ -437,6 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ent-coef", type=float, default=d.ppo.ent_coef)
     t.add_argument("--threshold", type=float, default=d.threshold)
     t.add_argument(
+        "--distinct-margin",
+        type=float,
+        default=d.distinct_margin,
+        help="per-checkpoint thresholds: raise a checkpoint's threshold to its similarity to the demo's earlier "
+        "frames plus this margin (e.g. 0.1; default: one threshold for all, the paper)",
+    )
+    t.add_argument(
         "--embed-every",
         type=int,
         default=d.embed_every,
@@ -481,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = ImitationConfig(
                 reward=args.reward,
                 threshold=args.threshold,
+                distinct_margin=args.distinct_margin,
                 embed_every=args.embed_every,
                 observe_similarity=not args.no_observe_similarity,
                 max_episode_steps=args.max_episode_steps,

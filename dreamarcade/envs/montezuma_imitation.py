@@ -78,6 +78,7 @@ def make_montezuma_imitation(
     embed_every: int = 1,
     embed_threads: int | None = None,
     embed_precision: str = "fp32",
+    distinct_margin: float | None = None,
 ) -> gym.Env:
     """One Montezuma env with the bundled imitation reward (see module docstring).
 
@@ -101,6 +102,7 @@ def make_montezuma_imitation(
         mode=mode,
         observe_similarity=observe_similarity,
         embed_every=embed_every,
+        distinct_margin=distinct_margin,
     )
 
 
@@ -121,6 +123,7 @@ def make_montezuma_imitation_vector(
     embed_every: int = 1,
     embed_threads: int | None = None,
     embed_precision: str = "fp32",
+    distinct_margin: float | None = None,
 ) -> gym.vector.VectorEnv:
     """``num_envs`` envs in a SyncVectorEnv; all frames embedded in one batched pass per step.
 
@@ -152,4 +155,5 @@ def make_montezuma_imitation_vector(
         mode=mode,
         observe_similarity=observe_similarity,
         embed_every=embed_every,
+        distinct_margin=distinct_margin,
     )

@@ -8,6 +8,13 @@ the tracker that pays for checkpoints in soft order (Aytar et al. 2018, section 
 * :class:`CheckpointTracker`: after checkpoint ``n`` was matched, checkpoints ``n+1 .. n+1+skip`` are candidates;
   when the centred cosine similarity to one of them exceeds ``threshold`` the tracker pays ``reward`` once and
   moves past it, so no checkpoint pays twice.
+* :func:`demo_confusion` / :func:`distinct_thresholds`: an optional threshold per checkpoint (not in the paper).
+  A demonstration can pass the same place twice, e.g. up a ladder to the key and down it with the key. A
+  checkpoint taken on the way down then also matches the way up (the embedding barely sees the key), so a single
+  threshold pays the way up for it. ``demo_confusion`` measures, for each checkpoint, how similar the demo's own
+  *earlier* frames (more than ``window`` frames before it) are to it. ``distinct_thresholds`` raises that
+  checkpoint's threshold above this similarity by a margin, so that it is paid only for what sets this moment
+  apart.
 
 Example:
     >>> import numpy as np
@@ -40,8 +47,14 @@ __all__ = [
     "CheckpointTracker",
     "build_checkpoints",
     "candidate_similarities",
+    "demo_confusion",
+    "distinct_thresholds",
     "match_candidates",
 ]
+
+DISTINCT_CAP = 0.9
+"""The highest threshold :func:`distinct_thresholds` sets: a checkpoint the demo's other moments match almost
+perfectly (the player standing still) stays reachable by a state close to it."""
 
 
 class Embedder(Protocol):
@@ -209,6 +222,10 @@ class CheckpointTrajectory:
     every: int
     source: str = ""
     meta: dict[str, Any] | None = None
+    confusion: np.ndarray | None = None
+    """(n,) each checkpoint's highest similarity to the demo's frames more than ``confusion_window`` frames earlier
+    (:func:`demo_confusion`), or None for a trajectory built without it."""
+    confusion_window: int | None = None
 
     def __len__(self) -> int:
         return len(self.embeddings)
@@ -223,6 +240,8 @@ class CheckpointTrajectory:
             "mean": torch.from_numpy(np.ascontiguousarray(self.mean, np.float32)),
             "frame_indices": torch.from_numpy(np.asarray(self.frame_indices, np.int64)),
         }
+        if self.confusion is not None:
+            tensors["confusion"] = torch.from_numpy(np.ascontiguousarray(self.confusion, np.float32))
         config = {
             "kind": "imitation_checkpoints",
             "every": self.every,
@@ -230,6 +249,7 @@ class CheckpointTrajectory:
             "embed_dim": int(self.embeddings.shape[1]),
             "source": self.source,
             "meta": self.meta or {},
+            "confusion_window": self.confusion_window,
         }
         return save_checkpoint(directory, tensors, config)
 
@@ -239,6 +259,12 @@ class CheckpointTrajectory:
         emb = tensors["embeddings"].numpy()
         if emb.shape != (config["num_checkpoints"], config["embed_dim"]):
             raise CheckpointError(f"checkpoint trajectory '{directory}' has shape {emb.shape}, config disagrees")
+        confusion = tensors["confusion"].numpy() if "confusion" in tensors else None
+        if confusion is not None and confusion.shape != (len(emb),):
+            raise CheckpointError(
+                f"checkpoint trajectory '{directory}' has {confusion.shape} confusion values for {len(emb)} checkpoints"
+            )
+        window = config.get("confusion_window")
         return CheckpointTrajectory(
             emb,
             tensors["mean"].numpy(),
@@ -246,6 +272,8 @@ class CheckpointTrajectory:
             int(config["every"]),
             config.get("source", ""),
             config.get("meta", {}),
+            confusion,
+            None if window is None else int(window),
         )
 
 
@@ -257,6 +285,7 @@ def build_checkpoints(
     end: int | None = None,
     centre: bool = True,
     source: str = "",
+    confusion_window: int | None = None,
 ) -> CheckpointTrajectory:
     """Embed a processed demo video (T, S, S, 3) and keep every ``every``-th frame as a checkpoint.
 
@@ -264,6 +293,9 @@ def build_checkpoints(
     checkpoints). Checkpoints are frames ``start + every, start + 2 * every, ...`` (the start frame itself
     is where the agent begins, so it is not paid for). The centring mean is the mean embedding over the
     trimmed demo (an assumption: the paper does not say what it centres with); ``centre=False`` disables it.
+    The trajectory also keeps each checkpoint's :func:`demo_confusion` with the trimmed demo's frames more than
+    ``confusion_window`` frames earlier (default ``2 * every``: the soft order's reach with ``skip=1``), for
+    :func:`distinct_thresholds`.
     """
     frames = np.asarray(frames)
     end = len(frames) if end is None else min(end, len(frames))
@@ -288,7 +320,58 @@ def build_checkpoints(
     all_emb = np.concatenate(emb).astype(np.float32)
     mean = all_emb.mean(0) if centre else np.zeros(all_emb.shape[1], np.float32)
     ck = np.arange(every, len(clip), every)
-    return CheckpointTrajectory(_centre(all_emb[ck], mean), mean.astype(np.float32), ck + start, every, source)
+    window = 2 * every if confusion_window is None else int(confusion_window)
+    centred = _centre(all_emb, mean)
+    return CheckpointTrajectory(
+        centred[ck],
+        mean.astype(np.float32),
+        ck + start,
+        every,
+        source,
+        confusion=demo_confusion(centred, ck, window),
+        confusion_window=window,
+    )
+
+
+def demo_confusion(embeddings: np.ndarray, checkpoint_frames: np.ndarray, window: int) -> np.ndarray:
+    """Each checkpoint's highest similarity to the demo's earlier frames.
+
+    ``embeddings`` (T, D): the demo's centred, normalised frame embeddings; ``checkpoint_frames`` (n,): the
+    checkpoints' frame indices in it. Only frames more than ``window`` frames *before* a checkpoint count: the
+    frames around it are its own moment, and an agent can only be paid for a checkpoint by a state that looks
+    like an earlier moment (it has not done what the demo did in between), never by one that looks like a later
+    moment (to get there it has done it). -1 where no frame is that early.
+
+    Example (frames 3 and 4 look like frames 1 and 0, which came before them; frame 0 has no earlier frame):
+        >>> import numpy as np
+        >>> e = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.6, 0.8], [1.0, 0.0]])
+        >>> demo_confusion(e, np.array([0, 3, 4]), window=1).round(2).tolist()
+        [-1.0, 1.0, 1.0]
+    """
+    if int(window) < 0:
+        raise ValueError(f"the confusion window must be >= 0 frames, got {window}")
+    e = np.asarray(embeddings, np.float32)
+    ck = np.asarray(checkpoint_frames, np.int64)
+    sims = e[ck] @ e.T
+    earlier = np.arange(len(e))[None] < ck[:, None] - int(window)
+    return np.where(earlier, sims, -np.inf).max(axis=1, initial=-1.0).astype(np.float32)
+
+
+def distinct_thresholds(
+    confusion: np.ndarray, threshold: float = 0.5, margin: float = 0.1, cap: float = DISTINCT_CAP
+) -> np.ndarray:
+    """A threshold per checkpoint: ``threshold``, raised to ``confusion + margin`` (at most ``cap``) where the
+    demo's other moments are that similar to the checkpoint (see :func:`demo_confusion`).
+
+    Example:
+        >>> import numpy as np
+        >>> distinct_thresholds(np.array([0.1, 0.62, 0.97]), threshold=0.5, margin=0.1).round(2).tolist()
+        [0.5, 0.72, 0.9]
+    """
+    if margin < 0:
+        raise ValueError(f"the distinct margin must be >= 0, got {margin}")
+    c = np.asarray(confusion, np.float64)
+    return np.maximum(float(threshold), np.minimum(c + float(margin), float(cap)))
 
 
 class CheckpointTracker:
@@ -356,10 +439,14 @@ def candidate_similarities(
     return idx, valid, np.where(valid, sims, np.float32(-1.0))
 
 
-def match_candidates(idx: np.ndarray, valid: np.ndarray, sims: np.ndarray, threshold: float) -> np.ndarray:
-    """The pay-once rule for N streams (from :func:`candidate_similarities`): each stream matches its most
-    similar existing candidate (the first on ties) if that similarity is above ``threshold``; -1 otherwise."""
-    ranked = np.where(valid, sims, -np.inf)
+def match_candidates(idx: np.ndarray, valid: np.ndarray, sims: np.ndarray, threshold: float | np.ndarray) -> np.ndarray:
+    """The pay-once rule for N streams (from :func:`candidate_similarities`): each stream matches, among its
+    existing candidates whose similarity is above their threshold, the most similar one (the first on ties); -1
+    when none is. ``threshold`` is one float, or one per checkpoint (n,) (:func:`distinct_thresholds`)."""
+    thr = np.asarray(threshold, np.float64)
+    if thr.ndim:
+        thr = thr[np.minimum(idx, len(thr) - 1)]
+    ranked = np.where(valid & (sims > thr), sims, -np.inf)
     k = ranked.argmax(axis=1)
     rows = np.arange(len(k))
-    return np.where(ranked[rows, k] > threshold, idx[rows, k], -1).astype(np.int64)
+    return np.where(np.isfinite(ranked[rows, k]), idx[rows, k], -1).astype(np.int64)

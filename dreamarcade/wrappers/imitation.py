@@ -55,6 +55,7 @@ from dreamarcade.reward_models.checkpoints import (
     Embedder,
     FrameStackEmbedder,
     candidate_similarities,
+    distinct_thresholds,
     match_candidates,
 )
 from dreamarcade.reward_models.inference import ring_to_stacks
@@ -133,6 +134,7 @@ class _ImitationCore:
         observe_similarity: bool,
         embed_every: int,
         num_envs: int,
+        distinct_margin: float | None = None,
     ) -> None:
         if mode not in ("add", "replace"):
             raise ValueError(
@@ -147,6 +149,18 @@ class _ImitationCore:
         _check_compatible(embedder, checkpoints)
         self.embedder, self.checkpoints = embedder, checkpoints
         self.threshold, self.imitation_reward, self.skip, self.mode = float(threshold), float(reward), int(skip), mode
+        self.distinct_margin = None if distinct_margin is None else float(distinct_margin)
+        if self.distinct_margin is None:
+            thresholds = np.full(len(checkpoints), self.threshold)
+        elif checkpoints.confusion is None:
+            raise ValueError(
+                "distinct_margin needs the demo's confusion of each checkpoint, which this checkpoint trajectory "
+                "lacks (built before it existed): rebuild it with python -m dreamarcade.reward_models.build_reward, "
+                "or pass distinct_margin=None"
+            )
+        else:
+            thresholds = distinct_thresholds(checkpoints.confusion, self.threshold, self.distinct_margin)
+        self.thresholds = thresholds  # (n,) what each checkpoint's similarity must exceed
         self.crop = _resolve_crop(crop)
         self.observe_similarity = bool(observe_similarity)
         self.embed_every = int(embed_every)
@@ -208,10 +222,10 @@ class _ImitationCore:
         return candidate_similarities(self._sims, self._next, self.skip)
 
     def _update(self, pay: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Pay the envs in mask ``pay`` whose best candidate beats the threshold; returns (reward, matched, best)."""
+        """Pay the envs in mask ``pay`` whose best candidate beats its threshold; returns (reward, matched, best)."""
         idx, valid, nxt = self._candidates()
         best_sim = nxt.max(axis=1).astype(np.float64)
-        matched = np.where(pay, match_candidates(idx, valid, nxt, self.threshold), -1)
+        matched = np.where(pay, match_candidates(idx, valid, nxt, self.thresholds), -1)
         hit = matched >= 0
         self._next = np.where(hit, matched + 1, self._next)
         return np.where(hit, self.imitation_reward, 0.0), matched, best_sim
@@ -229,7 +243,13 @@ _ARGS_DOC = """
             module docstring), None, or a CropBox.
         observe_similarity: append the similarities to the next ``skip + 1`` checkpoints to the observation.
         embed_every: embed the frames every k-th step only (default 1: every step, the paper's reward). k > 1
-            trades fidelity for speed: checkpoints can only be matched on embedded steps (module docstring)."""
+            trades fidelity for speed: checkpoints can only be matched on embedded steps (module docstring).
+        distinct_margin: None (default, the paper: every checkpoint uses ``threshold``), or a margin m: each
+            checkpoint's threshold becomes max(``threshold``, min(c + m, 0.9)), where c is the checkpoint's
+            similarity to the demo's own earlier frames (its ``confusion``, see
+            :func:`~dreamarcade.reward_models.checkpoints.demo_confusion`). A checkpoint that looks like an earlier
+            moment of the demo (the same ladder, climbed down with the key) is then paid only for what sets it
+            apart. ``thresholds`` holds the result."""
 
 
 class YouTubeImitationReward(gym.Wrapper, _ImitationCore):
@@ -268,9 +288,22 @@ class YouTubeImitationReward(gym.Wrapper, _ImitationCore):
         crop: str | CropBox | None = "auto",
         observe_similarity: bool = False,
         embed_every: int = 1,
+        distinct_margin: float | None = None,
     ) -> None:
         gym.Wrapper.__init__(self, env)
-        self._setup(embedder, checkpoints, threshold, reward, skip, mode, crop, observe_similarity, embed_every, 1)
+        self._setup(
+            embedder,
+            checkpoints,
+            threshold,
+            reward,
+            skip,
+            mode,
+            crop,
+            observe_similarity,
+            embed_every,
+            1,
+            distinct_margin,
+        )
         self._all = np.ones(1, bool)
         if observe_similarity:
             self.observation_space = spaces.Dict(
@@ -279,6 +312,11 @@ class YouTubeImitationReward(gym.Wrapper, _ImitationCore):
                     "similarity": spaces.Box(-1.0, 1.0, (self.skip + 1,), np.float32),
                 }
             )
+
+    @property
+    def similarities(self) -> np.ndarray:
+        """(n,) the similarity to every checkpoint at the last embedded step (a copy)."""
+        return self._sims[0].copy()
 
     def _observe(self, obs: Any) -> Any:
         if self.observe_similarity:
@@ -371,6 +409,7 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
         crop: str | CropBox | None = "auto",
         observe_similarity: bool = False,
         embed_every: int = 1,
+        distinct_margin: float | None = None,
     ) -> None:
         gym.vector.VectorWrapper.__init__(self, env)
         space = env.single_observation_space
@@ -382,7 +421,17 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
         if mode_ not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP):
             raise ValueError(f"autoreset mode {mode_} is not supported: use NEXT_STEP or SAME_STEP")
         self._setup(
-            embedder, checkpoints, threshold, reward, skip, mode, crop, observe_similarity, embed_every, self.num_envs
+            embedder,
+            checkpoints,
+            threshold,
+            reward,
+            skip,
+            mode,
+            crop,
+            observe_similarity,
+            embed_every,
+            self.num_envs,
+            distinct_margin,
         )
         self._autoreset = mode_
         self._needs_reset = np.zeros(self.num_envs, bool)
@@ -391,6 +440,11 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
                 {"obs": space, "similarity": spaces.Box(-1.0, 1.0, (self.skip + 1,), np.float32)}
             )
             self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+
+    @property
+    def similarities(self) -> np.ndarray:
+        """(num_envs, n) each env's similarity to every checkpoint at its last embedded step (a copy)."""
+        return self._sims.copy()
 
     def _observe(self, obs: np.ndarray) -> Any:
         if self.observe_similarity:

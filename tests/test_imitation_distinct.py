@@ -1,0 +1,109 @@
+"""Per-checkpoint thresholds (``distinct_margin``): the demo's confusion of each checkpoint with its own earlier
+frames, how it raises that checkpoint's threshold, and the wrapper, env and agent options that use it."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from dreamarcade.reward_models.checkpoints import (
+    CheckpointTrajectory,
+    build_checkpoints,
+    candidate_similarities,
+    demo_confusion,
+    distinct_thresholds,
+    match_candidates,
+)
+from dreamarcade.wrappers.imitation import YouTubeImitationReward, YouTubeImitationRewardVector
+from tests.test_imitation_wrapper import ColourEmbedder, CorridorEnv, S
+
+
+def _one_hot(places: list[int]) -> np.ndarray:
+    return np.eye(8, dtype=np.float32)[places]
+
+
+def test_demo_confusion_counts_only_frames_more_than_the_window_earlier():
+    e = _one_hot([0, 1, 2, 1, 0, 3])  # the demo goes 0 1 2, comes back 1 0, then goes on to 3
+    got = demo_confusion(e, np.array([0, 1, 3, 4, 5]), window=1)
+    # frame 3 (place 1 again) and 4 (place 0 again) look like frames 1 and 0, more than one frame earlier;
+    # frame 1 has only frame 0 (a neighbour) before it; frame 5 (place 3) looks like nothing earlier
+    np.testing.assert_array_equal(got, [-1.0, -1.0, 1.0, 1.0, 0.0])
+    # a wider window hides frame 1 from frame 3; a later revisit never confuses an earlier checkpoint
+    np.testing.assert_array_equal(demo_confusion(e, np.array([1, 3]), window=2), [-1.0, 0.0])
+    with pytest.raises(ValueError, match="window must be >= 0"):
+        demo_confusion(e, np.array([1]), window=-1)
+
+
+def test_distinct_thresholds_raise_only_confusable_checkpoints_and_cap():
+    thr = distinct_thresholds(np.array([-1.0, 0.3, 0.62, 0.99]), threshold=0.5, margin=0.1)
+    np.testing.assert_allclose(thr, [0.5, 0.5, 0.72, 0.9])
+    np.testing.assert_allclose(distinct_thresholds(np.array([0.3]), threshold=0.95, margin=0.1), [0.95])
+    with pytest.raises(ValueError, match="margin must be >= 0"):
+        distinct_thresholds(np.array([0.3]), margin=-0.1)
+
+
+def test_build_checkpoints_keeps_the_confusion_and_it_round_trips(tmp_path):
+    # a demo of coloured places, 16 frames each: 0 1 2 3, then back to 2 and 1
+    places = [0, 1, 2, 3, 2, 1]
+    frames = np.zeros((16 * len(places), S, S, 3), np.uint8)
+    for i, p in enumerate(places):
+        frames[16 * i : 16 * (i + 1)] = 32 * p + 5
+    ck = build_checkpoints(ColourEmbedder(), frames, every=16, centre=False, confusion_window=16)
+    assert ck.frame_indices.tolist() == [16, 32, 48, 64, 80] and ck.confusion_window == 16
+    # the way back (places 2 and 1 at frames 64 and 80) looks exactly like the way there; the way there does not
+    np.testing.assert_allclose(ck.confusion, [-1.0, 0.0, 0.0, 1.0, 1.0])
+    assert build_checkpoints(ColourEmbedder(), frames, every=16, centre=False).confusion_window == 32  # 2 * every
+    loaded = CheckpointTrajectory.load(ck.save(tmp_path / "ck"))
+    np.testing.assert_array_equal(loaded.confusion, ck.confusion)
+    assert loaded.confusion_window == 16
+
+
+def test_match_candidates_checks_each_candidate_against_its_own_threshold():
+    sims = np.array([[0.8, 0.6, 0.0], [0.8, 0.6, 0.0]], np.float32)
+    idx, valid, nxt = candidate_similarities(sims, np.array([0, 1]), skip=1)
+    # one threshold: the most similar candidate wins
+    assert match_candidates(idx, valid, nxt, 0.5).tolist() == [0, 1]
+    # checkpoint 0 must exceed 0.9: stream 0 is paid checkpoint 1 (0.6 > 0.5) instead; stream 1 is unchanged
+    assert match_candidates(idx, valid, nxt, np.array([0.9, 0.5, 0.5])).tolist() == [1, 1]
+    assert match_candidates(idx, valid, nxt, np.array([0.9, 0.7, 0.5])).tolist() == [-1, -1]
+
+
+def _way_back_checkpoints(confusion: np.ndarray | None) -> CheckpointTrajectory:
+    """Places 1, 2, 3, then "place 2 with the key": the embedder sees place 2 without the key at 0.86."""
+    emb = _one_hot([1, 2, 3, 2])
+    emb[3, 7] = 0.6
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    return CheckpointTrajectory(emb, np.zeros(8, np.float32), np.arange(1, 5) * 16, 16, "hand-built", None, confusion)
+
+
+def test_wrapper_distinct_margin_stops_paying_the_way_back_without_the_key():
+    actions = [1, 1, 1, 2]  # places 1, 2, 3, then back to 2 (never "with the key")
+    confusion = np.array([-1.0, -1.0, -1.0, 0.86])  # what demo_confusion gives: the way there looks like it
+    paid = {}
+    for margin in (None, 0.1):
+        env = YouTubeImitationReward(
+            CorridorEnv(), ColourEmbedder(), _way_back_checkpoints(confusion), mode="replace", distinct_margin=margin
+        )
+        env.reset(seed=0)
+        paid[margin] = [env.step(a)[4]["imitation_matched"] for a in actions]
+        if margin is not None:
+            np.testing.assert_allclose(env.thresholds, [0.5, 0.5, 0.5, 0.9])
+    assert paid[None] == [0, 1, 2, 3]  # one threshold (0.5): the way back is paid at 0.86
+    assert paid[0.1] == [0, 1, 2, -1]  # per checkpoint: it needs > 0.9, the rest is paid as before
+
+
+def test_wrapper_distinct_margin_needs_a_trajectory_with_confusion():
+    with pytest.raises(ValueError, match="rebuild it with python -m dreamarcade.reward_models.build_reward"):
+        YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), _way_back_checkpoints(None), distinct_margin=0.1)
+
+
+def test_vector_wrapper_uses_the_same_per_checkpoint_thresholds():
+    ck = _way_back_checkpoints(np.array([-1.0, -1.0, -1.0, 0.86]))
+    venv = YouTubeImitationRewardVector(
+        gym.vector.SyncVectorEnv([CorridorEnv] * 2), ColourEmbedder(), ck, distinct_margin=0.1
+    )
+    venv.reset(seed=0)
+    np.testing.assert_allclose(venv.thresholds, [0.5, 0.5, 0.5, 0.9])
+    matched = [venv.step(np.array(a))[4]["imitation_matched"].tolist() for a in ([1, 1], [1, 0], [1, 1], [2, 1])]
+    assert matched == [[0, 0], [1, -1], [2, 1], [-1, 2]]  # env 0 walks back to place 2: not paid checkpoint 3
