@@ -39,8 +39,9 @@ def test_distinct_thresholds_raise_only_confusable_checkpoints_and_cap():
     thr = distinct_thresholds(np.array([-1.0, 0.3, 0.62, 0.99]), threshold=0.5, margin=0.1)
     np.testing.assert_allclose(thr, [0.5, 0.5, 0.72, 0.9])
     np.testing.assert_allclose(distinct_thresholds(np.array([0.3]), threshold=0.95, margin=0.1), [0.95])
-    with pytest.raises(ValueError, match="margin must be >= 0"):
-        distinct_thresholds(np.array([0.3]), margin=-0.1)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="margin must be a finite number >= 0"):
+            distinct_thresholds(np.array([0.3]), margin=bad)
 
 
 def test_build_checkpoints_keeps_the_confusion_and_it_round_trips(tmp_path):
@@ -57,6 +58,8 @@ def test_build_checkpoints_keeps_the_confusion_and_it_round_trips(tmp_path):
     loaded = CheckpointTrajectory.load(ck.save(tmp_path / "ck"))
     np.testing.assert_array_equal(loaded.confusion, ck.confusion)
     assert loaded.confusion_window == 16
+    with pytest.raises(ValueError, match=r"one value per checkpoint, shape \(5,\), got \(2,\)"):
+        CheckpointTrajectory(ck.embeddings, ck.mean, ck.frame_indices, 16, confusion=np.zeros(2))
 
 
 def test_match_candidates_checks_each_candidate_against_its_own_threshold():
@@ -107,3 +110,13 @@ def test_vector_wrapper_uses_the_same_per_checkpoint_thresholds():
     np.testing.assert_allclose(venv.thresholds, [0.5, 0.5, 0.5, 0.9])
     matched = [venv.step(np.array(a))[4]["imitation_matched"].tolist() for a in ([1, 1], [1, 0], [1, 1], [2, 1])]
     assert matched == [[0, 0], [1, -1], [2, 1], [-1, 2]]  # env 0 walks back to place 2: not paid checkpoint 3
+
+
+@pytest.mark.parametrize("bad", ["nan", "-0.1", "inf"])
+def test_agent_cli_refuses_a_margin_that_is_not_a_finite_number_at_least_0(bad, capsys):
+    from dreamarcade.baselines.imitation import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--distinct-margin", bad])
+    assert "must be a finite number >= 0" in capsys.readouterr().err
+    assert build_parser().parse_args(["train", "--distinct-margin", "0.1"]).distinct_margin == 0.1

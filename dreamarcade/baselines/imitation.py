@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -422,6 +423,14 @@ def train(cfg: ImitationConfig, run_dir: str | Path, resume: bool = False, progr
     )
 
 
+def _margin(text: str) -> float:
+    """argparse type of ``--distinct-margin``: a finite number >= 0."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m dreamarcade.baselines imitation",
@@ -440,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threshold", type=float, default=d.threshold)
     t.add_argument(
         "--distinct-margin",
-        type=float,
+        type=_margin,
         default=d.distinct_margin,
         help="per-checkpoint thresholds: raise a checkpoint's threshold to its similarity to the demo's earlier "
         "frames plus this margin (e.g. 0.1; default: one threshold for all, the paper)",

@@ -227,6 +227,15 @@ class CheckpointTrajectory:
     (:func:`demo_confusion`), or None for a trajectory built without it."""
     confusion_window: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.confusion is not None:
+            self.confusion = np.asarray(self.confusion, np.float32)
+            if self.confusion.shape != (len(self.embeddings),):
+                raise ValueError(
+                    f"confusion must hold one value per checkpoint, shape ({len(self.embeddings)},), "
+                    f"got {self.confusion.shape}"
+                )
+
     def __len__(self) -> int:
         return len(self.embeddings)
 
@@ -368,8 +377,8 @@ def distinct_thresholds(
         >>> distinct_thresholds(np.array([0.1, 0.62, 0.97]), threshold=0.5, margin=0.1).round(2).tolist()
         [0.5, 0.72, 0.9]
     """
-    if margin < 0:
-        raise ValueError(f"the distinct margin must be >= 0, got {margin}")
+    if not np.isfinite(margin) or margin < 0:
+        raise ValueError(f"the distinct margin must be a finite number >= 0, got {margin}")
     c = np.asarray(confusion, np.float64)
     return np.maximum(float(threshold), np.minimum(c + float(margin), float(cap)))
 
