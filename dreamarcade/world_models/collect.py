@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from dreamarcade.checkpoint import atomic_write_text
-from dreamarcade.world_models.rollouts import ShardWriter
+from dreamarcade.world_models.rollouts import ShardWriter, read_shard_arrays
 
 __all__ = ["make_real_env", "RandomPolicy", "ExploringPolicy", "collect", "CollectJob", "run_job"]
 
@@ -162,11 +161,7 @@ def _stored(out_dir: str, prefix: str) -> tuple[int, int]:
     """(episodes, steps) already written to ``out_dir`` in shards named ``{prefix}-*.npz``."""
     episodes = steps = 0
     for path in sorted(Path(out_dir).glob(f"{prefix}-*.npz")):
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                lengths = z["episode_lengths"]  # reads this small array only, not the frames
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"Corrupt rollout shard '{path}': {exc}. Delete it and collect again.") from exc
+        lengths = read_shard_arrays(path, ["episode_lengths"])["episode_lengths"]  # this small array only
         episodes += len(lengths)
         steps += int(lengths.sum())
     return episodes, steps

@@ -38,14 +38,22 @@ import io
 import os
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from dreamarcade.checkpoint import atomic_write_bytes
 
-__all__ = ["ShardWriter", "FrameStream", "list_shards", "load_shard", "encode_shards", "load_series"]
+__all__ = [
+    "ShardWriter",
+    "FrameStream",
+    "list_shards",
+    "load_shard",
+    "read_shard_arrays",
+    "encode_shards",
+    "load_series",
+]
 
 FRAME_KEYS = ("frames", "actions", "rewards", "dones", "episode_lengths")
 SERIES_KEYS = ("mu", "logvar", "actions", "rewards", "dones", "episode_lengths")
@@ -56,13 +64,21 @@ def list_shards(directory: str | os.PathLike[str], kind: str = "frames") -> list
     return sorted(Path(directory).glob(f"{kind}-*.npz"))
 
 
-def load_shard(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Load one shard (no pickle), checking that its arrays agree with each other."""
+def read_shard_arrays(path: str | os.PathLike[str], keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` (all when None) of one shard, without pickle; only those are read from the file.
+
+    A truncated or bit-flipped file, or a missing array, is a ValueError naming the shard and the fix.
+    """
     try:
         with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a truncated or bit-flipped .npz
+            return {k: z[k] for k in (z.files if keys is None else keys)}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"Corrupt rollout shard '{path}': {exc}. Delete it and collect again.") from exc
+
+
+def load_shard(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Load one shard (no pickle), checking that its arrays agree with each other."""
+    data = read_shard_arrays(path)
     lengths = data.get("episode_lengths")
     n = len(data["actions"]) if "actions" in data else -1
     if lengths is None or int(lengths.sum()) != n:
