@@ -265,6 +265,37 @@ def test_vector_env_rejects_unknown_kwargs() -> None:
     assert envs.render().shape == (2, 64, 64, 3) and envs.unwrapped.model.max_steps == 50
 
 
+def test_step_cap_is_the_registered_time_limit_and_can_be_lengthened() -> None:
+    """The single env's cap is its registration's TimeLimit, so gym.make(max_episode_steps=N) goes past 1000/2100."""
+    from dreamarcade.envs.dream import DreamVectorEnv
+
+    assert gym.spec("DreamDoom-v0").max_episode_steps == WorldModel.bundled("doom").max_steps == 2100
+    assert gym.spec("DreamCarRacing-v0").max_episode_steps == WorldModel.bundled("carracing").max_steps == 1000
+    action = np.array([0.0, 0.3, 0.0], np.float32)  # the CarRacing dream has no done head: only the cap ends it
+
+    def length(env: gym.Env) -> int:
+        env.reset(seed=0)
+        for t in range(1, 2000):
+            _, _, terminated, truncated, info = env.step(action)
+            assert not terminated and info["steps"] == t
+            if truncated:
+                return t
+        return -1
+
+    assert length(gym.make("DreamCarRacing-v0")) == 1000
+    assert length(gym.make("DreamCarRacing-v0", max_episode_steps=1200)) == 1200  # longer than the default cap
+    assert length(gym.make("DreamCarRacing-v0", max_episode_steps=7)) == 7
+    assert length(DreamEnv("carracing", max_episode_steps=9)) == 9  # constructed directly, it can cap itself
+    assert DreamEnv("carracing").max_episode_steps is None
+    envs = gym.make_vec("DreamCarRacing-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    assert envs.unwrapped.model.max_steps == 1000  # the vector env gets the registered cap
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="max_episode_steps must be a positive integer"):
+            DreamEnv("carracing", max_episode_steps=bad)
+        with pytest.raises(ValueError, match="max_episode_steps must be a positive integer"):
+            DreamVectorEnv(num_envs=1, env="carracing", max_episode_steps=bad)
+
+
 def test_bad_inputs_give_clear_errors(tmp_path) -> None:
     for tau in (0.0, -1.0):
         with pytest.raises(ValueError, match="temperature must be > 0"):

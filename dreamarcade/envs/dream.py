@@ -8,7 +8,9 @@
 A dream starts from one of the recorded initial latents (first frames of real episodes, as the paper's
 ``initial_z.json``). Each step feeds ``[z_t, a_t, restart_t]`` to the LSTM, samples ``z_{t+1}`` from the mixture
 at temperature tau, and ends the episode when the done head says p > 0.5 (Doom) or at the step cap
-(2100 Doom, 1000 CarRacing). Reward: +1 per step survived (Doom) or the reward head (CarRacing).
+(2100 Doom, 1000 CarRacing: the registered ``TimeLimit`` of a single env, ``max_episode_steps`` of the vector env;
+``gym.make(id, max_episode_steps=N)`` / ``gym.make_vec(..., max_episode_steps=N)`` change it).
+Reward: +1 per step survived (Doom) or the reward head (CarRacing).
 
 Observations: ``obs_type="features"`` gives what the controller reads ([z, c, h] for Doom, [z, h] for CarRacing;
 the same layout :class:`~dreamarcade.world_models.features.WorldModelFeatures` gives in the real game);
@@ -48,6 +50,14 @@ def load_world_model(env: str, model_dir: str | os.PathLike[str] | None, device:
     if model_dir is None:
         return WorldModel.bundled(env, device=device)
     return WorldModel.load(model_dir, env=env, device=device)
+
+
+def _check_max_steps(max_episode_steps: int | None) -> int | None:
+    if max_episode_steps is None:
+        return None
+    if isinstance(max_episode_steps, bool) or int(max_episode_steps) != max_episode_steps or max_episode_steps < 1:
+        raise ValueError(f"max_episode_steps must be a positive integer or None, got {max_episode_steps!r}")
+    return int(max_episode_steps)
 
 
 class FusedDecoder:
@@ -347,6 +357,9 @@ class DreamEnv(gym.Env):
         temperature: tau (> 0); Doom default 1.15 as the paper's best agent.
         obs_type: "features" ([z, c, h] / [z, h], float32) or "pixels" (decoded 64x64x3 uint8).
         render_mode: None or "rgb_array" (the decoded dream frame).
+        max_episode_steps: truncate episodes after this many steps; None (default) never truncates, as
+            Gymnasium's own envs: ``gym.make`` adds the registered cap (2100 Doom, 1000 CarRacing, the real games')
+            as a ``TimeLimit``, and ``gym.make(id, max_episode_steps=N)`` replaces it, longer or shorter.
 
     Example:
         >>> import gymnasium as gym, dreamarcade
@@ -357,6 +370,8 @@ class DreamEnv(gym.Env):
         >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
         >>> reward
         1.0
+        >>> gym.make("DreamDoom-v0", max_episode_steps=5000).spec.max_episode_steps  # a longer dream
+        5000
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 35}
@@ -369,9 +384,11 @@ class DreamEnv(gym.Env):
         obs_type: str = "features",
         render_mode: str | None = None,
         device: str = "cpu",
+        max_episode_steps: int | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'rgb_array'.")
+        self.max_episode_steps = _check_max_steps(max_episode_steps)
         self.model = load_world_model(env, model_dir, device)
         self.temperature = _check_temperature(self.model.temperature if temperature is None else temperature)
         self.obs_type, self.render_mode = obs_type, render_mode
@@ -423,7 +440,8 @@ class DreamEnv(gym.Env):
             r, term, _ = d.step_outcome(torch.as_tensor(a, device=d.device)[None])
             reward, terminated = float(r[0]), bool(term[0])
         self._t += 1
-        truncated = self._t >= self.model.max_steps and not terminated
+        cap = self.max_episode_steps
+        truncated = cap is not None and self._t >= cap and not terminated
         return self._obs(), reward, terminated, truncated, {"steps": self._t}
 
     def render(self) -> np.ndarray | None:
@@ -464,9 +482,10 @@ class DreamVectorEnv(VectorEnv):
         # all named above, so a misspelled option (temprature=0.5) is a TypeError instead of silently ignored
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'rgb_array'.")
+        max_episode_steps = _check_max_steps(max_episode_steps)
         self.model = load_world_model(env, model_dir, device)
         if max_episode_steps is not None:
-            self.model.max_steps = int(max_episode_steps)
+            self.model.max_steps = max_episode_steps
         self.temperature = _check_temperature(self.model.temperature if temperature is None else temperature)
         self.num_envs, self.obs_type, self.render_mode = int(num_envs), obs_type, render_mode
         self.single_observation_space, self.single_action_space = _spaces(self.model, obs_type)

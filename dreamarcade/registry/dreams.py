@@ -11,6 +11,7 @@ ENTRIES: list[EnvEntry] = [
         vector_entry_point="dreamarcade.envs.dream:DreamVectorEnv",
         description="DoomTakeCover dreamed by a bundled VAE + MDN-RNN (tau 1.15, obs [z, c, h]; 2100-step cap)",
         kwargs={"env": "doom"},
+        max_episode_steps=2100,  # the real game's cap; gym.make(..., max_episode_steps=N) replaces it
     ),
     EnvEntry(
         id="DreamCarRacing-v0",
@@ -18,6 +19,7 @@ ENTRIES: list[EnvEntry] = [
         vector_entry_point="dreamarcade.envs.dream:DreamVectorEnv",
         description="CarRacing dreamed by a bundled VAE + MDN-RNN with a reward head (obs [z, h]; 1000-step cap)",
         kwargs={"env": "carracing"},
+        max_episode_steps=1000,
     ),
     EnvEntry(
         id="DoomTakeCover-v0",
