@@ -70,6 +70,123 @@ def test_resampling_shows_evenly_spaced_source_frames(tmp_path, container, sourc
     assert shown == [k * source_fps // 15 for k in range(30)]  # 30 frames: 2 s at 15 fps, none duplicated
 
 
+def _bar_frames(n: int) -> np.ndarray:
+    frames = np.full((n, 64, 128, 3), 40, np.uint8)
+    for i in range(n):
+        frames[i, :, 4 * (i % 30) : 4 * (i % 30) + 4] = 250  # the frame index, as a bar position
+    return frames
+
+
+def _shown(frames: np.ndarray) -> list[int]:
+    return [int(np.argmax(f[:, :, 0].mean(0) > 150)) // 4 for f in frames]
+
+
+@pytest.mark.parametrize("source_fps", [15, 30])
+def test_avi_whose_timestamps_count_whole_frames_is_resampled_without_shift(tmp_path, source_fps):
+    # avi stores a frame's time as its index (time base 1 / fps): a full tick of tolerance took each frame for
+    # the one before, dropping frame 0 and shifting every output frame by one source frame
+    import av
+
+    path = tmp_path / "v.avi"
+    with av.open(str(path), "w", format="avi") as out:
+        vs = out.add_stream("mpeg4", rate=source_fps)
+        vs.width, vs.height, vs.pix_fmt, vs.options = 128, 64, "yuv420p", {"qscale": "1"}
+        for frame in _bar_frames(30):
+            for packet in vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].time_base == Fraction(1, source_fps)
+    got = VideoReader(path, fps=15, size=None, crop=None, audio=False).read_all().frames
+    step = source_fps // 15
+    assert _shown(got) == list(range(0, 30, step))
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_rotated_video_is_read_upright(tmp_path, rotation):
+    # phones store portrait video sideways and say how to turn it in the header (the display matrix)
+    import av
+
+    picture = np.full((48, 64, 3), 60, np.uint8)
+    picture[:8] = 250  # a bright band along the stored picture's top edge
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=30)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        vs.set_display_rotation(rotation)  # counter-clockwise degrees, as ffmpeg's display matrix
+        for _ in range(10):
+            for packet in vs.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+    info = probe_video(path)
+    frame = VideoReader(path, fps=15, size=None, crop=None, audio=False).read_all().frames[0]
+    assert frame.shape[:2] == (info.height, info.width) == ((48, 64) if rotation == 180 else (64, 48))
+    edges = {"top": frame[:6], "bottom": frame[-6:], "left": frame[:, :6], "right": frame[:, -6:]}
+    bright = {name for name, edge in edges.items() if edge.mean() > 200}
+    # turned counter-clockwise by 90 the top edge is on the left; clockwise, on the right; 180: at the bottom
+    assert bright == {{90: "left", -90: "right", 180: "bottom"}[rotation]}
+
+
+def test_audio_after_a_dropout_stays_aligned_with_its_frames(tmp_path):
+    # a recording whose audio has no packets from 0.5 s to 1.0 s: the sound after the gap must not move earlier
+    import av
+
+    fps, rate, path = 30, 16000, tmp_path / "dropout.mkv"
+    pcm = np.zeros(2 * rate, np.float32)
+    pcm[int(1.4 * rate) : int(1.4 * rate) + 400] = 0.8 * np.sin(np.arange(400) * 0.9)
+    with av.open(str(path), "w", format="matroska") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        audio = out.add_stream("pcm_s16le", rate=rate)
+        audio.layout = "mono"
+        for i in range(60):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 250 if i == 42 else 60, np.uint8), "rgb24")
+            for packet in vs.encode(frame):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+        for i in range(0, len(pcm), 800):
+            if 0.5 * rate <= i < 1.0 * rate:
+                continue  # the dropout: no samples, and the timestamps go on
+            chunk = av.AudioFrame.from_ndarray((pcm[None, i : i + 800] * 32767).astype(np.int16), "s16", "mono")
+            chunk.sample_rate, chunk.pts, chunk.time_base = rate, i, Fraction(1, rate)
+            for packet in audio.encode(chunk):
+                out.mux(packet)
+        for packet in audio.encode(None):
+            out.mux(packet)
+    clip = VideoReader(path, fps=15, size=None, crop=None, audio_rate=7680).read_all()
+    bright = np.flatnonzero(clip.frames.mean(axis=(1, 2, 3)) > 150).tolist()
+    loud = np.flatnonzero(np.abs(clip.audio).max(axis=1) > 0.2).tolist()
+    assert bright == loud == [21]  # 1.4 s at 15 fps
+    assert np.abs(clip.audio[8:14]).max() == 0.0  # the dropout (0.53-0.93 s) is silence
+
+
+def test_damaged_audio_track_raises_a_video_error_naming_the_file(tmp_path):
+    import av
+
+    path = tmp_path / "bad_audio.mkv"
+    with av.open(str(path), "w", format="matroska") as out:
+        vs = out.add_stream("libx264", rate=30)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        audio = out.add_stream("mp3", rate=44100)
+        audio.layout = "mono"
+        for _ in range(30):
+            for packet in vs.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 100, np.uint8), "rgb24")):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+        rng = np.random.default_rng(0)
+        for i in range(40):  # packets of random bytes where mp3 frames should be
+            packet = av.Packet(rng.integers(0, 256, 400, dtype=np.uint8).tobytes())
+            packet.stream, packet.pts, packet.dts, packet.time_base = audio, i * 1152, i * 1152, Fraction(1, 44100)
+            out.mux(packet)
+    with pytest.raises(VideoError, match="bad_audio.mkv.*damaged"):
+        VideoReader(path, fps=15, size=None, crop=None).read_all()
+    assert len(VideoReader(path, fps=15, size=None, crop=None, audio=False).read_all().frames) == 15  # TDC can
+
+
 def test_audio_that_starts_before_the_video_stays_aligned(tmp_path):
     import av
 

@@ -175,10 +175,13 @@ def probe_video(path: str | os.PathLike[str]) -> VideoProbe:
         fps = float(v.average_rate or v.base_rate or v.guessed_rate or 0.0)
         duration = _duration_s(container, v)
         a = container.streams.audio[0] if container.streams.audio else None
+        width, height = v.codec_context.width, v.codec_context.height
+        if _rotation(container, v, path) in (90, 270):  # shown turned a quarter: the frames the reader gives
+            width, height = height, width
         return VideoProbe(
             str(path),
-            v.codec_context.width,
-            v.codec_context.height,
+            width,
+            height,
             fps,
             duration,
             a is not None,
@@ -186,6 +189,22 @@ def probe_video(path: str | os.PathLike[str]) -> VideoProbe:
         )
     finally:
         container.close()
+
+
+def _rgb(frame: Any) -> np.ndarray:
+    """A decoded video frame as it is displayed: RGB, turned by its display rotation (phones store portrait
+    video sideways with a rotation in the header; players, and this reader, turn it upright)."""
+    arr = frame.to_ndarray(format="rgb24")
+    quarters = round(float(getattr(frame, "rotation", 0) or 0) / 90.0) % 4  # counter-clockwise, as np.rot90
+    return np.ascontiguousarray(np.rot90(arr, k=quarters)) if quarters else arr
+
+
+def _rotation(container: Any, stream: Any, path: str | os.PathLike[str]) -> int:
+    """The display rotation in degrees of the stream's first frame (0 if it has none or no frame decodes)."""
+    with _decode_errors(path):
+        for frame in container.decode(stream):
+            return round(float(getattr(frame, "rotation", 0) or 0) / 90.0) % 4 * 90
+    return 0
 
 
 @contextmanager
@@ -256,10 +275,7 @@ def _probe_groups(path: str | os.PathLike[str], probe_frames: int, stride: int, 
     finally:
         container.close()
     if not seekable:
-        grays = [
-            frame.to_ndarray(format="rgb24").max(axis=2)
-            for _, frame in _decoded_frames(path, stride=stride, limit=probe_frames)
-        ]
+        grays = [_rgb(frame).max(axis=2) for _, frame in _decoded_frames(path, stride=stride, limit=probe_frames)]
         return [grays[i : i + window] for i in range(0, len(grays), window)]
     container = _open(path)
     groups: list[list[np.ndarray]] = []
@@ -277,7 +293,7 @@ def _probe_groups(path: str | os.PathLike[str], probe_frames: int, stride: int, 
                     if frame.time is not None and frame.time < target - 0.5 / rate:
                         continue  # decoding from the keyframe before the target
                     if n % stride == 0:
-                        grays.append(frame.to_ndarray(format="rgb24").max(axis=2))
+                        grays.append(_rgb(frame).max(axis=2))
                         if len(grays) == window:
                             break
                     n += 1
@@ -342,6 +358,7 @@ class _AudioTrack:
 
     def __init__(self, path: str | os.PathLike[str], rate: int, t0: float) -> None:
         av = require("av", "reading audio tracks", extra="video")
+        self.path = path
         self.container = _open(path)
         self.stream = self.container.streams.audio[0]
         self.resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
@@ -352,22 +369,35 @@ class _AudioTrack:
         self.t0 = t0
         self.started = False
         self.done = False
+        # timestamps within this many samples of where the previous audio ended continue it (a millisecond tick
+        # and resampling round them); beyond it they mark a gap (silence) or an overlap (dropped)
+        self.slack = max(1, round(0.002 * rate))
 
     def _pull(self) -> None:
-        try:
-            frame = next(self._frames)
-            out = self.resampler.resample(frame)
-        except StopIteration:
-            out = self.resampler.resample(None)
-            self.done = True
+        with _decode_errors(self.path):  # a damaged audio track is a VideoError naming the file, as for video
+            try:
+                frame = next(self._frames)
+                out = self.resampler.resample(frame)
+            except StopIteration:
+                out = self.resampler.resample(None)
+                self.done = True
         for f in out:
             samples = f.to_ndarray().reshape(-1).astype(np.float32)
+            at = None if f.time is None else round((f.time - self.t0) * self.rate)  # on the video clock
             if not self.started:
                 self.started = True
                 # place the first sample on the video clock: its absolute index is negative for audio that starts
                 # before the first video frame (window() never returns those samples) and positive for audio
                 # that starts later (window() pads the gap with silence)
-                self.buffer_start = round(((f.time if f.time is not None else self.t0) - self.t0) * self.rate)
+                self.buffer_start = 0 if at is None else at
+            elif at is not None:
+                # every later frame is placed by its timestamp too: a dropout in the recording is silence, so
+                # the sound after it stays aligned with its frames instead of moving earlier by the gap
+                gap = at - (self.buffer_start + len(self.buffer))
+                if gap > self.slack:
+                    samples = np.concatenate([np.zeros(gap, np.float32), samples])
+                elif gap < -self.slack:
+                    samples = samples[-gap:]
             self.buffer = np.concatenate([self.buffer, samples])
 
     def window(self, start: int, length: int) -> np.ndarray:
@@ -459,13 +489,16 @@ class VideoReader:
         k = 0
         current: np.ndarray | None = None
         t0: float | None = None
-        tol = 1e-6  # timestamps are exact to one time-base tick: webm/mkv store whole milliseconds (30 fps: 67 ms)
+        # a stored timestamp is the true time rounded to the stream's time-base tick, so it is off by at most half
+        # a tick: webm/mkv store whole milliseconds (the 30 fps frame at 66.67 ms is stored as 67 ms), avi counts
+        # whole frames (tick = 1 / fps). Half a tick (plus float slack) still tells neighbouring frames apart.
+        tol = 1e-6
         try:
             for t, frame in _decoded_frames(self.path):
                 if t0 is None:
                     t0 = t
                     if frame.time_base is not None:  # the stream's, the same for every frame
-                        tol = max(1e-6, float(frame.time_base))
+                        tol = 0.5 * float(frame.time_base) + 1e-6
                     if self.with_audio:
                         track = _AudioTrack(self.path, self.audio_rate, t0)
                 rel = t - t0
@@ -475,7 +508,7 @@ class VideoReader:
                     k += 1
                     if self.max_frames is not None and k >= self.max_frames:
                         return
-                current = process_frame(frame.to_ndarray(format="rgb24"), self.crop, self.size)
+                current = process_frame(_rgb(frame), self.crop, self.size)
             if current is None:
                 raise VideoError(f"'{self.path}' contains no decodable video frames (empty or damaged video).")
             # the last decoded frame is shown for one source-frame period (one output frame if the rate is unknown)
