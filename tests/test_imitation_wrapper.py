@@ -240,3 +240,73 @@ def test_checkpoint_trajectory_round_trip(tmp_path):
     back = CheckpointTrajectory.load(tmp_path / "ck")
     np.testing.assert_array_equal(back.embeddings, ck.embeddings)
     assert back.every == 16
+
+
+def test_float_frames_numpy_crops_and_bad_spacings_are_handled_clearly():
+    class FloatCorridor(CorridorEnv):  # frames rescaled to [0, 1]: a uint8 cast would make them all black
+        def __init__(self) -> None:
+            super().__init__()
+            self.observation_space = gym.spaces.Box(0.0, 1.0, (16, 16, 3), np.float32)
+
+        def _obs(self) -> np.ndarray:
+            return super()._obs().astype(np.float32) / 255.0
+
+    ck = _checkpoints([1, 2])
+    with pytest.raises(ValueError, match="needs uint8 RGB frames"):
+        YouTubeImitationReward(FloatCorridor(), ColourEmbedder(), ck).reset(seed=0)
+    with pytest.raises(ValueError, match="needs uint8 RGB observations"):
+        YouTubeImitationRewardVector(gym.vector.SyncVectorEnv([FloatCorridor]), ColourEmbedder(), ck)
+    env = YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, crop=np.array([1, 1, 0, 0]))
+    from dreamarcade.reward_models.video import CropBox
+
+    assert env.crop == CropBox(1, 1, 0, 0)
+    with pytest.raises(ValueError, match="crop must be"):
+        YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, crop=np.zeros(3))
+    frames = np.zeros((64, S, S, 3), np.uint8)
+    for every in (0, -16, 2.5):
+        with pytest.raises(ValueError, match="every .* must be an integer >= 1"):
+            build_checkpoints(ColourEmbedder(), frames, every=every)
+    with pytest.raises(ValueError, match="start must be in"):
+        build_checkpoints(ColourEmbedder(), frames, every=16, start=64)
+
+
+def test_vector_info_has_gymnasium_masks_like_a_sync_vector_of_single_wrappers():
+    ck = _checkpoints([1, 2, 3])
+    venv = YouTubeImitationRewardVector(gym.vector.SyncVectorEnv([CorridorEnv] * 2), ColourEmbedder(), ck)
+    sync = gym.vector.SyncVectorEnv([lambda: YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck)] * 2)
+    _, info = venv.reset(seed=0)
+    _, sync_info = sync.reset(seed=0)
+    assert info["_imitation_checkpoint"].tolist() == [True, True]
+    _, info = venv.reset(options={"reset_mask": np.array([False, True])})
+    assert info["_imitation_checkpoint"].tolist() == [False, True]  # only the reset env's entries are new
+    _, _, _, _, info = venv.step(np.array([1, 1]))
+    _, _, _, _, sync_info = sync.step(np.array([1, 1]))
+    keys = {k for k in sync_info if "imitation" in k or "env_reward" in k}
+    assert keys and keys == {k for k in info if "imitation" in k or "env_reward" in k}
+    for k in keys:
+        np.testing.assert_array_equal(info[k], sync_info[k])
+
+
+def test_checkpoint_trajectory_load_refuses_incomplete_or_inconsistent_files(tmp_path):
+    import torch
+
+    from dreamarcade.checkpoint import save_checkpoint
+    from dreamarcade.errors import CheckpointError
+
+    emb = torch.eye(4)[:2]
+    config = {"kind": "imitation_checkpoints", "every": 16, "num_checkpoints": 2, "embed_dim": 4}
+    save_checkpoint(tmp_path / "no_mean", {"embeddings": emb, "frame_indices": torch.tensor([16, 32])}, config)
+    with pytest.raises(CheckpointError, match="lacks mean"):
+        CheckpointTrajectory.load(tmp_path / "no_mean")
+    bad = {"embeddings": emb, "mean": torch.zeros(7), "frame_indices": torch.tensor([16, 32])}
+    save_checkpoint(tmp_path / "bad_mean", bad, config)
+    with pytest.raises(CheckpointError, match=r"inconsistent: the centring mean must have the embeddings' size \(4,\)"):
+        CheckpointTrajectory.load(tmp_path / "bad_mean")
+    bad = {"embeddings": emb, "mean": torch.zeros(4), "frame_indices": torch.tensor([16])}
+    save_checkpoint(tmp_path / "bad_index", bad, config)
+    with pytest.raises(CheckpointError, match="one integer frame index per checkpoint"):
+        CheckpointTrajectory.load(tmp_path / "bad_index")
+    half = {"embeddings": emb.bfloat16(), "mean": torch.zeros(4).bfloat16(), "frame_indices": torch.tensor([16, 32])}
+    save_checkpoint(tmp_path / "bf16", half, config)
+    loaded = CheckpointTrajectory.load(tmp_path / "bf16")  # bfloat16 has no numpy type: read as float32
+    assert loaded.embeddings.dtype == np.float32 and loaded.embeddings.tolist() == emb.tolist()

@@ -228,6 +228,22 @@ class CheckpointTrajectory:
     confusion_window: int | None = None
 
     def __post_init__(self) -> None:
+        self.embeddings = np.asarray(self.embeddings, np.float32)
+        if self.embeddings.ndim != 2:
+            raise ValueError(f"embeddings must be a (checkpoints, dim) array, got shape {self.embeddings.shape}")
+        n, dim = self.embeddings.shape
+        self.mean = np.asarray(self.mean, np.float32)
+        if self.mean.shape != (dim,):
+            raise ValueError(f"the centring mean must have the embeddings' size ({dim},), got {self.mean.shape}")
+        self.frame_indices = np.asarray(self.frame_indices)
+        if self.frame_indices.shape != (n,) or not np.issubdtype(self.frame_indices.dtype, np.integer):
+            raise ValueError(
+                f"frame_indices must hold one integer frame index per checkpoint, shape ({n},), "
+                f"got {self.frame_indices.shape} {self.frame_indices.dtype}"
+            )
+        if isinstance(self.every, bool) or int(self.every) != self.every or self.every < 1:
+            raise ValueError(f"every (the checkpoint spacing in frames) must be an integer >= 1, got {self.every!r}")
+        self.every = int(self.every)
         if self.confusion is not None:
             self.confusion = np.asarray(self.confusion, np.float32)
             if self.confusion.shape != (len(self.embeddings),):
@@ -265,25 +281,40 @@ class CheckpointTrajectory:
     @staticmethod
     def load(directory: str | os.PathLike[str]) -> CheckpointTrajectory:
         tensors, config = load_checkpoint(directory, kind="imitation_checkpoints")
-        emb = tensors["embeddings"].numpy()
+        missing = [k for k in ("embeddings", "mean", "frame_indices") if k not in tensors]
+        missing += [k for k in ("every", "num_checkpoints", "embed_dim") if k not in config]
+        if missing:
+            raise CheckpointError(
+                f"checkpoint trajectory '{directory}' lacks {', '.join(missing)}: it was not written by "
+                "CheckpointTrajectory.save; rebuild it with python -m dreamarcade.reward_models.build_reward"
+            )
+
+        def array(name: str) -> np.ndarray:
+            t = tensors[name]
+            return (t.float() if t.is_floating_point() else t).numpy()  # bfloat16 has no numpy type
+
+        emb = array("embeddings")
         if emb.shape != (config["num_checkpoints"], config["embed_dim"]):
             raise CheckpointError(f"checkpoint trajectory '{directory}' has shape {emb.shape}, config disagrees")
-        confusion = tensors["confusion"].numpy() if "confusion" in tensors else None
+        confusion = array("confusion") if "confusion" in tensors else None
         if confusion is not None and confusion.shape != (len(emb),):
             raise CheckpointError(
                 f"checkpoint trajectory '{directory}' has {confusion.shape} confusion values for {len(emb)} checkpoints"
             )
         window = config.get("confusion_window")
-        return CheckpointTrajectory(
-            emb,
-            tensors["mean"].numpy(),
-            tensors["frame_indices"].numpy(),
-            int(config["every"]),
-            config.get("source", ""),
-            config.get("meta", {}),
-            confusion,
-            None if window is None else int(window),
-        )
+        try:
+            return CheckpointTrajectory(
+                emb,
+                array("mean"),
+                array("frame_indices"),
+                config["every"],
+                config.get("source", ""),
+                config.get("meta", {}),
+                confusion,
+                None if window is None else int(window),
+            )
+        except ValueError as exc:
+            raise CheckpointError(f"checkpoint trajectory '{directory}' is inconsistent: {exc}") from exc
 
 
 def build_checkpoints(
@@ -306,8 +337,13 @@ def build_checkpoints(
     ``confusion_window`` frames earlier (default ``2 * every``: the soft order's reach with ``skip=1``), for
     :func:`distinct_thresholds`.
     """
+    if isinstance(every, bool) or int(every) != every or every < 1:
+        raise ValueError(f"every (the checkpoint spacing in frames) must be an integer >= 1, got {every!r}")
+    every = int(every)
     frames = np.asarray(frames)
     end = len(frames) if end is None else min(end, len(frames))
+    if not 0 <= start < end:
+        raise ValueError(f"start must be in [0, end) = [0, {end}), got start={start}: the demo would be empty")
     if frames.ndim != 4 or frames.shape[1:] != (embedder.frame_size, embedder.frame_size, 3):
         raise ValueError(
             f"demo frames must be (T, {embedder.frame_size}, {embedder.frame_size}, 3) for this embedder, "

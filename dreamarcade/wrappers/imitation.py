@@ -103,11 +103,20 @@ def _check_compatible(embedder: Embedder, checkpoints: CheckpointTrajectory) -> 
 
 
 def _resolve_crop(crop: str | CropBox | None) -> CropBox | None | str:
-    if crop == "auto" or crop is None or isinstance(crop, CropBox):
+    if (isinstance(crop, str) and crop == "auto") or crop is None or isinstance(crop, CropBox):
         return crop
-    if isinstance(crop, (list, tuple)) and len(crop) == 4:
+    if isinstance(crop, (list, tuple, np.ndarray)) and np.shape(crop) == (4,):
         return CropBox(*map(int, crop))
     raise ValueError(f"crop must be 'auto', None, a CropBox or (top, bottom, left, right), got {crop!r}")
+
+
+def _with_masks(info: dict[str, Any], values: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, Any]:
+    """A copy of ``info`` plus ``values``, each with the ``_key`` mask of Gymnasium's vector info convention."""
+    out = dict(info)
+    for key, value in values.items():
+        out[key] = value
+        out[f"_{key}"] = mask.copy()
+    return out
 
 
 class _ImitationCore:
@@ -178,6 +187,11 @@ class _ImitationCore:
     # frames -------------------------------------------------------------------------------------------
     def _process(self, frame: np.ndarray) -> np.ndarray:
         frame = np.asarray(frame)
+        if frame.dtype != np.uint8:
+            raise ValueError(
+                f"the imitation reward needs uint8 RGB frames (0-255, as videos are decoded), got {frame.dtype}: "
+                "wrap the env before any wrapper that rescales observations to floats"
+            )
         if self.crop == "auto":
             # detected once, with the function the videos use, on the first frame that is not all black: an
             # all-black frame shows no border (and stays black whatever the crop), so it is not cropped and the
@@ -413,9 +427,11 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
     ) -> None:
         gym.vector.VectorWrapper.__init__(self, env)
         space = env.single_observation_space
-        if not (isinstance(space, spaces.Box) and len(space.shape) == 3 and space.shape[-1] == 3):
+        if not (
+            isinstance(space, spaces.Box) and len(space.shape) == 3 and space.shape[-1] == 3 and space.dtype == np.uint8
+        ):
             raise ValueError(
-                f"YouTubeImitationRewardVector needs RGB observations (H, W, 3) from each sub-env, got {space}"
+                f"YouTubeImitationRewardVector needs uint8 RGB observations (H, W, 3) from each sub-env, got {space}"
             )
         mode_ = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         if mode_ not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP):
@@ -466,8 +482,7 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
         self._needs_reset[rows] = False
         self._next[rows] = 0
         self._embed(rows)
-        info = dict(info)
-        info.update(
+        values = dict(
             imitation_reward=np.zeros(self.num_envs),
             imitation_checkpoint=self._next.copy(),
             imitation_matched=np.full(self.num_envs, -1, np.int64),
@@ -476,8 +491,10 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
         if self.embed_every > 1:
             embedded = np.zeros(self.num_envs, bool)
             embedded[rows] = True
-            info["imitation_embedded"] = embedded
-        return self._observe(obs), info
+            values["imitation_embedded"] = embedded
+        reset = np.zeros(self.num_envs, bool)
+        reset[rows] = True
+        return self._observe(obs), _with_masks(info, values, reset)
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         obs, env_reward, terminated, truncated, info = self.env.step(actions)
@@ -521,7 +538,7 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
             self._embed(rows)
         env_reward = np.asarray(env_reward, np.float64)
         reward = r_imit + (env_reward if self.mode == "add" else 0.0)
-        info.update(
+        values = dict(
             imitation_reward=r_imit,
             imitation_checkpoint=self._next.copy(),
             imitation_matched=matched,
@@ -529,5 +546,6 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
             env_reward=env_reward,
         )
         if self.embed_every > 1:
-            info["imitation_embedded"] = embedded
+            values["imitation_embedded"] = embedded
+        info = _with_masks(info, values, np.ones(self.num_envs, bool))
         return self._observe(obs), reward, terminated, truncated, info
