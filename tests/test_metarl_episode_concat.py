@@ -168,6 +168,24 @@ def test_maze_is_connected_and_shortest_path_is_bfs():
         assert 1 <= task.shortest_path_length() <= 24
 
 
+def test_maze_set_task_refuses_a_goal_outside_the_grid_at_the_start_or_walled_off():
+    env = RandomMazeEnv(size=3)
+    walls = np.zeros((3, 3, 4), dtype=bool)
+    walls[0, :, 0] = walls[:, -1, 1] = walls[-1, :, 2] = walls[:, 0, 3] = True  # the outer walls only
+    for goal in ((5, 5), (0, 0), (-1, 2), (1,)):
+        with pytest.raises(ValueError, match="goal must be a .row, column. cell of the 3x3 maze"):
+            env.set_task(MazeTask(walls, goal))
+    enclosed = walls.copy()
+    enclosed[2, 2, 0] = enclosed[2, 2, 3] = enclosed[1, 2, 2] = enclosed[2, 1, 1] = True  # the corner cell shut in
+    with pytest.raises(ValueError, match=r"goal \(2, 2\) cannot be reached from \(0, 0\)"):
+        env.set_task(MazeTask(enclosed, (2, 2)))
+    env.set_task(MazeTask(walls, [np.int64(2), 2]))  # a list of numpy ints is a cell too
+    env.reset(seed=0)
+    for action in (1, 1, 2):
+        assert not env.step(action)[2]
+    assert env.step(2)[2]  # E, E, S, S reaches (2, 2)
+
+
 def test_sb3_runs_on_the_wrapped_envs():
     sb3 = pytest.importorskip("stable_baselines3")
     for env_id, policy in (("MetaMaze-v0", "MlpPolicy"), ("MetaMazePixels-v0", "MultiInputPolicy")):

@@ -302,3 +302,28 @@ def test_trial_return_is_the_trial_not_its_last_inner_episode(tmp_path):
     assert len(rows) == 16 and all(int(r["episodic_length"]) == 4 for r in rows)
     returns = [float(r["episodic_return"]) for r in rows]
     assert returns == [float(r["train_return"]) for r in rows] and max(returns) >= 2  # one pull pays at most 1
+
+
+def test_train_cli_on_a_retro_contest_env_with_evaluation(tmp_path):
+    """`ppo train` on a contest env: one episode recorder (the env has its own), and evaluation workers can start."""
+    pytest.importorskip("stable_retro")
+    from dreamarcade.baselines.ppo import _make_gym_env, _records_episodes
+
+    env = _make_gym_env("AirstrikerContest-v0", 0)()
+    try:
+        recorders, e = 0, env
+        while isinstance(e, gym.Wrapper):
+            recorders += isinstance(e, gym.wrappers.RecordEpisodeStatistics)
+            e = e.env
+        assert recorders == 1  # a second one asserted when the first episode ended
+    finally:
+        env.close()
+    assert not _records_episodes(gym.make("CartPole-v1"))
+    run = tmp_path / "retro"
+    argv = ["train", "--env-id", "AirstrikerContest-v0", "--run-dir", str(run), "--total-timesteps", "32",
+            "--num-envs", "1", "--num-steps", "32", "--num-minibatches", "1", "--update-epochs", "1",
+            "--eval-every-steps", "32", "--eval-episodes", "1"]  # fmt: skip
+    # with one actor in this process, the forked evaluation worker inherited its emulator and stable-retro refused
+    assert main(argv) == 0
+    with open(run / "eval.csv") as f:
+        assert [float(r["step"]) for r in csv.DictReader(f)] == [0, 32]

@@ -172,6 +172,17 @@ def test_levels_env_and_rl2_trial_over_levels():
         env.close()
 
 
+def test_levels_env_takes_game_state_strings():
+    env = RetroLevelsEnv([f"{GAME}:{STATE}"], scenario=SCEN, max_episode_steps=5)  # was split into characters
+    try:
+        env.set_task(f"{GAME}:{STATE}")
+        assert env.reset(seed=0)[1]["level"] == f"{GAME}:{STATE}"
+        with pytest.raises(ValueError, match="set_task takes one level"):
+            env.set_task("train")
+    finally:
+        env.close()
+
+
 def test_levels_env_stays_reproducible_across_a_level_switch():
     from dreamarcade.envs.sonic import Level
 

@@ -57,6 +57,13 @@ def test_parse_levels():
     assert parse_levels("Airstriker-Genesis:Level1") == [Level("Airstriker-Genesis", "Level1")]
     with pytest.raises(ValueError, match="GAME:STATE"):
         parse_levels("GreenHillZone.Act1")
+    # a list mixes pairs and strings; a string item gives every level it names (it used to keep only its first)
+    two = "Airstriker-Genesis:Level1,SonicTheHedgehog-Genesis:GreenHillZone.Act1"
+    green_hill = Level("SonicTheHedgehog-Genesis", "GreenHillZone.Act1")
+    assert parse_levels([two, ("A", "b")]) == [Level("Airstriker-Genesis", "Level1"), green_hill, Level("A", "b")]
+    assert parse_levels(["test"]) == list(SONIC_TEST)
+    with pytest.raises(ValueError, match=r"must be a \(game, state\) pair"):
+        parse_levels([("A", "b", "c")])
 
 
 def test_unknown_level_and_game_are_clear_errors():

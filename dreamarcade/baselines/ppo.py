@@ -129,7 +129,7 @@ class PPOConfig:
     seed: int = 1
     device: str = "cpu"
     torch_threads: int = 1  # the box is shared: one thread unless asked otherwise
-    vector_mode: str = "auto"  # "auto" (async when num_envs > 1), "async" (subprocess), "sync"
+    vector_mode: str = "auto"  # "auto" (async when num_envs > 1 or with evaluation), "async" (subprocess), "sync"
     checkpoint_every_updates: int = 10
     eval_every_steps: int = 0  # 0: never; else evaluate the eval envs every this many steps
     eval_episodes: int = 1
@@ -635,7 +635,10 @@ def train_ppo(
         check_run_dir_free(run_dir)
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    envs = make_vector_env(envs, config.vector_mode)
+    # evaluation runs its envs in forked workers, which inherit this process's emulators: stable-retro refuses a
+    # second emulator in a process that holds one, so with evaluation the actors stay out of this process too
+    mode = "async" if eval_env_fns and config.vector_mode == "auto" else config.vector_mode
+    envs = make_vector_env(envs, mode)
     run_dir.mkdir(parents=True, exist_ok=True)  # only once the envs exist: a bad env id leaves no empty run dir
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
 
@@ -962,11 +965,22 @@ def _make_gym_env(env_id: str, seed: int) -> Callable[[], gym.Env]:
         import dreamarcade  # noqa: F401  (registers the dreamarcade ids in worker processes)
 
         env = gym.make(env_id)
-        env = gym.wrappers.RecordEpisodeStatistics(env)
+        if not _records_episodes(env):  # the Sonic/retro factories record the unscaled return themselves
+            env = gym.wrappers.RecordEpisodeStatistics(env)
         env.action_space.seed(seed)
         return env
 
     return thunk
+
+
+def _records_episodes(env: gym.Env) -> bool:
+    """Whether a RecordEpisodeStatistics is already in ``env``'s wrapper chain (a second one asserts at the end
+    of the first episode: Gymnasium's refuses to overwrite ``info["episode"]``)."""
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.RecordEpisodeStatistics):
+            return True
+        env = env.env
+    return False
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

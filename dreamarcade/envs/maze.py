@@ -69,7 +69,7 @@ class MazeTask:
                         dist[(ny, nx)] = dist[(y, x)] + 1
                         nxt.append((ny, nx))
             frontier = nxt
-        raise RuntimeError("maze goal unreachable (a generator bug)")
+        raise RuntimeError(f"the maze's goal {self.goal} cannot be reached from {start}: walls enclose it")
 
 
 def generate_maze(size: int, rng: np.random.Generator, extra_openings: float = 0.15) -> np.ndarray:
@@ -161,6 +161,22 @@ class RandomMazeEnv(gym.Env):
         """Fix the task until the next ``set_task`` (takes effect at the next ``reset``)."""
         if not isinstance(task, MazeTask) or task.walls.shape != (self.size, self.size, 4):
             raise ValueError(f"task must be a MazeTask for a {self.size}x{self.size} maze, got {task!r}.")
+        goal = tuple(task.goal)
+        if not (
+            len(goal) == 2
+            and all(isinstance(c, (int, np.integer)) and 0 <= c < self.size for c in goal)
+            and goal != (0, 0)
+        ):
+            raise ValueError(
+                f"the goal must be a (row, column) cell of the {self.size}x{self.size} maze other than the start "
+                f"(0, 0), got {task.goal!r}."
+            )
+        if not isinstance(task.goal, tuple):  # a list goal never equals a (row, column) position tuple
+            task = MazeTask(task.walls, (int(goal[0]), int(goal[1])))
+        try:
+            task.shortest_path_length()
+        except RuntimeError as exc:
+            raise ValueError(f"{exc}: open a path to it, or pick another goal.") from None
         self._task, self._fixed = task, True
         self._task_pending = True  # the new task starts at the next reset, never mid-episode
 

@@ -185,7 +185,15 @@ def parse_levels(spec: str | Sequence[str | Sequence[str]]) -> list[Level]:
             game, state = item.split(":", 1)
             out.append(Level(game.strip(), state.strip()))
         return out
-    return [Level(*lv) if not isinstance(lv, str) else parse_levels(lv)[0] for lv in spec]
+    out = []
+    for lv in spec:
+        if isinstance(lv, str):  # "GAME:STATE", "A:x,B:y" or a split name: every level it names
+            out.extend(parse_levels(lv))
+        elif isinstance(lv, Sequence) and len(lv) == 2 and all(isinstance(x, str) for x in lv):
+            out.append(Level(*lv))
+        else:
+            raise ValueError(f"level {lv!r} must be a (game, state) pair of strings or a 'GAME:STATE' string.")
+    return out
 
 
 def make_contest_env(
@@ -290,7 +298,7 @@ class RetroLevelsEnv(gym.Env):
     def __init__(
         self, levels: Sequence[Level | Sequence[str]] | str, render_mode: str | None = None, **env_kwargs: Any
     ) -> None:
-        self.levels = parse_levels(levels) if isinstance(levels, str) else [Level(*lv) for lv in levels]
+        self.levels = parse_levels(levels)
         if not self.levels:
             raise ValueError("levels must name at least one (game, state) level.")
         if render_mode not in (None, "rgb_array"):
@@ -311,8 +319,11 @@ class RetroLevelsEnv(gym.Env):
     def sample_task(self, rng: np.random.Generator) -> Level:
         return self.levels[int(rng.integers(len(self.levels)))]
 
-    def set_task(self, task: Level | Sequence[str]) -> None:
-        level = Level(*task)
+    def set_task(self, task: Level | Sequence[str] | str) -> None:
+        named = parse_levels([task])
+        if len(named) != 1:
+            raise ValueError(f"set_task takes one level, got {task!r} ({len(named)} levels).")
+        level = named[0]
         if level not in self.levels:
             raise ValueError(f"{level} is not one of this env's {len(self.levels)} levels.")
         self._fixed = level
