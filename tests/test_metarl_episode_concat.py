@@ -210,3 +210,14 @@ def test_outer_episode_statistics_record_the_trial_and_inner_ones_move_aside():
         assert (term or trunc) == (t == 4) and ("episode" in info) == (t == 4)
     assert info["episode"]["r"] == total and info["episode"]["l"] == 5  # the trial's return and length
     assert [s["l"] for s in inner_stats] == [1] * 5 and [s["r"] for s in inner_stats] == inner_returns
+
+
+def test_a_trial_ends_terminated_even_when_its_last_episode_is_truncated():
+    # the trial is over by design: a truncation there would make SB3 bootstrap a value past the trial's end
+    env = EpisodeConcat(gym.wrappers.TimeLimit(RandomMazeEnv(size=4), 3), num_episodes=2)
+    env.reset(seed=0)
+    flags = [env.step(0)[2:] for _ in range(6)]  # N from the top-left corner: a wall, so each episode runs out
+    terminated, truncated, info = flags[-1]
+    assert [f[:2] for f in flags[:-1]] == [(False, False)] * 5
+    assert (terminated, truncated) == (True, False)
+    assert info["inner_truncated"] and not info["inner_terminated"] and info["inner_episode"] == 1

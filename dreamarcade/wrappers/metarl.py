@@ -49,6 +49,8 @@ class EpisodeConcat(gym.Wrapper):
     ``inner_reward`` (the env's reward, also during exploration episodes). On a step that ends an inner
     episode: ``inner_done=True``, ``inner_terminated``, ``inner_truncated``, ``inner_return``, ``inner_length``,
     ``inner_episode`` (its index) and, unless it was the last, ``inner_final_obs`` (the episode's last obs).
+    The trial's end is reported as ``terminated`` even when its last episode was truncated (``inner_truncated``
+    says so): the trial is over by design, so there is no value beyond it to bootstrap.
 
     ``info["episode"]`` is kept for the trial: statistics that a ``RecordEpisodeStatistics`` *inside* this wrapper
     records for an inner episode are moved to ``info["inner_episode_stats"]``, so they are never read as the trial's
@@ -176,7 +178,9 @@ class EpisodeConcat(gym.Wrapper):
         self._episode += 1
         if self._episode >= self.num_episodes:  # the trial is over: this is the only outer done
             info["trial_episode"] = self._episode - 1
-            return self._augment(obs, prev_action, reward, 1.0), counted, bool(terminated), bool(truncated), info
+            # the trial ends here by design, however its last episode ended: nothing follows on this task, so it is
+            # a termination (a truncation would let SB3 and others bootstrap a value past the trial's end)
+            return self._augment(obs, prev_action, reward, 1.0), counted, True, False, info
         # Inner episode over: start the next one on the same task and hide the done from the agent's loop.
         info["inner_final_obs"] = obs
         obs, reset_info = self.env.reset()
