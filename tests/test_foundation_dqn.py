@@ -474,6 +474,19 @@ def test_dqn_learns_the_pixel_corridor_with_bf16_mixed_precision(tmp_path) -> No
     assert ev["returns"] == pytest.approx([0.97, 0.98, 0.97, 0.98])
 
 
+def test_dqn_config_refuses_zero_or_negative_intervals(tmp_path, capsys) -> None:
+    from dreamarcade.baselines.dqn import main
+
+    for name in ("train_frequency", "target_network_frequency", "checkpoint_interval", "batch_size"):
+        for bad in (0, -4):
+            with pytest.raises(ValueError, match=f"--{name.replace('_', '-')} must be an integer >= 1"):
+                _small_cfg(tmp_path, **{name: bad})
+    with pytest.raises(SystemExit) as exc:  # the CLI: a usage error, and no run directory is written
+        main(["--train-frequency", "0", "--run-dir", str(tmp_path / "cli")])
+    assert exc.value.code == 2 and "--train-frequency must be an integer >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()
+
+
 def test_dqn_rejects_continuous_actions(tmp_path) -> None:
     with pytest.raises(TypeError, match="Discrete"):
         train(_small_cfg(tmp_path, env_id="Pendulum-v1"))

@@ -87,9 +87,24 @@ def test_single_and_vector_paths_agree_on_shapes_and_refuse_the_same_settings() 
     single, vector = make_dqn_env("Pong", frame_stack=1), make_dqn_vector_env(1, "Pong", frame_stack=1)
     assert single.observation_space.shape == vector.single_observation_space.shape == (1, 84, 84)
     vector.close()
-    for bad in (dict(frame_skip=0), dict(frame_stack=0)):
+    for bad in (dict(frame_skip=0), dict(frame_stack=0), dict(frame_stack=-1)):
         with pytest.raises(ValueError, match="must be >= 1"):
             make_dqn_env("Pong", **bad)
+        with pytest.raises(ValueError, match="must be >= 1"):  # frame_stack=0 made the C++ reset wait forever
+            make_dqn_vector_env(1, "Pong", **bad)
+    for make in (lambda: make_dqn_env("Pong", noop_max=-5), lambda: make_dqn_vector_env(1, "Pong", noop_max=-5)):
+        with pytest.raises(ValueError, match="noop_max must be >= 0"):  # it was silently taken as 0
+            make()
+
+
+def test_frame_wrappers_bad_input_and_step_before_reset() -> None:
+    env = make_dqn_env("Pong", frame_skip=1)  # no MaxAndSkip, whose reset check used to be the only one
+    with pytest.raises(gym.error.ResetNeeded, match="reset"):
+        env.step(0)
+    with pytest.raises(ValueError, match="crop2013' crops 120 rows .*at most 92"):
+        make_dqn_env("Pong", crop2013=True, screen_size=120)
+    resized = GrayscaleResize(gym.make("ALE/Pong-v5"), size=np.int64(42))  # a numpy integer size
+    assert resized.observation_space.shape == (42, 42)
 
 
 def test_frame_stack_matches_gymnasium() -> None:

@@ -348,7 +348,10 @@ def parse_dataclass_args(cls: type, argv: list[str] | None, description: str, pr
         convert.__name__ = getattr(ftype, "__name__", "value")
         parser.add_argument(name, type=convert, default=default, help=help_text)
     ns = parser.parse_args(argv)
-    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
+    try:
+        return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
+    except ValueError as exc:  # the config's own checks: a usage error naming the flag, not a traceback
+        parser.error(str(exc))
 
 
 class RunDirInUseError(DreamArcadeError, FileExistsError):

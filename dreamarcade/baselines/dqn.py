@@ -134,6 +134,26 @@ class DQNConfig:
     tensorboard: bool = _h("write TensorBoard events", True)
     env_kwargs: str = _h("JSON dict of extra kwargs for gym.make", "{}")
 
+    def __post_init__(self) -> None:
+        # a 0 interval divided by zero at the first step, after the run dir was written; a negative
+        # train_frequency made the run finish "successfully" without a single gradient step
+        at_least_one = (
+            "total_timesteps",
+            "buffer_size",
+            "batch_size",
+            "target_network_frequency",
+            "train_frequency",
+            "num_envs",
+            "checkpoint_interval",
+            "buffer_checkpoint_interval",
+        )
+        for name in at_least_one:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+        if self.learning_starts < 0:
+            raise ValueError(f"--learning-starts must be >= 0, got {self.learning_starts}")
+
 
 # --- networks -------------------------------------------------------------------------------------
 

@@ -87,10 +87,7 @@ def make_dqn_env(
     require("ale_py", "Atari games", extra="atari")
     from ale_py.env import AtariEnv
 
-    if frame_skip < 1 or frame_stack < 1:
-        raise ValueError(
-            f"frame_skip and frame_stack must be >= 1 (1: no skip, one frame), got {frame_skip} and {frame_stack}"
-        )
+    _check_counts(frame_skip, frame_stack, noop_max)
 
     rom = ale_game_id(game)
     # AtariEnv directly rather than gym.make("ALE/...-v5"): gym.make wraps the id's whole stack in the
@@ -118,6 +115,15 @@ def make_dqn_env(
         env = ClipRewardSign(env)
     env = FrameStack(env, frame_stack, padding="zero")  # also for 1: (1, 84, 84), the C++ path's shape
     return env
+
+
+def _check_counts(frame_skip: int, frame_stack: int, noop_max: int) -> None:
+    if frame_skip < 1 or frame_stack < 1:
+        raise ValueError(
+            f"frame_skip and frame_stack must be >= 1 (1: no skip, one frame), got {frame_skip} and {frame_stack}"
+        )
+    if noop_max < 0:
+        raise ValueError(f"noop_max must be >= 0 (0: no random no-ops at reset), got {noop_max}")
 
 
 def make_dqn_vector_env(
@@ -157,8 +163,7 @@ def make_dqn_vector_env(
     require("ale_py", "Atari games", extra="atari")
     from ale_py.vector_env import AtariVectorEnv
 
-    if frame_skip < 1:
-        raise ValueError(f"frame_skip must be >= 1, got {frame_skip}")
+    _check_counts(frame_skip, frame_stack, noop_max)  # frame_stack=0 made the C++ reset wait forever
     return AtariVectorEnv(
         ale_game_id(game),
         num_envs,

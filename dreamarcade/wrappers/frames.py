@@ -74,11 +74,16 @@ class GrayscaleResize(gym.ObservationWrapper):
                 f"GrayscaleResize needs uint8 pixels, got dtype {env.observation_space.dtype}. "
                 "Apply it before any wrapper that scales observations to floats."
             )
-        height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        height, width = (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
         if height <= 0 or width <= 0:
             raise ValueError(f"size must be positive, got {size}")
         if mode not in ("resize", "crop2013"):
             raise ValueError(f"mode must be 'resize' or 'crop2013', got {mode!r}")
+        if mode == "crop2013" and height > 110:
+            raise ValueError(
+                f"mode='crop2013' crops {height} rows out of the 110-row resized screen, which has too few: use a "
+                "size of at most 110 rows (at most 92 with the DQN paper's crop_top=18), or mode='resize'"
+            )
         if mode == "crop2013" and not 0 <= crop_top <= 110 - height:
             raise ValueError(
                 f"crop_top must be in [0, {110 - height}] for a {height}-row crop of 110 rows, got {crop_top}"
@@ -170,6 +175,8 @@ class FrameStack(gym.Wrapper):
         return self._push(obs), info
 
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict]:
+        if self._pos is None:
+            raise gym.error.ResetNeeded("FrameStack: call reset() before step()")
         obs, reward, terminated, truncated, info = self.env.step(action)
         return self._push(obs), reward, terminated, truncated, info
 
