@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dreamarcade.errors import CheckpointError
+from dreamarcade.errors import CheckpointError, VideoError
 from dreamarcade.reward_models.cycle import cycle_consistency, three_cycle_consistency
 from dreamarcade.reward_models.embedding import PAPER_INTERVALS, TDCCMC, EmbeddingConfig, load_embedding, stack_frames
 from dreamarcade.reward_models.train_embedding import Clip, losses, sample_offsets, sample_pairs
@@ -148,6 +148,24 @@ def test_train_embedding_resumes_exactly_and_refuses_another_config(tmp_path):
             [video], tmp_path / "resumed", dataclasses.replace(TINY, embed_dim=16), TrainConfig(steps=6), resume=True
         )
     assert load_embedding(tmp_path / "resumed")[1]["step"] == 4  # the refused run left the checkpoint alone
+    from dreamarcade.baselines.common import RunDirInUseError
+
+    with pytest.raises(RunDirInUseError, match="already holds a run"):  # a fresh run would overwrite it
+        train("resumed", 2)
+    # killed before its first checkpoint: the resumed run starts at step 0 and its logged rows are not doubled
+    (tmp_path / "early" / "logs").mkdir(parents=True)
+    (tmp_path / "early" / "logs" / "metrics.csv").write_text("step,loss\n20,1.0\n")
+    train("early", 2, resume=True)
+    assert (tmp_path / "early" / "logs" / "metrics.csv").read_text() == "step,loss\n"
+    for bad, match in (
+        (dict(batch_size=1), "batch_size must be >= 2"),
+        (dict(cmc_event_fraction=1.5), r"cmc_event_fraction must be in \[0, 1\]"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            train_embedding([video], tmp_path / "bad", TINY, TrainConfig(steps=2, **bad), progress=False)
+    with pytest.raises(ValueError, match="both 0: nothing to learn"):
+        silent = dataclasses.replace(TINY, tdc_weight=0.0, cmc_weight=0.0)
+        train_embedding([video], tmp_path / "bad", silent, TrainConfig(steps=2), progress=False)
 
 
 def test_cycle_consistency_identical_is_100_and_unrelated_is_near_chance():
@@ -169,6 +187,8 @@ def test_cycle_consistency_identical_is_100_and_unrelated_is_near_chance():
     assert cycle_consistency(walk, noisy) > 90.0
     with pytest.raises(ValueError):
         cycle_consistency(walk, np.zeros((0, 16)))
+    with pytest.raises(ValueError, match="three non-empty"):
+        three_cycle_consistency(walk, walk, np.zeros((0, 16)))
 
 
 def test_frame_stack_embedder_rejects_mismatched_input_size():
@@ -198,6 +218,12 @@ def test_event_windows_and_held_out_accuracy_evaluation():
     acc = evaluate_accuracy(model, [clip], batches=2, batch=8)
     assert {"tdc", "tdc_acc", "cmc", "cmc_acc", "loss"} <= set(acc)
     assert all(0.0 <= acc[k] <= 1.0 for k in ("tdc_acc", "cmc_acc"))
+    # a fraction that rounds to one event pair: BatchNorm cannot train on one stack, so two are drawn
+    assert losses(model, [clip], 32, rng, event_fraction=0.03, events=[ev])["cmc"].requires_grad
+    with pytest.raises(VideoError, match="'silent' has no audio"):
+        evaluate_accuracy(model, [Clip("silent", clip.frames, None)], batches=1, batch=8)
+    with pytest.raises(ValueError, match="at least one non-empty video"):
+        sample_pairs([0], TINY.tdc_intervals, 4, rng)
     assert model.training  # evaluation restores the training mode
     with pytest.raises(Exception, match="at least one clip"):
         evaluate_accuracy(model, [])

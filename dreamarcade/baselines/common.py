@@ -373,16 +373,23 @@ class RunDirInUseError(DreamArcadeError, FileExistsError):
     """
 
 
-def check_run_dir_free(run_dir: str | os.PathLike[str], state_files: tuple[str, ...] = ()) -> None:
+def check_run_dir_free(
+    run_dir: str | os.PathLike[str],
+    state_files: tuple[str, ...] = (),
+    checkpoint_dir: str = "checkpoint",
+    log_dir: str = "",
+) -> None:
     """Raise :class:`RunDirInUseError` if ``run_dir`` already holds a run (a checkpoint or logged rows).
 
     What a new, not resumed, run checks before it writes anything, so two runs never mix in one directory.
     ``state_files``: the agent's own resume files (e.g. JERK's ``jerk_state.npz``), which count as a run too.
+    ``checkpoint_dir`` / ``log_dir``: where this kind of run keeps them, relative to ``run_dir`` ("" = itself).
     """
     run_dir = Path(run_dir)
-    found = ["checkpoint/"] if checkpoint_exists(run_dir / "checkpoint") else []
+    found = [f"{checkpoint_dir or '.'}/"] if checkpoint_exists(run_dir / checkpoint_dir) else []
     found += [n for n in state_files if (run_dir / n).exists()]
-    found += [n for n in ("episodes.csv", "metrics.csv", "eval.csv") if _has_rows(run_dir / n)]
+    logs = run_dir / log_dir
+    found += [str(Path(log_dir) / n) for n in ("episodes.csv", "metrics.csv", "eval.csv") if _has_rows(logs / n)]
     if found:
         raise RunDirInUseError(
             f"{run_dir} already holds a run ({', '.join(found)}). Pass resume=True (--resume) to continue "

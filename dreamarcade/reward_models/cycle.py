@@ -41,6 +41,8 @@ def cycle_consistency(v: np.ndarray, w: np.ndarray, tolerance: int = 1) -> float
 
 def three_cycle_consistency(v: np.ndarray, w: np.ndarray, u: np.ndarray, tolerance: int = 1) -> float:
     """Percentage of ``v`` consistent along both V -> W -> U -> V and V -> U -> W -> V."""
+    if len(v) == 0 or len(w) == 0 or len(u) == 0:
+        raise ValueError("3-cycle consistency needs three non-empty sequences")
     i = np.arange(len(v))
     k1 = nearest(u[nearest(w[nearest(v, w)], u)], v)
     k2 = nearest(w[nearest(u[nearest(v, u)], w)], v)

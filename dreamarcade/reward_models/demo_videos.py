@@ -390,9 +390,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: score {meta['score']} steps {meta['agent_steps']} skipped {delays[ti]} style {style}")
         return 0
     for i, actions in enumerate(trajs[: args.n]):
-        style = UploaderStyle.sample(args.seed * 1000 + i)
+        style_seed = args.seed * 1000 + i  # recorded in the sidecar: UploaderStyle.sample(style_seed) is this style
+        style = UploaderStyle.sample(style_seed)
         path = out / f"demo_{i}.{style.container}"
-        meta = record_demo(actions, path, style, style_seed=i, with_audio=not args.no_audio, skip_steps=delays[i])
+        meta = record_demo(
+            actions, path, style, style_seed=style_seed, with_audio=not args.no_audio, skip_steps=delays[i]
+        )
         print(f"{path}: score {meta['score']} steps {meta['agent_steps']} {replay(actions)} style {style}")
     return 0
 

@@ -41,7 +41,7 @@ import torch
 from torch.nn import functional as F
 
 from dreamarcade.checkpoint import checkpoint_exists, load_checkpoint, pack_state, save_checkpoint, unpack_state
-from dreamarcade.errors import VideoError
+from dreamarcade.errors import DreamArcadeError, VideoError
 from dreamarcade.precision import flush_denormals
 from dreamarcade.reward_models.embedding import TDCCMC, EmbeddingConfig, stack_frames
 from dreamarcade.reward_models.video import VideoReader
@@ -148,6 +148,8 @@ def sample_pairs(
     Video uniform, class uniform (among those the video is long enough for), gap uniform within the class,
     then ``i`` uniform among valid positions and the order of the pair random.
     """
+    if not lengths or max(lengths) < 1:
+        raise ValueError(f"pair sampling needs at least one non-empty video, got lengths {list(lengths)}")
     vids, ii, jj, ks = [], [], [], []
     while len(ks) < batch:
         v = int(rng.integers(len(lengths)))
@@ -177,6 +179,8 @@ def sample_offsets(
     """
     js, ks = [], []
     for n, i in zip(lengths, anchors):
+        if not 0 <= i < n:
+            raise ValueError(f"anchor {i} is outside its video of {n} frames")
         while True:
             k = int(rng.integers(len(intervals)))
             lo, hi = intervals[k]
@@ -195,7 +199,11 @@ def sample_offsets(
 
 def _audio_windows(clip: Clip, idx: np.ndarray, cfg: EmbeddingConfig) -> torch.Tensor:
     """Audio of frames ``i - stack + 1 .. i`` (the frames a visual stack ending at ``i`` shows)."""
-    assert clip.audio is not None
+    if clip.audio is None:
+        raise VideoError(
+            f"'{clip.name}' has no audio, but this embedding's CMC loss needs sound: use videos with sound, or a "
+            "TDC-only embedding (cmc_weight=0)"
+        )
     offs = np.arange(-cfg.stack + 1, 1)
     all_idx = np.clip(idx[:, None] + offs[None], 0, len(clip.audio) - 1)
     return torch.from_numpy(clip.audio[all_idx].reshape(len(idx), -1))
@@ -267,6 +275,8 @@ def losses(
         if event_fraction > 0 and events is not None:
             # replace the first part of the batch by event-anchored pairs: audio at an event, vision at a gap
             m = int(round(event_fraction * batch))
+            if m == 1:  # BatchNorm (training mode) cannot normalise a batch of one stack
+                m = 2 if batch >= 2 else 0
             ok = [x for x in range(len(clips)) if len(events[x])]
             if m and ok:
                 vv = np.array([ok[int(rng.integers(len(ok)))] for _ in range(m)])
@@ -305,10 +315,12 @@ def evaluate_accuracy(
     model.eval()
     rng = np.random.default_rng(seed)
     sums: dict[str, float] = {}
-    for _ in range(batches):
-        for k, v in losses(model, clips, batch, rng).items():
-            sums[k] = sums.get(k, 0.0) + float(v) / batches
-    model.train(was)
+    try:
+        for _ in range(batches):
+            for k, v in losses(model, clips, batch, rng).items():
+                sums[k] = sums.get(k, 0.0) + float(v) / batches
+    finally:  # also when a clip is refused: the model goes back to the mode it was in
+        model.train(was)
     return sums
 
 
@@ -323,7 +335,7 @@ def train_embedding(
     """Train on ``video_paths`` and keep the latest checkpoint in ``out_dir`` (resumable)."""
     from tqdm import tqdm
 
-    from dreamarcade.baselines.common import RunLogger, drop_rows_after
+    from dreamarcade.baselines.common import RunLogger, check_run_dir_free, drop_rows_after
 
     cfg = cfg or EmbeddingConfig()
     tcfg = tcfg or TrainConfig()
@@ -331,6 +343,12 @@ def train_embedding(
         raise VideoError("no training videos given: pass the paths of (usually 3) gameplay videos")
     if tcfg.save_every < 1 or tcfg.steps < 1:
         raise ValueError(f"steps and save_every must be >= 1, got steps={tcfg.steps}, save_every={tcfg.save_every}")
+    if tcfg.batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2 (BatchNorm normalises over the batch), got {tcfg.batch_size}")
+    if not 0.0 <= tcfg.cmc_event_fraction <= 1.0:
+        raise ValueError(f"cmc_event_fraction must be in [0, 1], got {tcfg.cmc_event_fraction}")
+    if cfg.tdc_weight <= 0 and cfg.cmc_weight <= 0:
+        raise ValueError("tdc_weight and cmc_weight are both 0: nothing to learn; give one of them a positive weight")
     flush_denormals()
     torch.set_num_threads(tcfg.threads)
     torch.manual_seed(tcfg.seed)
@@ -340,6 +358,8 @@ def train_embedding(
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
     step = 0
     out_dir = Path(out_dir)
+    if not resume:  # a fresh run never overwrites another run's checkpoint or appends to its logs
+        check_run_dir_free(out_dir, checkpoint_dir="", log_dir="logs")
     if resume and checkpoint_exists(out_dir):
         tensors, config = load_checkpoint(out_dir, kind="tdc_cmc")
         saved = EmbeddingConfig.from_json(config["embedding"])
@@ -353,6 +373,8 @@ def train_embedding(
         torch.set_rng_state(tensors["torch_rng"])
         step = int(config["step"])
         drop_rows_after(out_dir / "logs" / "metrics.csv", step)  # rows of a crash after the checkpoint: replayed
+    elif resume:  # killed before its first checkpoint: it starts again at step 0, so its rows are replayed too
+        drop_rows_after(out_dir / "logs" / "metrics.csv", 0)
     start_step = step
     log = RunLogger(out_dir / "logs", tensorboard=False)
     off = {} if progress else {"disable": True}  # as in the DQN: TQDM_* environment variables still apply
@@ -444,7 +466,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmc_binary > 0:
         cfg.cmc_intervals = ((0, 0), (a.cmc_binary, 10_000))
     tcfg = TrainConfig(a.steps, a.batch_size, a.lr, a.seed, a.save_every, a.threads, a.cmc_event_fraction)
-    model = train_embedding(a.videos, a.out, cfg, tcfg, resume=a.resume)
+    try:
+        model = train_embedding(a.videos, a.out, cfg, tcfg, resume=a.resume)
+    except (ValueError, DreamArcadeError) as exc:  # bad settings, videos or --out: a usage error, no traceback
+        p.error(str(exc))
     print(f"saved {a.out}")
     if a.eval_videos:
         torch.manual_seed(tcfg.seed)
