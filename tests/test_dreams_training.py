@@ -316,6 +316,24 @@ def test_bundle_swaps_in_a_complete_bundle_and_a_failed_one_leaves_the_old_whole
     assert WorldModel.load(dest, env="doom").z_size == 64 and (dest / "MODEL_CARD.md").read_text() == "card"
     assert not (dest / "mdnrnn" / "stray.txt").exists() and not (dest / "controller").exists()  # run had none
     assert sorted(p.name for p in dest.parent.iterdir()) == ["dream_doom"]  # no staging or old copy left
+    # stopped between the swap's two renames (the old bundle moved aside, the new one not yet in place): the next
+    # bundle puts the old one back before clearing leftovers, so the files only it had (the card) survive
+    import os
+
+    real_replace = os.replace
+
+    def stopped(src, dst):
+        if str(src).endswith(".dream_doom.bundling"):
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        step_bundle(cfg, dest=dest)
+    monkeypatch.undo()
+    assert not dest.exists()
+    step_bundle(cfg, dest=dest)
+    assert (dest / "MODEL_CARD.md").read_text() == "card" and WorldModel.load(dest, env="doom").z_size == 64
 
 
 def test_mdnrnn_training_state_of_an_earlier_v_is_not_continued(tmp_path, capsys) -> None:
@@ -358,6 +376,49 @@ def test_controller_shapes_and_round_trip(tmp_path) -> None:
     save_checkpoint(tmp_path / "wrongkind", {"w": torch.zeros(1)}, {"kind": "vae"})
     with pytest.raises(CheckpointError, match="controller"):
         Controller.load(tmp_path / "wrongkind")
+
+
+def test_evolve_resume_drops_unsaved_generations_and_restarts_for_another_controller(tmp_path, monkeypatch) -> None:
+    from dreamarcade.baselines import world_models as W
+
+    cfg = W.WMConfig(env="doom", run_dir=str(tmp_path), popsize=4, rollouts=1, generations=3, eval_every=0,
+                     max_steps=20)  # fmt: skip
+    real_save = W.save_checkpoint
+
+    def killed_before_saving_generation_2(directory, tensors, meta):
+        if meta.get("kind") == "cma_state" and meta["generation"] == 2:
+            raise KeyboardInterrupt
+        return real_save(directory, tensors, meta)
+
+    monkeypatch.setattr(W, "save_checkpoint", killed_before_saving_generation_2)
+    with pytest.raises(KeyboardInterrupt):
+        W.step_evolve(cfg)
+    monkeypatch.undo()
+    W.step_evolve(cfg)  # resumes at generation 1: generation 2's logged row is replayed, not doubled
+
+    def logged() -> list[float]:
+        with open(tmp_path / "logs_controller" / "metrics.csv", newline="") as f:
+            return [float(r["step"]) for r in csv.DictReader(f)]
+
+    assert logged() == [1.0, 2.0, 3.0]
+    # the saved state is a 1088-parameter (full) controller's: a V-only one starts over instead of failing at the end
+    out = W.step_evolve(dataclasses.replace(cfg, controller="v-only", generations=2))
+    assert Controller.load(out, feature_size=64).num_params == 64  # V-only: z (64) -> 1 action, no bias
+    assert logged() == [1.0, 2.0]
+
+
+def test_dream_and_real_caps_can_be_longer_than_the_env_default() -> None:
+    from dreamarcade.baselines.world_models import dream_returns
+    from dreamarcade.world_models.model import WorldModel
+
+    wm = WorldModel.bundled("carracing")  # no done head: only the cap ends a dream
+    wm.reward = "survival"  # +1 a step: the return is the length
+    ctrl = Controller.for_env("carracing", wm.feature_size)
+    params = np.zeros((1, ctrl.num_params))
+    assert dream_returns(wm, ctrl, params, 1, 1.0, seed=0, max_steps=1200).tolist() == [[1200.0]]  # was 1000
+    assert dream_returns(wm, ctrl, params, 1, 1.0, seed=0, max_steps=30).tolist() == [[30.0]]
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        sample_next(MDNRNN(4, 1, hidden_size=8, n_mixtures=2), torch.zeros(1, 1, 100), float("nan"))
 
 
 def test_cma_es_evolves_in_the_bundled_dream(tmp_path) -> None:

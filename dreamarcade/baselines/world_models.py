@@ -206,7 +206,7 @@ def _save_train_state(
 def step_train_vae(cfg: WMConfig) -> Path:
     from tqdm import tqdm
 
-    from dreamarcade.world_models.rollouts import FrameStream, encode_shards, list_shards
+    from dreamarcade.world_models.rollouts import FrameStream, encode_shards, list_shards, read_shard_arrays
     from dreamarcade.world_models.vae import ConvVAE, frames_to_tensor, vae_loss
 
     run = cfg.resolved_run_dir()
@@ -216,13 +216,14 @@ def step_train_vae(cfg: WMConfig) -> Path:
     paths = [p for d in frame_dirs for p in list_shards(d)]
     if not paths:
         raise FileNotFoundError(f"No frame shards under {run}/frames*. Run `world_models collect --env {cfg.env}`.")
-    n_frames = sum(int(np.load(p, allow_pickle=False)["episode_lengths"].sum()) for p in paths)
+    n_frames = sum(int(read_shard_arrays(p, ["episode_lengths"])["episode_lengths"].sum()) for p in paths)
     total_steps = max(1, int(math.ceil(cfg.vae_epochs * n_frames / cfg.vae_batch)))
     check_precision(cfg.precision, dev)
     vae = ConvVAE(z_size, cfg.kl_tolerance).to(dev)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
     ckpt = run / "vae_train"
     step, prior_s = _resume_train_state(ckpt, "vae_train", vae, opt)
+    drop_rows_after(run / "logs_vae" / "metrics.csv", step)  # rows logged after the checkpoint are replayed
     if step:
         print(f"resuming V training at step {step}/{total_steps}")
     if step < total_steps:  # V is about to change: latents encoded by an earlier V would feed M stale data
@@ -288,7 +289,9 @@ def encoder(vae: Any, precision: str, device: torch.device) -> Any:
 def _save_reconstructions(vae: Any, shard: Path, png: Path, n: int = 8) -> None:
     import cv2
 
-    frames = np.load(shard, allow_pickle=False)["frames"]
+    from dreamarcade.world_models.rollouts import read_shard_arrays
+
+    frames = read_shard_arrays(shard, ["frames"])["frames"]
     idx = np.linspace(0, len(frames) - 1, n).astype(int)
     mu, _ = vae.encode_frames(frames[idx])
     recon = vae.decode_to_frames(torch.as_tensor(mu, device=next(vae.parameters()).device))
@@ -391,6 +394,7 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
                 f"Pass --rnn-action-map {saved_map} to continue it, or use a new --run-dir."
             )
     step, prior_s = (0, 0.0) if stale else _resume_train_state(ckpt, "mdnrnn_train", rnn, opt)
+    drop_rows_after(run / "logs_mdnrnn" / "metrics.csv", step)  # rows logged after the checkpoint are replayed
     if step:
         print(f"resuming M training at step {step}/{total_steps}")
 
@@ -595,6 +599,7 @@ def dream_returns(wm: WorldModel, ctrl: Any, params: np.ndarray, rollouts: int, 
     total = torch.zeros(n)
     alive = torch.arange(n)
     cap = max_steps or wm.max_steps
+    dream.max_steps = cap  # also longer than the model's own cap
     for _ in range(cap):
         feats = _select(dream.features(), ctrl)
         raw = torch.einsum("nad,nd->na", ctrl.unflatten(theta)[0][owner[alive]], feats)
@@ -644,6 +649,7 @@ def _play_real_episode(params: np.ndarray, seed: int, max_steps: int) -> tuple[f
     from dreamarcade.world_models.features import FeatureTracker
 
     env, wm, ctrl = _RW
+    env.max_steps = int(max_steps) if max_steps else wm.max_steps  # the cap may be longer than the env's default
     ctrl.set_flat(params)
     tracker = FeatureTracker(wm, seed=seed)
     frame, _ = env.reset(seed=seed)
@@ -729,12 +735,18 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
         print(f"the world model changed since '{state_dir}' was saved: CMA-ES starts again from generation 0")
         drop_rows_after(run / f"logs_{out_name}" / "metrics.csv", 0)
         saved = None
+    if saved is not None and saved[0]["mean"].numel() != ctrl.num_params:
+        print(f"'{state_dir}' holds a CMA-ES state for {saved[0]['mean'].numel()} controller parameters, this "
+              f"--controller has {ctrl.num_params}: CMA-ES starts again from generation 0")  # fmt: skip
+        drop_rows_after(run / f"logs_{out_name}" / "metrics.csv", 0)
+        saved = None
     if saved is not None:  # resume: mean, step size and best so far (the covariance restarts)
         tensors, meta = saved
         gen0, sigma0, prior_s = int(meta["generation"]), float(meta["sigma"]), float(meta.get("seconds", 0.0))
         x0 = tensors["mean"].double().numpy()
         best = (float(meta["best_fitness"]), tensors["best"].numpy())
         print(f"resuming CMA-ES at generation {gen0}")
+    drop_rows_after(run / f"logs_{out_name}" / "metrics.csv", gen0)  # generations logged but not saved: replayed
     es = cma.CMAEvolutionStrategy(x0, sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1 + gen0, "verbose": -9})
     pool = None
     if cfg.where == "real":
@@ -851,7 +863,7 @@ def _random_returns(env: str, episodes: int, seed: int, max_steps: int = 0) -> n
     """A uniform random action every step (the paper's random-policy baseline); ``max_steps`` as in evaluate_real."""
     from dreamarcade.world_models.collect import make_real_env
 
-    e = make_real_env(env)
+    e = make_real_env(env, **({"max_steps": max_steps} if max_steps else {}))  # a longer cap than the default too
     e.action_space.seed(seed)
     rets = []
     for i in range(episodes):
@@ -1127,6 +1139,8 @@ def step_bundle(cfg: WMConfig, dest: str | os.PathLike[str] | None = None) -> Pa
         check_controller_matches(ctrl_dir, run / "world_model")  # before anything in the package is replaced
     dest = Path(dest) if dest is not None else bundled_dir(cfg.env)
     staging, old = dest.parent / f".{dest.name}.bundling", dest.parent / f".{dest.name}.old"
+    if old.exists() and not dest.exists():  # stopped between the two renames below: the old bundle goes back first
+        os.replace(old, dest)
     for leftover in (staging, old):  # from a bundle that was stopped
         if leftover.exists():
             shutil.rmtree(leftover)

@@ -131,6 +131,7 @@ class DreamBatch:
         self, model: WorldModel, num: int, temperature: float, seed: int | None = None, precision: str = "fp32"
     ) -> None:
         self.model, self.precision = model, precision
+        self.max_steps = int(model.max_steps)  # where step() truncates a dream; a caller may lengthen or shorten it
         self.device = self.model.initial_mu.device
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**63))
@@ -318,7 +319,7 @@ class DreamBatch:
         self.t += 1
         reward = self.predicted_reward.clone() if self.model.reward == "predicted" else self._ones.clone()
         terminated = self.done_logit > 0.0 if self._packed.predict_done else self._no_done.clone()
-        truncated = (self.t >= self.model.max_steps) & ~terminated
+        truncated = (self.t >= self.max_steps) & ~terminated
         return reward, terminated, truncated
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

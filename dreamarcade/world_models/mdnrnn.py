@@ -269,7 +269,7 @@ def sample_next(
     model: MDNRNN, out: torch.Tensor, temperature: float, generator: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
     """Sample z_{t+1} from the head output with temperature tau; also done (logit > 0) and reward."""
-    if temperature <= 0:
+    if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}; use a small value like 0.01 for near-greedy.")
     p = model.split(out, normalize=False)
     probs = torch.softmax(p["logit_pi"] / temperature, -1)  # (B, z, K)
