@@ -70,6 +70,14 @@ def test_resampling_shows_evenly_spaced_source_frames(tmp_path, container, sourc
     assert shown == [k * source_fps // 15 for k in range(30)]  # 30 frames: 2 s at 15 fps, none duplicated
 
 
+def _bright_frames_and_loud_windows(path) -> tuple:
+    """Read at 15 fps: the clip, its frames with a bright flash and the audio windows holding a tone burst."""
+    clip = VideoReader(path, fps=15, size=None, crop=None, audio_rate=7680).read_all()
+    bright = np.flatnonzero(clip.frames.mean(axis=(1, 2, 3)) > 150).tolist()
+    loud = np.flatnonzero(np.abs(clip.audio).max(axis=1) > 0.2).tolist()
+    return clip, bright, loud
+
+
 def _bar_frames(n: int) -> np.ndarray:
     frames = np.full((n, 64, 128, 3), 40, np.uint8)
     for i in range(n):
@@ -156,9 +164,7 @@ def test_audio_after_a_dropout_stays_aligned_with_its_frames(tmp_path):
                 out.mux(packet)
         for packet in audio.encode(None):
             out.mux(packet)
-    clip = VideoReader(path, fps=15, size=None, crop=None, audio_rate=7680).read_all()
-    bright = np.flatnonzero(clip.frames.mean(axis=(1, 2, 3)) > 150).tolist()
-    loud = np.flatnonzero(np.abs(clip.audio).max(axis=1) > 0.2).tolist()
+    clip, bright, loud = _bright_frames_and_loud_windows(path)
     assert bright == loud == [21]  # 1.4 s at 15 fps
     assert np.abs(clip.audio[8:14]).max() == 0.0  # the dropout (0.53-0.93 s) is silence
 
@@ -215,9 +221,7 @@ def test_audio_that_starts_before_the_video_stays_aligned(tmp_path):
                     out.mux(packet)
         for packet in audio.encode(None):
             out.mux(packet)
-    clip = VideoReader(path, fps=15, size=None, crop=None, audio_rate=7680).read_all()
-    bright = np.flatnonzero(clip.frames.mean(axis=(1, 2, 3)) > 150).tolist()
-    loud = np.flatnonzero(np.abs(clip.audio).mean(axis=1) > 0.05).tolist()
+    _, bright, loud = _bright_frames_and_loud_windows(path)
     assert bright == loud == [9]  # (1.1 s - 0.5 s) * 15 fps: the sound lands on its frame
 
 
