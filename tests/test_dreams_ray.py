@@ -19,3 +19,15 @@ def test_collect_with_ray_backend(tmp_path) -> None:
     shards = list_shards(tmp_path)
     assert len(shards) == 2  # one per Ray task
     assert sum(int(load_shard(p)["episode_lengths"].sum()) for p in shards) == summary["steps"]
+
+
+def test_collect_starts_and_stops_its_own_ray_instance_and_writes_where_the_caller_looks(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    assert not ray.is_initialized()
+    monkeypatch.chdir(tmp_path)  # a relative folder is resolved here, in the caller, not in the Ray workers
+    summary = collect("doom", "rel/out", episodes=1, workers=1, seed=0, min_length=0, max_steps=20, backend="ray")
+    assert not ray.is_initialized()  # the instance it started is shut down: its idle workers held ~300 MB each
+    assert summary["episodes"] == 1 and len(list_shards(tmp_path / "rel" / "out")) == 1
+    with pytest.raises(ValueError, match=r"seed \(--seed\) must be an integer >= 0"):
+        collect("doom", tmp_path / "bad", episodes=1, seed=-1, backend="inline")
+    assert not (tmp_path / "bad").exists()  # refused before anything is written

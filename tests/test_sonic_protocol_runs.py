@@ -136,9 +136,10 @@ def test_jerk_resume_drops_episodes_after_its_saved_state_and_a_fresh_run_refuse
         env.close()
     with open(tmp_path / "episodes.csv", newline="") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f)]
-    # Episode 7 (step 210) is dropped and played again, not counted twice; every episode is a full 30 steps.
-    assert steps == list(range(30, 30 * len(steps) + 1, 30)) and steps[-1] >= 400
-    assert result["episodes"] == len(steps) and result["steps"] == steps[-1]
+    # Episode 7 (step 210) is dropped and played again, not counted twice; every episode is a full 30 steps. The
+    # budget stops the run at step 400, inside episode 14, which is not scored (it used to be played to its end)
+    assert steps == list(range(30, 391, 30))
+    assert result["episodes"] == len(steps) == 13 and result["steps"] == 400
 
 
 def test_protocol_scores_only_the_budget_and_a_level_without_a_finished_episode(tmp_path):

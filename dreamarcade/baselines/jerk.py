@@ -75,6 +75,10 @@ class JERKConfig:
     save_every_episodes: int = 10
 
 
+class BudgetSpent(Exception):
+    """Raised by :class:`TrackedEnv` on a step past its budget: the episode under way is not scored."""
+
+
 class TrackedEnv(gym.Wrapper):
     """Records the actions and cumulative rewards of the current episode, and counts every step ever taken.
 
@@ -92,12 +96,13 @@ class TrackedEnv(gym.Wrapper):
         (0, 3)
     """
 
-    def __init__(self, env: gym.Env) -> None:
+    def __init__(self, env: gym.Env, budget: int | None = None) -> None:
         super().__init__(env)
         self.action_history: list[np.ndarray] = []
         self.reward_history: list[float] = []
         self.total_reward = 0.0
         self.total_steps_ever = 0
+        self.budget = budget  # steps ever allowed: a step past it raises BudgetSpent, as the contest's env stops
 
     def best_sequence(self) -> list[np.ndarray]:
         """The actions up to (and including) the step where the cumulative reward peaked."""
@@ -109,6 +114,8 @@ class TrackedEnv(gym.Wrapper):
         return self.env.reset(**kwargs)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        if self.budget is not None and self.total_steps_ever >= self.budget:
+            raise BudgetSpent(f"the budget of {self.budget} steps is spent")
         self.total_steps_ever += 1
         self.action_history.append(np.array(action, copy=True))
         obs, reward, terminated, truncated, info = self.env.step(action)
@@ -209,7 +216,7 @@ def run_jerk(
     run_dir.mkdir(parents=True, exist_ok=True)
     save_hyperparameters(run_dir, config)
     seed_everything(config.seed)
-    tracked = TrackedEnv(env)
+    tracked = TrackedEnv(env, budget=config.total_timesteps)  # the contest stops the env at the budget
     n_buttons = _buttons(tracked)[0]
     solutions: list[tuple[list[float], list[np.ndarray]]] = []
     if resume:
@@ -231,31 +238,34 @@ def run_jerk(
     tracked.reset(seed=run_seed)
     with RunLogger(run_dir) as logger:
         new_episode = False
-        while tracked.total_steps_ever < config.total_timesteps:
-            if new_episode:
-                p_exploit = config.exploit_bias + tracked.total_steps_ever / config.total_timesteps
-                if solutions and rng.random() < p_exploit:
-                    solutions.sort(key=lambda sol: np.mean(sol[0]))
-                    best_scores, best_seq = solutions[-1]
-                    ret = exploit(tracked, best_seq)
-                    best_scores.append(ret)
+        try:
+            while tracked.total_steps_ever < config.total_timesteps:
+                if new_episode:
+                    p_exploit = config.exploit_bias + tracked.total_steps_ever / config.total_timesteps
+                    if solutions and rng.random() < p_exploit:
+                        solutions.sort(key=lambda sol: np.mean(sol[0]))
+                        best_scores, best_seq = solutions[-1]
+                        ret = exploit(tracked, best_seq)
+                        best_scores.append(ret)
+                        episode_returns.append(ret)
+                        logger.log_episode(tracked.total_steps_ever, ret, len(tracked.reward_history), exploit=1)
+                        _after_episode(bar, tracked, episode_returns, run_dir, solutions, n_buttons, config)
+                        continue
+                    tracked.reset()
+                    new_episode = False
+                reward, new_episode = move(tracked, config, config.explore_steps, left=False, rng=rng)
+                if not new_episode and reward <= 0:
+                    _, new_episode = move(tracked, config, config.backtrack_steps, left=True, rng=rng)
+                if new_episode:
+                    ret = tracked.total_reward
+                    solutions.append(([max(tracked.reward_history)], tracked.best_sequence()))
                     episode_returns.append(ret)
-                    logger.log_episode(tracked.total_steps_ever, ret, len(tracked.reward_history), exploit=1)
+                    logger.log_episode(tracked.total_steps_ever, ret, len(tracked.reward_history), exploit=0)
                     _after_episode(bar, tracked, episode_returns, run_dir, solutions, n_buttons, config)
-                    continue
-                tracked.reset()
-                new_episode = False
-            reward, new_episode = move(tracked, config, config.explore_steps, left=False, rng=rng)
-            if not new_episode and reward <= 0:
-                _, new_episode = move(tracked, config, config.backtrack_steps, left=True, rng=rng)
-            if new_episode:
-                ret = tracked.total_reward
-                solutions.append(([max(tracked.reward_history)], tracked.best_sequence()))
-                episode_returns.append(ret)
-                logger.log_episode(tracked.total_steps_ever, ret, len(tracked.reward_history), exploit=0)
-                _after_episode(bar, tracked, episode_returns, run_dir, solutions, n_buttons, config)
-            elif bar is not None:
-                bar.update(tracked.total_steps_ever - bar.n)
+                elif bar is not None:
+                    bar.update(tracked.total_steps_ever - bar.n)
+        except BudgetSpent:  # the episode the budget cut is not scored, as in the contest and the PPO protocol
+            pass
     if bar is not None:
         bar.close()
     _save_state(run_dir, solutions, tracked.total_steps_ever, n_buttons)

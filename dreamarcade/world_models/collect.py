@@ -283,6 +283,9 @@ def collect(
         raise ValueError(f"episodes must be positive, got {episodes}.")
     if not 0.0 <= explore <= 1.0:
         raise ValueError(f"explore must be a probability in [0, 1], got {explore}.")
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+        raise ValueError(f"seed (--seed) must be an integer >= 0, got {seed!r}.")
+    out_dir = Path(out_dir).resolve()  # absolute: Ray tasks run in the cluster's working directory, not this one
     workers = max(1, min(workers or (os.cpu_count() or 1), episodes))
     if min_length is None:
         min_length = 100 if env == "doom" else 0
@@ -342,13 +345,25 @@ def collect(
         from dreamarcade.errors import require
 
         ray = require("ray", "collecting rollouts on a Ray cluster", extra="distributed")
+        started = False  # a local instance this call starts is shut down when it ends (its idle workers hold RAM)
         if not ray.is_initialized():
             try:
                 ray.init(address="auto", ignore_reinit_error=True, log_to_driver=False)
             except ConnectionError:
                 ray.init(num_cpus=len(jobs), ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
-        remote = ray.remote(num_cpus=1)(run_job)
-        results = ray.get([remote.remote(j) for j in jobs])
+                started = True
+        try:
+            remote = ray.remote(num_cpus=1)(run_job)
+            results = ray.get([remote.remote(j) for j in jobs])
+        finally:
+            if started:
+                ray.shutdown()
+        missing = [j.worker for j in jobs if not list(out_dir.glob(f"frames-s{j.seed}-w{j.worker}-*.npz"))]
+        if missing:
+            raise RuntimeError(
+                f"Ray workers {missing} reported episodes, but their shards are not in '{out_dir}' on this machine: "
+                "the cluster's nodes need a shared filesystem mounted at the same path (or use --backend process)."
+            )
     else:
         raise ValueError(f"Unknown backend {backend!r}; choose 'process', 'ray' or 'inline'.")
     return {k: sum(r[k] for r in results) for k in ("episodes", "dropped", "steps", "resumed")}
