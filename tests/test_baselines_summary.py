@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dreamarcade.baselines.__main__ import main as baselines_main
 from dreamarcade.baselines.common import RunLogger
 from dreamarcade.baselines.summary import summarize
@@ -47,6 +49,12 @@ def test_summary_of_a_run_still_in_progress_and_of_a_short_one(tmp_path) -> None
     (tmp_path / "jerk").mkdir()  # a log without lengths still gives its table
     (tmp_path / "jerk" / "episodes.csv").write_text("step,episodic_return\n300,5.0\n")
     assert summarize(tmp_path / "jerk").blocks[0].mean_length is None
+    (tmp_path / "started").mkdir()  # a run before its first finished episode: no episodes.csv yet
+    (tmp_path / "started" / "metrics.csv").write_text("step,loss\n1024,0.5\n")
+    assert summarize(tmp_path / "started").episodes == 0
+    (tmp_path / "killed").mkdir()  # a last line cut short by a kill or a full disk is not an episode
+    (tmp_path / "killed" / "episodes.csv").write_text("step,episodic_return,episodic_length\n8000,1.0,1000\n16000\n")
+    assert summarize(tmp_path / "killed").episodes == 1
 
 
 def test_summary_says_what_to_pass_for_a_wrong_directory_or_file(tmp_path, capsys) -> None:
@@ -55,6 +63,10 @@ def test_summary_says_what_to_pass_for_a_wrong_directory_or_file(tmp_path, capsy
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     assert baselines_main(["summary", str(tmp_path / "other.csv")]) == 2
     assert "is not an episodes log" in capsys.readouterr().err
+    _run(tmp_path / "run", [1.0])
+    with pytest.raises(SystemExit) as exc:  # the figure is always PNG data: another suffix would mislabel it
+        baselines_main(["summary", str(tmp_path / "run"), "--png", str(tmp_path / "curves.svg")])
+    assert exc.value.code == 2 and "ending in .png" in capsys.readouterr().err
 
 
 def test_run_logger_widens_the_csv_for_a_new_column_instead_of_dropping_it(tmp_path) -> None:

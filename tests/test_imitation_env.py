@@ -142,6 +142,19 @@ def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
     assert main([*argv[:-1], "64", "--resume"]) == 0
     assert main(["eval", str(run), "--episodes", "1"]) == 0
     assert main(["eval", str(run), "--episodes", "0"]) == 2  # a clear error, not a traceback from an empty vector env
+    # a resume that writes out only the run dir and budget keeps the run's settings; it used to fall back to the
+    # defaults (8 envs, 128 steps, seed 1, another learning rate) for every flag not repeated
+    short = ["train", "--run-dir", str(run), "--total-timesteps", "96", "--resume"]
+    assert main(short) == 0
+    resumed = json.loads((run / "imitation_config.json").read_text())
+    assert resumed == {**saved, "ppo": {**saved["ppo"], "total_timesteps": 96}}
+    assert main([*short, "--seed", "5"]) == 2  # a resumed run goes on with its checkpoint's seed
+    with pytest.raises(SystemExit) as exc:  # NaN would pay nothing, and the run could never be resumed
+        main(["train", "--run-dir", str(tmp_path / "nan"), "--threshold", "nan"])
+    assert exc.value.code == 2
+    for bad in (["--num-envs", "0"], ["--max-episode-steps", "0"]):  # refused before the run dir is written
+        assert main(["train", "--run-dir", str(tmp_path / "bad"), *bad, "--total-timesteps", "8"]) == 2
+        assert not (tmp_path / "bad").exists()
 
 
 def test_agent_train_never_replaces_the_settings_of_another_run(tmp_path):

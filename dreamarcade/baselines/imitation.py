@@ -409,18 +409,73 @@ def train(cfg: ImitationConfig, run_dir: str | Path, resume: bool = False, progr
             for f in dataclasses.fields(ImitationConfig)
             if f.name not in ("ppo", "num_envs") and getattr(saved, f.name) != getattr(cfg, f.name)
         }
+        if saved.ppo.seed != cfg.ppo.seed:  # a resumed run goes on with its checkpoint's random streams
+            changed["seed"] = (saved.ppo.seed, cfg.ppo.seed)
         if changed:
             diff = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise DreamArcadeError(
-                f"--resume of '{run_dir}' with other env or reward settings than it was trained with ({diff}). "
+                f"--resume of '{run_dir}' with other env, reward or seed settings than it was trained with ({diff}). "
                 "Resume with the run's settings (see its imitation_config.json), or train into a new run directory."
             )
+    ppo = dataclasses.replace(cfg.ppo, num_envs=cfg.num_envs)
+    ppo.validate()  # before anything is written: --num-envs 0 left a config behind and crashed in the vector env
+    envs = make_envs(cfg)  # refuses bad env settings (--max-episode-steps 0) before the run directory is touched
     run_dir.mkdir(parents=True, exist_ok=True)
     _save_config(run_dir, cfg)
-    envs = make_envs(cfg)
-    return train_ppo(
-        envs, dataclasses.replace(cfg.ppo, num_envs=cfg.num_envs), run_dir, resume=resume, progress=progress
-    )
+    return train_ppo(envs, ppo, run_dir, resume=resume, progress=progress)
+
+
+def _finite(text: str) -> float:
+    """argparse type of ``--threshold``: a finite number (NaN pays nothing and can never be resumed)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _given(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """Destinations of the options written out in ``argv`` (``--flag value`` or ``--flag=value``)."""
+    given = set()
+    for action in parser._actions:
+        for opt in action.option_strings:
+            if any(a == opt or a.startswith(opt + "=") for a in argv):
+                given.add(action.dest)
+    return given
+
+
+# train flag -> (ImitationConfig field, PPOConfig field): what a flag sets; on --resume, the flags not given keep the
+# run's saved values instead of the defaults
+_TRAIN_FLAGS = {
+    "reward": ("reward", None),
+    "total_timesteps": (None, "total_timesteps"),
+    "num_envs": ("num_envs", "num_envs"),
+    "num_steps": (None, "num_steps"),
+    "learning_rate": (None, "learning_rate"),
+    "ent_coef": (None, "ent_coef"),
+    "threshold": ("threshold", None),
+    "distinct_margin": ("distinct_margin", None),
+    "embed_every": ("embed_every", None),
+    "max_episode_steps": ("max_episode_steps", None),
+    "life_loss_terminal": ("life_loss_terminal", None),
+    "asset_dir": ("asset_dir", None),
+    "seed": (None, "seed"),
+    "device": (None, "device"),
+}
+
+
+def _resumed_config(saved: ImitationConfig, args: argparse.Namespace, given: set[str]) -> ImitationConfig:
+    """The saved run's config with only the flags written out on this command line applied."""
+    top: dict[str, Any] = {}
+    ppo: dict[str, Any] = {}
+    for flag, (field_, ppo_field) in _TRAIN_FLAGS.items():
+        if flag in given:
+            if field_ is not None:
+                top[field_] = getattr(args, flag)
+            if ppo_field is not None:
+                ppo[ppo_field] = getattr(args, flag)
+    if "no_observe_similarity" in given:
+        top["observe_similarity"] = False
+    return dataclasses.replace(saved, **top, ppo=dataclasses.replace(saved.ppo, **ppo))
 
 
 def _margin(text: str) -> float:
@@ -446,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-steps", type=int, default=d.ppo.num_steps)
     t.add_argument("--learning-rate", type=float, default=d.ppo.learning_rate)
     t.add_argument("--ent-coef", type=float, default=d.ppo.ent_coef)
-    t.add_argument("--threshold", type=float, default=d.threshold)
+    t.add_argument("--threshold", type=_finite, default=d.threshold)
     t.add_argument(
         "--distinct-margin",
         type=_margin,
@@ -472,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--device", default="cpu")
     t.add_argument("--resume", action="store_true")
+    p.train_parser = t  # type: ignore[attr-defined]  (main reads which train flags were given)
     e = sub.add_parser("eval", help="evaluate a trained agent (game score, key and door rates)")
     e.add_argument("run_dir")
     e.add_argument("--episodes", type=int, default=20)
@@ -481,7 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     flush_denormals()
     torch.set_num_threads(1)
     try:
@@ -509,6 +567,10 @@ def main(argv: list[str] | None = None) -> int:
                 ppo=ppo,
             )
             run_dir = args.run_dir or f"runs/imitation/agent_{args.reward}"
+            if args.resume and (Path(run_dir) / "imitation_config.json").is_file():
+                # the flags not written out keep the run's own settings (not the defaults): a resume that does
+                # not repeat --seed or --learning-rate continues the run it resumes
+                cfg = _resumed_config(_load_config(Path(run_dir)), args, _given(parser.train_parser, argv))
             r = train(cfg, run_dir, resume=args.resume)
             print(json.dumps({"run_dir": str(run_dir), "global_step": r.global_step, "sps": r.steps_per_second}))
         else:

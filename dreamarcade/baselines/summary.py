@@ -89,9 +89,16 @@ class RunSummary:
     blocks: list[Block] = field(default_factory=list)
 
 
-def _episodes_csv(run_dir: str | Path) -> Path:
+# what a run directory holds before its first episode ends (episodes.csv is written from then on)
+_RUN_MARKERS = ("checkpoint", "metrics.csv", "hyperparameters.json", "imitation_config.json", "jerk_state.npz")
+
+
+def _episodes_csv(run_dir: str | Path) -> Path | None:
+    """The run's episodes.csv; None for a run that has not finished an episode yet."""
     run_dir = Path(run_dir)
     path = run_dir / "episodes.csv" if run_dir.is_dir() or not run_dir.suffix else run_dir
+    if not path.is_file() and run_dir.is_dir() and any((run_dir / m).exists() for m in _RUN_MARKERS):
+        return None
     if not path.is_file():
         raise FileNotFoundError(
             f"No episodes.csv in '{run_dir}'. Pass the --run-dir of a dqn, ppo, imitation or jerk run (the agents "
@@ -100,13 +107,19 @@ def _episodes_csv(run_dir: str | Path) -> Path:
     return path
 
 
-def _read(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(steps, returns, lengths or None) of an episodes.csv."""
-    steps, returns, lengths = [], [], []
+def _read(path: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(steps, returns, lengths or None) of an episodes.csv (empty for None: no episode finished yet)."""
+    steps: list[int] = []
+    returns: list[float] = []
+    lengths: list[float] = []
+    if path is None:
+        return np.zeros(0, np.int64), np.zeros(0), None
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         has_length = "episodic_length" in (reader.fieldnames or [])
         for row in reader:
+            if None in row.values() or "" in (row.get("step"), row.get("episodic_return")):
+                continue  # a line cut short (a killed run, a full disk): not an episode
             steps.append(int(float(row["step"])))
             returns.append(float(row["episodic_return"]))
             if has_length:
@@ -197,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", default=None, help="write the learning curves of all runs to this PNG")
     parser.add_argument("--json", default=None, help="write the summaries to this JSON file")
     args = parser.parse_args(argv)
+    if args.png and Path(args.png).suffix.lower() != ".png":
+        parser.error(f"--png writes a PNG image: give a path ending in .png, got {args.png}")
     try:
         summaries = [summarize(d, args.window, args.block, args.target) for d in args.run_dirs]
     except (FileNotFoundError, ValueError) as exc:
@@ -204,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print("\n".join(format_summary(s) for s in summaries), end="")
     if args.png:
-        curves = {s.run_dir: _read(_episodes_csv(s.run_dir))[:2] for s in summaries}
+        curves = {s.run_dir: _read(_episodes_csv(s.run_dir))[:2] for s in summaries if s.episodes}
         out = plot_learning_curve(curves, args.png, title="learning curves", window=args.window)
         print(f"learning curves: {out}")
     if args.json:
