@@ -158,6 +158,8 @@ def test_clear_errors(tmp_path):
                   tmp_path, progress=False)  # fmt: skip
     with pytest.raises(ValueError, match="channels-first"):
         ActorCritic(describe_space(gym.spaces.Box(0, 255, (84, 84, 4), np.uint8)), 4, network="cnn")
+    with pytest.raises(ValueError, match=r"20x20 pixels are too small for the Nature CNN .*network='mlp'"):
+        ActorCritic(describe_space(gym.spaces.Box(0, 255, (3, 20, 20), np.uint8)), 4)  # was a conv kernel error
     with pytest.raises(ValueError, match="num_minibatches"):
         PPOConfig(num_envs=1, num_steps=4, num_minibatches=8).validate()
     with pytest.raises(ValueError, match="SAME_STEP"):
@@ -327,3 +329,21 @@ def test_train_cli_on_a_retro_contest_env_with_evaluation(tmp_path):
     assert main(argv) == 0
     with open(run / "eval.csv") as f:
         assert [float(r["step"]) for r in csv.DictReader(f)] == [0, 32]
+
+
+def test_subprocess_env_workers_leave_ctrl_c_and_sigterm_to_the_trainer():
+    # Ctrl-C, `timeout` and SLURM signal the whole process group: a worker that died of it took the run down
+    # before the trainer could save its checkpoint
+    from dreamarcade.baselines.ppo import make_vector_env
+
+    envs = make_vector_env([lambda: gym.make("CartPole-v1")] * 2, mode="async")
+    try:
+        envs.reset(seed=0)
+        for proc in envs.processes:
+            os.kill(proc.pid, signal.SIGTERM)
+            os.kill(proc.pid, signal.SIGINT)
+        for _ in range(3):
+            envs.step(np.zeros(2, np.int64))  # the workers are still there
+        assert all(proc.is_alive() for proc in envs.processes)
+    finally:
+        envs.close()

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -243,11 +244,16 @@ def _is_image(desc: dict[str, Any]) -> bool:
 
 
 def _check_channels_first(shape: Sequence[int], where: str = "Image observations") -> None:
-    c, _, w = shape
+    c, h, w = shape
     if w <= 4 < c:  # an (H, W, C) frame such as (84, 84, 4) or (224, 320, 3)
         raise ValueError(
             f"{where} must be channels-first (C, H, W); got {tuple(shape)}, which looks channels-last. "
             "Use dreamarcade.wrappers.FrameStack (channels-first) or transpose."
+        )
+    if min(h, w) < 36:  # the Nature CNN's three convolutions (8/4, 4/2, 3/1) need 36 pixels
+        raise ValueError(
+            f"{where} of {h}x{w} pixels are too small for the Nature CNN (at least 36x36): resize them "
+            "(GrayscaleResize), or use network='mlp' for small grids."
         )
 
 
@@ -511,8 +517,22 @@ def make_vector_env(envs: gym.vector.VectorEnv | EnvFns, mode: str = "auto") -> 
     if not fns or not all(callable(f) for f in fns):
         raise ValueError("envs must be a gymnasium VectorEnv or a non-empty list of callables returning envs.")
     use_async = mode == "async" or (mode == "auto" and len(fns) > 1)
-    cls = gym.vector.AsyncVectorEnv if use_async else gym.vector.SyncVectorEnv
-    return cls(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    if use_async:
+        # Ctrl-C, `timeout` and SLURM signal the whole process group: the workers must leave the stop to this
+        # process (which finishes its step, saves a checkpoint and closes them), or they die first and take the
+        # run down without a checkpoint
+        workers = [functools.partial(_ignoring_stop_signals, f) for f in fns]
+        return gym.vector.AsyncVectorEnv(workers, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def _ignoring_stop_signals(make_env: Callable[[], gym.Env]) -> gym.Env:
+    """In a vector env's worker process: ignore SIGINT and SIGTERM, then build the env."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return make_env()
 
 
 def obs_to_tensor(obs: Any, device: torch.device) -> torch.Tensor | dict[str, torch.Tensor]:
