@@ -131,8 +131,13 @@ def load_checkpoint(
             time.sleep(0.05 * (attempt + 1))
             continue
         expected = config.get("_weights_sha256")
-        if expected is None or digest == expected:
+        if config and (expected is None or digest == expected):  # None: a checkpoint from before the hash
             break
+        if last and not config:
+            raise CheckpointError(
+                f"Checkpoint in '{directory}' has {WEIGHTS_FILE} but no {CONFIG_FILE}: its save was cut off. "
+                "Re-train or restore the checkpoint."
+            )
         if last:
             raise CheckpointError(
                 f"Corrupt checkpoint in '{directory}': {WEIGHTS_FILE} does not match the hash recorded in "
@@ -209,7 +214,7 @@ def pack_state(state: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any
         return {"__tensor__": key}
     if isinstance(state, np.ndarray):
         key = prefix
-        tensors[key] = torch.from_numpy(np.ascontiguousarray(state).copy())
+        tensors[key] = torch.from_numpy(np.array(state, order="C", copy=True))  # keeps a 0-d array 0-d
         return {"__ndarray__": key}
     if isinstance(state, dict):
         items = [

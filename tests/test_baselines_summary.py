@@ -84,3 +84,40 @@ def test_run_logger_widens_the_csv_for_a_new_column_instead_of_dropping_it(tmp_p
         ("2", "0.25", "7.0"),
         ("3", "0.125", "nan"),
     ]
+
+
+def test_run_logger_drops_a_cut_last_line_before_appending_and_tensorboard_purges_replayed_steps(tmp_path) -> None:
+    from dreamarcade.baselines.common import read_episodes
+
+    _run(tmp_path, [1.0, 2.0, 3.0], every=100)
+    path = tmp_path / "episodes.csv"
+    path.write_bytes(path.read_bytes()[:-5])  # killed mid-line: "300,3.0,1" without its newline
+    with RunLogger(tmp_path, tensorboard=False) as log:
+        log.log_episode(step=350, episodic_return=4.0, episodic_length=50)
+    steps, returns = read_episodes(path)
+    assert steps.tolist() == [100, 200, 350] and returns.tolist() == [1.0, 2.0, 4.0]  # was 200 -> "2.0350"
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = tmp_path / "tb_run"
+    with RunLogger(tb) as log:
+        for step in (100, 200, 300):
+            log.log_metrics(step, loss=float(step))
+    with RunLogger(tb, resumed_at=100) as log:  # resumed from the checkpoint at step 100: 200 and 300 replayed
+        for step in (200, 300):
+            log.log_metrics(step, loss=step + 0.5)
+    events = EventAccumulator(str(tb / "tb")).Reload().Scalars("loss")
+    assert [(e.step, e.value) for e in events] == [(100, 100.0), (200, 200.5), (300, 300.5)]
+
+
+def test_parse_dataclass_args_refuses_field_types_it_would_parse_wrongly() -> None:
+    import dataclasses
+
+    from dreamarcade.baselines.common import parse_dataclass_args
+
+    @dataclasses.dataclass
+    class WithTuple:
+        sizes: tuple[int, ...] = (1, 2)
+
+    with pytest.raises(TypeError, match=r"WithTuple.sizes is tuple\[int, ...\]"):
+        parse_dataclass_args(WithTuple, [], description="x")

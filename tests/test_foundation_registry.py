@@ -192,6 +192,30 @@ def test_checkpoint_read_while_a_save_renames_its_files_is_not_called_corrupt(tm
     assert saves and cfg["step"] == 1 and torch.equal(tensors["w"], torch.ones(3))
 
 
+def test_checkpoint_whose_first_config_lands_while_it_is_read_is_read_again(tmp_path, monkeypatch) -> None:
+    # the first save's config rename landing between the reader's two looks made it return the weights with {}
+    import torch
+
+    import dreamarcade.checkpoint as ck
+
+    d = save_checkpoint(tmp_path / "ck", {"w": torch.ones(2)}, {"kind": "dqn", "step": 5})
+    real_read, reads = ck._read_weights_and_config, []
+
+    def first_read_between_the_renames(directory):
+        blob, digest, config = real_read(directory)
+        # the first read saw neither config.json (not renamed yet) nor config.json.next (renamed since)
+        reads.append({} if not reads else config)
+        return blob, digest, reads[-1]
+
+    monkeypatch.setattr(ck, "_read_weights_and_config", first_read_between_the_renames)
+    monkeypatch.setattr(ck.time, "sleep", lambda s: None)
+    tensors, cfg = load_checkpoint(d, kind="dqn")  # was: the weights with {} (or "a 'None' checkpoint")
+    assert reads[0] == {} and cfg["step"] == 5 and torch.equal(tensors["w"], torch.ones(2))
+    monkeypatch.setattr(ck, "_read_weights_and_config", lambda directory: (*real_read(directory)[:2], {}))
+    with pytest.raises(ck.CheckpointError, match="no config.json: its save was cut off"):
+        load_checkpoint(d)  # a config that never appears: a clear error after the retries
+
+
 @pytest.mark.parametrize("cut_at", [1, 2, 3])
 def test_checkpoint_save_cut_off_at_any_rename_leaves_a_complete_checkpoint(tmp_path, monkeypatch, cut_at) -> None:
     """A save interrupted before its n-th rename (Ctrl-C, SIGTERM) loses neither the old nor a complete new one."""
@@ -274,6 +298,9 @@ def test_checkpoint_state_round_trip(tmp_path) -> None:
     state = unpack_state(cfg["state"], loaded)
     assert state["t"] == (1, "a")
     np.testing.assert_array_equal(state["arr"], np.arange(3))
+    scalar_tensors: dict = {}
+    zero_d = unpack_state(pack_state(np.array(3.5), "z", scalar_tensors), scalar_tensors)
+    assert zero_d.shape == () and float(zero_d) == 3.5  # a 0-d array came back with shape (1,)
     opt2 = torch.optim.Adam(torch.nn.Linear(3, 2).parameters())
     opt2.load_state_dict(state["opt"])
     assert json.dumps(cfg["state"])  # the skeleton is plain JSON

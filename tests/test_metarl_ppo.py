@@ -336,7 +336,9 @@ def test_subprocess_env_workers_leave_ctrl_c_and_sigterm_to_the_trainer():
     # before the trainer could save its checkpoint
     from dreamarcade.baselines.ppo import make_vector_env
 
+    before = signal.getsignal(signal.SIGINT)
     envs = make_vector_env([lambda: gym.make("CartPole-v1")] * 2, mode="async")
+    assert signal.getsignal(signal.SIGINT) is before  # the env built here to read the spaces changed nothing here
     try:
         envs.reset(seed=0)
         for proc in envs.processes:

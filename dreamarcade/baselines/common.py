@@ -96,7 +96,9 @@ def seed_everything(seed: int) -> None:
 class RunLogger:
     """Writes ``episodes.csv``, ``metrics.csv`` and (optionally) TensorBoard events into ``run_dir``.
 
-    CSV files are appended to, so a resumed run continues the same logs.
+    CSV files are appended to, so a resumed run continues the same logs (``resumed_at``: the step it resumes
+    from, so TensorBoard drops the replayed steps' events as :func:`drop_rows_after` drops their rows). One writer
+    per file: a second logger on the same directory would lose rows when either widens a header.
 
     Example:
         >>> import tempfile
@@ -112,7 +114,9 @@ class RunLogger:
         [100, 250] [1.0, 3.0] ['step,loss', '100,0.5']
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str], tensorboard: bool = True) -> None:
+    def __init__(
+        self, run_dir: str | os.PathLike[str], tensorboard: bool = True, resumed_at: int | None = None
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.episodes_csv = self.run_dir / "episodes.csv"
@@ -123,7 +127,9 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(self.run_dir / "tb"))
+                # a resumed run replays the steps after its checkpoint: TensorBoard drops their earlier events
+                purge = None if resumed_at is None else int(resumed_at) + 1
+                self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge)
             except ImportError:  # tensorboard is optional; CSV logs are always written
                 self._tb = None
 
@@ -135,12 +141,19 @@ class RunLogger:
             if new:
                 fields = list(row)
             else:
+                with open(path, "rb") as tail:
+                    tail.seek(-1, os.SEEK_END)
+                    cut = tail.read(1) != b"\n"  # the last line was cut short (a kill, a full disk)
                 with open(path, newline="") as existing:
                     reader = csv.reader(existing)
                     fields = next(reader)
                     added = [k for k in row if k not in fields]
-                    rows = [r + [""] * len(added) for r in reader if r] if added else []
-                if added:  # e.g. an evaluation logged only now: widen the file, never drop the value
+                    rows = [r + [""] * len(added) for r in reader if r] if added or cut else []
+                if cut and not rows:  # only a cut header: start the file again
+                    fields, added = list(row), []
+                elif cut:  # appending to a cut line would glue the next row onto it: drop the partial row
+                    rows = rows[:-1]
+                if added or cut:  # e.g. an evaluation logged only now: widen the file, never drop the value
                     fields = [*fields, *added]
                     _rewrite_csv(path, fields, rows)
             f = open(path, "a", newline="")  # noqa: SIM115 - kept open for the run, closed in close()
@@ -339,6 +352,11 @@ def parse_dataclass_args(cls: type, argv: list[str] | None, description: str, pr
         if ftype is bool:
             parser.add_argument(name, default=default, action=argparse.BooleanOptionalAction, help=help_text)
             continue
+        if ftype not in (int, float, str):  # a tuple or Literal field would be parsed wrongly, not refused
+            raise TypeError(
+                f"parse_dataclass_args supports bool, int, float and str fields (or Optional of them); "
+                f"{cls.__name__}.{f.name} is {ftype}"
+            )
 
         def convert(value: str, _t: type = ftype, _opt: bool = optional) -> Any:
             if _opt and value.lower() in ("", "none"):

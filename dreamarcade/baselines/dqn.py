@@ -469,7 +469,7 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
     # the buffer holds a little less than buffer_size, so len(rb) may never reach it.
     warmup = max(cfg.learning_starts, 1)
 
-    logger = RunLogger(run_dir, tensorboard=cfg.tensorboard)
+    logger = RunLogger(run_dir, tensorboard=cfg.tensorboard, resumed_at=start_step if cfg.resume else None)
 
     def write_curve() -> tuple[Path, np.ndarray]:
         steps, returns = (

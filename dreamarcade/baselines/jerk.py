@@ -236,7 +236,7 @@ def run_jerk(
 
         bar = tqdm(total=config.total_timesteps, initial=tracked.total_steps_ever, unit="step", dynamic_ncols=True)
     tracked.reset(seed=run_seed)
-    with RunLogger(run_dir) as logger:
+    with RunLogger(run_dir, resumed_at=tracked.total_steps_ever if resume else None) as logger:
         new_episode = False
         try:
             while tracked.total_steps_ever < config.total_timesteps:

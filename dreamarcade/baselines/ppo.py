@@ -521,17 +521,19 @@ def make_vector_env(envs: gym.vector.VectorEnv | EnvFns, mode: str = "auto") -> 
         # Ctrl-C, `timeout` and SLURM signal the whole process group: the workers must leave the stop to this
         # process (which finishes its step, saves a checkpoint and closes them), or they die first and take the
         # run down without a checkpoint
-        workers = [functools.partial(_ignoring_stop_signals, f) for f in fns]
+        workers = [functools.partial(_ignoring_stop_signals, f, os.getpid()) for f in fns]
         return gym.vector.AsyncVectorEnv(workers, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-def _ignoring_stop_signals(make_env: Callable[[], gym.Env]) -> gym.Env:
-    """In a vector env's worker process: ignore SIGINT and SIGTERM, then build the env."""
+def _ignoring_stop_signals(make_env: Callable[[], gym.Env], trainer_pid: int) -> gym.Env:
+    """In a vector env's worker process: ignore SIGINT and SIGTERM, then build the env. In the trainer's own
+    process (AsyncVectorEnv builds one env there to read its spaces) the handlers are left alone."""
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if os.getpid() != trainer_pid:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return make_env()
 
 
@@ -699,7 +701,7 @@ def train_ppo(
     dones = torch.zeros((T, N), device=device)
     values = torch.zeros((T, N), device=device)
 
-    logger = RunLogger(run_dir, tensorboard=tensorboard)
+    logger = RunLogger(run_dir, tensorboard=tensorboard, resumed_at=global_step if resume else None)
     result = PPOResult(agent=agent, global_step=global_step, run_dir=run_dir)
     next_obs, _ = envs.reset(seed=config.seed + global_step)
     next_obs = obs_to_tensor(next_obs, device)

@@ -236,7 +236,7 @@ def step_train_vae(cfg: WMConfig) -> Path:
     def save_train_state() -> None:
         _save_train_state(ckpt, "vae_train", vae, opt, step, prior_s + time.time() - t0, extra=vae.config())
 
-    logger = RunLogger(run / "logs_vae")
+    logger = RunLogger(run / "logs_vae", resumed_at=step)  # TensorBoard too drops the replayed steps
     stream = FrameStream(paths, batch_size=cfg.vae_batch, seed=cfg.seed + step)
     bar = tqdm(total=total_steps, initial=step, desc="train V", unit="batch")
     t0 = time.time()
@@ -402,7 +402,7 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
         meta = {"action_map": action_map, "vae_sha256": vae_sha}
         _save_train_state(ckpt, "mdnrnn_train", rnn, opt, step, prior_s + time.time() - t0, meta)
 
-    logger = RunLogger(run / "logs_mdnrnn")
+    logger = RunLogger(run / "logs_mdnrnn", resumed_at=step)
     rng = np.random.default_rng(cfg.seed + step)
     bar = tqdm(total=total_steps, initial=step, desc="train M", unit="batch")
     t0 = time.time()
@@ -753,7 +753,7 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
         pool = RealPool(cfg.env, str(wm_dir), ctrl, cfg.workers or os.cpu_count() or 1)
     elif cfg.where != "dream":
         raise ValueError(f"--where must be 'dream' or 'real', got {cfg.where!r}.")
-    logger = RunLogger(run / f"logs_{out_name}")
+    logger = RunLogger(run / f"logs_{out_name}", resumed_at=gen0)
     save_hyperparameters(run / f"logs_{out_name}", cfg)
     t0 = time.time()
     where = f"the dream (tau={tau})" if cfg.where == "dream" else "the real env"
