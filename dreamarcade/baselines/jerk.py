@@ -76,7 +76,20 @@ class JERKConfig:
 
 
 class BudgetSpent(Exception):
-    """Raised by :class:`TrackedEnv` on a step past its budget: the episode under way is not scored."""
+    """Raised by :class:`TrackedEnv` on a step past its budget: the episode under way is not scored.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> from dreamarcade.baselines.jerk import BudgetSpent, TrackedEnv
+        >>> env = TrackedEnv(gym.make("CartPole-v1"), budget=2)
+        >>> _ = env.reset(seed=0)
+        >>> _ = env.step(0), env.step(0)
+        >>> try:
+        ...     env.step(0)
+        ... except BudgetSpent as stop:
+        ...     print(stop)
+        the budget of 2 steps is spent
+    """
 
 
 class TrackedEnv(gym.Wrapper):
