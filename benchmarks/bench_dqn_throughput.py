@@ -39,6 +39,11 @@ from dreamarcade.baselines.dqn import DQNConfig, train
 
 
 def run_ours(steps: int, learning_starts: int, precision: str = "fp32", flush: bool = True) -> float:
+    with tempfile.TemporaryDirectory(prefix="bench_dqn_") as run_dir:  # removed after the run (checkpoint, PNG)
+        return _time_ours(run_dir, steps, learning_starts, precision, flush)
+
+
+def _time_ours(run_dir: str, steps: int, learning_starts: int, precision: str, flush: bool) -> float:
     cfg = DQNConfig(
         precision=precision,
         flush_denormal=flush,
@@ -57,7 +62,7 @@ def run_ours(steps: int, learning_starts: int, precision: str = "fp32", flush: b
         progress=False,
         tensorboard=False,
         checkpoint_interval=10**9,
-        run_dir=tempfile.mkdtemp(prefix="bench_dqn_"),
+        run_dir=run_dir,
     )
     t0 = time.perf_counter()
     train(cfg)

@@ -73,6 +73,8 @@ def main() -> None:
     )
     parser.add_argument("--skip-train", action="store_true", help="evaluate the checkpoints already in --run-dir")
     args = parser.parse_args()
+    if args.num_envs < 4 or args.num_envs % 4:  # RL^2's recurrent minibatches split the envs 4 ways
+        parser.error(f"--num-envs must be a multiple of 4 (the 4 minibatches split the envs), got {args.num_envs}")
     torch.set_num_threads(1)
 
     base = dict(

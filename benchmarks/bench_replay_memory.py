@@ -82,6 +82,7 @@ def run_one(kind: str, n: int, record_steps: int) -> dict:
             )
         nbytes = buf.observations.nbytes + (0 if optimize else buf.next_observations.nbytes)
         nbytes += buf.actions.nbytes + buf.rewards.nbytes + buf.dones.nbytes
+        nbytes += getattr(buf, "timeouts", np.zeros(0)).nbytes  # handle_timeout_termination keeps one per transition
         stored = n
     return {"rss_per_transition": (rss_bytes() - base) / n, "array_bytes_per_transition": nbytes / n, "stored": stored}
 
