@@ -497,6 +497,9 @@ def test_pipeline_with_iterations_resumes(tmp_path, capsys) -> None:
     assert (tmp_path / "frames_iter1").is_dir() and (tmp_path / "series_iter1").is_dir()
     assert (tmp_path / "controller_iter1" / "config.json").is_file()
     assert res["evaluate_iter1"]["episodes"] == 1
+    for logs in ("logs_mdnrnn", "logs_mdnrnn_iter1"):  # one log per M: the iteration no longer erases the first
+        with open(tmp_path / logs / "metrics.csv") as f:
+            assert len(list(csv.DictReader(f))) >= 1, logs
     files = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*") if p.is_file()}
     capsys.readouterr()
     again = step_pipeline(cfg)  # resumable: everything is marked done

@@ -481,6 +481,7 @@ def test_dqn_config_refuses_zero_or_negative_intervals(tmp_path, capsys) -> None
         for bad in (0, -4):
             with pytest.raises(ValueError, match=f"--{name.replace('_', '-')} must be an integer >= 1"):
                 _small_cfg(tmp_path, **{name: bad})
+    assert _small_cfg(tmp_path, num_envs=np.int64(2)).num_envs == 2  # numpy integers (a sweep's arange) still work
     with pytest.raises(SystemExit) as exc:  # the CLI: a usage error, and no run directory is written
         main(["--train-frequency", "0", "--run-dir", str(tmp_path / "cli")])
     assert exc.value.code == 2 and "--train-frequency must be an integer >= 1" in capsys.readouterr().err

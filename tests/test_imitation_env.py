@@ -149,6 +149,8 @@ def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
     resumed = json.loads((run / "imitation_config.json").read_text())
     assert resumed == {**saved, "ppo": {**saved["ppo"], "total_timesteps": 96}}
     assert main([*short, "--seed", "5"]) == 2  # a resumed run goes on with its checkpoint's seed
+    with pytest.raises(SystemExit):  # an abbreviation would not count as given, so it is refused outright
+        main([*short, "--learn", "0.5"])
     with pytest.raises(SystemExit) as exc:  # NaN would pay nothing, and the run could never be resumed
         main(["train", "--run-dir", str(tmp_path / "nan"), "--threshold", "nan"])
     assert exc.value.code == 2

@@ -224,6 +224,7 @@ def test_event_windows_and_held_out_accuracy_evaluation():
         evaluate_accuracy(model, [Clip("silent", clip.frames, None)], batches=1, batch=8)
     with pytest.raises(ValueError, match="at least one non-empty video"):
         sample_pairs([0], TINY.tdc_intervals, 4, rng)
+    assert len(sample_pairs(np.array([300, 900]), TINY.tdc_intervals, 4, rng)[0]) == 4  # lengths as an array
     assert model.training  # evaluation restores the training mode
     with pytest.raises(Exception, match="at least one clip"):
         evaluate_accuracy(model, [])

@@ -297,3 +297,26 @@ def test_styles_are_reproducible_by_seed_and_differ_across_seeds():
     a, b = apply_style(frame, s, t=1.0), apply_style(frame, s, t=1.0)
     assert a.shape == (s.height, s.width, 3)
     np.testing.assert_array_equal(a, b)
+
+
+def test_frames_stay_on_time_when_the_first_timestamp_is_not_on_a_whole_millisecond(tmp_path):
+    # t - t0 subtracts two millisecond-rounded times, so it can be off by a whole tick: a half-tick tolerance showed
+    # every third output frame one source frame early
+    import av
+
+    for container in ("mkv", "webm"):
+        path = tmp_path / f"offset.{container}"
+        codec = "libx264" if container == "mkv" else "libvpx-vp9"
+        with av.open(str(path), "w", format={"mkv": "matroska"}.get(container, container)) as out:
+            vs = out.add_stream(codec, rate=30)
+            vs.width, vs.height, vs.pix_fmt = 128, 64, "yuv420p"
+            vs.codec_context.time_base = Fraction(1, 90_000)
+            for i, frame in enumerate(_bar_frames(30)):
+                f = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                f.pts, f.time_base = 44 + 3000 * i, Fraction(1, 90_000)  # the first frame at 0.49 ms
+                for packet in vs.encode(f):
+                    out.mux(packet)
+            for packet in vs.encode():
+                out.mux(packet)
+        got = VideoReader(path, fps=15, size=None, crop=None, audio=False).read_all().frames
+        assert _shown(got) == list(range(0, 30, 2)), container

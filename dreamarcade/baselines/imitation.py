@@ -492,7 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="PPO on Montezuma's Revenge with the YouTube imitation reward (or the game reward only).",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train an agent")
+    # no abbreviated flags: --resume keeps the run's value of every flag not written out in full (_given)
+    t = sub.add_parser("train", help="train an agent", allow_abbrev=False)
     d = ImitationConfig()
     t.add_argument("--reward", choices=REWARDS, default=d.reward)
     t.add_argument("--run-dir", default=None, help="default runs/imitation/agent_<reward>")

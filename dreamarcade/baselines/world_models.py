@@ -379,6 +379,7 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
     check_precision(cfg.precision, dev)
     opt = torch.optim.Adam(rnn.parameters(), lr=cfg.rnn_lr)
     ckpt = run / f"mdnrnn_train{tag}"
+    logs = run / f"logs_mdnrnn{tag}"  # one log per training state: a tagged M (the iterations) never trims another's
     vae_sha = _weights_sha256(run / "vae")  # M learns V's latents: its training state belongs to this V only
     stale = False
     if checkpoint_exists(ckpt):
@@ -387,14 +388,14 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
         stale = saved.get("vae_sha256", vae_sha) != vae_sha
         if stale:  # V trained again since (train-vae re-encoded the series): continuing would mix two latent spaces
             print(f"V changed since '{ckpt}' was saved: M trains again from step 0 on the new latents")
-            drop_rows_after(run / "logs_mdnrnn" / "metrics.csv", 0)
+            drop_rows_after(logs / "metrics.csv", 0)
         elif saved_map != action_map:
             raise ValueError(
                 f"'{ckpt}' is an M trained with action map {saved_map!r}, but this run asks for {action_map!r}. "
                 f"Pass --rnn-action-map {saved_map} to continue it, or use a new --run-dir."
             )
     step, prior_s = (0, 0.0) if stale else _resume_train_state(ckpt, "mdnrnn_train", rnn, opt)
-    drop_rows_after(run / "logs_mdnrnn" / "metrics.csv", step)  # rows logged after the checkpoint are replayed
+    drop_rows_after(logs / "metrics.csv", step)  # rows logged after the checkpoint are replayed
     if step:
         print(f"resuming M training at step {step}/{total_steps}")
 
@@ -402,7 +403,7 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
         meta = {"action_map": action_map, "vae_sha256": vae_sha}
         _save_train_state(ckpt, "mdnrnn_train", rnn, opt, step, prior_s + time.time() - t0, meta)
 
-    logger = RunLogger(run / "logs_mdnrnn", resumed_at=step)
+    logger = RunLogger(logs, resumed_at=step)
     rng = np.random.default_rng(cfg.seed + step)
     bar = tqdm(total=total_steps, initial=step, desc="train M", unit="batch")
     t0 = time.time()
@@ -448,7 +449,7 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
     wm = WorldModel(cfg.env, vae, rnn, mu0, lv0, d["temperature"], d["max_steps"], d["features"], d["reward"])
     wm.save(run / "world_model")
     keys = ["gmm_loss", "done_loss"] if d["predict_done"] else ["gmm_loss", "reward_loss"]
-    _plot_metrics(run / "logs_mdnrnn" / "metrics.csv", keys, run / "mdnrnn_loss.png", "M training")
+    _plot_metrics(logs / "metrics.csv", keys, run / f"mdnrnn_loss{tag}.png", f"M training{tag}")
     print(f"M saved; world model in {run / 'world_model'}")
     return run / "world_model"
 

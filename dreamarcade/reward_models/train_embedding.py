@@ -148,7 +148,7 @@ def sample_pairs(
     Video uniform, class uniform (among those the video is long enough for), gap uniform within the class,
     then ``i`` uniform among valid positions and the order of the pair random.
     """
-    if not lengths or max(lengths) < 1:
+    if len(lengths) == 0 or max(lengths) < 1:
         raise ValueError(f"pair sampling needs at least one non-empty video, got lengths {list(lengths)}")
     vids, ii, jj, ks = [], [], [], []
     while len(ks) < batch:

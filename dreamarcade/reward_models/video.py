@@ -489,16 +489,18 @@ class VideoReader:
         k = 0
         current: np.ndarray | None = None
         t0: float | None = None
-        # a stored timestamp is the true time rounded to the stream's time-base tick, so it is off by at most half
-        # a tick: webm/mkv store whole milliseconds (the 30 fps frame at 66.67 ms is stored as 67 ms), avi counts
-        # whole frames (tick = 1 / fps). Half a tick (plus float slack) still tells neighbouring frames apart.
+        # stored timestamps are true times rounded to the stream's time-base tick: webm/mkv store whole
+        # milliseconds (the 30 fps frame at 66.67 ms is stored as 67 ms), avi counts whole frames (tick = 1 / fps)
         tol = 1e-6
         try:
             for t, frame in _decoded_frames(self.path):
                 if t0 is None:
                     t0 = t
                     if frame.time_base is not None:  # the stream's, the same for every frame
-                        tol = 0.5 * float(frame.time_base) + 1e-6
+                        # rel = t - t0 subtracts two rounded times, so it can be off by a whole tick: allow one tick,
+                        # but never half a source frame (an avi's tick is a whole frame)
+                        tick = float(frame.time_base)
+                        tol = (min(tick, 0.5 / self.info.fps) if self.info.fps > 0 else 0.5 * tick) + 1e-6
                     if self.with_audio:
                         track = _AudioTrack(self.path, self.audio_rate, t0)
                 rel = t - t0
