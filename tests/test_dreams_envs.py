@@ -101,6 +101,8 @@ def test_real_takecover_moves_only_past_a_third() -> None:
 
     assert action_to_buttons(0.3) == action_to_buttons(-0.3) == action_to_buttons(0.0) == [0, 0]
     assert action_to_buttons(1 / 3) == action_to_buttons(-1 / 3) == [0, 0]
+    # float32 (the action space's dtype) rounds 1/3 up to 0.33333334, which used to move the player
+    assert action_to_buttons(float(np.float32(1 / 3))) == action_to_buttons(float(np.float32(-1 / 3))) == [0, 0]
     assert action_to_buttons(0.34) == [0, 1] and action_to_buttons(-0.34) == [1, 0]
     env = gym.make("DoomTakeCover-v0")
 
@@ -109,9 +111,15 @@ def test_real_takecover_moves_only_past_a_third() -> None:
         return np.stack([obs] + [env.step(np.array([a], np.float32))[0] for _ in range(6)])
 
     try:
-        runs = {a: frames(a) for a in (0.0, 0.3, -0.3, 0.34, -0.34, 1.0, -1.0)}
+        runs = {a: frames(a) for a in (0.0, 0.3, -0.3, 1 / 3, 0.34, -0.34, 1.0, -1.0)}
+        env.reset(seed=0)
+        for _ in range(2100):  # standing still until a fireball ends it (a few hundred steps)
+            if env.step(np.array([0.0], np.float32))[2]:
+                break
+        assert env.step(np.array([0.0], np.float32))[1:3] == (0.0, True)  # no survival reward after the end
     finally:
         env.close()
+    assert np.array_equal(runs[1 / 3], runs[0.0])  # exactly 1/3, sent as float32: a no-op
     assert np.array_equal(runs[0.3], runs[0.0]) and np.array_equal(runs[-0.3], runs[0.0])
     assert np.array_equal(runs[0.34], runs[1.0]) and np.array_equal(runs[-0.34], runs[-1.0])
     assert not np.array_equal(runs[0.34][-1], runs[0.0][-1]) and not np.array_equal(runs[-0.34][-1], runs[0.0][-1])

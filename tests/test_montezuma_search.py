@@ -140,3 +140,26 @@ def test_cli_saves_each_trajectory_and_resumes_without_redoing_them(tmp_path, ca
     # another --seed than the file's searches is refused
     assert main(["--n", "3", "--resume", *[a if a != "5" else "7" for a in base]]) == 2
     assert "--seed 5" in capsys.readouterr().err
+
+
+def test_cli_and_recorder_refuse_what_would_silently_do_the_wrong_thing(tmp_path, capsys):
+    from dreamarcade.envs.montezuma_search import load_trajectories, main
+    from dreamarcade.reward_models import demo_videos
+    from dreamarcade.reward_models.demo_videos import UploaderStyle, record_demo
+
+    with pytest.raises(SystemExit):  # it printed "wrote" for a file it never created
+        main(["--n", "0", "--out", str(tmp_path / "n0.json")])
+    assert "--n must be >= 1" in capsys.readouterr().err
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(ValueError, match="is not a trajectory file"):
+        load_trajectories(tmp_path / "list.json")
+    for argv, message in (
+        (["--trajectories", str(tmp_path / "typo.json")], "no such file"),  # it started a 400k-step search
+        (["--pairs", "0-5"], "TRAJ:STYLE_SEED pairs"),
+    ):
+        with pytest.raises(SystemExit):
+            demo_videos.main([*argv, "--out", str(tmp_path / "videos")])
+        assert message in capsys.readouterr().err
+    with pytest.raises(ValueError, match="would hold no gameplay"):  # a failed search: only its start delay
+        record_demo([0, 0, 0], tmp_path / "d.mp4", UploaderStyle(fps=30, start_offset_s=0), skip_steps=3)
+    assert not (tmp_path / "d.json").exists()

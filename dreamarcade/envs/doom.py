@@ -43,9 +43,13 @@ def crop_resize_frame(frame: np.ndarray, keep_fraction: float = 5 / 6, size: int
     return cv2.resize(top, (size, size), interpolation=cv2.INTER_AREA)
 
 
+# 1/3 as float32 (0.33333334): the action space is float32, and its nearest value to 1/3 must stay a no-op
+THIRD = float(np.float32(1.0 / 3.0))
+
+
 def action_to_buttons(action: float) -> list[int]:
     """The paper's threshold: [MOVE_LEFT, MOVE_RIGHT] pressed for a < -1/3 / a > 1/3."""
-    return [int(action < -1.0 / 3.0), int(action > 1.0 / 3.0)]
+    return [int(action < -THIRD), int(action > THIRD)]
 
 
 class TakeCoverEnv(gym.Env):
@@ -128,6 +132,8 @@ class TakeCoverEnv(gym.Env):
         a = np.asarray(action, dtype=np.float32)
         if a.size != 1:
             raise ValueError(f"TakeCover takes one continuous action in [-1, 1] (shape (1,)), got shape {a.shape}.")
+        if self._game.is_episode_finished():  # stepped past the end: no more survival reward (call reset())
+            return self._observe(), 0.0, True, False, {"steps": self._steps}
         reward = float(self._game.make_action(action_to_buttons(float(a.reshape(-1)[0]))))
         self._steps += 1
         terminated = bool(self._game.is_episode_finished())

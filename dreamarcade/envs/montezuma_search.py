@@ -278,16 +278,26 @@ def load_results(path: str | os.PathLike[str]) -> list[SearchResult]:
     return [SearchResult(**{k: v for k, v in t.items() if k in names}) for t in data["trajectories"]]
 
 
+def _trajectory_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The ``trajectories`` records of a file written by :func:`save_trajectories` (a clear error otherwise)."""
+    data = json.loads(Path(path).read_text())
+    records = data.get("trajectories") if isinstance(data, dict) else None
+    if not isinstance(records, list) or not all(isinstance(t, dict) and "actions" in t for t in records):
+        raise ValueError(
+            f'\'{path}\' is not a trajectory file: expected {{"trajectories": [{{"actions": [...]}}, ...]}} as '
+            "written by python -m dreamarcade.envs.montezuma_search"
+        )
+    return records
+
+
 def load_trajectories(path: str | os.PathLike[str]) -> list[list[int]]:
     """Action lists saved by :func:`save_trajectories`."""
-    data = json.loads(Path(path).read_text())
-    return [list(map(int, t["actions"])) for t in data["trajectories"]]
+    return [list(map(int, t["actions"])) for t in _trajectory_records(path)]
 
 
 def load_start_delays(path: str | os.PathLike[str]) -> list[int]:
     """Per trajectory, its leading NOOP steps (``start_delay``; 0 for files written before the option)."""
-    data = json.loads(Path(path).read_text())
-    return [int(t.get("start_delay", 0)) for t in data["trajectories"]]
+    return [int(t.get("start_delay", 0)) for t in _trajectory_records(path)]
 
 
 def draw_start_delay(seed: int, max_start_delay: int) -> int:
@@ -322,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the trajectories already in --out (the file is rewritten after each one found) and search the rest",
     )
     args = p.parse_args(argv)
+    if args.n < 1 or args.seed < 0:
+        p.error(f"--n must be >= 1 and --seed >= 0, got --n {args.n} --seed {args.seed}")
     out = Path(args.out)
     results: list[SearchResult] = []
     if out.exists():

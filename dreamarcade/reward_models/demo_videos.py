@@ -276,8 +276,11 @@ def record_demo(
     recording starts when the player starts). Returns a JSON-able description (style, frames, score, source
     frame offset) written next to the video.
     """
-    if not 0 <= skip_steps <= len(actions):
-        raise ValueError(f"skip_steps must be in [0, {len(actions)}] (the trajectory's length), got {skip_steps}")
+    if not 0 <= skip_steps < len(actions):
+        raise ValueError(
+            f"skip_steps must be in [0, {len(actions)}) (the trajectory's length), got {skip_steps}: the video would "
+            "hold no gameplay (a search that found nothing returns only its start delay)"
+        )
     frames60, audio60, score = render_gameplay(actions)
     # frame 4 * skip_steps is the screen after the last skipped step; its sound follows it
     frames60 = frames60[FRAMESKIP_ALE * skip_steps :]
@@ -359,9 +362,19 @@ def main(argv: list[str] | None = None) -> int:
         "trajectory i with style seed*1000+i as demo_{i})",
     )
     args = p.parse_args(argv)
+    if args.trajectories and not Path(args.trajectories).is_file():  # a typo must not start a 400k-step search
+        p.error(f"--trajectories {args.trajectories}: no such file (omit the option to search for new trajectories)")
+    if args.seed < 0:
+        p.error(f"--seed must be >= 0, got {args.seed}")
+    pairs = []
+    for spec in args.pairs or []:
+        parts = spec.split(":")
+        if len(parts) != 2 or not all(x.isdigit() for x in parts):
+            p.error(f"--pairs takes TRAJ:STYLE_SEED pairs of non-negative integers (e.g. 0:10), got {spec!r}")
+        pairs.append((int(parts[0]), int(parts[1])))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.trajectories and Path(args.trajectories).is_file():
+    if args.trajectories:
         trajs = load_trajectories(args.trajectories)
         delays = load_start_delays(args.trajectories)
     else:
@@ -379,9 +392,11 @@ def main(argv: list[str] | None = None) -> int:
         delays = [r.start_delay for r in results]
     if args.record_start_delay:
         delays = [0] * len(trajs)
-    if args.pairs:
-        for spec in args.pairs:
-            ti, si = (int(x) for x in spec.split(":"))
+    if any(ti >= len(trajs) for ti, _ in pairs):
+        worst = max(ti for ti, _ in pairs)
+        p.error(f"--pairs names trajectory {worst}, but there are {len(trajs)} (0 to {len(trajs) - 1})")
+    if pairs:
+        for ti, si in pairs:
             style = UploaderStyle.sample(si)
             path = out / f"traj{ti}_style{si}.{style.container}"
             meta = record_demo(

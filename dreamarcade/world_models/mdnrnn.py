@@ -48,7 +48,7 @@ __all__ = ["ACTION_MAPS", "MDNRNN", "PackedMDNRNN", "map_actions_", "mdn_loss", 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 ACTION_MAPS = ("none", "takecover")
-_THIRD = 1.0 / 3.0
+_THIRD = float(np.float32(1.0 / 3.0))  # TakeCover's threshold (envs.doom.THIRD): float32's 1/3 is a no-op
 
 
 def _check_action_map(action_map: str, action_size: int) -> str:
