@@ -60,6 +60,22 @@ def test_build_checkpoints_keeps_the_confusion_and_it_round_trips(tmp_path):
     assert loaded.confusion_window == 16
     with pytest.raises(ValueError, match=r"one value per checkpoint, shape \(5,\), got \(2,\)"):
         CheckpointTrajectory(ck.embeddings, ck.mean, ck.frame_indices, 16, confusion=np.zeros(2))
+    with pytest.raises(ValueError, match=r"confusion holds NaN \(checkpoints \[1\]\)"):  # it could never be paid
+        CheckpointTrajectory(ck.embeddings, ck.mean, ck.frame_indices, 16, confusion=[0.0, np.nan, 0.0, 0.0, 0.0])
+
+
+def test_build_reward_reads_the_recorder_sidecar_and_names_a_broken_one(tmp_path):
+    from dreamarcade.errors import VideoError
+    from dreamarcade.reward_models.build_reward import _sidecar_start
+
+    side = tmp_path / "demo.json"
+    assert _sidecar_start(side) == 0.0  # no sidecar: the video starts with gameplay
+    side.write_text('{"gameplay_start_s": 2.5}')
+    assert _sidecar_start(side) == 2.5
+    for text in ('{"gameplay_start_s": null}', "[1]", '{"gameplay_start_s": -1}', "not json"):
+        side.write_text(text)
+        with pytest.raises(VideoError, match="demo.json.*--start-s"):
+            _sidecar_start(side)
 
 
 def test_match_candidates_checks_each_candidate_against_its_own_threshold():

@@ -29,6 +29,7 @@ import math
 import os
 from pathlib import Path
 
+from dreamarcade.errors import VideoError
 from dreamarcade.reward_models.checkpoints import CheckpointTrajectory, FrameStackEmbedder, build_checkpoints
 from dreamarcade.reward_models.embedding import load_embedding
 from dreamarcade.reward_models.video import VideoReader
@@ -49,6 +50,22 @@ def first_frame_at(start_s: float, fps: float) -> int:
     return int(math.ceil(round(start_s * fps, 6)))
 
 
+def _sidecar_start(side: Path) -> float:
+    """The gameplay start (seconds) that the demo recorder's sidecar JSON gives; 0 without a sidecar."""
+    if not side.is_file():
+        return 0.0
+    try:
+        value = json.loads(side.read_text()).get("gameplay_start_s", 0.0)
+        start = float(value)
+    except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not an object, not a number
+        raise VideoError(
+            f"the sidecar '{side}' does not give a gameplay start in seconds ({exc}): fix it, or pass --start-s"
+        ) from None
+    if not math.isfinite(start) or start < 0:
+        raise VideoError(f"the sidecar '{side}' gives gameplay_start_s={value!r}: fix it, or pass --start-s")
+    return start
+
+
 def build_bundle(
     embedding_dir: str | os.PathLike[str],
     demo_video: str | os.PathLike[str],
@@ -61,8 +78,7 @@ def build_bundle(
     cfg = model.cfg
     demo_video = Path(demo_video)
     if start_s is None:
-        side = demo_video.with_suffix(".json")
-        start_s = float(json.loads(side.read_text()).get("gameplay_start_s", 0.0)) if side.is_file() else 0.0
+        start_s = _sidecar_start(demo_video.with_suffix(".json"))
     reader = VideoReader(demo_video, fps=cfg.fps, size=(cfg.frame_size, cfg.frame_size), audio=False)
     clip = reader.read_all()
     start = first_frame_at(start_s, cfg.fps)

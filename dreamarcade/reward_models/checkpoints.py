@@ -251,6 +251,9 @@ class CheckpointTrajectory:
                     f"confusion must hold one value per checkpoint, shape ({len(self.embeddings)},), "
                     f"got {self.confusion.shape}"
                 )
+            if np.isnan(self.confusion).any():  # a NaN threshold would make its checkpoint unpayable, silently
+                bad = np.flatnonzero(np.isnan(self.confusion)).tolist()
+                raise ValueError(f"confusion holds NaN (checkpoints {bad}): rebuild the checkpoint trajectory")
 
     def __len__(self) -> int:
         return len(self.embeddings)
