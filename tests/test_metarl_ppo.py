@@ -309,7 +309,8 @@ def test_trial_return_is_the_trial_not_its_last_inner_episode(tmp_path):
 def test_train_cli_on_a_retro_contest_env_with_evaluation(tmp_path):
     """`ppo train` on a contest env: one episode recorder (the env has its own), and evaluation workers can start."""
     pytest.importorskip("stable_retro")
-    from dreamarcade.baselines.ppo import _make_gym_env, _records_episodes
+    from dreamarcade.baselines.common import has_episode_statistics
+    from dreamarcade.baselines.ppo import _make_gym_env
 
     env = _make_gym_env("AirstrikerContest-v0", 0)()
     try:
@@ -320,7 +321,7 @@ def test_train_cli_on_a_retro_contest_env_with_evaluation(tmp_path):
         assert recorders == 1  # a second one asserted when the first episode ended
     finally:
         env.close()
-    assert not _records_episodes(gym.make("CartPole-v1"))
+    assert not has_episode_statistics(gym.make("CartPole-v1"))
     run = tmp_path / "retro"
     argv = ["train", "--env-id", "AirstrikerContest-v0", "--run-dir", str(run), "--total-timesteps", "32",
             "--num-envs", "1", "--num-steps", "32", "--num-minibatches", "1", "--update-epochs", "1",

@@ -26,6 +26,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -234,6 +235,16 @@ def _rewrite_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
     writer.writerow(header)
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
+
+
+def has_episode_statistics(env: gym.Env) -> bool:
+    """Whether a ``RecordEpisodeStatistics`` is already in ``env``'s wrapper chain (a second one would assert at
+    the end of the first episode: Gymnasium's refuses to overwrite ``info["episode"]``)."""
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.RecordEpisodeStatistics):
+            return True
+        env = env.env
+    return False
 
 
 def read_episodes(csv_path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:

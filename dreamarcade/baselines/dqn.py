@@ -44,6 +44,7 @@ from dreamarcade.baselines.common import (
     RunLogger,
     check_run_dir_free,
     drop_rows_after,
+    has_episode_statistics,
     help_field,
     parse_dataclass_args,
     plot_learning_curve,
@@ -316,7 +317,7 @@ def make_envs(cfg: DQNConfig, render_mode: str | None = None) -> gym.vector.Vect
 
     def thunk() -> gym.Env:
         env = gym.make(cfg.env_id, render_mode=render_mode, **kwargs) if render_mode else gym.make(cfg.env_id, **kwargs)
-        return env if _has_episode_statistics(env) else gym.wrappers.RecordEpisodeStatistics(env)
+        return env if has_episode_statistics(env) else gym.wrappers.RecordEpisodeStatistics(env)
 
     envs = gym.vector.SyncVectorEnv(
         [thunk for _ in range(cfg.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
@@ -324,14 +325,6 @@ def make_envs(cfg: DQNConfig, render_mode: str | None = None) -> gym.vector.Vect
     if not isinstance(envs.single_action_space, gym.spaces.Discrete):
         raise TypeError(f"DQN needs a Discrete action space; {cfg.env_id} has {envs.single_action_space}.")
     return envs
-
-
-def _has_episode_statistics(env: gym.Env) -> bool:
-    while isinstance(env, gym.Wrapper):
-        if isinstance(env, gym.wrappers.RecordEpisodeStatistics):
-            return True
-        env = env.env
-    return False
 
 
 def _checkpoint_state(

@@ -58,6 +58,7 @@ from dreamarcade.baselines.common import (
     RunLogger,
     check_run_dir_free,
     drop_rows_after,
+    has_episode_statistics,
     plot_learning_curve,
     read_episodes,
     resolve_device,
@@ -987,22 +988,12 @@ def _make_gym_env(env_id: str, seed: int) -> Callable[[], gym.Env]:
         import dreamarcade  # noqa: F401  (registers the dreamarcade ids in worker processes)
 
         env = gym.make(env_id)
-        if not _records_episodes(env):  # the Sonic/retro factories record the unscaled return themselves
+        if not has_episode_statistics(env):  # the Sonic/retro factories record the unscaled return themselves
             env = gym.wrappers.RecordEpisodeStatistics(env)
         env.action_space.seed(seed)
         return env
 
     return thunk
-
-
-def _records_episodes(env: gym.Env) -> bool:
-    """Whether a RecordEpisodeStatistics is already in ``env``'s wrapper chain (a second one asserts at the end
-    of the first episode: Gymnasium's refuses to overwrite ``info["episode"]``)."""
-    while isinstance(env, gym.Wrapper):
-        if isinstance(env, gym.wrappers.RecordEpisodeStatistics):
-            return True
-        env = env.env
-    return False
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
