@@ -192,6 +192,13 @@ class FrameStackEmbedder:
         return self.model.phi(x).cpu().numpy()
 
 
+def _spacing(every: Any) -> int:
+    """``every`` (the checkpoint spacing in frames) as an int, refused unless it is an integer >= 1."""
+    if isinstance(every, bool) or int(every) != every or every < 1:
+        raise ValueError(f"every (the checkpoint spacing in frames) must be an integer >= 1, got {every!r}")
+    return int(every)
+
+
 def _centre(e: np.ndarray, mean: np.ndarray) -> np.ndarray:
     c = e - mean
     return c / np.maximum(np.linalg.norm(c, axis=-1, keepdims=True), 1e-8)
@@ -241,9 +248,7 @@ class CheckpointTrajectory:
                 f"frame_indices must hold one integer frame index per checkpoint, shape ({n},), "
                 f"got {self.frame_indices.shape} {self.frame_indices.dtype}"
             )
-        if isinstance(self.every, bool) or int(self.every) != self.every or self.every < 1:
-            raise ValueError(f"every (the checkpoint spacing in frames) must be an integer >= 1, got {self.every!r}")
-        self.every = int(self.every)
+        self.every = _spacing(self.every)
         if self.confusion is not None:
             self.confusion = np.asarray(self.confusion, np.float32)
             if self.confusion.shape != (len(self.embeddings),):
@@ -299,11 +304,7 @@ class CheckpointTrajectory:
         emb = array("embeddings")
         if emb.shape != (config["num_checkpoints"], config["embed_dim"]):
             raise CheckpointError(f"checkpoint trajectory '{directory}' has shape {emb.shape}, config disagrees")
-        confusion = array("confusion") if "confusion" in tensors else None
-        if confusion is not None and confusion.shape != (len(emb),):
-            raise CheckpointError(
-                f"checkpoint trajectory '{directory}' has {confusion.shape} confusion values for {len(emb)} checkpoints"
-            )
+        confusion = array("confusion") if "confusion" in tensors else None  # checked by __post_init__, below
         window = config.get("confusion_window")
         try:
             return CheckpointTrajectory(
@@ -340,9 +341,7 @@ def build_checkpoints(
     ``confusion_window`` frames earlier (default ``2 * every``: the soft order's reach with ``skip=1``), for
     :func:`distinct_thresholds`.
     """
-    if isinstance(every, bool) or int(every) != every or every < 1:
-        raise ValueError(f"every (the checkpoint spacing in frames) must be an integer >= 1, got {every!r}")
-    every = int(every)
+    every = _spacing(every)  # before the demo is embedded
     frames = np.asarray(frames)
     end = len(frames) if end is None else min(end, len(frames))
     if not 0 <= start < end:
