@@ -388,14 +388,13 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
         stale = saved.get("vae_sha256", vae_sha) != vae_sha
         if stale:  # V trained again since (train-vae re-encoded the series): continuing would mix two latent spaces
             print(f"V changed since '{ckpt}' was saved: M trains again from step 0 on the new latents")
-            drop_rows_after(logs / "metrics.csv", 0)
         elif saved_map != action_map:
             raise ValueError(
                 f"'{ckpt}' is an M trained with action map {saved_map!r}, but this run asks for {action_map!r}. "
                 f"Pass --rnn-action-map {saved_map} to continue it, or use a new --run-dir."
             )
     step, prior_s = (0, 0.0) if stale else _resume_train_state(ckpt, "mdnrnn_train", rnn, opt)
-    drop_rows_after(logs / "metrics.csv", step)  # rows logged after the checkpoint are replayed
+    drop_rows_after(logs / "metrics.csv", step)  # rows logged after the checkpoint (all of them: stale) are replayed
     if step:
         print(f"resuming M training at step {step}/{total_steps}")
 
@@ -734,12 +733,10 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
     saved = load_checkpoint(state_dir, kind="cma_state") if checkpoint_exists(state_dir) else None
     if saved is not None and saved[1].get("world_model_sha256", fingerprint) != fingerprint:
         print(f"the world model changed since '{state_dir}' was saved: CMA-ES starts again from generation 0")
-        drop_rows_after(run / f"logs_{out_name}" / "metrics.csv", 0)
         saved = None
     if saved is not None and saved[0]["mean"].numel() != ctrl.num_params:
         print(f"'{state_dir}' holds a CMA-ES state for {saved[0]['mean'].numel()} controller parameters, this "
               f"--controller has {ctrl.num_params}: CMA-ES starts again from generation 0")  # fmt: skip
-        drop_rows_after(run / f"logs_{out_name}" / "metrics.csv", 0)
         saved = None
     if saved is not None:  # resume: mean, step size and best so far (the covariance restarts)
         tensors, meta = saved
@@ -747,7 +744,8 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
         x0 = tensors["mean"].double().numpy()
         best = (float(meta["best_fitness"]), tensors["best"].numpy())
         print(f"resuming CMA-ES at generation {gen0}")
-    drop_rows_after(run / f"logs_{out_name}" / "metrics.csv", gen0)  # generations logged but not saved: replayed
+    # generations logged but not saved are replayed (all of them when CMA-ES starts over: gen0 is 0)
+    drop_rows_after(run / f"logs_{out_name}" / "metrics.csv", gen0)
     es = cma.CMAEvolutionStrategy(x0, sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1 + gen0, "verbose": -9})
     pool = None
     if cfg.where == "real":

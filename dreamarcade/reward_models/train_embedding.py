@@ -372,9 +372,8 @@ def train_embedding(
         rng.bit_generator.state = config["rng"]
         torch.set_rng_state(tensors["torch_rng"])
         step = int(config["step"])
-        drop_rows_after(out_dir / "logs" / "metrics.csv", step)  # rows of a crash after the checkpoint: replayed
-    elif resume:  # killed before its first checkpoint: it starts again at step 0, so its rows are replayed too
-        drop_rows_after(out_dir / "logs" / "metrics.csv", 0)
+    if resume:  # rows of a crash after the checkpoint (all of them before the first one, step 0) are replayed
+        drop_rows_after(out_dir / "logs" / "metrics.csv", step)
     start_step = step
     log = RunLogger(out_dir / "logs", tensorboard=False)
     off = {} if progress else {"disable": True}  # as in the DQN: TQDM_* environment variables still apply
