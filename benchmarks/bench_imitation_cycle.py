@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dreamarcade.reward_models.build_reward import sidecar_start
 from dreamarcade.reward_models.cycle import cycle_consistency, pixel_features, three_cycle_consistency
 from dreamarcade.reward_models.embedding import load_embedding
 from dreamarcade.reward_models.video import read_video
 
 
 def _trimmed(path: Path, fps: float, size: int) -> np.ndarray:
-    side = path.with_suffix(".json")
-    start = json.loads(side.read_text()).get("gameplay_start_s", 0.0) if side.is_file() else 0.0
+    start = sidecar_start(path.with_suffix(".json"))  # the recorder's gameplay start, 0 without a sidecar
     clip = read_video(path, fps=fps, size=(size, size), audio=False)
     return clip.frames[int(math.ceil(start * fps)) :]
 

@@ -66,16 +66,16 @@ def test_build_checkpoints_keeps_the_confusion_and_it_round_trips(tmp_path):
 
 def test_build_reward_reads_the_recorder_sidecar_and_names_a_broken_one(tmp_path):
     from dreamarcade.errors import VideoError
-    from dreamarcade.reward_models.build_reward import _sidecar_start
+    from dreamarcade.reward_models.build_reward import sidecar_start
 
     side = tmp_path / "demo.json"
-    assert _sidecar_start(side) == 0.0  # no sidecar: the video starts with gameplay
+    assert sidecar_start(side) == 0.0  # no sidecar: the video starts with gameplay
     side.write_text('{"gameplay_start_s": 2.5}')
-    assert _sidecar_start(side) == 2.5
+    assert sidecar_start(side) == 2.5
     for text in ('{"gameplay_start_s": null}', "[1]", '{"gameplay_start_s": -1}', "not json"):
         side.write_text(text)
         with pytest.raises(VideoError, match="demo.json.*--start-s"):
-            _sidecar_start(side)
+            sidecar_start(side)
 
 
 def test_match_candidates_checks_each_candidate_against_its_own_threshold():

@@ -273,9 +273,8 @@ def save_trajectories(path: str | os.PathLike[str], results: list[SearchResult])
 
 def load_results(path: str | os.PathLike[str]) -> list[SearchResult]:
     """The full records saved by :func:`save_trajectories` (files written before ``start_delay`` read 0)."""
-    data = json.loads(Path(path).read_text())
     names = {f.name for f in dataclasses.fields(SearchResult)}
-    return [SearchResult(**{k: v for k, v in t.items() if k in names}) for t in data["trajectories"]]
+    return [SearchResult(**{k: v for k, v in t.items() if k in names}) for t in _trajectory_records(path)]
 
 
 def _trajectory_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ from dreamarcade.reward_models.checkpoints import CheckpointTrajectory, FrameSta
 from dreamarcade.reward_models.embedding import load_embedding
 from dreamarcade.reward_models.video import VideoReader
 
-__all__ = ["build_bundle", "main"]
+__all__ = ["build_bundle", "first_frame_at", "main", "sidecar_start"]
 
 
 def first_frame_at(start_s: float, fps: float) -> int:
@@ -50,8 +50,9 @@ def first_frame_at(start_s: float, fps: float) -> int:
     return int(math.ceil(round(start_s * fps, 6)))
 
 
-def _sidecar_start(side: Path) -> float:
+def sidecar_start(side: str | os.PathLike[str]) -> float:
     """The gameplay start (seconds) that the demo recorder's sidecar JSON gives; 0 without a sidecar."""
+    side = Path(side)
     if not side.is_file():
         return 0.0
     try:
@@ -78,7 +79,7 @@ def build_bundle(
     cfg = model.cfg
     demo_video = Path(demo_video)
     if start_s is None:
-        start_s = _sidecar_start(demo_video.with_suffix(".json"))
+        start_s = sidecar_start(demo_video.with_suffix(".json"))
     reader = VideoReader(demo_video, fps=cfg.fps, size=(cfg.frame_size, cfg.frame_size), audio=False)
     clip = reader.read_all()
     start = first_frame_at(start_s, cfg.fps)
