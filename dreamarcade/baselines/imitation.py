@@ -425,11 +425,13 @@ def train(cfg: ImitationConfig, run_dir: str | Path, resume: bool = False, progr
     return train_ppo(envs, ppo, run_dir, resume=resume, progress=progress)
 
 
-def _finite(text: str) -> float:
-    """argparse type of ``--threshold``: a finite number (NaN pays nothing and can never be resumed)."""
+def _finite(text: str, at_least: float | None = None) -> float:
+    """argparse type of ``--threshold``: a finite number (NaN pays nothing and can never be resumed); with
+    ``at_least``, also no smaller than it."""
     value = float(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    if not math.isfinite(value) or (at_least is not None and value < at_least):
+        bound = "" if at_least is None else f" >= {at_least:g}"
+        raise argparse.ArgumentTypeError(f"must be a finite number{bound}, got {text}")
     return value
 
 
@@ -480,10 +482,7 @@ def _resumed_config(saved: ImitationConfig, args: argparse.Namespace, given: set
 
 def _margin(text: str) -> float:
     """argparse type of ``--distinct-margin``: a finite number >= 0."""
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+    return _finite(text, at_least=0.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
