@@ -191,11 +191,16 @@ def probe_video(path: str | os.PathLike[str]) -> VideoProbe:
         container.close()
 
 
+def _quarter_turns(frame: Any) -> int:
+    """A decoded frame's display rotation in counter-clockwise quarter turns (0-3), as ``np.rot90`` counts them."""
+    return round(float(getattr(frame, "rotation", 0) or 0) / 90.0) % 4
+
+
 def _rgb(frame: Any) -> np.ndarray:
     """A decoded video frame as it is displayed: RGB, turned by its display rotation (phones store portrait
     video sideways with a rotation in the header; players, and this reader, turn it upright)."""
     arr = frame.to_ndarray(format="rgb24")
-    quarters = round(float(getattr(frame, "rotation", 0) or 0) / 90.0) % 4  # counter-clockwise, as np.rot90
+    quarters = _quarter_turns(frame)
     return np.ascontiguousarray(np.rot90(arr, k=quarters)) if quarters else arr
 
 
@@ -203,7 +208,7 @@ def _rotation(container: Any, stream: Any, path: str | os.PathLike[str]) -> int:
     """The display rotation in degrees of the stream's first frame (0 if it has none or no frame decodes)."""
     with _decode_errors(path):
         for frame in container.decode(stream):
-            return round(float(getattr(frame, "rotation", 0) or 0) / 90.0) % 4 * 90
+            return _quarter_turns(frame) * 90
     return 0
 
 
