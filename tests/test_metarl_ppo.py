@@ -181,6 +181,28 @@ def test_clear_errors(tmp_path):
         ActorCritic(describe_space(EpisodeConcat(RandomMazeEnv(size=3, obs_type="pixels")).observation_space), 4)
 
 
+def test_device_names_are_checked_before_training(capsys, tmp_path):
+    from dreamarcade.baselines.common import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="'gpu' is not a device: use cpu, cuda, cuda:N, mps or auto"):
+        resolve_device("gpu")  # was torch's RuntimeError listing 19 device types
+    with pytest.raises(ValueError, match="only cpu, cuda, cuda:N, mps and auto are supported"):
+        resolve_device("meta")
+    if not torch.backends.mps.is_available():  # was accepted, then failed at the first tensor moved there
+        with pytest.raises(ValueError, match="MPS backend is not available; use cpu"):
+            resolve_device("mps")
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA GPU"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+    else:
+        with pytest.raises(ValueError, match="no CUDA GPU is visible"):
+            resolve_device("cuda:0")
+    run = tmp_path / "run"
+    assert main(["train", "--env-id", "CartPole-v1", "--device", "gpu", "--run-dir", str(run)]) == 2
+    assert "error: --device 'gpu' is not a device" in capsys.readouterr().err
+
+
 def test_cli_help_and_bad_env(capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--help"])

@@ -35,12 +35,28 @@ from dreamarcade.errors import DreamArcadeError
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (cuda when present); fails clearly if cuda is absent."""
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"`` (cuda when present).
+
+    Fails with a ValueError naming the fix when the device is misspelled or not present on this machine, before any
+    work starts (torch itself would fail later, at the first tensor moved there).
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} was requested but no CUDA GPU is visible; use --device cpu.")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a device: use cpu, cuda, cuda:N, mps or auto") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device} was requested but no CUDA GPU is visible; use --device cpu.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            n = torch.cuda.device_count()
+            raise ValueError(f"--device {device}: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {device} was requested but Apple's MPS backend is not available; use cpu.")
+    elif dev.type != "cpu":
+        raise ValueError(f"--device {device}: only cpu, cuda, cuda:N, mps and auto are supported")
     return dev
 
 

@@ -64,7 +64,7 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
-from dreamarcade.errors import CheckpointError
+from dreamarcade.errors import CheckpointError, DreamArcadeError
 from dreamarcade.precision import autocast, check_precision, flush_denormals, validate_precision
 
 _h = help_field  # a field with its --help text; short, for the table below
@@ -103,7 +103,7 @@ class DQNConfig:
     max_grad_norm: float = _h("gradient-norm clip (<= 0 disables)", 10.0)
     num_envs: int = _h("parallel envs (gymnasium SyncVectorEnv)", 1)
     seed: int = _h("random seed", 1)
-    device: str = _h("cpu, cuda, cuda:N or auto", "cpu")
+    device: str = _h("cpu, cuda, cuda:N, mps or auto", "cpu")
     torch_threads: int = _h("torch CPU threads (0 = torch default)", 0)
     precision: str = _h(
         "fp32, or bf16: mixed precision for the gradient step (convolutions and the 512-unit layer in bfloat16; "
@@ -696,19 +696,27 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--video", default="agent.mp4", help="MP4 path ('' for none)")
         p.add_argument("--max-steps", type=int, default=27_000)
-        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
         p.add_argument(
             "--network", choices=("online", "target"), default="online", help="which of the checkpoint's Q-networks"
         )
         a = p.parse_args(argv)
-        res = evaluate(
-            a.evaluate, a.episodes, a.epsilon, a.seed, a.video or None, a.max_steps, a.device, network=a.network
-        )
+        try:
+            res = evaluate(
+                a.evaluate, a.episodes, a.epsilon, a.seed, a.video or None, a.max_steps, a.device, network=a.network
+            )
+        except (ValueError, TypeError, DreamArcadeError, gym.error.Error) as exc:  # bad input: no traceback
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(json.dumps(res, indent=2))
         return 0
     cfg = parse_dataclass_args(
         DQNConfig, argv, description=__doc__.split("\n\n")[0], prog="python -m dreamarcade.baselines dqn"
     )
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except (ValueError, TypeError, DreamArcadeError, gym.error.Error) as exc:  # as in the PPO CLI
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=2))
     return 0
