@@ -97,7 +97,9 @@ def main() -> None:
             ax.scatter(pts[:, 0], pts[:, 1], c=np.linspace(0, 1, n), cmap="viridis", s=6)
             ax.plot(pts[0, 0], pts[0, 1], "o", color=f"C{i}", label=k)
             o += n
-        ax.set_title(f"t-SNE of {method} embeddings (colour = time)")
+        ax.set_title(
+            f"t-SNE of {method} embeddings\npoint colour = time in the video (dark = start), line = video", fontsize=9
+        )
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(a.tsne)
