@@ -486,10 +486,16 @@ def test_dqn_config_refuses_zero_or_negative_intervals(tmp_path, capsys) -> None
         main(["--train-frequency", "0", "--run-dir", str(tmp_path / "cli")])
     assert exc.value.code == 2 and "--train-frequency must be an integer >= 1" in capsys.readouterr().err
     assert not (tmp_path / "cli").exists()
-    # a device this machine lacks: the CLI's one-line error, not a traceback, and still no run directory
+    # a misspelled device: the CLI's one-line error, not a traceback, and still no run directory
     assert main(["--device", "gpu", "--run-dir", str(tmp_path / "cli")]) == 2
     assert "error: --device 'gpu' is not a device" in capsys.readouterr().err
     assert not (tmp_path / "cli").exists()
+    if not torch.cuda.is_available():  # a device this machine lacks, in training and in evaluation
+        assert main(["--device", "cuda:0", "--run-dir", str(tmp_path / "cli")]) == 2
+        assert "no CUDA GPU is visible" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exc:
+            main(["--evaluate", str(tmp_path / "cli"), "--device", "cuda"])
+        assert exc.value.code == 2 and "no CUDA GPU is visible" in capsys.readouterr().err
 
 
 def test_dqn_rejects_continuous_actions(tmp_path) -> None:

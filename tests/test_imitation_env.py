@@ -270,8 +270,8 @@ def test_bundle_pays_the_checkpoints_after_the_key_only_with_it():
     first = after_key[0]
     assert 0 < first < 14 and after_key == list(range(first, 15))
     before = sims[~keyed][:, after_key].max(axis=0)
-    # the key gate at the paper's single threshold (0.5): once the checkpoint before the key is paid, neither of the
-    # next two (skip=1) can be paid without the key (the first bundles paid them on the way to it)
+    # the key gate at the paper's single threshold (0.5), on the demo's own trajectory: once the checkpoint before the
+    # key is paid, neither of the next two (skip=1) is paid on the way to the key (the earlier bundles paid them)
     assert (before[:2] < 0.5).all()
     assert (before > 0.5).any()  # later ones are confused with places on the way down ...
     assert (before < thr[after_key]).all()  # ... and their own thresholds (distinct_margin) need the key

@@ -64,7 +64,7 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
-from dreamarcade.errors import CheckpointError, DreamArcadeError
+from dreamarcade.errors import CheckpointError
 from dreamarcade.precision import autocast, check_precision, flush_denormals, validate_precision
 
 _h = help_field  # a field with its --help text; short, for the table below
@@ -701,22 +701,23 @@ def main(argv: list[str] | None = None) -> int:
             "--network", choices=("online", "target"), default="online", help="which of the checkpoint's Q-networks"
         )
         a = p.parse_args(argv)
-        try:
-            res = evaluate(
-                a.evaluate, a.episodes, a.epsilon, a.seed, a.video or None, a.max_steps, a.device, network=a.network
-            )
-        except (ValueError, TypeError, DreamArcadeError, gym.error.Error) as exc:  # bad input: no traceback
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        try:  # a device this machine cannot use: one line, before any work (errors of the run itself still raise)
+            resolve_device(a.device)
+        except ValueError as exc:
+            p.error(str(exc))
+        res = evaluate(
+            a.evaluate, a.episodes, a.epsilon, a.seed, a.video or None, a.max_steps, a.device, network=a.network
+        )
         print(json.dumps(res, indent=2))
         return 0
     cfg = parse_dataclass_args(
         DQNConfig, argv, description=__doc__.split("\n\n")[0], prog="python -m dreamarcade.baselines dqn"
     )
-    try:
-        result = train(cfg)
-    except (ValueError, TypeError, DreamArcadeError, gym.error.Error) as exc:  # as in the PPO CLI
-        print(f"error: {exc}", file=sys.stderr)
+    try:  # as for the settings parse_dataclass_args checks: a usage error before the run directory is written
+        resolve_device(cfg.device)
+    except ValueError as exc:
+        print(f"python -m dreamarcade.baselines dqn: error: {exc}", file=sys.stderr)
         return 2
+    result = train(cfg)
     print(json.dumps(result, indent=2))
     return 0
