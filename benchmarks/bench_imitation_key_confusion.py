@@ -45,11 +45,11 @@ def replay(actions: list[int], asset_dir: str | None) -> tuple[np.ndarray, np.nd
 
 def key_confusion(trajectories: list[list[int]], demo: int, asset_dir: str | None) -> dict[str, object]:
     """The post-key checkpoints of the demo, and per trajectory the best similarity to them before and with the key."""
-    _, keyed, matched = replay(trajectories[demo], asset_dir)
+    replays = [replay(acts, asset_dir) for acts in trajectories]  # the demo's among them: each is replayed once
+    _, keyed, matched = replays[demo]
     after_key = sorted({m for m, k in zip(matched, keyed) if m >= 0 and k})
     before, with_key = [], []
-    for acts in trajectories:
-        sims, k, _ = replay(acts, asset_dir)
+    for sims, k, _ in replays:
         before.append(sims[~k][:, after_key].max(axis=0).tolist() if (~k).any() else None)
         with_key.append(sims[k][:, after_key].max(axis=0).tolist() if k.any() else None)
     return {"after_key": after_key, "before": before, "with_key": with_key}
