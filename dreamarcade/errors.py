@@ -6,7 +6,9 @@ Every heavy dependency (vizdoom, stable-retro, box2d, av, ray, ale-py) is import
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from collections.abc import Iterator
 from types import ModuleType
 
 # module to import -> (extra that provides it, pip requirement shown to the user)
@@ -107,6 +109,41 @@ class VideoError(DreamArcadeError, ValueError):
         ...         print(str(err).split("' ")[1])
         is empty (0 bytes). Re-download or re-record it.
     """
+
+
+_BAD_INPUT = "_dreamarcade_bad_input"
+
+
+@contextlib.contextmanager
+def input_checks(*kinds: type[Exception]) -> Iterator[None]:
+    """Mark the ValueErrors and TypeErrors (and errors of ``kinds``) raised inside as bad input.
+
+    The command-line tools print a marked error, or any :class:`DreamArcadeError`, as one line and exit with
+    status 2; every other error keeps its traceback. Wrap what checks a command's arguments, files and settings,
+    never the work itself: a ValueError from a bug in a training loop must show where it came from. The error
+    keeps its type; only a mark is added (:func:`is_input_error` reads it).
+
+    >>> try:
+    ...     with input_checks():
+    ...         int("ten")  # a setting that is not a number
+    ... except ValueError as err:
+    ...     print(is_input_error(err), is_input_error(ValueError("raised by a training loop")))
+    True False
+    """
+    try:
+        yield
+    except (ValueError, TypeError, *kinds) as exc:
+        setattr(exc, _BAD_INPUT, True)
+        raise
+
+
+def is_input_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is bad input (a :class:`DreamArcadeError`, or raised inside :func:`input_checks`), not a bug.
+
+    >>> is_input_error(CheckpointError("no checkpoint")), is_input_error(ValueError("a bug"))
+    (True, False)
+    """
+    return isinstance(exc, DreamArcadeError) or bool(getattr(exc, _BAD_INPUT, False))
 
 
 def extra_for(module: str) -> str:

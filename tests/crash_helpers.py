@@ -10,15 +10,16 @@ import gymnasium as gym
 class CrashAtStep(gym.Wrapper):
     """A real env whose process "dies" (an exception) at the ``at``-th step it is ever given.
 
-    It stands for a kill between two checkpoints: steps ``1 .. at - 1`` run normally, step ``at`` raises.
+    It stands for a kill between two checkpoints: steps ``1 .. at - 1`` run normally, step ``at`` raises
+    ``error`` (a ValueError stands for a bug in the middle of a run, which a CLI must not print as bad input).
     """
 
-    def __init__(self, env: gym.Env, at: int) -> None:
+    def __init__(self, env: gym.Env, at: int, error: type[Exception] = RuntimeError) -> None:
         super().__init__(env)
-        self.at, self.steps_ever = at, 0
+        self.at, self.steps_ever, self.error = at, 0, error
 
     def step(self, action: Any) -> Any:
         self.steps_ever += 1
         if self.steps_ever == self.at:
-            raise RuntimeError("killed")
+            raise self.error("killed")
         return self.env.step(action)

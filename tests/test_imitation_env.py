@@ -159,6 +159,22 @@ def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
         assert not (tmp_path / "bad").exists()
 
 
+def test_agent_cli_keeps_the_traceback_of_an_error_raised_while_training(tmp_path, monkeypatch, capsys):
+    """Only the checks of the flags, the run directory and the envs are printed as one line (exit 2)."""
+    from dreamarcade.baselines import imitation
+
+    def crash(*args, **kwargs):  # the training loop itself (train_ppo is tested on its own) fails with a bug
+        raise ValueError("a bug in the middle of a run")
+
+    monkeypatch.setattr(imitation, "train_ppo", crash)
+    argv = ["train", "--run-dir", str(tmp_path / "run"), "--num-envs", "1", "--total-timesteps", "8"]
+    with pytest.raises(ValueError, match="a bug in the middle of a run"):
+        imitation.main(argv)
+    assert (tmp_path / "run" / "imitation_config.json").is_file()  # the checks had passed
+    assert imitation.main(["eval", str(tmp_path / "run")]) == 2  # no checkpoint yet: bad input, one line
+    assert capsys.readouterr().err.startswith("error: No complete checkpoint in")
+
+
 def test_agent_train_never_replaces_the_settings_of_another_run(tmp_path):
     import dataclasses
 

@@ -220,6 +220,36 @@ def test_cli_help_and_bad_env(capsys, tmp_path):
     assert "error: PPO here supports Discrete action spaces, got Box(" in capsys.readouterr().err
 
 
+def test_cli_keeps_the_traceback_of_an_error_raised_while_training(tmp_path, capsys):
+    """Bad input is one line and exit 2; a ValueError from the middle of a run is not bad input: it propagates with
+    its traceback (the CLI used to catch every ValueError of the whole run and print it as a usage error)."""
+    gym.register("CartPoleValueErrorAt40-v0", entry_point=lambda: CrashAtStep(gym.make("CartPole-v1"), 40, ValueError))
+    try:
+        argv = ["train", "--env-id", "CartPoleValueErrorAt40-v0", "--total-timesteps", "64", "--num-envs", "1",
+                "--num-minibatches", "1", "--vector-mode", "sync", "--checkpoint-every-updates", "1"]  # fmt: skip
+        with pytest.raises(ValueError, match="killed"):
+            main([*argv, "--run-dir", str(tmp_path / "a"), "--num-steps", "16"])
+        assert (tmp_path / "a" / "checkpoint").is_dir()  # it failed in the training loop, after updates were saved
+        capsys.readouterr()
+        assert main([*argv, "--run-dir", str(tmp_path / "b"), "--num-steps", "0"]) == 2  # bad input: one line
+        assert capsys.readouterr().err.startswith("error: num_envs and num_steps must be >= 1")
+    finally:
+        del gym.registry["CartPoleValueErrorAt40-v0"]
+
+
+def test_input_checks_mark_errors_of_the_checks_only():
+    from dreamarcade.errors import input_checks, is_input_error
+
+    for error in (ValueError, TypeError, OSError):
+        with pytest.raises(error) as caught, input_checks(OSError):
+            raise error("bad")
+        assert is_input_error(caught.value), error
+    with pytest.raises(RuntimeError) as caught, input_checks():  # not a kind the checks raise: left unmarked
+        raise RuntimeError("a crash")
+    assert not is_input_error(caught.value)
+    assert not is_input_error(ValueError("raised outside any check")) and is_input_error(CheckpointError("x"))
+
+
 def test_eval_csv_keeps_columns_by_name_and_the_train_cli_evaluates(tmp_path, capsys):
     def capped(n):
         return lambda: gym.wrappers.RecordEpisodeStatistics(gym.make("CartPole-v1", max_episode_steps=n))

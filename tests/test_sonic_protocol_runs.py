@@ -112,6 +112,21 @@ def test_a_protocol_dir_refuses_another_label_checkpoint_or_budget(tmp_path, mon
         ppo_sonic.report_table([tmp_path])
 
 
+def test_protocol_and_table_clis_print_a_refused_run_dir_as_one_line(tmp_path, monkeypatch, capsys):
+    from dreamarcade.baselines.ppo import main
+
+    _sigterm_during_the_level(monkeypatch, at=40)
+    _protocol(tmp_path)  # stopped during the first level: scores.json records this run's settings
+    capsys.readouterr()
+    argv = ["protocol", "--levels", "Airstriker-Genesis:Level1", "--scenario", "scenario", "--max-episode-steps", "25"]
+    assert main([*argv, "--run-dir", str(tmp_path), "--timesteps-per-level", "256"]) == 2  # another budget
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'scores.json'} was written by a protocol run")
+    assert main(["table", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path} has no finished level yet")
+    assert main(["table", str(tmp_path / "no_such_run")]) == 2  # the file it reads is missing: one line too
+    assert capsys.readouterr().err.startswith("error: [Errno 2] No such file or directory")
+
+
 def test_jerk_resume_drops_episodes_after_its_saved_state_and_a_fresh_run_refuses_an_old_dir(tmp_path):
     # Raw contest env (12 buttons); 30-step episodes: Airstriker's ship does not die within 30 steps.
     env = make_contest_env(*AIR, scenario="scenario", max_episode_steps=30)

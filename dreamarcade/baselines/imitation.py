@@ -49,7 +49,7 @@ import torch
 from dreamarcade.baselines.common import check_run_dir_free
 from dreamarcade.baselines.ppo import PPOConfig, load_agent, obs_to_tensor, train_ppo
 from dreamarcade.checkpoint import atomic_write_text
-from dreamarcade.errors import DreamArcadeError
+from dreamarcade.errors import DreamArcadeError, input_checks, is_input_error
 from dreamarcade.precision import flush_denormals
 
 __all__ = [
@@ -349,14 +349,15 @@ def evaluate(run_dir: str | Path, episodes: int = 20, deterministic: bool = Fals
     """Play ``episodes`` episodes with the trained policy: game scores, the rate of episodes that collected the key
     (score >= 100), opened a door (>= 400) and left the first room (visited 2 or more rooms). ``seed`` seeds the
     envs and the action sampling, so a rerun plays the same episodes."""
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}.")
-    run_dir = Path(run_dir)
-    cfg = _load_config(run_dir)
-    cfg.num_envs = min(cfg.num_envs, episodes)
-    torch.manual_seed(seed)  # the policy's action sampling: the same seed plays the same episodes
-    envs = make_envs(cfg)
-    agent, _, _ = load_agent(run_dir / "checkpoint")
+    with input_checks():  # the request and the run directory; not the episodes
+        if episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {episodes}.")
+        run_dir = Path(run_dir)
+        cfg = _load_config(run_dir)
+        cfg.num_envs = min(cfg.num_envs, episodes)
+        torch.manual_seed(seed)  # the policy's action sampling: the same seed plays the same episodes
+        envs = make_envs(cfg)
+        agent, _, _ = load_agent(run_dir / "checkpoint")
     agent.eval()
 
     def act(obs: Any) -> np.ndarray:
@@ -399,29 +400,31 @@ def _load_config(run_dir: Path) -> ImitationConfig:
 
 def train(cfg: ImitationConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Any:
     """Train PPO with the chosen reward; logs, checkpoints and a learning curve go to ``run_dir``."""
-    run_dir = Path(run_dir)
-    if not resume:
-        check_run_dir_free(run_dir)  # before imitation_config.json is written: never replace another run's
-    elif (run_dir / "imitation_config.json").is_file():
-        saved = _load_config(run_dir)  # evaluate() rebuilds the envs from it: the reward must stay what was trained
-        changed = {
-            f.name: (getattr(saved, f.name), getattr(cfg, f.name))
-            for f in dataclasses.fields(ImitationConfig)
-            if f.name not in ("ppo", "num_envs") and getattr(saved, f.name) != getattr(cfg, f.name)
-        }
-        if saved.ppo.seed != cfg.ppo.seed:  # a resumed run goes on with its checkpoint's random streams
-            changed["seed"] = (saved.ppo.seed, cfg.ppo.seed)
-        if changed:
-            diff = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            raise DreamArcadeError(
-                f"--resume of '{run_dir}' with other env, reward or seed settings than it was trained with ({diff}). "
-                "Resume with the run's settings (see its imitation_config.json), or train into a new run directory."
-            )
-    ppo = dataclasses.replace(cfg.ppo, num_envs=cfg.num_envs)
-    ppo.validate()  # before anything is written: --num-envs 0 left a config behind and crashed in the vector env
-    envs = make_envs(cfg)  # refuses bad env settings (--max-episode-steps 0) before the run directory is touched
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _save_config(run_dir, cfg)
+    with input_checks():  # the settings, the run directory and the envs; not the training itself
+        run_dir = Path(run_dir)
+        if not resume:
+            check_run_dir_free(run_dir)  # before imitation_config.json is written: never replace another run's
+        elif (run_dir / "imitation_config.json").is_file():
+            saved = _load_config(run_dir)  # evaluate() rebuilds the envs from it: the reward must stay what was trained
+            changed = {
+                f.name: (getattr(saved, f.name), getattr(cfg, f.name))
+                for f in dataclasses.fields(ImitationConfig)
+                if f.name not in ("ppo", "num_envs") and getattr(saved, f.name) != getattr(cfg, f.name)
+            }
+            if saved.ppo.seed != cfg.ppo.seed:  # a resumed run goes on with its checkpoint's random streams
+                changed["seed"] = (saved.ppo.seed, cfg.ppo.seed)
+            if changed:
+                diff = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+                raise DreamArcadeError(
+                    f"--resume of '{run_dir}' with other env, reward or seed settings than it was trained with "
+                    f"({diff}). Resume with the run's settings (see its imitation_config.json), or train into a new "
+                    "run directory."
+                )
+        ppo = dataclasses.replace(cfg.ppo, num_envs=cfg.num_envs)
+        ppo.validate()  # before anything is written: --num-envs 0 left a config behind and crashed in the vector env
+        envs = make_envs(cfg)  # refuses bad env settings (--max-episode-steps 0) before the run directory is touched
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _save_config(run_dir, cfg)
     return train_ppo(envs, ppo, run_dir, resume=resume, progress=progress)
 
 
@@ -544,33 +547,34 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     try:
         if args.command == "train":
-            ppo = dataclasses.replace(
-                _atari_ppo(),
-                total_timesteps=args.total_timesteps,
-                num_steps=args.num_steps,
-                learning_rate=args.learning_rate,
-                ent_coef=args.ent_coef,
-                seed=args.seed,
-                device=args.device,
-                num_envs=args.num_envs,
-            )
-            cfg = ImitationConfig(
-                reward=args.reward,
-                threshold=args.threshold,
-                distinct_margin=args.distinct_margin,
-                embed_every=args.embed_every,
-                observe_similarity=not args.no_observe_similarity,
-                max_episode_steps=args.max_episode_steps,
-                life_loss_terminal=args.life_loss_terminal,
-                num_envs=args.num_envs,
-                asset_dir=args.asset_dir,
-                ppo=ppo,
-            )
-            run_dir = args.run_dir or f"runs/imitation/agent_{args.reward}"
-            if args.resume and (Path(run_dir) / "imitation_config.json").is_file():
-                # the flags not written out keep the run's own settings (not the defaults): a resume that does
-                # not repeat --seed or --learning-rate continues the run it resumes
-                cfg = _resumed_config(_load_config(Path(run_dir)), args, _given(parser.train_parser, argv))
+            with input_checks():  # the flags and, on --resume, the run's saved settings
+                ppo = dataclasses.replace(
+                    _atari_ppo(),
+                    total_timesteps=args.total_timesteps,
+                    num_steps=args.num_steps,
+                    learning_rate=args.learning_rate,
+                    ent_coef=args.ent_coef,
+                    seed=args.seed,
+                    device=args.device,
+                    num_envs=args.num_envs,
+                )
+                cfg = ImitationConfig(
+                    reward=args.reward,
+                    threshold=args.threshold,
+                    distinct_margin=args.distinct_margin,
+                    embed_every=args.embed_every,
+                    observe_similarity=not args.no_observe_similarity,
+                    max_episode_steps=args.max_episode_steps,
+                    life_loss_terminal=args.life_loss_terminal,
+                    num_envs=args.num_envs,
+                    asset_dir=args.asset_dir,
+                    ppo=ppo,
+                )
+                run_dir = args.run_dir or f"runs/imitation/agent_{args.reward}"
+                if args.resume and (Path(run_dir) / "imitation_config.json").is_file():
+                    # the flags not written out keep the run's own settings (not the defaults): a resume that does
+                    # not repeat --seed or --learning-rate continues the run it resumes
+                    cfg = _resumed_config(_load_config(Path(run_dir)), args, _given(parser.train_parser, argv))
             r = train(cfg, run_dir, resume=args.resume)
             print(json.dumps({"run_dir": str(run_dir), "global_step": r.global_step, "sps": r.steps_per_second}))
         else:
@@ -579,7 +583,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 atomic_write_text(args.json, json.dumps(out, indent=2))
         return 0
-    except (ValueError, DreamArcadeError) as exc:
+    except Exception as exc:
+        if not is_input_error(exc):  # not bad input (a bug, a crash mid-run): keep the traceback
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

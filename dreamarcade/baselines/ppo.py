@@ -77,7 +77,7 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
-from dreamarcade.errors import CheckpointError, DreamArcadeError
+from dreamarcade.errors import CheckpointError, input_checks, is_input_error
 from dreamarcade.precision import flush_denormals
 
 CHECKPOINT_KIND = "ppo"
@@ -643,55 +643,58 @@ def train_ppo(
         eval_env_fns: named env factories evaluated every ``config.eval_every_steps`` (e.g. the Sonic test levels
             during joint training, to see overfitting); scores go to ``eval.csv`` as ``eval/<name>``.
     """
-    # Validate against the number of envs actually given (it replaces config.num_envs), before starting any.
-    if not isinstance(envs, gym.vector.VectorEnv):
-        envs = list(envs)
-    n_given = envs.num_envs if isinstance(envs, gym.vector.VectorEnv) else len(envs)
-    if n_given:  # an empty list gets make_vector_env's message
-        config = dataclasses.replace(config, num_envs=n_given)
-    config.validate()
-    flush_denormals()
-    torch.set_num_threads(config.torch_threads)
-    run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoint"
-    if not resume:
-        check_run_dir_free(run_dir)
-    device = resolve_device(config.device)
-    seed_everything(config.seed)
-    # evaluation runs its envs in forked workers, which inherit this process's emulators: stable-retro refuses a
-    # second emulator in a process that holds one, so with evaluation the actors stay out of this process too
-    mode = "async" if eval_env_fns and config.vector_mode == "auto" else config.vector_mode
-    envs = make_vector_env(envs, mode)
-    run_dir.mkdir(parents=True, exist_ok=True)  # only once the envs exist: a bad env id leaves no empty run dir
-    obs_space, act_space = envs.single_observation_space, envs.single_action_space
+    # Everything up to the first step checks the caller's envs, settings and checkpoints: errors raised here are
+    # bad input (the CLIs print them as one line); an error from the training loop below keeps its traceback.
+    with input_checks(gym.error.Error):
+        # Validate against the number of envs actually given (it replaces config.num_envs), before starting any.
+        if not isinstance(envs, gym.vector.VectorEnv):
+            envs = list(envs)
+        n_given = envs.num_envs if isinstance(envs, gym.vector.VectorEnv) else len(envs)
+        if n_given:  # an empty list gets make_vector_env's message
+            config = dataclasses.replace(config, num_envs=n_given)
+        config.validate()
+        flush_denormals()
+        torch.set_num_threads(config.torch_threads)
+        run_dir = Path(run_dir)
+        ckpt_dir = run_dir / "checkpoint"
+        if not resume:
+            check_run_dir_free(run_dir)
+        device = resolve_device(config.device)
+        seed_everything(config.seed)
+        # evaluation runs its envs in forked workers, which inherit this process's emulators: stable-retro refuses a
+        # second emulator in a process that holds one, so with evaluation the actors stay out of this process too
+        mode = "async" if eval_env_fns and config.vector_mode == "auto" else config.vector_mode
+        envs = make_vector_env(envs, mode)
+        run_dir.mkdir(parents=True, exist_ok=True)  # only once the envs exist: a bad env id leaves no empty run dir
+        obs_space, act_space = envs.single_observation_space, envs.single_action_space
 
-    agent = build_agent(obs_space, act_space, config).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
-    global_step = 0
-    if resume and checkpoint_exists(ckpt_dir):
-        loaded, ck_cfg, tensors = load_agent(ckpt_dir, device)
-        check_agent_fits(loaded, obs_space, act_space, str(ckpt_dir))
-        check_same_network(loaded, agent, str(ckpt_dir))
-        agent.load_state_dict(loaded.state_dict())
-        optimizer.load_state_dict(unpack_state(ck_cfg["optimizer"], tensors))
-        for group in optimizer.param_groups:  # the loaded state carries the old rate; this run's config sets it
-            group["lr"] = config.learning_rate  # (annealing, when on, rescales it from here at every update)
-        rng = unpack_state(ck_cfg["rng"], tensors)
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(("MT19937", rng["numpy_key"].astype(np.uint32), rng["numpy_pos"], 0, 0.0))
-        global_step = int(ck_cfg["global_step"])
-        print(f"resumed from {ckpt_dir} at step {global_step}", file=sys.stderr)
-    elif init_checkpoint is not None:
-        loaded, _, _ = load_agent(init_checkpoint, device)
-        check_agent_fits(loaded, obs_space, act_space, str(init_checkpoint))
-        check_same_network(loaded, agent, str(init_checkpoint))
-        agent.load_state_dict(loaded.state_dict())
-    if resume:  # the steps after the checkpoint are played again: drop what was logged of them (or all, from 0)
-        for name in ("episodes.csv", "metrics.csv"):
-            drop_rows_after(run_dir / name, global_step)
-        # the evaluation at step 0 runs again on a start from 0; a later one is logged before its checkpoint
-        drop_rows_after(run_dir / "eval.csv", global_step if global_step > 0 else -1)
-    save_hyperparameters(run_dir, config)
+        agent = build_agent(obs_space, act_space, config).to(device)
+        optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
+        global_step = 0
+        if resume and checkpoint_exists(ckpt_dir):
+            loaded, ck_cfg, tensors = load_agent(ckpt_dir, device)
+            check_agent_fits(loaded, obs_space, act_space, str(ckpt_dir))
+            check_same_network(loaded, agent, str(ckpt_dir))
+            agent.load_state_dict(loaded.state_dict())
+            optimizer.load_state_dict(unpack_state(ck_cfg["optimizer"], tensors))
+            for group in optimizer.param_groups:  # the loaded state carries the old rate; this run's config sets it
+                group["lr"] = config.learning_rate  # (annealing, when on, rescales it from here at every update)
+            rng = unpack_state(ck_cfg["rng"], tensors)
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state(("MT19937", rng["numpy_key"].astype(np.uint32), rng["numpy_pos"], 0, 0.0))
+            global_step = int(ck_cfg["global_step"])
+            print(f"resumed from {ckpt_dir} at step {global_step}", file=sys.stderr)
+        elif init_checkpoint is not None:
+            loaded, _, _ = load_agent(init_checkpoint, device)
+            check_agent_fits(loaded, obs_space, act_space, str(init_checkpoint))
+            check_same_network(loaded, agent, str(init_checkpoint))
+            agent.load_state_dict(loaded.state_dict())
+        if resume:  # the steps after the checkpoint are played again: drop what was logged of them (or all, from 0)
+            for name in ("episodes.csv", "metrics.csv"):
+                drop_rows_after(run_dir / name, global_step)
+            # the evaluation at step 0 runs again on a start from 0; a later one is logged before its checkpoint
+            drop_rows_after(run_dir / "eval.csv", global_step if global_step > 0 else -1)
+        save_hyperparameters(run_dir, config)
 
     # Rollout storage: (num_steps, num_envs, ...), time-major so recurrent minibatches keep sequences whole.
     T, N = config.num_steps, config.num_envs
@@ -1052,7 +1055,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, DreamArcadeError, gym.error.Error) as exc:
+    except Exception as exc:
+        if not is_input_error(exc):  # not bad input (a bug, a crash mid-run): keep the traceback
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -40,6 +40,7 @@ import numpy as np
 from dreamarcade.baselines.common import plot_learning_curve, read_episodes
 from dreamarcade.baselines.ppo import PPOConfig, PPOResult, add_config_args, config_from_args, train_ppo
 from dreamarcade.checkpoint import atomic_write_text
+from dreamarcade.errors import input_checks
 
 # "Gotta Learn Fast" Table (mean score over the 11 test levels, 1M steps each); provenance: README, meta-RL section.
 REPORT_SCORES: dict[str, float] = {
@@ -92,9 +93,10 @@ def _check_levels(levels: Sequence[Any]) -> None:
     """Fail in the main process, with a clear message, before starting any worker."""
     from dreamarcade.envs.sonic import check_level, check_roms
 
-    for game, state in levels:
-        check_level(game, state)
-    check_roms(g for g, _ in levels)  # one error naming every missing ROM
+    with input_checks():
+        for game, state in levels:
+            check_level(game, state)
+        check_roms(g for g, _ in levels)  # one error naming every missing ROM
 
 
 def joint_train(
@@ -182,16 +184,17 @@ def sonic_protocol(
         "reward_scale": reward_scale,
         "max_episode_steps": max_episode_steps,
     }
-    summary: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
-    for key, value in this_run.items():
-        stored = summary.get(key, value)
-        same = _same_path(stored, value) if key == "init_checkpoint" else stored == value
-        if not same:
-            raise ValueError(
-                f"{out} was written by a protocol run with {key}={stored!r}, but this call has {key}={value!r}; "
-                f"its scores and level checkpoints belong to that run. Use another --run-dir for this one (or the "
-                f"same {key} to continue that run)."
-            )
+    with input_checks():
+        summary: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+        for key, value in this_run.items():
+            stored = summary.get(key, value)
+            same = _same_path(stored, value) if key == "init_checkpoint" else stored == value
+            if not same:
+                raise ValueError(
+                    f"{out} was written by a protocol run with {key}={stored!r}, but this call has {key}={value!r}; "
+                    f"its scores and level checkpoints belong to that run. Use another --run-dir for this one (or "
+                    f"the same {key} to continue that run)."
+                )
     summary.update(this_run)
     scores = summary.setdefault("scores", {})
     # Written before any level trains, so a level directory left by a stopped run is always tied to its settings.
@@ -253,7 +256,8 @@ def report_table(protocol_dirs: Sequence[str | os.PathLike[str]]) -> str:
 def _levels_arg(spec: str) -> list[tuple[str, str]]:
     from dreamarcade.envs.sonic import parse_levels
 
-    return [tuple(lv) for lv in parse_levels(spec)]
+    with input_checks():
+        return [tuple(lv) for lv in parse_levels(spec)]
 
 
 def _env_args(p: argparse.ArgumentParser) -> None:
@@ -312,7 +316,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    table = report_table(args.runs)
+    with input_checks(OSError):  # it only reads the runs' scores.json files
+        table = report_table(args.runs)
     if args.out:
         atomic_write_text(args.out, table + "\n")
     print(table)
