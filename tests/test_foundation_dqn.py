@@ -496,6 +496,28 @@ def test_dqn_config_refuses_zero_or_negative_intervals(tmp_path, capsys) -> None
         with pytest.raises(SystemExit) as exc:
             main(["--evaluate", str(tmp_path / "cli"), "--device", "cuda"])
         assert exc.value.code == 2 and "no CUDA GPU is visible" in capsys.readouterr().err
+    # an unknown env id: one line too, and no empty run directory left behind
+    assert main(["--env-id", "CartPolee-v1", "--run-dir", str(tmp_path / "cli")]) == 2
+    assert "error: Unknown env id 'CartPolee-v1'. Did you mean ['CartPole-v1'" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()
+
+
+def test_dqn_cli_keeps_the_traceback_of_an_error_raised_while_training(tmp_path) -> None:
+    """A ValueError from the middle of a run is a bug, not bad input: the CLI lets it through with its traceback."""
+    from crash_helpers import CrashAtStep
+
+    from dreamarcade.baselines.dqn import main
+
+    gym.register(
+        "CartPoleValueErrorAt150-v0", entry_point=lambda: CrashAtStep(gym.make("CartPole-v1"), 150, ValueError)
+    )
+    try:
+        argv = ["--env-id", "CartPoleValueErrorAt150-v0", "--total-timesteps", "300", "--learning-starts", "100",
+                "--video-episodes", "0", "--no-tensorboard", "--no-progress", "--run-dir", str(tmp_path)]  # fmt: skip
+        with pytest.raises(ValueError, match="killed"):
+            main(argv)
+    finally:
+        del gym.registry["CartPoleValueErrorAt150-v0"]
 
 
 def test_dqn_rejects_continuous_actions(tmp_path) -> None:

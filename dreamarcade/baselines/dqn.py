@@ -64,7 +64,7 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
-from dreamarcade.errors import CheckpointError
+from dreamarcade.errors import CheckpointError, input_checks, is_input_error
 from dreamarcade.precision import autocast, check_precision, flush_denormals, validate_precision
 
 _h = help_field  # a field with its --help text; short, for the table below
@@ -389,54 +389,55 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
         flush_denormals()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    check_precision(cfg.precision, device)
-    learn_q = learner_forward(cfg.precision)
-    run_dir = Path(cfg.run_dir)
-    ckpt_dir = run_dir / "checkpoint"
-    if not cfg.resume:  # a checkpoint, or the logs of a run killed before its first one: never mix two runs
-        check_run_dir_free(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with input_checks(gym.error.Error):  # settings, env, run directory, checkpoint; not the training
+        seed_everything(cfg.seed)
+        device = resolve_device(cfg.device)
+        check_precision(cfg.precision, device)
+        learn_q = learner_forward(cfg.precision)
+        run_dir = Path(cfg.run_dir)
+        ckpt_dir = run_dir / "checkpoint"
+        if not cfg.resume:  # a checkpoint, or the logs of a run killed before its first one: never mix two runs
+            check_run_dir_free(run_dir)
 
-    envs = make_envs(cfg)
-    obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
-    pixels = is_pixel_space(obs_space)
-    q_network = make_q_network(obs_space, n_actions).to(device)
-    target_network = make_q_network(obs_space, n_actions).to(device)
-    target_network.load_state_dict(q_network.state_dict())
-    # The fused Adam kernel is about 1.3x faster per update than the default per-tensor loop on CPU.
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=cfg.learning_rate, fused=True)
-    meta = {"env_id": cfg.env_id, "obs_shape": list(obs_space.shape), "n_actions": n_actions, "pixels": pixels}
+        envs = make_envs(cfg)
+        run_dir.mkdir(parents=True, exist_ok=True)  # only once the envs exist: a bad env id leaves no empty run dir
+        obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
+        pixels = is_pixel_space(obs_space)
+        q_network = make_q_network(obs_space, n_actions).to(device)
+        target_network = make_q_network(obs_space, n_actions).to(device)
+        target_network.load_state_dict(q_network.state_dict())
+        # The fused Adam kernel is about 1.3x faster per update than the default per-tensor loop on CPU.
+        optimizer = torch.optim.Adam(q_network.parameters(), lr=cfg.learning_rate, fused=True)
+        meta = {"env_id": cfg.env_id, "obs_shape": list(obs_space.shape), "n_actions": n_actions, "pixels": pixels}
 
-    start_step, episodes_done = 0, 0
-    if cfg.resume:
-        if not checkpoint_exists(ckpt_dir):
-            raise CheckpointError(f"--resume: no checkpoint in {ckpt_dir}; start without --resume.")
-        tensors, ck = load_checkpoint(ckpt_dir, kind="dqn", map_location=device)
-        if ck.get("env_id", cfg.env_id) != cfg.env_id:
-            raise CheckpointError(
-                f"Checkpoint in {ckpt_dir} was trained on {ck['env_id']}, not {cfg.env_id}. "
-                f"Resume with --env-id {ck['env_id']}, or start a new --run-dir for {cfg.env_id}."
-            )
-        if ck["obs_shape"] != meta["obs_shape"] or ck["n_actions"] != n_actions:
-            raise CheckpointError(
-                f"Checkpoint in {ckpt_dir} was trained on observations {ck['obs_shape']} "
-                f"with {ck['n_actions']} actions, "
-                f"but {cfg.env_id} has {meta['obs_shape']} and {n_actions}. Use the same --env-id."
-            )
-        q_network.load_state_dict(strip_prefix(tensors, "q"))
-        target_network.load_state_dict(strip_prefix(tensors, "target"))
-        optimizer.load_state_dict(unpack_state(ck["optimizer"], tensors))
-        for group in optimizer.param_groups:  # the saved state carries the old rate; this run's flag wins
-            group["lr"] = cfg.learning_rate
-        _note_changed_hyperparameters(ck.get("hyperparameters", {}), cfg)
-        rng = unpack_state(ck["rng"], tensors)
-        torch.set_rng_state(rng["torch"].cpu())  # loaded onto the training device with the rest
-        start_step, episodes_done = int(ck["global_step"]), int(ck["episodes"])
-        for log in ("episodes.csv", "metrics.csv"):  # rows of a crash after the checkpoint: those steps replay
-            drop_rows_after(run_dir / log, start_step)
-    save_hyperparameters(run_dir, cfg)  # after the resume checks: a refused --resume leaves the run's file alone
+        start_step, episodes_done = 0, 0
+        if cfg.resume:
+            if not checkpoint_exists(ckpt_dir):
+                raise CheckpointError(f"--resume: no checkpoint in {ckpt_dir}; start without --resume.")
+            tensors, ck = load_checkpoint(ckpt_dir, kind="dqn", map_location=device)
+            if ck.get("env_id", cfg.env_id) != cfg.env_id:
+                raise CheckpointError(
+                    f"Checkpoint in {ckpt_dir} was trained on {ck['env_id']}, not {cfg.env_id}. "
+                    f"Resume with --env-id {ck['env_id']}, or start a new --run-dir for {cfg.env_id}."
+                )
+            if ck["obs_shape"] != meta["obs_shape"] or ck["n_actions"] != n_actions:
+                raise CheckpointError(
+                    f"Checkpoint in {ckpt_dir} was trained on observations {ck['obs_shape']} "
+                    f"with {ck['n_actions']} actions, "
+                    f"but {cfg.env_id} has {meta['obs_shape']} and {n_actions}. Use the same --env-id."
+                )
+            q_network.load_state_dict(strip_prefix(tensors, "q"))
+            target_network.load_state_dict(strip_prefix(tensors, "target"))
+            optimizer.load_state_dict(unpack_state(ck["optimizer"], tensors))
+            for group in optimizer.param_groups:  # the saved state carries the old rate; this run's flag wins
+                group["lr"] = cfg.learning_rate
+            _note_changed_hyperparameters(ck.get("hyperparameters", {}), cfg)
+            rng = unpack_state(ck["rng"], tensors)
+            torch.set_rng_state(rng["torch"].cpu())  # loaded onto the training device with the rest
+            start_step, episodes_done = int(ck["global_step"]), int(ck["episodes"])
+            for log in ("episodes.csv", "metrics.csv"):  # rows of a crash after the checkpoint: those steps replay
+                drop_rows_after(run_dir / log, start_step)
+        save_hyperparameters(run_dir, cfg)  # after the resume checks: a refused --resume leaves the run's file alone
 
     k = frame_stack_of(envs.envs[0]) if pixels else 1
     rb = ReplayBuffer(
@@ -617,20 +618,21 @@ def evaluate(
     """
     import dreamarcade  # noqa: F401
 
-    device = str(resolve_device(device))
-    q, config = load_q_network(checkpoint, device, network)
-    if env_id is None and env_kwargs is None:  # the training env, with the kwargs it was made with
-        env_kwargs = json.loads(config.get("hyperparameters", {}).get("env_kwargs") or "{}")
-    env_id = env_id or config["env_id"]
-    make_kwargs = dict(env_kwargs or {})
-    if video_path is not None:
-        make_kwargs["render_mode"] = "rgb_array"
-    env = gym.make(env_id, **make_kwargs)
-    if list(env.observation_space.shape) != config["obs_shape"] or env.action_space.n != config["n_actions"]:
-        raise CheckpointError(
-            f"Checkpoint '{checkpoint}' expects observations {config['obs_shape']} and {config['n_actions']} actions; "
-            f"{env_id} has {list(env.observation_space.shape)} and {env.action_space.n}."
-        )
+    with input_checks(gym.error.Error):  # the request, the checkpoint and its env; not the episodes
+        device = str(resolve_device(device))
+        q, config = load_q_network(checkpoint, device, network)
+        if env_id is None and env_kwargs is None:  # the training env, with the kwargs it was made with
+            env_kwargs = json.loads(config.get("hyperparameters", {}).get("env_kwargs") or "{}")
+        env_id = env_id or config["env_id"]
+        make_kwargs = dict(env_kwargs or {})
+        if video_path is not None:
+            make_kwargs["render_mode"] = "rgb_array"
+        env = gym.make(env_id, **make_kwargs)
+        if list(env.observation_space.shape) != config["obs_shape"] or env.action_space.n != config["n_actions"]:
+            raise CheckpointError(
+                f"Checkpoint '{checkpoint}' expects observations {config['obs_shape']} and {config['n_actions']} "
+                f"actions; {env_id} has {list(env.observation_space.shape)} and {env.action_space.n}."
+            )
     rng = np.random.default_rng(seed)
     frames: list[np.ndarray] = []
     returns: list[float] = []
@@ -701,23 +703,26 @@ def main(argv: list[str] | None = None) -> int:
             "--network", choices=("online", "target"), default="online", help="which of the checkpoint's Q-networks"
         )
         a = p.parse_args(argv)
-        try:  # a device this machine cannot use: one line, before any work (errors of the run itself still raise)
-            resolve_device(a.device)
-        except ValueError as exc:
-            p.error(str(exc))
-        res = evaluate(
-            a.evaluate, a.episodes, a.epsilon, a.seed, a.video or None, a.max_steps, a.device, network=a.network
-        )
+        try:
+            res = evaluate(
+                a.evaluate, a.episodes, a.epsilon, a.seed, a.video or None, a.max_steps, a.device, network=a.network
+            )
+        except Exception as exc:
+            if not is_input_error(exc):  # not bad input (a bug, a crash mid-run): keep the traceback
+                raise
+            p.error(str(exc))  # a device, checkpoint or env this machine cannot use: one line, before any episode
         print(json.dumps(res, indent=2))
         return 0
     cfg = parse_dataclass_args(
         DQNConfig, argv, description=__doc__.split("\n\n")[0], prog="python -m dreamarcade.baselines dqn"
     )
-    try:  # as for the settings parse_dataclass_args checks: a usage error before the run directory is written
-        resolve_device(cfg.device)
-    except ValueError as exc:
+    try:
+        result = train(cfg)
+    except Exception as exc:
+        if not is_input_error(exc):  # not bad input (a bug, a crash mid-run): keep the traceback
+            raise
+        # as for the settings parse_dataclass_args checks: a usage error, found before any training step
         print(f"python -m dreamarcade.baselines dqn: error: {exc}", file=sys.stderr)
         return 2
-    result = train(cfg)
     print(json.dumps(result, indent=2))
     return 0
