@@ -407,6 +407,25 @@ def test_evolve_resume_drops_unsaved_generations_and_restarts_for_another_contro
     assert logged() == [1.0, 2.0]
 
 
+def test_cli_prints_bad_input_as_one_line_but_keeps_the_traceback_of_a_bug(tmp_path, monkeypatch, capsys) -> None:
+    """Exit 2 and one line for what the step checks first; an error from the work itself (here the dream's fitness,
+    mid-evolution) keeps its traceback: the CLI used to print every ValueError of a whole step as a usage error."""
+    from dreamarcade.baselines import world_models as W
+
+    assert W.main(["train-vae", "--env", "doom", "--run-dir", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err.startswith("error: No frame shards under")
+    argv = ["--env", "doom", "--run-dir", str(tmp_path / "run"), "--popsize", "4", "--rollouts", "1"]
+    assert W.main(["collect", *argv, "--episodes", "0"]) == 2  # collect()'s own checks count as input too
+    assert "episodes must be positive, got 0" in capsys.readouterr().err
+
+    def bug(*args, **kwargs):
+        raise ValueError("a bug in the middle of a run")
+
+    monkeypatch.setattr(W, "dream_fitness", bug)
+    with pytest.raises(ValueError, match="a bug in the middle of a run"):
+        W.main(["evolve", *argv, "--generations", "1", "--eval-every", "0", "--max-steps", "20"])
+
+
 def test_dream_and_real_caps_can_be_longer_than_the_env_default() -> None:
     from dreamarcade.baselines.world_models import dream_returns
     from dreamarcade.world_models.model import WorldModel

@@ -58,7 +58,7 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
-from dreamarcade.errors import DreamArcadeError
+from dreamarcade.errors import input_checks, is_input_error
 from dreamarcade.precision import autocast, check_precision, flush_denormals
 from dreamarcade.world_models.mdnrnn import ACTION_MAPS
 from dreamarcade.world_models.model import ENV_DEFAULTS, WorldModel
@@ -164,12 +164,13 @@ def step_collect(cfg: WMConfig, out: Path | None = None, policy_dir: str | None 
     from dreamarcade.world_models.collect import collect
 
     run = cfg.resolved_run_dir()
-    if not cfg.frames_dir.startswith("frames") or "/" in cfg.frames_dir:
-        raise ValueError(f"--frames-dir must be a run subdirectory named frames*, got {cfg.frames_dir!r}.")
-    out = out or run / cfg.frames_dir
-    controller_dir = cfg.collect_controller or None
-    if controller_dir is not None and policy_dir is None:
-        policy_dir = str(_world_model_dir(cfg))
+    with input_checks(FileNotFoundError):  # the settings (collect() checks its own)
+        if not cfg.frames_dir.startswith("frames") or "/" in cfg.frames_dir:
+            raise ValueError(f"--frames-dir must be a run subdirectory named frames*, got {cfg.frames_dir!r}.")
+        out = out or run / cfg.frames_dir
+        controller_dir = cfg.collect_controller or None
+        if controller_dir is not None and policy_dir is None:
+            policy_dir = str(_world_model_dir(cfg))
     t0 = time.time()
     summary = collect(
         cfg.env, out, episodes or cfg.episodes, workers=cfg.workers or None, seed=cfg.seed + seed_offset,
@@ -210,20 +211,21 @@ def step_train_vae(cfg: WMConfig) -> Path:
     from dreamarcade.world_models.vae import ConvVAE, frames_to_tensor, vae_loss
 
     run = cfg.resolved_run_dir()
-    dev = resolve_device(cfg.device)
-    z_size = ENV_DEFAULTS[cfg.env]["z_size"]
-    frame_dirs = sorted(p for p in run.glob("frames*") if p.is_dir())
-    paths = [p for d in frame_dirs for p in list_shards(d)]
-    if not paths:
-        raise FileNotFoundError(f"No frame shards under {run}/frames*. Run `world_models collect --env {cfg.env}`.")
-    n_frames = sum(int(read_shard_arrays(p, ["episode_lengths"])["episode_lengths"].sum()) for p in paths)
-    total_steps = max(1, int(math.ceil(cfg.vae_epochs * n_frames / cfg.vae_batch)))
-    check_precision(cfg.precision, dev)
-    vae = ConvVAE(z_size, cfg.kl_tolerance).to(dev)
-    opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
-    ckpt = run / "vae_train"
-    step, prior_s = _resume_train_state(ckpt, "vae_train", vae, opt)
-    drop_rows_after(run / "logs_vae" / "metrics.csv", step)  # rows logged after the checkpoint are replayed
+    with input_checks(FileNotFoundError):  # settings, frames, saved state; not the training
+        dev = resolve_device(cfg.device)
+        z_size = ENV_DEFAULTS[cfg.env]["z_size"]
+        frame_dirs = sorted(p for p in run.glob("frames*") if p.is_dir())
+        paths = [p for d in frame_dirs for p in list_shards(d)]
+        if not paths:
+            raise FileNotFoundError(f"No frame shards under {run}/frames*. Run `world_models collect --env {cfg.env}`.")
+        n_frames = sum(int(read_shard_arrays(p, ["episode_lengths"])["episode_lengths"].sum()) for p in paths)
+        total_steps = max(1, int(math.ceil(cfg.vae_epochs * n_frames / cfg.vae_batch)))
+        check_precision(cfg.precision, dev)
+        vae = ConvVAE(z_size, cfg.kl_tolerance).to(dev)
+        opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
+        ckpt = run / "vae_train"
+        step, prior_s = _resume_train_state(ckpt, "vae_train", vae, opt)
+        drop_rows_after(run / "logs_vae" / "metrics.csv", step)  # rows logged after the checkpoint are replayed
     if step:
         print(f"resuming V training at step {step}/{total_steps}")
     if step < total_steps:  # V is about to change: latents encoded by an earlier V would feed M stale data
@@ -357,44 +359,51 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
     from dreamarcade.world_models.vae import ConvVAE
 
     run = cfg.resolved_run_dir()
-    dev = resolve_device(cfg.device)
-    d = ENV_DEFAULTS[cfg.env]
-    parts = [load_series(p) for p in sorted(run.glob("series*")) if p.is_dir()]
-    if not parts:
-        raise FileNotFoundError(f"No series under {run}/series*. Run `world_models train-vae --env {cfg.env}` first.")
-    series = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    n = len(series["actions"])
-    _check_windows(n, len(series["episode_lengths"]), cfg.rnn_seq_len)
-    steps_per_epoch = max(1, n // (cfg.rnn_seq_len * cfg.rnn_batch))
-    total_steps = max(1, int(math.ceil(cfg.rnn_epochs * max(1, n // cfg.rnn_seq_len) / cfg.rnn_batch)))
-    action_map = cfg.rnn_action_map
-    if warm_start is not None:  # iterative procedure: continue from the previous M on all data
-        previous = MDNRNN.load(warm_start)
-        action_map = previous.action_map  # the continued M keeps reading actions the way it learned to
-    rnn = MDNRNN(d["z_size"], d["action_size"], d["hidden_size"], 5, True, d["predict_done"], d["predict_reward"],
-                 action_map)  # fmt: skip
-    if warm_start is not None:
-        rnn.load_state_dict(previous.state_dict())
-    rnn.to(dev)
-    check_precision(cfg.precision, dev)
-    opt = torch.optim.Adam(rnn.parameters(), lr=cfg.rnn_lr)
-    ckpt = run / f"mdnrnn_train{tag}"
-    logs = run / f"logs_mdnrnn{tag}"  # one log per training state: a tagged M (the iterations) never trims another's
-    vae_sha = _weights_sha256(run / "vae")  # M learns V's latents: its training state belongs to this V only
-    stale = False
-    if checkpoint_exists(ckpt):
-        saved = load_checkpoint(ckpt, kind="mdnrnn_train")[1]
-        saved_map = saved.get("action_map", "none")
-        stale = saved.get("vae_sha256", vae_sha) != vae_sha
-        if stale:  # V trained again since (train-vae re-encoded the series): continuing would mix two latent spaces
-            print(f"V changed since '{ckpt}' was saved: M trains again from step 0 on the new latents")
-        elif saved_map != action_map:
-            raise ValueError(
-                f"'{ckpt}' is an M trained with action map {saved_map!r}, but this run asks for {action_map!r}. "
-                f"Pass --rnn-action-map {saved_map} to continue it, or use a new --run-dir."
+    with input_checks(FileNotFoundError):  # settings, series, saved state; not the training
+        dev = resolve_device(cfg.device)
+        d = ENV_DEFAULTS[cfg.env]
+        parts = [load_series(p) for p in sorted(run.glob("series*")) if p.is_dir()]
+        if not parts:
+            raise FileNotFoundError(
+                f"No series under {run}/series*. Run `world_models train-vae --env {cfg.env}` first."
             )
-    step, prior_s = (0, 0.0) if stale else _resume_train_state(ckpt, "mdnrnn_train", rnn, opt)
-    drop_rows_after(logs / "metrics.csv", step)  # rows logged after the checkpoint (all of them: stale) are replayed
+        series = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        n = len(series["actions"])
+        _check_windows(n, len(series["episode_lengths"]), cfg.rnn_seq_len)
+        steps_per_epoch = max(1, n // (cfg.rnn_seq_len * cfg.rnn_batch))
+        total_steps = max(1, int(math.ceil(cfg.rnn_epochs * max(1, n // cfg.rnn_seq_len) / cfg.rnn_batch)))
+        action_map = cfg.rnn_action_map
+        if warm_start is not None:  # iterative procedure: continue from the previous M on all data
+            previous = MDNRNN.load(warm_start)
+            action_map = previous.action_map  # the continued M keeps reading actions the way it learned to
+        rnn = MDNRNN(d["z_size"], d["action_size"], d["hidden_size"], 5, True, d["predict_done"], d["predict_reward"],
+                     action_map)  # fmt: skip
+        if warm_start is not None:
+            rnn.load_state_dict(previous.state_dict())
+        rnn.to(dev)
+        check_precision(cfg.precision, dev)
+        opt = torch.optim.Adam(rnn.parameters(), lr=cfg.rnn_lr)
+        ckpt = run / f"mdnrnn_train{tag}"
+        logs = (
+            run / f"logs_mdnrnn{tag}"
+        )  # one log per training state: a tagged M (the iterations) never trims another's
+        vae_sha = _weights_sha256(run / "vae")  # M learns V's latents: its training state belongs to this V only
+        stale = False
+        if checkpoint_exists(ckpt):
+            saved = load_checkpoint(ckpt, kind="mdnrnn_train")[1]
+            saved_map = saved.get("action_map", "none")
+            stale = saved.get("vae_sha256", vae_sha) != vae_sha
+            if stale:  # V trained again since (train-vae re-encoded the series): continuing would mix two latent spaces
+                print(f"V changed since '{ckpt}' was saved: M trains again from step 0 on the new latents")
+            elif saved_map != action_map:
+                raise ValueError(
+                    f"'{ckpt}' is an M trained with action map {saved_map!r}, but this run asks for {action_map!r}. "
+                    f"Pass --rnn-action-map {saved_map} to continue it, or use a new --run-dir."
+                )
+        step, prior_s = (0, 0.0) if stale else _resume_train_state(ckpt, "mdnrnn_train", rnn, opt)
+        drop_rows_after(
+            logs / "metrics.csv", step
+        )  # rows logged after the checkpoint (all of them: stale) are replayed
     if step:
         print(f"resuming M training at step {step}/{total_steps}")
 
@@ -544,10 +553,11 @@ def step_calibrate_done(cfg: WMConfig) -> dict[str, float]:
     """Calibrate the run's world model in place (run/world_model); the uncalibrated M stays in run/mdnrnn."""
     run = cfg.resolved_run_dir()
     wm_dir = run / "world_model"
-    wm = WorldModel.load(wm_dir, env=cfg.env)
-    target = calibration_target(cfg)
-    tau = cfg.temperature or wm.temperature
-    _, meta = load_checkpoint(wm_dir / "mdnrnn", kind="mdnrnn")
+    with input_checks(FileNotFoundError):  # the run's model and the target
+        wm = WorldModel.load(wm_dir, env=cfg.env)
+        target = calibration_target(cfg)
+        tau = cfg.temperature or wm.temperature
+        _, meta = load_checkpoint(wm_dir / "mdnrnn", kind="mdnrnn")
     prior = float(meta.get("done_bias_shift", 0.0))
     t0 = time.time()
     shift, length = calibrate_done_shift(wm, target, tau, seed=cfg.seed)
@@ -712,46 +722,47 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
 
     from dreamarcade.errors import require
 
-    cma = require("cma", "evolving controllers with CMA-ES")  # a core dependency: the error says to reinstall
-    check_precision(cfg.precision, torch.device("cpu"))
-    run = cfg.resolved_run_dir()
-    wm_dir = _world_model_dir(cfg)
-    wm = WorldModel.load(wm_dir, env=cfg.env)
-    tau = cfg.temperature or wm.temperature
-    ctrl = _controller_for(cfg, wm)
-    # a pessimistic ensemble: a candidate scores its worst mean return over these dreams (exploits of one M's quirks
-    # do not pay); every model must give the same features as the main one
-    others = [WorldModel.load(d, env=cfg.env) for d in cfg.ensemble.split(",") if d.strip()]
-    for o in others:
-        if o.feature_size != wm.feature_size:
-            raise ValueError(f"--ensemble models must give {wm.feature_size} features like {wm_dir}; one gives "
-                             f"{o.feature_size}.")  # fmt: skip
-    out = run / out_name
-    state_dir = run / f"{out_name}_cma"
-    gen0, x0, sigma0, best, prior_s = 0, np.zeros(ctrl.num_params), cfg.sigma_init, (-np.inf, None), 0.0
-    fingerprint = world_model_fingerprint(wm_dir)  # the state and the controller belong to the model evolved in
-    saved = load_checkpoint(state_dir, kind="cma_state") if checkpoint_exists(state_dir) else None
-    if saved is not None and saved[1].get("world_model_sha256", fingerprint) != fingerprint:
-        print(f"the world model changed since '{state_dir}' was saved: CMA-ES starts again from generation 0")
-        saved = None
-    if saved is not None and saved[0]["mean"].numel() != ctrl.num_params:
-        print(f"'{state_dir}' holds a CMA-ES state for {saved[0]['mean'].numel()} controller parameters, this "
-              f"--controller has {ctrl.num_params}: CMA-ES starts again from generation 0")  # fmt: skip
-        saved = None
-    if saved is not None:  # resume: mean, step size and best so far (the covariance restarts)
-        tensors, meta = saved
-        gen0, sigma0, prior_s = int(meta["generation"]), float(meta["sigma"]), float(meta.get("seconds", 0.0))
-        x0 = tensors["mean"].double().numpy()
-        best = (float(meta["best_fitness"]), tensors["best"].numpy())
-        print(f"resuming CMA-ES at generation {gen0}")
-    # generations logged but not saved are replayed (all of them when CMA-ES starts over: gen0 is 0)
-    drop_rows_after(run / f"logs_{out_name}" / "metrics.csv", gen0)
-    es = cma.CMAEvolutionStrategy(x0, sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1 + gen0, "verbose": -9})
-    pool = None
-    if cfg.where == "real":
-        pool = RealPool(cfg.env, str(wm_dir), ctrl, cfg.workers or os.cpu_count() or 1)
-    elif cfg.where != "dream":
-        raise ValueError(f"--where must be 'dream' or 'real', got {cfg.where!r}.")
+    with input_checks(FileNotFoundError):  # models, settings, saved state; not the evolution
+        cma = require("cma", "evolving controllers with CMA-ES")  # a core dependency: the error says to reinstall
+        check_precision(cfg.precision, torch.device("cpu"))
+        run = cfg.resolved_run_dir()
+        wm_dir = _world_model_dir(cfg)
+        wm = WorldModel.load(wm_dir, env=cfg.env)
+        tau = cfg.temperature or wm.temperature
+        ctrl = _controller_for(cfg, wm)
+        # a pessimistic ensemble: a candidate scores its worst mean return over these dreams (exploits of one M's quirks
+        # do not pay); every model must give the same features as the main one
+        others = [WorldModel.load(d, env=cfg.env) for d in cfg.ensemble.split(",") if d.strip()]
+        for o in others:
+            if o.feature_size != wm.feature_size:
+                raise ValueError(f"--ensemble models must give {wm.feature_size} features like {wm_dir}; one gives "
+                                 f"{o.feature_size}.")  # fmt: skip
+        out = run / out_name
+        state_dir = run / f"{out_name}_cma"
+        gen0, x0, sigma0, best, prior_s = 0, np.zeros(ctrl.num_params), cfg.sigma_init, (-np.inf, None), 0.0
+        fingerprint = world_model_fingerprint(wm_dir)  # the state and the controller belong to the model evolved in
+        saved = load_checkpoint(state_dir, kind="cma_state") if checkpoint_exists(state_dir) else None
+        if saved is not None and saved[1].get("world_model_sha256", fingerprint) != fingerprint:
+            print(f"the world model changed since '{state_dir}' was saved: CMA-ES starts again from generation 0")
+            saved = None
+        if saved is not None and saved[0]["mean"].numel() != ctrl.num_params:
+            print(f"'{state_dir}' holds a CMA-ES state for {saved[0]['mean'].numel()} controller parameters, this "
+                  f"--controller has {ctrl.num_params}: CMA-ES starts again from generation 0")  # fmt: skip
+            saved = None
+        if saved is not None:  # resume: mean, step size and best so far (the covariance restarts)
+            tensors, meta = saved
+            gen0, sigma0, prior_s = int(meta["generation"]), float(meta["sigma"]), float(meta.get("seconds", 0.0))
+            x0 = tensors["mean"].double().numpy()
+            best = (float(meta["best_fitness"]), tensors["best"].numpy())
+            print(f"resuming CMA-ES at generation {gen0}")
+        # generations logged but not saved are replayed (all of them when CMA-ES starts over: gen0 is 0)
+        drop_rows_after(run / f"logs_{out_name}" / "metrics.csv", gen0)
+        es = cma.CMAEvolutionStrategy(x0, sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1 + gen0, "verbose": -9})
+        pool = None
+        if cfg.where == "real":
+            pool = RealPool(cfg.env, str(wm_dir), ctrl, cfg.workers or os.cpu_count() or 1)
+        elif cfg.where != "dream":
+            raise ValueError(f"--where must be 'dream' or 'real', got {cfg.where!r}.")
     logger = RunLogger(run / f"logs_{out_name}", resumed_at=gen0)
     save_hyperparameters(run / f"logs_{out_name}", cfg)
     t0 = time.time()
@@ -881,10 +892,11 @@ def step_evaluate(cfg: WMConfig, ctrl_dir: Path | None = None) -> dict[str, floa
     from dreamarcade.world_models.controller import Controller
 
     run = cfg.resolved_run_dir()
-    wm_dir = _world_model_dir(cfg)
-    ctrl_dir = Path(ctrl_dir or cfg.eval_controller or run / "controller")
-    check_controller_matches(ctrl_dir, wm_dir)  # a controller of another (e.g. pre-iteration) M scores wrongly
-    ctrl = Controller.load(ctrl_dir)
+    with input_checks(FileNotFoundError):  # the model and the controller
+        wm_dir = _world_model_dir(cfg)
+        ctrl_dir = Path(ctrl_dir or cfg.eval_controller or run / "controller")
+        check_controller_matches(ctrl_dir, wm_dir)  # a controller of another (e.g. pre-iteration) M scores wrongly
+        ctrl = Controller.load(ctrl_dir)
     t0 = time.time()
     workers, seed = cfg.workers or os.cpu_count() or 1, cfg.eval_seed
     cap = cfg.max_steps
@@ -962,11 +974,12 @@ def step_video(cfg: WMConfig, ctrl_dir: Path | None = None) -> Path:
     from dreamarcade.world_models.controller import Controller
 
     run = cfg.resolved_run_dir()
-    wm_dir = _world_model_dir(cfg)
-    wm = WorldModel.load(wm_dir, env=cfg.env)
-    ctrl_dir = Path(ctrl_dir or cfg.eval_controller or run / "controller")
-    check_controller_matches(ctrl_dir, wm_dir)
-    ctrl = Controller.load(ctrl_dir)
+    with input_checks(FileNotFoundError):  # the model and the controller
+        wm_dir = _world_model_dir(cfg)
+        wm = WorldModel.load(wm_dir, env=cfg.env)
+        ctrl_dir = Path(ctrl_dir or cfg.eval_controller or run / "controller")
+        check_controller_matches(ctrl_dir, wm_dir)
+        ctrl = Controller.load(ctrl_dir)
     out = run / "dream_vs_real.mp4"
     info = dream_vs_real_video(wm, ctrl, out, seed=cfg.seed, temperature=cfg.temperature or None)
     print(f"video written to {out} ({info})")
@@ -1036,14 +1049,16 @@ def step_demo(cfg: WMConfig) -> dict[str, Any]:
 
     cfg = dataclasses.replace(cfg, env="doom", run_dir=cfg.run_dir or "runs/dreams/demo")
     run = cfg.resolved_run_dir()
-    trained = [n for n in ("world_model", "vae", "mdnrnn") if (run / n).exists()]
-    trained += [p.name for p in run.glob("frames*")]
-    if trained:  # the demo evolves in the bundled dream and clears its run dir's evolution: never in a trained run
-        raise ValueError(
-            f"'{run}' holds a pipeline run ({', '.join(sorted(trained))}); the demo would evolve in the bundled "
-            "dream, not in that run's world model, and replace its controller. Use another --run-dir (default "
-            "runs/dreams/demo), or `world_models evolve --run-dir` to evolve in this run's dream."
-        )
+    # the demo evolves in the bundled dream and clears its run dir's evolution: never in a trained run
+    with input_checks():
+        trained = [n for n in ("world_model", "vae", "mdnrnn") if (run / n).exists()]
+        trained += [p.name for p in run.glob("frames*")]
+        if trained:
+            raise ValueError(
+                f"'{run}' holds a pipeline run ({', '.join(sorted(trained))}); the demo would evolve in the bundled "
+                "dream, not in that run's world model, and replace its controller. Use another --run-dir (default "
+                "runs/dreams/demo), or `world_models evolve --run-dir` to evolve in this run's dream."
+            )
     for stale in ("controller_cma", "logs_controller", "pipeline"):  # a demo always starts a fresh evolution
         p = run / stale
         if p.exists():
@@ -1132,10 +1147,11 @@ def step_bundle(cfg: WMConfig, dest: str | os.PathLike[str] | None = None) -> Pa
     from dreamarcade.world_models.model import bundled_dir
 
     run = cfg.resolved_run_dir()
-    wm = WorldModel.load(run / "world_model", env=cfg.env)
-    ctrl_dir = Path(cfg.eval_controller or run / "controller")
-    if checkpoint_exists(ctrl_dir):
-        check_controller_matches(ctrl_dir, run / "world_model")  # before anything in the package is replaced
+    with input_checks(FileNotFoundError):  # before anything in the package is replaced
+        wm = WorldModel.load(run / "world_model", env=cfg.env)
+        ctrl_dir = Path(cfg.eval_controller or run / "controller")
+        if checkpoint_exists(ctrl_dir):
+            check_controller_matches(ctrl_dir, run / "world_model")  # before anything in the package is replaced
     dest = Path(dest) if dest is not None else bundled_dir(cfg.env)
     staging, old = dest.parent / f".{dest.name}.bundling", dest.parent / f".{dest.name}.old"
     if old.exists() and not dest.exists():  # stopped between the two renames below: the old bundle goes back first
@@ -1207,8 +1223,10 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     try:
         steps[args.step](cfg)
-    except (ValueError, FileNotFoundError, DreamArcadeError) as exc:  # bad input: the message, not a traceback
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        if not is_input_error(exc):  # not bad input (a bug, a crash mid-run): keep the traceback
+            raise
+        print(f"error: {exc}", file=sys.stderr)  # bad input: the message, not a traceback
         return 2
     return 0
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from dreamarcade.checkpoint import atomic_write_text
+from dreamarcade.errors import input_checks
 from dreamarcade.world_models.rollouts import ShardWriter, read_shard_arrays
 
 __all__ = ["make_real_env", "RandomPolicy", "ExploringPolicy", "collect", "CollectJob", "run_job"]
@@ -277,38 +278,39 @@ def collect(
     instance) or "inline" (this process; for debugging). ``explore`` (with ``policy_dir``): the per-step chance
     that the random policy takes over for one held action (:class:`ExploringPolicy`).
     """
-    if env not in ENVS:
-        raise ValueError(f"Unknown env {env!r}; choose one of {ENVS}.")
-    if episodes <= 0:
-        raise ValueError(f"episodes must be positive, got {episodes}.")
-    if not 0.0 <= explore <= 1.0:
-        raise ValueError(f"explore must be a probability in [0, 1], got {explore}.")
-    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
-        raise ValueError(f"seed (--seed) must be an integer >= 0, got {seed!r}.")
-    out_dir = Path(out_dir).resolve()  # absolute: Ray tasks run in the cluster's working directory, not this one
-    workers = max(1, min(workers or (os.cpu_count() or 1), episodes))
-    if min_length is None:
-        min_length = 100 if env == "doom" else 0
-    if max_steps is not None and min_length >= max_steps:
-        # episodes capped below the drop threshold would all be dropped and collection would never end
-        min_length = 0
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    per = [episodes // workers + (1 if i < episodes % workers else 0) for i in range(workers)]
-    n_jobs = sum(n > 0 for n in per)
-    earlier = _earlier_workers(out_dir, seed)
-    manifest = Path(out_dir) / f"collect-s{seed}.json"  # the split of this seed's collection, for a resume
-    if manifest.is_file():
-        earlier_jobs = int(json.loads(manifest.read_text())["workers"])
-        split_differs = earlier_jobs != n_jobs
-    else:  # a collection from before the manifest: its highest worker index is all there is to go on
-        earlier_jobs = max(earlier, default=-1) + 1
-        split_differs = earlier_jobs > n_jobs
-    if earlier and split_differs:
-        raise ValueError(
-            f"'{out_dir}' holds episodes collected with seed {seed} by {earlier_jobs} workers; resuming with "
-            f"{n_jobs} would split the work differently and collect duplicates or extra episodes. Pass --workers "
-            f"{earlier_jobs} (workers=...) to resume it, or another --seed or folder for new data."
-        )
+    with input_checks():  # the request and, on a resume, the folder's earlier split
+        if env not in ENVS:
+            raise ValueError(f"Unknown env {env!r}; choose one of {ENVS}.")
+        if episodes <= 0:
+            raise ValueError(f"episodes must be positive, got {episodes}.")
+        if not 0.0 <= explore <= 1.0:
+            raise ValueError(f"explore must be a probability in [0, 1], got {explore}.")
+        if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+            raise ValueError(f"seed (--seed) must be an integer >= 0, got {seed!r}.")
+        out_dir = Path(out_dir).resolve()  # absolute: Ray tasks run in the cluster's working directory, not this one
+        workers = max(1, min(workers or (os.cpu_count() or 1), episodes))
+        if min_length is None:
+            min_length = 100 if env == "doom" else 0
+        if max_steps is not None and min_length >= max_steps:
+            # episodes capped below the drop threshold would all be dropped and collection would never end
+            min_length = 0
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        per = [episodes // workers + (1 if i < episodes % workers else 0) for i in range(workers)]
+        n_jobs = sum(n > 0 for n in per)
+        earlier = _earlier_workers(out_dir, seed)
+        manifest = Path(out_dir) / f"collect-s{seed}.json"  # the split of this seed's collection, for a resume
+        if manifest.is_file():
+            earlier_jobs = int(json.loads(manifest.read_text())["workers"])
+            split_differs = earlier_jobs != n_jobs
+        else:  # a collection from before the manifest: its highest worker index is all there is to go on
+            earlier_jobs = max(earlier, default=-1) + 1
+            split_differs = earlier_jobs > n_jobs
+        if earlier and split_differs:
+            raise ValueError(
+                f"'{out_dir}' holds episodes collected with seed {seed} by {earlier_jobs} workers; resuming with "
+                f"{n_jobs} would split the work differently and collect duplicates or extra episodes. Pass --workers "
+                f"{earlier_jobs} (workers=...) to resume it, or another --seed or folder for new data."
+            )
     atomic_write_text(manifest, json.dumps({"seed": seed, "workers": n_jobs, "episodes": episodes}) + "\n")
     jobs = [
         CollectJob(
