@@ -168,6 +168,26 @@ def test_train_embedding_resumes_exactly_and_refuses_another_config(tmp_path):
         train_embedding([video], tmp_path / "bad", silent, TrainConfig(steps=2), progress=False)
 
 
+def test_train_embedding_cli_checks_the_held_out_videos_before_training(tmp_path, monkeypatch, capsys):
+    from dreamarcade.reward_models import train_embedding as te
+
+    missing = str(tmp_path / "missing.mp4")
+    with pytest.raises(SystemExit) as exc:  # it used to train for --steps, save, and only then fail on this path
+        te.main([missing, "--out", str(tmp_path / "out"), "--eval-videos", str(tmp_path / "held_out.mp4")])
+    assert exc.value.code == 2 and "held_out.mp4" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exc:  # a bad setting: a usage error
+        te.main([missing, "--out", str(tmp_path / "out"), "--batch-size", "1"])
+    assert exc.value.code == 2 and "batch_size must be >= 2" in capsys.readouterr().err
+
+    def crash(*args, **kwargs):  # a bug in the middle of training is not bad input: its traceback is kept
+        raise ValueError("a bug in the middle of a run")
+
+    monkeypatch.setattr(te, "train_embedding", crash)
+    with pytest.raises(ValueError, match="a bug in the middle of a run"):
+        te.main([missing, "--out", str(tmp_path / "out")])
+
+
 def test_cycle_consistency_identical_is_100_and_unrelated_is_near_chance():
     rng = np.random.default_rng(0)
     walk = np.cumsum(rng.normal(size=(200, 16)), axis=0)  # a smooth trajectory through embedding space

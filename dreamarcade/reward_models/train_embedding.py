@@ -41,7 +41,7 @@ import torch
 from torch.nn import functional as F
 
 from dreamarcade.checkpoint import checkpoint_exists, load_checkpoint, pack_state, save_checkpoint, unpack_state
-from dreamarcade.errors import DreamArcadeError, VideoError
+from dreamarcade.errors import VideoError, input_checks, is_input_error
 from dreamarcade.precision import flush_denormals
 from dreamarcade.reward_models.embedding import TDCCMC, EmbeddingConfig, stack_frames
 from dreamarcade.reward_models.video import VideoReader
@@ -337,43 +337,48 @@ def train_embedding(
 
     from dreamarcade.baselines.common import RunLogger, check_run_dir_free, drop_rows_after
 
-    cfg = cfg or EmbeddingConfig()
-    tcfg = tcfg or TrainConfig()
-    if not video_paths:
-        raise VideoError("no training videos given: pass the paths of (usually 3) gameplay videos")
-    if tcfg.save_every < 1 or tcfg.steps < 1:
-        raise ValueError(f"steps and save_every must be >= 1, got steps={tcfg.steps}, save_every={tcfg.save_every}")
-    if tcfg.batch_size < 2:
-        raise ValueError(f"batch_size must be >= 2 (BatchNorm normalises over the batch), got {tcfg.batch_size}")
-    if not 0.0 <= tcfg.cmc_event_fraction <= 1.0:
-        raise ValueError(f"cmc_event_fraction must be in [0, 1], got {tcfg.cmc_event_fraction}")
-    if cfg.tdc_weight <= 0 and cfg.cmc_weight <= 0:
-        raise ValueError("tdc_weight and cmc_weight are both 0: nothing to learn; give one of them a positive weight")
-    flush_denormals()
-    torch.set_num_threads(tcfg.threads)
-    torch.manual_seed(tcfg.seed)
-    rng = np.random.default_rng(tcfg.seed)
-    clips = load_clips(video_paths, cfg, need_audio=cfg.cmc_weight > 0)
-    model = TDCCMC(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
-    step = 0
-    out_dir = Path(out_dir)
-    if not resume:  # a fresh run never overwrites another run's checkpoint or appends to its logs
-        check_run_dir_free(out_dir, checkpoint_dir="", log_dir="logs")
-    if resume and checkpoint_exists(out_dir):
-        tensors, config = load_checkpoint(out_dir, kind="tdc_cmc")
-        saved = EmbeddingConfig.from_json(config["embedding"])
-        if saved.to_json() != cfg.to_json():
-            raise ValueError(f"--resume: the checkpoint in {out_dir} has a different embedding config; use a new --out")
-        model.load_state_dict({k: v for k, v in tensors.items() if k in model.state_dict()})
-        opt.load_state_dict(unpack_state(config["optimizer"], tensors))
-        for group in opt.param_groups:  # the learning rate given now wins (a resumed run may change it)
-            group["lr"] = tcfg.lr
-        rng.bit_generator.state = config["rng"]
-        torch.set_rng_state(tensors["torch_rng"])
-        step = int(config["step"])
-    if resume:  # rows of a crash after the checkpoint (all of them before the first one, step 0) are replayed
-        drop_rows_after(out_dir / "logs" / "metrics.csv", step)
+    with input_checks():  # the settings, the videos and --out; not the training itself
+        cfg = cfg or EmbeddingConfig()
+        tcfg = tcfg or TrainConfig()
+        if not video_paths:
+            raise VideoError("no training videos given: pass the paths of (usually 3) gameplay videos")
+        if tcfg.save_every < 1 or tcfg.steps < 1:
+            raise ValueError(f"steps and save_every must be >= 1, got steps={tcfg.steps}, save_every={tcfg.save_every}")
+        if tcfg.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (BatchNorm normalises over the batch), got {tcfg.batch_size}")
+        if not 0.0 <= tcfg.cmc_event_fraction <= 1.0:
+            raise ValueError(f"cmc_event_fraction must be in [0, 1], got {tcfg.cmc_event_fraction}")
+        if cfg.tdc_weight <= 0 and cfg.cmc_weight <= 0:
+            raise ValueError(
+                "tdc_weight and cmc_weight are both 0: nothing to learn; give one of them a positive weight"
+            )
+        flush_denormals()
+        torch.set_num_threads(tcfg.threads)
+        torch.manual_seed(tcfg.seed)
+        rng = np.random.default_rng(tcfg.seed)
+        clips = load_clips(video_paths, cfg, need_audio=cfg.cmc_weight > 0)
+        model = TDCCMC(cfg)
+        opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
+        step = 0
+        out_dir = Path(out_dir)
+        if not resume:  # a fresh run never overwrites another run's checkpoint or appends to its logs
+            check_run_dir_free(out_dir, checkpoint_dir="", log_dir="logs")
+        if resume and checkpoint_exists(out_dir):
+            tensors, config = load_checkpoint(out_dir, kind="tdc_cmc")
+            saved = EmbeddingConfig.from_json(config["embedding"])
+            if saved.to_json() != cfg.to_json():
+                raise ValueError(
+                    f"--resume: the checkpoint in {out_dir} has a different embedding config; use a new --out"
+                )
+            model.load_state_dict({k: v for k, v in tensors.items() if k in model.state_dict()})
+            opt.load_state_dict(unpack_state(config["optimizer"], tensors))
+            for group in opt.param_groups:  # the learning rate given now wins (a resumed run may change it)
+                group["lr"] = tcfg.lr
+            rng.bit_generator.state = config["rng"]
+            torch.set_rng_state(tensors["torch_rng"])
+            step = int(config["step"])
+        if resume:  # rows of a crash after the checkpoint (all of them before the first one, step 0) are replayed
+            drop_rows_after(out_dir / "logs" / "metrics.csv", step)
     start_step = step
     log = RunLogger(out_dir / "logs", tensorboard=False)
     off = {} if progress else {"disable": True}  # as in the DQN: TQDM_* environment variables still apply
@@ -466,13 +471,18 @@ def main(argv: list[str] | None = None) -> int:
         cfg.cmc_intervals = ((0, 0), (a.cmc_binary, 10_000))
     tcfg = TrainConfig(a.steps, a.batch_size, a.lr, a.seed, a.save_every, a.threads, a.cmc_event_fraction)
     try:
+        # the held-out videos are read first: one that cannot be used is found before training, not after it
+        with input_checks():
+            held_out = load_clips(a.eval_videos, cfg, need_audio=cfg.cmc_weight > 0) if a.eval_videos else None
         model = train_embedding(a.videos, a.out, cfg, tcfg, resume=a.resume)
-    except (ValueError, DreamArcadeError) as exc:  # bad settings, videos or --out: a usage error, no traceback
+    except Exception as exc:
+        if not is_input_error(exc):  # not bad settings, videos or --out (a bug, a crash mid-run): keep the traceback
+            raise
         p.error(str(exc))
     print(f"saved {a.out}")
-    if a.eval_videos:
+    if held_out is not None:
         torch.manual_seed(tcfg.seed)
-        acc = evaluate_accuracy(model, load_clips(a.eval_videos, cfg, need_audio=cfg.cmc_weight > 0))
+        acc = evaluate_accuracy(model, held_out)
         print("held-out " + " ".join(f"{k} {v:.3f}" for k, v in acc.items()))
     return 0
 
