@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -415,8 +416,23 @@ def test_cli_prints_bad_input_as_one_line_but_keeps_the_traceback_of_a_bug(tmp_p
     assert W.main(["train-vae", "--env", "doom", "--run-dir", str(tmp_path / "empty")]) == 2
     assert capsys.readouterr().err.startswith("error: No frame shards under")
     argv = ["--env", "doom", "--run-dir", str(tmp_path / "run"), "--popsize", "4", "--rollouts", "1"]
-    assert W.main(["collect", *argv, "--episodes", "0"]) == 2  # collect()'s own checks count as input too
-    assert "episodes must be positive, got 0" in capsys.readouterr().err
+    for bad, message in ((["--rollouts", "0"], "--rollouts must be >= 1"), (["--max-steps", "-5"], "--max-steps must")):
+        assert W.main(["evolve", *argv, *bad]) == 2  # counts no step can run with: refused before any step starts
+        assert capsys.readouterr().err.startswith(f"error: {message}")
+    # a controller that does not fit the world model it plays with: collect() refuses it before any job starts
+    small = tmp_path / "small_controller"
+    Controller.for_env("doom", feature_size=32).save(small)
+    assert W.main(["collect", *argv, "--episodes", "1", "--backend", "inline", "--collect-controller", str(small)]) == 2
+    assert capsys.readouterr().err.startswith("error: Controller reads 32 features")
+    # calibrate-done checks the model before the bisection: CarRacing's M has no done head
+    from dreamarcade.world_models.model import bundled_dir
+
+    shutil.copytree(bundled_dir("carracing"), tmp_path / "car" / "world_model")
+    assert (
+        W.main(["calibrate-done", "--env", "carracing", "--run-dir", str(tmp_path / "car"), "--calibrate-target", "50"])
+        == 2
+    )
+    assert "needs a world model whose M predicts done" in capsys.readouterr().err
 
     def bug(*args, **kwargs):
         raise ValueError("a bug in the middle of a run")

@@ -500,10 +500,16 @@ def test_dqn_config_refuses_zero_or_negative_intervals(tmp_path, capsys) -> None
     assert main(["--env-id", "CartPolee-v1", "--run-dir", str(tmp_path / "cli")]) == 2
     assert "error: Unknown env id 'CartPolee-v1'. Did you mean ['CartPole-v1'" in capsys.readouterr().err
     assert not (tmp_path / "cli").exists()
+    # the closing video of an env that cannot render frames: refused before training, not after it
+    assert main(["--env-id", "TestCorridor-v0", "--run-dir", str(tmp_path / "cli")]) == 2
+    assert "--video-episodes 1 films the trained agent, but TestCorridor-v0 renders [" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()
 
 
 def test_dqn_cli_keeps_the_traceback_of_an_error_raised_while_training(tmp_path) -> None:
-    """A ValueError from the middle of a run is a bug, not bad input: the CLI lets it through with its traceback."""
+    """A ValueError from the middle of a run is a bug, not bad input: the CLI lets it through with its traceback.
+
+    (The DQN CLI did so before it caught its setup's errors too; this guards that the catch stays on the setup.)"""
     from crash_helpers import CrashAtStep
 
     from dreamarcade.baselines.dqn import main

@@ -400,6 +400,12 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
             check_run_dir_free(run_dir)
 
         envs = make_envs(cfg)
+        modes = envs.envs[0].unwrapped.metadata.get("render_modes", [])
+        if cfg.video_episodes > 0 and "rgb_array" not in modes:  # the closing video: refused before, not after training
+            raise ValueError(
+                f"--video-episodes {cfg.video_episodes} films the trained agent, but {cfg.env_id} renders {modes}, "
+                "not 'rgb_array' frames. Pass --video-episodes 0."
+            )
         run_dir.mkdir(parents=True, exist_ok=True)  # only once the envs exist: a bad env id leaves no empty run dir
         obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
         pixels = is_pixel_space(obs_space)
@@ -721,7 +727,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if not is_input_error(exc):  # not bad input (a bug, a crash mid-run): keep the traceback
             raise
-        # as for the settings parse_dataclass_args checks: a usage error, found before any training step
+        # as for the settings parse_dataclass_args checks: a usage error, found by the checks before training (or,
+        # rarely, by those of the closing video's evaluation, once the checkpoint is saved)
         print(f"python -m dreamarcade.baselines dqn: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2))

@@ -154,6 +154,28 @@ class WMConfig:
     )
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def validate(self) -> None:
+        """Refuse counts no step can run with (ValueError naming the flag), before any step starts.
+
+        >>> WMConfig(rollouts=0).validate()
+        Traceback (most recent call last):
+        ...
+        ValueError: --rollouts must be >= 1, got 0.
+        """
+        at_least = {"episodes": 1, "eval_episodes": 1, "iter_episodes": 1, "iterations": 1, "rollouts": 1,
+                    "eval_rollouts": 1, "max_steps": 0, "workers": 0}  # fmt: skip
+        for name, low in at_least.items():
+            value = getattr(self, name)
+            if value < low:
+                hint = (
+                    " (0: the env's own cap)" if name == "max_steps" else " (0: one per CPU core)" if low == 0 else ""
+                )
+                raise ValueError(f"--{name.replace('_', '-')} must be >= {low}{hint}, got {value}.")
+        if self.calibrate_target < 0:
+            raise ValueError(
+                f"--calibrate-target must be >= 0 (0: from the random episodes), got {self.calibrate_target}."
+            )
+
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir or f"runs/dreams/{self.env}")
 
@@ -492,6 +514,14 @@ def dream_lengths_random(
     return length.numpy()
 
 
+def _check_calibration(wm: WorldModel, target: float) -> None:
+    """What :func:`calibrate_done_shift` needs: a positive target and an M with a done head (ValueError)."""
+    if target <= 0:
+        raise ValueError(f"target mean episode length must be positive, got {target}.")
+    if not wm.rnn.predict_done:
+        raise ValueError("calibrate-done needs a world model whose M predicts done (Doom).")
+
+
 def calibrate_done_shift(wm: WorldModel, target: float, temperature: float, episodes: int = 128, seed: int = 0,
                          iters: int = 8, bounds: tuple[float, float] = (-4.0, 8.0)) -> tuple[float, float]:  # fmt: skip
     """Bisect the shift added to M's done-logit bias so the mean dream length under the collection policy is
@@ -500,10 +530,7 @@ def calibrate_done_shift(wm: WorldModel, target: float, temperature: float, epis
     A larger shift makes the dream end earlier (done when logit + shift > 0). The same dream seed is used for every
     candidate, so the length is (nearly) monotone in the shift.
     """
-    if target <= 0:
-        raise ValueError(f"target mean episode length must be positive, got {target}.")
-    if not wm.rnn.predict_done:
-        raise ValueError("calibrate-done needs a world model whose M predicts done (Doom).")
+    _check_calibration(wm, target)
     bias = wm.rnn.head.bias
     i_done = wm.rnn.n_mdn
     base = float(bias.detach()[i_done])
@@ -556,6 +583,7 @@ def step_calibrate_done(cfg: WMConfig) -> dict[str, float]:
     with input_checks(FileNotFoundError):  # the run's model and the target
         wm = WorldModel.load(wm_dir, env=cfg.env)
         target = calibration_target(cfg)
+        _check_calibration(wm, target)
         tau = cfg.temperature or wm.temperature
         _, meta = load_checkpoint(wm_dir / "mdnrnn", kind="mdnrnn")
     prior = float(meta.get("done_bias_shift", 0.0))
@@ -1211,7 +1239,13 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in ("step", "resume") and v is not None}
     if args.step == "demo":
         overrides = {**_DEMO_DEFAULTS, **overrides}
-    cfg = WMConfig(**overrides)
+    try:
+        with input_checks():
+            cfg = WMConfig(**overrides)
+            cfg.validate()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     flush_denormals()
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)

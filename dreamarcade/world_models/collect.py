@@ -287,6 +287,12 @@ def collect(
             raise ValueError(f"explore must be a probability in [0, 1], got {explore}.")
         if isinstance(seed, bool) or int(seed) != seed or seed < 0:
             raise ValueError(f"seed (--seed) must be an integer >= 0, got {seed!r}.")
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"max_steps (--max-steps) must be >= 1, or None for the env's own cap, got {max_steps}.")
+        if policy_dir is not None:  # a controller that does not fit the world model: refused here, not in every job
+            from dreamarcade.world_models.features import WorldModelAgent
+
+            WorldModelAgent.from_dirs(policy_dir, controller_dir or "", env)
         out_dir = Path(out_dir).resolve()  # absolute: Ray tasks run in the cluster's working directory, not this one
         workers = max(1, min(workers or (os.cpu_count() or 1), episodes))
         if min_length is None:
