@@ -406,9 +406,8 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
         check_precision(cfg.precision, dev)
         opt = torch.optim.Adam(rnn.parameters(), lr=cfg.rnn_lr)
         ckpt = run / f"mdnrnn_train{tag}"
-        logs = (
-            run / f"logs_mdnrnn{tag}"
-        )  # one log per training state: a tagged M (the iterations) never trims another's
+        # one log per training state: a tagged M (the iterations) never trims another's
+        logs = run / f"logs_mdnrnn{tag}"
         vae_sha = _weights_sha256(run / "vae")  # M learns V's latents: its training state belongs to this V only
         stale = False
         if checkpoint_exists(ckpt):
@@ -423,9 +422,8 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
                     f"Pass --rnn-action-map {saved_map} to continue it, or use a new --run-dir."
                 )
         step, prior_s = (0, 0.0) if stale else _resume_train_state(ckpt, "mdnrnn_train", rnn, opt)
-        drop_rows_after(
-            logs / "metrics.csv", step
-        )  # rows logged after the checkpoint (all of them: stale) are replayed
+        # rows logged after the checkpoint (all of them: stale) are replayed
+        drop_rows_after(logs / "metrics.csv", step)
     if step:
         print(f"resuming M training at step {step}/{total_steps}")
 
