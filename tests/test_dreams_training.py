@@ -416,7 +416,10 @@ def test_cli_prints_bad_input_as_one_line_but_keeps_the_traceback_of_a_bug(tmp_p
     assert W.main(["train-vae", "--env", "doom", "--run-dir", str(tmp_path / "empty")]) == 2
     assert capsys.readouterr().err.startswith("error: No frame shards under")
     argv = ["--env", "doom", "--run-dir", str(tmp_path / "run"), "--popsize", "4", "--rollouts", "1"]
-    for bad, message in ((["--rollouts", "0"], "--rollouts must be >= 1"), (["--max-steps", "-5"], "--max-steps must")):
+    for bad, message in (
+        (["--rollouts", "0"], "--rollouts must be an integer >= 1"),
+        (["--max-steps", "-5"], "--max-steps must"),
+    ):
         assert W.main(["evolve", *argv, *bad]) == 2  # counts no step can run with: refused before any step starts
         assert capsys.readouterr().err.startswith(f"error: {message}")
     # a controller that does not fit the world model it plays with: collect() refuses it before any job starts

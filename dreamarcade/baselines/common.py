@@ -18,6 +18,7 @@ import dataclasses
 import io
 import json
 import math
+import numbers
 import os
 import random
 import signal
@@ -353,6 +354,28 @@ def write_video(frames: list[np.ndarray] | np.ndarray, path: str | os.PathLike[s
 def help_field(text: str, default: Any) -> Any:
     """A dataclass field with ``default`` whose ``--help`` text is ``text`` (read by the CLIs' parsers)."""
     return dataclasses.field(default=default, metadata={"help": text})
+
+
+def check_counts(config: Any, minimums: dict[str, int], hints: dict[str, str] | None = None) -> None:
+    """Each named field of ``config`` must be an integer >= its minimum; a ValueError names the CLI flag.
+
+    Numpy integers (a sweep's ``np.arange``) are accepted and stored as ``int``. ``hints`` adds a note per field to
+    the message (what the minimum means, e.g. "0: the env's own cap").
+
+    >>> from types import SimpleNamespace
+    >>> check_counts(SimpleNamespace(batch_size=0), {"batch_size": 1})
+    Traceback (most recent call last):
+    ...
+    ValueError: --batch-size must be an integer >= 1, got 0
+    """
+    hints = hints or {}
+    for name, low in minimums.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(
+                f"--{name.replace('_', '-')} must be an integer >= {low}{hints.get(name, '')}, got {value!r}"
+            )
+        setattr(config, name, int(value))
 
 
 def parse_dataclass_args(cls: type, argv: list[str] | None, description: str, prog: str | None = None) -> Any:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import numbers
 import os
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ import torch.nn.functional as F
 from dreamarcade.baselines.common import (
     GracefulStop,
     RunLogger,
+    check_counts,
     check_run_dir_free,
     drop_rows_after,
     has_episode_statistics,
@@ -149,11 +149,7 @@ class DQNConfig:
             "checkpoint_interval",
             "buffer_checkpoint_interval",
         )
-        for name in at_least_one:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
-            setattr(self, name, int(value))  # numpy integers (a sweep's np.arange) are welcome, stored as int
+        check_counts(self, dict.fromkeys(at_least_one, 1))  # numpy integers (a sweep's np.arange) are stored as int
         if self.learning_starts < 0:
             raise ValueError(f"--learning-starts must be >= 0, got {self.learning_starts}")
 

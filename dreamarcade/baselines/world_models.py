@@ -40,6 +40,7 @@ import torch
 
 from dreamarcade.baselines.common import (
     RunLogger,
+    check_counts,
     drop_rows_after,
     help_field,
     plot_learning_curve,
@@ -160,17 +161,11 @@ class WMConfig:
         >>> WMConfig(rollouts=0).validate()
         Traceback (most recent call last):
         ...
-        ValueError: --rollouts must be >= 1, got 0.
+        ValueError: --rollouts must be an integer >= 1, got 0
         """
-        at_least = {"episodes": 1, "eval_episodes": 1, "iter_episodes": 1, "iterations": 1, "rollouts": 1,
-                    "eval_rollouts": 1, "max_steps": 0, "workers": 0}  # fmt: skip
-        for name, low in at_least.items():
-            value = getattr(self, name)
-            if value < low:
-                hint = (
-                    " (0: the env's own cap)" if name == "max_steps" else " (0: one per CPU core)" if low == 0 else ""
-                )
-                raise ValueError(f"--{name.replace('_', '-')} must be >= {low}{hint}, got {value}.")
+        counts = {"episodes": 1, "eval_episodes": 1, "iter_episodes": 1, "iterations": 1, "rollouts": 1,
+                  "eval_rollouts": 1, "max_steps": 0, "workers": 0}  # fmt: skip
+        check_counts(self, counts, {"max_steps": " (0: the env's own cap)", "workers": " (0: one per CPU core)"})
         if self.calibrate_target < 0:
             raise ValueError(
                 f"--calibrate-target must be >= 0 (0: from the random episodes), got {self.calibrate_target}."
@@ -512,14 +507,6 @@ def dream_lengths_random(
     return length.numpy()
 
 
-def _check_calibration(wm: WorldModel, target: float) -> None:
-    """What :func:`calibrate_done_shift` needs: a positive target and an M with a done head (ValueError)."""
-    if target <= 0:
-        raise ValueError(f"target mean episode length must be positive, got {target}.")
-    if not wm.rnn.predict_done:
-        raise ValueError("calibrate-done needs a world model whose M predicts done (Doom).")
-
-
 def calibrate_done_shift(wm: WorldModel, target: float, temperature: float, episodes: int = 128, seed: int = 0,
                          iters: int = 8, bounds: tuple[float, float] = (-4.0, 8.0)) -> tuple[float, float]:  # fmt: skip
     """Bisect the shift added to M's done-logit bias so the mean dream length under the collection policy is
@@ -528,7 +515,11 @@ def calibrate_done_shift(wm: WorldModel, target: float, temperature: float, epis
     A larger shift makes the dream end earlier (done when logit + shift > 0). The same dream seed is used for every
     candidate, so the length is (nearly) monotone in the shift.
     """
-    _check_calibration(wm, target)
+    with input_checks():  # the caller's target and model: bad input (the CLI prints it as one line), checked first
+        if target <= 0:
+            raise ValueError(f"target mean episode length must be positive, got {target}.")
+        if not wm.rnn.predict_done:
+            raise ValueError("calibrate-done needs a world model whose M predicts done (Doom).")
     bias = wm.rnn.head.bias
     i_done = wm.rnn.n_mdn
     base = float(bias.detach()[i_done])
@@ -581,7 +572,6 @@ def step_calibrate_done(cfg: WMConfig) -> dict[str, float]:
     with input_checks(FileNotFoundError):  # the run's model and the target
         wm = WorldModel.load(wm_dir, env=cfg.env)
         target = calibration_target(cfg)
-        _check_calibration(wm, target)
         tau = cfg.temperature or wm.temperature
         _, meta = load_checkpoint(wm_dir / "mdnrnn", kind="mdnrnn")
     prior = float(meta.get("done_bias_shift", 0.0))
@@ -1237,23 +1227,19 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in ("step", "resume") and v is not None}
     if args.step == "demo":
         overrides = {**_DEMO_DEFAULTS, **overrides}
-    try:
-        with input_checks():
-            cfg = WMConfig(**overrides)
-            cfg.validate()
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    flush_denormals()
-    torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    cfg.resolved_run_dir().mkdir(parents=True, exist_ok=True)
     steps = {
         "collect": step_collect, "train-vae": step_train_vae, "train-mdnrnn": step_train_mdnrnn,
         "evolve": step_evolve, "evaluate": step_evaluate, "video": step_video, "pipeline": step_pipeline,
         "demo": step_demo, "bundle": step_bundle, "calibrate-done": step_calibrate_done,
     }  # fmt: skip
     try:
+        with input_checks():  # counts no step can run with are refused before anything is set up
+            cfg = WMConfig(**overrides)
+            cfg.validate()
+        flush_denormals()
+        torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        cfg.resolved_run_dir().mkdir(parents=True, exist_ok=True)
         steps[args.step](cfg)
     except Exception as exc:
         if not is_input_error(exc):  # not bad input (a bug, a crash mid-run): keep the traceback
