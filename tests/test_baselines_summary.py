@@ -108,16 +108,3 @@ def test_run_logger_drops_a_cut_last_line_before_appending_and_tensorboard_purge
             log.log_metrics(step, loss=step + 0.5)
     events = EventAccumulator(str(tb / "tb")).Reload().Scalars("loss")
     assert [(e.step, e.value) for e in events] == [(100, 100.0), (200, 200.5), (300, 300.5)]
-
-
-def test_parse_dataclass_args_refuses_field_types_it_would_parse_wrongly() -> None:
-    import dataclasses
-
-    from dreamarcade.baselines.common import parse_dataclass_args
-
-    @dataclasses.dataclass
-    class WithTuple:
-        sizes: tuple[int, ...] = (1, 2)
-
-    with pytest.raises(TypeError, match=r"WithTuple.sizes is tuple\[int, ...\]"):
-        parse_dataclass_args(WithTuple, [], description="x")

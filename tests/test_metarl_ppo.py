@@ -173,10 +173,15 @@ def test_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="num_minibatches=3"):
         PPOConfig(recurrent=True, num_envs=6, num_steps=64, num_minibatches=4).validate()
     PPOConfig(recurrent=True, num_envs=8, num_steps=64, num_minibatches=4).validate()
-    with pytest.raises(ValueError, match="update_epochs must be >= 1"):
+    with pytest.raises(ValueError, match=r"--update-epochs must be an integer >= 1 \(passes over each rollout\)"):
         PPOConfig(update_epochs=0).validate()
-    with pytest.raises(ValueError, match="checkpoint_every_updates must be >= 1"):
+    with pytest.raises(ValueError, match="--checkpoint-every-updates must be an integer >= 1"):
         PPOConfig(checkpoint_every_updates=0).validate()
+    for field, value in (("torch_threads", 0), ("lstm_size", 0), ("eval_episodes", 0), ("eval_every_steps", -1)):
+        with pytest.raises(ValueError, match=f"--{field.replace('_', '-')} must be an integer >= "):
+            PPOConfig(**{field: value}).validate()  # torch_threads=0 failed inside torch; the others mid-run
+    with pytest.raises(ValueError, match="--total-timesteps must be an integer >= 1, got 1000.5"):
+        PPOConfig(total_timesteps=1000.5).validate()
     with pytest.raises(ValueError, match="'obs' image of Dict observations must be channels-first"):
         ActorCritic(describe_space(EpisodeConcat(RandomMazeEnv(size=3, obs_type="pixels")).observation_space), 4)
 
@@ -232,7 +237,7 @@ def test_cli_keeps_the_traceback_of_an_error_raised_while_training(tmp_path, cap
         assert (tmp_path / "a" / "checkpoint").is_dir()  # it failed in the training loop, after updates were saved
         capsys.readouterr()
         assert main([*argv, "--run-dir", str(tmp_path / "b"), "--num-steps", "0"]) == 2  # bad input: one line
-        assert capsys.readouterr().err.startswith("error: num_envs and num_steps must be >= 1")
+        assert capsys.readouterr().err.startswith("error: --num-steps must be an integer >= 1, got 0")
     finally:
         del gym.registry["CartPoleValueErrorAt40-v0"]
 

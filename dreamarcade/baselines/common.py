@@ -13,8 +13,10 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -24,6 +26,7 @@ import random
 import signal
 import threading
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -378,43 +381,108 @@ def check_counts(config: Any, minimums: dict[str, int], hints: dict[str, str] | 
         setattr(config, name, int(value))
 
 
-def parse_dataclass_args(cls: type, argv: list[str] | None, description: str, prog: str | None = None) -> Any:
-    """Build an argparse CLI from a hyperparameter dataclass and parse ``argv`` into an instance.
+class _StoreTuple(argparse.Action):
+    """Store the ``nargs`` values of a tuple field as a tuple (argparse gives a list)."""
 
-    Each field becomes ``--field-name``; its help text is the field's ``metadata["help"]``; booleans
-    take ``--flag/--no-flag``. Defaults are the dataclass defaults, shown in ``--help``.
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, tuple(values))
+
+
+def _scalar(value: str, kind: type, optional: bool) -> Any:
+    if optional and value.lower() in ("", "none"):
+        return None
+    return kind(value)
+
+
+def _converter(kind: type, optional: bool) -> Callable[[str], Any]:
+    convert = functools.partial(_scalar, kind=kind, optional=optional)
+    convert.__name__ = kind.__name__  # type: ignore[attr-defined]  (argparse names it in "invalid int value")
+    return convert
+
+
+def _tuple_nargs(targs: tuple[Any, ...]) -> int | str | None:
+    """argparse's ``nargs`` for ``tuple[T, ...]`` ("+") or ``tuple[T, T]`` (2); None for other tuples."""
+    elems = targs[:1] if len(targs) == 2 and targs[1] is Ellipsis else targs
+    if not elems or len(set(elems)) != 1 or elems[0] not in (int, float, str):
+        return None
+    return "+" if elems is not targs else len(targs)
+
+
+def add_dataclass_args(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    defaults: Any = None,
+    exclude: typing.Iterable[str] = (),
+    *,
+    given_only: bool = False,
+) -> None:
+    """Add one ``--field-name`` flag per field of the dataclass ``cls`` to ``parser``.
+
+    Field types: ``bool`` (``--flag/--no-flag``); ``int``, ``float``, ``str`` and ``Literal[...]`` (the values are
+    the choices), each also as ``Optional`` (``none`` gives None); ``tuple[T, ...]`` (one or more values) and
+    ``tuple[T, T]`` (exactly that many) of int, float or str. Any other type raises TypeError rather than being
+    parsed wrongly.
+    The help text is the field's ``metadata["help"]`` (:func:`help_field`) and its default. Defaults come from
+    ``defaults`` (an instance of ``cls``), else the dataclass defaults. ``exclude``: fields that get no flag.
+    ``given_only``: a flag not given parses to None (its help still shows the default), so that the caller can
+    lay the flags given over presets of its own.
+
+    Example:
+        >>> import argparse, dataclasses, typing
+        >>> @dataclasses.dataclass
+        ... class Cfg:
+        ...     mode: typing.Literal["fast", "exact"] = "exact"
+        ...     sizes: tuple[int, ...] = (32, 64)
+        ...     target_kl: float | None = None
+        >>> p = argparse.ArgumentParser()
+        >>> add_dataclass_args(p, Cfg)
+        >>> Cfg(**vars(p.parse_args(["--mode", "fast", "--sizes", "8", "16", "--target-kl", "0.02"])))
+        Cfg(mode='fast', sizes=(8, 16), target_kl=0.02)
     """
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
     hints = typing.get_type_hints(cls)
+    skip = set(exclude)
     for f in dataclasses.fields(cls):
-        name = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = f.metadata.get("help", " ")
-        ftype = hints[f.name]
-        optional = False
+        if f.name in skip:
+            continue
+        if defaults is not None:
+            default = getattr(defaults, f.name)
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        shown = str(default).replace("%", "%%")  # argparse %-formats help texts
+        kw: dict[str, Any] = {
+            "default": None if given_only else default,
+            "help": " ".join(filter(None, [f.metadata.get("help"), f"(default: {shown})"])),
+        }
+        ftype, optional = hints[f.name], False
         args = [a for a in typing.get_args(ftype) if a is not type(None)]
         if len(args) == 1 and type(None) in typing.get_args(ftype):
             ftype, optional = args[0], True
+        origin, targs = typing.get_origin(ftype), typing.get_args(ftype)
         if ftype is bool:
-            parser.add_argument(name, default=default, action=argparse.BooleanOptionalAction, help=help_text)
-            continue
-        if ftype not in (int, float, str):  # a tuple or Literal field would be parsed wrongly, not refused
+            kw["action"] = argparse.BooleanOptionalAction
+        elif ftype in (int, float, str):
+            kw["type"] = _converter(ftype, optional)
+        elif origin is typing.Literal and len({type(v) for v in targs}) == 1 and type(targs[0]) in (int, str):
+            kw["type"] = _converter(type(targs[0]), optional)
+            kw["choices"] = list(targs) + ([None] if optional else [])
+        elif origin is tuple and _tuple_nargs(targs) is not None and not optional:
+            kw.update(type=_converter(targs[0], False), nargs=_tuple_nargs(targs), action=_StoreTuple)
+        else:
             raise TypeError(
-                f"parse_dataclass_args supports bool, int, float and str fields (or Optional of them); "
+                "dataclass CLI flags support bool, int, float, str and Literal fields (or Optional of them) and "
+                "tuples of int, float or str; "
                 f"{cls.__name__}.{f.name} is {ftype}"
             )
+        parser.add_argument("--" + f.name.replace("_", "-"), **kw)
 
-        def convert(value: str, _t: type = ftype, _opt: bool = optional) -> Any:
-            if _opt and value.lower() in ("", "none"):
-                return None
-            return _t(value)
 
-        convert.__name__ = getattr(ftype, "__name__", "value")
-        parser.add_argument(name, type=convert, default=default, help=help_text)
+def parse_dataclass_args(cls: type, argv: list[str] | None, description: str, prog: str | None = None) -> Any:
+    """Build an argparse CLI from a hyperparameter dataclass and parse ``argv`` into an instance.
+
+    The flags are :func:`add_dataclass_args`'s. A ValueError of the dataclass's own checks is a usage error (exit 2).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_dataclass_args(parser, cls)
     ns = parser.parse_args(argv)
     try:
         return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})

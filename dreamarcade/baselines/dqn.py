@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -105,7 +105,7 @@ class DQNConfig:
     seed: int = _h("random seed", 1)
     device: str = _h("cpu, cuda, cuda:N, mps or auto", "cpu")
     torch_threads: int = _h("torch CPU threads (0 = torch default)", 0)
-    precision: str = _h(
+    precision: Literal["fp32", "bf16"] = _h(
         "fp32, or bf16: mixed precision for the gradient step (convolutions and the 512-unit layer in bfloat16; "
         "weights, Adam, Q head and loss in fp32; acting stays fp32). About 1.75x faster updates on CPUs with "
         "AMX (Intel Sapphire Rapids and later) and on CUDA GPUs; slower on CPUs without native bfloat16",

@@ -34,6 +34,8 @@ import numpy as np
 
 from dreamarcade.baselines.common import (
     RunLogger,
+    add_dataclass_args,
+    check_counts,
     check_run_dir_free,
     drop_rows_after,
     plot_learning_curve,
@@ -73,6 +75,15 @@ class JERKConfig:
     jump_repeat: int = 4
     seed: int = 0
     save_every_episodes: int = 10
+
+    def __post_init__(self) -> None:
+        # explore_steps=0 with backtrack_steps=0 looped forever without taking a step
+        minimums = {"total_timesteps": 1, "explore_steps": 1, "backtrack_steps": 0, "jump_repeat": 1}
+        check_counts(self, {**minimums, "save_every_episodes": 1})
+        for name in ("exploit_bias", "jump_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:  # also refuses NaN
+                raise ValueError(f"--{name.replace('_', '-')} must be a probability in [0, 1], got {value}")
 
 
 class BudgetSpent(Exception):
@@ -316,25 +327,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", default=None, help="default runs/metarl/jerk/<game>_<state>")
     parser.add_argument("--resume", action="store_true", help="continue from <run-dir>/jerk_state.npz")
     parser.add_argument("--max-episode-steps", type=int, default=4500)
-    defaults = JERKConfig()
-    for name in (
-        "total_timesteps",
-        "exploit_bias",
-        "explore_steps",
-        "backtrack_steps",
-        "jump_prob",
-        "jump_repeat",
-        "seed",
-    ):
-        default = getattr(defaults, name)
-        parser.add_argument(
-            "--" + name.replace("_", "-"), type=type(default), default=default, help=f"(default {default})"
-        )
+    add_dataclass_args(parser, JERKConfig, exclude=("save_every_episodes",))
     args = parser.parse_args(argv)
     from dreamarcade.envs.sonic import make_contest_env
     from dreamarcade.errors import DreamArcadeError
 
-    config = JERKConfig(**{k: getattr(args, k) for k in JERKConfig.__dataclass_fields__ if hasattr(args, k)})
+    try:
+        config = JERKConfig(**{k: getattr(args, k) for k in JERKConfig.__dataclass_fields__ if hasattr(args, k)})
+    except ValueError as exc:
+        parser.error(str(exc))
     run_dir = Path(args.run_dir or f"runs/metarl/jerk/{args.game}_{args.state}")
     try:
         env = make_contest_env(args.game, args.state, scenario=args.scenario, max_episode_steps=args.max_episode_steps)

@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -56,6 +56,8 @@ from torch.distributions import Categorical
 from dreamarcade.baselines.common import (
     GracefulStop,
     RunLogger,
+    add_dataclass_args,
+    check_counts,
     check_run_dir_free,
     drop_rows_after,
     has_episode_statistics,
@@ -123,7 +125,7 @@ class PPOConfig:
     norm_adv: bool = True
     target_kl: float | None = None
     # network
-    network: str = "auto"  # "auto" (cnn for images, mlp for vectors), "cnn" or "mlp"
+    network: Literal["auto", "cnn", "mlp"] = "auto"  # "auto" (cnn for images, mlp for vectors), "cnn" or "mlp"
     recurrent: bool = False  # LSTM on top of the encoder (RL^2)
     lstm_size: int = 256
     mlp_hidden: int = 64
@@ -131,17 +133,25 @@ class PPOConfig:
     seed: int = 1
     device: str = "cpu"
     torch_threads: int = 1  # the box is shared: one thread unless asked otherwise
-    vector_mode: str = "auto"  # "auto" (async when num_envs > 1 or with evaluation), "async" (subprocess), "sync"
+    # "auto": async (subprocess) when num_envs > 1 or with evaluation, else sync
+    vector_mode: Literal["auto", "async", "sync"] = "auto"
     checkpoint_every_updates: int = 10
     eval_every_steps: int = 0  # 0: never; else evaluate the eval envs every this many steps
     eval_episodes: int = 1
 
     def validate(self) -> None:
         """Raise ValueError naming the bad field and the fix."""
-        if self.total_timesteps < 1:
-            raise ValueError(f"total_timesteps must be >= 1, got {self.total_timesteps}.")
-        if self.num_envs < 1 or self.num_steps < 1:
-            raise ValueError(f"num_envs and num_steps must be >= 1, got {self.num_envs} and {self.num_steps}.")
+        counts = ("total_timesteps", "num_envs", "num_steps", "update_epochs", "checkpoint_every_updates")
+        counts += ("torch_threads", "lstm_size", "mlp_hidden", "eval_episodes")
+        check_counts(
+            self,
+            {**dict.fromkeys(counts, 1), "eval_every_steps": 0},
+            {
+                "update_epochs": " (passes over each rollout)",
+                "checkpoint_every_updates": " (one is also always written at the end)",
+                "eval_every_steps": " (0: no evaluation)",
+            },
+        )
         if self.num_minibatches < 1 or self.num_minibatches > self.num_envs * self.num_steps:
             raise ValueError(
                 f"num_minibatches={self.num_minibatches} must be between 1 and num_envs*num_steps="
@@ -159,13 +169,6 @@ class PPOConfig:
                 f"recurrent PPO splits the batch by env (whole sequences), so num_envs={self.num_envs} must be a "
                 f"multiple of num_minibatches={self.num_minibatches}. Use num_minibatches={fit}, or "
                 f"a multiple of {self.num_minibatches} envs."
-            )
-        if self.update_epochs < 1:
-            raise ValueError(f"update_epochs must be >= 1 (passes over each rollout), got {self.update_epochs}.")
-        if self.checkpoint_every_updates < 1:
-            raise ValueError(
-                f"checkpoint_every_updates must be >= 1 (a checkpoint every that many updates), got "
-                f"{self.checkpoint_every_updates}; a checkpoint is also always written at the end."
             )
         if self.network not in ("auto", "cnn", "mlp"):
             raise ValueError(f"network must be 'auto', 'cnn' or 'mlp', got {self.network!r}.")
@@ -966,18 +969,7 @@ def add_config_args(
 
     ``exclude``: fields the command sets itself; they get no flag, so none is accepted and then ignored.
     """
-    defaults = defaults or PPOConfig()
-    for f in dataclasses.fields(PPOConfig):
-        if f.name in exclude:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        elif f.name in ("target_kl", "ent_coef_final"):
-            parser.add_argument(flag, type=float, default=default, help=f"(default: {default})")
-        else:
-            parser.add_argument(flag, type=type(default), default=default, help=f"(default: {default})")
+    add_dataclass_args(parser, PPOConfig, defaults or PPOConfig(), exclude)
 
 
 def config_from_args(args: argparse.Namespace) -> PPOConfig:

@@ -33,13 +33,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from dreamarcade.baselines.common import (
     RunLogger,
+    add_dataclass_args,
     check_counts,
     drop_rows_after,
     help_field,
@@ -61,7 +62,6 @@ from dreamarcade.checkpoint import (
 )
 from dreamarcade.errors import input_checks, is_input_error
 from dreamarcade.precision import autocast, check_precision, flush_denormals
-from dreamarcade.world_models.mdnrnn import ACTION_MAPS
 from dreamarcade.world_models.model import ENV_DEFAULTS, WorldModel
 
 STEPS = ("collect", "train-vae", "train-mdnrnn", "calibrate-done", "evolve", "evaluate", "video", "pipeline", "demo",
@@ -83,12 +83,12 @@ class WMConfig:
         (64, 16)
     """
 
-    env: str = _h("which game: doom (TakeCover) or carracing", "doom")
+    env: Literal["doom", "carracing"] = _h("which game: doom (TakeCover) or carracing", "doom")
     run_dir: str = _h("folder of the run's data, models and logs ('': runs/dreams/<env>)", "")
     seed: int = _h("base random seed", 0)
     device: str = _h("torch device for training (cpu, cuda, auto)", "cpu")
     threads: int = _h("torch threads per process", 1)
-    precision: str = _h(
+    precision: Literal["fp32", "bf16"] = _h(
         "fp32, or bf16: mixed precision for training and encoding V and M (matmuls and convolutions in bfloat16, "
         "weights, optimizer, losses and the LSTM cell state in fp32; ~1.5x faster V steps, 3x faster encoding) "
         "and for evolve's batched dreams (M's matmuls in bfloat16, ~2x faster), on CPUs with AMX (Intel Sapphire "
@@ -98,7 +98,9 @@ class WMConfig:
     # collect (paper: 64 workers x 200 trials ~ 12.8k episodes, 10k used)
     episodes: int = _h("collect: episodes to record", 10000)
     workers: int = _h("parallel worker processes for collect, real-env evolve and evaluate (0: one per CPU core)", 0)
-    backend: str = _h("collect: worker processes on this machine, a Ray cluster, or inline in this process", "process")
+    backend: Literal["process", "ray", "inline"] = _h(
+        "collect: worker processes on this machine, a Ray cluster, or inline in this process", "process"
+    )
     max_steps: int = _h("episode cap (0: the env's own, 2100 Doom / 1000 CarRacing)", 0)
     # V
     vae_epochs: float = _h("train-vae: passes over all frames* shards", 10.0)  # hardmaru's code (the paper says 1)
@@ -114,14 +116,14 @@ class WMConfig:
     rnn_lr_min: float = _h("train-mdnrnn: learning-rate floor", 1e-5)
     rnn_lr_decay: float = _h("train-mdnrnn: learning-rate decay per step", 0.99999)
     rnn_grad_clip: float = _h("train-mdnrnn: gradient-norm clip", 1.0)
-    rnn_action_map: str = _h(
+    rnn_action_map: Literal["none", "takecover"] = _h(
         "train-mdnrnn: how a new M reads actions: 'none' as given (the paper), 'takecover' as TakeCover's "
         "left/no-op/right (-1/0/+1, the game's +-1/3 threshold)",
         "none",
     )
     done_pos_weight: float = _h("train-mdnrnn: weight of the positive (done) class in the done head's loss", 10.0)
     # C / CMA-ES (estool)
-    where: str = _h("evolve: score candidates in the dream or in the real env", "dream")
+    where: Literal["dream", "real"] = _h("evolve: score candidates in the dream or in the real env", "dream")
     temperature: float = _h("dream temperature tau (0: the env's default, Doom 1.15)", 0.0)
     popsize: int = _h("evolve: CMA-ES population", 64)
     rollouts: int = _h("evolve: episodes per candidate", 16)
@@ -129,7 +131,7 @@ class WMConfig:
     sigma_init: float = _h("evolve: CMA-ES initial step size", 0.1)
     eval_every: int = _h("evolve: generations between evaluations of the mean (0: never)", 25)
     eval_rollouts: int = _h("evolve: episodes per evaluation of the mean", 1024)
-    controller: str = _h("controller input: full ([z, h] / [z, c, h]) or v-only ([z])", "full")
+    controller: Literal["full", "v-only"] = _h("controller input: full ([z, h] / [z, c, h]) or v-only ([z])", "full")
     time_budget: float = _h("evolve: stop after this many seconds of this invocation (0: no limit)", 0.0)
     # evaluate
     eval_episodes: int = _h("evaluate: real episodes", 100)
@@ -1202,22 +1204,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: python -m dreamarcade.baselines world_models demo",
     )
     parser.add_argument("step", choices=STEPS, help="pipeline step to run")
-    for f in dataclasses.fields(WMConfig):
-        if f.name == "extra":
-            continue
-        help_text = f"{f.metadata['help']} (default: {f.default!r})"
-        kw: dict[str, Any] = {"default": None, "type": type(f.default), "help": help_text}
-        if f.name == "env":
-            kw["choices"] = sorted(ENV_DEFAULTS)
-        if f.name == "where":
-            kw["choices"] = ["dream", "real"]
-        if f.name == "controller":
-            kw["choices"] = ["full", "v-only"]
-        if f.name == "backend":
-            kw["choices"] = ["process", "ray", "inline"]
-        if f.name == "rnn_action_map":
-            kw["choices"] = list(ACTION_MAPS)
-        parser.add_argument(f"--{f.name.replace('_', '-')}", **kw)
+    # a flag not given is None: main() lays the flags given over the step's presets (demo) and the defaults
+    add_dataclass_args(parser, WMConfig, exclude=("extra",), given_only=True)
     parser.add_argument("--resume", action="store_true", help="continue from the run's checkpoints (always on)")
     return parser
 
