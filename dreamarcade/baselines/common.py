@@ -119,7 +119,8 @@ class RunLogger:
 
     CSV files are appended to, so a resumed run continues the same logs (``resumed_at``: the step it resumes
     from, so TensorBoard drops the replayed steps' events as :func:`drop_rows_after` drops their rows). One writer
-    per file: a second logger on the same directory would lose rows when either widens a header.
+    per file: a second logger on the same directory would lose rows when either widens a header. The trainers
+    claim their run directory (:func:`claim_run_dir`), so a second process on it is refused.
 
     Example:
         >>> import tempfile
@@ -531,6 +532,72 @@ def check_run_dir_free(
             f"{run_dir} already holds a run ({', '.join(found)}). Pass resume=True (--resume) to continue "
             "it, or use a new run directory."
         )
+
+
+class RunDirBusyError(DreamArcadeError, BlockingIOError):
+    """Another process is writing to the run directory (:func:`claim_run_dir`).
+
+    Example:
+        >>> from dreamarcade.baselines.common import RunDirBusyError
+        >>> issubclass(RunDirBusyError, BlockingIOError)
+        True
+    """
+
+
+LOCK_FILE = ".dreamarcade.lock"
+_claims: dict[Path, Any] = {}  # run directory -> the open, flock-ed lock file of this process
+_claims_guard = threading.Lock()
+
+
+def claim_run_dir(run_dir: str | os.PathLike[str]) -> None:
+    """Make this process the only writer of an existing ``run_dir`` until :func:`release_run_dir` or its exit.
+
+    Trainers claim their run directory before they change anything in it (a resume drops the log rows after its
+    checkpoint), so that a second process on the same directory, such as a ``--resume`` started twice, stops with
+    :class:`RunDirBusyError` instead of cutting the first one's logs and overwriting its checkpoints. A claim is an
+    advisory ``flock`` on ``run_dir/.dreamarcade.lock`` (which names the holder's pid); the system drops it when the
+    process ends, however it ends. The same process may claim a directory again (a run resumed after a crash in
+    a notebook). Without ``fcntl`` (Windows) nothing is locked.
+
+    Example:
+        >>> import tempfile
+        >>> from dreamarcade.baselines.common import claim_run_dir, release_run_dir
+        >>> d = tempfile.mkdtemp()
+        >>> claim_run_dir(d); claim_run_dir(d)  # again from this process: fine
+        >>> release_run_dir(d)
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return
+    path = Path(run_dir).resolve()
+    with _claims_guard:
+        if path in _claims:
+            return
+        lock = open(path / LOCK_FILE, "a+")  # noqa: SIM115 - held open for the claim, closed by release_run_dir
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            lock.close()
+            raise RunDirBusyError(
+                f"{run_dir} is in use by another process (pid {holder}): two runs writing to one directory would "
+                "mix their logs and checkpoints. Wait for it to end (or stop it), or use another run directory."
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        _claims[path] = lock
+
+
+def release_run_dir(run_dir: str | os.PathLike[str]) -> None:
+    """End this process's claim on ``run_dir`` (:func:`claim_run_dir`); nothing happens without one."""
+    with _claims_guard:
+        lock = _claims.pop(Path(run_dir).resolve(), None)
+    if lock is not None:
+        lock.close()  # closing the file releases the flock
 
 
 def _has_rows(csv_path: Path) -> bool:

@@ -43,12 +43,14 @@ from dreamarcade.baselines.common import (
     RunLogger,
     check_counts,
     check_run_dir_free,
+    claim_run_dir,
     drop_rows_after,
     has_episode_statistics,
     help_field,
     parse_dataclass_args,
     plot_learning_curve,
     read_episodes,
+    release_run_dir,
     resolve_device,
     save_hyperparameters,
     seed_everything,
@@ -403,6 +405,7 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
                 "not 'rgb_array' frames. Pass --video-episodes 0."
             )
         run_dir.mkdir(parents=True, exist_ok=True)  # only once the envs exist: a bad env id leaves no empty run dir
+        claim_run_dir(run_dir)  # before the resume below drops log rows: one process per run directory
         obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
         pixels = is_pixel_space(obs_space)
         q_network = make_q_network(obs_space, n_actions).to(device)
@@ -593,6 +596,7 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
             env_kwargs=json.loads(cfg.env_kwargs),
         )
         result.update(video=ev["video"], eval_returns=ev["returns"])
+    release_run_dir(run_dir)
     return result
 
 

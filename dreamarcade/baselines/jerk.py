@@ -37,9 +37,11 @@ from dreamarcade.baselines.common import (
     add_dataclass_args,
     check_counts,
     check_run_dir_free,
+    claim_run_dir,
     drop_rows_after,
     plot_learning_curve,
     read_episodes,
+    release_run_dir,
     save_hyperparameters,
     seed_everything,
 )
@@ -238,6 +240,7 @@ def run_jerk(
     if not resume:
         check_run_dir_free(run_dir, state_files=(STATE_FILE,))
     run_dir.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(run_dir)  # before the resume below drops log rows: one process per run directory
     save_hyperparameters(run_dir, config)
     seed_everything(config.seed)
     tracked = TrackedEnv(env, budget=config.total_timesteps)  # the contest stops the env at the budget
@@ -297,6 +300,7 @@ def run_jerk(
         plot_learning_curve({"JERK": read_episodes(csv)}, run_dir / "learning_curve.png", f"JERK: {run_dir.name}")
     all_returns = [float(r) for r in read_episodes(csv)[1]] if csv.exists() else episode_returns
     score = float(np.mean(all_returns)) if all_returns else float("nan")
+    release_run_dir(run_dir)
     return {"score": score, "episodes": len(all_returns), "steps": tracked.total_steps_ever}
 
 

@@ -59,10 +59,12 @@ from dreamarcade.baselines.common import (
     add_dataclass_args,
     check_counts,
     check_run_dir_free,
+    claim_run_dir,
     drop_rows_after,
     has_episode_statistics,
     plot_learning_curve,
     read_episodes,
+    release_run_dir,
     resolve_device,
     save_hyperparameters,
     seed_everything,
@@ -669,6 +671,7 @@ def train_ppo(
         mode = "async" if eval_env_fns and config.vector_mode == "auto" else config.vector_mode
         envs = make_vector_env(envs, mode)
         run_dir.mkdir(parents=True, exist_ok=True)  # only once the envs exist: a bad env id leaves no empty run dir
+        claim_run_dir(run_dir)  # before the resume below drops log rows: one process per run directory
         obs_space, act_space = envs.single_observation_space, envs.single_action_space
 
         agent = build_agent(obs_space, act_space, config).to(device)
@@ -854,6 +857,7 @@ def train_ppo(
             bar.close()
         logger.close()
         envs.close()
+        release_run_dir(run_dir)
     result.steps_per_second = (global_step - start_step) / max(1e-9, time.time() - start_time)
     return result
 

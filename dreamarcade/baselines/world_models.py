@@ -42,9 +42,11 @@ from dreamarcade.baselines.common import (
     RunLogger,
     add_dataclass_args,
     check_counts,
+    claim_run_dir,
     drop_rows_after,
     help_field,
     plot_learning_curve,
+    release_run_dir,
     resolve_device,
     save_hyperparameters,
     seed_everything,
@@ -1228,7 +1230,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         cfg.resolved_run_dir().mkdir(parents=True, exist_ok=True)
+        claim_run_dir(cfg.resolved_run_dir())  # one process per run directory (a step resumes its logs)
         steps[args.step](cfg)
+        release_run_dir(cfg.resolved_run_dir())
     except Exception as exc:
         if not is_input_error(exc):  # not bad input (a bug, a crash mid-run): keep the traceback
             raise

@@ -335,7 +335,13 @@ def train_embedding(
     """Train on ``video_paths`` and keep the latest checkpoint in ``out_dir`` (resumable)."""
     from tqdm import tqdm
 
-    from dreamarcade.baselines.common import RunLogger, check_run_dir_free, drop_rows_after
+    from dreamarcade.baselines.common import (
+        RunLogger,
+        check_run_dir_free,
+        claim_run_dir,
+        drop_rows_after,
+        release_run_dir,
+    )
 
     with input_checks():  # the settings, the videos and --out; not the training itself
         cfg = cfg or EmbeddingConfig()
@@ -363,6 +369,8 @@ def train_embedding(
         out_dir = Path(out_dir)
         if not resume:  # a fresh run never overwrites another run's checkpoint or appends to its logs
             check_run_dir_free(out_dir, checkpoint_dir="", log_dir="logs")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        claim_run_dir(out_dir)  # before the resume below drops log rows: one process per run directory
         if resume and checkpoint_exists(out_dir):
             tensors, config = load_checkpoint(out_dir, kind="tdc_cmc")
             saved = EmbeddingConfig.from_json(config["embedding"])
@@ -401,6 +409,7 @@ def train_embedding(
             _save(model, opt, rng, step, out_dir, video_paths, tcfg)
     bar.close()
     log.close()
+    release_run_dir(out_dir)
     model.eval()
     return model
 

@@ -1,0 +1,114 @@
+"""One process per run directory: a second trainer on a busy run directory stops before it changes anything."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+
+from dreamarcade.baselines.common import LOCK_FILE, RunDirBusyError, claim_run_dir, release_run_dir
+from dreamarcade.baselines.ppo import PPOConfig, train_ppo
+
+
+@contextmanager
+def held_by_another_process(run_dir: Path) -> Iterator[int]:
+    """A real second process that claims ``run_dir`` and holds it until the block ends; yields its pid."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from dreamarcade.baselines.common import claim_run_dir
+        claim_run_dir({str(run_dir)!r})
+        print("claimed", flush=True)
+        sys.stdin.read()  # hold the claim until the test closes stdin
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "claimed"
+        yield proc.pid
+    finally:
+        proc.communicate(timeout=60)  # closes stdin: the process exits and the system drops its lock
+
+
+def test_a_claim_held_by_another_process_is_refused_until_that_process_ends(tmp_path: Path) -> None:
+    with held_by_another_process(tmp_path) as pid:
+        with pytest.raises(RunDirBusyError, match=rf"in use by another process \(pid {pid}\)"):
+            claim_run_dir(tmp_path)
+        assert isinstance(RunDirBusyError("x"), BlockingIOError)
+    claim_run_dir(tmp_path)  # the holder has exited
+    claim_run_dir(tmp_path)  # this process again: fine (a run resumed in the same notebook after a crash)
+    release_run_dir(tmp_path)
+    release_run_dir(tmp_path)  # nothing held: nothing happens
+    assert (tmp_path / LOCK_FILE).is_file()
+
+
+def _ppo(run_dir: Path, resume: bool) -> None:
+    cfg = PPOConfig(total_timesteps=256, num_steps=64, num_minibatches=1, update_epochs=1, vector_mode="sync")
+    train_ppo([lambda: gym.make("CartPole-v1")], cfg, run_dir, resume=resume, progress=False, tensorboard=False)
+
+
+def test_a_resume_into_a_busy_run_directory_stops_before_dropping_log_rows(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _ppo(run, resume=False)
+    before = {n: (run / n).read_bytes() for n in ("episodes.csv", "metrics.csv", "hyperparameters.json")}
+    with held_by_another_process(run), pytest.raises(RunDirBusyError):
+        _ppo(run, resume=True)
+    assert {n: (run / n).read_bytes() for n in before} == before  # not a row dropped, nothing rewritten
+    _ppo(run, resume=True)  # once the other process is gone, the same resume runs (and releases its claim)
+    claim_run_dir(run)
+    release_run_dir(run)
+
+
+def test_the_cli_prints_a_busy_run_directory_as_one_line(tmp_path: Path, capsys) -> None:
+    from dreamarcade.baselines.ppo import main as ppo_main
+
+    argv = ["train", "--env-id", "CartPole-v1", "--total-timesteps", "64", "--num-steps", "64"]
+    argv += ["--num-minibatches", "1", "--vector-mode", "sync", "--run-dir", str(tmp_path)]
+    with held_by_another_process(tmp_path) as pid:
+        assert ppo_main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"in use by another process (pid {pid})" in err
+
+
+def test_every_trainer_claims_its_run_directory(tmp_path: Path) -> None:
+    """DQN, JERK, the world-models steps and the embedding trainer refuse a directory another process holds."""
+    import numpy as np
+
+    from dreamarcade.baselines import world_models as W
+    from dreamarcade.baselines.dqn import DQNConfig
+    from dreamarcade.baselines.dqn import train as train_dqn
+    from dreamarcade.baselines.jerk import JERKConfig, run_jerk
+    from dreamarcade.envs.sonic import make_contest_env
+    from dreamarcade.reward_models.demo_videos import write_av
+    from dreamarcade.reward_models.embedding import EmbeddingConfig
+    from dreamarcade.reward_models.train_embedding import TrainConfig, train_embedding
+
+    frames = np.random.default_rng(0).integers(0, 255, (40, 32, 32, 3), dtype=np.uint8)
+    video = str(write_av(tmp_path / "v.mp4", iter(frames), 30))
+    tiny = EmbeddingConfig(
+        frame_size=20, crop_size=16, channels=(4, 8, 8), hidden=16, embed_dim=8, classifier_hidden=16, cmc_weight=0.0
+    )
+    dqn = DQNConfig(env_id="CartPole-v1", total_timesteps=50, learning_starts=10, progress=False, video_episodes=0)
+    held = tmp_path / "held"
+    held.mkdir()
+    with held_by_another_process(held):
+        with pytest.raises(RunDirBusyError):
+            train_dqn(dataclasses.replace(dqn, run_dir=str(held), tensorboard=False))
+        env = make_contest_env("Airstriker-Genesis", "Level1", scenario="scenario", max_episode_steps=50)
+        try:
+            with pytest.raises(RunDirBusyError):
+                run_jerk(env, JERKConfig(total_timesteps=100), held, progress=False)
+        finally:
+            env.close()
+        with pytest.raises(RunDirBusyError):
+            train_embedding([video], held, tiny, TrainConfig(steps=2, batch_size=4), progress=False)
+        argv = ["collect", "--env", "doom", "--episodes", "1", "--max-steps", "5", "--backend", "inline"]
+        assert W.main([*argv, "--run-dir", str(held)]) == 2
+    assert sorted(p.name for p in held.iterdir()) == [LOCK_FILE]  # not a file written by the refused runs
