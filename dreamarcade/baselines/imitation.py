@@ -112,7 +112,7 @@ class ImitationConfig:
     ppo: PPOConfig = field(default_factory=_atari_ppo)
 
 
-class LifeLossTerminal(gym.Wrapper):
+class LifeLossTerminal(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """End the episode when a life is lost (ALE ``info["lives"]`` decreases); the next reset is a real reset.
 
     Example:
@@ -125,7 +125,8 @@ class LifeLossTerminal(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self)  # so that env.spec can rebuild the stack (check_env)
+        gym.Wrapper.__init__(self, env)
         self._lives = 0
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
@@ -142,7 +143,7 @@ class LifeLossTerminal(gym.Wrapper):
         return obs, r, term, trunc, info
 
 
-class RoomsVisited(gym.Wrapper):
+class RoomsVisited(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Count the rooms of Montezuma's Revenge an episode has been in: ``info["rooms_visited"]`` on every step.
 
     The room is RAM byte 3 (:data:`dreamarcade.envs.montezuma_search.ROOM`); 2 or more means the player left the
@@ -160,7 +161,8 @@ class RoomsVisited(gym.Wrapper):
     def __init__(self, env: gym.Env) -> None:
         from dreamarcade.envs.montezuma_search import ROOM
 
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
         self._ale, self._room_byte = env.unwrapped.ale, ROOM  # looked up once, not on every step
         self._rooms: set[int] = set()
 

@@ -105,7 +105,7 @@ class BudgetSpent(Exception):
     """
 
 
-class TrackedEnv(gym.Wrapper):
+class TrackedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Records the actions and cumulative rewards of the current episode, and counts every step ever taken.
 
     Example (MountainCar pays -1 per step, so the cumulative reward peaks after the first step):
@@ -123,7 +123,8 @@ class TrackedEnv(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env, budget: int | None = None) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, budget=budget)
+        gym.Wrapper.__init__(self, env)
         self.action_history: list[np.ndarray] = []
         self.reward_history: list[float] = []
         self.total_reward = 0.0

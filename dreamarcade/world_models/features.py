@@ -97,7 +97,9 @@ class FeatureTracker:
 class WorldModelFeatures(gym.Wrapper):
     """Wraps a real env with 64x64x3 frames so its observations are the world model's features.
 
-    ``info["frame"]`` keeps the 64x64 frame the features came from.
+    ``info["frame"]`` keeps the 64x64 frame the features came from. Gymnasium's ``check_env`` on one built by hand
+    needs ``skip_render_check=True, skip_close_check=True``: those checks rebuild the env from ``env.spec``, which
+    cannot rebuild and compare a wrapper holding a model.
 
     Example:
         >>> import gymnasium as gym

@@ -278,6 +278,9 @@ class YouTubeImitationReward(gym.Wrapper, _ImitationCore):
         + _ARGS_DOC
         + """
 
+    Gymnasium's ``check_env`` on one built by hand needs ``skip_render_check=True, skip_close_check=True``: those
+    checks rebuild the env from ``env.spec``, which cannot rebuild and compare a wrapper holding a model.
+
     Example:
         >>> import gymnasium as gym, ale_py
         >>> from dreamarcade.wrappers.imitation import YouTubeImitationReward, load_imitation_model
