@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dreamarcade.reward_models.build_reward import sidecar_start
+from dreamarcade.reward_models.build_reward import first_frame_at, sidecar_start
 from dreamarcade.reward_models.cycle import cycle_consistency, pixel_features, three_cycle_consistency
 from dreamarcade.reward_models.embedding import load_embedding
 from dreamarcade.reward_models.video import read_video
@@ -31,7 +30,7 @@ from dreamarcade.reward_models.video import read_video
 def _trimmed(path: Path, fps: float, size: int) -> np.ndarray:
     start = sidecar_start(path.with_suffix(".json"))  # the recorder's gameplay start, 0 without a sidecar
     clip = read_video(path, fps=fps, size=(size, size), audio=False)
-    return clip.frames[int(math.ceil(start * fps)) :]
+    return clip.frames[first_frame_at(start, fps) :]  # as build_reward trims the demonstration
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dreamarcade.checkpoint import load_checkpoint, save_checkpoint
+from dreamarcade.envs.doom import THIRD  # TakeCover's threshold: float32's 1/3 must stay a no-op
 from dreamarcade.errors import CheckpointError
 from dreamarcade.precision import validate_precision
 
@@ -48,7 +49,6 @@ __all__ = ["ACTION_MAPS", "MDNRNN", "PackedMDNRNN", "map_actions_", "mdn_loss", 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 ACTION_MAPS = ("none", "takecover")
-_THIRD = float(np.float32(1.0 / 3.0))  # TakeCover's threshold (envs.doom.THIRD): float32's 1/3 is a no-op
 
 
 def _check_action_map(action_map: str, action_size: int) -> str:
@@ -67,10 +67,10 @@ def map_actions_(a: torch.Tensor | np.ndarray, action_map: str) -> torch.Tensor 
     if action_map == "takecover":  # compared in float64, as the real env compares the Python float it is given
         if isinstance(a, np.ndarray):
             a64 = a.astype(np.float64)
-            np.copyto(a, (a64 > _THIRD).astype(a.dtype) - (a64 < -_THIRD).astype(a.dtype))
+            np.copyto(a, (a64 > THIRD).astype(a.dtype) - (a64 < -THIRD).astype(a.dtype))
         else:
             a64 = a.double()
-            a.copy_((a64 > _THIRD).to(a.dtype) - (a64 < -_THIRD).to(a.dtype))
+            a.copy_((a64 > THIRD).to(a.dtype) - (a64 < -THIRD).to(a.dtype))
     return a
 
 
