@@ -112,3 +112,69 @@ def test_every_trainer_claims_its_run_directory(tmp_path: Path) -> None:
         argv = ["collect", "--env", "doom", "--episodes", "1", "--max-steps", "5", "--backend", "inline"]
         assert W.main([*argv, "--run-dir", str(held)]) == 2
     assert sorted(p.name for p in held.iterdir()) == [LOCK_FILE]  # not a file written by the refused runs
+
+
+def _claimable_by_another_process(run_dir: Path) -> bool:
+    code = (
+        "import sys\n"
+        "from dreamarcade.baselines.common import RunDirBusyError, claim_run_dir\n"
+        "try:\n"
+        f"    claim_run_dir({str(run_dir)!r})\n"
+        "except RunDirBusyError:\n"
+        "    sys.exit(3)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_a_trainer_that_fails_or_refuses_its_input_releases_its_claim(tmp_path: Path) -> None:
+    from dreamarcade.baselines import world_models as W
+    from dreamarcade.baselines.dqn import main as dqn_main
+    from dreamarcade.errors import CheckpointError
+
+    run = tmp_path / "ppo"
+    _ppo(run, resume=False)
+    cfg = PPOConfig(total_timesteps=256, num_steps=64, num_minibatches=1, update_epochs=1, vector_mode="sync")
+    with pytest.raises(CheckpointError):  # a resume whose network does not fit the checkpoint: refused in setup
+        train_ppo([lambda: gym.make("CartPole-v1")], dataclasses.replace(cfg, mlp_hidden=8), run, resume=True,
+                  progress=False, tensorboard=False)  # fmt: skip
+    assert _claimable_by_another_process(run)
+    dqn_dir = tmp_path / "dqn"
+    assert dqn_main(["--env-id", "CartPole-v1", "--resume", "--run-dir", str(dqn_dir), "--no-progress"]) == 2
+    assert _claimable_by_another_process(dqn_dir)  # (no checkpoint to resume)
+    wm_dir = tmp_path / "wm"
+    assert W.main(["train-vae", "--env", "doom", "--run-dir", str(wm_dir)]) == 2  # no collected frames
+    assert _claimable_by_another_process(wm_dir)
+
+
+def test_the_jerk_cli_prints_a_busy_run_directory_as_one_line(tmp_path: Path, capsys) -> None:
+    from dreamarcade.baselines.jerk import main as jerk_main
+
+    argv = ["--game", "Airstriker-Genesis", "--state", "Level1", "--scenario", "scenario", "--total-timesteps", "50"]
+    with held_by_another_process(tmp_path) as pid:
+        assert jerk_main([*argv, "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"in use by another process (pid {pid})" in err
+
+
+def test_the_world_models_demo_claims_its_own_directory(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Without --run-dir the demo runs in runs/dreams/demo, not in the doom pipeline's runs/dreams/doom."""
+    from dreamarcade.baselines import world_models as W
+
+    monkeypatch.chdir(tmp_path)
+    demo = tmp_path / "runs" / "dreams" / "demo"
+    demo.mkdir(parents=True)
+    with held_by_another_process(demo):
+        assert W.main(["demo"]) == 2
+    assert "runs/dreams/demo is in use by another process" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "dreams" / "doom").exists()  # the pipeline's directory is not touched
+
+
+def test_a_refused_imitation_resume_leaves_the_runs_config_alone(tmp_path: Path) -> None:
+    from dreamarcade.baselines.imitation import ImitationConfig, _save_config
+    from dreamarcade.baselines.imitation import train as train_imitation
+
+    _save_config(tmp_path, ImitationConfig(num_envs=1))
+    before = (tmp_path / "imitation_config.json").read_bytes()
+    with held_by_another_process(tmp_path), pytest.raises(RunDirBusyError):
+        train_imitation(ImitationConfig(num_envs=2), tmp_path, resume=True, progress=False)
+    assert (tmp_path / "imitation_config.json").read_bytes() == before

@@ -545,8 +545,9 @@ class RunDirBusyError(DreamArcadeError, BlockingIOError):
 
 
 LOCK_FILE = ".dreamarcade.lock"
-_claims: dict[Path, Any] = {}  # run directory -> the open, flock-ed lock file of this process
+_claims: dict[Path, tuple[Any, int]] = {}  # run directory -> (the open, flock-ed lock file, the claiming thread)
 _claims_guard = threading.Lock()
+_F = typing.TypeVar("_F", bound=Callable[..., Any])
 
 
 def claim_run_dir(run_dir: str | os.PathLike[str]) -> None:
@@ -556,8 +557,9 @@ def claim_run_dir(run_dir: str | os.PathLike[str]) -> None:
     checkpoint), so that a second process on the same directory, such as a ``--resume`` started twice, stops with
     :class:`RunDirBusyError` instead of cutting the first one's logs and overwriting its checkpoints. A claim is an
     advisory ``flock`` on ``run_dir/.dreamarcade.lock`` (which names the holder's pid); the system drops it when the
-    process ends, however it ends. The same process may claim a directory again (a run resumed after a crash in
-    a notebook). Without ``fcntl`` (Windows) nothing is locked.
+    process ends, however it ends. A claim this process already holds is kept (a trainer that calls another on the
+    same directory). Trainers are decorated with :func:`releases_run_dirs`, which releases their claims when they
+    return or raise. Without ``fcntl`` (Windows) nothing is locked.
 
     Example:
         >>> import tempfile
@@ -589,15 +591,49 @@ def claim_run_dir(run_dir: str | os.PathLike[str]) -> None:
         lock.truncate()
         lock.write(f"{os.getpid()}\n")
         lock.flush()
-        _claims[path] = lock
+        _claims[path] = (lock, threading.get_ident())
 
 
 def release_run_dir(run_dir: str | os.PathLike[str]) -> None:
     """End this process's claim on ``run_dir`` (:func:`claim_run_dir`); nothing happens without one."""
     with _claims_guard:
-        lock = _claims.pop(Path(run_dir).resolve(), None)
-    if lock is not None:
-        lock.close()  # closing the file releases the flock
+        held = _claims.pop(Path(run_dir).resolve(), None)
+    if held is not None:
+        held[0].close()  # closing the file releases the flock
+
+
+def releases_run_dirs(fn: _F) -> _F:
+    """Decorate a trainer: the run directories it claims (:func:`claim_run_dir`) are released when it returns or
+    raises, so a notebook or test process that survives a failed run does not keep other processes out.
+
+    Example:
+        >>> import tempfile
+        >>> from dreamarcade.baselines.common import _claims, claim_run_dir, releases_run_dirs
+        >>> @releases_run_dirs
+        ... def fails(d):
+        ...     claim_run_dir(d)
+        ...     raise RuntimeError("mid-run")
+        >>> try:
+        ...     fails(tempfile.mkdtemp())
+        ... except RuntimeError:
+        ...     print(len(_claims))
+        0
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        me = threading.get_ident()
+        with _claims_guard:
+            before = set(_claims)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with _claims_guard:
+                new = [p for p, (_, owner) in _claims.items() if p not in before and owner == me]
+            for path in new:
+                release_run_dir(path)
+
+    return typing.cast(_F, wrapper)
 
 
 def _has_rows(csv_path: Path) -> bool:

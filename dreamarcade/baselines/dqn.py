@@ -50,7 +50,7 @@ from dreamarcade.baselines.common import (
     parse_dataclass_args,
     plot_learning_curve,
     read_episodes,
-    release_run_dir,
+    releases_run_dirs,
     resolve_device,
     save_hyperparameters,
     seed_everything,
@@ -379,6 +379,7 @@ def load_q_network(
     return q, config
 
 
+@releases_run_dirs  # the run directory's claim ends with the run, also when it raises
 def train(cfg: DQNConfig) -> dict[str, Any]:
     """Train DQN as configured; return a summary (steps, episodes, final mean return, paths)."""
     from tqdm.auto import tqdm
@@ -596,7 +597,6 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
             env_kwargs=json.loads(cfg.env_kwargs),
         )
         result.update(video=ev["video"], eval_returns=ev["returns"])
-    release_run_dir(run_dir)
     return result
 
 

@@ -46,7 +46,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dreamarcade.baselines.common import check_run_dir_free
+from dreamarcade.baselines.common import check_run_dir_free, claim_run_dir, releases_run_dirs
 from dreamarcade.baselines.ppo import PPOConfig, load_agent, obs_to_tensor, train_ppo
 from dreamarcade.checkpoint import atomic_write_text
 from dreamarcade.errors import DreamArcadeError, input_checks, is_input_error
@@ -400,6 +400,7 @@ def _load_config(run_dir: Path) -> ImitationConfig:
     return ImitationConfig(**d, ppo=ppo)
 
 
+@releases_run_dirs  # the run directory's claim ends with the run, also when it raises
 def train(cfg: ImitationConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Any:
     """Train PPO with the chosen reward; logs, checkpoints and a learning curve go to ``run_dir``."""
     with input_checks():  # the settings, the run directory and the envs; not the training itself
@@ -426,6 +427,7 @@ def train(cfg: ImitationConfig, run_dir: str | Path, resume: bool = False, progr
         ppo.validate()  # before anything is written: --num-envs 0 left a config behind and crashed in the vector env
         envs = make_envs(cfg)  # refuses bad env settings (--max-episode-steps 0) before the run directory is touched
         run_dir.mkdir(parents=True, exist_ok=True)
+        claim_run_dir(run_dir)  # before the config is written: a refused second process must not replace it
         _save_config(run_dir, cfg)
     return train_ppo(envs, ppo, run_dir, resume=resume, progress=progress)
 

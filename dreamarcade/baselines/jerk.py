@@ -41,7 +41,7 @@ from dreamarcade.baselines.common import (
     drop_rows_after,
     plot_learning_curve,
     read_episodes,
-    release_run_dir,
+    releases_run_dirs,
     save_hyperparameters,
     seed_everything,
 )
@@ -225,6 +225,7 @@ def _load_state(run_dir: Path) -> tuple[list[tuple[list[float], list[np.ndarray]
         return solutions, int(z["steps"])
 
 
+@releases_run_dirs  # the run directory's claim ends with the run, also when it raises
 def run_jerk(
     env: gym.Env, config: JERKConfig, run_dir: str | os.PathLike[str], resume: bool = False, progress: bool = True
 ) -> dict[str, Any]:
@@ -301,7 +302,6 @@ def run_jerk(
         plot_learning_curve({"JERK": read_episodes(csv)}, run_dir / "learning_curve.png", f"JERK: {run_dir.name}")
     all_returns = [float(r) for r in read_episodes(csv)[1]] if csv.exists() else episode_returns
     score = float(np.mean(all_returns)) if all_returns else float("nan")
-    release_run_dir(run_dir)
     return {"score": score, "episodes": len(all_returns), "steps": tracked.total_steps_ever}
 
 
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = run_jerk(env, config, run_dir, resume=args.resume)
-    except FileExistsError as exc:
+    except (FileExistsError, DreamArcadeError) as exc:  # a run already there, or another process on it
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -64,7 +64,7 @@ from dreamarcade.baselines.common import (
     has_episode_statistics,
     plot_learning_curve,
     read_episodes,
-    release_run_dir,
+    releases_run_dirs,
     resolve_device,
     save_hyperparameters,
     seed_everything,
@@ -620,6 +620,7 @@ class PPOResult:
         return float(np.mean(self.episode_returns)) if self.episode_returns else float("nan")
 
 
+@releases_run_dirs  # the run directory's claim ends with the run, also when it raises
 def train_ppo(
     envs: gym.vector.VectorEnv | EnvFns,
     config: PPOConfig,
@@ -857,7 +858,6 @@ def train_ppo(
             bar.close()
         logger.close()
         envs.close()
-        release_run_dir(run_dir)
     result.steps_per_second = (global_step - start_step) / max(1e-9, time.time() - start_time)
     return result
 

@@ -46,7 +46,7 @@ from dreamarcade.baselines.common import (
     drop_rows_after,
     help_field,
     plot_learning_curve,
-    release_run_dir,
+    releases_run_dirs,
     resolve_device,
     save_hyperparameters,
     seed_everything,
@@ -1063,12 +1063,15 @@ def step_pipeline(cfg: WMConfig) -> dict[str, Any]:
 
 
 # ============================================================================================== demo
+@releases_run_dirs
 def step_demo(cfg: WMConfig) -> dict[str, Any]:
     """Bundled DreamDoom-v0 weights: evolve C in the dream for a few minutes, run it in the real game, film both."""
     from dreamarcade.world_models.model import bundled_dir
 
     cfg = dataclasses.replace(cfg, env="doom", run_dir=cfg.run_dir or "runs/dreams/demo")
     run = cfg.resolved_run_dir()
+    run.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(run)  # before its old evolution is cleared below
     # the demo evolves in the bundled dream and clears its run dir's evolution: never in a trained run
     with input_checks():
         trained = [n for n in ("world_model", "vae", "mdnrnn") if (run / n).exists()]
@@ -1212,6 +1215,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@releases_run_dirs  # the run directory's claim ends with the step, also when it fails
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k not in ("step", "resume") and v is not None}
@@ -1229,10 +1233,10 @@ def main(argv: list[str] | None = None) -> int:
         flush_denormals()
         torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        cfg.resolved_run_dir().mkdir(parents=True, exist_ok=True)
-        claim_run_dir(cfg.resolved_run_dir())  # one process per run directory (a step resumes its logs)
+        if args.step != "demo":  # the demo runs in a directory of its own, which it claims itself
+            cfg.resolved_run_dir().mkdir(parents=True, exist_ok=True)
+            claim_run_dir(cfg.resolved_run_dir())  # one process per run directory (a step resumes its logs)
         steps[args.step](cfg)
-        release_run_dir(cfg.resolved_run_dir())
     except Exception as exc:
         if not is_input_error(exc):  # not bad input (a bug, a crash mid-run): keep the traceback
             raise

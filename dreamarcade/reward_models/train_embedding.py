@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from dreamarcade.baselines.common import releases_run_dirs
 from dreamarcade.checkpoint import checkpoint_exists, load_checkpoint, pack_state, save_checkpoint, unpack_state
 from dreamarcade.errors import VideoError, input_checks, is_input_error
 from dreamarcade.precision import flush_denormals
@@ -324,6 +325,7 @@ def evaluate_accuracy(
     return sums
 
 
+@releases_run_dirs  # the output directory's claim ends with the run, also when it raises
 def train_embedding(
     video_paths: list[str],
     out_dir: str | os.PathLike[str],
@@ -335,13 +337,7 @@ def train_embedding(
     """Train on ``video_paths`` and keep the latest checkpoint in ``out_dir`` (resumable)."""
     from tqdm import tqdm
 
-    from dreamarcade.baselines.common import (
-        RunLogger,
-        check_run_dir_free,
-        claim_run_dir,
-        drop_rows_after,
-        release_run_dir,
-    )
+    from dreamarcade.baselines.common import RunLogger, check_run_dir_free, claim_run_dir, drop_rows_after
 
     with input_checks():  # the settings, the videos and --out; not the training itself
         cfg = cfg or EmbeddingConfig()
@@ -409,7 +405,6 @@ def train_embedding(
             _save(model, opt, rng, step, out_dir, video_paths, tcfg)
     bar.close()
     log.close()
-    release_run_dir(out_dir)
     model.eval()
     return model
 
