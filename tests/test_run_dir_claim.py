@@ -178,3 +178,24 @@ def test_a_refused_imitation_resume_leaves_the_runs_config_alone(tmp_path: Path)
     with held_by_another_process(tmp_path), pytest.raises(RunDirBusyError):
         train_imitation(ImitationConfig(num_envs=2), tmp_path, resume=True, progress=False)
     assert (tmp_path / "imitation_config.json").read_bytes() == before
+
+
+def test_a_directory_another_thread_holds_is_refused(tmp_path: Path) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+    claim_run_dir(tmp_path)
+    try:
+        worker = threading.Thread(target=lambda: _try(lambda: claim_run_dir(tmp_path), errors))
+        worker.start()
+        worker.join()
+    finally:
+        release_run_dir(tmp_path)
+    assert len(errors) == 1 and isinstance(errors[0], RunDirBusyError) and "another thread" in str(errors[0])
+
+
+def _try(fn, errors: list[BaseException]) -> None:
+    try:
+        fn()
+    except BaseException as exc:  # handed to the test's thread
+        errors.append(exc)

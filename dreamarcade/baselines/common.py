@@ -557,9 +557,10 @@ def claim_run_dir(run_dir: str | os.PathLike[str]) -> None:
     checkpoint), so that a second process on the same directory, such as a ``--resume`` started twice, stops with
     :class:`RunDirBusyError` instead of cutting the first one's logs and overwriting its checkpoints. A claim is an
     advisory ``flock`` on ``run_dir/.dreamarcade.lock`` (which names the holder's pid); the system drops it when the
-    process ends, however it ends. A claim this process already holds is kept (a trainer that calls another on the
-    same directory). Trainers are decorated with :func:`releases_run_dirs`, which releases their claims when they
-    return or raise. Without ``fcntl`` (Windows) nothing is locked.
+    process ends, however it ends. A claim this thread already holds is kept (a trainer that calls another on the
+    same directory); one held by another thread of the process is refused too. Trainers are decorated with
+    :func:`releases_run_dirs`, which releases their claims when they return or raise. Without ``fcntl`` (Windows)
+    nothing is locked.
 
     Example:
         >>> import tempfile
@@ -575,6 +576,10 @@ def claim_run_dir(run_dir: str | os.PathLike[str]) -> None:
     path = Path(run_dir).resolve()
     with _claims_guard:
         if path in _claims:
+            if _claims[path][1] != threading.get_ident():  # its claim would end with the other thread's run
+                raise RunDirBusyError(
+                    f"{run_dir} is in use by another thread of this process: use another run directory per thread."
+                )
             return
         lock = open(path / LOCK_FILE, "a+")  # noqa: SIM115 - held open for the claim, closed by release_run_dir
         try:
