@@ -1,0 +1,92 @@
+"""Where a trained imitation agent is paid each checkpoint of Montezuma's Revenge: a diagnosis of the reward.
+
+Plays one episode per env with the run's policy (the evaluation's settings: the run's own env stack, seed 1000 for
+the envs and the action sampling) and prints, for every step that paid checkpoints, the checkpoints paid, the
+player's RAM position, room and inventory (``INVENTORY`` is 0 until the key is taken), the agent step and the best
+similarity. Compare the positions with the demonstration's (``RESULTS.md``: where the demonstration took them).
+
+    python benchmarks/imitation_where_paid.py runs/imitation10/agent_s6 --episodes 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dreamarcade.baselines.imitation import _load_config, make_envs
+from dreamarcade.baselines.ppo import load_agent, obs_to_tensor
+from dreamarcade.envs.montezuma_search import INVENTORY, ROOM, X, Y
+
+
+def where_paid(run_dir: Path, episodes: int, seed: int = 1000) -> list[list[dict[str, float]]]:
+    """Per episode, one row per step that paid checkpoints (``from`` -> ``to`` is the next checkpoint's index)."""
+    cfg = _load_config(run_dir)
+    if cfg.reward == "game":
+        raise SystemExit(f"{run_dir} was trained with the game reward only: no checkpoints are paid")
+    cfg.num_envs = episodes
+    torch.manual_seed(seed)
+    envs = make_envs(cfg)
+    agent, _, _ = load_agent(run_dir / "checkpoint")
+    agent.eval()
+    sync = envs
+    while not hasattr(sync, "envs"):  # down the vector wrappers to the SyncVectorEnv and its ALE envs
+        sync = sync.env
+    ales = [e.unwrapped.ale for e in sync.envs]
+    obs, _ = envs.reset(seed=seed)
+    done, before = np.zeros(episodes, bool), np.zeros(episodes, np.int64)
+    rows: list[list[dict[str, float]]] = [[] for _ in range(episodes)]
+    step = 0
+    while not done.all():
+        with torch.no_grad():
+            actions = agent.get_action_and_value(obs_to_tensor(obs, "cpu"))[0].numpy()
+        obs, _, term, trunc, info = envs.step(actions)
+        step += 1
+        nxt = np.asarray(info["imitation_checkpoint"])
+        for i in np.flatnonzero(~done):
+            if term[i] or trunc[i]:  # SAME_STEP autoreset: the info is already the next episode's
+                done[i] = True
+                continue
+            if nxt[i] > before[i]:
+                ram = ales[i].getRAM()
+                rows[i].append(
+                    {
+                        "from": int(before[i]),
+                        "to": int(nxt[i]),
+                        "x": int(ram[X]),
+                        "y": int(ram[Y]),
+                        "room": int(ram[ROOM]),
+                        "inventory": int(ram[INVENTORY]),
+                        "step": step,
+                        "similarity": round(float(np.max(info["imitation_similarity"][i])), 3),
+                    }
+                )
+            before[i] = nxt[i]
+    envs.close()
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--episodes", type=int, default=4)
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    rows = where_paid(a.run_dir, a.episodes)
+    for i, episode in enumerate(rows):
+        print(f"episode {i}:")
+        for r in episode:
+            print(
+                f"  {r['from']:2d} -> {r['to']:2d}  at ({r['x']:3d}, {r['y']:3d}) room {r['room']} "
+                f"inventory {r['inventory']}  step {r['step']:4d}  similarity {r['similarity']:.2f}"
+            )
+    if a.json is not None:
+        a.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
