@@ -199,3 +199,14 @@ def _try(fn, errors: list[BaseException]) -> None:
         fn()
     except BaseException as exc:  # handed to the test's thread
         errors.append(exc)
+
+
+def test_the_sonic_protocol_claims_the_directory_of_its_scores(tmp_path: Path) -> None:
+    from dreamarcade.baselines.ppo_sonic import sonic_protocol
+
+    cfg = PPOConfig(num_steps=64, num_minibatches=1, update_epochs=1)
+    with held_by_another_process(tmp_path), pytest.raises(RunDirBusyError):
+        sonic_protocol([("Airstriker-Genesis", "Level1")], cfg, tmp_path, timesteps=64, scenario="scenario",
+                       progress=False)  # fmt: skip
+    assert not (tmp_path / "scores.json").exists()
+    assert _claimable_by_another_process(tmp_path)

@@ -37,7 +37,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from dreamarcade.baselines.common import plot_learning_curve, read_episodes
+from dreamarcade.baselines.common import claim_run_dir, plot_learning_curve, read_episodes, releases_run_dirs
 from dreamarcade.baselines.ppo import PPOConfig, PPOResult, add_config_args, config_from_args, train_ppo
 from dreamarcade.checkpoint import atomic_write_text
 from dreamarcade.errors import input_checks
@@ -99,6 +99,7 @@ def _check_levels(levels: Sequence[Any]) -> None:
         check_roms(g for g, _ in levels)  # one error naming every missing ROM
 
 
+@releases_run_dirs
 def joint_train(
     train_levels: Sequence[Any],
     config: PPOConfig,
@@ -118,6 +119,8 @@ def joint_train(
     ``num_envs`` workers draws a random training level at every reset.
     """
     _check_levels(list(train_levels) + list(eval_levels))
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    claim_run_dir(run_dir)  # held until the test-score curve below is written (train_ppo's own claim ends earlier)
     env_kwargs = dict(scenario=scenario, reward_scale=reward_scale, max_episode_steps=max_episode_steps)
     if num_envs is None or num_envs == len(train_levels):
         fns = [level_env_fn(g, s, **env_kwargs) for g, s in train_levels]
@@ -147,6 +150,7 @@ def joint_train(
     return result
 
 
+@releases_run_dirs
 def sonic_protocol(
     levels: Sequence[Any],
     config: PPOConfig,
@@ -173,6 +177,7 @@ def sonic_protocol(
     _check_levels(levels)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(run_dir)  # scores.json; each level's directory is claimed by its own train_ppo
     out = run_dir / "scores.json"
     # the env settings change what an episode's return means, so they are part of the run too (files written
     # before they were recorded read as this call's settings)
