@@ -1,9 +1,10 @@
 """Where a trained imitation agent is paid each checkpoint of Montezuma's Revenge: a diagnosis of the reward.
 
 Plays one episode per env with the run's policy (the evaluation's settings: the run's own env stack, seed 1000 for
-the envs and the action sampling) and prints, for every step that paid checkpoints, the checkpoints paid, the
-player's RAM position, room and inventory (``INVENTORY`` is 0 until the key is taken), the agent step and the best
-similarity. Compare the positions with the demonstration's (``RESULTS.md``: where the demonstration took them).
+the envs and the action sampling) and prints, for every step that paid checkpoints, ``from -> to`` (checkpoints
+``from`` to ``to - 1`` were paid), the player's RAM position, room and inventory (0 until the key is taken), the
+agent step and the best similarity. Compare the positions with the demonstration's (``RESULTS.md``: where the
+demonstration took them).
 
     python benchmarks/imitation_where_paid.py runs/imitation10/agent_s6 --episodes 4
 """
