@@ -120,7 +120,7 @@ def joint_train(
     """
     _check_levels(list(train_levels) + list(eval_levels))
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    claim_run_dir(run_dir)  # held until the test-score curve below is written (train_ppo's own claim ends earlier)
+    claim_run_dir(run_dir)  # held until the test-score curve below is written (train_ppo inside keeps it)
     env_kwargs = dict(scenario=scenario, reward_scale=reward_scale, max_episode_steps=max_episode_steps)
     if num_envs is None or num_envs == len(train_levels):
         fns = [level_env_fn(g, s, **env_kwargs) for g, s in train_levels]

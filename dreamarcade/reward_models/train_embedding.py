@@ -40,7 +40,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from dreamarcade.baselines.common import releases_run_dirs
+from dreamarcade.baselines.common import (
+    RunLogger,
+    check_run_dir_free,
+    claim_run_dir,
+    drop_rows_after,
+    releases_run_dirs,
+)
 from dreamarcade.checkpoint import checkpoint_exists, load_checkpoint, pack_state, save_checkpoint, unpack_state
 from dreamarcade.errors import VideoError, input_checks, is_input_error
 from dreamarcade.precision import flush_denormals
@@ -336,8 +342,6 @@ def train_embedding(
 ) -> TDCCMC:
     """Train on ``video_paths`` and keep the latest checkpoint in ``out_dir`` (resumable)."""
     from tqdm import tqdm
-
-    from dreamarcade.baselines.common import RunLogger, check_run_dir_free, claim_run_dir, drop_rows_after
 
     with input_checks():  # the settings, the videos and --out; not the training itself
         cfg = cfg or EmbeddingConfig()
