@@ -551,7 +551,7 @@ _F = typing.TypeVar("_F", bound=Callable[..., Any])
 
 
 def claim_run_dir(run_dir: str | os.PathLike[str]) -> None:
-    """Make this process the only writer of an existing ``run_dir`` until :func:`release_run_dir` or its exit.
+    """Create ``run_dir`` (and its parents) and make this process its only writer until :func:`release_run_dir`.
 
     Trainers claim their run directory before they change anything in it (a resume drops the log rows after its
     checkpoint), so that a second process on the same directory, such as a ``--resume`` started twice, stops with
@@ -569,11 +569,12 @@ def claim_run_dir(run_dir: str | os.PathLike[str]) -> None:
         >>> claim_run_dir(d); claim_run_dir(d)  # again from this process: fine
         >>> release_run_dir(d)
     """
+    path = Path(run_dir).resolve()
+    path.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         return
-    path = Path(run_dir).resolve()
     with _claims_guard:
         if path in _claims:
             if _claims[path][1] != threading.get_ident():  # its claim would end with the other thread's run

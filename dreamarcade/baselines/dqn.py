@@ -405,8 +405,9 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
                 f"--video-episodes {cfg.video_episodes} films the trained agent, but {cfg.env_id} renders {modes}, "
                 "not 'rgb_array' frames. Pass --video-episodes 0."
             )
-        run_dir.mkdir(parents=True, exist_ok=True)  # only once the envs exist: a bad env id leaves no empty run dir
-        claim_run_dir(run_dir)  # before the resume below drops log rows: one process per run directory
+        # created only once the envs exist (a bad env id leaves no empty run dir), and claimed before the resume
+        # below drops log rows: one process per run directory
+        claim_run_dir(run_dir)
         obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
         pixels = is_pixel_space(obs_space)
         q_network = make_q_network(obs_space, n_actions).to(device)

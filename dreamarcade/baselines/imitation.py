@@ -426,7 +426,6 @@ def train(cfg: ImitationConfig, run_dir: str | Path, resume: bool = False, progr
         ppo = dataclasses.replace(cfg.ppo, num_envs=cfg.num_envs)
         ppo.validate()  # before anything is written: --num-envs 0 left a config behind and crashed in the vector env
         envs = make_envs(cfg)  # refuses bad env settings (--max-episode-steps 0) before the run directory is touched
-        run_dir.mkdir(parents=True, exist_ok=True)
         claim_run_dir(run_dir)  # before the config is written: a refused second process must not replace it
         _save_config(run_dir, cfg)
     return train_ppo(envs, ppo, run_dir, resume=resume, progress=progress)

@@ -241,7 +241,6 @@ def run_jerk(
     csv = run_dir / "episodes.csv"
     if not resume:
         check_run_dir_free(run_dir, state_files=(STATE_FILE,))
-    run_dir.mkdir(parents=True, exist_ok=True)
     claim_run_dir(run_dir)  # before the resume below drops log rows: one process per run directory
     save_hyperparameters(run_dir, config)
     seed_everything(config.seed)

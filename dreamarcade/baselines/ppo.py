@@ -671,8 +671,9 @@ def train_ppo(
         # second emulator in a process that holds one, so with evaluation the actors stay out of this process too
         mode = "async" if eval_env_fns and config.vector_mode == "auto" else config.vector_mode
         envs = make_vector_env(envs, mode)
-        run_dir.mkdir(parents=True, exist_ok=True)  # only once the envs exist: a bad env id leaves no empty run dir
-        claim_run_dir(run_dir)  # before the resume below drops log rows: one process per run directory
+        # created only once the envs exist (a bad env id leaves no empty run dir), and claimed before the resume
+        # below drops log rows: one process per run directory
+        claim_run_dir(run_dir)
         obs_space, act_space = envs.single_observation_space, envs.single_action_space
 
         agent = build_agent(obs_space, act_space, config).to(device)

@@ -119,7 +119,6 @@ def joint_train(
     ``num_envs`` workers draws a random training level at every reset.
     """
     _check_levels(list(train_levels) + list(eval_levels))
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
     claim_run_dir(run_dir)  # held until the test-score curve below is written (train_ppo inside keeps it)
     env_kwargs = dict(scenario=scenario, reward_scale=reward_scale, max_episode_steps=max_episode_steps)
     if num_envs is None or num_envs == len(train_levels):
@@ -176,7 +175,6 @@ def sonic_protocol(
     """
     _check_levels(levels)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     claim_run_dir(run_dir)  # scores.json; each level's directory is claimed by its own train_ppo
     out = run_dir / "scores.json"
     # the env settings change what an episode's return means, so they are part of the run too (files written

@@ -1070,7 +1070,6 @@ def step_demo(cfg: WMConfig) -> dict[str, Any]:
 
     cfg = dataclasses.replace(cfg, env="doom", run_dir=cfg.run_dir or "runs/dreams/demo")
     run = cfg.resolved_run_dir()
-    run.mkdir(parents=True, exist_ok=True)
     claim_run_dir(run)  # before its old evolution is cleared below
     # the demo evolves in the bundled dream and clears its run dir's evolution: never in a trained run
     with input_checks():
@@ -1234,7 +1233,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         if args.step != "demo":  # the demo runs in a directory of its own, which it claims itself
-            cfg.resolved_run_dir().mkdir(parents=True, exist_ok=True)
             claim_run_dir(cfg.resolved_run_dir())  # one process per run directory (a step resumes its logs)
         steps[args.step](cfg)
     except Exception as exc:

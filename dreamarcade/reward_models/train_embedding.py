@@ -369,7 +369,6 @@ def train_embedding(
         out_dir = Path(out_dir)
         if not resume:  # a fresh run never overwrites another run's checkpoint or appends to its logs
             check_run_dir_free(out_dir, checkpoint_dir="", log_dir="logs")
-        out_dir.mkdir(parents=True, exist_ok=True)
         claim_run_dir(out_dir)  # before the resume below drops log rows: one process per run directory
         if resume and checkpoint_exists(out_dir):
             tensors, config = load_checkpoint(out_dir, kind="tdc_cmc")
