@@ -6,8 +6,10 @@ Every heavy dependency (vizdoom, stable-retro, box2d, av, ray, ale-py) is import
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
+import sys
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -144,6 +146,28 @@ def is_input_error(exc: BaseException) -> bool:
     (True, False)
     """
     return isinstance(exc, DreamArcadeError) or bool(getattr(exc, _BAD_INPUT, False))
+
+
+def input_error_status(exc: BaseException, parser: argparse.ArgumentParser | None = None, prog: str = "") -> int:
+    """Report bad input as one line and return exit status 2; re-raise any other error with its traceback.
+
+    The command-line tools end with ``except Exception as exc: return input_error_status(exc)``. Bad input
+    (:func:`is_input_error`) is printed as ``error: ...`` (``prog: error: ...`` with ``prog``) on stderr, or, with
+    ``parser``, reported by ``parser.error`` (usage line, exit status 2). Anything else is a bug or a crash mid-run,
+    and is raised again unchanged.
+
+    >>> import contextlib, io
+    >>> with contextlib.redirect_stderr(io.StringIO()) as err:
+    ...     status = input_error_status(CheckpointError("no checkpoint in 'runs/x'"))
+    >>> status, err.getvalue()
+    (2, "error: no checkpoint in 'runs/x'\\n")
+    """
+    if not is_input_error(exc):
+        raise exc
+    if parser is not None:
+        parser.error(str(exc))
+    print(f"{prog}: error: {exc}" if prog else f"error: {exc}", file=sys.stderr)
+    return 2
 
 
 def extra_for(module: str) -> str:

@@ -66,7 +66,7 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
-from dreamarcade.errors import CheckpointError, input_checks, is_input_error
+from dreamarcade.errors import CheckpointError, input_checks, input_error_status
 from dreamarcade.precision import autocast, check_precision, flush_denormals, validate_precision
 
 _h = help_field  # a field with its --help text; short, for the table below
@@ -714,10 +714,8 @@ def main(argv: list[str] | None = None) -> int:
             res = evaluate(
                 a.evaluate, a.episodes, a.epsilon, a.seed, a.video or None, a.max_steps, a.device, network=a.network
             )
-        except Exception as exc:
-            if not is_input_error(exc):  # not bad input (a bug, a crash mid-run): keep the traceback
-                raise
-            p.error(str(exc))  # a device, checkpoint or env this machine cannot use: one line, before any episode
+        except Exception as exc:  # a device, checkpoint or env this machine cannot use: one line, before any episode
+            return input_error_status(exc, parser=p)
         print(json.dumps(res, indent=2))
         return 0
     cfg = parse_dataclass_args(
@@ -726,11 +724,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train(cfg)
     except Exception as exc:
-        if not is_input_error(exc):  # not bad input (a bug, a crash mid-run): keep the traceback
-            raise
         # as for the settings parse_dataclass_args checks: a usage error, found by the checks before training (or,
         # rarely, by those of the closing video's evaluation, once the checkpoint is saved)
-        print(f"python -m dreamarcade.baselines dqn: error: {exc}", file=sys.stderr)
-        return 2
+        return input_error_status(exc, prog="python -m dreamarcade.baselines dqn")
     print(json.dumps(result, indent=2))
     return 0

@@ -49,7 +49,7 @@ import torch
 from dreamarcade.baselines.common import check_run_dir_free, claim_run_dir, releases_run_dirs
 from dreamarcade.baselines.ppo import PPOConfig, load_agent, obs_to_tensor, train_ppo
 from dreamarcade.checkpoint import atomic_write_text
-from dreamarcade.errors import DreamArcadeError, input_checks, is_input_error
+from dreamarcade.errors import DreamArcadeError, input_checks, input_error_status
 from dreamarcade.precision import flush_denormals
 
 __all__ = [
@@ -587,10 +587,7 @@ def main(argv: list[str] | None = None) -> int:
                 atomic_write_text(args.json, json.dumps(out, indent=2))
         return 0
     except Exception as exc:
-        if not is_input_error(exc):  # not bad input (a bug, a crash mid-run): keep the traceback
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return input_error_status(exc)
 
 
 if __name__ == "__main__":

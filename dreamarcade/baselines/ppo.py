@@ -81,7 +81,7 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
-from dreamarcade.errors import CheckpointError, input_checks, is_input_error
+from dreamarcade.errors import CheckpointError, input_checks, input_error_status
 from dreamarcade.precision import flush_denormals
 
 CHECKPOINT_KIND = "ppo"
@@ -1053,10 +1053,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Exception as exc:
-        if not is_input_error(exc):  # not bad input (a bug, a crash mid-run): keep the traceback
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return input_error_status(exc)
 
 
 if __name__ == "__main__":

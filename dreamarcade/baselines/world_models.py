@@ -62,7 +62,7 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
-from dreamarcade.errors import input_checks, is_input_error
+from dreamarcade.errors import input_checks, input_error_status
 from dreamarcade.precision import autocast, check_precision, flush_denormals
 from dreamarcade.world_models.model import ENV_DEFAULTS, WorldModel
 
@@ -1236,10 +1236,7 @@ def main(argv: list[str] | None = None) -> int:
             claim_run_dir(cfg.resolved_run_dir())  # one process per run directory (a step resumes its logs)
         steps[args.step](cfg)
     except Exception as exc:
-        if not is_input_error(exc):  # not bad input (a bug, a crash mid-run): keep the traceback
-            raise
-        print(f"error: {exc}", file=sys.stderr)  # bad input: the message, not a traceback
-        return 2
+        return input_error_status(exc)  # bad input: the message, not a traceback
     return 0
 
 

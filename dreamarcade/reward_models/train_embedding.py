@@ -48,7 +48,7 @@ from dreamarcade.baselines.common import (
     releases_run_dirs,
 )
 from dreamarcade.checkpoint import checkpoint_exists, load_checkpoint, pack_state, save_checkpoint, unpack_state
-from dreamarcade.errors import VideoError, input_checks, is_input_error
+from dreamarcade.errors import VideoError, input_checks, input_error_status
 from dreamarcade.precision import flush_denormals
 from dreamarcade.reward_models.embedding import TDCCMC, EmbeddingConfig, stack_frames
 from dreamarcade.reward_models.video import VideoReader
@@ -482,10 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         with input_checks():
             held_out = load_clips(a.eval_videos, cfg, need_audio=cfg.cmc_weight > 0) if a.eval_videos else None
         model = train_embedding(a.videos, a.out, cfg, tcfg, resume=a.resume)
-    except Exception as exc:
-        if not is_input_error(exc):  # not bad settings, videos or --out (a bug, a crash mid-run): keep the traceback
-            raise
-        p.error(str(exc))
+    except Exception as exc:  # bad settings, videos or --out: a usage error
+        return input_error_status(exc, parser=p)
     print(f"saved {a.out}")
     if held_out is not None:
         torch.manual_seed(tcfg.seed)
