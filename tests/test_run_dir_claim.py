@@ -18,13 +18,16 @@ from dreamarcade.baselines.ppo import PPOConfig, train_ppo
 
 
 @contextmanager
-def held_by_another_process(run_dir: Path) -> Iterator[int]:
-    """A real second process that claims ``run_dir`` and holds it until the block ends; yields its pid."""
+def held_by_another_process(run_dir: Path, claim: str = "claim_run_dir") -> Iterator[int]:
+    """A real second process that claims ``run_dir`` (with the function ``claim``, ``module:name`` or a name in
+    ``baselines.common``) and holds it until the block ends; yields its pid."""
+    module, _, name = claim.rpartition(":")
     code = textwrap.dedent(
         f"""
         import sys
-        from dreamarcade.baselines.common import claim_run_dir
-        claim_run_dir({str(run_dir)!r})
+        from pathlib import Path
+        from {module or "dreamarcade.baselines.common"} import {name} as claim
+        claim(Path({str(run_dir)!r}))
         print("claimed", flush=True)
         sys.stdin.read()  # hold the claim until the test closes stdin
         """
@@ -210,3 +213,27 @@ def test_the_sonic_protocol_claims_the_directory_of_its_scores(tmp_path: Path) -
                        progress=False)  # fmt: skip
     assert not (tmp_path / "scores.json").exists()
     assert _claimable_by_another_process(tmp_path)
+
+
+def test_a_second_bundle_into_the_same_destination_is_refused_before_it_touches_anything(tmp_path: Path) -> None:
+    import shutil
+
+    from dreamarcade.baselines.world_models import WMConfig, step_bundle
+    from dreamarcade.world_models.model import WorldModel, bundled_dir
+
+    run, dest = tmp_path / "run", tmp_path / "assets" / "dream_doom"
+    shutil.copytree(bundled_dir("doom"), run / "world_model")
+    shutil.copytree(bundled_dir("doom"), dest)
+    staging = dest.parent / ".dream_doom.bundling"  # a stopped bundle's leftover: the running one's, for all we know
+    staging.mkdir()
+    cfg = WMConfig(env="doom", run_dir=str(run))
+    with held_by_another_process(dest, claim="dreamarcade.baselines.world_models:_claim_bundle_dest") as pid:
+        with pytest.raises(RunDirBusyError, match=rf"another bundle into .*dream_doom is running \(pid {pid}\)"):
+            step_bundle(cfg, dest=dest)
+        assert staging.is_dir()  # not cleared under the other bundle
+    step_bundle(cfg, dest=dest)  # the other has ended
+    assert WorldModel.load(dest, env="doom").z_size == 64
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["dream_doom"]  # no lock file beside or in the bundle
+    assert not any(p.name == LOCK_FILE for p in dest.rglob("*"))
+    with held_by_another_process(dest, claim="dreamarcade.baselines.world_models:_claim_bundle_dest"):
+        pass  # the claim ended with the bundle: another process may bundle now

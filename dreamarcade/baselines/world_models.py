@@ -29,6 +29,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ import numpy as np
 import torch
 
 from dreamarcade.baselines.common import (
+    LOCK_FILE,
+    RunDirBusyError,
     RunLogger,
     add_dataclass_args,
     check_counts,
@@ -1158,11 +1161,31 @@ def check_controller_matches(ctrl_dir: str | os.PathLike[str], model_dir: str | 
         )
 
 
+def _claim_bundle_dest(dest: Path) -> None:
+    """Make this process the only one bundling into ``dest`` (two would share its staging folder).
+
+    The claim (:func:`~dreamarcade.baselines.common.claim_run_dir`) is taken on a folder of the temp directory named
+    after ``dest``'s absolute path, not in ``dest`` or beside it: a lock file there would ship with the package.
+    """
+    key = hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:16]
+    user = os.getuid() if hasattr(os, "getuid") else "user"  # one folder per user: another's would not be writable
+    lock_dir = Path(tempfile.gettempdir()) / f"dreamarcade-bundles-{user}" / key
+    try:
+        claim_run_dir(lock_dir)
+    except RunDirBusyError:
+        holder = (lock_dir / LOCK_FILE).read_text().strip() or "unknown"
+        raise RunDirBusyError(
+            f"another bundle into {dest} is running (pid {holder}): wait for it to end, or bundle into another --dest."
+        ) from None
+
+
+@releases_run_dirs  # the destination's claim ends with the bundle
 def step_bundle(cfg: WMConfig, dest: str | os.PathLike[str] | None = None) -> Path:
     """Copy the run's world model (float16, to keep the package small) and its controller (``--eval-controller``,
     default ``run/controller``, which must have been evolved in that world model) into dreamarcade/assets (or
     ``dest``). The new bundle is written beside the old one and swapped in at the end, so a failed or killed
-    bundle leaves the shipped weights whole; files of the old bundle that it does not write (the model card) stay."""
+    bundle leaves the shipped weights whole; files of the old bundle that it does not write (the model card) stay.
+    One process at a time may bundle into a destination (a second gets RunDirBusyError)."""
     import shutil
 
     from dreamarcade.world_models.controller import Controller
@@ -1175,6 +1198,7 @@ def step_bundle(cfg: WMConfig, dest: str | os.PathLike[str] | None = None) -> Pa
         if checkpoint_exists(ctrl_dir):
             check_controller_matches(ctrl_dir, run / "world_model")  # before anything in the package is replaced
     dest = Path(dest) if dest is not None else bundled_dir(cfg.env)
+    _claim_bundle_dest(dest)  # before the staging folder of a stopped bundle is cleared
     staging, old = dest.parent / f".{dest.name}.bundling", dest.parent / f".{dest.name}.old"
     if old.exists() and not dest.exists():  # stopped between the two renames below: the old bundle goes back first
         os.replace(old, dest)
