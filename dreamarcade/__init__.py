@@ -6,6 +6,7 @@ public wrappers.
 
 from __future__ import annotations
 
+from dreamarcade import forking as _forking  # noqa: F401 - registers the one-torch-thread-after-fork hook
 from dreamarcade.registry import register_all as _register_all
 
 __version__ = "0.1.0"

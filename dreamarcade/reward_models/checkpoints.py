@@ -38,6 +38,7 @@ import torch
 
 from dreamarcade.checkpoint import load_checkpoint, save_checkpoint
 from dreamarcade.errors import CheckpointError, VideoError
+from dreamarcade.forking import check_threads
 from dreamarcade.reward_models.embedding import TDCCMC, load_embedding
 
 __all__ = [
@@ -151,6 +152,7 @@ class FrameStackEmbedder:
     def _run(self, fn: Any, *args: Any) -> np.ndarray:
         if self.num_threads is None or self.num_threads == torch.get_num_threads():
             return fn(*args)
+        check_threads(self.num_threads, "the embedder's num_threads (embed_threads)")  # a forked worker would hang
         previous = torch.get_num_threads()
         torch.set_num_threads(self.num_threads)
         try:
