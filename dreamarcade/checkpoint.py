@@ -23,11 +23,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,32 @@ WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
 PENDING_CONFIG_FILE = "config.json.next"  # the config of a save whose last rename may not have happened
 FORMAT_VERSION = 1
+
+
+class CheckpointFields(dict):
+    """A checkpoint's config or tensors: a missing entry is a :class:`CheckpointError` naming the file, not a bare
+    ``KeyError`` from deep inside a model's loader. Otherwise a plain dict (``get``, ``in`` and JSON work as usual).
+
+    Example:
+        >>> config = CheckpointFields({"z_size": 64}, "runs/wm/vae/config.json", "field")
+        >>> config["z_size"], config.get("beta", 1.0)
+        (64, 1.0)
+        >>> try:
+        ...     config["n_mixtures"]
+        ... except CheckpointError as err:
+        ...     print(str(err).split(":")[0])
+        'runs/wm/vae/config.json' has no field 'n_mixtures'
+    """
+
+    def __init__(self, data: dict[str, Any], source: str | os.PathLike[str], what: str) -> None:
+        super().__init__(data)
+        self.source, self.what = str(source), what
+
+    def __missing__(self, key: str) -> Any:
+        raise CheckpointError(
+            f"'{self.source}' has no {self.what} {key!r}: it was written by another version of dreamarcade or "
+            "another model, or edited by hand. Pass a checkpoint written by the matching trainer, or re-train."
+        )
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -153,7 +181,8 @@ def load_checkpoint(
         tensors = load(blob)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"Corrupt weights file '{w_path}': {exc}. Re-train or restore it.") from exc
-    return {k: v.to(map_location) for k, v in tensors.items()}, config
+    moved = {k: v.to(map_location) for k, v in tensors.items()}
+    return CheckpointFields(moved, w_path, "tensor"), CheckpointFields(config, directory / CONFIG_FILE, "field")
 
 
 _READ_ATTEMPTS = 5
@@ -181,14 +210,54 @@ def checkpoint_exists(directory: str | os.PathLike[str]) -> bool:
     return (d / WEIGHTS_FILE).is_file() and ((d / CONFIG_FILE).is_file() or (d / PENDING_CONFIG_FILE).is_file())
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+@contextlib.contextmanager
+def built_from_config(directory: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Turn a TypeError or ValueError raised while a model is built from its checkpoint's config into a
+    :class:`CheckpointError` naming the checkpoint: a field of the wrong type or value (edited by hand, or written
+    by another version). Wrap the building only, never a training loop.
+
+    >>> try:
+    ...     with built_from_config("runs/wm/mdnrnn", "MDN-RNN checkpoint"):
+    ...         int("512 units")  # a hidden size that is not a number
+    ... except CheckpointError as err:
+    ...     print(str(err).split(" (")[0])
+    MDN-RNN checkpoint 'runs/wm/mdnrnn' has a config it cannot be built from
+    """
     try:
-        config = json.loads(path.read_text("utf-8"))
+        yield
+    except CheckpointError:
+        raise  # already names its file (a missing field)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{what} '{directory}' has a config it cannot be built from ({exc}). Pass a checkpoint written by the "
+            "matching trainer, or re-train."
+        ) from exc
+
+
+def read_json_object(path: str | os.PathLike[str]) -> CheckpointFields:
+    """Read a JSON object that dreamarcade wrote (a checkpoint's config, a run's metadata) as
+    :class:`CheckpointFields`: unreadable JSON, another JSON type or a missing field is a :class:`CheckpointError`
+    naming the file.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "scores.json"
+    >>> _ = path.write_text('{"levels": 3')  # cut off
+    >>> try:
+    ...     read_json_object(path)
+    ... except CheckpointError as err:
+    ...     print(str(err).split(":")[0].startswith("Corrupt"))
+    True
+    """
+    try:
+        data = json.loads(Path(path).read_text("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"Corrupt checkpoint config '{path}': {exc}. Re-train or restore it.") from exc
-    if not isinstance(config, dict):
-        raise CheckpointError(f"Corrupt checkpoint config '{path}': expected a JSON object.")
-    return config
+        raise CheckpointError(f"Corrupt '{path}': {exc}. Restore it, or re-run what wrote it.") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"Corrupt '{path}': expected a JSON object, got {type(data).__name__}.")
+    return CheckpointFields(data, path, "field")
+
+
+_read_config = read_json_object
 
 
 def with_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -58,6 +58,7 @@ from dreamarcade.baselines.common import (
 )
 from dreamarcade.baselines.replay_buffer import ReplayBuffer
 from dreamarcade.checkpoint import (
+    built_from_config,
     checkpoint_exists,
     load_checkpoint,
     pack_state,
@@ -365,13 +366,14 @@ def load_q_network(
     if network not in ("online", "target"):
         raise ValueError(f"network must be 'online' or 'target', got {network!r}.")
     tensors, config = load_checkpoint(path, kind="dqn", map_location=device)
-    obs_space = gym.spaces.Box(
-        low=0 if config["pixels"] else -np.inf,
-        high=255 if config["pixels"] else np.inf,
-        shape=tuple(config["obs_shape"]),
-        dtype=np.uint8 if config["pixels"] else np.float32,
-    )
-    q = make_q_network(obs_space, config["n_actions"]).to(device)
+    with built_from_config(path, "DQN checkpoint"):
+        obs_space = gym.spaces.Box(
+            low=0 if config["pixels"] else -np.inf,
+            high=255 if config["pixels"] else np.inf,
+            shape=tuple(config["obs_shape"]),
+            dtype=np.uint8 if config["pixels"] else np.float32,
+        )
+        q = make_q_network(obs_space, config["n_actions"]).to(device)
     try:
         q.load_state_dict(strip_prefix(tensors, "q" if network == "online" else "target"))
     except RuntimeError as exc:

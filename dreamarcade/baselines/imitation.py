@@ -48,8 +48,8 @@ import torch
 
 from dreamarcade.baselines.common import check_run_dir_free, claim_run_dir, releases_run_dirs
 from dreamarcade.baselines.ppo import PPOConfig, load_agent, obs_to_tensor, train_ppo
-from dreamarcade.checkpoint import atomic_write_text
-from dreamarcade.errors import DreamArcadeError, input_checks, input_error_status
+from dreamarcade.checkpoint import atomic_write_text, read_json_object
+from dreamarcade.errors import CheckpointError, DreamArcadeError, input_checks, input_error_status
 from dreamarcade.precision import flush_denormals
 
 __all__ = [
@@ -395,9 +395,12 @@ def _load_config(run_dir: Path) -> ImitationConfig:
     p = run_dir / "imitation_config.json"
     if not p.is_file():
         raise DreamArcadeError(f"'{run_dir}' has no imitation_config.json: pass a run directory written by `train`.")
-    d = json.loads(p.read_text())
-    ppo = PPOConfig(**d.pop("ppo"))
-    return ImitationConfig(**d, ppo=ppo)
+    d = read_json_object(p)
+    try:
+        ppo = PPOConfig(**d["ppo"])
+        return ImitationConfig(**{k: v for k, v in d.items() if k != "ppo"}, ppo=ppo)
+    except TypeError as exc:  # a field of another version, or one edited by hand
+        raise CheckpointError(f"'{p}' does not describe an imitation run ({exc}): pass a run of `train`.") from exc
 
 
 @releases_run_dirs  # the run directory's claim ends with the run, also when it raises

@@ -73,6 +73,7 @@ from dreamarcade.baselines.common import (
     RunDirInUseError as RunDirInUseError,  # re-exported: train_ppo raises it
 )
 from dreamarcade.checkpoint import (
+    built_from_config,
     checkpoint_exists,
     load_checkpoint,
     pack_state,
@@ -456,14 +457,15 @@ def load_agent(
 ) -> tuple[ActorCritic, dict[str, Any], dict[str, torch.Tensor]]:
     """Rebuild the agent stored in a PPO checkpoint; returns (agent, config, all tensors)."""
     tensors, config = load_checkpoint(directory, kind=CHECKPOINT_KIND)
-    agent = ActorCritic(
-        config["obs_space"],
-        config["n_actions"],
-        network=config["network"],
-        recurrent=config["recurrent"],
-        lstm_size=config["lstm_size"] or 256,
-        mlp_hidden=config["mlp_hidden"] or 64,
-    )
+    with built_from_config(directory, "PPO checkpoint"):
+        agent = ActorCritic(
+            config["obs_space"],
+            config["n_actions"],
+            network=config["network"],
+            recurrent=config["recurrent"],
+            lstm_size=config["lstm_size"] or 256,
+            mlp_hidden=config["mlp_hidden"] or 64,
+        )
     weights = strip_prefix(tensors, "model")
     try:
         agent.load_state_dict(weights)

@@ -39,7 +39,7 @@ import numpy as np
 
 from dreamarcade.baselines.common import claim_run_dir, plot_learning_curve, read_episodes, releases_run_dirs
 from dreamarcade.baselines.ppo import PPOConfig, PPOResult, add_config_args, config_from_args, train_ppo
-from dreamarcade.checkpoint import atomic_write_text
+from dreamarcade.checkpoint import atomic_write_text, read_json_object
 from dreamarcade.errors import input_checks
 
 # "Gotta Learn Fast" Table (mean score over the 11 test levels, 1M steps each); provenance: README, meta-RL section.
@@ -188,7 +188,7 @@ def sonic_protocol(
         "max_episode_steps": max_episode_steps,
     }
     with input_checks():
-        summary: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+        summary: dict[str, Any] = read_json_object(out) if out.exists() else {}
         for key, value in this_run.items():
             stored = summary.get(key, value)
             same = _same_path(stored, value) if key == "init_checkpoint" else stored == value
@@ -236,7 +236,7 @@ def report_table(protocol_dirs: Sequence[str | os.PathLike[str]]) -> str:
     """A markdown table of protocol runs (mean score over their levels), with the tech report's numbers."""
     lines = ["| agent | levels | steps/level | mean score (this run) | tech report |", "|---|---|---|---|---|"]
     for d in protocol_dirs:
-        s = json.loads((Path(d) / "scores.json").read_text())
+        s = read_json_object(Path(d) / "scores.json")
         if not s.get("scores"):
             raise ValueError(
                 f"{d} has no finished level yet (its protocol run was stopped during the first one): run its "
@@ -248,7 +248,7 @@ def report_table(protocol_dirs: Sequence[str | os.PathLike[str]]) -> str:
             f"{'' if report is None else report} |"
         )
     for name, value in REPORT_SCORES.items():
-        if name not in {json.loads((Path(d) / "scores.json").read_text())["label"] for d in protocol_dirs}:
+        if name not in {read_json_object(Path(d) / "scores.json")["label"] for d in protocol_dirs}:
             lines.append(f"| {name} (report only) | 11 | 1,000,000 | - | {value} |")
     return "\n".join(lines)
 

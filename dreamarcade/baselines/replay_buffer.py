@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dreamarcade.checkpoint import read_json_object
 from dreamarcade.errors import CheckpointError
 
 _SAVED_ARRAYS = ("frames", "ptr", "actions", "rewards", "terminated")
@@ -346,10 +347,7 @@ class ReplayBuffer:
             )
         directory = found
         meta_path = directory / _META_FILE
-        try:
-            info = json.loads(meta_path.read_text("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"Corrupt replay buffer metadata '{meta_path}': {exc}.") from exc
+        info = read_json_object(meta_path)  # a missing field is a CheckpointError naming the file too
         expected = {
             "capacity": self.cap * self.num_envs,
             "obs_shape": list(self.obs_shape),

@@ -60,6 +60,7 @@ from dreamarcade.checkpoint import (
     checkpoint_exists,
     load_checkpoint,
     pack_state,
+    read_json_object,
     save_checkpoint,
     strip_prefix,
     unpack_state,
@@ -392,6 +393,14 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
                 f"No series under {run}/series*. Run `world_models train-vae --env {cfg.env}` first."
             )
         series = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        for key, width in (("mu", d["z_size"]), ("logvar", d["z_size"]), ("actions", d["action_size"])):
+            got = series[key].shape[1] if series[key].ndim == 2 else None
+            if got != width:
+                raise ValueError(
+                    f"The series under {run}/series* have {key} of shape {list(series[key].shape[1:])} per step, but "
+                    f"--env {cfg.env} needs {width}: they were encoded for another env or VAE. Encode this env's "
+                    "rollouts again (`world_models train-vae`), or pass the --env they were collected for."
+                )
         n = len(series["actions"])
         _check_windows(n, len(series["episode_lengths"]), cfg.rnn_seq_len)
         steps_per_epoch = max(1, n // (cfg.rnn_seq_len * cfg.rnn_batch))
@@ -1019,7 +1028,7 @@ def _run_once(run: Path, name: str, fn: Any) -> Any:
     marker = _done_marker(run, name)
     if marker.exists():
         print(f"[pipeline] {name}: done already, skipping")
-        return json.loads(marker.read_text())
+        return read_json_object(marker)
     print(f"[pipeline] {name}")
     res = fn()
     res = res if isinstance(res, dict) else {"path": str(res)}
@@ -1135,7 +1144,7 @@ def step_demo(cfg: WMConfig) -> dict[str, Any]:
 def _weights_sha256(checkpoint_dir: str | os.PathLike[str]) -> str:
     """The weight hash a checkpoint recorded when it was saved ("" when there is no checkpoint)."""
     config = Path(checkpoint_dir) / "config.json"
-    return str(json.loads(config.read_text()).get("_weights_sha256", "")) if config.is_file() else ""
+    return str(read_json_object(config).get("_weights_sha256", "")) if config.is_file() else ""
 
 
 def world_model_fingerprint(model_dir: str | os.PathLike[str]) -> str:

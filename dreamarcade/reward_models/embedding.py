@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dreamarcade.checkpoint import load_checkpoint, save_checkpoint
+from dreamarcade.checkpoint import built_from_config, load_checkpoint, save_checkpoint
 from dreamarcade.errors import CheckpointError
 
 __all__ = ["EmbeddingConfig", "TDCCMC", "VisualEncoder", "AudioEncoder", "stack_frames", "load_embedding"]
@@ -312,8 +312,9 @@ def stack_frames(
 def load_embedding(directory: str | os.PathLike[str]) -> tuple[TDCCMC, dict[str, Any]]:
     """Load a ``tdc_cmc`` checkpoint; raises :class:`CheckpointError` if shapes do not match its config."""
     tensors, config = load_checkpoint(directory, kind="tdc_cmc")
-    cfg = EmbeddingConfig.from_json(config["embedding"])
-    model = TDCCMC(cfg)
+    with built_from_config(directory, "embedding checkpoint"):
+        cfg = EmbeddingConfig.from_json(config["embedding"])
+        model = TDCCMC(cfg)
     model_keys = set(model.state_dict())
     missing = model_keys - set(tensors)
     if missing:

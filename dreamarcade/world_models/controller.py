@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamarcade.checkpoint import load_checkpoint, save_checkpoint
+from dreamarcade.checkpoint import built_from_config, load_checkpoint, save_checkpoint
 from dreamarcade.errors import CheckpointError
 
 __all__ = ["Controller", "map_actions"]
@@ -120,8 +120,9 @@ class Controller:
                 f"Controller '{directory}' reads {cfg['feature_size']} features, but the env gives {feature_size}. "
                 "Evolve a controller for this world model (its z and hidden sizes)."
             )
-        c = cls(cfg["feature_size"], cfg["action_size"], cfg["bias"], cfg["action_mode"])
-        c.set_flat(tensors["params"].numpy())
+        with built_from_config(directory, "Controller"):
+            c = cls(cfg["feature_size"], cfg["action_size"], cfg["bias"], cfg["action_mode"])
+            c.set_flat(tensors["params"].numpy())
         return c
 
     def __repr__(self) -> str:

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dreamarcade.checkpoint import load_checkpoint, save_checkpoint
+from dreamarcade.checkpoint import built_from_config, load_checkpoint, save_checkpoint
 from dreamarcade.envs.doom import THIRD  # TakeCover's threshold: float32's 1/3 must stay a no-op
 from dreamarcade.errors import CheckpointError
 from dreamarcade.precision import validate_precision
@@ -214,14 +214,12 @@ class MDNRNN(nn.Module):
                     f"MDN-RNN checkpoint '{directory}' has {name}={cfg[name]}, but {name}={want} is needed "
                     "(the VAE's latent size / the env's action size). Use the checkpoint trained for this env and VAE."
                 )
-        try:
+        with built_from_config(directory, "MDN-RNN checkpoint"):
             model = cls(
                 cfg["z_size"], cfg["action_size"], cfg["hidden_size"], cfg["n_mixtures"],
                 cfg["restart_input"], cfg["predict_done"], cfg["predict_reward"],
                 cfg.get("action_map", "none"),  # checkpoints written before the option read actions as given
             )  # fmt: skip
-        except ValueError as exc:
-            raise CheckpointError(f"MDN-RNN checkpoint '{directory}' has a bad config: {exc}") from exc
         try:
             model.load_state_dict({k: v.float() for k, v in tensors.items()})
         except RuntimeError as exc:

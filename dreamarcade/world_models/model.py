@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamarcade.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from dreamarcade.checkpoint import (
+    atomic_write_text,
+    built_from_config,
+    load_checkpoint,
+    read_json_object,
+    save_checkpoint,
+)
 from dreamarcade.errors import CheckpointError
 from dreamarcade.world_models.mdnrnn import MDNRNN
 from dreamarcade.world_models.vae import ConvVAE
@@ -145,10 +151,7 @@ class WorldModel:
                 f"'{d}' is not a world model directory (no world_model.json). Pass the directory written by "
                 "`python -m dreamarcade.baselines world_models train-mdnrnn` or a bundled one."
             )
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"Corrupt '{meta_path}': {exc}.") from exc
+        meta = read_json_object(meta_path)  # unreadable, or a missing field later: a CheckpointError naming it
         if env is not None and meta.get("env") != env:
             raise CheckpointError(f"World model '{d}' was trained for {meta.get('env')!r}, not {env!r}.")
         vae = ConvVAE.load(d / "vae", device=device)
@@ -161,12 +164,13 @@ class WorldModel:
             raise CheckpointError(
                 f"MDN-RNN in '{d}' takes {rnn.action_size} action dims; env {meta['env']!r} has {want_a}."
             )
-        return cls(
-            env=meta["env"], vae=vae, rnn=rnn,
-            initial_mu=tensors["mu"].float().to(device), initial_logvar=tensors["logvar"].float().to(device),
-            temperature=float(meta["temperature"]), max_steps=int(meta["max_steps"]),
-            features=meta["features"], reward=meta["reward"],
-        )  # fmt: skip
+        with built_from_config(meta_path, "World model"):
+            return cls(
+                env=meta["env"], vae=vae, rnn=rnn,
+                initial_mu=tensors["mu"].float().to(device), initial_logvar=tensors["logvar"].float().to(device),
+                temperature=float(meta["temperature"]), max_steps=int(meta["max_steps"]),
+                features=meta["features"], reward=meta["reward"],
+            )  # fmt: skip
 
     @classmethod
     def bundled(cls, env: str, device: str = "cpu") -> WorldModel:

@@ -76,13 +76,25 @@ def read_shard_arrays(path: str | os.PathLike[str], keys: Sequence[str] | None =
         raise ValueError(f"Corrupt rollout shard '{path}': {exc}. Delete it and collect again.") from exc
 
 
+_REQUIRED = {"frames": FRAME_KEYS, "series": SERIES_KEYS}  # by the file name's prefix (list_shards' kinds)
+
+
 def load_shard(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Load one shard (no pickle), checking that its arrays agree with each other."""
+    """Load one shard (no pickle), checking that it holds its kind's arrays and that they agree with each other."""
     data = read_shard_arrays(path)
-    lengths = data.get("episode_lengths")
-    n = len(data["actions"]) if "actions" in data else -1
-    if lengths is None or int(lengths.sum()) != n:
+    required = _REQUIRED.get(Path(path).name.split("-")[0], ("actions", "episode_lengths"))
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ValueError(f"Corrupt rollout shard '{path}': it lacks the arrays {missing}. Delete it and collect again.")
+    n = len(data["actions"])
+    if int(data["episode_lengths"].sum()) != n:
         raise ValueError(f"Corrupt rollout shard '{path}': episode_lengths do not add up to the number of steps.")
+    short = [k for k in required if k != "episode_lengths" and len(data[k]) != n]
+    if short:
+        raise ValueError(
+            f"Corrupt rollout shard '{path}': the arrays {short} do not have one entry per step ({n}). Delete it "
+            "and collect again."
+        )
     return data
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dreamarcade.checkpoint import load_checkpoint, save_checkpoint
+from dreamarcade.checkpoint import built_from_config, load_checkpoint, save_checkpoint
 from dreamarcade.errors import CheckpointError
 
 __all__ = ["ConvVAE", "vae_loss", "frames_to_tensor"]
@@ -127,7 +127,8 @@ class ConvVAE(nn.Module):
                 f"VAE checkpoint '{directory}' has latent size z={cfg['z_size']}, but z={z_size} was expected "
                 "(Doom uses 64, CarRacing 32). Use the checkpoint trained for this env."
             )
-        model = cls(cfg["z_size"], cfg.get("kl_tolerance", 0.5))
+        with built_from_config(directory, "VAE checkpoint"):
+            model = cls(cfg["z_size"], cfg.get("kl_tolerance", 0.5))
         try:
             model.load_state_dict({k: v.float() for k, v in tensors.items()})
         except RuntimeError as exc:
