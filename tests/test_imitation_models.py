@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+import dreamarcade
 from dreamarcade.errors import CheckpointError, VideoError
 from dreamarcade.reward_models.cycle import cycle_consistency, three_cycle_consistency
 from dreamarcade.reward_models.embedding import PAPER_INTERVALS, TDCCMC, EmbeddingConfig, load_embedding, stack_frames
@@ -166,6 +170,11 @@ def test_train_embedding_resumes_exactly_and_refuses_another_config(tmp_path):
     with pytest.raises(ValueError, match="both 0: nothing to learn"):
         silent = dataclasses.replace(TINY, tdc_weight=0.0, cmc_weight=0.0)
         train_embedding([video], tmp_path / "bad", silent, TrainConfig(steps=2), progress=False)
+    # a finished embedding (the model alone, as bundled) has no training state to resume: refused, left whole
+    shutil.copytree(Path(dreamarcade.__file__).parent / "assets" / "montezuma_imitation" / "embedding", tmp_path / "b")
+    with pytest.raises(CheckpointError, match="without its training state .* cannot be resumed"):
+        train_embedding([video], tmp_path / "b", TINY, TrainConfig(steps=2), resume=True, progress=False)
+    assert load_embedding(tmp_path / "b")[1]["step"] == 4000
 
 
 def test_train_embedding_cli_checks_the_held_out_videos_before_training(tmp_path, monkeypatch, capsys):

@@ -48,7 +48,7 @@ from dreamarcade.baselines.common import (
     releases_run_dirs,
 )
 from dreamarcade.checkpoint import checkpoint_exists, load_checkpoint, pack_state, save_checkpoint, unpack_state
-from dreamarcade.errors import VideoError, input_checks, input_error_status
+from dreamarcade.errors import CheckpointError, VideoError, input_checks, input_error_status
 from dreamarcade.precision import flush_denormals
 from dreamarcade.reward_models.embedding import TDCCMC, EmbeddingConfig, stack_frames
 from dreamarcade.reward_models.video import VideoReader
@@ -372,6 +372,11 @@ def train_embedding(
         claim_run_dir(out_dir)  # before the resume below drops log rows: one process per run directory
         if resume and checkpoint_exists(out_dir):
             tensors, config = load_checkpoint(out_dir, kind="tdc_cmc")
+            if "optimizer" not in config or "torch_rng" not in tensors:  # TDCCMC.save: the model alone (a bundle)
+                raise CheckpointError(
+                    f"--resume: {out_dir} holds an embedding without its training state (optimizer, RNG), such as a "
+                    "bundled one: it cannot be resumed. Train into a new --out."
+                )
             saved = EmbeddingConfig.from_json(config["embedding"])
             if saved.to_json() != cfg.to_json():
                 raise ValueError(
