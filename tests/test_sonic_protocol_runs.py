@@ -25,6 +25,7 @@ from dreamarcade.baselines import ppo_sonic  # noqa: E402
 from dreamarcade.baselines.jerk import JERKConfig, run_jerk  # noqa: E402
 from dreamarcade.baselines.ppo import PPOConfig  # noqa: E402
 from dreamarcade.envs.sonic import make_contest_env  # noqa: E402
+from dreamarcade.errors import CheckpointError  # noqa: E402
 
 AIR = ("Airstriker-Genesis", "Level1")  # Airstriker has a single save state, so the protocol runs one level
 LEVELS = [AIR]
@@ -155,6 +156,20 @@ def test_jerk_resume_drops_episodes_after_its_saved_state_and_a_fresh_run_refuse
     # budget stops the run at step 400, inside episode 14, which is not scored (it used to be played to its end)
     assert steps == list(range(30, 391, 30))
     assert result["episodes"] == len(steps) == 13 and result["steps"] == 400
+
+
+def test_jerk_resume_refuses_a_cut_off_state_before_it_changes_the_run(tmp_path):
+    env = make_contest_env(*AIR, scenario="scenario", max_episode_steps=30)
+    try:
+        run_jerk(env, JERKConfig(total_timesteps=90, save_every_episodes=1, seed=0), tmp_path, progress=False)
+        state = tmp_path / "jerk_state.npz"
+        state.write_bytes(state.read_bytes()[:200])  # cut off (a copy interrupted, a full disk)
+        before = {n: (tmp_path / n).read_bytes() for n in ("hyperparameters.json", "episodes.csv")}
+        with pytest.raises(CheckpointError, match=r"Corrupt JERK state '.*jerk_state.npz'"):
+            run_jerk(env, JERKConfig(total_timesteps=120, seed=0), tmp_path, resume=True, progress=False)
+    finally:
+        env.close()
+    assert {n: (tmp_path / n).read_bytes() for n in before} == before  # the refused resume changed nothing
 
 
 def test_protocol_scores_only_the_budget_and_a_level_without_a_finished_episode(tmp_path):

@@ -25,6 +25,7 @@ import json
 import os
 import random
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from dreamarcade.baselines.common import (
     seed_everything,
 )
 from dreamarcade.checkpoint import atomic_write_bytes
+from dreamarcade.errors import CheckpointError
 
 STATE_FILE = "jerk_state.npz"
 
@@ -216,13 +218,20 @@ def _save_state(
 
 
 def _load_state(run_dir: Path) -> tuple[list[tuple[list[float], list[np.ndarray]]], int]:
-    with np.load(run_dir / STATE_FILE, allow_pickle=False) as z:
-        seq_split = np.cumsum(z["seq_lengths"])[:-1]
-        score_split = np.cumsum(z["score_lengths"])[:-1]
-        seqs = np.split(z["sequences"], seq_split) if len(z["seq_lengths"]) else []
-        scores = np.split(z["scores"], score_split) if len(z["score_lengths"]) else []
-        solutions = [(list(map(float, sc)), list(sq)) for sc, sq in zip(scores, seqs)]
-        return solutions, int(z["steps"])
+    path = run_dir / STATE_FILE
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            seq_split = np.cumsum(z["seq_lengths"])[:-1]
+            score_split = np.cumsum(z["score_lengths"])[:-1]
+            seqs = np.split(z["sequences"], seq_split) if len(z["seq_lengths"]) else []
+            scores = np.split(z["scores"], score_split) if len(z["score_lengths"]) else []
+            solutions = [(list(map(float, sc)), list(sq)) for sc, sq in zip(scores, seqs, strict=True)]
+            return solutions, int(z["steps"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"Corrupt JERK state '{path}': {exc}. Restore it, or start the run again without --resume in a new "
+            "--run-dir."
+        ) from exc
 
 
 @releases_run_dirs  # the run directory's claim ends with the run, also when it raises
@@ -242,14 +251,16 @@ def run_jerk(
     if not resume:
         check_run_dir_free(run_dir, state_files=(STATE_FILE,))
     claim_run_dir(run_dir)  # before the resume below drops log rows: one process per run directory
+    solutions: list[tuple[list[float], list[np.ndarray]]] = []
+    saved_steps = 0
+    if resume and (run_dir / STATE_FILE).exists():  # read before anything is written: a corrupt one changes nothing
+        solutions, saved_steps = _load_state(run_dir)
     save_hyperparameters(run_dir, config)
     seed_everything(config.seed)
     tracked = TrackedEnv(env, budget=config.total_timesteps)  # the contest stops the env at the budget
     n_buttons = _buttons(tracked)[0]
-    solutions: list[tuple[list[float], list[np.ndarray]]] = []
+    tracked.total_steps_ever = saved_steps
     if resume:
-        if (run_dir / STATE_FILE).exists():
-            solutions, tracked.total_steps_ever = _load_state(run_dir)
         drop_rows_after(csv, tracked.total_steps_ever)  # the state is saved right after its last logged episode
     # a resumed run draws afresh from (seed, step): reseeding with the seed alone would replay the first part's
     # jumps, exploit choices and sticky actions
