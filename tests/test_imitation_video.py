@@ -320,3 +320,19 @@ def test_frames_stay_on_time_when_the_first_timestamp_is_not_on_a_whole_millisec
                 out.mux(packet)
         got = VideoReader(path, fps=15, size=None, crop=None, audio=False).read_all().frames
         assert _shown(got) == list(range(0, 30, 2)), container
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"fps": float("inf")}, "fps .* finite number > 0"),  # used to repeat the first frame until memory ran out
+        ({"fps": float("nan")}, "fps .* finite number > 0"),
+        ({"fps": 0}, "fps .* finite number > 0"),
+        ({"audio_rate": 0}, "audio_rate .* integer >= 1"),
+        ({"chunk_frames": 0}, "chunk_frames must be an integer >= 1"),
+        ({"size": (0, 17)}, r"size must be \(width, height\), both >= 1"),
+    ],
+)
+def test_video_reader_refuses_settings_it_cannot_read_with(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):  # checked before the file is opened
+        VideoReader("never_opened.mp4", **kwargs)

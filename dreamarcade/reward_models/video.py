@@ -32,6 +32,7 @@ Example (write two seconds of 30 fps video with a tone, read it back at 15 fps i
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -463,8 +464,14 @@ class VideoReader:
         max_frames: int | None = None,
         border_threshold: int = BORDER_THRESHOLD,
     ) -> None:
-        if fps <= 0:
-            raise ValueError(f"fps must be positive, got {fps}")
+        if not math.isfinite(fps) or fps <= 0:  # inf would repeat the first frame forever
+            raise ValueError(f"fps (the output frame rate) must be a finite number > 0, got {fps}")
+        if int(audio_rate) != audio_rate or audio_rate < 1:
+            raise ValueError(f"audio_rate (samples per second) must be an integer >= 1, got {audio_rate}")
+        if int(chunk_frames) != chunk_frames or chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be an integer >= 1, got {chunk_frames}")
+        if size is not None and (len(size) != 2 or min(size) < 1):
+            raise ValueError(f"size must be (width, height), both >= 1, or None for the cropped size, got {size}")
         if max_frames is not None and max_frames < 1:
             raise ValueError(f"max_frames must be >= 1 (or None for the whole video), got {max_frames}")
         self.path = Path(path)
