@@ -127,6 +127,7 @@ def test_vector_wrapper_matches_single_and_embeds_in_one_batch():
                 _, info = s.reset()
                 sr, sterm = 0.0, False
                 assert vr[i] == 0.0
+                assert "env_reward" not in info and not vinfo["_env_reward"][i]  # a reset has no env reward
             else:
                 _, sr, sterm, _, info = s.step(a[i])
                 assert vr[i] == sr
@@ -154,6 +155,10 @@ def test_vector_same_step_pays_a_checkpoint_on_the_last_frame_like_single():
             assert vinfo["imitation_matched"][i] == info["imitation_matched"]
             if sterm:  # SAME_STEP: the vector's obs is already the next episode's first
                 assert vinfo["final_info"]["imitation_checkpoint"][i] == info["imitation_checkpoint"]
+                final = vinfo["final_obs"][i]  # the last observation, in the observation space like the single's
+                assert venv.single_observation_space.contains(final)
+                np.testing.assert_array_equal(final["obs"], sobs["obs"])
+                np.testing.assert_array_equal(final["similarity"], sobs["similarity"])
                 paid_on_last_frame += info["imitation_matched"] == 4
                 sobs, info = s.reset()
             assert vinfo["imitation_checkpoint"][i] == info["imitation_checkpoint"]

@@ -529,6 +529,8 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
         info = dict(info)
         if ended.any():
             rows = np.flatnonzero(ended)
+            if self.observe_similarity:  # the finished episodes' last observations, in the observation space too
+                info["final_obs"] = self._final_observations(info["final_obs"], rows)
             final_info = dict(info.get("final_info", {}))
             progress = np.zeros(self.num_envs, np.int64)
             progress[rows] = self._next[rows]
@@ -551,4 +553,16 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
         if self.embed_every > 1:
             values["imitation_embedded"] = embedded
         info = _with_masks(info, values, np.ones(self.num_envs, bool))
+        info["_env_reward"] = ~fresh  # a NEXT_STEP reset step has no env reward, as a single wrapper's reset info
         return self._observe(obs), reward, terminated, truncated, info
+
+    def _final_observations(self, final_obs: Any, rows: np.ndarray) -> np.ndarray:
+        """SAME_STEP ``info["final_obs"]`` with each finished env's frame paired with its similarities to the next
+        checkpoints at that frame (taken before its progress restarts), as a vector of single wrappers gives it."""
+        sims = self._next_similarities()
+        out = np.empty(self.num_envs, dtype=object)
+        for i in range(self.num_envs):
+            out[i] = final_obs[i]
+        for i in rows:
+            out[i] = {"obs": final_obs[i], "similarity": sims[i]}
+        return out
