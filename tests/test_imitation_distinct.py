@@ -78,6 +78,29 @@ def test_build_reward_reads_the_recorder_sidecar_and_names_a_broken_one(tmp_path
             sidecar_start(side)
 
 
+def test_build_reward_names_the_video_and_the_start_that_leaves_too_few_frames(tmp_path, capsys):
+    pytest.importorskip("av")
+    from pathlib import Path
+
+    import dreamarcade
+    from dreamarcade.errors import VideoError
+    from dreamarcade.reward_models.build_reward import build_bundle, main
+    from dreamarcade.reward_models.demo_videos import write_av
+
+    emb = Path(dreamarcade.__file__).parent / "assets" / "montezuma_imitation" / "embedding"
+    frames = np.random.default_rng(0).integers(0, 255, (45, 64, 64, 3), dtype=np.uint8)
+    video = write_av(tmp_path / "demo.mp4", iter(frames), 15)  # 3 s at the embedding's 15 fps
+    with pytest.raises(VideoError, match=r"demo.mp4' is 3.0 s long \(45 frames.*10 s, from --start-s"):
+        build_bundle(emb, video, tmp_path / "out", start_s=10.0)
+    (tmp_path / "demo.json").write_text('{"gameplay_start_s": 1.0}')  # leaves 30 frames: 32 are needed
+    with pytest.raises(VideoError, match=r"start 1 s, from the sidecar '.*demo.json', leaves 30 frames"):
+        build_bundle(emb, video, tmp_path / "out")
+    with pytest.raises(SystemExit) as exc:
+        main([str(emb), str(video), "--out", str(tmp_path / "out"), "--every", "0"])  # before any decoding
+    assert exc.value.code == 2 and "every (the checkpoint spacing in frames) must be" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_match_candidates_checks_each_candidate_against_its_own_threshold():
     sims = np.array([[0.8, 0.6, 0.0], [0.8, 0.6, 0.0]], np.float32)
     idx, valid, nxt = candidate_similarities(sims, np.array([0, 1]), skip=1)

@@ -29,8 +29,13 @@ import math
 import os
 from pathlib import Path
 
-from dreamarcade.errors import VideoError
-from dreamarcade.reward_models.checkpoints import CheckpointTrajectory, FrameStackEmbedder, build_checkpoints
+from dreamarcade.errors import VideoError, input_checks, input_error_status
+from dreamarcade.reward_models.checkpoints import (
+    CheckpointTrajectory,
+    FrameStackEmbedder,
+    _spacing,
+    build_checkpoints,
+)
 from dreamarcade.reward_models.embedding import load_embedding
 from dreamarcade.reward_models.video import VideoReader
 
@@ -74,15 +79,33 @@ def build_bundle(
     every: int = 16,
     start_s: float | None = None,
 ) -> CheckpointTrajectory:
-    """Embed ``demo_video``, keep every ``every``-th frame as a checkpoint, write ``out_dir``."""
+    """Embed ``demo_video``, keep every ``every``-th frame as a checkpoint, write ``out_dir``.
+
+    ``start_s`` (None: the recorder's sidecar JSON beside the video, or 0) is where the gameplay starts. A start
+    that leaves too few frames for two spacings is a :class:`VideoError` naming the video, its length and where
+    the start came from.
+    """
+    with input_checks():
+        every = _spacing(every)  # refused before the video is decoded
     model, config = load_embedding(embedding_dir)
     cfg = model.cfg
     demo_video = Path(demo_video)
+    side = demo_video.with_suffix(".json")
+    origin = "--start-s (start_s)"
     if start_s is None:
-        start_s = sidecar_start(demo_video.with_suffix(".json"))
+        start_s = sidecar_start(side)
+        origin = f"the sidecar '{side}'" if side.is_file() else "the default 0"
     reader = VideoReader(demo_video, fps=cfg.fps, size=(cfg.frame_size, cfg.frame_size), audio=False)
     clip = reader.read_all()
     start = first_frame_at(start_s, cfg.fps)
+    left = len(clip.frames) - start
+    if left < 2 * every:
+        raise VideoError(
+            f"'{demo_video}' is {len(clip.frames) / cfg.fps:.1f} s long ({len(clip.frames)} frames at {cfg.fps:g} "
+            f"fps). The gameplay start {start_s:g} s, from {origin}, leaves {max(left, 0)} frames, and checkpoints "
+            f"every {every} frames need at least {2 * every}. Fix the start, or use a longer video or a smaller "
+            "--every."
+        )
     embedder = FrameStackEmbedder(model)
     traj = build_checkpoints(embedder, clip.frames, every=every, start=start, source=demo_video.name)
     traj.meta = {
@@ -107,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=16, help="checkpoint spacing in frames (paper: 16)")
     p.add_argument("--start-s", type=float, default=None, help="seconds of intro to skip")
     a = p.parse_args(argv)
-    t = build_bundle(a.embedding, a.demo, a.out, a.every, a.start_s)
+    try:
+        t = build_bundle(a.embedding, a.demo, a.out, a.every, a.start_s)
+    except Exception as exc:  # a missing embedding, an unreadable video, a start past its end: one line
+        return input_error_status(exc, parser=p)
     print(f"wrote {a.out}: {len(t)} checkpoints every {t.every} frames from {t.source}")
     return 0
 
