@@ -315,3 +315,35 @@ def test_checkpoint_trajectory_load_refuses_incomplete_or_inconsistent_files(tmp
     save_checkpoint(tmp_path / "bf16", half, config)
     loaded = CheckpointTrajectory.load(tmp_path / "bf16")  # bfloat16 has no numpy type: read as float32
     assert loaded.embeddings.dtype == np.float32 and loaded.embeddings.tolist() == emb.tolist()
+
+
+def test_checkpoints_remember_their_encoder_and_the_wrappers_refuse_another(tmp_path):
+    import torch
+
+    from dreamarcade.reward_models.checkpoints import FrameStackEmbedder
+    from dreamarcade.reward_models.embedding import TDCCMC, EmbeddingConfig
+
+    torch.manual_seed(0)
+    built_with, other = FrameStackEmbedder(TDCCMC(EmbeddingConfig())), FrameStackEmbedder(TDCCMC(EmbeddingConfig()))
+    frames = np.random.default_rng(0).integers(0, 255, (40, 54, 54, 3), dtype=np.uint8)
+    ck = build_checkpoints(built_with, frames, every=16)
+    ck.save(tmp_path / "ck")
+    loaded = CheckpointTrajectory.load(tmp_path / "ck")
+    assert loaded.embedding_fingerprint == built_with.fingerprint != other.fingerprint
+    YouTubeImitationReward(CorridorEnv(), built_with, loaded).close()  # the encoder it was built with: fine
+    # same embedding size, other weights: the similarities would mean nothing, so both wrappers refuse
+    with pytest.raises(ValueError, match=rf"embedded by another encoder \(fingerprint {built_with.fingerprint}\)"):
+        YouTubeImitationReward(CorridorEnv(), other, loaded)
+    with pytest.raises(ValueError, match="embedded by another encoder"):
+        YouTubeImitationRewardVector(gym.vector.SyncVectorEnv([CorridorEnv]), other, loaded)
+    # a trajectory from before the fingerprint (None) is still accepted
+    loaded.embedding_fingerprint = None
+    YouTubeImitationReward(CorridorEnv(), other, loaded).close()
+
+
+def test_the_bundled_checkpoints_were_built_by_the_bundled_embedding():
+    from dreamarcade.envs.montezuma_imitation import ASSET_DIR
+    from dreamarcade.wrappers.imitation import load_imitation_model
+
+    embedder, checkpoints = load_imitation_model(ASSET_DIR)
+    assert checkpoints.embedding_fingerprint == embedder.fingerprint

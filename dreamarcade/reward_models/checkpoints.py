@@ -39,7 +39,7 @@ import torch
 from dreamarcade.checkpoint import load_checkpoint, save_checkpoint
 from dreamarcade.errors import CheckpointError, VideoError
 from dreamarcade.forking import check_threads
-from dreamarcade.reward_models.embedding import TDCCMC, load_embedding
+from dreamarcade.reward_models.embedding import TDCCMC, load_embedding, visual_fingerprint
 
 __all__ = [
     "Embedder",
@@ -128,6 +128,7 @@ class FrameStackEmbedder:
         self.frame_size, self.stack, self.embed_dim = cfg.frame_size, cfg.stack, cfg.embed_dim
         self.num_threads = None if num_threads is None else int(num_threads)
         self.fused = FusedVisualEncoder(model.phi, cfg.stack, cfg.frame_size, device, precision) if fused else None
+        self.fingerprint = visual_fingerprint(model.phi)  # checked against the checkpoints' by the reward wrappers
 
     @classmethod
     def load(
@@ -235,6 +236,9 @@ class CheckpointTrajectory:
     """(n,) each checkpoint's highest similarity to the demo's frames more than ``confusion_window`` frames earlier
     (:func:`demo_confusion`), or None for a trajectory built without it."""
     confusion_window: int | None = None
+    embedding_fingerprint: str | None = None
+    """:func:`~dreamarcade.reward_models.embedding.visual_fingerprint` of the encoder that embedded the demo (None:
+    built before it was recorded, or by an embedder without one); the reward wrappers refuse another encoder."""
 
     def __post_init__(self) -> None:
         self.embeddings = np.asarray(self.embeddings, np.float32)
@@ -285,6 +289,7 @@ class CheckpointTrajectory:
             "source": self.source,
             "meta": self.meta or {},
             "confusion_window": self.confusion_window,
+            "embedding_fingerprint": self.embedding_fingerprint,
         }
         return save_checkpoint(directory, tensors, config)
 
@@ -318,6 +323,7 @@ class CheckpointTrajectory:
                 config.get("meta", {}),
                 confusion,
                 None if window is None else int(window),
+                config.get("embedding_fingerprint"),
             )
         except ValueError as exc:
             raise CheckpointError(f"checkpoint trajectory '{directory}' is inconsistent: {exc}") from exc
@@ -379,6 +385,7 @@ def build_checkpoints(
         source,
         confusion=demo_confusion(centred, ck, window),
         confusion_window=window,
+        embedding_fingerprint=getattr(embedder, "fingerprint", None),
     )
 
 

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -36,7 +37,15 @@ from torch.nn import functional as F
 from dreamarcade.checkpoint import built_from_config, load_checkpoint, save_checkpoint
 from dreamarcade.errors import CheckpointError
 
-__all__ = ["EmbeddingConfig", "TDCCMC", "VisualEncoder", "AudioEncoder", "stack_frames", "load_embedding"]
+__all__ = [
+    "EmbeddingConfig",
+    "TDCCMC",
+    "VisualEncoder",
+    "AudioEncoder",
+    "stack_frames",
+    "load_embedding",
+    "visual_fingerprint",
+]
 
 # kernel-8 "same" convolutions (the paper's audio net) make torch pad with a copy and warn about it: harmless here
 warnings.filterwarnings("ignore", message="Using padding='same' with even kernel", category=UserWarning)
@@ -307,6 +316,23 @@ def stack_frames(
         o = m // 2
         x = x[:, :, o : o + cfg.crop_size, o : o + cfg.crop_size]
     return x.float().div_(255.0)
+
+
+def visual_fingerprint(phi: nn.Module) -> str:
+    """A short hash of a visual encoder's weights and BatchNorm statistics: what a checkpoint trajectory records, so
+    that a reward never compares agent frames embedded by one encoder with checkpoints embedded by another.
+
+    >>> a, b = TDCCMC(EmbeddingConfig()).phi, TDCCMC(EmbeddingConfig()).phi  # two random initialisations
+    >>> fa = visual_fingerprint(a)
+    >>> len(fa), fa == visual_fingerprint(a), fa == visual_fingerprint(b)
+    (16, True, False)
+    """
+    h = hashlib.sha256()
+    for name, tensor in sorted(phi.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def load_embedding(directory: str | os.PathLike[str]) -> tuple[TDCCMC, dict[str, Any]]:

@@ -100,6 +100,13 @@ def _check_compatible(embedder: Embedder, checkpoints: CheckpointTrajectory) -> 
             f"the checkpoint trajectory has {checkpoints.embeddings.shape[1]}-d embeddings but the embedder outputs "
             f"{embedder.embed_dim}-d: build the checkpoints with the same embedding"
         )
+    mine, theirs = getattr(embedder, "fingerprint", None), checkpoints.embedding_fingerprint
+    if mine is not None and theirs is not None and mine != theirs:  # same size, other weights: meaningless rewards
+        raise ValueError(
+            f"the checkpoint trajectory was embedded by another encoder (fingerprint {theirs}) than this embedder's "
+            f"({mine}): use the embedding it was built with, or rebuild the checkpoints with this one "
+            "(python -m dreamarcade.reward_models.build_reward)"
+        )
 
 
 def _resolve_crop(crop: str | CropBox | None) -> CropBox | None | str:
