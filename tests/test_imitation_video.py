@@ -336,3 +336,34 @@ def test_frames_stay_on_time_when_the_first_timestamp_is_not_on_a_whole_millisec
 def test_video_reader_refuses_settings_it_cannot_read_with(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):  # checked before the file is opened
         VideoReader("never_opened.mp4", **kwargs)
+
+
+def test_an_mkv_whose_timestamps_start_late_has_its_own_duration_and_borders(tmp_path) -> None:
+    import fractions
+
+    import av
+
+    # 40 s at 15 fps: a 3 s full-frame intro card, then gameplay letterboxed by 8 black rows at top and bottom.
+    # FFmpeg's Matroska muxer records where the last frame ends (300 s + 40 s) as the container's length.
+    def write(path, offset_s: int) -> None:
+        with av.open(str(path), "w") as c:
+            s = c.add_stream("libx264", rate=15)
+            s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+            s.codec_context.time_base = fractions.Fraction(1, 15)
+            for i in range(600):
+                img = np.full((48, 64, 3), 180, np.uint8)
+                if i >= 45:
+                    img[:8] = img[-8:] = 0
+                f = av.VideoFrame.from_ndarray(img, format="rgb24")
+                f.pts, f.time_base = offset_s * 15 + i, fractions.Fraction(1, 15)
+                for pkt in s.encode(f):
+                    c.mux(pkt)
+            for pkt in s.encode():
+                c.mux(pkt)
+
+    write(tmp_path / "start0.mkv", 0)
+    write(tmp_path / "start300.mkv", 300)
+    for name in ("start0.mkv", "start300.mkv"):
+        assert probe_video(tmp_path / name).duration == pytest.approx(40.0, abs=0.01)  # was 340 s for the late one
+        # the border probes spread over the whole video, not its first 12%: the intro card does not decide the crop
+        assert detect_borders(tmp_path / name) == CropBox(8, 8, 0, 0)

@@ -160,12 +160,32 @@ def _open(path: str | os.PathLike[str]) -> Any:
 
 
 def _duration_s(container: Any, stream: Any) -> float:
-    """The video stream's duration in seconds (the container's if the stream has none; NaN if neither)."""
+    """The video stream's duration in seconds (the container's if the stream has none; NaN if neither).
+
+    A Matroska/WebM container's length can be where its last frame ends rather than how long it lasts (FFmpeg's
+    muxer writes the end time, which includes a start offset): with a start offset, the last frame's end is found
+    with one seek near the end, in a container of its own.
+    """
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
-    if container.duration is not None:
+    if container.duration is None:
+        return float("nan")
+    first = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    if first <= 0:
         return container.duration / 1e6
-    return float("nan")
+    rate = float(stream.average_rate or stream.guessed_rate or 0.0)
+    end = None
+    probe = _open(container.name)
+    try:
+        with _decode_errors(container.name):
+            probe.seek(int(container.duration), backward=True, any_frame=False)  # microseconds, no stream
+            for frame in probe.decode(probe.streams.video[0]):
+                if frame.time is not None:
+                    step = float(frame.duration * frame.time_base) if frame.duration else (1 / rate if rate else 0.0)
+                    end = max(end or 0.0, frame.time + step)
+    finally:
+        probe.close()
+    return (end if end is not None else container.duration / 1e6) - first
 
 
 def probe_video(path: str | os.PathLike[str]) -> VideoProbe:
