@@ -535,13 +535,16 @@ def check_run_dir_free(
 
 
 class RunDirBusyError(DreamArcadeError, BlockingIOError):
-    """Another process is writing to the run directory (:func:`claim_run_dir`).
+    """Another process is writing to the run directory (:func:`claim_run_dir`); ``holder`` is its pid as its lock
+    file records it ("unknown" if it records none).
 
     Example:
         >>> from dreamarcade.baselines.common import RunDirBusyError
-        >>> issubclass(RunDirBusyError, BlockingIOError)
-        True
+        >>> issubclass(RunDirBusyError, BlockingIOError), RunDirBusyError("busy").holder
+        (True, 'unknown')
     """
+
+    holder: str = "unknown"
 
 
 LOCK_FILE = ".dreamarcade.lock"
@@ -589,10 +592,12 @@ def claim_run_dir(run_dir: str | os.PathLike[str]) -> None:
             lock.seek(0)
             holder = lock.read().strip() or "unknown"
             lock.close()
-            raise RunDirBusyError(
+            busy = RunDirBusyError(
                 f"{run_dir} is in use by another process (pid {holder}): two runs writing to one directory would "
                 "mix their logs and checkpoints. Wait for it to end (or stop it), or use another run directory."
-            ) from None
+            )
+            busy.holder = holder
+            raise busy from None
         lock.seek(0)
         lock.truncate()
         lock.write(f"{os.getpid()}\n")

@@ -40,7 +40,6 @@ import numpy as np
 import torch
 
 from dreamarcade.baselines.common import (
-    LOCK_FILE,
     RunDirBusyError,
     RunLogger,
     add_dataclass_args,
@@ -1181,10 +1180,10 @@ def _claim_bundle_dest(dest: Path) -> None:
     lock_dir = Path(tempfile.gettempdir()) / f"dreamarcade-bundles-{user}" / key
     try:
         claim_run_dir(lock_dir)
-    except RunDirBusyError:
-        holder = (lock_dir / LOCK_FILE).read_text().strip() or "unknown"
+    except RunDirBusyError as busy:
         raise RunDirBusyError(
-            f"another bundle into {dest} is running (pid {holder}): wait for it to end, or bundle into another --dest."
+            f"another bundle into {dest} is running (pid {busy.holder}): wait for it to end, or bundle into another "
+            "--dest."
         ) from None
 
 
