@@ -235,6 +235,7 @@ def _same_path(a: str, b: str) -> bool:
 def report_table(protocol_dirs: Sequence[str | os.PathLike[str]]) -> str:
     """A markdown table of protocol runs (mean score over their levels), with the tech report's numbers."""
     lines = ["| agent | levels | steps/level | mean score (this run) | tech report |", "|---|---|---|---|---|"]
+    labels: set[str] = set()
     for d in protocol_dirs:
         s = read_json_object(Path(d) / "scores.json")
         if not s.get("scores"):
@@ -242,13 +243,14 @@ def report_table(protocol_dirs: Sequence[str | os.PathLike[str]]) -> str:
                 f"{d} has no finished level yet (its protocol run was stopped during the first one): run its "
                 "`ppo protocol` command again to continue it, or leave it out of the table."
             )
+        labels.add(s["label"])
         report = REPORT_SCORES.get(s["label"])
         lines.append(
             f"| {s['label']} | {len(s['scores'])} | {s['timesteps_per_level']:,} | {s['mean_score']:.1f} | "
             f"{'' if report is None else report} |"
         )
     for name, value in REPORT_SCORES.items():
-        if name not in {read_json_object(Path(d) / "scores.json")["label"] for d in protocol_dirs}:
+        if name not in labels:
             lines.append(f"| {name} (report only) | 11 | 1,000,000 | - | {value} |")
     return "\n".join(lines)
 
