@@ -47,7 +47,7 @@ from dreamarcade.baselines.common import (
     seed_everything,
 )
 from dreamarcade.checkpoint import atomic_write_bytes
-from dreamarcade.errors import CheckpointError
+from dreamarcade.errors import CheckpointError, input_error_status
 
 STATE_FILE = "jerk_state.npz"
 
@@ -359,9 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = run_jerk(env, config, run_dir, resume=args.resume)
-    except (FileExistsError, DreamArcadeError) as exc:  # a run already there, or another process on it
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # a run already there, another process on it, a corrupt state: one line
+        return input_error_status(exc)
     finally:
         env.close()
     print(json.dumps({"run_dir": str(run_dir), **result}))
