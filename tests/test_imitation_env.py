@@ -134,11 +134,13 @@ def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
 
     run = tmp_path / "run"
     argv = ["train", "--run-dir", str(run), "--embed-every", "2", "--num-envs", "2", "--num-steps", "16"]
-    argv += ["--distinct-margin", "0.1", "--max-episode-steps", "200", "--total-timesteps", "32"]
+    argv += ["--distinct-margin", "0.1", "--game-reward-scale", "5", "--max-episode-steps", "200"]
+    argv += ["--total-timesteps", "32"]
     assert main(argv) == 0
     assert (run / "checkpoint" / "config.json").is_file()
     saved = json.loads((run / "imitation_config.json").read_text())
-    assert saved["embed_every"] == 2 and saved["distinct_margin"] == 0.1  # eval rebuilds the reward from these
+    # eval rebuilds the reward from these
+    assert saved["embed_every"] == 2 and saved["distinct_margin"] == 0.1 and saved["game_reward_scale"] == 5.0
     assert main([*argv[:-1], "64", "--resume"]) == 0
     assert main(["eval", str(run), "--episodes", "1"]) == 0
     assert main(["eval", str(run), "--episodes", "0"]) == 2  # a clear error, not a traceback from an empty vector env
@@ -149,11 +151,13 @@ def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
     resumed = json.loads((run / "imitation_config.json").read_text())
     assert resumed == {**saved, "ppo": {**saved["ppo"], "total_timesteps": 96}}
     assert main([*short, "--seed", "5"]) == 2  # a resumed run goes on with its checkpoint's seed
+    assert main([*short, "--game-reward-scale", "1"]) == 2  # nor with another reward
     with pytest.raises(SystemExit):  # an abbreviation would not count as given, so it is refused outright
         main([*short, "--learn", "0.5"])
-    with pytest.raises(SystemExit) as exc:  # NaN would pay nothing, and the run could never be resumed
-        main(["train", "--run-dir", str(tmp_path / "nan"), "--threshold", "nan"])
-    assert exc.value.code == 2
+    for flag, value in (("--threshold", "nan"), ("--game-reward-scale", "-1"), ("--game-reward-scale", "inf")):
+        with pytest.raises(SystemExit) as exc:  # NaN would pay nothing, and the run could never be resumed
+            main(["train", "--run-dir", str(tmp_path / "nan"), flag, value])
+        assert exc.value.code == 2
     for bad in (["--num-envs", "0"], ["--max-episode-steps", "0"]):  # refused before the run dir is written
         assert main(["train", "--run-dir", str(tmp_path / "bad"), *bad, "--total-timesteps", "8"]) == 2
         assert not (tmp_path / "bad").exists()
@@ -235,6 +239,28 @@ def test_policy_frames_reset_mask_restarts_only_the_masked_stacks():
         assert len({f.tobytes() for f in after[0]}) == 1  # env 0 restarted: its first frame fills the stack
     finally:
         env.close()
+
+
+def test_policy_frames_weights_the_sign_clipped_game_reward():
+    from dreamarcade.baselines.imitation import PolicyFrames
+
+    def pong() -> gym.vector.VectorEnv:
+        return gym.vector.SyncVectorEnv(
+            [lambda: gym.make("ALE/Pong-v5", repeat_action_probability=0.0)],
+            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        )
+
+    rewards = {}
+    for scale in (1.0, 5.0):
+        env = PolicyFrames(pong(), reward="game", similarity=False, game_scale=scale)
+        env.reset(seed=0)
+        rewards[scale] = np.array([env.step(np.zeros(1, np.int64))[1][0] for _ in range(150)])
+        env.close()
+    # standing still, the player loses a point (-1 from the game) within 150 steps
+    assert set(rewards[1.0]) == {0.0, -1.0}
+    np.testing.assert_array_equal(rewards[5.0], 5.0 * rewards[1.0])
+    with pytest.raises(ValueError, match="game_scale"):
+        PolicyFrames(pong(), reward="game", similarity=False, game_scale=float("nan"))
 
 
 def test_play_episodes_gives_every_env_its_share_instead_of_the_first_to_end():

@@ -10,7 +10,10 @@ imported, not copied) with several parallel actors whose frames are embedded in 
     -> PolicyFrames: 84x84 grayscale, 4-frame stack (+ the similarities to the next 2 checkpoints as "meta")
 
 Reward: ``imitation`` = imitation reward + sign(game reward) (the paper's "imitation + env"); ``imitation_only``
-= imitation reward alone; ``game`` = sign(game reward) alone (the baseline with the same budget).
+= imitation reward alone; ``game`` = sign(game reward) alone (the baseline with the same budget). The clipped game
+reward can be weighted (``game_reward_scale``, default 1: the paper's plain sum): a checkpoint the embedding confuses
+can pay the way back from the key without it, and with weight 1 the key's +1 barely outweighs the discount of
+the detour to it (``benchmarks/RESULTS.md``).
 Episodes end after ``max_episode_steps`` (or at game over); a lost life does not end them by default: the player
 starts again at the room's entrance with the checkpoints already paid, so each episode gives several tries at a hard
 spot (the rolling skull) that a life-loss ending would give once. With the life-loss ending (``--life-loss-terminal``)
@@ -107,6 +110,7 @@ class ImitationConfig:
     embed_every: int = 1  # embed the agent's frames every k-th step (k > 1 is faster but changes the reward)
     max_episode_steps: int = 1000
     life_loss_terminal: bool = False  # True: a lost life ends the episode (one try at the skull per episode)
+    game_reward_scale: float = 1.0  # weight of sign(game reward) in the sum; 1 is the paper's plain sum
     num_envs: int = 8
     asset_dir: str | None = None
     ppo: PPOConfig = field(default_factory=_atari_ppo)
@@ -185,7 +189,8 @@ class PolicyFrames(gym.vector.VectorWrapper):
     """RGB (N, H, W, 3) -> 84x84 grayscale 4-stack (N, 4, 84, 84) for the policy, plus the reward mix.
 
     With ``similarity=True`` the observation is ``{"obs": stack, "meta": similarities}`` (the imitation wrapper's
-    ``observe_similarity`` output). ``reward``: see the module docstring; game rewards are sign-clipped.
+    ``observe_similarity`` output). ``reward``: see the module docstring; game rewards are sign-clipped, then
+    multiplied by ``game_scale`` (1: the paper's sum).
     Needs a SAME_STEP-autoreset vector env (the obs of a finished episode is already the next episode's first).
 
     Example:
@@ -206,11 +211,20 @@ class PolicyFrames(gym.vector.VectorWrapper):
     """
 
     def __init__(
-        self, env: gym.vector.VectorEnv, reward: str, similarity: bool, size: int = 84, stack: int = 4
+        self,
+        env: gym.vector.VectorEnv,
+        reward: str,
+        similarity: bool,
+        size: int = 84,
+        stack: int = 4,
+        game_scale: float = 1.0,
     ) -> None:
         super().__init__(env)
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+        if not (math.isfinite(game_scale) and game_scale >= 0):
+            raise ValueError(f"game_scale must be a finite number >= 0 (1 is the paper's sum), got {game_scale!r}")
+        self.game_scale = float(game_scale)
         self.reward_kind, self.similarity, self.size, self.stack = reward, similarity, size, stack
         self.frames = np.zeros((self.num_envs, stack, size, size), np.uint8)
         img = gym.spaces.Box(0, 255, (stack, size, size), np.uint8)
@@ -256,7 +270,7 @@ class PolicyFrames(gym.vector.VectorWrapper):
             else:
                 self.frames[i, :-1] = self.frames[i, 1:]
                 self.frames[i, -1] = g
-        env_r = np.sign(np.asarray(info.get("env_reward", reward), np.float64))
+        env_r = self.game_scale * np.sign(np.asarray(info.get("env_reward", reward), np.float64))
         imit = np.asarray(info.get("imitation_reward", np.zeros(self.num_envs)), np.float64)
         if self.reward_kind == "imitation":
             reward = imit + env_r
@@ -302,7 +316,8 @@ def make_envs(cfg: ImitationConfig, seed_offset: int = 0) -> gym.vector.VectorEn
             observe_similarity=cfg.observe_similarity,
             embed_every=cfg.embed_every,
         )
-    return PolicyFrames(venv, cfg.reward, similarity=use_imitation and cfg.observe_similarity)
+    similarity = use_imitation and cfg.observe_similarity
+    return PolicyFrames(venv, cfg.reward, similarity=similarity, game_scale=cfg.game_reward_scale)
 
 
 def play_episodes(
@@ -468,6 +483,7 @@ _TRAIN_FLAGS = {
     "embed_every": ("embed_every", None),
     "max_episode_steps": ("max_episode_steps", None),
     "life_loss_terminal": ("life_loss_terminal", None),
+    "game_reward_scale": ("game_reward_scale", None),
     "asset_dir": ("asset_dir", None),
     "seed": (None, "seed"),
     "device": (None, "device"),
@@ -489,8 +505,8 @@ def _resumed_config(saved: ImitationConfig, args: argparse.Namespace, given: set
     return dataclasses.replace(saved, **top, ppo=dataclasses.replace(saved.ppo, **ppo))
 
 
-def _margin(text: str) -> float:
-    """argparse type of ``--distinct-margin``: a finite number >= 0."""
+def _non_negative(text: str) -> float:
+    """argparse type of ``--distinct-margin`` and ``--game-reward-scale``: a finite number >= 0."""
     return _finite(text, at_least=0.0)
 
 
@@ -513,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threshold", type=_finite, default=d.threshold)
     t.add_argument(
         "--distinct-margin",
-        type=_margin,
+        type=_non_negative,
         default=d.distinct_margin,
         help="per-checkpoint thresholds: raise a checkpoint's threshold to its similarity to the demo's earlier "
         "frames plus this margin (e.g. 0.1; default: one threshold for all, the paper)",
@@ -531,6 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=d.life_loss_terminal,
         help="end the episode when a life is lost (default: no, the episode goes on with the next life)",
+    )
+    t.add_argument(
+        "--game-reward-scale",
+        type=_non_negative,
+        default=d.game_reward_scale,
+        help="weight of the sign-clipped game reward (default 1: imitation + env as in the paper)",
     )
     t.add_argument("--asset-dir", default=None, help="a reward bundle (default: the bundled Montezuma one)")
     t.add_argument("--seed", type=int, default=1)
@@ -572,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
                     observe_similarity=not args.no_observe_similarity,
                     max_episode_steps=args.max_episode_steps,
                     life_loss_terminal=args.life_loss_terminal,
+                    game_reward_scale=args.game_reward_scale,
                     num_envs=args.num_envs,
                     asset_dir=args.asset_dir,
                     ppo=ppo,
