@@ -33,8 +33,8 @@ from dreamarcade.errors import VideoError, input_checks, input_error_status
 from dreamarcade.reward_models.checkpoints import (
     CheckpointTrajectory,
     FrameStackEmbedder,
-    _spacing,
     build_checkpoints,
+    checkpoint_spacing,
 )
 from dreamarcade.reward_models.embedding import load_embedding
 from dreamarcade.reward_models.video import VideoReader
@@ -86,7 +86,7 @@ def build_bundle(
     the start came from.
     """
     with input_checks():
-        every = _spacing(every)  # refused before the video is decoded
+        every = checkpoint_spacing(every)  # refused before the video is decoded
     model, config = load_embedding(embedding_dir)
     cfg = model.cfg
     demo_video = Path(demo_video)

@@ -48,6 +48,7 @@ __all__ = [
     "CheckpointTracker",
     "build_checkpoints",
     "candidate_similarities",
+    "checkpoint_spacing",
     "demo_confusion",
     "distinct_thresholds",
     "match_candidates",
@@ -195,7 +196,7 @@ class FrameStackEmbedder:
         return self.model.phi(x).cpu().numpy()
 
 
-def _spacing(every: Any) -> int:
+def checkpoint_spacing(every: Any) -> int:
     """``every`` (the checkpoint spacing in frames) as an int, refused unless it is an integer >= 1."""
     if isinstance(every, bool) or int(every) != every or every < 1:
         raise ValueError(f"every (the checkpoint spacing in frames) must be an integer >= 1, got {every!r}")
@@ -254,7 +255,7 @@ class CheckpointTrajectory:
                 f"frame_indices must hold one integer frame index per checkpoint, shape ({n},), "
                 f"got {self.frame_indices.shape} {self.frame_indices.dtype}"
             )
-        self.every = _spacing(self.every)
+        self.every = checkpoint_spacing(self.every)
         if self.confusion is not None:
             self.confusion = np.asarray(self.confusion, np.float32)
             if self.confusion.shape != (len(self.embeddings),):
@@ -349,7 +350,7 @@ def build_checkpoints(
     ``confusion_window`` frames earlier (default ``2 * every``: the soft order's reach with ``skip=1``), for
     :func:`distinct_thresholds`.
     """
-    every = _spacing(every)  # before the demo is embedded
+    every = checkpoint_spacing(every)  # before the demo is embedded
     frames = np.asarray(frames)
     end = len(frames) if end is None else min(end, len(frames))
     if not 0 <= start < end:
