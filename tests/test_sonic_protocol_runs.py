@@ -113,6 +113,29 @@ def test_a_protocol_dir_refuses_another_label_checkpoint_or_budget(tmp_path, mon
         ppo_sonic.report_table([tmp_path])
 
 
+def test_a_refused_protocol_call_records_nothing_and_the_corrected_one_runs(tmp_path, capsys):
+    """Bad settings are refused before scores.json ties the run directory to them (it used to keep them, so the
+    corrected command was then refused as another run)."""
+    from dreamarcade.baselines.ppo import main
+
+    with pytest.raises(ValueError, match="--timesteps-per-level must be an integer >= 1"):
+        _protocol(tmp_path, timesteps=0)
+    with pytest.raises(ValueError, match="num_minibatches"):
+        ppo_sonic.sonic_protocol(LEVELS, PPOConfig(num_steps=4, num_minibatches=8), tmp_path, timesteps=8)
+    with pytest.raises(CheckpointError, match="No complete checkpoint"):
+        _protocol(tmp_path, init_checkpoint=tmp_path / "chekpoint_typo")
+    assert not (tmp_path / "scores.json").exists()
+    # through the CLI the refused checkpoint is one line, and no actor process is left to print a traceback
+    argv = ["protocol", "--levels", "Airstriker-Genesis:Level1", "--scenario", "scenario", "--max-episode-steps", "25"]
+    argv += ["--run-dir", str(tmp_path), "--timesteps-per-level", "64", "--num-steps", "32"]
+    assert main([*argv, "--init-from", str(tmp_path / "chekpoint_typo")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: No complete checkpoint in") and "Traceback" not in err
+    assert not (tmp_path / "scores.json").exists()
+    assert main(argv) == 0
+    assert set(json.loads((tmp_path / "scores.json").read_text())["scores"]) == {"Airstriker-Genesis:Level1"}
+
+
 def test_protocol_and_table_clis_print_a_refused_run_dir_as_one_line(tmp_path, monkeypatch, capsys):
     from dreamarcade.baselines.ppo import main
 

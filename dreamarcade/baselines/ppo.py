@@ -673,38 +673,42 @@ def train_ppo(
         # second emulator in a process that holds one, so with evaluation the actors stay out of this process too
         mode = "async" if eval_env_fns and config.vector_mode == "auto" else config.vector_mode
         envs = make_vector_env(envs, mode)
-        # created only once the envs exist (a bad env id leaves no empty run dir), and claimed before the resume
-        # below drops log rows: one process per run directory
-        claim_run_dir(run_dir)
-        obs_space, act_space = envs.single_observation_space, envs.single_action_space
+        try:  # a refused checkpoint must not leave the actor processes running
+            # created only once the envs exist (a bad env id leaves no empty run dir), and claimed before the resume
+            # below drops log rows: one process per run directory
+            claim_run_dir(run_dir)
+            obs_space, act_space = envs.single_observation_space, envs.single_action_space
 
-        agent = build_agent(obs_space, act_space, config).to(device)
-        optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
-        global_step = 0
-        if resume and checkpoint_exists(ckpt_dir):
-            loaded, ck_cfg, tensors = load_agent(ckpt_dir, device)
-            check_agent_fits(loaded, obs_space, act_space, str(ckpt_dir))
-            check_same_network(loaded, agent, str(ckpt_dir))
-            agent.load_state_dict(loaded.state_dict())
-            optimizer.load_state_dict(unpack_state(ck_cfg["optimizer"], tensors))
-            for group in optimizer.param_groups:  # the loaded state carries the old rate; this run's config sets it
-                group["lr"] = config.learning_rate  # (annealing, when on, rescales it from here at every update)
-            rng = unpack_state(ck_cfg["rng"], tensors)
-            torch.set_rng_state(rng["torch"])
-            np.random.set_state(("MT19937", rng["numpy_key"].astype(np.uint32), rng["numpy_pos"], 0, 0.0))
-            global_step = int(ck_cfg["global_step"])
-            print(f"resumed from {ckpt_dir} at step {global_step}", file=sys.stderr)
-        elif init_checkpoint is not None:
-            loaded, _, _ = load_agent(init_checkpoint, device)
-            check_agent_fits(loaded, obs_space, act_space, str(init_checkpoint))
-            check_same_network(loaded, agent, str(init_checkpoint))
-            agent.load_state_dict(loaded.state_dict())
-        if resume:  # the steps after the checkpoint are played again: drop what was logged of them (or all, from 0)
-            for name in ("episodes.csv", "metrics.csv"):
-                drop_rows_after(run_dir / name, global_step)
-            # the evaluation at step 0 runs again on a start from 0; a later one is logged before its checkpoint
-            drop_rows_after(run_dir / "eval.csv", global_step if global_step > 0 else -1)
-        save_hyperparameters(run_dir, config)
+            agent = build_agent(obs_space, act_space, config).to(device)
+            optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
+            global_step = 0
+            if resume and checkpoint_exists(ckpt_dir):
+                loaded, ck_cfg, tensors = load_agent(ckpt_dir, device)
+                check_agent_fits(loaded, obs_space, act_space, str(ckpt_dir))
+                check_same_network(loaded, agent, str(ckpt_dir))
+                agent.load_state_dict(loaded.state_dict())
+                optimizer.load_state_dict(unpack_state(ck_cfg["optimizer"], tensors))
+                for group in optimizer.param_groups:  # the loaded state carries the old rate; this run's config sets it
+                    group["lr"] = config.learning_rate  # (annealing, when on, rescales it from here at every update)
+                rng = unpack_state(ck_cfg["rng"], tensors)
+                torch.set_rng_state(rng["torch"])
+                np.random.set_state(("MT19937", rng["numpy_key"].astype(np.uint32), rng["numpy_pos"], 0, 0.0))
+                global_step = int(ck_cfg["global_step"])
+                print(f"resumed from {ckpt_dir} at step {global_step}", file=sys.stderr)
+            elif init_checkpoint is not None:
+                loaded, _, _ = load_agent(init_checkpoint, device)
+                check_agent_fits(loaded, obs_space, act_space, str(init_checkpoint))
+                check_same_network(loaded, agent, str(init_checkpoint))
+                agent.load_state_dict(loaded.state_dict())
+            if resume:  # the steps after the checkpoint are played again: drop what was logged of them (or all, from 0)
+                for name in ("episodes.csv", "metrics.csv"):
+                    drop_rows_after(run_dir / name, global_step)
+                # the evaluation at step 0 runs again on a start from 0; a later one is logged before its checkpoint
+                drop_rows_after(run_dir / "eval.csv", global_step if global_step > 0 else -1)
+            save_hyperparameters(run_dir, config)
+        except BaseException:
+            envs.close()
+            raise
 
     # Rollout storage: (num_steps, num_envs, ...), time-major so recurrent minibatches keep sequences whole.
     T, N = config.num_steps, config.num_envs

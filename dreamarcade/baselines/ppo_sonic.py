@@ -38,7 +38,14 @@ import gymnasium as gym
 import numpy as np
 
 from dreamarcade.baselines.common import claim_run_dir, plot_learning_curve, read_episodes, releases_run_dirs
-from dreamarcade.baselines.ppo import PPOConfig, PPOResult, add_config_args, config_from_args, train_ppo
+from dreamarcade.baselines.ppo import (
+    PPOConfig,
+    PPOResult,
+    add_config_args,
+    config_from_args,
+    load_agent,
+    train_ppo,
+)
 from dreamarcade.checkpoint import atomic_write_text, read_json_object
 from dreamarcade.errors import input_checks
 
@@ -198,11 +205,17 @@ def sonic_protocol(
                     f"its scores and level checkpoints belong to that run. Use another --run-dir for this one (or "
                     f"the same {key} to continue that run)."
                 )
+        # checked before the settings are recorded: a refused call must not tie the run directory to them
+        if isinstance(timesteps, bool) or int(timesteps) != timesteps or timesteps < 1:
+            raise ValueError(f"--timesteps-per-level must be an integer >= 1 (steps of PPO per level), got {timesteps}")
+        cfg = dataclasses.replace(config, total_timesteps=int(timesteps), num_envs=1, vector_mode="async")
+        cfg.validate()
+        if init_checkpoint is not None:
+            load_agent(init_checkpoint)  # a missing or corrupt checkpoint is refused here, not at the first level
     summary.update(this_run)
     scores = summary.setdefault("scores", {})
     # Written before any level trains, so a level directory left by a stopped run is always tied to its settings.
     atomic_write_text(out, json.dumps(summary, indent=2))
-    cfg = dataclasses.replace(config, total_timesteps=timesteps, num_envs=1, vector_mode="async")
     for game, state in levels:
         name = f"{game}:{state}"
         level_dir = run_dir / name.replace(":", "_")
