@@ -152,6 +152,11 @@ def test_clear_errors():
         EpisodeConcat(gym.make("CartPole-v1"), num_episodes=2)
     with pytest.raises(ValueError, match="task must be"):
         RandomMazeEnv(size=3).set_task("maze")
+    for bad in ({"max_steps": 0}, {"max_steps": -5}, {"pixel_size": 0}, {"max_steps": 2.5}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be an integer >= 1"):
+            RandomMazeEnv(size=3, **bad)  # max_steps 0 truncated every first step; pixel_size 0 failed in OpenCV
+    with pytest.raises(ValueError, match="pulls_per_episode must be an integer"):
+        BanditEnv(pulls_per_episode=2.7)  # was silently 2
     maze = RandomMazeEnv(size=3)
     with pytest.raises(RuntimeError, match="reset"):
         maze.step(0)
@@ -172,13 +177,17 @@ def test_maze_set_task_refuses_a_goal_outside_the_grid_at_the_start_or_walled_of
     env = RandomMazeEnv(size=3)
     walls = np.zeros((3, 3, 4), dtype=bool)
     walls[0, :, 0] = walls[:, -1, 1] = walls[-1, :, 2] = walls[:, 0, 3] = True  # the outer walls only
-    for goal in ((5, 5), (0, 0), (-1, 2), (1,)):
+    for goal in ((5, 5), (0, 0), (-1, 2), (1,), 3):  # a bare number is no cell either (it raised a TypeError)
         with pytest.raises(ValueError, match="goal must be a .row, column. cell of the 3x3 maze"):
             env.set_task(MazeTask(walls, goal))
     enclosed = walls.copy()
     enclosed[2, 2, 0] = enclosed[2, 2, 3] = enclosed[1, 2, 2] = enclosed[2, 1, 1] = True  # the corner cell shut in
     with pytest.raises(ValueError, match=r"goal \(2, 2\) cannot be reached from \(0, 0\)"):
         env.set_task(MazeTask(enclosed, (2, 2)))
+    with pytest.raises(ValueError, match=r"walls have shape \(3, 3, 4\)"):
+        env.set_task(MazeTask(walls[:2], (1, 1)))
+    env.set_task(MazeTask(walls.tolist(), (1, 1)))  # nested lists of walls are read as an array
+    assert isinstance(env.get_task().walls, np.ndarray)
     env.set_task(MazeTask(walls, [np.int64(2), 2]))  # a list of numpy ints is a cell too
     env.reset(seed=0)
     for action in (1, 1, 2):

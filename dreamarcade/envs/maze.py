@@ -135,6 +135,12 @@ class RandomMazeEnv(gym.Env):
             raise ValueError(f"obs_type must be 'vector' or 'pixels', got {obs_type!r}.")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}.")
+        for name, value, hint in (
+            ("max_steps", max_steps, ", or None for 4 * size**2"),
+            ("pixel_size", pixel_size, ""),
+        ):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1{hint}, got {value!r}.")
         self.size, self.obs_type, self.render_mode = int(size), obs_type, render_mode
         self.max_steps = int(max_steps) if max_steps is not None else 4 * self.size * self.size
         self.goal_reward, self.step_penalty, self.extra_openings = goal_reward, step_penalty, extra_openings
@@ -159,9 +165,12 @@ class RandomMazeEnv(gym.Env):
 
     def set_task(self, task: MazeTask) -> None:
         """Fix the task until the next ``set_task`` (takes effect at the next ``reset``)."""
-        if not isinstance(task, MazeTask) or task.walls.shape != (self.size, self.size, 4):
-            raise ValueError(f"task must be a MazeTask for a {self.size}x{self.size} maze, got {task!r}.")
-        goal = tuple(task.goal)
+        if not isinstance(task, MazeTask) or np.shape(task.walls) != (self.size, self.size, 4):
+            raise ValueError(
+                f"task must be a MazeTask whose walls have shape ({self.size}, {self.size}, 4) (this env's maze), "
+                f"got {task!r}."
+            )
+        goal = tuple(task.goal) if isinstance(task.goal, (tuple, list, np.ndarray)) else (task.goal,)
         if not (
             len(goal) == 2
             and all(isinstance(c, (int, np.integer)) and 0 <= c < self.size for c in goal)
@@ -171,8 +180,10 @@ class RandomMazeEnv(gym.Env):
                 f"the goal must be a (row, column) cell of the {self.size}x{self.size} maze other than the start "
                 f"(0, 0), got {task.goal!r}."
             )
-        if not isinstance(task.goal, tuple):  # a list goal never equals a (row, column) position tuple
-            task = MazeTask(task.walls, (int(goal[0]), int(goal[1])))
+        # a list goal never equals a (row, column) position tuple; nested lists of walls have no .shape
+        plain_goal = (int(goal[0]), int(goal[1]))
+        if not (isinstance(task.walls, np.ndarray) and task.walls.dtype == bool and type(task.goal) is tuple):
+            task = MazeTask(np.asarray(task.walls, dtype=bool), plain_goal)
         try:
             task.shortest_path_length()
         except RuntimeError as exc:

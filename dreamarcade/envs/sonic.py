@@ -252,6 +252,9 @@ def make_sonic_env(
     Order: contest env -> SonicDiscretizer -> RecordEpisodeStatistics (so ``info["episode"]["r"]`` is the contest
     score) -> [AllowBacktracking] -> [RewardScaler] -> GrayscaleResize(84) -> FrameStack(4). retro-baselines' PPO
     uses ``reward_scale=0.01``; its Rainbow uses ``backtracking=True``. ``frame_size=None`` keeps raw RGB frames.
+    ``max_episode_steps`` is the contest's limit, inside the episode statistics. Through ``gym.make`` it cannot be
+    set: Gymnasium takes ``gym.make(id, max_episode_steps=N)`` for itself and adds a ``TimeLimit`` around the whole
+    stack, which can only shorten episodes and leaves the episodes it cuts without ``info["episode"]``.
     """
     from dreamarcade.wrappers.retro import AllowBacktracking, RewardScaler, SonicDiscretizer
 
