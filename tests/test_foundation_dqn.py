@@ -352,6 +352,11 @@ def test_dqn_evaluates_either_network_of_a_checkpoint(tmp_path) -> None:
     target, _ = load_q_network(ck, network="target")
     assert any(not torch.equal(a, b) for a, b in zip(online.state_dict().values(), target.state_dict().values()))
     assert len(evaluate(ck, episodes=1, video_path=None, network="target")["returns"]) == 1
+    with pytest.raises(ValueError, match="--episodes must be an integer >= 1"):  # gave a NaN mean (not JSON)
+        evaluate(ck, episodes=0, video_path=None)
+    from dreamarcade.baselines.dqn import main
+
+    assert main([f"--evaluate={ck}", "--episodes", "1", "--video", ""]) == 0  # the --flag=value form too
     with pytest.raises(ValueError, match="'online' or 'target'"):
         load_q_network(ck, network="best")
 
@@ -482,6 +487,8 @@ def test_dqn_config_refuses_zero_or_negative_intervals(tmp_path, capsys) -> None
             with pytest.raises(ValueError, match=f"--{name.replace('_', '-')} must be an integer >= 1"):
                 _small_cfg(tmp_path, **{name: bad})
     assert _small_cfg(tmp_path, num_envs=np.int64(2)).num_envs == 2  # numpy integers (a sweep's arange) still work
+    with pytest.raises(ValueError, match=r"--buffer-size \(1\) must be at least --num-envs \(2\)"):
+        _small_cfg(tmp_path, num_envs=2, buffer_size=1)  # was a traceback after the run directory was written
     with pytest.raises(SystemExit) as exc:  # the CLI: a usage error, and no run directory is written
         main(["--train-frequency", "0", "--run-dir", str(tmp_path / "cli")])
     assert exc.value.code == 2 and "--train-frequency must be an integer >= 1" in capsys.readouterr().err

@@ -95,6 +95,16 @@ def test_single_and_vector_paths_agree_on_shapes_and_refuse_the_same_settings() 
     for make in (lambda: make_dqn_env("Pong", noop_max=-5), lambda: make_dqn_vector_env(1, "Pong", noop_max=-5)):
         with pytest.raises(ValueError, match="noop_max must be >= 0"):  # it was silently taken as 0
             make()
+    for rap in (1.5, -0.1):  # ale-py takes any value, and at >= 1 every action of the agent was ignored
+        with pytest.raises(ValueError, match=r"repeat_action_probability .* in \[0, 1\]"):
+            make_dqn_env("Pong", repeat_action_probability=rap)
+        with pytest.raises(ValueError, match=r"repeat_action_probability .* in \[0, 1\]"):
+            make_dqn_vector_env(1, "Pong", repeat_action_probability=rap)
+    for n in (0, -1, 1.5):  # 0 crashed the process in C++ (SIGSEGV)
+        with pytest.raises(ValueError, match="num_envs must be an integer >= 1"):
+            make_dqn_vector_env(n, "Pong")
+    with pytest.raises(ValueError, match=r"screen_size must be one integer >= 1 on the C\+\+ vector path"):
+        make_dqn_vector_env(1, "Pong", screen_size=(84, 84))
 
 
 def test_frame_wrappers_bad_input_and_step_before_reset() -> None:
@@ -259,6 +269,17 @@ def test_vector_env_entry_point_and_sticky_actions_explicit() -> None:
     obs, _ = envs.reset(seed=0)
     assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
     envs.close()
+    # ale-py's own vector options pass through (they were refused as "not supported")
+    same_step = gym.make_vec(
+        "DQNPong-v0",
+        num_envs=1,
+        vectorization_mode="vector_entry_point",
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        thread_affinity_offset=-1,
+        batch_size=0,
+    )
+    assert same_step.metadata["autoreset_mode"] == gym.vector.AutoresetMode.SAME_STEP
+    same_step.close()
     env = gym.make("DQNPong-v0")
     assert env.unwrapped.ale.getFloat("repeat_action_probability") == 0.0
     sticky = gym.make("DQNPong-v0", repeat_action_probability=0.25)

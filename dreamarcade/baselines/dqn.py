@@ -155,6 +155,11 @@ class DQNConfig:
         check_counts(self, dict.fromkeys(at_least_one, 1))  # numpy integers (a sweep's np.arange) are stored as int
         if self.learning_starts < 0:
             raise ValueError(f"--learning-starts must be >= 0, got {self.learning_starts}")
+        if self.buffer_size < self.num_envs:  # each step stores one transition per env
+            raise ValueError(
+                f"--buffer-size ({self.buffer_size}) must be at least --num-envs ({self.num_envs}): every step "
+                "stores one transition per env"
+            )
 
 
 # --- networks -------------------------------------------------------------------------------------
@@ -628,6 +633,8 @@ def evaluate(
     import dreamarcade  # noqa: F401
 
     with input_checks(gym.error.Error):  # the request, the checkpoint and its env; not the episodes
+        if isinstance(episodes, bool) or int(episodes) != episodes or episodes < 1:
+            raise ValueError(f"--episodes must be an integer >= 1 (whole games to play), got {episodes}")
         device = str(resolve_device(device))
         q, config = load_q_network(checkpoint, device, network)
         if env_id is None and env_kwargs is None:  # the training env, with the kwargs it was made with
@@ -696,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--evaluate" in argv:
+    if any(a == "--evaluate" or a.startswith("--evaluate=") for a in argv):
         p = argparse.ArgumentParser(
             prog="python -m dreamarcade.baselines dqn --evaluate",
             description="Evaluate a DQN checkpoint and write an MP4 of it playing.",

@@ -15,6 +15,7 @@ single env and 0-2 (1-2 with FIRE) in the C++ env.
 from __future__ import annotations
 
 import difflib
+import numbers
 import re
 from typing import Any
 
@@ -87,7 +88,7 @@ def make_dqn_env(
     require("ale_py", "Atari games", extra="atari")
     from ale_py.env import AtariEnv
 
-    _check_counts(frame_skip, frame_stack, noop_max)
+    _check_counts(frame_skip, frame_stack, noop_max, repeat_action_probability)
 
     rom = ale_game_id(game)
     # AtariEnv directly rather than gym.make("ALE/...-v5"): gym.make wraps the id's whole stack in the
@@ -117,7 +118,12 @@ def make_dqn_env(
     return env
 
 
-def _check_counts(frame_skip: int, frame_stack: int, noop_max: int) -> None:
+def _check_counts(frame_skip: int, frame_stack: int, noop_max: int, repeat_action_probability: float) -> None:
+    if not 0.0 <= repeat_action_probability <= 1.0:  # ale-py takes any value; at >= 1 every action is ignored
+        raise ValueError(
+            "repeat_action_probability (sticky actions) must be a probability in [0, 1] (0: none, 0.25: ALE v5), "
+            f"got {repeat_action_probability}"
+        )
     if frame_skip < 1 or frame_stack < 1:
         raise ValueError(
             f"frame_skip and frame_stack must be >= 1 (1: no skip, one frame), got {frame_skip} and {frame_stack}"
@@ -141,12 +147,16 @@ def make_dqn_vector_env(
     max_num_frames_per_episode: int = 108_000,
     full_action_space: bool = False,
     num_threads: int = 0,
+    autoreset_mode: gym.vector.AutoresetMode | str = gym.vector.AutoresetMode.NEXT_STEP,
+    batch_size: int = 0,
+    thread_affinity_offset: int = -1,
     **unsupported: Any,
 ) -> gym.vector.VectorEnv:
     """The same env as :func:`make_dqn_env`, ``num_envs`` at once, stepped in C++ by ale-py's ``AtariVectorEnv``.
 
     ale-py's ``life_loss_info`` is the DQN papers' episodic life (terminated on a life loss, the game
     continues); its own ``episodic_life`` would reset the whole game, so it is never used here.
+    ``autoreset_mode``, ``batch_size`` and ``thread_affinity_offset`` go to ``AtariVectorEnv`` as they are.
 
     Example:
         >>> from dreamarcade.envs.atari import make_dqn_vector_env
@@ -163,11 +173,21 @@ def make_dqn_vector_env(
     require("ale_py", "Atari games", extra="atari")
     from ale_py.vector_env import AtariVectorEnv
 
-    _check_counts(frame_skip, frame_stack, noop_max)  # frame_stack=0 made the C++ reset wait forever
+    _check_counts(frame_skip, frame_stack, noop_max, repeat_action_probability)  # frame_stack=0: C++ reset hung
+    if isinstance(num_envs, bool) or not isinstance(num_envs, numbers.Integral) or num_envs < 1:
+        raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")  # 0 crashed the C++ env (SIGSEGV)
+    if isinstance(screen_size, bool) or not isinstance(screen_size, numbers.Integral) or screen_size < 1:
+        raise ValueError(
+            f"screen_size must be one integer >= 1 on the C++ vector path (square frames), got {screen_size!r}; "
+            "for other frame shapes use make_dqn_env with gym.vector.SyncVectorEnv"
+        )
     return AtariVectorEnv(
         ale_game_id(game),
-        num_envs,
+        int(num_envs),
         num_threads=num_threads,
+        autoreset_mode=autoreset_mode,
+        batch_size=batch_size,
+        thread_affinity_offset=thread_affinity_offset,
         max_num_frames_per_episode=max_num_frames_per_episode,
         repeat_action_probability=float(repeat_action_probability),
         full_action_space=full_action_space,
