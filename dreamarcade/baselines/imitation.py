@@ -11,9 +11,9 @@ imported, not copied) with several parallel actors whose frames are embedded in 
 
 Reward: ``imitation`` = imitation reward + sign(game reward) (the paper's "imitation + env"); ``imitation_only``
 = imitation reward alone; ``game`` = sign(game reward) alone (the baseline with the same budget). The clipped game
-reward can be weighted (``game_reward_scale``, default 1: the paper's plain sum): a checkpoint the embedding confuses
-can pay the way back from the key without it, and with weight 1 the key's +1 barely outweighs the discount of
-the detour to it (``benchmarks/RESULTS.md``).
+reward can be weighted (``game_reward_scale``, default 1: the paper's plain sum): where the embedding confuses the
+checkpoints after the key with places reached without it, the way back is paid either way, and the key is worth only
+its +1 next to 7.5 of checkpoint rewards (``benchmarks/RESULTS.md``).
 Episodes end after ``max_episode_steps`` (or at game over); a lost life does not end them by default: the player
 starts again at the room's entrance with the checkpoints already paid, so each episode gives several tries at a hard
 spot (the rolling skull) that a life-loss ending would give once. With the life-loss ending (``--life-loss-terminal``)
