@@ -152,6 +152,34 @@ def test_train_embedding_resumes_exactly_and_refuses_another_config(tmp_path):
             [video], tmp_path / "resumed", dataclasses.replace(TINY, embed_dim=16), TrainConfig(steps=6), resume=True
         )
     assert load_embedding(tmp_path / "resumed")[1]["step"] == 4  # the refused run left the checkpoint alone
+    # another video list or sampler: the resumed run would be another run under the old record (it was accepted, and
+    # the next save replaced the record's video names)
+    other = str(write_av(tmp_path / "w.mp4", iter(frames), 30, audio=audio, audio_rate=rate))
+    with pytest.raises(ValueError, match=r"other videos .*trained on \['v.mp4'\]"):
+        train_embedding([other], tmp_path / "resumed", TINY, TrainConfig(steps=6, batch_size=8), resume=True)
+    with pytest.raises(ValueError, match=r"other batch_size \(8 -> 16\), cmc_event_fraction \(0.75 -> 0.0\)"):
+        tcfg = TrainConfig(steps=6, batch_size=16, cmc_event_fraction=0.0)
+        train_embedding([video], tmp_path / "resumed", TINY, tcfg, resume=True)
+    assert load_embedding(tmp_path / "resumed")[1]["videos"] == ["v.mp4"]
+    # settings that trained something else than asked: refused before anything is written
+    bad_settings = [
+        (dataclasses.replace(TINY, cmc_weight=-1.0), TrainConfig(steps=2, batch_size=8), "--cmc-weight must be"),
+        (TINY, TrainConfig(steps=2, batch_size=8, threads=0), "--threads must be >= 1"),
+        (
+            dataclasses.replace(TINY, cmc_intervals=((0, 0), (40, 10_000))),
+            TrainConfig(steps=2, batch_size=8),
+            "CMC class \\[40, 10000\\]",
+        ),
+        (
+            dataclasses.replace(TINY, cmc_intervals=((0, 0), (20, 10))),
+            TrainConfig(steps=2, batch_size=8),
+            "0 <= lo <= hi",
+        ),
+    ]
+    for cfg, tcfg, match in bad_settings:
+        with pytest.raises(ValueError, match=match):
+            train_embedding([video], tmp_path / "bad", cfg, tcfg, progress=False)
+        assert not (tmp_path / "bad").exists()
     from dreamarcade.baselines.common import RunDirInUseError
 
     with pytest.raises(RunDirInUseError, match="already holds a run"):  # a fresh run would overwrite it

@@ -237,6 +237,8 @@ def test_video_without_audio_works_for_tdc_but_cmc_says_it_needs_audio(tmp_path)
 def test_unreadable_and_empty_videos_raise_clear_errors(tmp_path):
     with pytest.raises(VideoError, match="does not exist"):
         VideoReader(tmp_path / "missing.mp4")
+    with pytest.raises(VideoError, match="is a folder, not a video file"):  # it said "does not exist"
+        VideoReader(tmp_path)
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(VideoError, match="empty"):
         VideoReader(tmp_path / "empty.mp4")

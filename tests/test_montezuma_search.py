@@ -160,6 +160,22 @@ def test_cli_and_recorder_refuse_what_would_silently_do_the_wrong_thing(tmp_path
         with pytest.raises(SystemExit):
             demo_videos.main([*argv, "--out", str(tmp_path / "videos")])
         assert message in capsys.readouterr().err
+    # a trajectory file that is no JSON, or holds a failed search, and settings the recorder would get wrong: one
+    # usage line each (they were tracebacks, or --n 0 wrote an empty trajectories.json and exited 0)
+    (tmp_path / "text.json").write_text("not json")
+    (tmp_path / "failed.json").write_text(json.dumps({"trajectories": [{"actions": [0, 0, 0], "start_delay": 3}]}))
+    for argv, message in (
+        (["--trajectories", str(tmp_path / "text.json")], "is not a trajectory file"),
+        (["--trajectories", str(tmp_path / "failed.json")], "trajectory 0 of"),
+        (["--n", "0"], "--n must be >= 1"),
+        (["--max-start-delay", "-1"], "--max-start-delay >= 0"),
+    ):
+        with pytest.raises(SystemExit):
+            demo_videos.main([*argv, "--out", str(tmp_path / "videos")])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--resume", "--out", str(tmp_path / "text.json")])
+    assert "is not a trajectory file" in capsys.readouterr().err
     with pytest.raises(ValueError, match="would hold no gameplay"):  # a failed search: only its start delay
         record_demo([0, 0, 0], tmp_path / "d.mp4", UploaderStyle(fps=30, start_offset_s=0), skip_steps=3)
     assert not (tmp_path / "d.json").exists()

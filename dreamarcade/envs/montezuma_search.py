@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from dreamarcade.checkpoint import atomic_write_text
-from dreamarcade.errors import require
+from dreamarcade.errors import input_checks, input_error_status, require
 
 ROOM, X, Y, LIVES, INVENTORY = 3, 42, 43, 58, 65
 SKULL_X = 47
@@ -279,7 +279,10 @@ def load_results(path: str | os.PathLike[str]) -> list[SearchResult]:
 
 def _trajectory_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The ``trajectories`` records of a file written by :func:`save_trajectories` (a clear error otherwise)."""
-    data = json.loads(Path(path).read_text())
+    try:
+        data = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = None  # refused below, naming the file
     records = data.get("trajectories") if isinstance(data, dict) else None
     if not isinstance(records, list) or not all(isinstance(t, dict) and "actions" in t for t in records):
         raise ValueError(
@@ -331,8 +334,11 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the trajectories already in --out (the file is rewritten after each one found) and search the rest",
     )
     args = p.parse_args(argv)
-    if args.n < 1 or args.seed < 0:
-        p.error(f"--n must be >= 1 and --seed >= 0, got --n {args.n} --seed {args.seed}")
+    if args.n < 1 or args.seed < 0 or args.max_start_delay < 0:
+        p.error(
+            f"--n must be >= 1, --seed >= 0 and --max-start-delay >= 0, got --n {args.n} --seed {args.seed} "
+            f"--max-start-delay {args.max_start_delay}"
+        )
     out = Path(args.out)
     results: list[SearchResult] = []
     if out.exists():
@@ -343,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        results = load_results(out)
+        try:
+            with input_checks():  # not JSON, or not a trajectory file: one line naming the file
+                results = load_results(out)
+        except Exception as exc:
+            return input_error_status(exc, parser=p)
         seeds = [r.seed for r in results]
         if seeds != list(range(args.seed, args.seed + len(seeds))):
             print(

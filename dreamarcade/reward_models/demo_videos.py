@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from dreamarcade.checkpoint import atomic_write_text
-from dreamarcade.errors import require
+from dreamarcade.errors import input_checks, input_error_status, require
 
 __all__ = ["UploaderStyle", "apply_style", "record_demo", "render_gameplay", "write_av"]
 
@@ -366,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--trajectories {args.trajectories}: no such file (omit the option to search for new trajectories)")
     if args.seed < 0:
         p.error(f"--seed must be >= 0, got {args.seed}")
+    if args.n < 1 or args.max_start_delay < 0:
+        p.error(
+            f"--n must be >= 1 and --max-start-delay >= 0, got --n {args.n} --max-start-delay {args.max_start_delay}"
+        )
     pairs = []
     for spec in args.pairs or []:
         parts = spec.split(":")
@@ -375,8 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.trajectories:
-        trajs = load_trajectories(args.trajectories)
-        delays = load_start_delays(args.trajectories)
+        try:
+            with input_checks():  # not JSON, or not a trajectory file: one line naming the file
+                trajs = load_trajectories(args.trajectories)
+                delays = load_start_delays(args.trajectories)
+        except Exception as exc:
+            return input_error_status(exc, parser=p)
     else:
         results = [
             go_explore(
@@ -395,6 +403,13 @@ def main(argv: list[str] | None = None) -> int:
     if any(ti >= len(trajs) for ti, _ in pairs):
         worst = max(ti for ti, _ in pairs)
         p.error(f"--pairs names trajectory {worst}, but there are {len(trajs)} (0 to {len(trajs) - 1})")
+    for ti in sorted({ti for ti, _ in pairs}) if pairs else range(min(args.n, len(trajs))):
+        if len(trajs[ti]) <= delays[ti]:  # a failed search keeps only its start delay's NOOPs
+            where = args.trajectories or out / "trajectories.json"
+            p.error(
+                f"trajectory {ti} of {where} has no gameplay after its {delays[ti]}-step start delay (its search "
+                "found nothing): search again with more --search-steps, or leave it out with --pairs"
+            )
     if pairs:
         for ti, si in pairs:
             style = UploaderStyle.sample(si)

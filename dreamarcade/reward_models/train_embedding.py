@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -354,6 +355,14 @@ def train_embedding(
             raise ValueError(f"batch_size must be >= 2 (BatchNorm normalises over the batch), got {tcfg.batch_size}")
         if not 0.0 <= tcfg.cmc_event_fraction <= 1.0:
             raise ValueError(f"cmc_event_fraction must be in [0, 1], got {tcfg.cmc_event_fraction}")
+        if tcfg.threads < 1 or tcfg.seed < 0:
+            raise ValueError(f"--threads must be >= 1 and --seed >= 0, got --threads {tcfg.threads} --seed {tcfg.seed}")
+        for name, weight in (("--tdc-weight", cfg.tdc_weight), ("--cmc-weight", cfg.cmc_weight)):
+            if not (math.isfinite(weight) and weight >= 0):  # a negative weight was silently taken as 0
+                raise ValueError(f"{name} must be a finite number >= 0 (0 leaves that loss out), got {weight}")
+        for name, intervals in (("tdc_intervals", cfg.tdc_intervals), ("cmc_intervals", cfg.cmc_intervals)):
+            if not intervals or any(not 0 <= lo <= hi for lo, hi in intervals):
+                raise ValueError(f"{name} must be (lo, hi) frame gaps with 0 <= lo <= hi, got {intervals}")
         if cfg.tdc_weight <= 0 and cfg.cmc_weight <= 0:
             raise ValueError(
                 "tdc_weight and cmc_weight are both 0: nothing to learn; give one of them a positive weight"
@@ -363,6 +372,15 @@ def train_embedding(
         torch.manual_seed(tcfg.seed)
         rng = np.random.default_rng(tcfg.seed)
         clips = load_clips(video_paths, cfg, need_audio=cfg.cmc_weight > 0)
+        longest = max(len(c.frames) for c in clips) - 1  # the largest frame gap any video offers
+        used = [("TDC", cfg.tdc_intervals, cfg.tdc_weight), ("CMC", cfg.cmc_intervals, cfg.cmc_weight)]
+        for name, intervals, weight in used:
+            short = [iv for iv in intervals if weight > 0 and iv[0] > longest]
+            if short:  # that class could never be sampled: the classifier would learn a task with a class missing
+                raise VideoError(
+                    f"{name} class {list(short[0])} needs frame gaps of at least {short[0][0]}, but the longest "
+                    f"training video gives at most {longest}: use longer videos or smaller gaps (--cmc-binary)"
+                )
         model = TDCCMC(cfg)
         opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
         step = 0
@@ -381,6 +399,17 @@ def train_embedding(
             if saved.to_json() != cfg.to_json():
                 raise ValueError(
                     f"--resume: the checkpoint in {out_dir} has a different embedding config; use a new --out"
+                )
+            # what the run samples from: another video list or sampler would make a resumed run another run
+            changed = [] if config.get("videos") == [Path(v).name for v in video_paths] else ["videos"]
+            old_train = config.get("train", {})
+            for name in ("batch_size", "cmc_event_fraction", "event_level"):  # the seed: the RNGs are restored
+                if name in old_train and old_train[name] != getattr(tcfg, name):
+                    changed.append(f"{name} ({old_train[name]} -> {getattr(tcfg, name)})")
+            if changed:
+                raise ValueError(
+                    f"--resume: the checkpoint in {out_dir} was trained with other {', '.join(changed)} (it was "
+                    f"trained on {config.get('videos')}); resume with the same videos and settings, or use a new --out"
                 )
             model.load_state_dict({k: v for k, v in tensors.items() if k in model.state_dict()})
             opt.load_state_dict(unpack_state(config["optimizer"], tensors))
@@ -480,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.cmc_weight = a.cmc_weight
     cfg.tdc_weight = a.tdc_weight
     if a.cmc_binary > 0:
-        cfg.cmc_intervals = ((0, 0), (a.cmc_binary, 10_000))
+        cfg.cmc_intervals = ((0, 0), (a.cmc_binary, max(10_000, a.cmc_binary)))  # [L, "inf")
     tcfg = TrainConfig(a.steps, a.batch_size, a.lr, a.seed, a.save_every, a.threads, a.cmc_event_fraction)
     try:
         # the held-out videos are read first: one that cannot be used is found before training, not after it

@@ -142,6 +142,8 @@ class VideoChunk:
 def _open(path: str | os.PathLike[str]) -> Any:
     av = require("av", "reading video files", extra="video")
     p = Path(path)
+    if p.is_dir():
+        raise VideoError(f"'{p}' is a folder, not a video file. Pass the paths of the mp4/webm/mkv files in it.")
     if not p.is_file():
         raise VideoError(f"Video file '{p}' does not exist. Pass the path of an mp4/webm/mkv file.")
     if p.stat().st_size == 0:
