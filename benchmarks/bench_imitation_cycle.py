@@ -50,6 +50,8 @@ def main() -> None:
     fps = next(iter(models.values())).cfg.fps if models else 15.0
     t0 = time.time()
     videos = [Path(v) for v in a.videos]
+    if len({v.name for v in videos}) < len(videos):  # the table keys videos by file name: one would replace another
+        p.error(f"two videos share a file name ({[v.name for v in videos]}): rename or copy one")
     frames = {v.name: _trimmed(v, fps, size) for v in videos}
     # pixels: the processed frames the embeddings see (frame_size^2 RGB), and a 16x16 thumbnail variant
     feats: dict[str, dict[str, np.ndarray]] = {
