@@ -17,8 +17,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(markdown_catalog() if args.markdown else format_catalog())
         return 0
-    parser.print_help()
-    return 0
+    parser.print_help(sys.stderr)  # no command: a usage error (exit 2); --help exits 0 through argparse
+    return 2
 
 
 if __name__ == "__main__":

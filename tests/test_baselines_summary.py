@@ -87,7 +87,7 @@ def test_run_logger_widens_the_csv_for_a_new_column_instead_of_dropping_it(tmp_p
 
 
 def test_run_logger_drops_a_cut_last_line_before_appending_and_tensorboard_purges_replayed_steps(tmp_path) -> None:
-    from dreamarcade.baselines.common import read_episodes
+    from dreamarcade.baselines.common import drop_rows_after, read_episodes
 
     _run(tmp_path, [1.0, 2.0, 3.0], every=100)
     path = tmp_path / "episodes.csv"
@@ -96,6 +96,18 @@ def test_run_logger_drops_a_cut_last_line_before_appending_and_tensorboard_purge
         log.log_episode(step=350, episodic_return=4.0, episodic_length=50)
     steps, returns = read_episodes(path)
     assert steps.tolist() == [100, 200, 350] and returns.tolist() == [1.0, 2.0, 4.0]  # was 200 -> "2.0350"
+    # only the final "\n" lost: the row is whole and is kept (it was dropped as a cut one)
+    path.write_bytes(path.read_bytes()[:-1])
+    with RunLogger(tmp_path, tensorboard=False) as log:
+        log.log_episode(step=400, episodic_return=5.0, episodic_length=50)
+    assert read_episodes(path)[0].tolist() == [100, 200, 350, 400]
+    # a resume from step 360 with the row of step 1500 cut to "15": drop_rows_after used to keep it as step 15 (and
+    # add its newline, so no later check saw the cut), and every read of the log then failed on the short row
+    path.write_bytes(path.read_bytes() + b"1500,6.0,50\r\n15")
+    assert drop_rows_after(path, 360) == 3
+    with RunLogger(tmp_path, tensorboard=False) as log:
+        log.log_episode(step=380, episodic_return=7.0, episodic_length=50)
+    assert read_episodes(path)[0].tolist() == [100, 200, 350, 380]
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -31,3 +31,31 @@ def test_collect_starts_and_stops_its_own_ray_instance_and_writes_where_the_call
     with pytest.raises(ValueError, match=r"seed \(--seed\) must be an integer >= 0"):
         collect("doom", tmp_path / "bad", episodes=1, seed=-1, backend="inline")
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+def test_collect_names_an_unreachable_ray_address_instead_of_falling_back(tmp_path) -> None:
+    """RAY_ADDRESS set, its cluster down: the local fallback read RAY_ADDRESS too and failed with an unrelated
+    ValueError after minutes. Run in a fresh process, so Ray reads the short connect timeouts set here."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    for knob in ("gcs_server_port_wait_time_s", "py_gcs_connect_timeout_s", "gcs_rpc_server_connect_timeout_s"):
+        env[f"RAY_{knob}"] = "1"  # Ray's own settings: give up after ~4 s instead of ~40 s or more
+    code = (
+        "from dreamarcade.world_models.collect import collect\n"
+        "from dreamarcade.errors import DreamArcadeError\n"
+        "try:\n"
+        f"    collect('doom', {str(tmp_path)!r}, episodes=1, workers=1, min_length=0, max_steps=5, backend='ray')\n"
+        "except DreamArcadeError as e:\n"
+        "    print('REFUSED', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert f"REFUSED RAY_ADDRESS=127.0.0.1:{port} names a Ray cluster that cannot be reached" in out.stdout, out.stderr
+    assert "unset RAY_ADDRESS" in out.stdout and not list(tmp_path.glob("*.npz"))

@@ -83,6 +83,9 @@ def test_list_command_prints_catalog() -> None:
     for entry in catalog():
         assert entry.id in out.stdout
     assert "installed" in out.stdout.splitlines()[0]
+    from dreamarcade.__main__ import main
+
+    assert main([]) == 2  # no command: a usage error (it exited 0)
 
 
 def test_public_wrappers_reexported() -> None:

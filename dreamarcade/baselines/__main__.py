@@ -26,6 +26,9 @@ def _usage() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
+        if not argv:  # no agent named: a usage error, as in each agent's own CLI
+            print(_usage(), file=sys.stderr)
+            return 2
         print(_usage())
         return 0
     name, rest = argv[0].replace("-", "_"), argv[1:]

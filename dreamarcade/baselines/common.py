@@ -163,9 +163,12 @@ class RunLogger:
             if new:
                 fields = list(row)
             else:
-                with open(path, "rb") as tail:
+                with open(path, "rb+") as tail:
                     tail.seek(-1, os.SEEK_END)
-                    cut = tail.read(1) != b"\n"  # the last line was cut short (a kill, a full disk)
+                    last = tail.read(1)
+                    if last == b"\r":  # only the row's final "\n" was lost: the row itself is whole
+                        tail.write(b"\n")
+                    cut = last not in (b"\n", b"\r")  # the last line was cut short (a kill, a full disk)
                 with open(path, newline="") as existing:
                     reader = csv.reader(existing)
                     fields = next(reader)
@@ -235,14 +238,19 @@ def drop_rows_after(csv_path: str | os.PathLike[str], step: int) -> int:
     path = Path(csv_path)
     if not path.exists() or path.stat().st_size == 0:
         return 0
+    with open(path, "rb") as tail:
+        tail.seek(-1, os.SEEK_END)
+        cut = tail.read(1) not in (b"\n", b"\r")  # the last row was cut short (a kill, a full disk)
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         rows = list(reader)
     if header is None or "step" not in header:
         return 0
+    if cut and rows:  # "1500,..." cut to "15" would read as step 15 and stay: a partial row is never kept
+        rows[-1] = []
     col = header.index("step")
-    kept = [r for r in rows if r and float(r[col]) <= step]
+    kept = [r for r in rows if len(r) == len(header) and float(r[col]) <= step]
     if len(kept) == len(rows):
         return 0
     _rewrite_csv(path, header, kept)

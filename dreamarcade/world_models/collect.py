@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from dreamarcade.checkpoint import atomic_write_text
-from dreamarcade.errors import input_checks
+from dreamarcade.errors import DreamArcadeError, input_checks
 from dreamarcade.world_models.rollouts import ShardWriter, read_shard_arrays
 
 __all__ = ["make_real_env", "RandomPolicy", "ExploringPolicy", "collect", "CollectJob", "run_job"]
@@ -355,10 +355,23 @@ def collect(
         ray = require("ray", "collecting rollouts on a Ray cluster", extra="distributed")
         started = False  # a local instance this call starts is shut down when it ends (its idle workers hold RAM)
         if not ray.is_initialized():
+            configured = os.environ.get("RAY_ADDRESS", "")
             try:
                 ray.init(address="auto", ignore_reinit_error=True, log_to_driver=False)
-            except ConnectionError:
-                ray.init(num_cpus=len(jobs), ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+            except ConnectionError as exc:
+                if configured:  # a local instance would read RAY_ADDRESS too and fail again, misleadingly
+                    raise DreamArcadeError(
+                        f"RAY_ADDRESS={configured} names a Ray cluster that cannot be reached ({exc}). Start that "
+                        "cluster, unset RAY_ADDRESS to run on a Ray instance of this machine, or use --backend process."
+                    ) from exc
+                # no cluster running: one of this machine's own, whatever a stale cluster file says
+                ray.init(
+                    address="local",
+                    num_cpus=len(jobs),
+                    ignore_reinit_error=True,
+                    log_to_driver=False,
+                    include_dashboard=False,
+                )
                 started = True
         try:
             remote = ray.remote(num_cpus=1)(run_job)
