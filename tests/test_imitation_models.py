@@ -168,7 +168,7 @@ def test_train_embedding_resumes_exactly_and_refuses_another_config(tmp_path):
         (
             dataclasses.replace(TINY, cmc_intervals=((0, 0), (40, 10_000))),
             TrainConfig(steps=2, batch_size=8),
-            "CMC class \\[40, 10000\\]",
+            "CMC classes \\[\\[40, 10000\\]\\]",
         ),
         (
             dataclasses.replace(TINY, cmc_intervals=((0, 0), (20, 10))),
@@ -176,6 +176,9 @@ def test_train_embedding_resumes_exactly_and_refuses_another_config(tmp_path):
             "0 <= lo <= hi",
         ),
     ]
+    three = dataclasses.replace(TINY, cmc_intervals=((0, 0), (5, 10), (40, 10_000)))
+    with pytest.warns(UserWarning, match=r"CMC classes \[\[40, 10000\]\] need frame gaps .* the other 2"):
+        train_embedding([video], tmp_path / "two_of_three", three, TrainConfig(steps=1, batch_size=8), progress=False)
     for cfg, tcfg, match in bad_settings:
         with pytest.raises(ValueError, match=match):
             train_embedding([video], tmp_path / "bad", cfg, tcfg, progress=False)

@@ -33,6 +33,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -375,12 +376,16 @@ def train_embedding(
         longest = max(len(c.frames) for c in clips) - 1  # the largest frame gap any video offers
         used = [("TDC", cfg.tdc_intervals, cfg.tdc_weight), ("CMC", cfg.cmc_intervals, cfg.cmc_weight)]
         for name, intervals, weight in used:
-            short = [iv for iv in intervals if weight > 0 and iv[0] > longest]
-            if short:  # that class could never be sampled: the classifier would learn a task with a class missing
-                raise VideoError(
-                    f"{name} class {list(short[0])} needs frame gaps of at least {short[0][0]}, but the longest "
-                    f"training video gives at most {longest}: use longer videos or smaller gaps (--cmc-binary)"
-                )
+            short = [list(iv) for iv in intervals if weight > 0 and iv[0] > longest]
+            if not short:
+                continue
+            message = (
+                f"{name} classes {short} need frame gaps the training videos do not have (the longest gives at "
+                f"most {longest}), so they are never sampled"
+            )
+            if len(intervals) - len(short) < 2:  # one class left: a classifier with nothing to tell apart
+                raise VideoError(f"{message}: use longer videos or smaller gaps (--cmc-binary)")
+            warnings.warn(f"{message}; the classifier learns the other {len(intervals) - len(short)}", stacklevel=2)
         model = TDCCMC(cfg)
         opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
         step = 0
