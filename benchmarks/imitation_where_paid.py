@@ -1,10 +1,11 @@
 """Where a trained imitation agent is paid each checkpoint of Montezuma's Revenge: a diagnosis of the reward.
 
 Plays one episode per env with the run's policy (the evaluation's settings: the run's own env stack, seed 1000 for
-the envs and the action sampling) and prints, for every step that paid checkpoints, ``from -> to`` (checkpoints
-``from`` to ``to - 1`` were paid), the player's RAM position, room and inventory (0 until the key is taken), the
-agent step and the best similarity. Compare the positions with the demonstration's (``RESULTS.md``: where the
-demonstration took them).
+the envs and the action sampling) and prints, for every step that paid a checkpoint, the checkpoint paid, the
+one it skipped (the soft order pays checkpoint n+1 or n+2 after n, one per step, so n+1 is then never paid), the
+player's RAM position, room and inventory (0 until the key is taken), the agent step and the best similarity, and
+per episode how many checkpoints were paid. Compare the positions with the demonstration's (``RESULTS.md``: where
+the demonstration took them).
 
     python benchmarks/imitation_where_paid.py runs/imitation10/agent_s6 --episodes 4
 """
@@ -24,7 +25,8 @@ from dreamarcade.envs.montezuma_search import INVENTORY, ROOM, X, Y
 
 
 def where_paid(run_dir: Path, episodes: int, seed: int = 1000) -> list[list[dict[str, float]]]:
-    """Per episode, one row per step that paid checkpoints (``from`` -> ``to`` is the next checkpoint's index)."""
+    """Per episode, one row per step that paid a checkpoint: ``paid`` (its index), ``skipped`` (the indices passed
+    over without pay), ``to`` (the next checkpoint's index after it)."""
     cfg = _load_config(run_dir)
     if cfg.reward == "game":
         raise SystemExit(f"{run_dir} was trained with the game reward only: no checkpoints are paid")
@@ -47,15 +49,17 @@ def where_paid(run_dir: Path, episodes: int, seed: int = 1000) -> list[list[dict
         obs, _, term, trunc, info = envs.step(actions)
         step += 1
         nxt = np.asarray(info["imitation_checkpoint"])
+        matched = np.asarray(info["imitation_matched"])
         for i in np.flatnonzero(~done):
             if term[i] or trunc[i]:  # SAME_STEP autoreset: the info is already the next episode's
                 done[i] = True
                 continue
-            if nxt[i] > before[i]:
+            if matched[i] >= 0:
                 ram = ales[i].getRAM()
                 rows[i].append(
                     {
-                        "from": int(before[i]),
+                        "paid": int(matched[i]),
+                        "skipped": list(range(int(before[i]), int(matched[i]))),
                         "to": int(nxt[i]),
                         "x": int(ram[X]),
                         "y": int(ram[Y]),
@@ -79,10 +83,11 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = where_paid(a.run_dir, a.episodes)
     for i, episode in enumerate(rows):
-        print(f"episode {i}:")
+        print(f"episode {i}: {len(episode)} checkpoints paid, next checkpoint {episode[-1]['to'] if episode else 0}")
         for r in episode:
+            skipped = f" (skipped {r['skipped'][0]})" if r["skipped"] else ""
             print(
-                f"  {r['from']:2d} -> {r['to']:2d}  at ({r['x']:3d}, {r['y']:3d}) room {r['room']} "
+                f"  paid {r['paid']:2d}{skipped:14s} at ({r['x']:3d}, {r['y']:3d}) room {r['room']} "
                 f"inventory {r['inventory']}  step {r['step']:4d}  similarity {r['similarity']:.2f}"
             )
     if a.json is not None:
