@@ -163,12 +163,11 @@ class RunLogger:
             if new:
                 fields = list(row)
             else:
-                with open(path, "rb+") as tail:
-                    tail.seek(-1, os.SEEK_END)
-                    last = tail.read(1)
-                    if last == b"\r":  # only the row's final "\n" was lost: the row itself is whole
+                last = _last_byte(path)
+                if last == b"\r":  # only the row's final "\n" was lost: the row itself is whole
+                    with open(path, "ab") as tail:
                         tail.write(b"\n")
-                    cut = last not in (b"\n", b"\r")  # the last line was cut short (a kill, a full disk)
+                cut = last not in _LINE_ENDS
                 with open(path, newline="") as existing:
                     reader = csv.reader(existing)
                     fields = next(reader)
@@ -229,6 +228,16 @@ class RunLogger:
         self.close()
 
 
+_LINE_ENDS = (b"\n", b"\r")  # how a log's last byte ends a whole row ("\r": only the row's final "\n" was lost)
+
+
+def _last_byte(path: Path) -> bytes:
+    """The last byte of a non-empty log: not in ``_LINE_ENDS`` when its last row was cut short (a kill, a full disk)."""
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)
+
+
 def drop_rows_after(csv_path: str | os.PathLike[str], step: int) -> int:
     """Atomically remove the rows of a step-keyed log CSV whose ``step`` is above ``step``; return how many.
 
@@ -238,9 +247,7 @@ def drop_rows_after(csv_path: str | os.PathLike[str], step: int) -> int:
     path = Path(csv_path)
     if not path.exists() or path.stat().st_size == 0:
         return 0
-    with open(path, "rb") as tail:
-        tail.seek(-1, os.SEEK_END)
-        cut = tail.read(1) not in (b"\n", b"\r")  # the last row was cut short (a kill, a full disk)
+    cut = _last_byte(path) not in _LINE_ENDS
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -633,8 +634,7 @@ def evaluate(
     import dreamarcade  # noqa: F401
 
     with input_checks(gym.error.Error):  # the request, the checkpoint and its env; not the episodes
-        if isinstance(episodes, bool) or int(episodes) != episodes or episodes < 1:
-            raise ValueError(f"--episodes must be an integer >= 1 (whole games to play), got {episodes}")
+        check_counts(SimpleNamespace(episodes=episodes), {"episodes": 1}, {"episodes": " (whole games to play)"})
         device = str(resolve_device(device))
         q, config = load_q_network(checkpoint, device, network)
         if env_id is None and env_kwargs is None:  # the training env, with the kwargs it was made with

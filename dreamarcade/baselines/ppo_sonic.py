@@ -32,12 +32,19 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from dreamarcade.baselines.common import claim_run_dir, plot_learning_curve, read_episodes, releases_run_dirs
+from dreamarcade.baselines.common import (
+    check_counts,
+    claim_run_dir,
+    plot_learning_curve,
+    read_episodes,
+    releases_run_dirs,
+)
 from dreamarcade.baselines.ppo import (
     PPOConfig,
     PPOResult,
@@ -206,9 +213,9 @@ def sonic_protocol(
                     f"the same {key} to continue that run)."
                 )
         # checked before the settings are recorded: a refused call must not tie the run directory to them
-        if isinstance(timesteps, bool) or int(timesteps) != timesteps or timesteps < 1:
-            raise ValueError(f"--timesteps-per-level must be an integer >= 1 (steps of PPO per level), got {timesteps}")
-        cfg = dataclasses.replace(config, total_timesteps=int(timesteps), num_envs=1, vector_mode="async")
+        budget = SimpleNamespace(timesteps_per_level=timesteps)
+        check_counts(budget, {"timesteps_per_level": 1}, {"timesteps_per_level": " (steps of PPO per level)"})
+        cfg = dataclasses.replace(config, total_timesteps=budget.timesteps_per_level, num_envs=1, vector_mode="async")
         cfg.validate()
         if init_checkpoint is not None:
             load_agent(init_checkpoint)  # a missing or corrupt checkpoint is refused here, not at the first level

@@ -406,7 +406,7 @@ def train_embedding(
                     f"--resume: the checkpoint in {out_dir} has a different embedding config; use a new --out"
                 )
             # what the run samples from: another video list or sampler would make a resumed run another run
-            changed = [] if config.get("videos") == [Path(v).name for v in video_paths] else ["videos"]
+            changed = [] if config.get("videos") == _video_names(video_paths) else ["videos"]
             old_train = config.get("train", {})
             for name in ("batch_size", "cmc_event_fraction", "event_level"):  # the seed: the RNGs are restored
                 if name in old_train and old_train[name] != getattr(tcfg, name):
@@ -451,6 +451,11 @@ def train_embedding(
     return model
 
 
+def _video_names(videos: list[str]) -> list[str]:
+    """The training videos as a checkpoint records them (file names: the folder may move between runs)."""
+    return [Path(v).name for v in videos]
+
+
 def _save(
     model: TDCCMC, opt: Any, rng: np.random.Generator, step: int, out_dir: Path, videos: list[str], tcfg: Any
 ) -> None:
@@ -463,7 +468,7 @@ def _save(
         "optimizer": opt_state,
         "rng": rng.bit_generator.state,
         "step": step,
-        "videos": [Path(v).name for v in videos],
+        "videos": _video_names(videos),
         "train": vars(tcfg),
     }
     save_checkpoint(out_dir, tensors, json.loads(json.dumps(config)))
