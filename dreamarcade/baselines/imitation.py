@@ -54,6 +54,7 @@ from dreamarcade.baselines.ppo import PPOConfig, load_agent, obs_to_tensor, trai
 from dreamarcade.checkpoint import atomic_write_text, read_json_object
 from dreamarcade.errors import CheckpointError, DreamArcadeError, input_checks, input_error_status
 from dreamarcade.precision import flush_denormals
+from dreamarcade.wrappers.exploration import CellCounter
 
 __all__ = [
     "ImitationConfig",
@@ -111,6 +112,7 @@ class ImitationConfig:
     max_episode_steps: int = 1000
     life_loss_terminal: bool = False  # True: a lost life ends the episode (one try at the skull per episode)
     game_reward_scale: float = 1.0  # weight of sign(game reward) in the sum; 1 is the paper's plain sum
+    count_bonus: float = 0.0  # beta of a count-based bonus beta/sqrt(n) on 11x8 frame cells; 0: none (the paper)
     num_envs: int = 8
     asset_dir: str | None = None
     ppo: PPOConfig = field(default_factory=_atari_ppo)
@@ -190,7 +192,10 @@ class PolicyFrames(gym.vector.VectorWrapper):
 
     With ``similarity=True`` the observation is ``{"obs": stack, "meta": similarities}`` (the imitation wrapper's
     ``observe_similarity`` output). ``reward``: see the module docstring; game rewards are sign-clipped, then
-    multiplied by ``game_scale`` (1: the paper's sum).
+    multiplied by ``game_scale`` (1: the paper's sum). ``count_bonus`` > 0 adds the count-based exploration bonus
+    ``count_bonus / sqrt(n)`` of each new frame's 11x8 cell (:class:`~dreamarcade.wrappers.exploration.CellCounter`,
+    lifelong counts shared by all envs, kept in the PPO checkpoint) to every reward kind, and reports it in
+    ``info["count_bonus"]``; the step that ends an episode pays none (its frame is the next episode's first).
     Needs a SAME_STEP-autoreset vector env (the obs of a finished episode is already the next episode's first).
 
     Example:
@@ -218,6 +223,7 @@ class PolicyFrames(gym.vector.VectorWrapper):
         size: int = 84,
         stack: int = 4,
         game_scale: float = 1.0,
+        count_bonus: float = 0.0,
     ) -> None:
         super().__init__(env)
         if reward not in REWARDS:
@@ -225,6 +231,9 @@ class PolicyFrames(gym.vector.VectorWrapper):
         if not (math.isfinite(game_scale) and game_scale >= 0):
             raise ValueError(f"game_scale must be a finite number >= 0 (1 is the paper's sum), got {game_scale!r}")
         self.game_scale = float(game_scale)
+        if not (math.isfinite(count_bonus) and count_bonus >= 0):
+            raise ValueError(f"count_bonus must be a finite number >= 0 (0: no bonus), got {count_bonus!r}")
+        self.counter = CellCounter(count_bonus) if count_bonus > 0 else None
         self.reward_kind, self.similarity, self.size, self.stack = reward, similarity, size, stack
         self.frames = np.zeros((self.num_envs, stack, size, size), np.uint8)
         img = gym.spaces.Box(0, 255, (stack, size, size), np.uint8)
@@ -257,6 +266,8 @@ class PolicyFrames(gym.vector.VectorWrapper):
         rgb, sims = self._split(obs)
         for i in np.flatnonzero(reset):  # only the reset envs start a new stack; the others keep their history
             self.frames[i] = self._gray(rgb[i])[None]
+        if self.counter is not None:  # a start is a visit; it pays nothing
+            self.counter.bonus(self.frames[:, -1], count=reset)
         return self._out(sims), info
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -278,7 +289,21 @@ class PolicyFrames(gym.vector.VectorWrapper):
             reward = imit
         else:
             reward = env_r
+        if self.counter is not None:
+            bonus = self.counter.bonus(self.frames[:, -1])
+            bonus[done] = 0.0  # the frame of a done env is the next episode's start: counted, not paid
+            reward = reward + bonus
+            info = {**info, "count_bonus": bonus}
         return self._out(sims), reward, term, trunc, info
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        """The exploration counts (empty without ``count_bonus``); :func:`train_ppo` saves them with its checkpoint."""
+        return {} if self.counter is None else self.counter.state_tensors()
+
+    def load_checkpoint_tensors(self, tensors: dict[str, torch.Tensor], source: str) -> None:
+        """Restore :meth:`checkpoint_tensors` on a resume."""
+        if self.counter is not None:
+            self.counter.load_state_tensors(tensors, source)
 
 
 def make_envs(cfg: ImitationConfig, seed_offset: int = 0) -> gym.vector.VectorEnv:
@@ -317,7 +342,9 @@ def make_envs(cfg: ImitationConfig, seed_offset: int = 0) -> gym.vector.VectorEn
             embed_every=cfg.embed_every,
         )
     similarity = use_imitation and cfg.observe_similarity
-    return PolicyFrames(venv, cfg.reward, similarity=similarity, game_scale=cfg.game_reward_scale)
+    return PolicyFrames(
+        venv, cfg.reward, similarity=similarity, game_scale=cfg.game_reward_scale, count_bonus=cfg.count_bonus
+    )
 
 
 def play_episodes(
@@ -484,6 +511,7 @@ _TRAIN_FLAGS = {
     "max_episode_steps": ("max_episode_steps", None),
     "life_loss_terminal": ("life_loss_terminal", None),
     "game_reward_scale": ("game_reward_scale", None),
+    "count_bonus": ("count_bonus", None),
     "asset_dir": ("asset_dir", None),
     "seed": (None, "seed"),
     "device": (None, "device"),
@@ -506,7 +534,7 @@ def _resumed_config(saved: ImitationConfig, args: argparse.Namespace, given: set
 
 
 def _non_negative(text: str) -> float:
-    """argparse type of ``--distinct-margin`` and ``--game-reward-scale``: a finite number >= 0."""
+    """argparse type of ``--distinct-margin``, ``--game-reward-scale`` and ``--count-bonus``: a finite number >= 0."""
     return _finite(text, at_least=0.0)
 
 
@@ -554,6 +582,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.game_reward_scale,
         help="weight of the sign-clipped game reward (default 1: imitation + env as in the paper)",
     )
+    t.add_argument(
+        "--count-bonus",
+        type=_non_negative,
+        default=d.count_bonus,
+        help="add a count-based exploration bonus beta/sqrt(n) for the frame's 11x8 cell seen n times, with this "
+        "beta (e.g. 0.1; default 0: none, as in the paper)",
+    )
     t.add_argument("--asset-dir", default=None, help="a reward bundle (default: the bundled Montezuma one)")
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--device", default="cpu")
@@ -595,6 +630,7 @@ def main(argv: list[str] | None = None) -> int:
                     max_episode_steps=args.max_episode_steps,
                     life_loss_terminal=args.life_loss_terminal,
                     game_reward_scale=args.game_reward_scale,
+                    count_bonus=args.count_bonus,
                     num_envs=args.num_envs,
                     asset_dir=args.asset_dir,
                     ppo=ppo,

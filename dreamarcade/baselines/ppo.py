@@ -439,9 +439,14 @@ def save_agent(
     optimizer: torch.optim.Optimizer | None = None,
     global_step: int = 0,
     extra: dict[str, Any] | None = None,
+    env_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``agent`` (and optionally the optimizer and RNG state, for resuming) as a safetensors checkpoint."""
+    """Write ``agent`` (and optionally the optimizer and RNG state, for resuming) as a safetensors checkpoint.
+
+    ``env_tensors``: state of the envs that a resume needs (e.g. exploration counts), stored under ``env.``.
+    """
     tensors = with_prefix(agent.state_dict(), "model")
+    tensors.update(with_prefix(env_tensors or {}, "env"))
     config: dict[str, Any] = {"kind": CHECKPOINT_KIND, **agent.shape_config(), "global_step": int(global_step)}
     if optimizer is not None:
         config["optimizer"] = pack_state(optimizer.state_dict(), "optim", tensors)
@@ -638,7 +643,9 @@ def train_ppo(
 
     Args:
         envs: a same-step-autoreset ``VectorEnv`` or a list of env factories (one per parallel env; for joint
-            training give one factory per level).
+            training give one factory per level). A ``VectorEnv`` with ``checkpoint_tensors()`` and
+            ``load_checkpoint_tensors(tensors, source)`` methods (the imitation agent's exploration counts) has that
+            state saved with every checkpoint and restored on ``resume``.
         config: hyperparameters (``config.num_envs`` is overridden by the number of envs given).
         run_dir: output directory: ``episodes.csv``, ``metrics.csv``, ``tb/``, ``checkpoint/``, ``learning_curve.png``.
         init_checkpoint: start from these weights (fine-tuning); the optimizer starts fresh. Its network
@@ -694,6 +701,8 @@ def train_ppo(
                 torch.set_rng_state(rng["torch"])
                 np.random.set_state(("MT19937", rng["numpy_key"].astype(np.uint32), rng["numpy_pos"], 0, 0.0))
                 global_step = int(ck_cfg["global_step"])
+                if hasattr(envs, "load_checkpoint_tensors"):  # env state the run depends on (exploration counts)
+                    envs.load_checkpoint_tensors(strip_prefix(tensors, "env"), f"PPO checkpoint '{ckpt_dir}'")
                 print(f"resumed from {ckpt_dir} at step {global_step}", file=sys.stderr)
             elif init_checkpoint is not None:
                 loaded, _, _ = load_agent(init_checkpoint, device)
@@ -853,7 +862,8 @@ def train_ppo(
                 _run_eval(agent, eval_env_fns, config, device, logger, result, global_step)
                 next_eval += config.eval_every_steps
             if update % config.checkpoint_every_updates == 0 or update == num_updates or stop.requested:
-                save_agent(ckpt_dir, agent, optimizer, global_step)
+                env_tensors = envs.checkpoint_tensors() if hasattr(envs, "checkpoint_tensors") else None
+                save_agent(ckpt_dir, agent, optimizer, global_step, env_tensors=env_tensors)
                 _plot(run_dir, result)
             if stop.requested and update < num_updates:
                 result.stopped_early = True
