@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import numbers
 import sys
 from collections.abc import Iterator
 from types import ModuleType
@@ -189,6 +190,22 @@ def require(module: str, purpose: str = "", extra: str | None = None) -> ModuleT
         if exc.name is not None and exc.name.split(".")[0] != top:
             raise  # the module exists but one of *its* imports failed: show the real error
         raise MissingExtraError(module, extra or extra_for(module), purpose) from exc
+
+
+def check_count(name: str, value: object, low: int = 1, hint: str = "") -> int:
+    """``value`` as an int, or a ValueError naming ``name`` unless it is an integer >= ``low`` (bools refused).
+
+    Numpy integers (a sweep's ``np.arange``) are accepted; floats are not, so 2.5 is never truncated silently.
+    ``hint`` is added to the message after the minimum (what the minimum means).
+
+    >>> check_count("num_envs", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_envs must be an integer >= 1, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}{hint}, got {value!r}")
+    return int(value)
 
 
 def is_installed(module: str) -> bool:

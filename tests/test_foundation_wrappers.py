@@ -87,13 +87,13 @@ def test_single_and_vector_paths_agree_on_shapes_and_refuse_the_same_settings() 
     single, vector = make_dqn_env("Pong", frame_stack=1), make_dqn_vector_env(1, "Pong", frame_stack=1)
     assert single.observation_space.shape == vector.single_observation_space.shape == (1, 84, 84)
     vector.close()
-    for bad in (dict(frame_skip=0), dict(frame_stack=0), dict(frame_stack=-1)):
-        with pytest.raises(ValueError, match="must be >= 1"):
+    for bad in (dict(frame_skip=0), dict(frame_stack=0), dict(frame_stack=-1), dict(frame_skip=2.5)):
+        with pytest.raises(ValueError, match="must be an integer >= 1"):
             make_dqn_env("Pong", **bad)
-        with pytest.raises(ValueError, match="must be >= 1"):  # frame_stack=0 made the C++ reset wait forever
+        with pytest.raises(ValueError, match="must be an integer >= 1"):  # frame_stack=0: the C++ reset hung
             make_dqn_vector_env(1, "Pong", **bad)
     for make in (lambda: make_dqn_env("Pong", noop_max=-5), lambda: make_dqn_vector_env(1, "Pong", noop_max=-5)):
-        with pytest.raises(ValueError, match="noop_max must be >= 0"):  # it was silently taken as 0
+        with pytest.raises(ValueError, match="noop_max must be an integer >= 0"):  # it was silently taken as 0
             make()
     for rap in (1.5, -0.1):  # ale-py takes any value, and at >= 1 every action of the agent was ignored
         with pytest.raises(ValueError, match=r"repeat_action_probability .* in \[0, 1\]"):
@@ -103,7 +103,10 @@ def test_single_and_vector_paths_agree_on_shapes_and_refuse_the_same_settings() 
     for n in (0, -1, 1.5):  # 0 crashed the process in C++ (SIGSEGV)
         with pytest.raises(ValueError, match="num_envs must be an integer >= 1"):
             make_dqn_vector_env(n, "Pong")
-    with pytest.raises(ValueError, match=r"screen_size must be one integer >= 1 on the C\+\+ vector path"):
+    with pytest.raises(
+        ValueError,
+        match=r"screen_size must be an integer >= 1 \(one integer: the C\+\+ vector path makes square frames",
+    ):
         make_dqn_vector_env(1, "Pong", screen_size=(84, 84))
 
 

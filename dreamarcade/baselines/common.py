@@ -20,7 +20,6 @@ import functools
 import io
 import json
 import math
-import numbers
 import os
 import random
 import signal
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 
 from dreamarcade.checkpoint import atomic_write_text, checkpoint_exists
-from dreamarcade.errors import DreamArcadeError
+from dreamarcade.errors import DreamArcadeError, check_count
 
 
 def resolve_device(device: str) -> torch.device:
@@ -389,12 +388,8 @@ def check_counts(config: Any, minimums: dict[str, int], hints: dict[str, str] | 
     """
     hints = hints or {}
     for name, low in minimums.items():
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(
-                f"--{name.replace('_', '-')} must be an integer >= {low}{hints.get(name, '')}, got {value!r}"
-            )
-        setattr(config, name, int(value))
+        flag = f"--{name.replace('_', '-')}"
+        setattr(config, name, check_count(flag, getattr(config, name), low, hints.get(name, "")))
 
 
 class _StoreTuple(argparse.Action):

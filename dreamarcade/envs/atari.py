@@ -15,13 +15,12 @@ single env and 0-2 (1-2 with FIRE) in the C++ env.
 from __future__ import annotations
 
 import difflib
-import numbers
 import re
 from typing import Any
 
 import gymnasium as gym
 
-from dreamarcade.errors import require
+from dreamarcade.errors import check_count, require
 from dreamarcade.wrappers.atari import EpisodicLife, FireReset, MaxAndSkip, NoopReset
 from dreamarcade.wrappers.frames import ClipRewardSign, FrameStack, GrayscaleResize
 
@@ -124,12 +123,9 @@ def _check_counts(frame_skip: int, frame_stack: int, noop_max: int, repeat_actio
             "repeat_action_probability (sticky actions) must be a probability in [0, 1] (0: none, 0.25: ALE v5), "
             f"got {repeat_action_probability}"
         )
-    if frame_skip < 1 or frame_stack < 1:
-        raise ValueError(
-            f"frame_skip and frame_stack must be >= 1 (1: no skip, one frame), got {frame_skip} and {frame_stack}"
-        )
-    if noop_max < 0:
-        raise ValueError(f"noop_max must be >= 0 (0: no random no-ops at reset), got {noop_max}")
+    check_count("frame_skip", frame_skip, hint=" (1: no skip)")
+    check_count("frame_stack", frame_stack, hint=" (1: one frame)")
+    check_count("noop_max", noop_max, low=0, hint=" (0: no random no-ops at reset)")
 
 
 def make_dqn_vector_env(
@@ -174,13 +170,11 @@ def make_dqn_vector_env(
     from ale_py.vector_env import AtariVectorEnv
 
     _check_counts(frame_skip, frame_stack, noop_max, repeat_action_probability)  # frame_stack=0: C++ reset hung
-    if isinstance(num_envs, bool) or not isinstance(num_envs, numbers.Integral) or num_envs < 1:
-        raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")  # 0 crashed the C++ env (SIGSEGV)
-    if isinstance(screen_size, bool) or not isinstance(screen_size, numbers.Integral) or screen_size < 1:
-        raise ValueError(
-            f"screen_size must be one integer >= 1 on the C++ vector path (square frames), got {screen_size!r}; "
-            "for other frame shapes use make_dqn_env with gym.vector.SyncVectorEnv"
-        )
+    check_count("num_envs", num_envs)  # 0 crashed the C++ env (SIGSEGV)
+    hint = (
+        " (one integer: the C++ vector path makes square frames; for other shapes use make_dqn_env with SyncVectorEnv)"
+    )
+    check_count("screen_size", screen_size, hint=hint)
     return AtariVectorEnv(
         ale_game_id(game),
         int(num_envs),

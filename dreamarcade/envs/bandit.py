@@ -16,6 +16,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from dreamarcade.errors import check_count
+
 
 class BanditEnv(gym.Env):
     """Bernoulli bandit task family.
@@ -45,10 +47,7 @@ class BanditEnv(gym.Env):
             raise ValueError("family='dependent' is the two-armed bandit: use num_arms=2 or family='uniform'.")
         if not 0.0 <= p_high <= 1.0:
             raise ValueError(f"p_high is the good arm's payout probability: it must be in [0, 1], got {p_high!r}.")
-        if isinstance(pulls_per_episode, bool) or not isinstance(pulls_per_episode, (int, np.integer)):
-            raise ValueError(f"pulls_per_episode must be an integer >= 1, got {pulls_per_episode!r}.")
-        if pulls_per_episode < 1:
-            raise ValueError(f"pulls_per_episode must be an integer >= 1, got {pulls_per_episode}.")
+        check_count("pulls_per_episode", pulls_per_episode)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}.")
         self.num_arms, self.family, self.p_high = int(num_arms), family, float(p_high)

@@ -24,6 +24,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from dreamarcade.errors import check_count
+
 # Direction k: (dy, dx); wall bit k of a cell is set when the way in that direction is blocked.
 _MOVES = ((-1, 0), (0, 1), (1, 0), (0, -1))  # N, E, S, W
 _OPPOSITE = (2, 3, 0, 1)
@@ -139,8 +141,8 @@ class RandomMazeEnv(gym.Env):
             ("max_steps", max_steps, ", or None for 4 * size**2"),
             ("pixel_size", pixel_size, ""),
         ):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-                raise ValueError(f"{name} must be an integer >= 1{hint}, got {value!r}.")
+            if value is not None:
+                check_count(name, value, hint=hint)
         self.size, self.obs_type, self.render_mode = int(size), obs_type, render_mode
         self.max_steps = int(max_steps) if max_steps is not None else 4 * self.size * self.size
         self.goal_reward, self.step_penalty, self.extra_openings = goal_reward, step_penalty, extra_openings

@@ -22,6 +22,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dreamarcade.errors import check_count
+
 __all__ = ["CellCounter", "CountBonus"]
 
 
@@ -48,8 +50,7 @@ class CellCounter:
         if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
             raise ValueError(f"beta must be a finite number > 0 (the bonus of a first visit), got {beta!r}")
         for name, value, low in (("width", width, 1), ("height", height, 1), ("levels", levels, 2)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            check_count(name, value, low)
         if levels > 256:
             raise ValueError(f"levels must be at most 256 (8-bit frames), got {levels}")
         self.beta, self.width, self.height, self.levels = float(beta), int(width), int(height), int(levels)
