@@ -97,15 +97,17 @@ def test_agent_evaluation_counts_the_raw_game_score_in_every_reward_mode(reward)
     script = [a for a, n in KEY_RUN for _ in range(n)]
     # the time limit ends the episode on the very step the key is collected
     envs = make_envs(ImitationConfig(reward=reward, num_envs=1, max_episode_steps=len(script)))
-    steps = iter(script)
+    steps = iter(script * 2)  # the game is deterministic: the second episode replays the first
     try:
-        scores, progress, rooms = play_episodes(envs, lambda obs: np.array([next(steps)]), episodes=1, seed=0)
+        scores, progress, paid, rooms = play_episodes(envs, lambda obs: np.array([next(steps)]), episodes=2, seed=0)
     finally:
         envs.close()
-    assert scores == [100.0]  # raw, not sign-clipped, and not 0 without the imitation wrapper
-    assert rooms == [1]  # the key is in the first room
+    assert scores == [100.0, 100.0]  # raw, not sign-clipped, and not 0 without the imitation wrapper
+    assert rooms == [1, 1]  # the key is in the first room
+    assert progress[0] == progress[1] and paid[0] == paid[1]  # each episode counts from 0 again
+    progress, paid = progress[:1], paid[:1]
     if reward == "game":
-        assert progress == [0]  # no imitation wrapper: no checkpoint to reach
+        assert progress == paid == [0]  # no imitation wrapper: no checkpoint to reach
     else:
         # The same key run on the single registered env (same bundle, threshold 0.5, frameskip 4, no sticky
         # actions: deterministic) reaches the same checkpoint. The bundled demo is a key+door trajectory, so going
@@ -113,11 +115,14 @@ def test_agent_evaluation_counts_the_raw_game_score_in_every_reward_mode(reward)
         env = gym.make("MontezumaImitation-v0")
         try:
             env.reset(seed=0)
+            single_paid = 0
             for a in script:
                 *_, info = env.step(a)
+                single_paid += info["imitation_reward"] > 0
         finally:
             env.close()
         assert progress == [info["imitation_checkpoint"]] and 1 < progress[0] < 15
+        assert paid == [single_paid] and 1 <= single_paid <= progress[0]  # the step ending the episode counted too
 
 
 def test_works_with_stable_baselines3():
@@ -272,10 +277,10 @@ def test_play_episodes_gives_every_env_its_share_instead_of_the_first_to_end():
     envs = gym.vector.SyncVectorEnv(
         [mountain_car(3), mountain_car(20)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
     )
-    scores, progress, rooms = play_episodes(envs, lambda obs: np.zeros(2, np.int64), episodes=4, seed=0)
+    scores, progress, paid, rooms = play_episodes(envs, lambda obs: np.zeros(2, np.int64), episodes=4, seed=0)
     envs.close()
     # -1 per step: env 0 ends four 3-step episodes before env 1's first 20-step one; each gets two
-    assert sorted(scores) == [-20.0, -20.0, -3.0, -3.0] and progress == [0, 0, 0, 0] and rooms == [0, 0, 0, 0]
+    assert sorted(scores) == [-20.0, -20.0, -3.0, -3.0] and progress == paid == [0, 0, 0, 0] and rooms == [0, 0, 0, 0]
 
 
 def test_vector_env_time_limit_keeps_the_game_score_of_truncated_episodes():

@@ -43,7 +43,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -64,6 +64,7 @@ __all__ = [
     "make_envs",
     "train",
     "play_episodes",
+    "PlayedEpisodes",
     "evaluate",
     "main",
 ]
@@ -347,28 +348,39 @@ def make_envs(cfg: ImitationConfig, seed_offset: int = 0) -> gym.vector.VectorEn
     )
 
 
+class PlayedEpisodes(NamedTuple):
+    """What :func:`play_episodes` saw of each ended episode, in the order they ended."""
+
+    scores: list[float]  # the raw game score
+    next_checkpoints: list[int]  # the index of the next checkpoint the episode had to reach (0 without imitation)
+    checkpoints_paid: list[int]  # how many checkpoints paid (the soft order can skip one: paid <= next)
+    rooms: list[int]  # RoomsVisited's count (0 for an env without it)
+
+
 def play_episodes(
     envs: gym.vector.VectorEnv, act: Callable[[Any], np.ndarray], episodes: int, seed: int | None = None
-) -> tuple[list[float], list[int], list[int]]:
+) -> PlayedEpisodes:
     """Step a :func:`make_envs` env with ``act(obs) -> actions`` until ``episodes`` episodes have ended.
 
-    Returns each ended episode's game score and imitation progress. The score is the raw game score that
-    ``RecordEpisodeStatistics`` records (it sits below the imitation reward and the policy's sign clipping,
-    so it is the same in every reward mode); under SAME_STEP autoreset it is in ``info["final_info"]``.
-    The progress is the index of the next checkpoint the episode had to reach (0 without the imitation reward);
-    the rooms are :class:`RoomsVisited`'s count (0 for an env without it).
+    Returns each ended episode's game score and imitation progress (:class:`PlayedEpisodes`). The score is the raw
+    game score that ``RecordEpisodeStatistics`` records (it sits below the imitation reward and the policy's sign
+    clipping, so it is the same in every reward mode); under SAME_STEP autoreset it is in ``info["final_info"]``.
+    The progress is the index of the next checkpoint the episode had to reach and the number of checkpoints paid
+    (steps with ``info["imitation_reward"] > 0``; both 0 without the imitation reward); the rooms are
+    :class:`RoomsVisited`'s count (0 for an env without it).
     Each env plays a fixed share of the episodes (env i: ``episodes // n``, one more for the first
     ``episodes % n``): taking whichever episodes end first would favour short ones.
     """
     n = envs.num_envs
     quota = np.array([episodes // n + (i < episodes % n) for i in range(n)])
     taken = np.zeros(n, np.int64)
+    paid_now = np.zeros(n, np.int64)  # checkpoints paid so far in each env's running episode
     obs, _ = envs.reset(seed=seed)
-    scores: list[float] = []
-    checkpoints: list[int] = []
-    rooms: list[int] = []
-    while len(scores) < episodes:
+    out = PlayedEpisodes([], [], [], [])
+    while len(out.scores) < episodes:
         obs, _, term, trunc, info = envs.step(act(obs))
+        # the step that ends an episode pays for that episode (its observation is already the next one's start)
+        paid_now += np.asarray(info.get("imitation_reward", np.zeros(n)), np.float64) > 0
         ended = np.flatnonzero(np.logical_or(term, trunc))
         if len(ended) == 0:
             continue
@@ -383,16 +395,20 @@ def play_episodes(
         for i in ended:
             if taken[i] < quota[i]:
                 taken[i] += 1
-                scores.append(float(final["episode"]["r"][i]))
-                checkpoints.append(int(progress[i]))
-                rooms.append(int(visited[i]))
-    return scores, checkpoints, rooms
+                out.scores.append(float(final["episode"]["r"][i]))
+                out.next_checkpoints.append(int(progress[i]))
+                out.checkpoints_paid.append(int(paid_now[i]))
+                out.rooms.append(int(visited[i]))
+            paid_now[i] = 0
+    return out
 
 
 def evaluate(run_dir: str | Path, episodes: int = 20, deterministic: bool = False, seed: int = 1000) -> dict[str, Any]:
     """Play ``episodes`` episodes with the trained policy: game scores, the rate of episodes that collected the key
     (score >= 100), opened a door (>= 400) and left the first room (visited 2 or more rooms). ``seed`` seeds the
-    envs and the action sampling, so a rerun plays the same episodes."""
+    envs and the action sampling, so a rerun plays the same episodes. Per episode: ``scores``,
+    ``checkpoints_reached`` (the index of the next checkpoint, as :func:`play_episodes` gives it),
+    ``checkpoints_paid`` and ``rooms_visited``."""
     with input_checks():  # the request and the run directory; not the episodes
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}.")
@@ -410,10 +426,10 @@ def evaluate(run_dir: str | Path, episodes: int = 20, deterministic: bool = Fals
         return a.numpy()
 
     try:
-        scores, checkpoints, rooms = play_episodes(envs, act, episodes, seed)
+        played = play_episodes(envs, act, episodes, seed)
     finally:
         envs.close()
-    s = np.array(scores)
+    s = np.array(played.scores)
     return {
         "episodes": episodes,
         "deterministic": deterministic,
@@ -421,10 +437,11 @@ def evaluate(run_dir: str | Path, episodes: int = 20, deterministic: bool = Fals
         "max_score": float(s.max()),
         "key_rate": float((s >= 100).mean()),
         "door_rate": float((s >= 400).mean()),
-        "left_room_rate": float((np.array(rooms) >= 2).mean()),
-        "scores": scores,
-        "checkpoints_reached": checkpoints,
-        "rooms_visited": rooms,
+        "left_room_rate": float((np.array(played.rooms) >= 2).mean()),
+        "scores": played.scores,
+        "checkpoints_reached": played.next_checkpoints,
+        "checkpoints_paid": played.checkpoints_paid,
+        "rooms_visited": played.rooms,
     }
 
 
