@@ -176,3 +176,31 @@ def test_agent_resume_goes_on_with_the_counts_of_its_checkpoint(tmp_path):
     assert main([*argv[:-1], "96", "--resume", "--count-bonus", "0.1"]) == 2  # the reward must stay what was trained
     with pytest.raises(SystemExit):
         main(["train", "--run-dir", str(tmp_path / "neg"), "--count-bonus", "-1"])
+
+
+def _count_bonus_warnings_in_child(counter: CellCounter) -> list[str]:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        CountBonus(gym.make("ALE/Pong-v5"), counter=counter).close()
+    return [str(w.message) for w in caught if "another process" in str(w.message)]
+
+
+def test_count_bonus_records_the_paying_beta_and_warns_about_a_counter_copied_to_another_process():
+    import multiprocessing
+
+    import ale_py
+
+    gym.register_envs(ale_py)
+    counter = CellCounter(beta=0.5)
+    env = CountBonus(gym.make("ALE/Pong-v5"), counter=counter)  # the default beta=0.1 is not the one that pays
+    assert env.spec.additional_wrappers[-1].kwargs == {"beta": 0.5}
+    env.close()
+    rebuilt = gym.make(env.spec)  # the rebuilt env pays what the original paid (with counts of its own)
+    assert rebuilt.get_wrapper_attr("counter").beta == 0.5
+    rebuilt.close()
+    # an env built in a worker process (as AsyncVectorEnv does) gets a copy of the counter: it says so
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert len(pool.apply(_count_bonus_warnings_in_child, (counter,))) == 1
+    assert _count_bonus_warnings_in_child(counter) == []  # in its own process the counter is shared, no warning

@@ -6,7 +6,12 @@ pixels, 8 levels, for Montezuma's Revenge). The bonus for a frame is ``beta / sq
 its cell has been seen, this one included (the count-based bonus of Strehl & Littman 2008, with hashed states as in
 Tang et al. 2017). Counts are lifelong: they persist across episodes and are shared by every env that uses one
 :class:`CellCounter`, so a place the agent reaches rarely keeps paying while the places it visits every episode stop
-paying. At 11x8 the player of Montezuma's Revenge moves to a new cell about every 8-16 pixels.
+paying. At 11x8 a cell of Montezuma's Revenge changes with the player's position (along the demonstration's path to
+the key, about every 8-16 pixels), but also with its walking animation and the rolling skull's position.
+
+The counts are shared only within one process: envs in an ``AsyncVectorEnv`` (or ``train_ppo``'s default for a
+list of env factories) each get a copy of the counter, so use ``SyncVectorEnv`` (``vector_mode="sync"``) to share
+them; :class:`CountBonus` warns when its counter was made in another process.
 
 :class:`CountBonus` adds the bonus to any env with image observations; the imitation agent uses a
 :class:`CellCounter` directly on the grayscale frames it already computes (``imitation train --count-bonus``), and
@@ -16,6 +21,8 @@ its PPO checkpoints keep the counts, so a resumed run goes on with them.
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -55,6 +62,7 @@ class CellCounter:
             raise ValueError(f"levels must be at most 256 (8-bit frames), got {levels}")
         self.beta, self.width, self.height, self.levels = float(beta), int(width), int(height), int(levels)
         self.counts: dict[bytes, int] = {}
+        self.pid = os.getpid()  # the process whose counts these are (a copy in a subprocess counts on its own)
 
     @property
     def num_cells(self) -> int:
@@ -141,8 +149,16 @@ class CountBonus(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """
 
     def __init__(self, env: gym.Env, beta: float = 0.1, counter: CellCounter | None = None) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self, beta=beta)
+        self.counter = counter if counter is not None else CellCounter(beta)
+        # the beta that pays (a shared counter's own); a rebuild from env.spec gets a counter of its own
+        gym.utils.RecordConstructorArgs.__init__(self, beta=self.counter.beta)
         gym.Wrapper.__init__(self, env)
+        if self.counter.pid != os.getpid():
+            warnings.warn(
+                "CountBonus got a CellCounter made in another process (e.g. an AsyncVectorEnv worker): its counts "
+                "are a copy and are not shared with the other envs. Use SyncVectorEnv to share them.",
+                stacklevel=2,
+            )
         space = env.observation_space
         if not (
             isinstance(space, gym.spaces.Box)
@@ -153,7 +169,6 @@ class CountBonus(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 f"CountBonus needs uint8 image observations, (H, W), (H, W, 1) or (H, W, 3); got {space}. "
                 "Wrap the env before frame stacking or channel-first transposes."
             )
-        self.counter = counter if counter is not None else CellCounter(beta)
 
     def _count(self, obs: np.ndarray) -> float:
         frame = obs[..., 0] if obs.ndim == 3 and obs.shape[-1] == 1 else obs
