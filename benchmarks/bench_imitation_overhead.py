@@ -10,9 +10,11 @@ Like with like: every "plain" env is exactly the env stack the wrapped one wraps
   :class:`YouTubeImitationReward` (the registered ``MontezumaImitation-v0`` minus its episode statistics);
 * vector: a ``SyncVectorEnv`` of ``num_envs`` of them alone vs. wrapped by :class:`YouTubeImitationRewardVector`
   (one batched embedding pass per step);
-* agent stack (``--agent-stack``): the PPO imitation baseline's own ``make_envs`` (life-loss terminal, time
+* agent stack (``--agent-stack``): the PPO imitation baseline's own ``make_envs`` (time
   limit, episode statistics, SAME_STEP autoreset, 84x84 grayscale policy frames) with ``reward="game"``
-  (no imitation reward) vs. ``reward="imitation"``.
+  (no imitation reward) vs. ``reward="imitation"``;
+* count bonus (``--count-bonus BETA``): :class:`~dreamarcade.wrappers.exploration.CountBonus` alone around the
+  single env, and (with ``--agent-stack``) the agent stack with ``count_bonus=BETA`` on top of the imitation reward.
 
 Wrapped variants (each row is reported separately; the first of each kind is the default):
 ``fused`` (the default fused inference encoder, 1 torch thread), ``reference`` (the model's own eval-mode
@@ -92,6 +94,13 @@ def main() -> None:
         "reference encoder: a before/after comparison in the same run",
     )
     p.add_argument("--bf16", action="store_true", help="also measure the bfloat16 encoder (precision='bf16')")
+    p.add_argument(
+        "--count-bonus",
+        type=float,
+        default=0.0,
+        help="also measure the count-based exploration bonus with this beta: CountBonus around the single env, "
+        "and the agent stack with --count-bonus (needs --agent-stack for that row)",
+    )
     p.add_argument("--asset-dir", default=None)
     p.add_argument("--json", default=None)
     a = p.parse_args()
@@ -135,6 +144,17 @@ def main() -> None:
 
     # (kind, label, plain-or-wrapped env, vector?)
     cases: list[tuple[str, str, Any, bool]] = [("single", "plain", base(), False)]
+    if a.count_bonus > 0:
+        from dreamarcade.wrappers.exploration import CountBonus
+
+        cases.append(
+            (
+                "single",
+                f"CountBonus(beta={a.count_bonus}) only, no imitation reward",
+                CountBonus(base(), a.count_bonus),
+                False,
+            )
+        )
     for label, opts, threads in variants:
         if opts.get("before"):
             env = before.YouTubeImitationReward(base(), embedder(opts, threads), ck)
@@ -158,6 +178,9 @@ def main() -> None:
         agent_cfg = ImitationConfig(num_envs=a.num_envs, asset_dir=a.asset_dir)  # the same bundle as the other rows
         cases.append(("agent", "plain", make_envs(dataclasses.replace(agent_cfg, reward="game")), True))
         cases.append(("agent", "fused (default)", make_envs(agent_cfg), True))
+        if a.count_bonus > 0:
+            bonus_cfg = dataclasses.replace(agent_cfg, count_bonus=a.count_bonus)
+            cases.append(("agent", f"fused + count bonus {a.count_bonus} (option)", make_envs(bonus_cfg), True))
 
     rates: dict[tuple[str, str], list[tuple[float, float]]] = {(k, lab): [] for k, lab, _, _ in cases}
     vsteps = max(1, a.steps // a.num_envs)
