@@ -62,6 +62,11 @@ def test_build_checkpoints_keeps_the_confusion_and_it_round_trips(tmp_path):
         CheckpointTrajectory(ck.embeddings, ck.mean, ck.frame_indices, 16, confusion=np.zeros(2))
     with pytest.raises(ValueError, match=r"confusion holds NaN \(checkpoints \[1\]\)"):  # it could never be paid
         CheckpointTrajectory(ck.embeddings, ck.mean, ck.frame_indices, 16, confusion=[0.0, np.nan, 0.0, 0.0, 0.0])
+    bad = ck.embeddings.copy()
+    bad[2, 0] = np.nan
+    for embeddings, mean, name in ((bad, ck.mean, "embeddings"), (ck.embeddings, ck.mean + np.inf, "mean")):
+        with pytest.raises(ValueError, match=f"checkpoint {name} hold NaN or inf"):  # every similarity was NaN
+            CheckpointTrajectory(embeddings, mean, ck.frame_indices, 16)
 
 
 def test_build_reward_reads_the_recorder_sidecar_and_names_a_broken_one(tmp_path):
@@ -98,6 +103,10 @@ def test_build_reward_names_the_video_and_the_start_that_leaves_too_few_frames(t
     with pytest.raises(SystemExit) as exc:
         main([str(emb), str(video), "--out", str(tmp_path / "out"), "--every", "0"])  # before any decoding
     assert exc.value.code == 2 and "every (the checkpoint spacing in frames) must be" in capsys.readouterr().err
+    for start in ("nan", "inf", "-1"):  # tracebacks before (NaN to int, overflow, a start in frames)
+        with pytest.raises(SystemExit) as exc:
+            main([str(emb), str(video), "--out", str(tmp_path / "out"), "--start-s", start])
+        assert exc.value.code == 2 and "--start-s (start_s) must be a finite number" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -89,10 +89,11 @@ def _shown(frames: np.ndarray) -> list[int]:
     return [int(np.argmax(f[:, :, 0].mean(0) > 150)) // 4 for f in frames]
 
 
-@pytest.mark.parametrize("source_fps", [15, 30])
+@pytest.mark.parametrize("source_fps", [15, 30, 24, 25])
 def test_avi_whose_timestamps_count_whole_frames_is_resampled_without_shift(tmp_path, source_fps):
     # avi stores a frame's time as its index (time base 1 / fps): a full tick of tolerance took each frame for
-    # the one before, dropping frame 0 and shifting every output frame by one source frame
+    # the one before, dropping frame 0 and shifting every output frame by one source frame; half a frame of
+    # tolerance showed a 24 or 25 fps video's next frame up to half a frame early
     import av
 
     path = tmp_path / "v.avi"
@@ -107,8 +108,9 @@ def test_avi_whose_timestamps_count_whole_frames_is_resampled_without_shift(tmp_
     with av.open(str(path)) as c:
         assert c.streams.video[0].time_base == Fraction(1, source_fps)
     got = VideoReader(path, fps=15, size=None, crop=None, audio=False).read_all().frames
-    step = source_fps // 15
-    assert _shown(got) == list(range(0, 30, step))
+    # output frame k (at k / 15 s) shows the last source frame at or before it
+    assert _shown(got) == [k * source_fps // 15 for k in range(len(got))]
+    assert len(got) == -(-30 * 15 // source_fps)  # the 30 source frames last 30 / fps s
 
 
 @pytest.mark.parametrize("rotation", [90, -90, 180])

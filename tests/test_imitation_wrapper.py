@@ -267,6 +267,16 @@ def test_float_frames_numpy_crops_and_bad_spacings_are_handled_clearly():
     assert env.crop == CropBox(1, 1, 0, 0)
     with pytest.raises(ValueError, match="crop must be"):
         YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, crop=np.zeros(3))
+    with pytest.raises(ValueError, match="CropBox.top must be an integer >= 0"):  # it kept the frame's last rows
+        YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, crop=(-3, 0, 0, 0))
+    with pytest.raises(ValueError, match="CropBox.left must be an integer >= 0"):  # not truncated to 1
+        CropBox(left=1.5)
+    too_big = YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, crop=(10, 10, 0, 0))
+    with pytest.raises(ValueError, match=r"leaves nothing of a 16x16 frame"):  # was an OpenCV assertion
+        too_big.reset(seed=0)
+    for bad in ({"threshold": float("nan")}, {"reward": float("inf")}, {"skip": 1.5}, {"skip": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):  # NaN never paid, 1.5 was truncated to 1
+            YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, **bad)
     frames = np.zeros((64, S, S, 3), np.uint8)
     for every in (0, -16, 2.5):
         with pytest.raises(ValueError, match="every .* must be an integer >= 1"):

@@ -85,8 +85,10 @@ def build_bundle(
     that leaves too few frames for two spacings is a :class:`VideoError` naming the video, its length and where
     the start came from.
     """
-    with input_checks():
-        every = checkpoint_spacing(every)  # refused before the video is decoded
+    with input_checks():  # refused before the video is decoded
+        every = checkpoint_spacing(every)
+        if start_s is not None and not (math.isfinite(start_s) and start_s >= 0):
+            raise ValueError(f"--start-s (start_s) must be a finite number of seconds >= 0, got {start_s!r}")
     model, config = load_embedding(embedding_dir)
     cfg = model.cfg
     demo_video = Path(demo_video)

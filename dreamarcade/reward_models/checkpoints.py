@@ -249,6 +249,9 @@ class CheckpointTrajectory:
         self.mean = np.asarray(self.mean, np.float32)
         if self.mean.shape != (dim,):
             raise ValueError(f"the centring mean must have the embeddings' size ({dim},), got {self.mean.shape}")
+        for name, values in (("embeddings", self.embeddings), ("mean", self.mean)):
+            if not np.isfinite(values).all():  # NaN would make every similarity NaN: nothing ever paid, silently
+                raise ValueError(f"the checkpoint {name} hold NaN or inf: rebuild the checkpoint trajectory")
         self.frame_indices = np.asarray(self.frame_indices)
         if self.frame_indices.shape != (n,) or not np.issubdtype(self.frame_indices.dtype, np.integer):
             raise ValueError(

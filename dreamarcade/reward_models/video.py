@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamarcade.errors import VideoError, require
+from dreamarcade.errors import VideoError, check_count, require
 
 __all__ = [
     "BORDER_THRESHOLD",
@@ -84,9 +84,17 @@ class CropBox:
     left: int = 0
     right: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("top", "bottom", "left", "right"):  # a negative edge would index from the other side
+            object.__setattr__(self, name, check_count(f"CropBox.{name}", getattr(self, name), low=0))
+
     def apply(self, frame: np.ndarray) -> np.ndarray:
-        """Crop an (H, W, C) frame."""
+        """Crop an (H, W, C) frame; a box that leaves nothing of it is a ValueError naming both."""
         h, w = frame.shape[:2]
+        if self.top + self.bottom >= h or self.left + self.right >= w:
+            raise ValueError(
+                f"{self} leaves nothing of a {w}x{h} frame: give a crop smaller than the frame, or crop='auto'"
+            )
         return frame[self.top : h - self.bottom, self.left : w - self.right]
 
     def as_list(self) -> list[int]:
@@ -531,10 +539,12 @@ class VideoReader:
                 if t0 is None:
                     t0 = t
                     if frame.time_base is not None:  # the stream's, the same for every frame
-                        # rel = t - t0 subtracts two rounded times, so it can be off by a whole tick: allow one tick,
-                        # but never half a source frame (an avi's tick is a whole frame)
+                        # rel = t - t0 subtracts two rounded times, so it can be off by a whole tick: allow one tick.
+                        # A tick of half a source frame or more counts whole frames (avi): those times are exact,
+                        # and a tolerance that large would show the next frame up to half a frame early
                         tick = float(frame.time_base)
-                        tol = (min(tick, 0.5 / self.info.fps) if self.info.fps > 0 else 0.5 * tick) + 1e-6
+                        exact = self.info.fps > 0 and tick >= 0.5 / self.info.fps
+                        tol = (0.0 if exact else tick if self.info.fps > 0 else 0.5 * tick) + 1e-6
                     if self.with_audio:
                         track = _AudioTrack(self.path, self.audio_rate, t0)
                 rel = t - t0

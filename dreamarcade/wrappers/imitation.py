@@ -43,6 +43,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -50,6 +51,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from dreamarcade.errors import check_count
 from dreamarcade.reward_models.checkpoints import (
     CheckpointTrajectory,
     Embedder,
@@ -113,7 +115,7 @@ def _resolve_crop(crop: str | CropBox | None) -> CropBox | None | str:
     if (isinstance(crop, str) and crop == "auto") or crop is None or isinstance(crop, CropBox):
         return crop
     if isinstance(crop, (list, tuple, np.ndarray)) and np.shape(crop) == (4,):
-        return CropBox(*map(int, crop))
+        return CropBox(*(v.item() if isinstance(v, np.generic) else v for v in crop))
     raise ValueError(f"crop must be 'auto', None, a CropBox or (top, bottom, left, right), got {crop!r}")
 
 
@@ -156,8 +158,10 @@ class _ImitationCore:
             raise ValueError(
                 f"mode must be 'add' (game + imitation reward) or 'replace' (imitation only), got {mode!r}"
             )
-        if int(skip) < 0:
-            raise ValueError(f"skip must be >= 0, got {skip}")
+        check_count("skip", skip, low=0, hint=" (0: only the next checkpoint; the paper's 1 also the one after)")
+        for name, value in (("threshold", threshold), ("reward", reward)):
+            if not math.isfinite(float(value)):  # NaN never pays (threshold) or pays NaN (reward)
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         if int(embed_every) != embed_every or int(embed_every) < 1:
             raise ValueError(f"embed_every must be an integer >= 1 (1 = embed every step), got {embed_every!r}")
         if len(checkpoints) < 1:
