@@ -127,6 +127,24 @@ def test_corrupt_shard_is_reported(tmp_path, doom_data) -> None:
     for read in (lambda: load_shard(bad), lambda: _stored(str(tmp_path), "frames")):
         with pytest.raises(ValueError, match="Corrupt rollout shard .*Delete it and collect again"):
             read()
+    # one flipped byte anywhere in a small shard: it loads (a byte numpy never reads) or is that ValueError; some
+    # bytes raised zlib.error, zipfile's NotImplementedError or tokenize.TokenError instead
+    w = ShardWriter(tmp_path / "flip", prefix="frames-s0-w0", episodes_per_shard=1)
+    n = 20
+    w.add_episode((np.arange(n * 64 * 64 * 3) % 7).astype(np.uint8).reshape(n, 64, 64, 3), np.zeros((n, 1)),
+                  np.ones(n), np.arange(n) == n - 1)  # fmt: skip
+    w.close()
+    path = list_shards(tmp_path / "flip")[0]
+    raw = path.read_bytes()
+    refused = 0
+    for offset in range(len(raw)):
+        path.write_bytes(raw[:offset] + bytes([raw[offset] ^ 0xFF]) + raw[offset + 1 :])
+        try:
+            load_shard(path)
+        except ValueError as exc:
+            assert "Corrupt rollout shard" in str(exc)
+            refused += 1
+    assert refused > len(raw) // 2
 
 
 def test_shard_writer_never_overwrites_a_shard_after_one_is_deleted(tmp_path) -> None:
@@ -337,6 +355,32 @@ def test_bundle_swaps_in_a_complete_bundle_and_a_failed_one_leaves_the_old_whole
     assert (dest / "MODEL_CARD.md").read_text() == "card" and WorldModel.load(dest, env="doom").z_size == 64
 
 
+def test_mdnrnn_training_without_a_v_is_refused_before_it_starts(tmp_path) -> None:
+    # it trained M to the end, then failed to load V, and the next run (with V) threw that M away as "another V's"
+    from dreamarcade.baselines.world_models import WMConfig, step_train_mdnrnn
+
+    _write_random_series(tmp_path / "series")
+    cfg = WMConfig(env="doom", run_dir=str(tmp_path), rnn_seq_len=20, rnn_batch=2, rnn_epochs=1.0)
+    with pytest.raises(FileNotFoundError, match=r"No complete checkpoint in '.*vae'.*train-vae --env doom"):
+        step_train_mdnrnn(cfg)
+    assert not (tmp_path / "mdnrnn_train").exists() and not (tmp_path / "logs_mdnrnn").exists()
+
+
+def test_bundle_refuses_an_eval_controller_that_is_not_there(tmp_path) -> None:
+    from dreamarcade.baselines.world_models import WMConfig, step_bundle
+    from dreamarcade.world_models.model import bundled_dir
+
+    run, dest = tmp_path / "run", tmp_path / "assets" / "dream_doom"
+    shutil.copytree(bundled_dir("doom"), run / "world_model")
+    shutil.copytree(bundled_dir("doom"), dest)
+    before = sorted(p.name for p in dest.iterdir())
+    assert "controller" in before
+    cfg = WMConfig(env="doom", run_dir=str(run), eval_controller=str(run / "controler_typo"))
+    with pytest.raises(CheckpointError, match="--eval-controller '.*controler_typo' holds no complete controller"):
+        step_bundle(cfg, dest=dest)  # it bundled no controller and deleted the shipped one
+    assert sorted(p.name for p in dest.iterdir()) == before
+
+
 def test_mdnrnn_training_state_of_an_earlier_v_is_not_continued(tmp_path, capsys) -> None:
     # train-vae trains V again and re-encodes the series; M's training state learned the old V's latents
     from dreamarcade.baselines.world_models import WMConfig, step_train_mdnrnn
@@ -419,9 +463,17 @@ def test_cli_prints_bad_input_as_one_line_but_keeps_the_traceback_of_a_bug(tmp_p
     for bad, message in (
         (["--rollouts", "0"], "--rollouts must be an integer >= 1"),
         (["--max-steps", "-5"], "--max-steps must"),
+        # tracebacks before (division by zero, torch, cma), some after logs_controller/ was created
+        (["--vae-batch", "0"], "--vae-batch must be an integer >= 1"),
+        (["--rnn-seq-len", "0"], "--rnn-seq-len must be an integer >= 1"),
+        (["--threads", "0"], "--threads must be an integer >= 1"),
+        (["--popsize", "1"], "--popsize must be an integer >= 2"),
+        (["--temperature", "-1"], "--temperature must be a finite number >= 0"),
+        (["--sigma-init", "0"], "--sigma-init (CMA-ES's initial step size) must be"),
     ):
         assert W.main(["evolve", *argv, *bad]) == 2  # counts no step can run with: refused before any step starts
         assert capsys.readouterr().err.startswith(f"error: {message}")
+        assert not (tmp_path / "run").exists()
     # a controller that does not fit the world model it plays with: collect() refuses it before any job starts
     small = tmp_path / "small_controller"
     Controller.for_env("doom", feature_size=32).save(small)
@@ -644,3 +696,13 @@ def test_cli_evaluate_takes_a_controller_and_seeds_and_measures_random_on_them(t
         capsys.readouterr()
         assert main([step, *argv[1:], "--eval-controller", str(other)]) == 2  # the message, no traceback
         assert capsys.readouterr().err.startswith("error: The controller in ")
+
+
+def test_collect_refuses_an_unknown_backend_before_writing_anything(tmp_path) -> None:
+    from dreamarcade.errors import is_input_error
+    from dreamarcade.world_models.collect import collect
+
+    with pytest.raises(ValueError, match="Unknown backend 'rey'") as exc:
+        collect("doom", tmp_path / "frames", 1, backend="rey")
+    assert is_input_error(exc.value)  # printed as one line by the CLI
+    assert not (tmp_path / "frames").exists()  # the folder and its manifest were written first

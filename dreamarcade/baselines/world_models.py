@@ -65,7 +65,7 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
-from dreamarcade.errors import input_checks, input_error_status
+from dreamarcade.errors import CheckpointError, input_checks, input_error_status
 from dreamarcade.precision import autocast, check_precision, flush_denormals
 from dreamarcade.world_models.model import ENV_DEFAULTS, WorldModel
 
@@ -171,11 +171,22 @@ class WMConfig:
         ValueError: --rollouts must be an integer >= 1, got 0
         """
         counts = {"episodes": 1, "eval_episodes": 1, "iter_episodes": 1, "iterations": 1, "rollouts": 1,
-                  "eval_rollouts": 1, "max_steps": 0, "workers": 0}  # fmt: skip
-        check_counts(self, counts, {"max_steps": " (0: the env's own cap)", "workers": " (0: one per CPU core)"})
+                  "eval_rollouts": 1, "max_steps": 0, "workers": 0, "threads": 1, "vae_batch": 1, "rnn_batch": 1,
+                  "rnn_seq_len": 1, "popsize": 2, "generations": 0, "eval_every": 0}  # fmt: skip
+        hints = {"max_steps": " (0: the env's own cap)", "workers": " (0: one per CPU core)",
+                 "popsize": " (CMA-ES needs two candidates to rank)", "eval_every": " (0: never)"}  # fmt: skip
+        check_counts(self, counts, hints)
         if self.calibrate_target < 0:
             raise ValueError(
                 f"--calibrate-target must be >= 0 (0: from the random episodes), got {self.calibrate_target}."
+            )
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(
+                f"--temperature must be a finite number >= 0 (0: the env's default), got {self.temperature}."
+            )
+        if not (math.isfinite(self.sigma_init) and self.sigma_init > 0):
+            raise ValueError(
+                f"--sigma-init (CMA-ES's initial step size) must be a finite number > 0, got {self.sigma_init}."
             )
 
     def resolved_run_dir(self) -> Path:
@@ -418,12 +429,18 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
         ckpt = run / f"mdnrnn_train{tag}"
         # one log per training state: a tagged M (the iterations) never trims another's
         logs = run / f"logs_mdnrnn{tag}"
+        if not checkpoint_exists(run / "vae"):  # checked before training: M is assembled with V at the end
+            raise FileNotFoundError(
+                f"No complete checkpoint in '{run / 'vae'}': M is trained on V's latents and saved with V. Run "
+                f"`world_models train-vae --env {cfg.env}` on this run directory first."
+            )
         vae_sha = _weights_sha256(run / "vae")  # M learns V's latents: its training state belongs to this V only
         stale = False
         if checkpoint_exists(ckpt):
             saved = load_checkpoint(ckpt, kind="mdnrnn_train")[1]
             saved_map = saved.get("action_map", "none")
-            stale = saved.get("vae_sha256", vae_sha) != vae_sha
+            # "" was recorded when V was missing (before the check above): unknown, not another V
+            stale = (saved.get("vae_sha256") or vae_sha) != vae_sha
             if stale:  # V trained again since (train-vae re-encoded the series): continuing would mix two latent spaces
                 print(f"V changed since '{ckpt}' was saved: M trains again from step 0 on the new latents")
             elif saved_map != action_map:
@@ -1203,6 +1220,11 @@ def step_bundle(cfg: WMConfig, dest: str | os.PathLike[str] | None = None) -> Pa
     with input_checks(FileNotFoundError):  # before anything in the package is replaced
         wm = WorldModel.load(run / "world_model", env=cfg.env)
         ctrl_dir = Path(cfg.eval_controller or run / "controller")
+        if cfg.eval_controller and not checkpoint_exists(ctrl_dir):  # a typo would ship no controller at all
+            raise CheckpointError(
+                f"--eval-controller '{ctrl_dir}' holds no complete controller checkpoint: pass the folder `evolve` "
+                "wrote (e.g. run/controller or run/controller_best), or leave it out to bundle run/controller."
+            )
         if checkpoint_exists(ctrl_dir):
             check_controller_matches(ctrl_dir, run / "world_model")  # before anything in the package is replaced
     dest = Path(dest) if dest is not None else bundled_dir(cfg.env)

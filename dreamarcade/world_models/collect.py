@@ -281,6 +281,8 @@ def collect(
     with input_checks():  # the request and, on a resume, the folder's earlier split
         if env not in ENVS:
             raise ValueError(f"Unknown env {env!r}; choose one of {ENVS}.")
+        if backend not in ("process", "ray", "inline"):  # before the folder and its manifest are written
+            raise ValueError(f"Unknown backend {backend!r}; choose 'process', 'ray' or 'inline'.")
         if episodes <= 0:
             raise ValueError(f"episodes must be positive, got {episodes}.")
         if not 0.0 <= explore <= 1.0:
@@ -349,7 +351,7 @@ def collect(
 
                 it = tqdm(it, total=len(jobs), desc=f"collect {env} ({len(jobs)} workers)")
             results = list(it)
-    elif backend == "ray":
+    else:  # "ray" (the backend was checked above)
         from dreamarcade.errors import require
 
         ray = require("ray", "collecting rollouts on a Ray cluster", extra="distributed")
@@ -385,6 +387,4 @@ def collect(
                 f"Ray workers {missing} reported episodes, but their shards are not in '{out_dir}' on this machine: "
                 "the cluster's nodes need a shared filesystem mounted at the same path (or use --backend process)."
             )
-    else:
-        raise ValueError(f"Unknown backend {backend!r}; choose 'process', 'ray' or 'inline'.")
     return {k: sum(r[k] for r in results) for k in ("episodes", "dropped", "steps", "resumed")}

@@ -72,7 +72,9 @@ def read_shard_arrays(path: str | os.PathLike[str], keys: Sequence[str] | None =
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in (z.files if keys is None else keys)}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+    # a flipped bit surfaces as whatever the byte it hit breaks: zipfile's BadZipFile or NotImplementedError (a
+    # "compressed patched data" flag), zlib.error, numpy's header parser (tokenize.TokenError, ValueError), ...
+    except Exception as exc:
         raise ValueError(f"Corrupt rollout shard '{path}': {exc}. Delete it and collect again.") from exc
 
 
