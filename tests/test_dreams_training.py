@@ -553,6 +553,16 @@ def test_cma_es_evolves_in_the_bundled_dream(tmp_path) -> None:
     with open(tmp_path / "logs_controller" / "metrics.csv", newline="") as f:
         rows = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f)]
     assert [r["step"] for r in rows] == [1.0, 2.0, 3.0] and rows[2]["seconds"] >= rows[1]["seconds"]  # time carried
+    # resumed with a shorter episode cap: CMA-ES goes on from its mean, but a best scored over 150 steps is not
+    # comparable with fitnesses of at most 50, so the kept best is this run's (the old best_fitness stayed)
+    old_best = max(r["fitness_best"] for r in rows)
+    step_evolve(dataclasses.replace(cfg, generations=4, eval_every=0, max_steps=50))
+    with open(tmp_path / "logs_controller" / "metrics.csv", newline="") as f:
+        rows = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f)]
+    _, state_meta = load_checkpoint(tmp_path / "controller_cma", kind="cma_state")
+    assert rows[3]["fitness_best"] <= 50 < old_best
+    assert state_meta["generation"] == 4 and state_meta["best_fitness"] == rows[3]["fitness_best"]
+    assert state_meta.get("objective", {}).get("max_steps") == 50
     # The run gets its own world model (the bundled one with M changed): the saved CMA-ES state was evolved in
     # another dream, so evolve starts again instead of stamping the old mean with the new model's fingerprint.
     import shutil

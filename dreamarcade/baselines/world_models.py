@@ -797,11 +797,18 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
             print(f"'{state_dir}' holds a CMA-ES state for {saved[0]['mean'].numel()} controller parameters, this "
                   f"--controller has {ctrl.num_params}: CMA-ES starts again from generation 0")  # fmt: skip
             saved = None
+        # what a fitness means: a best found under another objective is not comparable with this run's fitnesses
+        objective = {"where": cfg.where, "temperature": tau, "rollouts": cfg.rollouts, "max_steps": cfg.max_steps,
+                     "ensemble": cfg.ensemble}  # fmt: skip
         if saved is not None:  # resume: mean, step size and best so far (the covariance restarts)
             tensors, meta = saved
             gen0, sigma0, prior_s = int(meta["generation"]), float(meta["sigma"]), float(meta.get("seconds", 0.0))
             x0 = tensors["mean"].double().numpy()
             best = (float(meta["best_fitness"]), tensors["best"].numpy())
+            if meta.get("objective", objective) != objective:  # e.g. a temperature curriculum: go on, but score anew
+                print(f"'{state_dir}' was evolved with {meta['objective']}, this run scores with {objective}: CMA-ES "
+                      f"goes on from its mean, and the best so far ({best[0]:.1f}) is forgotten")  # fmt: skip
+                best = (-np.inf, None)
             print(f"resuming CMA-ES at generation {gen0}")
         # generations logged but not saved are replayed (all of them when CMA-ES starts over: gen0 is 0)
         drop_rows_after(run / f"logs_{out_name}" / "metrics.csv", gen0)
@@ -849,7 +856,7 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
             save_checkpoint(
                 state_dir, {"mean": torch.as_tensor(mean_params), "best": torch.as_tensor(best[1])},
                 {"kind": "cma_state", "generation": gen, "sigma": float(es.sigma), "best_fitness": best[0],
-                 "seconds": prior_s + time.time() - t0, "world_model_sha256": fingerprint},
+                 "seconds": prior_s + time.time() - t0, "world_model_sha256": fingerprint, "objective": objective},
             )  # fmt: skip
             if cfg.time_budget and time.time() - t0 > cfg.time_budget:
                 print(f"time budget of {cfg.time_budget:.0f}s reached after generation {gen}")
