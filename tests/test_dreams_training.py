@@ -716,3 +716,6 @@ def test_collect_refuses_an_unknown_backend_before_writing_anything(tmp_path) ->
         collect("doom", tmp_path / "frames", 1, backend="rey")
     assert is_input_error(exc.value)  # printed as one line by the CLI
     assert not (tmp_path / "frames").exists()  # the folder and its manifest were written first
+    with pytest.raises(ValueError, match="at most 1000 jobs per seed, got 1001"):  # job seeds would overlap seed 1's
+        collect("doom", tmp_path / "frames", 2000, workers=1001, backend="inline")
+    assert not (tmp_path / "frames").exists()

@@ -302,6 +302,11 @@ def collect(
         if max_steps is not None and min_length >= max_steps:
             # episodes capped below the drop threshold would all be dropped and collection would never end
             min_length = 0
+        if workers > 1000:  # job i's seed is seed * 1000 + i: seeds s and s + 1 would share episodes
+            raise ValueError(
+                f"collect runs at most 1000 jobs per seed, got {workers} workers: pass --workers 1000 or fewer "
+                "(each job collects several episodes), or collect in parts with seeds 1000 * k apart."
+            )
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         per = [episodes // workers + (1 if i < episodes % workers else 0) for i in range(workers)]
         n_jobs = sum(n > 0 for n in per)
