@@ -59,3 +59,31 @@ def test_collect_names_an_unreachable_ray_address_instead_of_falling_back(tmp_pa
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert f"REFUSED RAY_ADDRESS=127.0.0.1:{port} names a Ray cluster that cannot be reached" in out.stdout, out.stderr
     assert "unset RAY_ADDRESS" in out.stdout and not list(tmp_path.glob("*.npz"))
+
+
+def test_real_env_episodes_on_ray_actors_match_the_worker_processes() -> None:
+    """evolve --where real and evaluate scale out through Ray actors (DESIGN: population evaluation goes through Ray);
+    every backend plays the same episodes for the same parameters and seeds."""
+    ray = pytest.importorskip("ray")
+    import numpy as np
+
+    from dreamarcade.baselines.world_models import RealPool
+    from dreamarcade.world_models.controller import Controller
+    from dreamarcade.world_models.model import WorldModel, bundled_dir
+
+    ctrl = Controller.for_env("doom", feature_size=WorldModel.bundled("doom").feature_size)
+    rng = np.random.default_rng(0)
+    params = [rng.normal(0, 0.5, ctrl.num_params) for _ in range(3)]
+    seeds = [11, 12, 13]
+    got = {}
+    for backend in ("inline", "ray"):
+        pool = RealPool("doom", str(bundled_dir("doom")), ctrl, workers=2, backend=backend)
+        try:
+            got[backend] = pool.episodes(params, seeds, max_steps=300)
+        finally:
+            pool.close()
+    assert not ray.is_initialized()  # the local instance the pool started is shut down with it
+    assert got["ray"] == got["inline"] and len(got["ray"]) == 3
+    assert len({steps for _, steps in got["ray"]}) == 3  # three different episodes (not all cut at the cap)
+    with pytest.raises(ValueError, match="Unknown backend 'rey'"):
+        RealPool("doom", str(bundled_dir("doom")), ctrl, workers=1, backend="rey")

@@ -8,7 +8,8 @@
 * ``calibrate-done`` shift M's done logit so the dream's mean episode length under the data-collection policy
   matches the recorded episodes' (optional; the dream's death rate is otherwise set by the x10 positive weight)
 * ``evolve``        C by CMA-ES (``cma``): population 64 x 16 rollouts, in the dream (one torch batch) or real env
-* ``evaluate``      N real episodes with V + M + C: mean +- std
+  (worker processes; ``--backend ray``: one Ray actor per worker)
+* ``evaluate``      N real episodes with V + M + C: mean +- std (worker processes; ``--backend ray``)
 * ``video``         dream-vs-real side-by-side MP4 of the controller
 * ``pipeline``      all of the above, skipping finished steps (resumable after a kill); ``--iterations N`` runs the
   paper's iterative procedure (collect with the current C, retrain M on all data, re-evolve C)
@@ -104,7 +105,9 @@ class WMConfig:
     episodes: int = _h("collect: episodes to record", 10000)
     workers: int = _h("parallel worker processes for collect, real-env evolve and evaluate (0: one per CPU core)", 0)
     backend: Literal["process", "ray", "inline"] = _h(
-        "collect: worker processes on this machine, a Ray cluster, or inline in this process", "process"
+        "collect, evolve --where real and evaluate: worker processes on this machine, a Ray cluster (or a local "
+        "Ray instance), or inline in this process",
+        "process",
     )
     max_steps: int = _h("episode cap (0: the env's own, 2100 Doom / 1000 CarRacing)", 0)
     # V
@@ -723,8 +726,23 @@ def _play_real_episode(params: np.ndarray, seed: int, max_steps: int) -> tuple[f
         feats = tracker.step(a, frame)
 
 
+class _RealWorker:
+    """A Ray actor holding one real env + V + M + C (Ray runs each actor in a process of its own)."""
+
+    def __init__(self, env: str, model_dir: str, ctrl_cfg: dict) -> None:
+        _real_worker_init(env, model_dir, ctrl_cfg)
+
+    def episode(self, args: tuple[np.ndarray, int, int]) -> tuple[float, int]:
+        return _real_episode(args)
+
+
 class RealPool:
-    """Worker processes that each hold a real env + V + M, evaluating controllers episode by episode.
+    """Workers that each hold a real env + V + M, evaluating controllers episode by episode.
+
+    ``backend``: "process" (worker processes on this machine), "ray" (one Ray actor per worker, on a running
+    cluster or a local instance, :func:`~dreamarcade.world_models.collect.ray_session`; the cluster's nodes must see
+    ``model_dir`` at the same path) or "inline" (this process, one episode after another; for debugging). Every
+    backend plays the same episodes for the same parameters and seeds.
 
     Example (one real TakeCover episode of a zero controller on the bundled world model; takes a few seconds):
         >>> import numpy as np
@@ -739,18 +757,52 @@ class RealPool:
         >>> pool.close()
     """
 
-    def __init__(self, env: str, model_dir: str, ctrl: Any, workers: int) -> None:
+    def __init__(self, env: str, model_dir: str, ctrl: Any, workers: int, backend: str = "process") -> None:
         import multiprocessing as mp
 
+        if backend not in ("process", "ray", "inline"):
+            raise ValueError(f"Unknown backend {backend!r}; choose 'process', 'ray' or 'inline'.")
         cfg = {k: getattr(ctrl, k) for k in ("feature_size", "action_size", "bias", "action_mode")}
-        self.pool = mp.get_context("spawn").Pool(workers, _real_worker_init, (env, model_dir, cfg))
+        self.backend, self.pool, self._session, self._actors = backend, None, None, []
+        if backend == "process":
+            self.pool = mp.get_context("spawn").Pool(workers, _real_worker_init, (env, model_dir, cfg))
+        elif backend == "inline":
+            _real_worker_init(env, model_dir, cfg)
+        else:
+            from ray.util import ActorPool
+
+            from dreamarcade.world_models.collect import ray_session
+
+            self._session = ray_session(workers, "evaluating controllers in the real env")
+            ray = self._session.__enter__()
+            actor = ray.remote(num_cpus=1)(_RealWorker)
+            model_dir = str(Path(model_dir).resolve())  # actors run in the cluster's working directory, not this one
+            self._actors = [actor.remote(env, model_dir, cfg) for _ in range(workers)]
+            self._actor_pool = ActorPool(self._actors)
 
     def episodes(self, params: list[np.ndarray], seeds: list[int], max_steps: int = 0) -> list[tuple[float, int]]:
-        return self.pool.map(_real_episode, [(p, s, max_steps) for p, s in zip(params, seeds)], chunksize=1)
+        """(return, length) of one episode per (params, seed), in their order."""
+        tasks = [(p, s, max_steps) for p, s in zip(params, seeds)]
+        if self.backend == "process":
+            return self.pool.map(_real_episode, tasks, chunksize=1)
+        if self.backend == "inline":
+            return [_real_episode(t) for t in tasks]
+        return list(self._actor_pool.map(lambda actor, task: actor.episode.remote(task), tasks))
 
     def close(self) -> None:
-        self.pool.close()
-        self.pool.join()
+        global _RW
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+        if self.backend == "inline":
+            _RW = None  # the env and models held in this process
+        if self._session is not None:
+            import ray
+
+            for actor in self._actors:
+                ray.kill(actor)
+            self._session.__exit__(None, None, None)
+            self._session = None
 
 
 def _world_model_dir(cfg: WMConfig) -> Path:
@@ -815,7 +867,7 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
         es = cma.CMAEvolutionStrategy(x0, sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1 + gen0, "verbose": -9})
         pool = None
         if cfg.where == "real":
-            pool = RealPool(cfg.env, str(wm_dir), ctrl, cfg.workers or os.cpu_count() or 1)
+            pool = RealPool(cfg.env, str(wm_dir), ctrl, cfg.workers or os.cpu_count() or 1, cfg.backend)
         elif cfg.where != "dream":
             raise ValueError(f"--where must be 'dream' or 'real', got {cfg.where!r}.")
     logger = RunLogger(run / f"logs_{out_name}", resumed_at=gen0)
@@ -909,14 +961,15 @@ def _plot_cma(csv_path: Path, png: Path, where: str) -> None:
 
 # ============================================================================================== evaluate
 def evaluate_real(env: str, model_dir: str | Path, params: np.ndarray | None, ctrl: Any, episodes: int, workers: int,
-                  seed: int = EVAL_SEED, max_steps: int = 0) -> np.ndarray:  # fmt: skip
+                  seed: int = EVAL_SEED, max_steps: int = 0, backend: str = "process") -> np.ndarray:  # fmt: skip
     """Returns of ``episodes`` real episodes with V + M + C(params); ``params=None`` is the uniform random policy.
 
     ``max_steps``: cut each episode after this many steps (0: the env's own cap, 2100 Doom / 1000 CarRacing).
+    ``backend``: where the controller's episodes run (:class:`RealPool`); the random policy runs in this process.
     """
     if params is None:
         return _random_returns(env, episodes, seed, max_steps)
-    pool = RealPool(env, str(model_dir), ctrl, max(1, workers))
+    pool = RealPool(env, str(model_dir), ctrl, max(1, workers), backend)
     try:
         res = pool.episodes([params] * episodes, [seed + i for i in range(episodes)], max_steps)
     finally:
@@ -955,7 +1008,9 @@ def step_evaluate(cfg: WMConfig, ctrl_dir: Path | None = None) -> dict[str, floa
     t0 = time.time()
     workers, seed = cfg.workers or os.cpu_count() or 1, cfg.eval_seed
     cap = cfg.max_steps
-    rets = evaluate_real(cfg.env, wm_dir, ctrl.params, ctrl, cfg.eval_episodes, workers, seed=seed, max_steps=cap)
+    rets = evaluate_real(
+        cfg.env, wm_dir, ctrl.params, ctrl, cfg.eval_episodes, workers, seed=seed, max_steps=cap, backend=cfg.backend
+    )
     seconds = round(time.time() - t0, 1)
     rand = evaluate_real(cfg.env, wm_dir, None, ctrl, cfg.eval_episodes, workers, seed=seed, max_steps=cap)
     res = {"episodes": len(rets), "mean": float(rets.mean()), "std": float(rets.std()), "min": float(rets.min()),

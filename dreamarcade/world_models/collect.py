@@ -14,9 +14,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from dreamarcade.checkpoint import atomic_write_text
 from dreamarcade.errors import DreamArcadeError, input_checks
 from dreamarcade.world_models.rollouts import ShardWriter, read_shard_arrays
 
-__all__ = ["make_real_env", "RandomPolicy", "ExploringPolicy", "collect", "CollectJob", "run_job"]
+__all__ = ["make_real_env", "RandomPolicy", "ExploringPolicy", "collect", "CollectJob", "run_job", "ray_session"]
 
 ENVS = ("doom", "carracing")
 
@@ -251,6 +253,45 @@ def _collect_episodes(job: CollectJob, prefix: str, resumed: int, resumed_steps:
     return {"episodes": kept, "dropped": dropped, "steps": resumed_steps + writer.steps_written, "resumed": resumed}
 
 
+@contextlib.contextmanager
+def ray_session(num_cpus: int, purpose: str) -> Iterator[Any]:
+    """The ``ray`` module, connected for the ``with`` block: to Ray as it is if already initialised, else to a
+    running cluster (``ray.init(address="auto")``, which reads ``RAY_ADDRESS``), else to a new local instance of
+    ``num_cpus`` CPUs that is shut down when the block ends (its idle workers hold RAM).
+
+    An unreachable ``RAY_ADDRESS`` is a :class:`DreamArcadeError` naming it (a local instance would read it too
+    and fail later with an unrelated error). ``purpose`` completes "needs ray for ...".
+    """
+    from dreamarcade.errors import require
+
+    ray = require("ray", f"{purpose} on a Ray cluster", extra="distributed")
+    started = False
+    if not ray.is_initialized():
+        configured = os.environ.get("RAY_ADDRESS", "")
+        try:
+            ray.init(address="auto", ignore_reinit_error=True, log_to_driver=False)
+        except ConnectionError as exc:
+            if configured:
+                raise DreamArcadeError(
+                    f"RAY_ADDRESS={configured} names a Ray cluster that cannot be reached ({exc}). Start that "
+                    "cluster, unset RAY_ADDRESS to run on a Ray instance of this machine, or use --backend process."
+                ) from exc
+            # no cluster running: one of this machine's own, whatever a stale cluster file says
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                ignore_reinit_error=True,
+                log_to_driver=False,
+                include_dashboard=False,
+            )
+            started = True
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def collect(
     env: str,
     out_dir: str | os.PathLike[str],
@@ -357,35 +398,9 @@ def collect(
                 it = tqdm(it, total=len(jobs), desc=f"collect {env} ({len(jobs)} workers)")
             results = list(it)
     else:  # "ray" (the backend was checked above)
-        from dreamarcade.errors import require
-
-        ray = require("ray", "collecting rollouts on a Ray cluster", extra="distributed")
-        started = False  # a local instance this call starts is shut down when it ends (its idle workers hold RAM)
-        if not ray.is_initialized():
-            configured = os.environ.get("RAY_ADDRESS", "")
-            try:
-                ray.init(address="auto", ignore_reinit_error=True, log_to_driver=False)
-            except ConnectionError as exc:
-                if configured:  # a local instance would read RAY_ADDRESS too and fail again, misleadingly
-                    raise DreamArcadeError(
-                        f"RAY_ADDRESS={configured} names a Ray cluster that cannot be reached ({exc}). Start that "
-                        "cluster, unset RAY_ADDRESS to run on a Ray instance of this machine, or use --backend process."
-                    ) from exc
-                # no cluster running: one of this machine's own, whatever a stale cluster file says
-                ray.init(
-                    address="local",
-                    num_cpus=len(jobs),
-                    ignore_reinit_error=True,
-                    log_to_driver=False,
-                    include_dashboard=False,
-                )
-                started = True
-        try:
+        with ray_session(len(jobs), "collecting rollouts") as ray:
             remote = ray.remote(num_cpus=1)(run_job)
             results = ray.get([remote.remote(j) for j in jobs])
-        finally:
-            if started:
-                ray.shutdown()
         missing = [j.worker for j in jobs if not list(out_dir.glob(f"frames-s{j.seed}-w{j.worker}-*.npz"))]
         if missing:
             raise RuntimeError(
