@@ -13,7 +13,9 @@ Reward: ``imitation`` = imitation reward + sign(game reward) (the paper's "imita
 = imitation reward alone; ``game`` = sign(game reward) alone (the baseline with the same budget). The clipped game
 reward can be weighted (``game_reward_scale``, default 1: the paper's plain sum): where the embedding confuses the
 checkpoints after the key with places reached without it, the way back is paid either way, and the key is worth only
-its +1 next to 7.5 of checkpoint rewards (``benchmarks/RESULTS.md``).
+its +1 next to 7.5 of checkpoint rewards (``benchmarks/RESULTS.md``). ``count_bonus`` (default 0, not in the paper)
+adds a count-based exploration bonus on coarse frame cells (:mod:`dreamarcade.wrappers.exploration`), for seeds that
+never find the key by chance.
 Episodes end after ``max_episode_steps`` (or at game over); a lost life does not end them by default: the player
 starts again at the room's entrance with the checkpoints already paid, so each episode gives several tries at a hard
 spot (the rolling skull) that a life-loss ending would give once. With the life-loss ending (``--life-loss-terminal``)
