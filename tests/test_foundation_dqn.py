@@ -487,6 +487,12 @@ def test_dqn_config_refuses_zero_or_negative_intervals(tmp_path, capsys) -> None
             with pytest.raises(ValueError, match=f"--{name.replace('_', '-')} must be an integer >= 1"):
                 _small_cfg(tmp_path, **{name: bad})
     assert _small_cfg(tmp_path, num_envs=np.int64(2)).num_envs == 2  # numpy integers (a sweep's arange) still work
+    bad_floats = [("gamma", float("nan")), ("learning_rate", 0.0), ("start_e", 1.5), ("end_e", -0.1)]
+    bad_floats += [("exploration_fraction", 2.0), ("eval_epsilon", float("nan")), ("max_grad_norm", float("nan"))]
+    for name, bad in bad_floats:
+        with pytest.raises(ValueError, match=f"--{name.replace('_', '-')} must be a finite number in"):
+            _small_cfg(tmp_path, **{name: bad})  # a NaN gamma trained to NaN weights and reported success
+    assert _small_cfg(tmp_path, max_grad_norm=0.0).max_grad_norm == 0.0  # <= 0 still turns the clip off
     with pytest.raises(ValueError, match=r"--buffer-size \(1\) must be at least --num-envs \(2\)"):
         _small_cfg(tmp_path, num_envs=2, buffer_size=1)  # was a traceback after the run directory was written
     with pytest.raises(SystemExit) as exc:  # the CLI: a usage error, and no run directory is written

@@ -182,6 +182,13 @@ def test_clear_errors(tmp_path):
             PPOConfig(**{field: value}).validate()  # torch_threads=0 failed inside torch; the others mid-run
     with pytest.raises(ValueError, match="--total-timesteps must be an integer >= 1, got 1000.5"):
         PPOConfig(total_timesteps=1000.5).validate()
+    bad_floats = [("gamma", float("nan")), ("gamma", 1.5), ("gae_lambda", -0.1), ("clip_coef", -1.0)]
+    bad_floats += [("learning_rate", 0.0), ("max_grad_norm", 0.0), ("target_kl", 0.0), ("vf_coef", float("inf"))]
+    for field, value in bad_floats:
+        with pytest.raises(ValueError, match=f"--{field.replace('_', '-')} must be a finite number in"):
+            PPOConfig(**{field: value}).validate()  # NaN crashed mid-run; a negative clip trained without a word
+    with pytest.raises(ValueError, match="ent_coef=nan .* must be finite numbers >= 0"):
+        PPOConfig(ent_coef=float("nan")).validate()
     with pytest.raises(ValueError, match="'obs' image of Dict observations must be channels-first"):
         ActorCritic(describe_space(EpisodeConcat(RandomMazeEnv(size=3, obs_type="pixels")).observation_space), 4)
 
@@ -407,3 +414,38 @@ def test_subprocess_env_workers_leave_ctrl_c_and_sigterm_to_the_trainer():
         assert all(proc.is_alive() for proc in envs.processes)
     finally:
         envs.close()
+
+
+def test_minibatches_use_every_sample_when_the_batch_does_not_divide():
+    from dreamarcade.baselines.ppo import _minibatches
+
+    torch.manual_seed(0)
+    mbs = _minibatches(T=5, N=3, num_minibatches=4, recurrent=False)  # 15 samples: 4 + 4 + 4 + 3, none dropped
+    assert sorted(len(idx) for idx, _ in mbs) == [3, 4, 4, 4]
+    assert sorted(torch.cat([idx for idx, _ in mbs]).tolist()) == list(range(15))
+
+
+def test_a_lost_life_is_not_an_episode_in_training_logs_or_evaluation(tmp_path):
+    """DQN*-v0 ends an episode per life (EpisodicLife, game_over False): PPO logged each life as an episode, so
+    episodes.csv and the evaluation mixed single lives with whole-game scores."""
+    from dreamarcade.baselines.ppo import evaluate_policy
+
+    class CountGames(gym.Wrapper):
+        games = 0
+
+        def step(self, action):
+            out = self.env.step(action)
+            type(self).games += "episode" in out[4]  # RecordEpisodeStatistics inside: a whole game ended
+            return out
+
+    make = lambda: CountGames(gym.make("DQNBreakout-v0"))  # noqa: E731
+    cfg = PPOConfig(total_timesteps=768, num_steps=128, num_minibatches=1, update_epochs=1, vector_mode="sync")
+    train_ppo([make], cfg, tmp_path, progress=False, tensorboard=False)
+    with open(tmp_path / "episodes.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert CountGames.games >= 1 and len(rows) == CountGames.games  # one row per game, not one per life
+    assert all(int(r["episodic_length"]) > 100 for r in rows)  # a game of Breakout is five lives
+    CountGames.games = 0
+    agent = load_agent(tmp_path / "checkpoint")[0]
+    scores = evaluate_policy(agent, [make], episodes=2, mode="sync", seed=0)
+    assert len(scores[0]) == 2 and CountGames.games == 2

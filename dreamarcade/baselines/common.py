@@ -392,6 +392,29 @@ def check_counts(config: Any, minimums: dict[str, int], hints: dict[str, str] | 
         setattr(config, name, check_count(flag, getattr(config, name), low, hints.get(name, "")))
 
 
+def check_ranges(config: Any, ranges: dict[str, tuple[float, float | None, bool]]) -> None:
+    """Each named float field of ``config`` must be finite and in its range ``(low, high, low_included)``
+    (``high`` None: no upper bound, which is always included); None values are skipped (an optional setting that
+    is off). A ValueError names the CLI flag, as :func:`check_counts` does.
+
+    >>> from types import SimpleNamespace
+    >>> check_ranges(SimpleNamespace(gamma=float("nan")), {"gamma": (0.0, 1.0, True)})
+    Traceback (most recent call last):
+    ...
+    ValueError: --gamma must be a finite number in [0.0, 1.0], got nan
+    """
+    for name, (low, high, low_included) in ranges.items():
+        value = getattr(config, name)
+        if value is None:
+            continue
+        above = value >= low if low_included else value > low
+        inside = isinstance(value, (int, float)) and math.isfinite(value) and above and (high is None or value <= high)
+        if not inside:
+            bracket = "[" if low_included else "("
+            where = f"{bracket}{low}, {high}]" if high is not None else f"{bracket}{low}, inf)"
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number in {where}, got {value!r}")
+
+
 class _StoreTuple(argparse.Action):
     """Store the ``nargs`` values of a tuple field as a tuple (argparse gives a list)."""
 

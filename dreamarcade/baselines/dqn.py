@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from dreamarcade.baselines.common import (
     GracefulStop,
     RunLogger,
     check_counts,
+    check_ranges,
     check_run_dir_free,
     claim_run_dir,
     drop_rows_after,
@@ -156,6 +158,20 @@ class DQNConfig:
         check_counts(self, dict.fromkeys(at_least_one, 1))  # numpy integers (a sweep's np.arange) are stored as int
         if self.learning_starts < 0:
             raise ValueError(f"--learning-starts must be >= 0, got {self.learning_starts}")
+        # a NaN gamma trained to NaN weights and reported success; an epsilon above 1 is no probability
+        probability = (0.0, 1.0, True)
+        check_ranges(
+            self,
+            {
+                "learning_rate": (0.0, None, False),
+                "gamma": probability,
+                "start_e": probability,
+                "end_e": probability,
+                "exploration_fraction": probability,
+                "eval_epsilon": probability,
+                "max_grad_norm": (-math.inf, None, False),  # <= 0 disables the clip; NaN is refused
+            },
+        )
         if self.buffer_size < self.num_envs:  # each step stores one transition per env
             raise ValueError(
                 f"--buffer-size ({self.buffer_size}) must be at least --num-envs ({self.num_envs}): every step "

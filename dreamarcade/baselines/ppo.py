@@ -58,6 +58,7 @@ from dreamarcade.baselines.common import (
     RunLogger,
     add_dataclass_args,
     check_counts,
+    check_ranges,
     check_run_dir_free,
     claim_run_dir,
     drop_rows_after,
@@ -161,9 +162,23 @@ class PPOConfig:
                 f"{self.num_envs}*{self.num_steps}={self.num_envs * self.num_steps} (num_envs is the number of envs "
                 "train_ppo is given); use fewer minibatches or a longer num_steps."
             )
-        if self.ent_coef < 0 or (self.ent_coef_final is not None and self.ent_coef_final < 0):
+        check_ranges(
+            self,
+            {
+                "learning_rate": (0.0, None, False),
+                "gamma": (0.0, 1.0, True),
+                "gae_lambda": (0.0, 1.0, True),
+                "clip_coef": (0.0, None, False),
+                "vf_coef": (0.0, None, True),
+                "max_grad_norm": (0.0, None, False),
+                "target_kl": (0.0, None, False),
+            },
+        )
+        if not (math.isfinite(self.ent_coef) and self.ent_coef >= 0) or (
+            self.ent_coef_final is not None and not (math.isfinite(self.ent_coef_final) and self.ent_coef_final >= 0)
+        ):
             raise ValueError(
-                f"ent_coef={self.ent_coef} and ent_coef_final={self.ent_coef_final} must be >= 0 "
+                f"ent_coef={self.ent_coef} and ent_coef_final={self.ent_coef_final} must be finite numbers >= 0 "
                 "(a negative entropy bonus rewards a deterministic policy)."
             )
         if self.recurrent and self.num_envs % self.num_minibatches != 0:
@@ -591,6 +606,15 @@ def _finished_episode_stats(infos: dict[str, Any], i: int) -> tuple[float, int] 
     return float(final["episode"]["r"][i]), int(final["episode"]["l"][i])
 
 
+def _life_lost_only(infos: dict[str, Any], i: int) -> bool:
+    """True when sub-env ``i``'s done is a lost life, not the end of the game: ``EpisodicLife`` (the ``DQN*-v0`` envs)
+    ends an episode per life and says ``info["game_over"] = False``; the game goes on from there."""
+    final = infos.get("final_info")
+    if not final or "game_over" not in final or not final.get("_game_over", np.ones(i + 1, bool))[i]:
+        return False
+    return not bool(final["game_over"][i])
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------------------------------
@@ -767,6 +791,8 @@ def train_ppo(
                 ep_ret += reward
                 ep_len += 1
                 for i in np.flatnonzero(done):
+                    if _life_lost_only(infos, i):  # a done for GAE and the LSTM, but the game (and its score) goes on
+                        continue
                     recorded = _finished_episode_stats(infos, i)
                     ret, length = recorded if recorded is not None else (float(ep_ret[i]), int(ep_len[i]))
                     logger.log_episode(global_step, ret, length, train_return=float(ep_ret[i]))
@@ -882,9 +908,8 @@ def train_ppo(
 def _minibatches(T: int, N: int, num_minibatches: int, recurrent: bool) -> list[tuple[torch.Tensor, np.ndarray]]:
     """Shuffled minibatch indices into the flattened (T*N) batch; recurrent ones take whole env columns."""
     if not recurrent:
-        perm = torch.randperm(T * N)
-        size = (T * N) // num_minibatches
-        return [(perm[i : i + size], np.arange(N)) for i in range(0, size * num_minibatches, size)]
+        # every sample in every epoch: sizes differ by at most one when num_minibatches does not divide T*N
+        return [(mb, np.arange(N)) for mb in torch.randperm(T * N).tensor_split(num_minibatches)]
     envs_per_mb = max(1, N // num_minibatches)
     env_perm = np.random.permutation(N)
     out = []
@@ -931,7 +956,9 @@ def evaluate_policy(
 
     ``mode="async"`` (default) runs each env in a subprocess, which keeps stable-retro emulators out of this process.
 
-    Uses the unscaled return recorded by a RecordEpisodeStatistics inside the env when there is one.
+    Uses the unscaled return recorded by a RecordEpisodeStatistics inside the env when there is one. A done that is
+    only a lost life (``info["game_over"] is False``, :class:`~dreamarcade.wrappers.atari.EpisodicLife`) is not an
+    episode: each return is a whole game's.
     """
     envs = make_vector_env(list(env_fns), mode)
     device = torch.device(device)
@@ -951,6 +978,8 @@ def evaluate_policy(
             done = np.logical_or(term, trunc)
             ep_ret += reward
             for i in np.flatnonzero(done):
+                if _life_lost_only(infos, i):  # the game goes on: one score per game, not per life
+                    continue
                 recorded = _finished_episode_stats(infos, i)
                 if len(results[i]) < episodes:
                     results[i].append(recorded[0] if recorded is not None else float(ep_ret[i]))
