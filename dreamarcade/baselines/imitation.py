@@ -351,7 +351,17 @@ def make_envs(cfg: ImitationConfig, seed_offset: int = 0) -> gym.vector.VectorEn
 
 
 class PlayedEpisodes(NamedTuple):
-    """What :func:`play_episodes` saw of each ended episode, in the order they ended."""
+    """What :func:`play_episodes` saw of each ended episode, in the order they ended.
+
+    Example (the game-reward env has no imitation reward: no checkpoint to reach or pay):
+        >>> import numpy as np
+        >>> from dreamarcade.baselines.imitation import ImitationConfig, make_envs, play_episodes
+        >>> envs = make_envs(ImitationConfig(reward="game", num_envs=1, max_episode_steps=5))
+        >>> played = play_episodes(envs, lambda obs: np.zeros(1, np.int64), episodes=2, seed=0)
+        >>> envs.close()
+        >>> played.scores, played.next_checkpoints, played.checkpoints_paid, played.rooms
+        ([0.0, 0.0], [0, 0], [0, 0], [1, 1])
+    """
 
     scores: list[float]  # the raw game score
     next_checkpoints: list[int]  # the index of the next checkpoint the episode had to reach (0 without imitation)
