@@ -262,7 +262,7 @@ def test_input_checks_mark_errors_of_the_checks_only():
     assert not is_input_error(ValueError("raised outside any check")) and is_input_error(CheckpointError("x"))
 
 
-def test_eval_csv_keeps_columns_by_name_and_the_train_cli_evaluates(tmp_path, capsys):
+def test_eval_csv_keeps_columns_by_name_and_the_train_cli_evaluates(tmp_path, capsys, monkeypatch):
     def capped(n):
         return lambda: gym.wrappers.RecordEpisodeStatistics(gym.make("CartPole-v1", max_episode_steps=n))
 
@@ -278,6 +278,13 @@ def test_eval_csv_keeps_columns_by_name_and_the_train_cli_evaluates(tmp_path, ca
         rows = list(csv.DictReader(f))
     assert [float(r["step"]) for r in rows] == [0, 32, 64, 96, 128]
     assert all(float(r["eval/short"]) == 3.0 and float(r["eval/long"]) > 3.0 for r in rows)
+    # the learning curve after the resume draws every evaluation, also those logged before it
+    import dreamarcade.baselines.ppo as ppo_module
+
+    drawn = {}
+    monkeypatch.setattr(ppo_module, "plot_learning_curve", lambda curves, *a, **k: drawn.update(curves))
+    ppo_module._plot(tmp_path / "a", ppo_module.PPOResult(agent=None, global_step=128))
+    assert drawn["eval short"][0].tolist() == [0, 32, 64, 96, 128] and set(drawn) >= {"train", "eval long"}
     # `ppo train --eval-every-steps N` scores the policy on a fresh copy of the env (it used to be ignored)
     run = tmp_path / "cli"
     argv = ["train", "--env-id", "CartPole-v1", "--run-dir", str(run), "--total-timesteps", "64", "--num-envs", "1",

@@ -35,6 +35,7 @@ the Sonic pipeline (joint training, fine-tuning, the evaluation protocol) is in 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import functools
 import json
@@ -929,14 +930,21 @@ def _progress_bar(enabled: bool, total: int, initial: int) -> Any:
 
 
 def _plot(run_dir: Path, result: PPOResult) -> None:
-    csv = run_dir / "episodes.csv"
-    if not csv.exists() or csv.stat().st_size == 0:
+    episodes = run_dir / "episodes.csv"
+    if not episodes.exists() or episodes.stat().st_size == 0:
         return
-    curves = {"train": read_episodes(csv)}
-    for name in sorted({k for h in result.eval_history for k in h if k != "step"}):
-        xs = np.array([h["step"] for h in result.eval_history if name in h])
-        ys = np.array([h[name] for h in result.eval_history if name in h])
-        curves[f"eval {name}"] = (xs, ys)
+    curves = {"train": read_episodes(episodes)}
+    # the whole run's evaluations, from eval.csv: result.eval_history holds only this call's (not those before a resume)
+    evals = run_dir / "eval.csv"
+    rows: list[dict[str, str]] = []
+    if evals.is_file():
+        with evals.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    for column in sorted({k for r in rows for k in r if k.startswith("eval/")}):
+        points = [(float(r["step"]), float(r[column])) for r in rows if r.get(column)]
+        if points:
+            xs, ys = (np.array(v) for v in zip(*points))
+            curves[f"eval {column[5:]}"] = (xs, ys)
     plot_learning_curve(curves, run_dir / "learning_curve.png", title=f"PPO: {run_dir.name}", window=20)
 
 
