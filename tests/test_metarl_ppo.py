@@ -136,6 +136,14 @@ def test_sigterm_stops_after_the_update_and_saves_a_checkpoint(tmp_path):
     resumed = train_ppo([lambda: gym.make("CartPole-v1")], cfg, tmp_path, resume=True, progress=False,
                         tensorboard=False)  # fmt: skip
     assert not resumed.stopped_early and resumed.global_step == 4096
+    # an evaluation due at the stopping update is skipped: the checkpoint is saved first (an evaluation of minutes
+    # could outlast the grace period of a scheduler's SIGTERM and lose it)
+    _SigtermAtStep.steps = 0
+    cfg = dataclasses.replace(cfg, eval_every_steps=384)
+    result = train_ppo([lambda: _SigtermAtStep(gym.make("CartPole-v1"))], cfg, tmp_path / "eval", progress=False,
+                       tensorboard=False, eval_env_fns={"cartpole": lambda: gym.make("CartPole-v1")})  # fmt: skip
+    assert result.stopped_early and result.global_step == 384
+    assert [h["step"] for h in result.eval_history] == [0.0]  # not 384
 
 
 def test_save_agent_roundtrip_for_image_dict_observations(tmp_path):

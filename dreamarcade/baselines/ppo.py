@@ -886,7 +886,10 @@ def train_ppo(
                 bar.update(global_step - bar.n)
                 bar.set_postfix(ret=f"{np.mean(recent):.2f}" if recent else "-", sps=f"{sps:.0f}")
             if eval_env_fns and config.eval_every_steps and global_step >= next_eval:
-                _run_eval(agent, eval_env_fns, config, device, logger, result, global_step)
+                if stop.requested:  # the checkpoint first: an evaluation (minutes on Sonic) can outlast a grace period
+                    print(f"Stopping: the evaluation due at step {global_step} is skipped.", file=sys.stderr)
+                else:
+                    _run_eval(agent, eval_env_fns, config, device, logger, result, global_step)
                 next_eval += config.eval_every_steps
             if update % config.checkpoint_every_updates == 0 or update == num_updates or stop.requested:
                 env_tensors = envs.checkpoint_tensors() if hasattr(envs, "checkpoint_tensors") else None
