@@ -82,6 +82,14 @@ def test_calibrate_done_shift_moves_dream_length_toward_target() -> None:
     np.testing.assert_allclose(dream_lengths_random(wm, 16, 1.15, seed=0).mean(), length)
     with pytest.raises(ValueError, match="positive"):
         calibrate_done_shift(wm, 0.0, 1.15)
+    # a target from recorded episodes is a mean over those collect kept (Doom: longer than 100 steps), so the dream's
+    # mean is taken over its episodes past the same cut (the mean over all of them ran ~5% short of the data's)
+    with torch.no_grad():
+        wm.rnn.head.bias[wm.rnn.n_mdn] = base_bias
+    _, cut_length = calibrate_done_shift(wm, 110.0, 1.15, episodes=16, seed=0, iters=6, min_length=100)
+    lengths = dream_lengths_random(wm, 16, 1.15, seed=0)
+    np.testing.assert_allclose(lengths[lengths > 100].mean(), cut_length)
+    assert lengths.min() <= 100  # some dreams end before the cut: the two means differ
     with torch.no_grad():
         wm.rnn.head.bias[wm.rnn.n_mdn] = base_bias
 

@@ -543,9 +543,13 @@ def dream_lengths_random(
 
 
 def calibrate_done_shift(wm: WorldModel, target: float, temperature: float, episodes: int = 128, seed: int = 0,
-                         iters: int = 8, bounds: tuple[float, float] = (-4.0, 8.0)) -> tuple[float, float]:  # fmt: skip
+                         iters: int = 8, bounds: tuple[float, float] = (-4.0, 8.0),
+                         min_length: int = 0) -> tuple[float, float]:  # fmt: skip
     """Bisect the shift added to M's done-logit bias so the mean dream length under the collection policy is
     ``target``; the shift is left applied to ``wm.rnn``. Returns (shift, mean dream length at that shift).
+
+    ``min_length``: the mean is over the dream episodes longer than this, as a target taken from recorded episodes
+    is over those collect kept (it drops Doom episodes of at most 100 steps); 0 when none were dropped.
 
     A larger shift makes the dream end earlier (done when logit + shift > 0). The same dream seed is used for every
     candidate, so the length is (nearly) monotone in the shift.
@@ -563,7 +567,9 @@ def calibrate_done_shift(wm: WorldModel, target: float, temperature: float, epis
     def mean_len(shift: float) -> float:
         with torch.no_grad():
             bias[i_done] = base + shift
-        return float(dream_lengths_random(wm, episodes, temperature, seed).mean())
+        lengths = dream_lengths_random(wm, episodes, temperature, seed)
+        kept = lengths[lengths > min_length]
+        return float(kept.mean()) if len(kept) else 0.0  # every dream died before the cut: far too deadly
 
     best = (0.0, mean_len(0.0))
     for _ in range(iters):
@@ -607,13 +613,17 @@ def step_calibrate_done(cfg: WMConfig) -> dict[str, float]:
     with input_checks(FileNotFoundError):  # the run's model and the target
         wm = WorldModel.load(wm_dir, env=cfg.env)
         target = calibration_target(cfg)
+        # a target from the recorded episodes is a mean over those collect kept; one given explicitly is over all
+        from dreamarcade.world_models.collect import MIN_LENGTH
+
+        min_length = 0 if cfg.calibrate_target else MIN_LENGTH[cfg.env]
         tau = cfg.temperature or wm.temperature
         _, meta = load_checkpoint(wm_dir / "mdnrnn", kind="mdnrnn")
     prior = float(meta.get("done_bias_shift", 0.0))
     t0 = time.time()
-    shift, length = calibrate_done_shift(wm, target, tau, seed=cfg.seed)
-    res = {"target": target, "shift": shift, "total_shift": prior + shift, "dream_mean_length": length,
-           "temperature": tau, "seconds": round(time.time() - t0, 1)}  # fmt: skip
+    shift, length = calibrate_done_shift(wm, target, tau, seed=cfg.seed, min_length=min_length)
+    res = {"target": target, "min_length": min_length, "shift": shift, "total_shift": prior + shift,
+           "dream_mean_length": length, "temperature": tau, "seconds": round(time.time() - t0, 1)}  # fmt: skip
     extra = {k: v for k, v in meta.items() if not k.startswith("_") and k not in wm.rnn.config()}
     wm.rnn.save(wm_dir / "mdnrnn", extra={**extra, "done_bias_shift": prior + shift})
     atomic_write_text(run / "calibrate_done.json", json.dumps(res, indent=2))

@@ -253,6 +253,11 @@ def _collect_episodes(job: CollectJob, prefix: str, resumed: int, resumed_steps:
     return {"episodes": kept, "dropped": dropped, "steps": resumed_steps + writer.steps_written, "resumed": resumed}
 
 
+# episodes of at most this many steps are dropped by default: the paper's 100 for Doom (they hold little beyond the
+# start); every CarRacing episode is kept
+MIN_LENGTH = {"doom": 100, "carracing": 0}
+
+
 @contextlib.contextmanager
 def ray_session(num_cpus: int, purpose: str) -> Iterator[Any]:
     """The ``ray`` module, connected for the ``with`` block: to Ray as it is if already initialised, else to a
@@ -339,7 +344,7 @@ def collect(
         out_dir = Path(out_dir).resolve()  # absolute: Ray tasks run in the cluster's working directory, not this one
         workers = max(1, min(workers or (os.cpu_count() or 1), episodes))
         if min_length is None:
-            min_length = 100 if env == "doom" else 0
+            min_length = MIN_LENGTH[env]
         if max_steps is not None and min_length >= max_steps:
             # episodes capped below the drop threshold would all be dropped and collection would never end
             min_length = 0
