@@ -73,6 +73,7 @@ def test_collect_resumes_without_duplicating_episodes(tmp_path) -> None:
     again = collect("doom", d, episodes=2, workers=1, seed=0, min_length=0, max_steps=25, backend="inline")
     assert again["episodes"] == 2 and again["resumed"] == 2 and again["steps"] == first["steps"]
     assert sum(len(load_shard(p)["episode_lengths"]) for p in list_shards(d)) == 2
+    assert json.loads((d / "collect-s0.json").read_text())["min_length"] == 0  # calibrate-done's cut
     # resuming a 2-worker collection with 1 worker would split the episodes differently: refused
     two = tmp_path / "two"
     collect("doom", two, episodes=2, workers=2, seed=3, min_length=0, max_steps=25, backend="inline")
@@ -308,8 +309,15 @@ def test_calibrate_done_targets_the_random_episodes_of_frames_dir(tmp_path) -> N
             episode_lengths=np.array(lengths),
         )  # fmt: skip
     cfg = WMConfig(env="doom", run_dir=str(tmp_path), frames_dir="frames_b")
-    assert calibration_target(cfg) == 120.0  # series_b only: the controller's series_iter1 is not random play
-    assert calibration_target(dataclasses.replace(cfg, calibrate_target=300.0)) == 300.0
+    # series_b only: the controller's series_iter1 is not random play; with no collect record, collect's default cut
+    assert calibration_target(cfg) == (120.0, 100)
+    assert calibration_target(dataclasses.replace(cfg, calibrate_target=300.0)) == (300.0, 0)  # a mean over all
+    (tmp_path / "frames_b").mkdir()  # the cut collect recorded (0: --max-steps below 100 kept every episode)
+    (tmp_path / "frames_b" / "collect-s0.json").write_text('{"seed": 0, "workers": 1, "episodes": 2, "min_length": 0}')
+    assert calibration_target(cfg) == (120.0, 0)
+    (tmp_path / "frames_b" / "collect-s1.json").write_text('{"seed": 1, "workers": 1, "episodes": 2}')  # older: 100
+    with pytest.raises(ValueError, match=r"different lengths \[0, 100\].*--calibrate-target"):
+        calibration_target(cfg)
     with pytest.raises(FileNotFoundError, match="--calibrate-target"):  # the default frames/ was never encoded
         calibration_target(dataclasses.replace(cfg, frames_dir="frames"))
 

@@ -586,16 +586,19 @@ def calibrate_done_shift(wm: WorldModel, target: float, temperature: float, epis
     return best
 
 
-def calibration_target(cfg: WMConfig) -> float:
-    """``--calibrate-target``, or else the mean length of the random collection's episodes (``--frames-dir``'s series).
+def calibration_target(cfg: WMConfig) -> tuple[float, int]:
+    """``--calibrate-target``, or else the mean length of the random collection's episodes (``--frames-dir``'s series),
+    and the length those episodes had to exceed to be kept (0 for an explicit target: a mean over all episodes).
 
     The dream is played with random actions, so only episodes collected at random are comparable (an iteration's
-    controller-collected series_iter* are left out).
+    controller-collected series_iter* are left out). The cut is the one collect recorded in ``--frames-dir``'s
+    ``collect-s*.json`` (its default, :data:`~dreamarcade.world_models.collect.MIN_LENGTH`, where none is recorded).
     """
+    from dreamarcade.world_models.collect import MIN_LENGTH
     from dreamarcade.world_models.rollouts import load_series
 
     if cfg.calibrate_target:
-        return float(cfg.calibrate_target)
+        return float(cfg.calibrate_target), 0
     series = cfg.resolved_run_dir() / cfg.frames_dir.replace("frames", "series", 1)
     if not series.is_dir():
         raise FileNotFoundError(
@@ -603,7 +606,16 @@ def calibration_target(cfg: WMConfig) -> float:
             f"{cfg.frames_dir}), which does not exist. Pass the --frames-dir the random collection used, run "
             "`train-vae` to encode it, or give the target with --calibrate-target."
         )
-    return float(load_series(series)["episode_lengths"].mean())
+    cuts = {
+        int(read_json_object(m).get("min_length", MIN_LENGTH[cfg.env]))
+        for m in (cfg.resolved_run_dir() / cfg.frames_dir).glob("collect-s*.json")
+    }
+    if len(cuts) > 1:
+        raise ValueError(
+            f"the collections in '{cfg.resolved_run_dir() / cfg.frames_dir}' kept episodes past different lengths "
+            f"{sorted(cuts)}: their mean length is no single target. Give one with --calibrate-target."
+        )
+    return float(load_series(series)["episode_lengths"].mean()), cuts.pop() if cuts else MIN_LENGTH[cfg.env]
 
 
 def step_calibrate_done(cfg: WMConfig) -> dict[str, float]:
@@ -612,11 +624,7 @@ def step_calibrate_done(cfg: WMConfig) -> dict[str, float]:
     wm_dir = run / "world_model"
     with input_checks(FileNotFoundError):  # the run's model and the target
         wm = WorldModel.load(wm_dir, env=cfg.env)
-        target = calibration_target(cfg)
-        # a target from the recorded episodes is a mean over those collect kept; one given explicitly is over all
-        from dreamarcade.world_models.collect import MIN_LENGTH
-
-        min_length = 0 if cfg.calibrate_target else MIN_LENGTH[cfg.env]
+        target, min_length = calibration_target(cfg)  # the dream's mean is taken past the same cut as the data's
         tau = cfg.temperature or wm.temperature
         _, meta = load_checkpoint(wm_dir / "mdnrnn", kind="mdnrnn")
     prior = float(meta.get("done_bias_shift", 0.0))

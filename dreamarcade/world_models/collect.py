@@ -370,7 +370,8 @@ def collect(
                 f"{n_jobs} would split the work differently and collect duplicates or extra episodes. Pass --workers "
                 f"{earlier_jobs} (workers=...) to resume it, or another --seed or folder for new data."
             )
-    atomic_write_text(manifest, json.dumps({"seed": seed, "workers": n_jobs, "episodes": episodes}) + "\n")
+    record = {"seed": seed, "workers": n_jobs, "episodes": episodes, "min_length": min_length}
+    atomic_write_text(manifest, json.dumps(record) + "\n")
     jobs = [
         CollectJob(
             env,
