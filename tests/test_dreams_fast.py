@@ -241,6 +241,7 @@ def test_bf16_dream_is_seeded_close_to_fp32_and_equally_hard(doom: WorldModel) -
     assert (f16[:, 64:] - f32[:, 64:]).abs().max() < 0.05 * f32[:, 64:].abs().max()
     assert ((f16[:, :64] - f32[:, :64]).abs() > 0.05).float().mean() < 0.01
     assert (d16 - d32).abs().max() < 0.05 * d32.abs().max() + 0.05
+    assert not torch.equal(f16[:, 64:], f32[:, 64:])  # bfloat16 rounding shows: a silent fp32 path would not
     with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
         DreamBatch(doom, 2, 1.15, precision="fp16")
 

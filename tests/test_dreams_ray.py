@@ -76,14 +76,16 @@ def test_real_env_episodes_on_ray_actors_match_the_worker_processes() -> None:
     params = [rng.normal(0, 0.5, ctrl.num_params) for _ in range(3)]
     seeds = [11, 12, 13]
     got = {}
-    for backend in ("inline", "ray"):
+    for backend in ("inline", "process", "ray"):
         pool = RealPool("doom", str(bundled_dir("doom")), ctrl, workers=2, backend=backend)
         try:
+            if backend == "ray":  # the episodes run on Ray actors of a Ray instance, not quietly in this process
+                assert ray.is_initialized() and len(pool._actors) == 2
             got[backend] = pool.episodes(params, seeds, max_steps=300)
         finally:
             pool.close()
     assert not ray.is_initialized()  # the local instance the pool started is shut down with it
-    assert got["ray"] == got["inline"] and len(got["ray"]) == 3
+    assert got["ray"] == got["process"] == got["inline"] and len(got["ray"]) == 3
     assert len({steps for _, steps in got["ray"]}) == 3  # three different episodes (not all cut at the cap)
     with pytest.raises(ValueError, match="Unknown backend 'rey'"):
         RealPool("doom", str(bundled_dir("doom")), ctrl, workers=1, backend="rey")

@@ -646,12 +646,13 @@ def test_bf16_mixed_precision_trains_v_and_m(doom_data, tmp_path) -> None:
     mu32, lv32 = vae.encode_frames(frames)
     mu16, lv16 = encoder(vae, "bf16", torch.device("cpu"))(frames)
     assert mu16.dtype == np.float32 and np.abs(mu16 - mu32).max() <= 0.05 * np.abs(mu32).max() + 1e-3
+    assert not np.array_equal(mu16, mu32)  # encoded in bfloat16, not silently in fp32
     rnn = MDNRNN(64, 1, 128, predict_done=True)
     z, a, r = torch.randn(2, 30, 64), torch.rand(2, 30, 1), torch.zeros(2, 30)
     ref = rnn(z, a, r)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = rnn(z, a, r).float()
-    assert (mixed - ref).abs().max() <= 0.05 * ref.abs().max()
+    assert (mixed - ref).abs().max() <= 0.05 * ref.abs().max() and not torch.equal(mixed, ref)
 
     (tmp_path / "frames").symlink_to(doom_data, target_is_directory=True)
     cfg = WMConfig(env="doom", run_dir=str(tmp_path), precision="bf16", vae_epochs=0.5, vae_batch=16,

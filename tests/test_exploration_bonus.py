@@ -115,6 +115,24 @@ def test_count_bonus_wrapper_adds_the_bonus_to_the_game_reward_on_montezuma():
             env.close()
 
 
+def test_count_bonus_wrapper_adds_the_bonus_to_a_nonzero_game_reward():
+    import ale_py
+
+    gym.register_envs(ale_py)
+    env = CountBonus(gym.make("ALE/Pong-v5", repeat_action_probability=0.0), beta=0.1)
+    try:
+        env.reset(seed=0)
+        lost = 0
+        for _ in range(150):  # standing still, the player loses a point (-1) within 150 steps
+            _, reward, _, _, info = env.step(0)
+            game = round(reward - info["count_bonus"], 9)
+            assert game in (0.0, -1.0)
+            lost += game == -1.0
+    finally:
+        env.close()
+    assert lost >= 1  # the game's -1 came through, with the bonus added to it
+
+
 def test_count_bonus_wrapper_refuses_observations_that_are_not_images():
     with pytest.raises(ValueError, match="uint8 image"):
         CountBonus(gym.make("CartPole-v1"))

@@ -462,6 +462,7 @@ def test_nature_cnn_bf16_forward_is_close_to_fp32_and_keeps_fp32_weights() -> No
     ref, mixed = net(x), net.forward_bf16(x)
     assert mixed.dtype == torch.float32
     assert (mixed - ref).abs().max() <= 0.02 * ref.abs().max()
+    assert not torch.equal(mixed, ref)  # it ran in bfloat16: a silent fp32 path would match to the last bit
     g_ref = torch.autograd.grad(ref.square().sum(), list(net.parameters()))
     g_mix = torch.autograd.grad(mixed.square().sum(), list(net.parameters()))
     for (name, w), a, b in zip(net.named_parameters(), g_ref, g_mix, strict=True):
@@ -471,9 +472,13 @@ def test_nature_cnn_bf16_forward_is_close_to_fp32_and_keeps_fp32_weights() -> No
         learner_forward("fp16")
 
 
-def test_dqn_learns_the_pixel_corridor_with_bf16_mixed_precision(tmp_path) -> None:
+def test_dqn_learns_the_pixel_corridor_with_bf16_mixed_precision(tmp_path, monkeypatch) -> None:
+    calls = []
+    real = NatureCNN.forward_bf16
+    monkeypatch.setattr(NatureCNN, "forward_bf16", lambda self, x: calls.append(1) or real(self, x))  # a spy
     result = train(_small_cfg(tmp_path, env_id="TestPixelCorridor-v0", precision="bf16", total_timesteps=2500))
     assert result["global_step"] == 2500
+    assert calls  # the gradient steps ran the bfloat16 forward, not a silent fp32 one
     ev = evaluate(tmp_path / "run" / "checkpoint", episodes=4, epsilon=0.0, video_path=None)
     # the shortest walks: 4 steps left (1 - 3 * 0.01) and 3 steps right, alternating; a constant action fails half
     assert ev["returns"] == pytest.approx([0.97, 0.98, 0.97, 0.98])

@@ -306,6 +306,11 @@ def test_checkpoint_state_round_trip(tmp_path) -> None:
     assert zero_d.shape == () and float(zero_d) == 3.5  # a 0-d array came back with shape (1,)
     opt2 = torch.optim.Adam(torch.nn.Linear(3, 2).parameters())
     opt2.load_state_dict(state["opt"])
+    # every optimizer tensor came back with its values (load_state_dict alone accepts any values)
+    for key, saved in opt.state_dict()["state"].items():
+        for name, value in saved.items():
+            torch.testing.assert_close(opt2.state_dict()["state"][key][name], value, atol=0, rtol=0)
+    assert float(opt.state_dict()["state"][0]["exp_avg"].abs().sum()) > 0  # a state worth comparing
     assert json.dumps(cfg["state"])  # the skeleton is plain JSON
 
 

@@ -319,3 +319,25 @@ def test_bundle_per_checkpoint_thresholds_pay_the_checkpoints_after_the_key_only
     env = gym.make("MontezumaImitation-v0")  # the default: one threshold, the paper's
     np.testing.assert_allclose(env.get_wrapper_attr("thresholds"), 0.5)
     env.close()
+
+
+def test_count_bonus_is_added_to_the_imitation_and_game_rewards():
+    """With --count-bonus the agent's reward is imitation + sign(game) + bonus, every term kept (a bonus that
+    replaced the others would pass a test on steps where the game and the checkpoints pay nothing)."""
+    from dreamarcade.baselines.imitation import ImitationConfig, make_envs
+
+    script = [a for a, n in KEY_RUN for _ in range(n)]
+    envs = make_envs(ImitationConfig(num_envs=1, count_bonus=0.1, max_episode_steps=len(script) + 5))
+    paid = {"imitation": 0.0, "game": 0.0, "bonus": 0.0}
+    try:
+        envs.reset(seed=0)
+        for a in script:
+            _, reward, _, _, info = envs.step(np.array([a]))
+            imit, game, bonus = info["imitation_reward"][0], np.sign(info["env_reward"][0]), info["count_bonus"][0]
+            assert reward[0] == pytest.approx(imit + game + bonus)
+            paid["imitation"] += imit
+            paid["game"] += game
+            paid["bonus"] += bonus
+    finally:
+        envs.close()
+    assert paid["imitation"] > 0 and paid["game"] == 1.0 and paid["bonus"] > 0  # checkpoints, the key, new cells

@@ -244,6 +244,8 @@ def test_checkpoint_trajectory_round_trip(tmp_path):
     ck.save(tmp_path / "ck")
     back = CheckpointTrajectory.load(tmp_path / "ck")
     np.testing.assert_array_equal(back.embeddings, ck.embeddings)
+    np.testing.assert_array_equal(back.mean, ck.mean)
+    np.testing.assert_array_equal(back.frame_indices, ck.frame_indices)
     assert back.every == 16
 
 

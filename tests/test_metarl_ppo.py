@@ -102,6 +102,12 @@ def test_checkpoint_resume_and_finetune(tmp_path):
     tuned = train_ppo(fns, cfg, tmp_path / "b", init_checkpoint=tmp_path / "a" / "checkpoint", progress=False,
                       tensorboard=False)  # fmt: skip
     assert tuned.global_step == 512
+    # the fine-tuned agent starts from the checkpoint's weights: with a vanishing learning rate it ends on them
+    start = load_agent(tmp_path / "a" / "checkpoint")[0]
+    still = train_ppo(fns, dataclasses.replace(cfg, total_timesteps=128, learning_rate=1e-12), tmp_path / "b0",
+                      init_checkpoint=tmp_path / "a" / "checkpoint", progress=False, tensorboard=False)  # fmt: skip
+    for p, q in zip(still.agent.parameters(), start.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=0)
     with pytest.raises(CheckpointError, match="observations"):
         train_ppo([lambda: gym.make("Acrobot-v1")], cfg, tmp_path / "c", init_checkpoint=tmp_path / "a" / "checkpoint",
                   progress=False, tensorboard=False)  # fmt: skip

@@ -113,9 +113,13 @@ class RandomMazeEnv(gym.Env):
         >>> obs, info = env.reset(seed=0)
         >>> obs.shape, int(env.action_space.n)
         ((20,), 4)
-        >>> task = env.get_task(); env.set_task(task); _ = env.reset()
-        >>> env.get_task().goal == task.goal
-        True
+        >>> other = RandomMazeEnv(size=4)
+        >>> _ = other.reset(seed=1)
+        >>> env.get_task().goal, other.get_task().goal  # another seed, another maze
+        ((3, 1), (1, 3))
+        >>> other.set_task(env.get_task()); _ = other.reset()  # a set task stays through resets
+        >>> other.get_task().goal
+        (3, 1)
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
