@@ -76,15 +76,25 @@ def test_real_env_episodes_on_ray_actors_match_the_worker_processes() -> None:
     params = [rng.normal(0, 0.5, ctrl.num_params) for _ in range(3)]
     seeds = [11, 12, 13]
     got = {}
-    for backend in ("inline", "process", "ray"):
-        pool = RealPool("doom", str(bundled_dir("doom")), ctrl, workers=2, backend=backend)
-        try:
-            if backend == "ray":  # the episodes run on Ray actors of a Ray instance, not quietly in this process
-                assert ray.is_initialized() and len(pool._actors) == 2
-            got[backend] = pool.episodes(params, seeds, max_steps=300)
-        finally:
-            pool.close()
-    assert not ray.is_initialized()  # the local instance the pool started is shut down with it
+    import torch
+
+    threads = torch.get_num_threads()
+    # the user's own Ray with one CPU: an actor per worker (2) would leave one never placed and its tasks waiting
+    # forever, so the pool makes as many actors as the cluster has CPUs, and leaves the user's Ray running
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        for backend in ("inline", "process", "ray"):
+            pool = RealPool("doom", str(bundled_dir("doom")), ctrl, workers=2, backend=backend)
+            try:
+                if backend == "ray":  # the episodes run on a Ray actor, not quietly in this process
+                    assert len(pool._actors) == 1
+                got[backend] = pool.episodes(params, seeds, max_steps=300)
+            finally:
+                pool.close()
+            assert torch.get_num_threads() == threads  # inline: the worker's one thread is not the caller's
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()
     assert got["ray"] == got["process"] == got["inline"] and len(got["ray"]) == 3
     assert len({steps for _, steps in got["ray"]}) == 3  # three different episodes (not all cut at the cap)
     with pytest.raises(ValueError, match="Unknown backend 'rey'"):

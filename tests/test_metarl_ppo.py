@@ -150,6 +150,12 @@ def test_sigterm_stops_after_the_update_and_saves_a_checkpoint(tmp_path):
                        tensorboard=False, eval_env_fns={"cartpole": lambda: gym.make("CartPole-v1")})  # fmt: skip
     assert result.stopped_early and result.global_step == 384
     assert [h["step"] for h in result.eval_history] == [0.0]  # not 384
+    # stopped during the last update: its evaluation runs (no resume would come back for it)
+    _SigtermAtStep.steps = 0
+    cfg = dataclasses.replace(cfg, total_timesteps=384, eval_every_steps=384)
+    result = train_ppo([lambda: _SigtermAtStep(gym.make("CartPole-v1"))], cfg, tmp_path / "last", progress=False,
+                       tensorboard=False, eval_env_fns={"cartpole": lambda: gym.make("CartPole-v1")})  # fmt: skip
+    assert not result.stopped_early and [h["step"] for h in result.eval_history] == [0.0, 384.0]
 
 
 def test_save_agent_roundtrip_for_image_dict_observations(tmp_path):
@@ -203,6 +209,7 @@ def test_clear_errors(tmp_path):
             PPOConfig(**{field: value}).validate()  # NaN crashed mid-run; a negative clip trained without a word
     with pytest.raises(ValueError, match="ent_coef=nan .* must be finite numbers >= 0"):
         PPOConfig(ent_coef=float("nan")).validate()
+    PPOConfig(gamma=np.float32(0.99), learning_rate=np.float64(1e-3), clip_coef=1).validate()  # numpy floats, ints
     with pytest.raises(ValueError, match="'obs' image of Dict observations must be channels-first"):
         ActorCritic(describe_space(EpisodeConcat(RandomMazeEnv(size=3, obs_type="pixels")).observation_space), 4)
 
@@ -473,3 +480,11 @@ def test_a_lost_life_is_not_an_episode_in_training_logs_or_evaluation(tmp_path):
     agent = load_agent(tmp_path / "checkpoint")[0]
     scores = evaluate_policy(agent, [make], episodes=2, mode="sync", seed=0)
     assert len(scores[0]) == 2 and CountGames.games == 2
+    # an outer TimeLimit ends the game (game_over is still False): that episode counts, or a game without lives
+    # (Pong) would never log one and the evaluation would never return
+    capped = lambda: gym.make("DQNPong-v0", max_episode_steps=50)  # noqa: E731
+    train_ppo([capped], dataclasses.replace(cfg, total_timesteps=256), tmp_path / "pong", progress=False,
+              tensorboard=False)  # fmt: skip
+    with open(tmp_path / "pong" / "episodes.csv", newline="") as f:
+        assert [int(r["episodic_length"]) for r in csv.DictReader(f)] == [50] * 5
+    assert len(evaluate_policy(agent, [capped], episodes=1, mode="sync", seed=0)[0]) == 1

@@ -20,6 +20,7 @@ import functools
 import io
 import json
 import math
+import numbers
 import os
 import random
 import signal
@@ -407,8 +408,12 @@ def check_ranges(config: Any, ranges: dict[str, tuple[float, float | None, bool]
         value = getattr(config, name)
         if value is None:
             continue
-        above = value >= low if low_included else value > low
-        inside = isinstance(value, (int, float)) and math.isfinite(value) and above and (high is None or value <= high)
+        try:
+            above = value >= low if low_included else value > low
+        except TypeError:  # not a number at all (a string from a hand-edited config): refused below
+            above = False
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy floats too
+        inside = number and math.isfinite(value) and above and (high is None or value <= high)
         if not inside:
             bracket = "[" if low_included else "("
             where = f"{bracket}{low}, {high}]" if high is not None else f"{bracket}{low}, inf)"

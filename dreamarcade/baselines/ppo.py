@@ -607,9 +607,12 @@ def _finished_episode_stats(infos: dict[str, Any], i: int) -> tuple[float, int] 
     return float(final["episode"]["r"][i]), int(final["episode"]["l"][i])
 
 
-def _life_lost_only(infos: dict[str, Any], i: int) -> bool:
+def _life_lost_only(infos: dict[str, Any], i: int, terminated: np.ndarray, truncated: np.ndarray) -> bool:
     """True when sub-env ``i``'s done is a lost life, not the end of the game: ``EpisodicLife`` (the ``DQN*-v0`` envs)
-    ends an episode per life and says ``info["game_over"] = False``; the game goes on from there."""
+    ends an episode per life (terminated) and says ``info["game_over"] = False``; the game goes on from there. A
+    truncation (an outer ``TimeLimit``) ends the game whatever ``game_over`` says: the next reset starts a new one."""
+    if not terminated[i] or truncated[i]:
+        return False
     final = infos.get("final_info")
     if not final or "game_over" not in final or not final.get("_game_over", np.ones(i + 1, bool))[i]:
         return False
@@ -792,7 +795,8 @@ def train_ppo(
                 ep_ret += reward
                 ep_len += 1
                 for i in np.flatnonzero(done):
-                    if _life_lost_only(infos, i):  # a done for GAE and the LSTM, but the game (and its score) goes on
+                    # a lost life is a done for GAE and the LSTM, but the game (and its score) goes on
+                    if _life_lost_only(infos, i, terminated, truncated):
                         continue
                     recorded = _finished_episode_stats(infos, i)
                     ret, length = recorded if recorded is not None else (float(ep_ret[i]), int(ep_len[i]))
@@ -886,7 +890,9 @@ def train_ppo(
                 bar.update(global_step - bar.n)
                 bar.set_postfix(ret=f"{np.mean(recent):.2f}" if recent else "-", sps=f"{sps:.0f}")
             if eval_env_fns and config.eval_every_steps and global_step >= next_eval:
-                if stop.requested:  # the checkpoint first: an evaluation (minutes on Sonic) can outlast a grace period
+                # stopping: the checkpoint first (an evaluation of minutes on Sonic can outlast a grace period); the
+                # last update's evaluation always runs, as no resume would come back for it
+                if stop.requested and update < num_updates:
                     print(f"Stopping: the evaluation due at step {global_step} is skipped.", file=sys.stderr)
                 else:
                     _run_eval(agent, eval_env_fns, config, device, logger, result, global_step)
@@ -989,7 +995,7 @@ def evaluate_policy(
             done = np.logical_or(term, trunc)
             ep_ret += reward
             for i in np.flatnonzero(done):
-                if _life_lost_only(infos, i):  # the game goes on: one score per game, not per life
+                if _life_lost_only(infos, i, term, trunc):  # the game goes on: one score per game, not per life
                     continue
                 recorded = _finished_episode_stats(infos, i)
                 if len(results[i]) < episodes:

@@ -785,7 +785,9 @@ class RealPool:
         if backend == "process":
             self.pool = mp.get_context("spawn").Pool(workers, _real_worker_init, (env, model_dir, cfg))
         elif backend == "inline":
+            threads = torch.get_num_threads()
             _real_worker_init(env, model_dir, cfg)
+            torch.set_num_threads(threads)  # the worker's one thread is for worker processes, not the caller's
         else:
             from ray.util import ActorPool
 
@@ -793,10 +795,17 @@ class RealPool:
 
             self._session = ray_session(workers, "evaluating controllers in the real env")
             ray = self._session.__enter__()
-            actor = ray.remote(num_cpus=1)(_RealWorker)
-            model_dir = str(Path(model_dir).resolve())  # actors run in the cluster's working directory, not this one
-            self._actors = [actor.remote(env, model_dir, cfg) for _ in range(workers)]
-            self._actor_pool = ActorPool(self._actors)
+            try:
+                # an actor takes a CPU for its life: more actors than the cluster has CPUs would never be placed,
+                # and the tasks handed to them would wait forever
+                n = max(1, min(workers, int(ray.cluster_resources().get("CPU", workers))))
+                actor = ray.remote(num_cpus=1)(_RealWorker)
+                model_dir = str(Path(model_dir).resolve())  # actors run in the cluster's working directory
+                self._actors = [actor.remote(env, model_dir, cfg) for _ in range(n)]
+                self._actor_pool = ActorPool(self._actors)
+            except BaseException:
+                self.close()
+                raise
 
     def episodes(self, params: list[np.ndarray], seeds: list[int], max_steps: int = 0) -> list[tuple[float, int]]:
         """(return, length) of one episode per (params, seed), in their order."""
@@ -812,6 +821,8 @@ class RealPool:
         if self.pool is not None:
             self.pool.close()
             self.pool.join()
+        if self.backend == "inline" and isinstance(_RW, tuple):
+            _RW[0].close()
         if self.backend == "inline":
             _RW = None  # the env and models held in this process
         if self._session is not None:
@@ -868,8 +879,10 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
                   f"--controller has {ctrl.num_params}: CMA-ES starts again from generation 0")  # fmt: skip
             saved = None
         # what a fitness means: a best found under another objective is not comparable with this run's fitnesses
-        objective = {"where": cfg.where, "temperature": tau, "rollouts": cfg.rollouts, "max_steps": cfg.max_steps,
-                     "ensemble": cfg.ensemble}  # fmt: skip
+        objective = {"where": cfg.where, "rollouts": cfg.rollouts, "max_steps": cfg.max_steps,
+                     # the dream's temperature and ensemble do not touch a real-env fitness
+                     "temperature": tau if cfg.where == "dream" else None,
+                     "ensemble": cfg.ensemble if cfg.where == "dream" else ""}  # fmt: skip
         if saved is not None:  # resume: mean, step size and best so far (the covariance restarts)
             tensors, meta = saved
             gen0, sigma0, prior_s = int(meta["generation"]), float(meta["sigma"]), float(meta.get("seconds", 0.0))
