@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -70,7 +69,7 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
-from dreamarcade.errors import CheckpointError, input_checks, input_error_status
+from dreamarcade.errors import CheckpointError, check_count, input_checks, input_error_status
 from dreamarcade.precision import autocast, check_precision, flush_denormals, validate_precision
 
 _h = help_field  # a field with its --help text; short, for the table below
@@ -650,7 +649,7 @@ def evaluate(
     import dreamarcade  # noqa: F401
 
     with input_checks(gym.error.Error):  # the request, the checkpoint and its env; not the episodes
-        check_counts(SimpleNamespace(episodes=episodes), {"episodes": 1}, {"episodes": " (whole games to play)"})
+        episodes = check_count("--episodes", episodes, hint=" (whole games to play)")
         device = str(resolve_device(device))
         q, config = load_q_network(checkpoint, device, network)
         if env_id is None and env_kwargs is None:  # the training env, with the kwargs it was made with

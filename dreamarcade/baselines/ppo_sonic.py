@@ -32,19 +32,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from dreamarcade.baselines.common import (
-    check_counts,
-    claim_run_dir,
-    plot_learning_curve,
-    read_episodes,
-    releases_run_dirs,
-)
+from dreamarcade.baselines.common import claim_run_dir, plot_learning_curve, read_episodes, releases_run_dirs
 from dreamarcade.baselines.ppo import (
     PPOConfig,
     PPOResult,
@@ -54,7 +47,7 @@ from dreamarcade.baselines.ppo import (
     train_ppo,
 )
 from dreamarcade.checkpoint import atomic_write_text, read_json_object
-from dreamarcade.errors import input_checks
+from dreamarcade.errors import check_count, input_checks
 
 # "Gotta Learn Fast" Table (mean score over the 11 test levels, 1M steps each); provenance: README, meta-RL section.
 REPORT_SCORES: dict[str, float] = {
@@ -213,9 +206,8 @@ def sonic_protocol(
                     f"the same {key} to continue that run)."
                 )
         # checked before the settings are recorded: a refused call must not tie the run directory to them
-        budget = SimpleNamespace(timesteps_per_level=timesteps)
-        check_counts(budget, {"timesteps_per_level": 1}, {"timesteps_per_level": " (steps of PPO per level)"})
-        cfg = dataclasses.replace(config, total_timesteps=budget.timesteps_per_level, num_envs=1, vector_mode="async")
+        timesteps = check_count("--timesteps-per-level", timesteps, hint=" (steps of PPO per level)")
+        cfg = dataclasses.replace(config, total_timesteps=timesteps, num_envs=1, vector_mode="async")
         cfg.validate()
         if init_checkpoint is not None:
             load_agent(init_checkpoint)  # a missing or corrupt checkpoint is refused here, not at the first level
