@@ -24,6 +24,7 @@ Defaults are the paper's / hardmaru's code values (see ``WMConfig``); the budget
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -599,20 +600,18 @@ def calibration_target(cfg: WMConfig) -> tuple[float, int]:
 
     if cfg.calibrate_target:
         return float(cfg.calibrate_target), 0
-    series = cfg.resolved_run_dir() / cfg.frames_dir.replace("frames", "series", 1)
+    run = cfg.resolved_run_dir()
+    frames, series = run / cfg.frames_dir, run / cfg.frames_dir.replace("frames", "series", 1)
     if not series.is_dir():
         raise FileNotFoundError(
             f"calibrate-done takes its target from the random episodes in '{series}' (the series of --frames-dir "
             f"{cfg.frames_dir}), which does not exist. Pass the --frames-dir the random collection used, run "
             "`train-vae` to encode it, or give the target with --calibrate-target."
         )
-    cuts = {
-        int(read_json_object(m).get("min_length", MIN_LENGTH[cfg.env]))
-        for m in (cfg.resolved_run_dir() / cfg.frames_dir).glob("collect-s*.json")
-    }
+    cuts = {int(read_json_object(m).get("min_length", MIN_LENGTH[cfg.env])) for m in frames.glob("collect-s*.json")}
     if len(cuts) > 1:
         raise ValueError(
-            f"the collections in '{cfg.resolved_run_dir() / cfg.frames_dir}' kept episodes past different lengths "
+            f"the collections in '{frames}' kept episodes past different lengths "
             f"{sorted(cuts)}: their mean length is no single target. Give one with --calibrate-target."
         )
     return float(load_series(series)["episode_lengths"].mean()), cuts.pop() if cuts else MIN_LENGTH[cfg.env]
@@ -778,10 +777,12 @@ class RealPool:
     def __init__(self, env: str, model_dir: str, ctrl: Any, workers: int, backend: str = "process") -> None:
         import multiprocessing as mp
 
-        if backend not in ("process", "ray", "inline"):
-            raise ValueError(f"Unknown backend {backend!r}; choose 'process', 'ray' or 'inline'.")
+        from dreamarcade.world_models.collect import check_backend, ray_session
+
+        check_backend(backend)
         cfg = {k: getattr(ctrl, k) for k in ("feature_size", "action_size", "bias", "action_mode")}
-        self.backend, self.pool, self._session, self._actors = backend, None, None, []
+        self.backend, self.pool, self._actors = backend, None, []
+        self._ray_session = contextlib.ExitStack()  # holds the Ray connection of the "ray" backend until close()
         if backend == "process":
             self.pool = mp.get_context("spawn").Pool(workers, _real_worker_init, (env, model_dir, cfg))
         elif backend == "inline":
@@ -791,10 +792,7 @@ class RealPool:
         else:
             from ray.util import ActorPool
 
-            from dreamarcade.world_models.collect import ray_session
-
-            self._session = ray_session(workers, "evaluating controllers in the real env")
-            ray = self._session.__enter__()
+            ray = self._ray_session.enter_context(ray_session(workers, "evaluating controllers in the real env"))
             try:
                 # an actor takes a CPU for its life: more actors than the cluster has CPUs would never be placed,
                 # and the tasks handed to them would wait forever
@@ -821,17 +819,17 @@ class RealPool:
         if self.pool is not None:
             self.pool.close()
             self.pool.join()
-        if self.backend == "inline" and isinstance(_RW, tuple):
-            _RW[0].close()
-        if self.backend == "inline":
-            _RW = None  # the env and models held in this process
-        if self._session is not None:
+        if self.backend == "inline":  # the env and models held in this process
+            if isinstance(_RW, tuple):
+                _RW[0].close()
+            _RW = None
+        if self._actors:
             import ray
 
             for actor in self._actors:
                 ray.kill(actor)
-            self._session.__exit__(None, None, None)
-            self._session = None
+            self._actors = []
+        self._ray_session.close()  # a Ray instance the pool started is shut down; a user's own stays
 
 
 def _world_model_dir(cfg: WMConfig) -> Path:

@@ -29,7 +29,16 @@ from dreamarcade.checkpoint import atomic_write_text
 from dreamarcade.errors import DreamArcadeError, input_checks
 from dreamarcade.world_models.rollouts import ShardWriter, read_shard_arrays
 
-__all__ = ["make_real_env", "RandomPolicy", "ExploringPolicy", "collect", "CollectJob", "run_job", "ray_session"]
+__all__ = [
+    "make_real_env",
+    "RandomPolicy",
+    "ExploringPolicy",
+    "collect",
+    "CollectJob",
+    "run_job",
+    "ray_session",
+    "check_backend",
+]
 
 ENVS = ("doom", "carracing")
 
@@ -253,6 +262,15 @@ def _collect_episodes(job: CollectJob, prefix: str, resumed: int, resumed_steps:
     return {"episodes": kept, "dropped": dropped, "steps": resumed_steps + writer.steps_written, "resumed": resumed}
 
 
+BACKENDS = ("process", "ray", "inline")  # where collect's jobs and RealPool's episodes run
+
+
+def check_backend(backend: str) -> None:
+    """A ValueError naming the choices unless ``backend`` is one of :data:`BACKENDS`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown backend {backend!r}; choose 'process', 'ray' or 'inline'.")
+
+
 # episodes of at most this many steps are dropped by default: the paper's 100 for Doom (they hold little beyond the
 # start); every CarRacing episode is kept
 MIN_LENGTH = {"doom": 100, "carracing": 0}
@@ -327,8 +345,7 @@ def collect(
     with input_checks():  # the request and, on a resume, the folder's earlier split
         if env not in ENVS:
             raise ValueError(f"Unknown env {env!r}; choose one of {ENVS}.")
-        if backend not in ("process", "ray", "inline"):  # before the folder and its manifest are written
-            raise ValueError(f"Unknown backend {backend!r}; choose 'process', 'ray' or 'inline'.")
+        check_backend(backend)  # before the folder and its manifest are written
         if episodes <= 0:
             raise ValueError(f"episodes must be positive, got {episodes}.")
         if not 0.0 <= explore <= 1.0:

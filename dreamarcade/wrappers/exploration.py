@@ -29,7 +29,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dreamarcade.errors import check_count
+from dreamarcade.errors import CheckpointError, check_count
 
 __all__ = ["CellCounter", "CountBonus"]
 
@@ -108,8 +108,6 @@ class CellCounter:
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], source: str = "the checkpoint") -> None:
         """Replace the counts with those of :meth:`state_tensors` (a resumed run goes on with its counts)."""
-        from dreamarcade.errors import CheckpointError
-
         cells, counts = tensors.get("cells"), tensors.get("counts")
         size = self.width * self.height
         if (
