@@ -150,6 +150,18 @@ def test_sigterm_stops_after_the_update_and_saves_a_checkpoint(tmp_path):
                        tensorboard=False, eval_env_fns={"cartpole": lambda: gym.make("CartPole-v1")})  # fmt: skip
     assert result.stopped_early and result.global_step == 384
     assert [h["step"] for h in result.eval_history] == [0.0]  # not 384
+    # the resume makes it up first, with the checkpoint's policy (the one it was due for), then goes on
+    cfg_more = dataclasses.replace(cfg, total_timesteps=1024)
+    resumed = train_ppo([lambda: gym.make("CartPole-v1")], cfg_more, tmp_path / "eval", resume=True, progress=False,
+                        tensorboard=False, eval_env_fns={"cartpole": lambda: gym.make("CartPole-v1")})  # fmt: skip
+    assert [h["step"] for h in resumed.eval_history] == [384.0, 768.0]
+    with open(tmp_path / "eval" / "eval.csv") as f:
+        assert [float(r["step"]) for r in csv.DictReader(f)] == [0.0, 384.0, 768.0]
+    # a resume with nothing missing evaluates nothing extra
+    resumed = train_ppo([lambda: gym.make("CartPole-v1")], dataclasses.replace(cfg, total_timesteps=1152),
+                        tmp_path / "eval", resume=True, progress=False, tensorboard=False,
+                        eval_env_fns={"cartpole": lambda: gym.make("CartPole-v1")})  # fmt: skip
+    assert [h["step"] for h in resumed.eval_history] == [1152.0]
     # stopped during the last update: its evaluation runs (no resume would come back for it)
     _SigtermAtStep.steps = 0
     cfg = dataclasses.replace(cfg, total_timesteps=384, eval_every_steps=384)

@@ -264,6 +264,25 @@ def drop_rows_after(csv_path: str | os.PathLike[str], step: int) -> int:
     return len(rows) - len(kept)
 
 
+def last_logged_step(csv_path: str | os.PathLike[str]) -> float | None:
+    """The largest ``step`` among the whole rows of a step-keyed log CSV; None for a missing or empty log."""
+    path = Path(csv_path)
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    cut = _last_byte(path) not in _LINE_ENDS
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        rows = list(reader)
+    if header is None or "step" not in header:
+        return None
+    if cut and rows:  # a row cut short by a kill is not a logged step (as in drop_rows_after)
+        rows.pop()
+    col = header.index("step")
+    steps = [float(r[col]) for r in rows if len(r) == len(header)]
+    return max(steps) if steps else None
+
+
 def _rewrite_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
     """Replace a log CSV atomically with ``header`` and ``rows``."""
     buf = io.StringIO()

@@ -64,6 +64,7 @@ from dreamarcade.baselines.common import (
     claim_run_dir,
     drop_rows_after,
     has_episode_statistics,
+    last_logged_step,
     plot_learning_curve,
     read_episodes,
     releases_run_dirs,
@@ -767,8 +768,13 @@ def train_ppo(
     next_eval = (global_step // config.eval_every_steps + 1) * config.eval_every_steps if config.eval_every_steps else 0
     bar = _progress_bar(progress, config.total_timesteps, global_step)
     start_time, start_step = time.time(), global_step
-    if eval_env_fns and config.eval_every_steps and global_step == 0:
-        _run_eval(agent, eval_env_fns, config, device, logger, result, 0)
+    if eval_env_fns and config.eval_every_steps:
+        # at step 0; and on a resume, the evaluation a stop skipped (or one due while the run had none): the
+        # checkpoint holds the policy it was due for, so the learning curve has no gap
+        due = global_step // config.eval_every_steps * config.eval_every_steps
+        last = last_logged_step(run_dir / "eval.csv") if global_step > 0 else None
+        if global_step == 0 or last is None or last < due:
+            _run_eval(agent, eval_env_fns, config, device, logger, result, global_step)
 
     stop = GracefulStop().__enter__()  # Ctrl-C / SIGTERM: finish this update, save, return
     try:
@@ -893,7 +899,10 @@ def train_ppo(
                 # stopping: the checkpoint first (an evaluation of minutes on Sonic can outlast a grace period); the
                 # last update's evaluation always runs, as no resume would come back for it
                 if stop.requested and update < num_updates:
-                    print(f"Stopping: the evaluation due at step {global_step} is skipped.", file=sys.stderr)
+                    print(
+                        f"Stopping: the evaluation due at step {global_step} is skipped; --resume runs it first.",
+                        file=sys.stderr,
+                    )
                 else:
                     _run_eval(agent, eval_env_fns, config, device, logger, result, global_step)
                 next_eval += config.eval_every_steps
