@@ -183,6 +183,42 @@ def test_levels_env_takes_game_state_strings():
         env.close()
 
 
+def test_cli_factories_keep_the_level_envs_own_episode_statistics():
+    # SonicTrain-v0 / SonicTest-v0 are RetroLevelsEnv: each level's stack records the contest score itself. The ppo
+    # and dqn CLIs add a RecordEpisodeStatistics unless one is there; looking only at the wrapper chain, they added
+    # a second one, which asserted at the end of the first episode. Same entry point here, on Airstriker.
+    from dreamarcade.baselines.common import has_episode_statistics
+    from dreamarcade.baselines.ppo import _make_gym_env
+
+    gym.register(
+        "AirstrikerLevels-test-v0",
+        entry_point="dreamarcade.envs.sonic:RetroLevelsEnv",
+        kwargs={"levels": [(GAME, STATE)], "scenario": SCEN, "max_episode_steps": 5, "reward_scale": 0.01},
+    )
+    try:
+        env = _make_gym_env("AirstrikerLevels-test-v0", 0)()
+        try:
+            assert has_episode_statistics(env)
+            env.reset(seed=0)
+            total = 0.0
+            for _ in range(5):
+                obs, r, term, trunc, info = env.step(1)
+                total += r
+            assert trunc and info["episode"]["l"] == 5
+            assert info["episode"]["r"] == pytest.approx(100 * total)  # the contest score, before the 0.01 scaling
+        finally:
+            env.close()
+    finally:
+        del gym.registry["AirstrikerLevels-test-v0"]
+
+
+def test_sonic_env_refuses_a_negative_frame_stack():
+    with pytest.raises(ValueError, match=r"frame_stack must be an integer >= 0 \(0: no stack\), got -3"):
+        make_sonic_env(GAME, STATE, scenario=SCEN, frame_stack=-3)  # was a silent "no stack"
+    with pytest.raises(ValueError, match="frame_size must be an integer >= 1"):
+        make_sonic_env(GAME, STATE, scenario=SCEN, frame_size=0)
+
+
 def test_levels_env_stays_reproducible_across_a_level_switch():
     from dreamarcade.envs.sonic import Level
 

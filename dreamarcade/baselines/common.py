@@ -293,13 +293,15 @@ def _rewrite_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
 
 
 def has_episode_statistics(env: gym.Env) -> bool:
-    """Whether a ``RecordEpisodeStatistics`` is already in ``env``'s wrapper chain (a second one would assert at
-    the end of the first episode: Gymnasium's refuses to overwrite ``info["episode"]``)."""
+    """Whether a ``RecordEpisodeStatistics`` is already in ``env``'s wrapper chain, or the env at its bottom says it
+    records them itself (``records_episode_statistics``: an env such as
+    :class:`~dreamarcade.envs.sonic.RetroLevelsEnv` that holds a wrapped env inside). A second one would assert at
+    the end of the first episode: Gymnasium's refuses to overwrite ``info["episode"]``."""
     while isinstance(env, gym.Wrapper):
         if isinstance(env, gym.wrappers.RecordEpisodeStatistics):
             return True
         env = env.env
-    return False
+    return bool(getattr(env, "records_episode_statistics", False))
 
 
 def read_episodes(csv_path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:

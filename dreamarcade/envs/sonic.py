@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import gymnasium as gym
 import numpy as np
 
-from dreamarcade.errors import MissingROMError, require
+from dreamarcade.errors import MissingROMError, check_count, require
 
 
 class Level(NamedTuple):
@@ -258,6 +258,9 @@ def make_sonic_env(
     """
     from dreamarcade.wrappers.retro import AllowBacktracking, RewardScaler, SonicDiscretizer
 
+    frame_stack = check_count("frame_stack", frame_stack, low=0, hint=" (0: no stack)")  # before any emulator
+    if frame_size is not None:
+        frame_size = check_count("frame_size", frame_size, hint=" (None: raw RGB frames)")
     env = make_contest_env(
         game,
         state,
@@ -297,6 +300,9 @@ class RetroLevelsEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
+    # each level's env (make_sonic_env) has its own RecordEpisodeStatistics, under the reward scaling: the unscaled
+    # contest score is in info["episode"] already, and a second recorder on top would assert at the first episode end
+    records_episode_statistics = True
 
     def __init__(
         self, levels: Sequence[Level | Sequence[str]] | str, render_mode: str | None = None, **env_kwargs: Any
