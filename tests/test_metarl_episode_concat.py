@@ -193,6 +193,13 @@ def test_maze_set_task_refuses_a_goal_outside_the_grid_at_the_start_or_walled_of
     for action in (1, 1, 2):
         assert not env.step(action)[2]
     assert env.step(2)[2]  # E, E, S, S reaches (2, 2)
+    # an open outer wall let the agent walk off the grid (to (-1, 0)), scrambling its position and observation
+    with pytest.raises(ValueError, match="outer wall is open on the north, east, south, west sides"):
+        env.set_task(MazeTask(np.zeros((3, 3, 4), bool), (2, 2)))
+    leaky = walls.copy()
+    leaky[2, 1, 2] = False
+    with pytest.raises(ValueError, match="open on the south side"):
+        env.set_task(MazeTask(leaky, (2, 2)))
 
 
 def test_sb3_runs_on_the_wrapped_envs():

@@ -190,6 +190,20 @@ class RandomMazeEnv(gym.Env):
         plain_goal = (int(goal[0]), int(goal[1]))
         if not (isinstance(task.walls, np.ndarray) and task.walls.dtype == bool and type(task.goal) is tuple):
             task = MazeTask(np.asarray(task.walls, dtype=bool), plain_goal)
+        w = task.walls
+        open_border = {
+            "north": ~w[0, :, 0],
+            "east": ~w[:, -1, 1],
+            "south": ~w[-1, :, 2],
+            "west": ~w[:, 0, 3],
+        }
+        gaps = [side for side, is_open in open_border.items() if is_open.any()]
+        sides = f"{', '.join(gaps)} side{'s' if len(gaps) > 1 else ''}"
+        if gaps:  # a move through it would leave the grid: the agent's position and observation would be garbage
+            raise ValueError(
+                f"the maze's outer wall is open on the {sides}: set walls[0, :, 0], walls[:, -1, 1], "
+                "walls[-1, :, 2] and walls[:, 0, 3] to True (generate_maze does)."
+            )
         try:
             task.shortest_path_length()
         except RuntimeError as exc:
