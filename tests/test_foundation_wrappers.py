@@ -118,6 +118,36 @@ def test_frame_wrappers_bad_input_and_step_before_reset() -> None:
         make_dqn_env("Pong", crop2013=True, screen_size=120)
     resized = GrayscaleResize(gym.make("ALE/Pong-v5"), size=np.int64(42))  # a numpy integer size
     assert resized.observation_space.shape == (42, 42)
+    # 2.5 was truncated to 2 and True read as 1, silently
+    for size in (2.5, True, (84, 0), (84, 84, 3)):
+        with pytest.raises(ValueError, match="size must be"):
+            GrayscaleResize(gym.make("ALE/Pong-v5"), size=size)
+    with pytest.raises(ValueError, match="size must be an integer >= 1"):
+        make_dqn_env("Pong", screen_size=2.5)
+
+
+def test_wrapped_env_is_rebuilt_from_its_spec() -> None:
+    # the wrappers called RecordConstructorArgs.__init__ without inheriting it: env.spec recorded kwargs=None for
+    # them and gym.make(env.spec) refused ("cannot be recreated")
+    env = ClipRewardSign(
+        FrameStack(
+            GrayscaleResize(
+                FireReset(EpisodicLife(MaxAndSkip(NoopReset(gym.make("ALE/Pong-v5", frameskip=1), noop_max=7), 3))),
+                size=(60, 50),
+            ),
+            num_stack=3,
+        )
+    )
+    kwargs = {w.name: w.kwargs for w in env.spec.additional_wrappers}
+    assert kwargs["NoopReset"] == {"noop_max": 7, "noop_action": 0} and kwargs["MaxAndSkip"] == {"skip": 3}
+    assert kwargs["FrameStack"]["num_stack"] == 3 and kwargs["GrayscaleResize"]["size"] == (60, 50)
+    rebuilt = gym.make(env.spec)
+    a, b = env.reset(seed=3)[0], rebuilt.reset(seed=3)[0]
+    assert a.shape == b.shape == (3, 60, 50) and np.array_equal(a, b)
+    for action in _actions(50, 6):
+        assert np.array_equal(env.step(action)[0], rebuilt.step(action)[0])
+    env.close()
+    rebuilt.close()
 
 
 def test_frame_stack_matches_gymnasium() -> None:
@@ -201,6 +231,13 @@ def test_noop_reset_is_seeded_and_bounded() -> None:
         env2.reset(seed=seed)
         assert env2.last_noops == env.last_noops
     assert all(1 <= c <= 30 for c in counts) and len(set(counts)) > 1
+    # the reset's info keys (ALE's "seeds") are kept, as Gymnasium's AtariPreprocessing keeps them; the no-ops'
+    # frame numbers are on top
+    noop = NoopReset(gym.make("ALE/Pong-v5", frameskip=1), noop_max=30)
+    _, info = noop.reset(seed=0)
+    _, reference = gym.wrappers.AtariPreprocessing(gym.make("ALE/Pong-v5", frameskip=1), noop_max=30).reset(seed=0)
+    assert "seeds" in info and set(info) == set(reference)
+    assert info["frame_number"] == noop.last_noops
 
 
 def test_noop_reset_checks_noop_action() -> None:

@@ -34,7 +34,7 @@ def _require_discrete(env: gym.Env, wrapper: str) -> None:
         raise TypeError(f"{wrapper} needs a Discrete action space, got {env.action_space}")
 
 
-class NoopReset(gym.Wrapper):
+class NoopReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """On reset, take a random number (1 to ``noop_max``) of no-op actions.
 
     The count is drawn from ``env.unwrapped.np_random``, so it is reproducible under ``reset(seed=...)``
@@ -71,15 +71,19 @@ class NoopReset(gym.Wrapper):
         self.last_noops = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
-        obs, info = self.env.reset(seed=seed, options=options)
+        obs, reset_info = self.env.reset(seed=seed, options=options)
         if self.noop_max == 0:
             self.last_noops = 0
-            return obs, info
+            return obs, reset_info
         self.last_noops = int(self.env.unwrapped.np_random.integers(1, self.noop_max + 1))
+        info = reset_info
         for _ in range(self.last_noops):
-            obs, _, terminated, truncated, info = self.env.step(self.noop_action)
+            obs, _, terminated, truncated, step_info = self.env.step(self.noop_action)
             if terminated or truncated:
-                obs, info = self.env.reset(options=options)
+                obs, step_info = self.env.reset(options=options)
+            # the reset's keys (ALE's "seeds") stay, updated by the no-ops' (lives, frame numbers), as Gymnasium's
+            # AtariPreprocessing does
+            info = {**info, **step_info}
         return obs, info
 
 
@@ -88,7 +92,7 @@ class NoopReset(gym.Wrapper):
 _STEP_TRANSPARENT = ("OrderEnforcing", "PassiveEnvChecker", "NoopReset", "FireReset")
 
 
-class MaxAndSkip(gym.Wrapper):
+class MaxAndSkip(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Repeat each action ``skip`` times, sum the rewards, return the max of the last two frames.
 
     The max over the last two frames removes the flicker of Atari sprites drawn every other frame. If
@@ -192,7 +196,7 @@ class MaxAndSkip(gym.Wrapper):
         return obs, total, terminated, truncated, env._get_info()
 
 
-class EpisodicLife(gym.Wrapper):
+class EpisodicLife(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Signal ``terminated`` when a life is lost, but reset the game only when it is really over.
 
     This is the DQN papers' semantics (SB3's ``EpisodicLifeEnv``, ale-py's ``life_loss_info``), not
@@ -259,7 +263,7 @@ class EpisodicLife(gym.Wrapper):
         return self._last_obs, info
 
 
-class FireReset(gym.Wrapper):
+class FireReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Press FIRE once after each reset, for games that wait for it before play starts (Breakout, ...).
 
     This is ale-py's C++ vector env rule (``use_fire_reset``): one FIRE frame right after the reset, before

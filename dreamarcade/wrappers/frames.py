@@ -14,6 +14,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from dreamarcade.errors import check_count
+
 __all__ = ["GrayscaleResize", "FrameStack", "ClipRewardSign", "image_shape_or_raise"]
 
 
@@ -36,7 +38,7 @@ def image_shape_or_raise(space: gym.Space, wrapper: str) -> tuple[int, int, int]
     )
 
 
-class GrayscaleResize(gym.ObservationWrapper):
+class GrayscaleResize(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Convert image observations to grayscale and resize them (84x84 by default), as in the DQN paper.
 
     RGB frames become grayscale with ``cv2.cvtColor(RGB2GRAY)`` (observations that are already gray,
@@ -74,9 +76,11 @@ class GrayscaleResize(gym.ObservationWrapper):
                 f"GrayscaleResize needs uint8 pixels, got dtype {env.observation_space.dtype}. "
                 "Apply it before any wrapper that scales observations to floats."
             )
-        height, width = (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
-        if height <= 0 or width <= 0:
-            raise ValueError(f"size must be positive, got {size}")
+        sides = (size, size) if np.ndim(size) == 0 else tuple(size)
+        if len(sides) != 2:
+            raise ValueError(f"size must be an int or a (height, width) pair, got {size!r}")
+        # 2.5 was truncated to 2 and True read as 1, silently
+        height, width = (check_count("size", side, hint=" (pixels)") for side in sides)
         if mode not in ("resize", "crop2013"):
             raise ValueError(f"mode must be 'resize' or 'crop2013', got {mode!r}")
         if mode == "crop2013" and height > 110:
@@ -110,7 +114,7 @@ class GrayscaleResize(gym.ObservationWrapper):
         return frame
 
 
-class FrameStack(gym.Wrapper):
+class FrameStack(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Stack the last ``num_stack`` observations on a new leading axis: ``(84, 84)`` -> ``(4, 84, 84)``.
 
     Frames live in a ring buffer written twice (at ``i`` and ``i + num_stack``) so the newest stack is
@@ -181,7 +185,7 @@ class FrameStack(gym.Wrapper):
         return self._push(obs), reward, terminated, truncated, info
 
 
-class ClipRewardSign(gym.RewardWrapper):
+class ClipRewardSign(gym.RewardWrapper, gym.utils.RecordConstructorArgs):
     """Replace the reward by its sign, -1, 0 or +1 (Mnih et al. 2013).
 
     Unlike ``np.clip(r, -1, 1)`` this maps fractional rewards (0.3) to 1 too, which is the paper's rule.
