@@ -83,6 +83,34 @@ def test_python_path_equals_cpp_vector_path(game: str, kwargs: dict) -> None:
     vector.close()
 
 
+def test_cpp_same_step_final_obs_at_a_life_loss_is_the_frames_reached() -> None:
+    # ale-py's SAME_STEP final_obs at a life loss (the game goes on) held zeros or an earlier step's frames; it is
+    # now the observation returned, which is the single env's at that step. At a game over it is ale-py's own.
+    kwargs = dict(noop_max=0, fire_reset=True, episodic_life=True)
+    single = make_dqn_env("Breakout", **kwargs)
+    vector = make_dqn_vector_env(1, "Breakout", autoreset_mode="SameStep", **kwargs)
+    single.reset(seed=3)
+    vector.reset(seed=3)
+    life_losses = 0
+    for a in _actions(1200, 4, seed=1):
+        o, r, term, trunc, info = single.step(a)
+        ov, rv, termv, truncv, infov = vector.step(np.array([a]))
+        assert term == termv[0]
+        if term and not info["game_over"]:
+            life_losses += 1
+            np.testing.assert_array_equal(infov["final_obs"][0], o)
+            single.reset()
+        elif term or trunc:
+            break
+    assert life_losses >= 3
+    vector.close()
+    # NEXT_STEP (the default) has no final_obs; without episodic life there is no life-loss episode end
+    assert type(make_dqn_vector_env(1, "Breakout")).__name__ == "AtariVectorEnv"
+    no_life = make_dqn_vector_env(1, "Breakout", autoreset_mode="SameStep", episodic_life=False)
+    assert type(no_life).__name__ == "AtariVectorEnv"
+    no_life.close()
+
+
 def test_single_and_vector_paths_agree_on_shapes_and_refuse_the_same_settings() -> None:
     single, vector = make_dqn_env("Pong", frame_stack=1), make_dqn_vector_env(1, "Pong", frame_stack=1)
     assert single.observation_space.shape == vector.single_observation_space.shape == (1, 84, 84)

@@ -1,6 +1,8 @@
 """The DQN-paper Atari env for any ALE game, as a single env or as ale-py's C++ vector env.
 
-Both paths have the same semantics (tested against each other): frameskip 4 with max-pooling of the
+Both paths have the same semantics (tested against each other, and as vector envs under SAME_STEP
+autoreset; under NEXT_STEP, a Gymnasium vector env of the single env spends the step after a life loss on a reset
+step that plays no action, while the C++ env plays it): frameskip 4 with max-pooling of the
 last two frames, 84x84 grayscale from ALE's palette luminance, 4-frame stack zero-padded at reset,
 reward sign clipping, up to 30 no-ops at reset, fire reset, episodic life (a real reset only at game
 over) and sticky actions given explicitly (``repeat_action_probability=0.0`` by default, the DQN
@@ -19,12 +21,13 @@ import re
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from dreamarcade.errors import check_count, require
 from dreamarcade.wrappers.atari import EpisodicLife, FireReset, MaxAndSkip, NoopReset
 from dreamarcade.wrappers.frames import ClipRewardSign, FrameStack, GrayscaleResize
 
-__all__ = ["ale_game_id", "make_dqn_env", "make_dqn_vector_env", "DQN_PAPER_GAMES"]
+__all__ = ["ale_game_id", "make_dqn_env", "make_dqn_vector_env", "DQN_PAPER_GAMES", "LifeLossFinalObs"]
 
 # The seven games of Mnih et al. (2013), registered as DQN<Game>-v0.
 DQN_PAPER_GAMES = ("BeamRider", "Breakout", "Enduro", "Pong", "Qbert", "Seaquest", "SpaceInvaders")
@@ -175,7 +178,7 @@ def make_dqn_vector_env(
         " (one integer: the C++ vector path makes square frames; for other shapes use make_dqn_env with SyncVectorEnv)"
     )
     check_count("screen_size", screen_size, hint=hint)
-    return AtariVectorEnv(
+    envs = AtariVectorEnv(
         ale_game_id(game),
         int(num_envs),
         num_threads=num_threads,
@@ -197,3 +200,43 @@ def make_dqn_vector_env(
         reward_clipping=clip_rewards,
         use_fire_reset=fire_reset,
     )
+    if episodic_life and envs.metadata.get("autoreset_mode") == gym.vector.AutoresetMode.SAME_STEP:
+        return LifeLossFinalObs(envs)
+    return envs
+
+
+class LifeLossFinalObs(gym.vector.VectorWrapper):
+    """Mends ale-py's ``info["final_obs"]`` at a life loss under SAME_STEP autoreset with ``life_loss_info``.
+
+    There the C++ env ends the episode (terminated) but goes on with the game, and returns the frames reached; its
+    ``final_obs`` for that env holds zeros or frames of an earlier step instead. The episode's last observation
+    is the one returned, as the single env (:func:`make_dqn_env` in a ``SyncVectorEnv``) gives it, so it is put in
+    ``final_obs``. A life loss that continues the game is told from a game over by the lives: fewer, but not zero
+    (a game over starts a new game, with all lives back).
+
+    Example:
+        >>> from dreamarcade.envs.atari import make_dqn_vector_env
+        >>> envs = make_dqn_vector_env(2, "Breakout", autoreset_mode="SameStep")
+        >>> type(envs).__name__, envs.reset(seed=0)[0].shape
+        ('LifeLossFinalObs', (2, 4, 84, 84))
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv) -> None:
+        super().__init__(env)
+        self._lives = np.zeros(self.num_envs, np.int64)
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self._lives = np.asarray(info["lives"], np.int64).copy()
+        return obs, info
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        lives = np.asarray(info["lives"], np.int64)
+        continued = np.asarray(terminated, bool) & (lives > 0) & (lives < self._lives)
+        if continued.any() and "final_obs" in info:
+            final = np.array(info["final_obs"], copy=True)
+            final[continued] = obs[continued]
+            info = {**info, "final_obs": final}
+        self._lives = lives.copy()
+        return obs, reward, terminated, truncated, info
