@@ -369,6 +369,15 @@ def test_dqn_evaluate_uses_the_env_kwargs_it_was_trained_with(tmp_path) -> None:
     assert evaluate(ck, episodes=3, epsilon=0.0, video_path=None)["returns"] == [5.0, 5.0, 5.0]
     longer = evaluate(ck, episodes=3, epsilon=0.0, video_path=None, env_kwargs={"max_episode_steps": 8})
     assert longer["returns"] == [8.0, 8.0, 8.0]  # kwargs given explicitly still win
+    # a resume with other env kwargs (another DQNAtari-v0 game) trained on with a note, mixing two tasks in one run
+    saved = (tmp_path / "run" / "hyperparameters.json").read_text()
+    with pytest.raises(
+        CheckpointError, match=r"""trained with --env-kwargs '\{"max_episode_steps": 5\}', not '\{\}'"""
+    ):
+        train(dataclasses.replace(cfg, total_timesteps=400, resume=True))
+    assert (tmp_path / "run" / "hyperparameters.json").read_text() == saved
+    same = dataclasses.replace(cfg, env_kwargs='{ "max_episode_steps" : 5 }', total_timesteps=400, resume=True)
+    assert train(same)["global_step"] == 400  # the same dict written otherwise is the same env
 
 
 def test_dqn_vector_steps_spanning_several_train_frequencies_do_every_update(tmp_path) -> None:

@@ -326,6 +326,13 @@ def test_eval_csv_keeps_columns_by_name_and_the_train_cli_evaluates(tmp_path, ca
     assert main(argv) == 0
     with open(run / "eval.csv") as f:
         assert [float(r["step"]) for r in csv.DictReader(f)] == [0, 32, 64]
+    # `ppo train --resume` with another env id (same spaces) went on, mixing two envs' episodes in one run
+    other = [("CartPole-v0" if a == "CartPole-v1" else "96" if a == "64" else a) for a in argv]
+    capsys.readouterr()
+    assert main([*other, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "trained with env_id 'CartPole-v1' (now 'CartPole-v0')" in err and "Traceback" not in err
+    assert main([*argv[:6], "96", *argv[7:], "--resume"]) == 0  # the same env resumes
     # the Sonic protocol sets the env count, vector mode and budget itself: those flags are not accepted
     with pytest.raises(SystemExit) as exc:
         main(["protocol", "--levels", "Airstriker-Genesis:Level1", "--num-envs", "3"])

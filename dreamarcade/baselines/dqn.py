@@ -369,6 +369,14 @@ def _checkpoint_state(
 _BOOKKEEPING = {"resume", "run_dir", "progress", "tensorboard", "torch_threads", "device", "save_buffer"}
 
 
+def _parsed_kwargs(text: str) -> Any:
+    """``--env-kwargs`` as the dict it means (so spacing and key order do not count as a change)."""
+    try:
+        return json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return text
+
+
 def _note_changed_hyperparameters(saved: dict[str, Any], cfg: DQNConfig) -> None:
     """On --resume, print which learning settings differ from the checkpoint's (this run's values apply)."""
     now = dataclasses.asdict(cfg)
@@ -449,6 +457,14 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
                 raise CheckpointError(
                     f"Checkpoint in {ckpt_dir} was trained on {ck['env_id']}, not {cfg.env_id}. "
                     f"Resume with --env-id {ck['env_id']}, or start a new --run-dir for {cfg.env_id}."
+                )
+            saved_kwargs = ck.get("hyperparameters", {}).get("env_kwargs")
+            if saved_kwargs is not None and _parsed_kwargs(saved_kwargs) != _parsed_kwargs(cfg.env_kwargs):
+                # another game of DQNAtari-v0 (or other env settings) in the same run would mix two tasks in one
+                # learning curve, and --evaluate would play the new one
+                raise CheckpointError(
+                    f"Checkpoint in {ckpt_dir} was trained with --env-kwargs '{saved_kwargs}', not "
+                    f"'{cfg.env_kwargs}'. Resume with --env-kwargs '{saved_kwargs}', or start a new --run-dir."
                 )
             if ck["obs_shape"] != meta["obs_shape"] or ck["n_actions"] != n_actions:
                 raise CheckpointError(

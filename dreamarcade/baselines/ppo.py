@@ -667,6 +667,7 @@ def train_ppo(
     eval_env_fns: dict[str, Callable[[], gym.Env]] | None = None,
     progress: bool = True,
     tensorboard: bool = True,
+    run_info: dict[str, Any] | None = None,
 ) -> PPOResult:
     """Train PPO; write logs, a learning curve and checkpoints into ``run_dir``.
 
@@ -686,6 +687,8 @@ def train_ppo(
             ``episodes.csv``.
         eval_env_fns: named env factories evaluated every ``config.eval_every_steps`` (e.g. the Sonic test levels
             during joint training, to see overfitting); scores go to ``eval.csv`` as ``eval/<name>``.
+        run_info: what the run trains on, as JSON values (the CLI's ``{"env_id": ...}``): kept in every checkpoint,
+            and a ``resume`` with other values is refused, so one run never mixes two envs.
     """
     # Everything up to the first step checks the caller's envs, settings and checkpoints: errors raised here are
     # bad input (the CLIs print them as one line); an error from the training loop below keeps its traceback.
@@ -720,6 +723,19 @@ def train_ppo(
             global_step = 0
             if resume and checkpoint_exists(ckpt_dir):
                 loaded, ck_cfg, tensors = load_agent(ckpt_dir, device)
+                saved_info = ck_cfg.get("run_info")
+                if saved_info is not None and not isinstance(saved_info, dict):  # a hand-edited config
+                    saved_info = {"run_info": saved_info}
+                if run_info is not None and saved_info is not None and saved_info != run_info:
+                    changed = ", ".join(
+                        f"{k} {saved_info.get(k)!r} (now {run_info.get(k)!r})"
+                        for k in sorted(set(saved_info) | set(run_info))
+                        if saved_info.get(k) != run_info.get(k)
+                    )
+                    raise CheckpointError(
+                        f"the checkpoint in {ckpt_dir} was trained with {changed}: resume with the same settings, "
+                        "or start a new run directory."
+                    )
                 check_agent_fits(loaded, obs_space, act_space, str(ckpt_dir))
                 check_same_network(loaded, agent, str(ckpt_dir))
                 agent.load_state_dict(loaded.state_dict())
@@ -908,7 +924,8 @@ def train_ppo(
                 next_eval += config.eval_every_steps
             if update % config.checkpoint_every_updates == 0 or update == num_updates or stop.requested:
                 env_tensors = envs.checkpoint_tensors() if hasattr(envs, "checkpoint_tensors") else None
-                save_agent(ckpt_dir, agent, optimizer, global_step, env_tensors=env_tensors)
+                extra = {"run_info": run_info} if run_info is not None else None
+                save_agent(ckpt_dir, agent, optimizer, global_step, extra=extra, env_tensors=env_tensors)
                 _plot(run_dir, result)
             if stop.requested and update < num_updates:
                 result.stopped_early = True
@@ -1073,7 +1090,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     fns = [_make_gym_env(args.env_id, config.seed + i) for i in range(config.num_envs)]
     # --eval-every-steps scores the policy on a fresh copy of the env (eval.csv); its seeds differ from the actors'
     evals = {args.env_id: _make_gym_env(args.env_id, config.seed + 10_000)} if config.eval_every_steps > 0 else None
-    result = train_ppo(fns, config, run_dir, init_checkpoint=args.init_from, resume=args.resume, eval_env_fns=evals)
+    result = train_ppo(
+        fns,
+        config,
+        run_dir,
+        init_checkpoint=args.init_from,
+        resume=args.resume,
+        eval_env_fns=evals,
+        run_info={"env_id": args.env_id},
+    )
     print(
         json.dumps(
             {
