@@ -3,6 +3,7 @@ KeyError/TypeError from deep inside a loader, and a refused resume changes nothi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -102,6 +103,32 @@ def test_replay_buffer_metadata_with_a_missing_field_is_a_checkpoint_error(tmp_p
     (tmp_path / "rb" / "buffer.json").write_text("[]")
     with pytest.raises(CheckpointError, match="expected a JSON object"):
         buffer().load(tmp_path / "rb")
+
+
+def test_every_corrupt_byte_of_a_replay_buffer_array_is_a_checkpoint_error(tmp_path: Path) -> None:
+    # a zero-byte .npy (what a power cut before the data reached the disk leaves) raised EOFError, and a flipped
+    # header byte tokenize.TokenError, both as tracebacks through `dqn --resume`
+    from dreamarcade.baselines.replay_buffer import ReplayBuffer
+
+    def buffer() -> ReplayBuffer:
+        return ReplayBuffer(16, (4,), frame_stack=1, num_envs=1, obs_dtype=np.float32)
+
+    full = buffer()
+    for t in range(5):
+        full.add(np.full((1, 4), t, np.float32), np.full((1, 4), t + 1, np.float32), np.ones(1, np.int64),
+                 np.ones(1, np.float32), np.zeros(1, bool), np.zeros(1, bool))  # fmt: skip
+    full.save(tmp_path / "rb")
+    path = tmp_path / "rb" / "actions.npy"
+    good = path.read_bytes()
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"Corrupt replay buffer file .*actions.npy' \(EOFError.*Delete"):
+        buffer().load(tmp_path / "rb")
+    for i in range(len(good)):  # every byte flipped: loaded (data bytes) or refused, never another error
+        bad = bytearray(good)
+        bad[i] ^= 0xFF
+        path.write_bytes(bytes(bad))
+        with contextlib.suppress(CheckpointError):
+            buffer().load(tmp_path / "rb")
 
 
 def test_rollout_shards_missing_an_array_or_a_step_are_refused_by_name(tmp_path: Path) -> None:

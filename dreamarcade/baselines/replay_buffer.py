@@ -91,6 +91,26 @@ class Batch:
     terminated: torch.Tensor
 
 
+def _sync(f: Any) -> None:
+    """Flush an open file to disk."""
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _sync_dir(directory: Path) -> None:
+    """Flush a directory's entries (renames) to disk, where the OS allows opening a directory."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 class ReplayBuffer:
     """A uniform replay buffer over ``num_envs`` parallel envs, storing each frame once.
 
@@ -296,7 +316,9 @@ class ReplayBuffer:
         try:
             for name in _SAVED_ARRAYS:
                 arr = getattr(self, name)
-                np.save(tmp / f"{name}.npy", arr[:, : n_frames if name == "frames" else n_trans], allow_pickle=False)
+                with open(tmp / f"{name}.npy", "wb") as f:
+                    np.save(f, arr[:, : n_frames if name == "frames" else n_trans], allow_pickle=False)
+                    _sync(f)  # on disk before the rename below: a power cut must not leave a renamed empty file
             info = {
                 "capacity": self.cap * self.num_envs,
                 "obs_shape": list(self.obs_shape),
@@ -310,7 +332,9 @@ class ReplayBuffer:
                 **{name: getattr(self, name).tolist() for name in _SAVED_COUNTERS},
             }
             # buffer.json is written last: a copy is complete exactly when it is present.
-            (tmp / _META_FILE).write_text(json.dumps(info, indent=1), "utf-8")
+            with open(tmp / _META_FILE, "w", encoding="utf-8") as f:
+                f.write(json.dumps(info, indent=1))
+                _sync(f)
             os.chmod(tmp, 0o755)
             old = _previous_copy(directory)
             if (directory / _META_FILE).is_file():  # the current copy becomes the previous one
@@ -320,6 +344,7 @@ class ReplayBuffer:
             elif directory.exists():  # an incomplete folder; a save cut off between its renames left only `old`
                 shutil.rmtree(directory)  # complete, and it is kept until the new copy is in place
             os.replace(tmp, directory)
+            _sync_dir(directory.parent)  # the renames themselves
             shutil.rmtree(old, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -369,8 +394,11 @@ class ReplayBuffer:
             want = (self.num_envs, n_frames if name == "frames" else n_trans, *dest.shape[2:])
             try:
                 arr = np.load(directory / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise CheckpointError(f"Corrupt replay buffer file '{directory / name}.npy': {exc}.") from exc
+            except Exception as exc:  # numpy's header parser raises EOFError, TokenError, SyntaxError... on bad bytes
+                raise CheckpointError(
+                    f"Corrupt replay buffer file '{directory / name}.npy' ({type(exc).__name__}: {exc}). Delete "
+                    f"'{directory}' to resume with an empty buffer (refilled first), or restore it from a copy."
+                ) from exc
             if arr.shape != want or arr.dtype != dest.dtype:
                 raise CheckpointError(
                     f"Replay buffer file '{directory / name}.npy' holds {arr.dtype}{list(arr.shape)}, "
