@@ -7,6 +7,7 @@ stepped.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -186,7 +187,16 @@ def test_jerk_resume_refuses_a_cut_off_state_before_it_changes_the_run(tmp_path)
     try:
         run_jerk(env, JERKConfig(total_timesteps=90, save_every_episodes=1, seed=0), tmp_path, progress=False)
         state = tmp_path / "jerk_state.npz"
-        state.write_bytes(state.read_bytes()[:200])  # cut off (a copy interrupted, a full disk)
+        good = state.read_bytes()
+        from dreamarcade.baselines.jerk import _load_state
+
+        for i in range(len(good)):  # any flipped byte loads or is refused (a bad zip version was NotImplementedError)
+            bad = bytearray(good)
+            bad[i] ^= 0xFF
+            state.write_bytes(bytes(bad))
+            with contextlib.suppress(CheckpointError):
+                _load_state(tmp_path)
+        state.write_bytes(good[:200])  # cut off (a copy interrupted, a full disk)
         before = {n: (tmp_path / n).read_bytes() for n in ("hyperparameters.json", "episodes.csv")}
         with pytest.raises(CheckpointError, match=r"Corrupt JERK state '.*jerk_state.npz'"):
             run_jerk(env, JERKConfig(total_timesteps=120, seed=0), tmp_path, resume=True, progress=False)

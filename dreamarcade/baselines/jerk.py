@@ -25,7 +25,6 @@ import json
 import os
 import random
 import sys
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,10 +226,10 @@ def _load_state(run_dir: Path) -> tuple[list[tuple[list[float], list[np.ndarray]
             scores = np.split(z["scores"], score_split) if len(z["score_lengths"]) else []
             solutions = [(list(map(float, sc)), list(sq)) for sc, sq in zip(scores, seqs, strict=True)]
             return solutions, int(z["steps"])
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # zipfile and numpy raise many kinds on bad bytes (NotImplementedError, EOFError...)
         raise CheckpointError(
-            f"Corrupt JERK state '{path}': {exc}. Restore it, or start the run again without --resume in a new "
-            "--run-dir."
+            f"Corrupt JERK state '{path}' ({type(exc).__name__}: {exc}). Restore it, or start the run again "
+            "without --resume in a new --run-dir."
         ) from exc
 
 
