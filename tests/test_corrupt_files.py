@@ -183,3 +183,16 @@ def test_imitation_eval_of_a_run_with_a_broken_config_is_one_line(tmp_path: Path
     (tmp_path / "imitation_config.json").write_text('{"reward": "imitation", "ppo": {"no_such_setting": 1}}')
     assert main(["eval", str(tmp_path), "--episodes", "1"]) == 2
     assert "does not describe an imitation run" in capsys.readouterr().err
+
+
+def test_a_world_model_training_state_of_another_model_is_a_checkpoint_error(tmp_path: Path) -> None:
+    # a vae_train state saved with z=32 (carracing) resumed for z=64 (doom) was a raw load_state_dict traceback
+    from dreamarcade.baselines.world_models import _resume_train_state, _save_train_state
+    from dreamarcade.world_models.vae import ConvVAE
+
+    small = ConvVAE(z_size=32)
+    _save_train_state(tmp_path / "vae_train", "vae_train", small, torch.optim.Adam(small.parameters()), 7, 1.5)
+    assert _resume_train_state(tmp_path / "vae_train", "vae_train", small, torch.optim.Adam(small.parameters()))[0] == 7
+    big = ConvVAE(z_size=64)
+    with pytest.raises(CheckpointError, match=r"does not fit this vae_train \(size mismatch for .*another --env"):
+        _resume_train_state(tmp_path / "vae_train", "vae_train", big, torch.optim.Adam(big.parameters()))

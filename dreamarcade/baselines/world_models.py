@@ -227,8 +227,17 @@ def _resume_train_state(ckpt: Path, kind: str, model: torch.nn.Module, opt: torc
     if not checkpoint_exists(ckpt):
         return 0, 0.0
     tensors, meta = load_checkpoint(ckpt, kind=kind)
-    model.load_state_dict(strip_prefix(tensors, "model"))
-    opt.load_state_dict(unpack_state(meta["optimizer"], tensors))
+    try:
+        model.load_state_dict(strip_prefix(tensors, "model"))
+        opt.load_state_dict(unpack_state(meta["optimizer"], tensors))
+    except (RuntimeError, ValueError) as exc:  # size mismatches: another --env, z size or model settings
+        first = str(exc).strip().splitlines()[0]
+        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), first)
+        raise CheckpointError(
+            f"The training state in '{ckpt}' does not fit this {kind} ({detail}): it was trained with another "
+            f"--env or other model settings. Resume with the settings it was trained with, or move '{ckpt}' away "
+            "to train from scratch."
+        ) from exc
     return int(meta["step"]), float(meta.get("seconds", 0.0))
 
 
