@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import gymnasium as gym
 import numpy as np
@@ -135,7 +136,8 @@ def test_works_with_stable_baselines3():
 
 
 def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
-    from dreamarcade.baselines.imitation import main
+    from dreamarcade.baselines.imitation import evaluate, main
+    from dreamarcade.errors import CheckpointError
 
     run = tmp_path / "run"
     argv = ["train", "--run-dir", str(run), "--embed-every", "2", "--num-envs", "2", "--num-steps", "16"]
@@ -149,6 +151,13 @@ def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
     assert main([*argv[:-1], "64", "--resume"]) == 0
     assert main(["eval", str(run), "--episodes", "1"]) == 0
     assert main(["eval", str(run), "--episodes", "0"]) == 2  # a clear error, not a traceback from an empty vector env
+    # an imitation_config.json edited to another reward kind rebuilt envs without the similarities the policy reads:
+    # a TypeError deep in the forward pass; now the checkpoint is checked against the rebuilt env
+    edited = tmp_path / "edited"
+    shutil.copytree(run, edited)
+    (edited / "imitation_config.json").write_text(json.dumps({**saved, "reward": "game"}))
+    with pytest.raises(CheckpointError, match="was trained on observations"):
+        evaluate(edited, episodes=1)
     # a resume that writes out only the run dir and budget keeps the run's settings; it used to fall back to the
     # defaults (8 envs, 128 steps, seed 1, another learning rate) for every flag not repeated
     short = ["train", "--run-dir", str(run), "--total-timesteps", "96", "--resume"]

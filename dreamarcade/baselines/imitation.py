@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from dreamarcade.baselines.common import check_run_dir_free, claim_run_dir, releases_run_dirs
-from dreamarcade.baselines.ppo import PPOConfig, load_agent, obs_to_tensor, train_ppo
+from dreamarcade.baselines.ppo import PPOConfig, check_agent_fits, load_agent, obs_to_tensor, train_ppo
 from dreamarcade.checkpoint import atomic_write_text, read_json_object
 from dreamarcade.errors import CheckpointError, DreamArcadeError, input_checks, input_error_status
 from dreamarcade.precision import flush_denormals
@@ -429,7 +429,12 @@ def evaluate(run_dir: str | Path, episodes: int = 20, deterministic: bool = Fals
         cfg.num_envs = min(cfg.num_envs, episodes)
         torch.manual_seed(seed)  # the policy's action sampling: the same seed plays the same episodes
         envs = make_envs(cfg)
-        agent, _, _ = load_agent(run_dir / "checkpoint")
+        try:  # the policy must read the env imitation_config.json rebuilds (a hand-edited reward kind did not)
+            agent, _, _ = load_agent(run_dir / "checkpoint")
+            check_agent_fits(agent, envs.single_observation_space, envs.single_action_space, str(run_dir))
+        except BaseException:
+            envs.close()
+            raise
     agent.eval()
 
     def act(obs: Any) -> np.ndarray:
