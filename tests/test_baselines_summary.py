@@ -63,6 +63,9 @@ def test_summary_says_what_to_pass_for_a_wrong_directory_or_file(tmp_path, capsy
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     assert baselines_main(["summary", str(tmp_path / "other.csv")]) == 2
     assert "is not an episodes log" in capsys.readouterr().err
+    (tmp_path / "header_only.csv").write_text("foo,bar\n")  # read as "no finished episode logged yet", exit 0
+    assert baselines_main(["summary", str(tmp_path / "header_only.csv")]) == 2
+    assert "no column step or episodic_return in its header ['foo', 'bar']" in capsys.readouterr().err
     _run(tmp_path / "run", [1.0])
     with pytest.raises(SystemExit) as exc:  # the figure is always PNG data: another suffix would mislabel it
         baselines_main(["summary", str(tmp_path / "run"), "--png", str(tmp_path / "curves.svg")])

@@ -149,7 +149,9 @@ def test_protocol_and_table_clis_print_a_refused_run_dir_as_one_line(tmp_path, m
     assert main(["table", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path} has no finished level yet")
     assert main(["table", str(tmp_path / "no_such_run")]) == 2  # the file it reads is missing: one line too
-    assert capsys.readouterr().err.startswith("error: [Errno 2] No such file or directory")
+    assert capsys.readouterr().err.startswith(
+        f"error: No scores.json in '{tmp_path / 'no_such_run'}': pass the --run-dir"
+    )
 
 
 def test_jerk_resume_drops_episodes_after_its_saved_state_and_a_fresh_run_refuses_an_old_dir(tmp_path):

@@ -249,6 +249,11 @@ def report_table(protocol_dirs: Sequence[str | os.PathLike[str]]) -> str:
     lines = ["| agent | levels | steps/level | mean score (this run) | tech report |", "|---|---|---|---|---|"]
     labels: set[str] = set()
     for d in protocol_dirs:
+        if not (Path(d) / "scores.json").is_file():
+            raise FileNotFoundError(
+                f"No scores.json in '{d}': pass the --run-dir of a `ppo protocol` run (it writes scores.json after "
+                "its first level)."
+            )
         s = read_json_object(Path(d) / "scores.json")
         if not s.get("scores"):
             raise ValueError(

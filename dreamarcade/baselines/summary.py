@@ -116,6 +116,9 @@ def _read(path: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]
         return np.zeros(0, np.int64), np.zeros(0), None
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
+        missing = [c for c in ("step", "episodic_return") if c not in (reader.fieldnames or [])]
+        if reader.fieldnames is not None and missing:  # a header-only file of another kind is not an empty log
+            raise KeyError(f"no column {' or '.join(missing)} in its header {reader.fieldnames}")
         has_length = "episodic_length" in (reader.fieldnames or [])
         for row in reader:
             if None in row.values() or "" in (row.get("step"), row.get("episodic_return")):
