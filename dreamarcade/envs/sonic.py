@@ -250,7 +250,8 @@ def make_sonic_env(
     """Contest env + retro-baselines' agent-side wrappers, ready for a CNN policy.
 
     Order: contest env -> SonicDiscretizer -> RecordEpisodeStatistics (so ``info["episode"]["r"]`` is the contest
-    score) -> [AllowBacktracking] -> [RewardScaler] -> GrayscaleResize(84) -> FrameStack(4). retro-baselines' PPO
+    score) -> [AllowBacktracking] -> [RewardScaler] -> GrayscaleResize(84) -> FrameStack(4) (zero-padded at reset;
+    retro-baselines' stack repeats the first frame). retro-baselines' PPO
     uses ``reward_scale=0.01``; its Rainbow uses ``backtracking=True``. ``frame_size=None`` keeps raw RGB frames.
     ``max_episode_steps`` is the contest's limit, inside the episode statistics. Through ``gym.make`` it cannot be
     set: Gymnasium takes ``gym.make(id, max_episode_steps=N)`` for itself and adds a ``TimeLimit`` around the whole
