@@ -581,6 +581,7 @@ def test_cli_help_and_training(tmp_path) -> None:
         [sys.executable, "-m", "dreamarcade.baselines", "dqn", "--help"], capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0 and "--total-timesteps" in out.stdout and "--resume" in out.stdout
+    assert "--evaluate CHECKPOINT_DIR" in " ".join(out.stdout.split())  # the evaluation flags have their own help
     out = subprocess.run([sys.executable, "-m", "dreamarcade.baselines"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "dqn" in out.stderr  # no agent named: usage, as a usage error (it exited 0)
     out = subprocess.run(

@@ -759,7 +759,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, indent=2))
         return 0
     cfg = parse_dataclass_args(
-        DQNConfig, argv, description=__doc__.split("\n\n")[0], prog="python -m dreamarcade.baselines dqn"
+        DQNConfig,
+        argv,
+        description=__doc__.split("\n\n")[0]
+        + " To evaluate a checkpoint instead: --evaluate CHECKPOINT_DIR (its flags: dqn --evaluate X --help).",
+        prog="python -m dreamarcade.baselines dqn",
     )
     try:
         result = train(cfg)
