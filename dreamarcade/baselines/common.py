@@ -238,25 +238,36 @@ def _last_byte(path: Path) -> bytes:
         return f.read(1)
 
 
-def drop_rows_after(csv_path: str | os.PathLike[str], step: int) -> int:
-    """Atomically remove the rows of a step-keyed log CSV whose ``step`` is above ``step``; return how many.
-
-    A run resumed from a checkpoint at ``step`` replays the steps after it, so rows logged after that checkpoint
-    (before a crash or kill) would otherwise be counted twice. A missing or empty file is left alone.
-    """
-    path = Path(csv_path)
+def _read_step_log(path: Path) -> tuple[list[str], list[list[str]], int] | None:
+    """(header, rows, index of the ``step`` column) of a step-keyed log CSV, None for a missing or empty file or
+    one without a ``step`` column. A last row cut short (a kill, a full disk) reads as an empty row: "1500,..." cut
+    to "15" would otherwise read as step 15."""
     if not path.exists() or path.stat().st_size == 0:
-        return 0
+        return None
     cut = _last_byte(path) not in _LINE_ENDS
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         rows = list(reader)
     if header is None or "step" not in header:
-        return 0
-    if cut and rows:  # "1500,..." cut to "15" would read as step 15 and stay: a partial row is never kept
+        return None
+    if cut and rows:
         rows[-1] = []
-    col = header.index("step")
+    return header, rows, header.index("step")
+
+
+def drop_rows_after(csv_path: str | os.PathLike[str], step: int) -> int:
+    """Atomically remove the rows of a step-keyed log CSV whose ``step`` is above ``step``; return how many.
+
+    A run resumed from a checkpoint at ``step`` replays the steps after it, so rows logged after that checkpoint
+    (before a crash or kill) would otherwise be counted twice. A missing or empty file is left alone; a row cut
+    short is never kept.
+    """
+    path = Path(csv_path)
+    log = _read_step_log(path)
+    if log is None:
+        return 0
+    header, rows, col = log
     kept = [r for r in rows if len(r) == len(header) and float(r[col]) <= step]
     if len(kept) == len(rows):
         return 0
@@ -266,19 +277,10 @@ def drop_rows_after(csv_path: str | os.PathLike[str], step: int) -> int:
 
 def last_logged_step(csv_path: str | os.PathLike[str]) -> float | None:
     """The largest ``step`` among the whole rows of a step-keyed log CSV; None for a missing or empty log."""
-    path = Path(csv_path)
-    if not path.exists() or path.stat().st_size == 0:
+    log = _read_step_log(Path(csv_path))
+    if log is None:
         return None
-    cut = _last_byte(path) not in _LINE_ENDS
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        rows = list(reader)
-    if header is None or "step" not in header:
-        return None
-    if cut and rows:  # a row cut short by a kill is not a logged step (as in drop_rows_after)
-        rows.pop()
-    col = header.index("step")
+    header, rows, col = log
     steps = [float(r[col]) for r in rows if len(r) == len(header)]
     return max(steps) if steps else None
 
