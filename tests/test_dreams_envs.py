@@ -277,7 +277,20 @@ def test_vector_env_rejects_unknown_kwargs() -> None:
     envs = gym.make_vec("DreamDoom-v0", num_envs=2, vectorization_mode="vector_entry_point", render_mode="rgb_array",
                         max_episode_steps=50)  # fmt: skip
     envs.reset(seed=0)
-    assert envs.render().shape == (2, 64, 64, 3) and envs.unwrapped.model.max_steps == 50
+    frames = envs.render()  # one frame per env, a tuple like SyncVectorEnv's (RecordVideo asserted on an ndarray)
+    assert isinstance(frames, tuple) and [f.shape for f in frames] == [(64, 64, 3)] * 2
+    assert envs.unwrapped.model.max_steps == 50
+    # Gymnasium's seeds are unbounded: one past 64 bits overflowed torch's manual_seed
+    big = 2**64 + 5
+    first = envs.reset(seed=big)[0]
+    np.testing.assert_array_equal(first, envs.reset(seed=big)[0])
+    assert not np.array_equal(first, envs.reset(seed=2**64 + 6)[0])
+    envs.close()
+    from dreamarcade.envs.dream import DreamVectorEnv
+
+    for bad in (dict(num_envs=2.5), dict(max_episode_steps=float("inf")), dict(temperature=True)):
+        with pytest.raises(ValueError, match="num_envs must be an integer|max_episode_steps must be|temperature must"):
+            DreamVectorEnv(**bad)
 
 
 def test_step_cap_is_the_registered_time_limit_and_can_be_lengthened() -> None:

@@ -19,6 +19,8 @@ the same layout :class:`~dreamarcade.world_models.features.WorldModelFeatures` g
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from typing import Any
 
@@ -29,6 +31,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from dreamarcade.errors import check_count
 from dreamarcade.world_models.features import WorldModelFeatures
 from dreamarcade.world_models.mdnrnn import PackedMDNRNN
 from dreamarcade.world_models.model import WorldModel
@@ -55,7 +58,13 @@ def load_world_model(env: str, model_dir: str | os.PathLike[str] | None, device:
 def _check_max_steps(max_episode_steps: int | None) -> int | None:
     if max_episode_steps is None:
         return None
-    if isinstance(max_episode_steps, bool) or int(max_episode_steps) != max_episode_steps or max_episode_steps < 1:
+    if (
+        isinstance(max_episode_steps, bool)
+        or not isinstance(max_episode_steps, numbers.Real)
+        or not math.isfinite(max_episode_steps)  # int(inf) raised OverflowError
+        or int(max_episode_steps) != max_episode_steps
+        or max_episode_steps < 1
+    ):
         raise ValueError(f"max_episode_steps must be a positive integer or None, got {max_episode_steps!r}")
     return int(max_episode_steps)
 
@@ -97,6 +106,8 @@ class FusedDecoder:
 
 
 def _check_temperature(temperature: float) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):  # True read as 1.0
+        raise ValueError(f"temperature must be a number > 0 (Doom default 1.15), got {temperature!r}")
     t = float(temperature)
     if not np.isfinite(t) or t <= 0:
         raise ValueError(
@@ -134,7 +145,7 @@ class DreamBatch:
         self.max_steps = int(model.max_steps)  # where step() truncates a dream; a caller may lengthen or shorten it
         self.device = self.model.initial_mu.device
         self.gen = torch.Generator(device=self.device)
-        self.gen.manual_seed(int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**63))
+        self.seed(int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**63))
         self.temperature = temperature  # packs M's weights for this temperature
         self._decoder: FusedDecoder | None = None  # built on first decode()
         self._alloc(int(num))
@@ -240,7 +251,14 @@ class DreamBatch:
 
     # ------------------------------------------------------------------------------------------------ stepping
     def seed(self, seed: int) -> None:
-        self.gen.manual_seed(int(seed))
+        """Reseed the dreams' random stream. Any int >= 0 (Gymnasium's seeds are unbounded): one past torch's 64
+        bits is hashed down to 63 bits, the ones below are used as they are."""
+        seed = int(seed)
+        if seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed}")
+        if seed >= 2**63:
+            seed = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0] >> np.uint64(1))
+        self.gen.manual_seed(seed)
 
     def features(self) -> torch.Tensor:
         """The controller's observation (N, d): a new tensor."""
@@ -484,6 +502,7 @@ class DreamVectorEnv(VectorEnv):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'rgb_array'.")
         max_episode_steps = _check_max_steps(max_episode_steps)
+        num_envs = check_count("num_envs", num_envs)  # 2.5 was cut to 2
         self.model = load_world_model(env, model_dir, device)
         if max_episode_steps is not None:
             self.model.max_steps = max_episode_steps
@@ -563,10 +582,12 @@ class DreamVectorEnv(VectorEnv):
         self._needs_reset = terminated | truncated
         return self._obs(), reward, terminated, truncated, {}
 
-    def render(self) -> np.ndarray | None:
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """Each env's decoded frame (64x64x3 uint8), as a tuple like Gymnasium's vector envs give (RecordVideo
+        and HumanRendering expect a sequence)."""
         if self.render_mode != "rgb_array":
             return None
-        return self._dream.decode()
+        return tuple(self._dream.decode())
 
 
 def make_real_features_env(
