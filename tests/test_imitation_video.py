@@ -371,3 +371,46 @@ def test_an_mkv_whose_timestamps_start_late_has_its_own_duration_and_borders(tmp
         assert probe_video(tmp_path / name).duration == pytest.approx(40.0, abs=0.01)  # was 340 s for the late one
         # the border probes spread over the whole video, not its first 12%: the intro card does not decide the crop
         assert detect_borders(tmp_path / name) == CropBox(8, 8, 0, 0)
+
+
+def test_an_mkv_whose_audio_outlasts_its_video_has_the_video_duration_and_borders(tmp_path) -> None:
+    # Matroska has no stream duration: the container's (where its longest stream, here the audio, ends) was taken,
+    # so the border probes spread over 4x the video and the intro card decided the crop
+    frames = [np.full((64, 64, 3), 150, np.uint8)] * 90 + [
+        np.pad(np.full((32, 64, 3), 150, np.uint8), ((16, 16), (0, 0), (0, 0)))
+    ] * 210
+    for name, seconds in (("short.mkv", 10), ("long.mkv", 40)):
+        write_av(tmp_path / name, frames, 30, audio=np.full(seconds * 8000, 0.01, np.float32), audio_rate=8000, crf=35)
+        assert probe_video(tmp_path / name).duration == pytest.approx(10.0, abs=0.05)
+        assert detect_borders(tmp_path / name) == CropBox(16, 16, 0, 0)
+
+
+def test_an_audio_file_with_cover_art_is_not_a_video(tmp_path) -> None:
+    # an m4a with an embedded thumbnail (yt-dlp --embed-thumbnail) has an attached_pic "video" stream: it was read
+    # as a one-frame video, or blamed as damaged
+    import av
+
+    path = tmp_path / "song.m4a"
+    with av.open(str(path), "w", format="mp4") as out:
+        audio = out.add_stream("aac", rate=44100)
+        audio.layout = "mono"
+        cover = out.add_stream("mjpeg")
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        art = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 120, np.uint8), format="rgb24").reformat(
+            format="yuvj420p"
+        )
+        art.pts = 0
+        for packet in [*cover.encode(art), *cover.encode()]:
+            out.mux(packet)
+        sound = av.AudioFrame.from_ndarray(np.zeros((1, 44100), np.float32), format="flt", layout="mono")
+        sound.sample_rate, sound.pts = 44100, 0
+        resampler = av.AudioResampler(format=audio.codec_context.format.name, layout="mono", rate=44100)
+        for chunk in [*resampler.resample(sound), *resampler.resample(None)]:
+            for packet in audio.encode(chunk):
+                out.mux(packet)
+        for packet in audio.encode(None):
+            out.mux(packet)
+    for read in (probe_video, lambda p: VideoReader(p, fps=15, size=(32, 32), crop=None).read_all()):
+        with pytest.raises(VideoError, match="has no video stream .*cover art"):
+            read(path)

@@ -163,33 +163,48 @@ def _open(path: str | os.PathLike[str]) -> Any:
             f"Cannot read '{p}' as a video ({type(exc).__name__}: {exc}). "
             "Pass a playable mp4/webm/mkv file (check it plays, or re-encode it)."
         ) from exc
-    if not container.streams.video:
+    if _video_stream(container) is None:
         container.close()
-        raise VideoError(f"'{p}' has no video stream (audio-only or not a video). Pass a gameplay video.")
+        raise VideoError(
+            f"'{p}' has no video stream (audio-only, at most with cover art, or not a video). Pass a gameplay video."
+        )
     return container
+
+
+def _video_stream(container: Any) -> Any:
+    """The container's first video stream that is moving pictures: not the cover art of an audio file (an
+    ``attached_pic`` stream, as ``yt-dlp --embed-thumbnail`` writes into an m4a or mp3); None if there is none."""
+    import av
+
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
 
 
 def _duration_s(container: Any, stream: Any) -> float:
     """The video stream's duration in seconds (the container's if the stream has none; NaN if neither).
 
     A Matroska/WebM container's length can be where its last frame ends rather than how long it lasts (FFmpeg's
-    muxer writes the end time, which includes a start offset): with a start offset, the last frame's end is found
-    with one seek near the end, in a container of its own.
+    muxer writes the end time, which includes a start offset), and where its longest stream ends (an audio track
+    longer than the video): with a start offset or other streams, the last frame's end is found with one seek near
+    the end, in a container of its own.
     """
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is None:
         return float("nan")
     first = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-    if first <= 0:
+    if first <= 0 and len(container.streams) == 1:
         return container.duration / 1e6
+    # with other streams the container's length is where the longest ends (audio running on past the last frame)
     rate = float(stream.average_rate or stream.guessed_rate or 0.0)
     end = None
     probe = _open(container.name)
     try:
         with _decode_errors(container.name):
             probe.seek(int(container.duration), backward=True, any_frame=False)  # microseconds, no stream
-            for frame in probe.decode(probe.streams.video[0]):
+            for frame in probe.decode(_video_stream(probe)):
                 if frame.time is not None:
                     step = float(frame.duration * frame.time_base) if frame.duration else (1 / rate if rate else 0.0)
                     end = max(end or 0.0, frame.time + step)
@@ -202,7 +217,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoProbe:
     """Header information of a video (size, frame rate, duration, audio)."""
     container = _open(path)
     try:
-        v = container.streams.video[0]
+        v = _video_stream(container)
         fps = float(v.average_rate or v.base_rate or v.guessed_rate or 0.0)
         duration = _duration_s(container, v)
         a = container.streams.audio[0] if container.streams.audio else None
@@ -260,7 +275,7 @@ def _decoded_frames(
     """(time in seconds, av.VideoFrame) for every ``stride``-th decoded frame."""
     container = _open(path)
     try:
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         stream.thread_type = "AUTO"
         n = 0
         fallback_rate = float(stream.average_rate or 30.0)
@@ -302,7 +317,7 @@ def _probe_groups(path: str | os.PathLike[str], probe_frames: int, stride: int, 
     """
     container = _open(path)
     try:
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         rate = float(stream.average_rate or stream.guessed_rate or 0.0)
         duration = _duration_s(container, stream)
         groups_n = -(-probe_frames // window)
@@ -317,7 +332,7 @@ def _probe_groups(path: str | os.PathLike[str], probe_frames: int, stride: int, 
     groups: list[list[np.ndarray]] = []
     try:
         with _decode_errors(path):
-            stream = container.streams.video[0]
+            stream = _video_stream(container)
             t_base = float(stream.time_base)
             t_start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
             for g in range(groups_n):
