@@ -60,6 +60,10 @@ def test_cmc_offsets_land_in_their_class_including_a_binary_option():
     gaps = np.abs(anchors - j)
     for cls, (lo, hi) in enumerate(PAPER_INTERVALS):
         assert ((gaps[k == cls] >= lo) & (gaps[k == cls] <= hi)).all()
+    # no class fits a middle anchor (each only an end's): a clear error, where the draw looped forever
+    assert sample_offsets([20], np.array([3]), ((11, 12), (13, 19)), rng)[1].tolist() in ([0], [1])
+    with pytest.raises(VideoError, match=r"no distance class .* fits anchor 10 of a video of 20 frames"):
+        sample_offsets([20], np.array([10]), ((11, 12), (13, 19)), rng)
 
 
 def test_networks_shapes_normalisation_and_bad_input():
@@ -174,6 +178,11 @@ def test_train_embedding_resumes_exactly_and_refuses_another_config(tmp_path):
             dataclasses.replace(TINY, cmc_intervals=((0, 0), (20, 10))),
             TrainConfig(steps=2, batch_size=8),
             "0 <= lo <= hi",
+        ),
+        (  # both fit the 30-frame video's ends but not its middle frame: the pair sampler looped forever
+            dataclasses.replace(TINY, cmc_intervals=((16, 20), (21, 29))),
+            TrainConfig(steps=2, batch_size=8),
+            r"no CMC class of \[\[16, 20\], \[21, 29\]\] fits the middle frame .*at most 15 frames away",
         ),
     ]
     three = dataclasses.replace(TINY, cmc_intervals=((0, 0), (5, 10), (40, 10_000)))

@@ -190,6 +190,11 @@ def sample_offsets(
     for n, i in zip(lengths, anchors):
         if not 0 <= i < n:
             raise ValueError(f"anchor {i} is outside its video of {n} frames")
+        if all(lo > max(i, n - 1 - i) for lo, _ in intervals):  # the draw below would never end
+            raise VideoError(
+                f"no distance class of {[list(iv) for iv in intervals]} fits anchor {i} of a video of {n} frames "
+                f"(at most {max(i, n - 1 - i)} frames away): use longer videos or a class with smaller gaps"
+            )
         while True:
             k = int(rng.integers(len(intervals)))
             lo, hi = intervals[k]
@@ -375,6 +380,15 @@ def train_embedding(
         clips = load_clips(video_paths, cfg, need_audio=cfg.cmc_weight > 0)
         longest = max(len(c.frames) for c in clips) - 1  # the largest frame gap any video offers
         used = [("TDC", cfg.tdc_intervals, cfg.tdc_weight), ("CMC", cfg.cmc_intervals, cfg.cmc_weight)]
+        # every anchor needs a class: a middle frame has the fewest gaps (half the video)
+        shortest_reach = min(len(c.frames) // 2 for c in clips)
+        for name, intervals, weight in used:
+            if weight > 0 and all(iv[0] > shortest_reach for iv in intervals):
+                raise VideoError(
+                    f"no {name} class of {[list(iv) for iv in intervals]} fits the middle frame of the shortest "
+                    f"training video (at most {shortest_reach} frames away): use longer videos or a class with "
+                    "smaller gaps"
+                )
         for name, intervals, weight in used:
             short = [list(iv) for iv in intervals if weight > 0 and iv[0] > longest]
             if not short:
