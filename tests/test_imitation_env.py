@@ -255,6 +255,32 @@ def test_policy_frames_reset_mask_restarts_only_the_masked_stacks():
         env.close()
 
 
+def test_policy_frames_final_obs_is_the_stack_the_policy_would_see():
+    # info["final_obs"] was the inner wrapper's {"obs": RGB frame, "similarity": ...}, outside the observation space
+    from dreamarcade.baselines.imitation import ImitationConfig, PolicyFrames, make_envs
+
+    env = make_envs(ImitationConfig(num_envs=2, max_episode_steps=3))
+    try:
+        obs, _ = env.reset(seed=0)
+        stacks = [obs["obs"]]
+        for _ in range(3):
+            obs, reward, term, trunc, info = env.step(np.zeros(2, np.int64))
+            stacks.append(obs["obs"])
+        assert trunc.all()
+        for i in range(2):
+            final = info["final_obs"][i]
+            assert env.single_observation_space.contains(final)
+            # the last stack before the restart, moved on by the final frame
+            assert np.array_equal(final["obs"][:-1], stacks[-2][i][1:])
+            assert len({f.tobytes() for f in obs["obs"][i]}) == 1  # the new episode's stack: its first frame only
+    finally:
+        env.close()
+    next_step = gym.vector.SyncVectorEnv([lambda: gym.make("ALE/MontezumaRevenge-v5")] * 2)
+    with pytest.raises(ValueError, match="needs a SAME_STEP-autoreset vector env"):  # mixed episodes in its stacks
+        PolicyFrames(next_step, reward="game", similarity=False)
+    next_step.close()
+
+
 def test_policy_frames_weights_the_sign_clipped_game_reward():
     from dreamarcade.baselines.imitation import PolicyFrames
 

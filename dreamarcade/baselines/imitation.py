@@ -229,6 +229,13 @@ class PolicyFrames(gym.vector.VectorWrapper):
         count_bonus: float = 0.0,
     ) -> None:
         super().__init__(env)
+        if env.metadata.get("autoreset_mode") != gym.vector.AutoresetMode.SAME_STEP:
+            # under NEXT_STEP a finished env's stack would be filled with its last frame, then mixed into the next
+            # episode's first steps
+            raise ValueError(
+                "PolicyFrames needs a SAME_STEP-autoreset vector env (autoreset_mode=gym.vector.AutoresetMode."
+                f"SAME_STEP), got {env.metadata.get('autoreset_mode')}"
+            )
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         if not (math.isfinite(game_scale) and game_scale >= 0):
@@ -277,6 +284,8 @@ class PolicyFrames(gym.vector.VectorWrapper):
         obs, reward, term, trunc, info = self.env.step(actions)
         rgb, sims = self._split(obs)
         done = np.logical_or(term, trunc)
+        if done.any() and "final_obs" in info:  # each finished episode's last observation, as the policy sees it
+            info = {**info, "final_obs": self._final_observations(info["final_obs"], done)}
         for i in range(self.num_envs):
             g = self._gray(rgb[i])
             if done[i]:
@@ -299,6 +308,18 @@ class PolicyFrames(gym.vector.VectorWrapper):
             info = {**info, "count_bonus": bonus}
         return self._out(sims), reward, term, trunc, info
 
+    def _final_observations(self, final_obs: Any, done: np.ndarray) -> np.ndarray:
+        """``info["final_obs"]`` in this wrapper's observation space: each finished env's stack with its last frame
+        (and the similarities at that frame), taken before the stack restarts."""
+        out = np.empty(self.num_envs, dtype=object)
+        for i in range(self.num_envs):
+            out[i] = final_obs[i]
+        for i in np.flatnonzero(done):
+            rgb, sims = self._split(final_obs[i])
+            stack = np.concatenate([self.frames[i, 1:], self._gray(rgb)[None]])
+            out[i] = {"obs": stack, "meta": np.asarray(sims, np.float32)} if self.similarity else stack
+        return out
+
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
         """The exploration counts (empty without ``count_bonus``); :func:`train_ppo` saves them with its checkpoint."""
         return {} if self.counter is None else self.counter.state_tensors()
@@ -309,7 +330,7 @@ class PolicyFrames(gym.vector.VectorWrapper):
             self.counter.load_state_tensors(tensors, source)
 
 
-def make_envs(cfg: ImitationConfig, seed_offset: int = 0) -> gym.vector.VectorEnv:
+def make_envs(cfg: ImitationConfig) -> gym.vector.VectorEnv:
     """The SAME_STEP-autoreset vector env the agent trains on (see the module docstring)."""
     from dreamarcade.envs.montezuma_imitation import ASSET_DIR
     from dreamarcade.wrappers.imitation import YouTubeImitationRewardVector, load_imitation_model

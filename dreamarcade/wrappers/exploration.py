@@ -133,7 +133,10 @@ class CountBonus(gym.Wrapper, gym.utils.RecordConstructorArgs):
     The observation must be a uint8 image, (H, W), (H, W, 1) or RGB (H, W, 3), e.g. an ALE env's RGB frames
     before any frame stacking. ``info["count_bonus"]`` holds the bonus paid. Give several envs one
     ``counter`` to share their counts (its own ``beta`` then sets the bonus, and ``beta`` here is not used); the
-    counts live as long as the counter (lifelong, not per episode).
+    counts live as long as the counter (lifelong, not per episode). So a reset with the same seed does not
+    replay the same rewards: the second visit of a cell pays less. That is the point of the bonus, and it is why
+    Gymnasium's ``check_env`` (which replays a seeded step twice) fails its determinism check around this wrapper;
+    check the env inside it instead.
 
     Example:
         >>> import gymnasium as gym, ale_py
