@@ -104,6 +104,19 @@ def test_cpp_same_step_final_obs_at_a_life_loss_is_the_frames_reached() -> None:
             break
     assert life_losses >= 3
     vector.close()
+    # with a batch_size the rows are whichever envs finished first (info["env_id"]): lives are kept per env id
+    batched = make_dqn_vector_env(4, "Breakout", autoreset_mode="SameStep", batch_size=2, **kwargs)
+    batched.reset(seed=0)
+    lives, mended = {}, 0
+    for actions in np.random.default_rng(0).integers(0, 4, (1500, 2)):
+        ov, _, termv, _, infov = batched.step(actions)
+        for row, env_id in enumerate(infov["env_id"]):
+            if termv[row] and 0 < infov["lives"][row] < lives.get(env_id, 99):
+                np.testing.assert_array_equal(infov["final_obs"][row], ov[row])
+                mended += 1
+            lives[env_id] = infov["lives"][row]
+    assert mended >= 10 and hasattr(batched, "send") and hasattr(batched, "recv")
+    batched.close()
     # NEXT_STEP (the default) has no final_obs; without episodic life there is no life-loss episode end
     assert type(make_dqn_vector_env(1, "Breakout")).__name__ == "AtariVectorEnv"
     no_life = make_dqn_vector_env(1, "Breakout", autoreset_mode="SameStep", episodic_life=False)

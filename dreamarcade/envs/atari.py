@@ -223,20 +223,36 @@ class LifeLossFinalObs(gym.vector.VectorWrapper):
 
     def __init__(self, env: gym.vector.VectorEnv) -> None:
         super().__init__(env)
-        self._lives = np.zeros(self.num_envs, np.int64)
+        self._lives = np.zeros(self.num_envs, np.int64)  # by env id: with a batch_size, rows are the envs that finished
+
+    def _ids(self, info: dict[str, Any], rows: int) -> np.ndarray:
+        return np.asarray(info["env_id"], np.int64) if "env_id" in info else np.arange(rows)
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
-        self._lives = np.asarray(info["lives"], np.int64).copy()
+        self._lives[self._ids(info, len(obs))] = np.asarray(info["lives"], np.int64)
         return obs, info
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(actions)
+        return self._mend(*self.env.step(actions))
+
+    def send(self, actions: Any) -> None:
+        """ale-py's asynchronous half-step (with ``batch_size``): passed on."""
+        self.env.send(actions)
+
+    def recv(self) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """ale-py's asynchronous half-step, with ``final_obs`` mended as in :meth:`step`."""
+        return self._mend(*self.env.recv())
+
+    def _mend(
+        self, obs: Any, reward: Any, terminated: Any, truncated: Any, info: dict[str, Any]
+    ) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        ids = self._ids(info, len(obs))
         lives = np.asarray(info["lives"], np.int64)
-        continued = np.asarray(terminated, bool) & (lives > 0) & (lives < self._lives)
+        continued = np.asarray(terminated, bool) & (lives > 0) & (lives < self._lives[ids])
         if continued.any() and "final_obs" in info:
             final = np.array(info["final_obs"], copy=True)
             final[continued] = obs[continued]
             info = {**info, "final_obs": final}
-        self._lives = lives.copy()
+        self._lives[ids] = lives
         return obs, reward, terminated, truncated, info
