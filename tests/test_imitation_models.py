@@ -185,6 +185,9 @@ def test_train_embedding_resumes_exactly_and_refuses_another_config(tmp_path):
             r"no CMC class of \[\[16, 20\], \[21, 29\]\] fits the middle frame .*at most 15 frames away",
         ),
     ]
+    # TDC draws the gap first, then an anchor that fits it: classes no middle frame can use still train
+    far = dataclasses.replace(TINY, tdc_intervals=((16, 20), (21, 29)))
+    train_embedding([video], tmp_path / "far_tdc", far, TrainConfig(steps=1, batch_size=8), progress=False)
     three = dataclasses.replace(TINY, cmc_intervals=((0, 0), (5, 10), (40, 10_000)))
     with pytest.warns(UserWarning, match=r"CMC classes \[\[40, 10000\]\] need frame gaps .* the other 2"):
         train_embedding([video], tmp_path / "two_of_three", three, TrainConfig(steps=1, batch_size=8), progress=False)

@@ -380,15 +380,15 @@ def train_embedding(
         clips = load_clips(video_paths, cfg, need_audio=cfg.cmc_weight > 0)
         longest = max(len(c.frames) for c in clips) - 1  # the largest frame gap any video offers
         used = [("TDC", cfg.tdc_intervals, cfg.tdc_weight), ("CMC", cfg.cmc_intervals, cfg.cmc_weight)]
-        # every anchor needs a class: a middle frame has the fewest gaps (half the video)
+        # CMC draws an anchor first, then a class that fits around it: every anchor needs one, and a middle frame
+        # has the fewest gaps (half the video). TDC draws the gap first, then an anchor that fits it.
         shortest_reach = min(len(c.frames) // 2 for c in clips)
-        for name, intervals, weight in used:
-            if weight > 0 and all(iv[0] > shortest_reach for iv in intervals):
-                raise VideoError(
-                    f"no {name} class of {[list(iv) for iv in intervals]} fits the middle frame of the shortest "
-                    f"training video (at most {shortest_reach} frames away): use longer videos or a class with "
-                    "smaller gaps"
-                )
+        if cfg.cmc_weight > 0 and all(lo > shortest_reach for lo, _ in cfg.cmc_intervals):
+            raise VideoError(
+                f"no CMC class of {[list(iv) for iv in cfg.cmc_intervals]} fits the middle frame of the shortest "
+                f"training video (at most {shortest_reach} frames away): use longer videos or a class with smaller "
+                "gaps"
+            )
         for name, intervals, weight in used:
             short = [list(iv) for iv in intervals if weight > 0 and iv[0] > longest]
             if not short:
