@@ -156,7 +156,7 @@ def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
     edited = tmp_path / "edited"
     shutil.copytree(run, edited)
     (edited / "imitation_config.json").write_text(json.dumps({**saved, "reward": "game"}))
-    with pytest.raises(CheckpointError, match="was trained on observations"):
+    with pytest.raises(CheckpointError, match="was trained on observations .*rebuilt from .*imitation_config.json"):
         evaluate(edited, episodes=1)
     # a resume that writes out only the run dir and budget keeps the run's settings; it used to fall back to the
     # defaults (8 envs, 128 steps, seed 1, another learning rate) for every flag not repeated

@@ -452,7 +452,12 @@ def evaluate(run_dir: str | Path, episodes: int = 20, deterministic: bool = Fals
         envs = make_envs(cfg)
         try:  # the policy must read the env imitation_config.json rebuilds (a hand-edited reward kind did not)
             agent, _, _ = load_agent(run_dir / "checkpoint")
-            check_agent_fits(agent, envs.single_observation_space, envs.single_action_space, str(run_dir))
+            hint = (
+                f"The envs are rebuilt from '{run_dir / 'imitation_config.json'}': it must hold the settings the run "
+                "was trained with (reward, observe_similarity, ...)."
+            )
+            spaces = (envs.single_observation_space, envs.single_action_space)
+            check_agent_fits(agent, *spaces, str(run_dir / "checkpoint"), hint=hint)
         except BaseException:
             envs.close()
             raise

@@ -512,15 +512,20 @@ def check_same_network(loaded: ActorCritic, agent: ActorCritic, source: str) -> 
             )
 
 
-def check_agent_fits(agent: ActorCritic, obs_space: gym.Space, action_space: gym.Space, source: str) -> None:
-    """Raise CheckpointError if a loaded agent cannot act in an env with these spaces."""
+def check_agent_fits(
+    agent: ActorCritic,
+    obs_space: gym.Space,
+    action_space: gym.Space,
+    source: str,
+    hint: str = "Use the same wrappers (frame size, stack, discretizer) as the run that wrote the checkpoint.",
+) -> None:
+    """Raise CheckpointError if a loaded agent cannot act in an env with these spaces (``hint``: what to do)."""
     want = describe_space(obs_space)
     n = getattr(action_space, "n", None)
     if agent.obs_desc != want or agent.n_actions != n:
         raise CheckpointError(
             f"The PPO checkpoint '{source}' was trained on observations {agent.obs_desc} with {agent.n_actions} "
-            f"actions, but this env has observations {want} with action space {action_space}. Use the same "
-            "wrappers (frame size, stack, discretizer) as the run that wrote the checkpoint."
+            f"actions, but this env has observations {want} with action space {action_space}. {hint}"
         )
 
 

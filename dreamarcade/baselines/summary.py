@@ -118,7 +118,7 @@ def _read(path: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]
         reader = csv.DictReader(f)
         missing = [c for c in ("step", "episodic_return") if c not in (reader.fieldnames or [])]
         if reader.fieldnames is not None and missing:  # a header-only file of another kind is not an empty log
-            raise KeyError(f"no column {' or '.join(missing)} in its header {reader.fieldnames}")
+            raise ValueError(f"no column {' or '.join(missing)} in its header {reader.fieldnames}")
         has_length = "episodic_length" in (reader.fieldnames or [])
         for row in reader:
             if None in row.values() or "" in (row.get("step"), row.get("episodic_return")):

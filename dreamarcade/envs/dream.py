@@ -256,7 +256,7 @@ class DreamBatch:
         seed = int(seed)
         if seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed}")
-        if seed >= 2**63:
+        if seed >= 2**64:
             seed = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0] >> np.uint64(1))
         self.gen.manual_seed(seed)
 
