@@ -69,6 +69,15 @@ def test_recorder_starts_the_video_when_the_player_starts(tmp_path):
         record_demo(actions, tmp_path / "bad.mkv", style, skip_steps=19)
 
 
+def test_gameplay_audio_starts_silent_not_with_a_full_scale_click():
+    # the reset observation's sound is all zeros: read as 128-centred PCM, its 512 samples were -1.0
+    from dreamarcade.reward_models.demo_videos import render_gameplay
+
+    frames, audio, _ = render_gameplay([0] * 5)
+    assert len(audio) == 512 * len(frames)
+    assert np.abs(audio[:512]).max() == 0.0
+
+
 def test_recorder_writes_the_sidecar_before_the_video(tmp_path, monkeypatch):
     # build_reward takes the gameplay start from the sidecar (0 if it is missing): a kill between the two writes
     # must never leave a video without it
@@ -123,7 +132,7 @@ def test_cli_saves_each_trajectory_and_resumes_without_redoing_them(tmp_path, ca
 
     monkeypatch.setattr(montezuma_search, "go_explore", recording_search)
     out = tmp_path / "sub" / "t.json"
-    base = ["--seed", "5", "--max-steps", "40", "--max-start-delay", "8", "--out", str(out)]
+    base = ["--seed", "5", "--max-steps", "40", "--max-start-delay", "8", "--target-score", "0", "--out", str(out)]
     assert main(["--n", "1", *base]) == 0
     first = load_results(out)
     assert [r.seed for r in first] == [5]
@@ -140,6 +149,28 @@ def test_cli_saves_each_trajectory_and_resumes_without_redoing_them(tmp_path, ca
     # another --seed than the file's searches is refused
     assert main(["--n", "3", "--resume", *[a if a != "5" else "7" for a in base]]) == 2
     assert "--seed 5" in capsys.readouterr().err
+    # a search that falls short of the target is saved but fails the command (it exited 0 and "wrote" it), and a
+    # resume searches it again (it was kept forever, then recorded as a demonstration)
+    short = [
+        "--n",
+        "1",
+        "--seed",
+        "5",
+        "--max-steps",
+        "40",
+        "--max-start-delay",
+        "8",
+        "--out",
+        str(tmp_path / "s.json"),
+    ]
+    assert main(short) == 1
+    assert "seeds [5] did not reach --target-score 400.0" in capsys.readouterr().err
+    searched.clear()
+    assert main([*short, "--resume"]) == 1
+    assert searched == [5] and "searching seed 5 again" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a traceback (IsADirectoryError) before
+        main(["--resume", "--out", str(tmp_path)])
+    assert "is a directory" in capsys.readouterr().err
 
 
 def test_cli_and_recorder_refuse_what_would_silently_do_the_wrong_thing(tmp_path, capsys):
@@ -176,6 +207,24 @@ def test_cli_and_recorder_refuse_what_would_silently_do_the_wrong_thing(tmp_path
     with pytest.raises(SystemExit):
         main(["--resume", "--out", str(tmp_path / "text.json")])
     assert "is not a trajectory file" in capsys.readouterr().err
+    for actions in ([99, 0], [-1, 0], [0.5], "0"):  # -1 played the last action; 99 failed inside ale-py
+        (tmp_path / "bad_actions.json").write_text(json.dumps({"trajectories": [{"actions": actions}]}))
+        with pytest.raises(ValueError, match="trajectory 0's actions must be a list of ALE action indices 0-17"):
+            load_trajectories(tmp_path / "bad_actions.json")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit):  # a FileExistsError traceback before
+        demo_videos.main(["--out", str(tmp_path / "a_file")])
+    assert "is a file" in capsys.readouterr().err
+    for bad, match in (
+        (dict(box="letterbox"), "box must be one of"),  # was silently no box
+        (dict(container="avi"), "container must be one of"),  # failed after writing the sidecar
+        (dict(overlay="logo"), "overlay must be one of"),
+        (dict(box="letter", box_fraction=1.5), r"box_fraction must be in \[0, 1\)"),  # an OpenCV assertion
+        (dict(width=0), "width must be an integer >= 1"),
+        (dict(fps=0.0), "fps must be > 0"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            UploaderStyle(**bad)
     with pytest.raises(ValueError, match="would hold no gameplay"):  # a failed search: only its start delay
         record_demo([0, 0, 0], tmp_path / "d.mp4", UploaderStyle(fps=30, start_offset_s=0), skip_steps=3)
     assert not (tmp_path / "d.json").exists()

@@ -54,6 +54,7 @@ SKULL_X = 47
 FRAMESKIP = 4  # agent steps are 4 emulator frames (15 Hz), the rate the videos are embedded at
 SKULL_PERIOD = 102  # agent steps after which ram[47] (skull x) repeats under NOOPs (ale-py 0.12, measured)
 DEFAULT_MAX_START_DELAY = 2 * SKULL_PERIOD
+N_ACTIONS = 18  # Montezuma's minimal action set is all 18 ALE actions
 
 
 def make_montezuma(frameskip: int = FRAMESKIP, sound: bool = False, render_mode: str | None = None) -> Any:
@@ -289,6 +290,15 @@ def _trajectory_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             f'\'{path}\' is not a trajectory file: expected {{"trajectories": [{{"actions": [...]}}, ...]}} as '
             "written by python -m dreamarcade.envs.montezuma_search"
         )
+    for i, t in enumerate(records):  # -1 would play the last action silently, 99 fail deep inside ale-py
+        actions = t["actions"]
+        if not isinstance(actions, list) or not all(
+            isinstance(a, int) and not isinstance(a, bool) and 0 <= a < N_ACTIONS for a in actions
+        ):
+            raise ValueError(
+                f"'{path}': trajectory {i}'s actions must be a list of ALE action indices 0-{N_ACTIONS - 1} "
+                "(Montezuma's full action set)"
+            )
     return records
 
 
@@ -340,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
             f"--max-start-delay {args.max_start_delay}"
         )
     out = Path(args.out)
+    if out.is_dir():
+        p.error(
+            f"--out {out} is a directory: pass the path of the JSON file to write, e.g. {out / 'trajectories.json'}"
+        )
     results: list[SearchResult] = []
     if out.exists():
         if not args.resume:
@@ -362,6 +376,15 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+        reached = [r.best_score >= args.target_score for r in results]
+        if not all(reached):  # a search that fell short is searched again (with this run's --max-steps)
+            first = reached.index(False)
+            print(
+                f"resuming: searching seed {results[first].seed} again (it scored {results[first].best_score}, "
+                f"below --target-score {args.target_score}) and the ones after it",
+                flush=True,
+            )
+            results = results[:first]
         print(f"resuming: {len(results)} of {args.n} trajectories already in {out}", flush=True)
     for i in range(len(results), args.n):
         delay = draw_start_delay(args.seed + i, args.max_start_delay)
@@ -381,6 +404,14 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
         save_trajectories(out, results)  # after each search: a kill loses at most the one in progress
     print(f"wrote {out}")
+    short = [r.seed for r in results if r.best_score < args.target_score]
+    if short:  # saved (resumable), but not demonstrations of the target: say so, and fail the command
+        print(
+            f"error: the searches of seeds {short} did not reach --target-score {args.target_score}; run the same "
+            "command with a larger --max-steps and --resume to search them again",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from dreamarcade.checkpoint import atomic_write_text
-from dreamarcade.errors import input_checks, input_error_status, require
+from dreamarcade.errors import check_count, input_checks, input_error_status, require
 
 __all__ = ["UploaderStyle", "apply_style", "record_demo", "render_gameplay", "write_av"]
 
@@ -79,6 +80,24 @@ class UploaderStyle:
     start_offset_s: float = 0.0  # seconds of intro card before gameplay
     container: str = "mp4"
 
+    def __post_init__(self) -> None:
+        # an unknown box or overlay was silently none; an unknown container failed after the sidecar JSON was written
+        choices = {"box": ("none", "letter", "pillar"), "overlay": ("none", "watermark", "timer", "both")}
+        choices["container"] = tuple(CONTAINERS)
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"UploaderStyle.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not 0.0 <= self.box_fraction < 1.0:
+            raise ValueError(f"UploaderStyle.box_fraction must be in [0, 1), got {self.box_fraction!r}")
+        for name in ("width", "height"):
+            check_count(f"UploaderStyle.{name}", getattr(self, name))
+        if not (math.isfinite(self.fps) and self.fps > 0) or not (
+            math.isfinite(self.start_offset_s) and self.start_offset_s >= 0
+        ):
+            raise ValueError(
+                f"UploaderStyle.fps must be > 0 and start_offset_s >= 0, got {self.fps!r} and {self.start_offset_s!r}"
+            )
+
     @staticmethod
     def sample(seed: int) -> UploaderStyle:
         """A random but reproducible style: same seed, same style (and the same pixels in the file)."""
@@ -116,7 +135,9 @@ def render_gameplay(actions: list[int], frameskip: int = 4, seed: int = 0) -> tu
 
     env = make_montezuma(frameskip=1, sound=True)
     obs, _ = env.reset(seed=seed)
-    frames, sound = [obs["image"]], [obs["sound"]]
+    # the reset observation's sound is all zeros, which is a full-scale -1 on the 128-centred PCM: silence instead
+    first_sound = obs["sound"] if obs["sound"].any() else np.full_like(obs["sound"], 128)
+    frames, sound = [obs["image"]], [first_sound]
     score = 0.0
     for a in actions:
         for _ in range(frameskip):  # frameskip=1 stepping repeated 4 times == the v5 env's frameskip 4
@@ -377,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--pairs takes TRAJ:STYLE_SEED pairs of non-negative integers (e.g. 0:10), got {spec!r}")
         pairs.append((int(parts[0]), int(parts[1])))
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {out} is a file: pass the folder to write the videos into")
     out.mkdir(parents=True, exist_ok=True)
     if args.trajectories:
         try:
