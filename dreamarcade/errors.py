@@ -189,6 +189,8 @@ def require(module: str, purpose: str = "", extra: str | None = None) -> ModuleT
         top = module.split(".")[0]
         if exc.name is not None and exc.name.split(".")[0] != top:
             raise  # the module exists but one of *its* imports failed: show the real error
+        if is_installed(top):  # installed, but its import failed (a broken install, a missing system library)
+            raise
         raise MissingExtraError(module, extra or extra_for(module), purpose) from exc
 
 

@@ -148,6 +148,47 @@ def test_missing_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         make_dqn_env("Pong")
 
 
+def test_an_installed_package_whose_import_fails_shows_its_own_error(tmp_path, monkeypatch) -> None:
+    # a broken install raises a plain ImportError (no .name): it was reported as "not installed, pip install ..."
+    (tmp_path / "brokenpkg").mkdir()
+    (tmp_path / "brokenpkg" / "__init__.py").write_text('raise ImportError("brokenpkg needs libfoo.so.3")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ImportError, match="needs libfoo.so.3") as exc:
+        require("brokenpkg", "a demo")
+    assert not isinstance(exc.value, MissingExtraError)
+
+
+def test_graceful_stop_leaves_an_ignored_signal_ignored() -> None:
+    # a shell's background job ignores SIGINT: Ctrl-C in the launching script stopped the run anyway
+    import signal
+
+    from dreamarcade.baselines.common import GracefulStop
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with GracefulStop():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_learning_curves_leave_the_process_matplotlib_backend_alone(tmp_path) -> None:
+    # plot_learning_curve ran matplotlib.use("Agg") inside every trainer: a notebook lost its inline plots
+    matplotlib = pytest.importorskip("matplotlib")
+    from dreamarcade.baselines.common import plot_learning_curve
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        out = plot_learning_curve({"run": (np.arange(30), np.ones(30))}, tmp_path / "c.png", "t")
+        assert matplotlib.get_backend() == "svg"
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        matplotlib.use(before)
+
+
 def test_wrong_action_is_rejected() -> None:
     env = gym.make("DQNPong-v0")
     env.reset(seed=0)

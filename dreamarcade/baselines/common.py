@@ -98,6 +98,8 @@ class GracefulStop:
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is signal.SIG_IGN:  # a background job of a shell (or nohup) ignores it
+                    continue
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -325,12 +327,7 @@ def plot_learning_curve(
     ylabel: str = "episodic return",
 ) -> Path:
     """Plot raw returns (faint) and their running mean over ``window`` episodes for each named curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig, ax = new_figure((7, 4.2))
     plotted = False
     for i, (label, (x, y)) in enumerate(curves.items()):
         color = f"C{i}"
@@ -352,9 +349,19 @@ def plot_learning_curve(
     out_png.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
     fig.savefig(tmp)
-    plt.close(fig)
     os.replace(tmp, out_png)
     return out_png
+
+
+def new_figure(size: tuple[float, float], dpi: int = 110) -> tuple[Any, Any]:
+    """A matplotlib (figure, axes) drawn off-screen, without pyplot: the trainers plot while they run, and switching
+    the process's backend (``matplotlib.use("Agg")``) would take a notebook's inline plots away."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
 
 
 def save_hyperparameters(run_dir: str | os.PathLike[str], args: Any) -> None:

@@ -49,6 +49,7 @@ from dreamarcade.baselines.common import (
     claim_run_dir,
     drop_rows_after,
     help_field,
+    new_figure,
     plot_learning_curve,
     releases_run_dirs,
     resolve_device,
@@ -974,17 +975,12 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
 def _plot_cma(csv_path: Path, png: Path, where: str) -> None:
     import csv
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     with open(csv_path, newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("fitness_mean")]
     if not rows:
         return
     g = [float(r["step"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig, ax = new_figure((7, 4))
     for key, label in (("fitness_best", "best"), ("fitness_mean", "population mean"), ("fitness_worst", "worst")):
         ax.plot(g, [float(r[key]) for r in rows], label=label)
     ax.set_xlabel("generation")
@@ -994,7 +990,6 @@ def _plot_cma(csv_path: Path, png: Path, where: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(png)
-    plt.close(fig)
 
 
 # ============================================================================================== evaluate
