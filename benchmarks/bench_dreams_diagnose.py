@@ -158,6 +158,8 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|---|")
         for spec in args.heldout:
             name, _, path = spec.partition("=")
+            if not name or not path or not list_shards(Path(path)):  # a row of NaNs before
+                raise SystemExit(f"error: --heldout {spec!r}: pass NAME=DIR with a folder of rollout shards")
             s = done_head_stats(wm, Path(path))
             print(
                 f"| {name} | {s['episodes']} | {s['mean_length']:.0f} | {s['recall_last']:.2f} | "

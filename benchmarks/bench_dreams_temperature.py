@@ -36,10 +36,12 @@ def main() -> None:
     p.add_argument("--out", default="runs/dreams/tau")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    if not all(t > 0 for t in args.taus):  # tau 0 evolved at the model's default, then failed in the evaluation
+        p.error(f"--taus must all be > 0, got {args.taus}")
     torch.set_num_threads(1)
     out = Path(args.out)
     rows = []
-    wm = WorldModel.load(args.model_dir, env="doom")
+    WorldModel.load(args.model_dir, env="doom")  # a bad --model-dir fails here, before any copy
     for tau in args.taus:
         run = out / f"tau{tau:g}"
         (run / "world_model").parent.mkdir(parents=True, exist_ok=True)
@@ -51,12 +53,16 @@ def main() -> None:
         )  # fmt: skip
         t0 = time.time()
         ctrl_dir = run / "controller"
-        if not (ctrl_dir / "config.json").exists():
+        reused = (ctrl_dir / "config.json").exists()
+        if reused:  # evolved by an earlier run, with its own budget and its copy of the world model
+            print(f"reusing the controller in {ctrl_dir} (its own budget: see its config.json)", flush=True)
+        else:
             step_evolve(cfg)
         ctrl = Controller.load(ctrl_dir)
         gens = json.loads((ctrl_dir / "config.json").read_text())["generations"]
-        dream = dream_returns(wm, ctrl, ctrl.params[None], args.dream_episodes, tau, seed=777)[0]
-        real = evaluate_real("doom", args.model_dir, ctrl.params, ctrl, args.real_episodes, args.workers)
+        run_wm = WorldModel.load(run / "world_model", env="doom")  # the model the controller was evolved in
+        dream = dream_returns(run_wm, ctrl, ctrl.params[None], args.dream_episodes, tau, seed=777)[0]
+        real = evaluate_real("doom", run / "world_model", ctrl.params, ctrl, args.real_episodes, args.workers)
         rows.append(
             {
                 "tau": tau,
@@ -65,6 +71,7 @@ def main() -> None:
                 "real_mean": float(real.mean()),
                 "real_std": float(real.std()),
                 "generations": gens,
+                "reused_controller": reused,
                 "seconds": round(time.time() - t0),
             }
         )

@@ -41,6 +41,10 @@ def main() -> None:
     p.add_argument("--json", default=None)
     p.add_argument("--per-pair", action="store_true", help="also print every ordered pair's 2-cycle score")
     a = p.parse_args()
+    if any(not all(spec.partition("=")[::2]) for spec in a.emb):
+        p.error(f"--emb takes NAME=DIR pairs, got {a.emb}")
+    if len(a.videos) < 2:
+        p.error("--videos: cycle-consistency needs at least 2 videos")
     torch.set_num_threads(1)
     models = {}
     for spec in a.emb:

@@ -63,8 +63,13 @@ def main() -> None:
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--json", default=None, help="also write the per-trajectory numbers here")
     a = p.parse_args()
+    for spec in a.bundle:  # a bare path became a label of the shipped bundle, measured under the wrong name
+        if not all(spec.partition("=")[::2]):
+            p.error(f"--bundle takes NAME=DIR, got {spec!r}")
     torch.set_num_threads(1)
     trajs = load_trajectories(a.trajectories)
+    if not 0 <= a.demo < len(trajs):
+        p.error(f"--demo {a.demo}: the file holds trajectories 0-{len(trajs) - 1}")
     out = {}
     print(
         "| bundle | checkpoints after the key | highest similarity before the key (max over trajectories) | "
@@ -74,7 +79,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for spec in a.bundle:
         name, _, path = spec.partition("=")
-        res = key_confusion(trajs, a.demo, path or None)
+        res = key_confusion(trajs, a.demo, path)
         out[name] = res
         before = np.array([b for b in res["before"] if b is not None])
         with_key = np.array([w for w in res["with_key"] if w is not None])

@@ -97,11 +97,9 @@ def main() -> None:
         checkpoint_every_updates=5,
     )
     maze = {"size": args.size, "extra_openings": args.extra_openings}
-    results = {
-        "maze": maze,
-        "budget_steps_each": args.total_timesteps,
-        "ent_coef": [args.ent_coef, args.ent_coef_final],
-    }
+    results: dict = {"maze": maze}
+    if not args.skip_train:  # with --skip-train these flags did not train the agents: steps_trained says what did
+        results.update(budget_steps_each=args.total_timesteps, ent_coef=[args.ent_coef, args.ent_coef_final])
     # The memoryless baseline first (it is ~5x faster), so RL^2's latest checkpoint can be evaluated any time.
     for name, recurrent in (("memoryless_mlp", False), ("rl2_lstm", True)):
         run_dir = Path(args.run_dir) / name
