@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from dreamarcade.baselines.common import positive_int
 from dreamarcade.baselines.dqn import NatureCNN
 
 
@@ -54,7 +55,7 @@ def time_adam_step(fused: bool, denormal_state: bool, flush: bool, repeats: int)
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--repeats", type=positive_int, default=30)
     a = p.parse_args()
     torch.set_num_threads(1)
     n = sum(q.numel() for q in NatureCNN(4, 6).parameters())

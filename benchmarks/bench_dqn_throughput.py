@@ -35,6 +35,7 @@ import gymnasium as gym
 import torch
 
 import dreamarcade  # noqa: F401
+from dreamarcade.baselines.common import positive_int
 from dreamarcade.baselines.dqn import DQNConfig, train
 
 
@@ -102,7 +103,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=10_000)
     p.add_argument("--learning-starts", type=int, default=2_000)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=positive_int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads for both agents")
     p.add_argument(
         "--precisions",

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 import dreamarcade  # noqa: F401
+from dreamarcade.baselines.common import positive_int
 from dreamarcade.world_models.mdnrnn import sample_next
 from dreamarcade.world_models.model import WorldModel
 
@@ -170,10 +171,10 @@ def random_survival(skill: int, episodes: int) -> tuple[float, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--num-envs", type=int, default=1024)
+    p.add_argument("--num-envs", type=positive_int, default=1024)
     p.add_argument("--pixel-envs", type=int, default=64, help="batch of the batched pixels row (0: skip)")
     p.add_argument("--seconds", type=float, default=20.0, help="wall-clock budget per row (all rounds)")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds the budget is split into")
+    p.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds the budget is split into")
     p.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads for the batched rows")
     p.add_argument("--no-reference", action="store_true", help="skip the pre-fast-path reference rows")
     p.add_argument(
@@ -191,7 +192,7 @@ def main() -> None:
         default=None,
         help="measure random-policy survival for these doom_skill values instead (default 2 3 4 5)",
     )
-    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--episodes", type=positive_int, default=100)
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.skills is not None:

@@ -104,6 +104,10 @@ def main() -> None:
     p.add_argument("--asset-dir", default=None)
     p.add_argument("--json", default=None)
     a = p.parse_args()
+    if a.num_envs < 1:
+        p.error(f"--num-envs must be >= 1, got {a.num_envs}")
+    if a.rounds < 1:
+        p.error(f"--rounds must be >= 1, got {a.rounds}")
     torch.set_num_threads(1)
     import ale_py
 

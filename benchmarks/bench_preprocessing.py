@@ -225,6 +225,8 @@ def main() -> None:
     p.add_argument("--no-envpool", action="store_true", help="skip envpool (pip install envpool to include it)")
     p.add_argument("--json", default=None, help="also write the medians, ranges and per-round values to this JSON")
     a = p.parse_args()
+    if a.rounds < 1:
+        p.error(f"--rounds must be >= 1, got {a.rounds}")
     with_envpool = not a.no_envpool
     if with_envpool:
         try:

@@ -93,6 +93,10 @@ def main() -> None:
     p.add_argument("--record-steps", type=int, default=3000, help="real env steps recorded and replayed in a loop")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.transitions < 1:
+        p.error(f"--transitions must be >= 1, got {a.transitions}")
+    if a.record_steps < 1:
+        p.error(f"--record-steps must be >= 1, got {a.record_steps}")
     if a.one:
         print(json.dumps(run_one(a.one, a.transitions, a.record_steps)))
         return

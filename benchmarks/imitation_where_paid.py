@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dreamarcade.baselines.common import positive_int
 from dreamarcade.baselines.imitation import _load_config, make_envs
 from dreamarcade.baselines.ppo import load_agent, obs_to_tensor
 from dreamarcade.envs.montezuma_search import INVENTORY, ROOM, X, Y
@@ -77,7 +78,7 @@ def where_paid(run_dir: Path, episodes: int, seed: int = 1000) -> list[list[dict
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--episodes", type=int, default=4)
+    p.add_argument("--episodes", type=positive_int, default=4)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
     torch.set_num_threads(1)

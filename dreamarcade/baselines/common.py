@@ -450,6 +450,21 @@ def check_ranges(config: Any, ranges: dict[str, tuple[float, float | None, bool]
             raise ValueError(f"--{name.replace('_', '-')} must be a finite number in {where}, got {value!r}")
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for counts (rounds, repeats, envs, episodes): an integer >= 1, else a usage error.
+
+    >>> positive_int("3")
+    3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 class _StoreTuple(argparse.Action):
     """Store the ``nargs`` values of a tuple field as a tuple (argparse gives a list)."""
 
