@@ -69,7 +69,10 @@ def _module_at(rev: str, path: str) -> types.ModuleType:
     old code ran (the model's own eval-mode forward), so old wrapper + reference encoder = the code at ``rev``.
     """
     root = Path(__file__).resolve().parent.parent
-    src = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True, check=True).stdout
+    shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True)
+    if shown.returncode != 0:  # a bare CalledProcessError hid git's message
+        raise SystemExit(f"error: --before {rev}: git show failed: {shown.stderr.strip()}")
+    src = shown.stdout
     module = types.ModuleType(f"_imitation_at_{rev}")
     module.__file__ = f"{rev}:{path}"
     sys.modules[module.__name__] = module  # dataclasses / typing look the module up by name

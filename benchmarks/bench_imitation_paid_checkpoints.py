@@ -61,6 +61,9 @@ def main() -> None:
     torch.set_num_threads(1)
     trajs = load_trajectories(a.trajectories)
     delays = load_start_delays(a.trajectories)
+    for flag, index in (("--demo", a.demo), ("--other", a.other)):
+        if not 0 <= index < len(trajs):  # an IndexError before
+            p.error(f"{flag} {index}: the file holds trajectories 0-{len(trajs) - 1}")
     rng = np.random.default_rng(0)
     sequences = {
         f"the demo's trajectory (its {delays[a.demo]} NOOPs, then its play)": trajs[a.demo],
