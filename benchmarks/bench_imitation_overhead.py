@@ -47,6 +47,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dreamarcade.baselines.common import positive_int
+
 
 def _rate(env: Any, steps: int, vector: bool) -> tuple[float, float]:
     """(steps per wall-clock second, steps per CPU second of this process, all its threads)."""
@@ -83,8 +85,8 @@ def _module_at(rev: str, path: str) -> types.ModuleType:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=1000, help="env steps per measurement (vector: divided by num_envs)")
-    p.add_argument("--num-envs", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=3, help="interleaved plain/wrapped rounds (median reported)")
+    p.add_argument("--num-envs", type=positive_int, default=8)
+    p.add_argument("--rounds", type=positive_int, default=3, help="interleaved plain/wrapped rounds (median reported)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the vector 'threads=T' row (0: no row)")
     p.add_argument("--embed-every", type=int, default=2, help="K of the 'embed_every=K' rows (0 or 1: no row)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference-encoder rows")
@@ -107,10 +109,6 @@ def main() -> None:
     p.add_argument("--asset-dir", default=None)
     p.add_argument("--json", default=None)
     a = p.parse_args()
-    if a.num_envs < 1:
-        p.error(f"--num-envs must be >= 1, got {a.num_envs}")
-    if a.rounds < 1:
-        p.error(f"--rounds must be >= 1, got {a.rounds}")
     torch.set_num_threads(1)
     import ale_py
 

@@ -17,6 +17,8 @@ import time
 import gymnasium as gym
 import numpy as np
 
+from dreamarcade.baselines.common import positive_int
+
 
 def make() -> gym.Env:
     from dreamarcade.envs.sonic import make_sonic_env
@@ -54,10 +56,8 @@ def vector(steps: int, workers: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=2000, help="agent steps per measurement")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--workers", type=positive_int, nargs="+", default=[1, 2, 4])
     args = parser.parse_args()
-    if min(args.workers) < 1:
-        parser.error(f"--workers takes integers >= 1, got {args.workers}")
     out = {"cpus": os.cpu_count(), "load_avg_before": os.getloadavg()[0], "steps": args.steps}
     out["single_env_in_process_sps"] = round(single(args.steps), 1)
     for w in args.workers:

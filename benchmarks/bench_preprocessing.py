@@ -26,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 import dreamarcade  # noqa: F401  (registers DQNPong-v0)
+from dreamarcade.baselines.common import positive_int
 
 GAME = "Pong"
 GYM_RGB = "Gymnasium stack"
@@ -220,13 +221,11 @@ def to_markdown(res: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per contender per round")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=positive_int, default=3)
     p.add_argument("--vector-sizes", type=int, nargs="*", default=[4, 8])
     p.add_argument("--no-envpool", action="store_true", help="skip envpool (pip install envpool to include it)")
     p.add_argument("--json", default=None, help="also write the medians, ranges and per-round values to this JSON")
     a = p.parse_args()
-    if a.rounds < 1:
-        p.error(f"--rounds must be >= 1, got {a.rounds}")
     with_envpool = not a.no_envpool
     if with_envpool:
         try:

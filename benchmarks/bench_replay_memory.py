@@ -19,6 +19,8 @@ import sys
 
 import numpy as np
 
+from dreamarcade.baselines.common import positive_int
+
 
 def rss_bytes() -> int:
     with open("/proc/self/status") as f:
@@ -89,14 +91,12 @@ def run_one(kind: str, n: int, record_steps: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--transitions", type=int, default=100_000)
-    p.add_argument("--record-steps", type=int, default=3000, help="real env steps recorded and replayed in a loop")
+    p.add_argument("--transitions", type=positive_int, default=100_000)
+    p.add_argument(
+        "--record-steps", type=positive_int, default=3000, help="real env steps recorded and replayed in a loop"
+    )
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
-    if a.transitions < 1:
-        p.error(f"--transitions must be >= 1, got {a.transitions}")
-    if a.record_steps < 1:
-        p.error(f"--record-steps must be >= 1, got {a.record_steps}")
     if a.one:
         print(json.dumps(run_one(a.one, a.transitions, a.record_steps)))
         return
