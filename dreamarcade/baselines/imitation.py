@@ -15,7 +15,9 @@ reward can be weighted (``game_reward_scale``, default 1: the paper's plain sum)
 checkpoints after the key with places reached without it, the way back is paid either way, and the key is worth only
 its +1 next to 7.5 of checkpoint rewards (``benchmarks/RESULTS.md``). ``count_bonus`` (default 0, not in the paper)
 adds a count-based exploration bonus on coarse frame cells (:mod:`dreamarcade.wrappers.exploration`), for seeds that
-never find the key by chance.
+never find the key by chance. ``--sil-coef`` (PPO's ``sil_coef``, default 0, not in the paper) adds self-imitation
+(:mod:`dreamarcade.baselines.self_imitation`): the best episodes, such as a rare early one with the key, are trained
+on again.
 Episodes end after ``max_episode_steps`` (or at game over); a lost life does not end them by default: the player
 starts again at the room's entrance with the checkpoints already paid, so each episode gives several tries at a hard
 spot (the rolling skull) that a life-loss ending would give once. With the life-loss ending (``--life-loss-terminal``)
@@ -572,6 +574,8 @@ _TRAIN_FLAGS = {
     "life_loss_terminal": ("life_loss_terminal", None),
     "game_reward_scale": ("game_reward_scale", None),
     "count_bonus": ("count_bonus", None),
+    "sil_coef": (None, "sil_coef"),
+    "sil_episodes": (None, "sil_episodes"),
     "asset_dir": ("asset_dir", None),
     "seed": (None, "seed"),
     "device": (None, "device"),
@@ -649,6 +653,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="add a count-based exploration bonus beta/sqrt(n) for the frame's 11x8 cell seen n times, with this "
         "beta (e.g. 0.1; default 0: none, as in the paper)",
     )
+    t.add_argument(
+        "--sil-coef",
+        type=_non_negative,
+        default=d.ppo.sil_coef,
+        help="self-imitation (Oh et al. 2018): also train on the best episodes' steps that beat the critic, with "
+        "this weight (e.g. 1; default 0: none, as in the paper)",
+    )
+    t.add_argument(
+        "--sil-episodes",
+        type=int,
+        default=d.ppo.sil_episodes,
+        help=f"how many of the best episodes self-imitation keeps (default {d.ppo.sil_episodes})",
+    )
     t.add_argument("--asset-dir", default=None, help="a reward bundle (default: the bundled Montezuma one)")
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--device", default="cpu")
@@ -677,6 +694,8 @@ def main(argv: list[str] | None = None) -> int:
                     num_steps=args.num_steps,
                     learning_rate=args.learning_rate,
                     ent_coef=args.ent_coef,
+                    sil_coef=args.sil_coef,
+                    sil_episodes=args.sil_episodes,
                     seed=args.seed,
                     device=args.device,
                     num_envs=args.num_envs,

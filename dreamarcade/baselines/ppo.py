@@ -75,6 +75,7 @@ from dreamarcade.baselines.common import (
 from dreamarcade.baselines.common import (
     RunDirInUseError as RunDirInUseError,  # re-exported: train_ppo raises it
 )
+from dreamarcade.baselines.self_imitation import EpisodeBuffer, self_imitation_loss
 from dreamarcade.checkpoint import (
     built_from_config,
     checkpoint_exists,
@@ -89,6 +90,7 @@ from dreamarcade.errors import CheckpointError, input_checks, input_error_status
 from dreamarcade.precision import flush_denormals
 
 CHECKPOINT_KIND = "ppo"
+SIL_DIR = "self_imitation"  # the self-imitation episodes of a run (sil_coef > 0), beside checkpoint/
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -130,6 +132,11 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     norm_adv: bool = True
     target_kl: float | None = None
+    # self-imitation (Oh et al. 2018; module self_imitation): replay the best episodes' steps that beat the critic
+    sil_coef: float = 0.0  # weight of the self-imitation loss; 0: off (plain PPO)
+    sil_value_coef: float = 0.01  # the paper's beta: weight of its value term
+    sil_updates: int = 4  # self-imitation minibatches (of the PPO minibatch size) after each PPO update (paper: 4)
+    sil_episodes: int = 16  # the best episodes kept for it (by training return)
     # network
     network: Literal["auto", "cnn", "mlp"] = "auto"  # "auto" (cnn for images, mlp for vectors), "cnn" or "mlp"
     recurrent: bool = False  # LSTM on top of the encoder (RL^2)
@@ -148,7 +155,7 @@ class PPOConfig:
     def validate(self) -> None:
         """Raise ValueError naming the bad field and the fix."""
         counts = ("total_timesteps", "num_envs", "num_steps", "update_epochs", "checkpoint_every_updates")
-        counts += ("torch_threads", "lstm_size", "mlp_hidden", "eval_episodes")
+        counts += ("torch_threads", "lstm_size", "mlp_hidden", "eval_episodes", "sil_updates", "sil_episodes")
         check_counts(
             self,
             {**dict.fromkeys(counts, 1), "eval_every_steps": 0},
@@ -174,8 +181,15 @@ class PPOConfig:
                 "vf_coef": (0.0, None, True),
                 "max_grad_norm": (0.0, None, False),
                 "target_kl": (0.0, None, False),
+                "sil_coef": (0.0, None, True),
+                "sil_value_coef": (0.0, None, True),
             },
         )
+        if self.recurrent and self.sil_coef > 0:
+            raise ValueError(
+                "self-imitation (sil_coef > 0) replays single steps, which a recurrent agent cannot be trained on "
+                "without their LSTM state: use sil_coef=0 with recurrent=True."
+            )
         if not (math.isfinite(self.ent_coef) and self.ent_coef >= 0) or (
             self.ent_coef_final is not None and not (math.isfinite(self.ent_coef_final) and self.ent_coef_final >= 0)
         ):
@@ -682,7 +696,8 @@ def train_ppo(
             ``load_checkpoint_tensors(tensors, source)`` methods (the imitation agent's exploration counts) has that
             state saved with every checkpoint and restored on ``resume``.
         config: hyperparameters (``config.num_envs`` is overridden by the number of envs given).
-        run_dir: output directory: ``episodes.csv``, ``metrics.csv``, ``tb/``, ``checkpoint/``, ``learning_curve.png``.
+        run_dir: output directory: ``episodes.csv``, ``metrics.csv``, ``tb/``, ``checkpoint/``, ``learning_curve.png``
+            (and ``self_imitation/`` with ``config.sil_coef > 0``: the episodes it replays, saved with each checkpoint).
         init_checkpoint: start from these weights (fine-tuning); the optimizer starts fresh. Its network
             (``network``, ``recurrent``, ``lstm_size``, ``mlp_hidden``) must match ``config``'s.
         resume: continue from ``run_dir/checkpoint`` (weights, optimizer, step count, RNG) if it exists, else
@@ -759,6 +774,11 @@ def train_ppo(
                 check_agent_fits(loaded, obs_space, act_space, str(init_checkpoint))
                 check_same_network(loaded, agent, str(init_checkpoint))
                 agent.load_state_dict(loaded.state_dict())
+            sil = None
+            if config.sil_coef > 0:
+                sil = EpisodeBuffer(config.sil_episodes, config.gamma, config.num_envs)
+                if resume:  # the episodes it kept, up to the checkpoint's step
+                    sil.load(run_dir / SIL_DIR, global_step, _obs_shapes(obs_space))
             if resume:  # the steps after the checkpoint are played again: drop what was logged of them (or all, from 0)
                 for name in ("episodes.csv", "metrics.csv"):
                     drop_rows_after(run_dir / name, global_step)
@@ -780,8 +800,8 @@ def train_ppo(
 
     logger = RunLogger(run_dir, tensorboard=tensorboard, resumed_at=global_step if resume else None)
     result = PPOResult(agent=agent, global_step=global_step, run_dir=run_dir)
-    next_obs, _ = envs.reset(seed=config.seed + global_step)
-    next_obs = obs_to_tensor(next_obs, device)
+    next_obs_np, _ = envs.reset(seed=config.seed + global_step)
+    next_obs = obs_to_tensor(next_obs_np, device)
     next_done = torch.zeros(N, device=device)
     lstm_state = agent.initial_state(N, device)
     ep_ret, ep_len = np.zeros(N), np.zeros(N, dtype=np.int64)
@@ -814,8 +834,12 @@ def train_ppo(
                 with torch.no_grad():
                     action, logprob, _, value, lstm_state = agent.get_action_and_value(next_obs, lstm_state, next_done)
                 values[step], actions[step], logprobs[step] = value, action, logprob
-                obs_np, reward, terminated, truncated, infos = envs.step(action.cpu().numpy())
+                action_np = action.cpu().numpy()
+                obs_np, reward, terminated, truncated, infos = envs.step(action_np)
                 done = np.logical_or(terminated, truncated)
+                if sil is not None:  # its episodes end where GAE's do (a terminal lost life included)
+                    sil.add_step(next_obs_np, action_np, reward, done, global_step)
+                next_obs_np = obs_np
                 rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
                 next_obs = obs_to_tensor(obs_np, device)
                 next_done = torch.as_tensor(done, dtype=torch.float32, device=device)
@@ -892,6 +916,7 @@ def train_ppo(
                     optimizer.step()
                 if config.target_kl is not None and approx_kl > config.target_kl:
                     break
+            sil_metrics = _self_imitation_update(agent, optimizer, sil, config, device) if sil is not None else {}
 
             # ---- log, evaluate, checkpoint --------------------------------------------------------------------------
             y_pred, y_true = b_val.cpu().numpy(), b_ret.cpu().numpy()
@@ -909,6 +934,7 @@ def train_ppo(
                     "charts/learning_rate": optimizer.param_groups[0]["lr"],
                     "charts/ent_coef": ent_coef,
                     "charts/SPS": sps,
+                    **sil_metrics,
                 },
             )
             result.global_step = global_step
@@ -930,6 +956,8 @@ def train_ppo(
             if update % config.checkpoint_every_updates == 0 or update == num_updates or stop.requested:
                 env_tensors = envs.checkpoint_tensors() if hasattr(envs, "checkpoint_tensors") else None
                 extra = {"run_info": run_info} if run_info is not None else None
+                if sil is not None:  # before the agent: a resume drops the episodes that ended after its checkpoint
+                    sil.save(run_dir / SIL_DIR, global_step)
                 save_agent(ckpt_dir, agent, optimizer, global_step, extra=extra, env_tensors=env_tensors)
                 _plot(run_dir, result)
             if stop.requested and update < num_updates:
@@ -944,6 +972,48 @@ def train_ppo(
         envs.close()
     result.steps_per_second = (global_step - start_step) / max(1e-9, time.time() - start_time)
     return result
+
+
+def _obs_shapes(space: gym.Space) -> dict[str, tuple[int, ...]]:
+    if isinstance(space, gym.spaces.Dict):
+        return {k: tuple(s.shape) for k, s in space.spaces.items()}
+    return {"": tuple(space.shape)}
+
+
+def _self_imitation_update(
+    agent: ActorCritic,
+    optimizer: torch.optim.Optimizer,
+    sil: EpisodeBuffer,
+    config: PPOConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """``config.sil_updates`` self-imitation minibatches from the buffer's best episodes; their metrics."""
+    if not len(sil):
+        return {
+            "losses/sil_loss": float("nan"),
+            "charts/sil_valid_frac": float("nan"),
+            "charts/sil_best_return": sil.best_return,
+        }
+    rng = np.random.default_rng(np.random.randint(2**31))  # drawn from the checkpointed global stream: resumable
+    batch = config.batch_size // config.num_minibatches
+    losses, fracs = [], []
+    for _ in range(config.sil_updates):
+        obs, acts, rets = sil.sample(batch, rng)
+        _, logprob, _, value, _ = agent.get_action_and_value(
+            obs_to_tensor(obs, device), None, None, torch.as_tensor(acts, device=device)
+        )
+        loss, frac = self_imitation_loss(logprob, value, torch.as_tensor(rets, device=device), config.sil_value_coef)
+        optimizer.zero_grad()
+        (config.sil_coef * loss).backward()
+        nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
+        optimizer.step()
+        losses.append(loss.item())
+        fracs.append(frac)
+    return {
+        "losses/sil_loss": float(np.mean(losses)),
+        "charts/sil_valid_frac": float(np.mean(fracs)),
+        "charts/sil_best_return": sil.best_return,
+    }
 
 
 def _minibatches(T: int, N: int, num_minibatches: int, recurrent: bool) -> list[tuple[torch.Tensor, np.ndarray]]:
