@@ -181,6 +181,8 @@ class PPOConfig:
                 "vf_coef": (0.0, None, True),
                 "max_grad_norm": (0.0, None, False),
                 "target_kl": (0.0, None, False),
+                "ent_coef": (0.0, None, True),  # a negative entropy bonus rewards a deterministic policy
+                "ent_coef_final": (0.0, None, True),
                 "sil_coef": (0.0, None, True),
                 "sil_value_coef": (0.0, None, True),
             },
@@ -189,13 +191,6 @@ class PPOConfig:
             raise ValueError(
                 "self-imitation (sil_coef > 0) replays single steps, which a recurrent agent cannot be trained on "
                 "without their LSTM state: use sil_coef=0 with recurrent=True."
-            )
-        if not (math.isfinite(self.ent_coef) and self.ent_coef >= 0) or (
-            self.ent_coef_final is not None and not (math.isfinite(self.ent_coef_final) and self.ent_coef_final >= 0)
-        ):
-            raise ValueError(
-                f"ent_coef={self.ent_coef} and ent_coef_final={self.ent_coef_final} must be finite numbers >= 0 "
-                "(a negative entropy bonus rewards a deterministic policy)."
             )
         if self.recurrent and self.num_envs % self.num_minibatches != 0:
             fit = max(d for d in range(1, min(self.num_envs, self.num_minibatches) + 1) if self.num_envs % d == 0)
