@@ -5,8 +5,9 @@ one gradient step every 4 env steps, target copy every 1000 steps, Adam 1e-4, Hu
 the same number of torch threads, and learning from step ``--learning-starts``. Each agent is timed over
 the same span: from building its env and networks to the end of ``learn`` / ``train`` (for dreamarcade this
 includes its final checkpoint and learning-curve PNG). Every repeat runs both, in a random order, and the
-medians are reported. One difference stays: before ``learning_starts`` SB3 acts at random without a forward
-pass, while dreamarcade's epsilon-greedy schedule (CleanRL's) runs the network once epsilon has decayed.
+medians are reported; an untimed warm-up run of each comes first (``--warmup-steps``). One difference stays:
+before ``learning_starts`` SB3 acts at random without a forward pass, while dreamarcade's epsilon-greedy schedule
+(CleanRL's) runs the network once epsilon has decayed.
 
     python benchmarks/bench_dqn_throughput.py --steps 10000 --learning-starts 2000 --repeats 2
     python benchmarks/bench_dqn_throughput.py --precisions fp32 bf16   # also the mixed-precision updates
@@ -106,6 +107,12 @@ def main() -> None:
     p.add_argument("--repeats", type=positive_int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads for both agents")
     p.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=500,
+        help="an untimed run of each contender first, this long (imports, lazy initialisation; 0: none)",
+    )
+    p.add_argument(
         "--precisions",
         nargs="+",
         default=["fp32"],
@@ -120,15 +127,24 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     sb3 = "SB3 DQN (CnnPolicy, fp32)"
-    contenders: dict[str, Callable[[], float]] = {
-        f"dreamarcade DQN, --precision {x}": partial(run_ours, a.steps, a.learning_starts, x) for x in a.precisions
-    }
-    contenders[sb3] = partial(run_sb3, a.steps, a.learning_starts)
-    if a.denormals:
-        contenders["dreamarcade DQN, --precision fp32 --no-flush-denormal"] = partial(
-            run_ours, a.steps, a.learning_starts, "fp32", False
-        )
-        contenders["SB3 DQN, denormals flushed"] = partial(run_sb3, a.steps, a.learning_starts, True)
+    if a.warmup_steps < 0:
+        p.error(f"--warmup-steps must be >= 0 (0: no warm-up), got {a.warmup_steps}")
+
+    def make(steps: int, learning_starts: int) -> dict[str, Callable[[], float]]:
+        runs = {f"dreamarcade DQN, --precision {x}": partial(run_ours, steps, learning_starts, x) for x in a.precisions}
+        runs[sb3] = partial(run_sb3, steps, learning_starts)
+        if a.denormals:
+            runs["dreamarcade DQN, --precision fp32 --no-flush-denormal"] = partial(
+                run_ours, steps, learning_starts, "fp32", False
+            )
+            runs["SB3 DQN, denormals flushed"] = partial(run_sb3, steps, learning_starts, True)
+        return runs
+
+    contenders = make(a.steps, a.learning_starts)
+    if a.warmup_steps:  # the first run in a process pays ~1 s of one-time costs; no contender should carry them
+        for warm in make(a.warmup_steps, min(a.learning_starts, a.warmup_steps // 2)).values():
+            torch.set_flush_denormal(False)
+            warm()
     runs: dict[str, list[float]] = {name: [] for name in contenders}
     order_rng = random.Random(0)
     for r in range(a.repeats):
