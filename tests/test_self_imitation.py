@@ -84,8 +84,10 @@ def test_buffer_save_and_load_round_trip_drop_later_episodes_and_write_each_epis
     mtimes = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("episode_*")}
     _play(buf, [5.0], 30)  # replaces the return-1 episode
     buf.save(tmp_path, global_step=40)
+    assert len(list(tmp_path.glob("episode_*"))) == 3  # the previous save's files stay until the next save
+    buf.save(tmp_path, global_step=40)
     kept = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("episode_*")}
-    assert len(kept) == 2 and len(set(files) & set(kept)) == 1  # the return-1 episode's file is gone
+    assert len(kept) == 2 and len(set(files) & set(kept)) == 1  # then the return-1 episode's file is gone
     assert all(kept[name] == mtimes[name] for name in kept if name in mtimes)  # not written again
 
     back = EpisodeBuffer(capacity=2, gamma=0.9, num_envs=1)
@@ -101,6 +103,25 @@ def test_buffer_save_and_load_round_trip_drop_later_episodes_and_write_each_epis
     smaller.load(tmp_path, global_step=40, obs_shapes={"": (2,)})
     assert [e.total for e in smaller.episodes] == [5.0]
     EpisodeBuffer(1, 0.9, 1).load(tmp_path / "none", 40, {"": (2,)})  # no directory: an empty start
+
+
+def test_a_stop_between_the_buffer_save_and_the_agent_checkpoint_resumes_with_the_buffer_it_had(tmp_path):
+    buf = EpisodeBuffer(capacity=1, gamma=1.0, num_envs=1)
+    _play(buf, [1.0], 90)  # A, saved with the checkpoint at 100
+    buf.save(tmp_path, global_step=100)
+    _play(buf, [3.0], 150)  # B pushes A out; the buffer is saved at 200, and the run dies before its agent checkpoint
+    buf.save(tmp_path, global_step=200)
+    back = EpisodeBuffer(capacity=1, gamma=1.0, num_envs=1)
+    back.load(tmp_path, global_step=100, obs_shapes={"": (2,)})  # the agent resumes from 100
+    assert [(e.total, e.end_step) for e in back.episodes] == [(1.0, 90)]  # A (its file was kept), not nothing
+    _play(back, [2.0], 160)  # the replayed steps give another episode; its file must not replace one still listed
+    back.save(tmp_path, global_step=200)
+    names = sorted(p.name for p in tmp_path.glob("episode_*"))
+    assert len(names) == len(set(names)) == 2  # the new one and A (the previous save's), B's file pruned
+    again = EpisodeBuffer(capacity=1, gamma=1.0, num_envs=1)
+    again.load(tmp_path, global_step=200, obs_shapes={"": (2,)})
+    assert [(e.total, e.end_step) for e in again.episodes] == [(2.0, 160)]
+    np.testing.assert_array_equal(again.episodes[0].returns, [2.0])
 
 
 def test_buffer_load_refuses_other_runs_and_corrupt_files(tmp_path):

@@ -10,15 +10,19 @@ Self-imitation keeps such episodes and trains on them again: for a stored step w
 so only the steps where the episode did better than the critic expects pull the policy towards the action taken
 and the value up towards the return; once ``V(s)`` has caught up the step adds nothing. The advantage is a constant
 for the policy term, and the loss is summed over the batch and divided by the number of steps with a positive
-advantage (at least a quarter of the batch), as in the paper's code, so that a few good steps among many are not
-averaged away.
+advantage (at least a quarter of the batch), so that a few good steps among many are not averaged away. The paper's
+code divides the same way (by at least 64 of 512), and also clips the advantage to at most 1 and ``-log pi`` to at
+most 5; neither clip is applied here: PPO's gradient-norm clip (``max_grad_norm``) bounds each update.
 
 The paper keeps every episode in a prioritized replay of 10^5 steps. Here :class:`EpisodeBuffer` keeps the
 ``capacity`` episodes with the highest (undiscounted) training return, whole, and samples their steps uniformly: a
 choice for memory (a Montezuma step is a 4 x 84 x 84 frame stack; 16 episodes of 1,000 steps are 450 MB, where
 10^5 steps would be 2.8 GB) and for checkpoints, which then write an episode once, when it enters the buffer, not
 the whole replay every time. Episodes end where PPO's GAE ends them (termination, truncation, and a lost life when
-the env makes it a terminal), and returns are discounted with PPO's ``gamma``.
+the env makes it a terminal), and returns are discounted with PPO's ``gamma``. The episodes being played are held
+whole too, until they end: memory is about (``capacity`` + ``num_envs``) times the longest episode's observations.
+The ranking is by the return PPO trains on, so an exploration bonus in the reward counts too (with a count bonus,
+the early episodes, paid for new places, can rank above later ones that are better at the game).
 
 ``train_ppo`` runs it when ``PPOConfig.sil_coef > 0``: ``sil_updates`` minibatches of the PPO minibatch size after
 each PPO update, with the same optimizer and gradient clipping. The buffer is saved with every checkpoint in
@@ -59,6 +63,12 @@ class _Episode:
         return len(self.actions)
 
 
+def _file_seq(name: str) -> int:
+    """The number at the end of an episode file name (``episode_<end step>_<number>.safetensors``); 0 if none."""
+    tail = name.removesuffix(".safetensors").rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
 def _as_dict(obs: Any) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in obs.items()} if isinstance(obs, dict) else {"": np.asarray(obs)}
 
@@ -95,7 +105,8 @@ class EpisodeBuffer:
         self.capacity, self.gamma = int(capacity), float(gamma)
         self.episodes: list[_Episode] = []
         self._open: list[list[tuple[dict[str, np.ndarray], int, float]]] = [[] for _ in range(num_envs)]
-        self._seq = 0  # order of arrival, for ties
+        self._seq: int | None = None  # the last episode file number; read from the directory at the first save
+        self._saved: dict[str, Any] | None = None  # the last save's (or load's) step and episodes
 
     def __len__(self) -> int:
         """The number of stored steps."""
@@ -151,11 +162,17 @@ class EpisodeBuffer:
     # -- checkpoints ---------------------------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str], global_step: int) -> None:
         """Write the stored episodes to ``directory``: each new one as its own file, then the index (atomically),
-        then remove the files of episodes that left. A save cut off at any point leaves the previous index valid."""
+        then remove the files that neither this save nor the one before lists.
+
+        The index also lists the previous save's episodes, and their files stay: ``train_ppo`` saves the buffer just
+        before the agent's checkpoint, and a run stopped between the two resumes from the previous checkpoint, with
+        the buffer it had then (:meth:`load` picks it). A save cut off at any point leaves the previous index valid."""
         from safetensors.numpy import save
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        if self._seq is None:  # file names stay unique across resumes: go on after the highest one on disk
+            self._seq = max((_file_seq(p.name) for p in directory.glob("episode_*.safetensors")), default=0)
         for ep in self.episodes:
             if not ep.file:
                 self._seq += 1
@@ -169,16 +186,23 @@ class EpisodeBuffer:
             "gamma": self.gamma,
             "episodes": [{"file": e.file, "total": e.total, "end_step": e.end_step} for e in self.episodes],
         }
+        if self._saved is not None:
+            index["previous"] = self._saved
         atomic_write_text(directory / INDEX_FILE, json.dumps(index, indent=1))
-        keep = {e.file for e in self.episodes}
+        keep = {e["file"] for e in index["episodes"]} | {
+            e["file"] for e in (self._saved or {"episodes": []})["episodes"]
+        }
+        self._saved = {"global_step": index["global_step"], "episodes": index["episodes"]}
         for p in directory.glob("episode_*.safetensors"):
             if p.name not in keep:
                 p.unlink()
 
     def load(self, directory: str | os.PathLike[str], global_step: int, obs_shapes: dict[str, tuple[int, ...]]) -> None:
-        """Restore the episodes saved in ``directory`` that ended by ``global_step`` (the resumed checkpoint's step:
-        the steps after it are played again). ``obs_shapes``: one step's shape per observation key (``""`` for a
-        plain array), checked against the files. No directory: the buffer starts empty."""
+        """Restore the episodes saved in ``directory`` for a resume from ``global_step`` (the agent checkpoint's
+        step): those of the last save, or of the one before when the run stopped between the last buffer save and
+        its agent checkpoint, less any that ended after ``global_step`` (those steps are played again).
+        ``obs_shapes``: one step's shape per observation key (``""`` for a plain array), checked against the files.
+        No directory: the buffer starts empty."""
         from safetensors import SafetensorError
         from safetensors.numpy import load
 
@@ -196,8 +220,11 @@ class EpisodeBuffer:
                 f"the self-imitation episodes in '{directory}' were saved with gamma={index['gamma']}, not "
                 f"{self.gamma}: their returns would be wrong. Resume with the run's gamma, or delete the directory."
             )
+        entries, previous = index["episodes"], index.get("previous")
+        if int(index["global_step"]) > global_step and previous and int(previous["global_step"]) <= global_step:
+            entries = previous["episodes"]  # the agent checkpoint of the last buffer save was never written
         episodes = []
-        for entry in index["episodes"]:
+        for entry in entries:
             if int(entry["end_step"]) > global_step:
                 continue
             path = directory / str(entry["file"])
@@ -226,8 +253,11 @@ class EpisodeBuffer:
                 )
             episodes.append(_Episode(obs, actions.astype(np.int64), returns, float(entry["total"]),
                                      int(entry["end_step"]), path.name))  # fmt: skip
-        self.episodes = episodes[: self.capacity] if len(episodes) <= self.capacity else self._best(episodes)
-        self._seq = len(list(directory.glob("episode_*.safetensors")))
+        self.episodes = episodes if len(episodes) <= self.capacity else self._best(episodes)
+        self._saved = {  # what is on disk for this step: its files stay until the next save has been followed
+            "global_step": int(global_step),  # by an agent checkpoint
+            "episodes": [{"file": e.file, "total": e.total, "end_step": e.end_step} for e in episodes],
+        }
 
     def _best(self, episodes: list[_Episode]) -> list[_Episode]:
         order = sorted(range(len(episodes)), key=lambda j: (-episodes[j].total, -j))[: self.capacity]
