@@ -140,9 +140,7 @@ class EpisodeBuffer:
             returns[t] = acc
         obs = {k: np.stack([o[k] for o, _, _ in steps]) for k in steps[0][0]}
         actions = np.array([a for _, a, _ in steps], np.int64)
-        self.episodes.append(_Episode(obs, actions, returns, total, int(global_step)))
-        if len(self.episodes) > self.capacity:  # the lowest return goes; among equals, the oldest (listed first)
-            self.episodes.pop(min(range(len(self.episodes)), key=lambda j: self.episodes[j].total))
+        self.episodes = self._best([*self.episodes, _Episode(obs, actions, returns, total, int(global_step))])
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[Any, np.ndarray, np.ndarray]:
         """``batch_size`` stored steps drawn uniformly: (observations, actions, returns-to-go)."""
@@ -184,14 +182,13 @@ class EpisodeBuffer:
             "kind": INDEX_KIND,
             "global_step": int(global_step),
             "gamma": self.gamma,
-            "episodes": [{"file": e.file, "total": e.total, "end_step": e.end_step} for e in self.episodes],
+            "episodes": _entries(self.episodes),
         }
+        keep = {e["file"] for e in index["episodes"]}
         if self._saved is not None:
             index["previous"] = self._saved
+            keep |= {e["file"] for e in self._saved["episodes"]}
         atomic_write_text(directory / INDEX_FILE, json.dumps(index, indent=1))
-        keep = {e["file"] for e in index["episodes"]} | {
-            e["file"] for e in (self._saved or {"episodes": []})["episodes"]
-        }
         self._saved = {"global_step": index["global_step"], "episodes": index["episodes"]}
         for p in directory.glob("episode_*.safetensors"):
             if p.name not in keep:
@@ -253,15 +250,19 @@ class EpisodeBuffer:
                 )
             episodes.append(_Episode(obs, actions.astype(np.int64), returns, float(entry["total"]),
                                      int(entry["end_step"]), path.name))  # fmt: skip
-        self.episodes = episodes if len(episodes) <= self.capacity else self._best(episodes)
-        self._saved = {  # what is on disk for this step: its files stay until the next save has been followed
-            "global_step": int(global_step),  # by an agent checkpoint
-            "episodes": [{"file": e.file, "total": e.total, "end_step": e.end_step} for e in episodes],
-        }
+        self.episodes = self._best(episodes)
+        # what is on disk for this step: its files stay until the next save has been followed by an agent checkpoint
+        self._saved = {"global_step": int(global_step), "episodes": _entries(episodes)}
 
     def _best(self, episodes: list[_Episode]) -> list[_Episode]:
+        """The ``capacity`` highest returns, in their order; among equals the newer (listed later) stays."""
         order = sorted(range(len(episodes)), key=lambda j: (-episodes[j].total, -j))[: self.capacity]
         return [episodes[j] for j in sorted(order)]
+
+
+def _entries(episodes: list[_Episode]) -> list[dict[str, Any]]:
+    """The index entries of saved episodes."""
+    return [{"file": e.file, "total": e.total, "end_step": e.end_step} for e in episodes]
 
 
 def self_imitation_loss(
