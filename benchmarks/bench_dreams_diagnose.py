@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dreamarcade.baselines.common import name_and_path
 from dreamarcade.envs.dream import DreamBatch
 from dreamarcade.world_models.collect import make_real_env
 from dreamarcade.world_models.model import WorldModel
@@ -140,7 +141,9 @@ def real_lengths(policy: str, episodes: int, seed: int) -> np.ndarray:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", required=True)
-    p.add_argument("--heldout", nargs="*", default=[], help="name=frames_dir pairs of held-out real episodes")
+    p.add_argument(
+        "--heldout", nargs="*", type=name_and_path, default=[], help="name=frames_dir pairs of held-out real episodes"
+    )
     p.add_argument("--tau", type=float, default=1.15)
     p.add_argument("--dream-episodes", type=int, default=64)
     p.add_argument("--real-episodes", type=int, default=20, help="0: skip the real game")
@@ -156,10 +159,9 @@ def main() -> None:
             "/ 1000 steps | first alarm / length | V SSE (all) | V SSE (fireball frames) | fireball frames |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|")
-        for spec in args.heldout:
-            name, _, path = spec.partition("=")
-            if not name or not path or not list_shards(Path(path)):  # a row of NaNs before
-                raise SystemExit(f"error: --heldout {spec!r}: pass NAME=DIR with a folder of rollout shards")
+        for name, path in args.heldout:
+            if not list_shards(Path(path)):  # a row of NaNs before
+                raise SystemExit(f"error: --heldout {name}={path}: no rollout shards there; pass a folder of them")
             s = done_head_stats(wm, Path(path))
             print(
                 f"| {name} | {s['episodes']} | {s['mean_length']:.0f} | {s['recall_last']:.2f} | "

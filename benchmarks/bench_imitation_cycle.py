@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dreamarcade.baselines.common import name_and_path
 from dreamarcade.reward_models.build_reward import first_frame_at, sidecar_start
 from dreamarcade.reward_models.cycle import cycle_consistency, pixel_features, three_cycle_consistency
 from dreamarcade.reward_models.embedding import load_embedding
@@ -36,19 +37,16 @@ def _trimmed(path: Path, fps: float, size: int) -> np.ndarray:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--videos", nargs="+", required=True)
-    p.add_argument("--emb", nargs="+", default=[], help="name=checkpoint_dir")
+    p.add_argument("--emb", nargs="+", type=name_and_path, default=[], help="name=checkpoint_dir")
     p.add_argument("--tsne", default=None, help="PNG for the t-SNE plot of the last embedding's trajectories")
     p.add_argument("--json", default=None)
     p.add_argument("--per-pair", action="store_true", help="also print every ordered pair's 2-cycle score")
     a = p.parse_args()
-    if any(not all(spec.partition("=")[::2]) for spec in a.emb):
-        p.error(f"--emb takes NAME=DIR pairs, got {a.emb}")
     if len(a.videos) < 2:
         p.error("--videos: cycle-consistency needs at least 2 videos")
     torch.set_num_threads(1)
     models = {}
-    for spec in a.emb:
-        name, d = spec.split("=", 1)
+    for name, d in a.emb:
         models[name], _ = load_embedding(d)
     size = next(iter(models.values())).cfg.frame_size if models else 54
     fps = next(iter(models.values())).cfg.fps if models else 15.0

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 import dreamarcade  # noqa: F401  (registers MontezumaImitation-v0)
+from dreamarcade.baselines.common import name_and_path
 from dreamarcade.envs.montezuma_search import load_trajectories
 
 
@@ -59,13 +60,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trajectories", required=True, help="the JSON written by montezuma_search")
     p.add_argument("--demo", type=int, required=True, help="index of the trajectory the bundle's demo video shows")
-    p.add_argument("--bundle", nargs="+", required=True, help="name=reward bundle directory (build_reward's --out)")
+    p.add_argument(
+        "--bundle",
+        nargs="+",
+        type=name_and_path,
+        required=True,
+        help="name=reward bundle directory (build_reward's --out)",
+    )
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--json", default=None, help="also write the per-trajectory numbers here")
     a = p.parse_args()
-    for spec in a.bundle:  # a bare path became a label of the shipped bundle, measured under the wrong name
-        if not all(spec.partition("=")[::2]):
-            p.error(f"--bundle takes NAME=DIR, got {spec!r}")
     torch.set_num_threads(1)
     trajs = load_trajectories(a.trajectories)
     if not 0 <= a.demo < len(trajs):
@@ -77,8 +81,7 @@ def main() -> None:
         "highest similarity with the key (min over trajectories) |"
     )
     print("|---|---|---|---|---|---|")
-    for spec in a.bundle:
-        name, _, path = spec.partition("=")
+    for name, path in a.bundle:
         res = key_confusion(trajs, a.demo, path)
         out[name] = res
         before = np.array([b for b in res["before"] if b is not None])

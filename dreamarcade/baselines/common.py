@@ -465,6 +465,22 @@ def positive_int(text: str) -> int:
     return value
 
 
+def name_and_path(text: str) -> tuple[str, str]:
+    """An argparse ``type`` for labelled paths (``NAME=PATH``): ``(name, path)``, else a usage error naming it.
+
+    >>> name_and_path("tdc=runs/emb_tdc")
+    ('tdc', 'runs/emb_tdc')
+    >>> name_and_path("runs/emb_tdc")  # a bare path would otherwise be taken as a label
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected NAME=PATH (a label, '=', a path), got 'runs/emb_tdc'
+    """
+    name, _, path = text.partition("=")
+    if not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH (a label, '=', a path), got {text!r}")
+    return name, path
+
+
 class _StoreTuple(argparse.Action):
     """Store the ``nargs`` values of a tuple field as a tuple (argparse gives a list)."""
 
