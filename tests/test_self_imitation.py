@@ -142,6 +142,55 @@ def test_buffer_load_refuses_other_runs_and_corrupt_files(tmp_path):
         EpisodeBuffer(2, 0.9, 1).load(tmp_path, 5, {"": (2,)})
 
 
+def test_buffer_load_refuses_index_entries_it_cannot_use(tmp_path):
+    buf = EpisodeBuffer(capacity=2, gamma=0.9, num_envs=1)
+    _play(buf, [1.0, 1.0], 0)
+    buf.save(tmp_path / "run", global_step=5)
+    index = json.loads((tmp_path / "run" / "index.json").read_text())
+    outside = tmp_path / "other" / index["episodes"][0]["file"]
+    outside.parent.mkdir()
+    outside.write_bytes((tmp_path / "run" / index["episodes"][0]["file"]).read_bytes())
+    for bad, match in [
+        ({"file": str(outside)}, "not one of the directory's own"),  # a path elsewhere, even to a valid file
+        ({"file": "../other/" + outside.name}, "not one of the directory's own"),
+        ({"file": 3}, "not one of the directory's own"),
+        ({"total": None}, "TypeError"),
+        ({"end_step": "x"}, "ValueError"),
+    ]:
+        entry = {**index["episodes"][0], **bad}
+        (tmp_path / "run" / "index.json").write_text(json.dumps({**index, "episodes": [entry]}))
+        with pytest.raises(CheckpointError, match=match):
+            EpisodeBuffer(2, 0.9, 1).load(tmp_path / "run", 5, {"": (2,)})
+    del entry["total"]
+    (tmp_path / "run" / "index.json").write_text(json.dumps({**index, "episodes": [entry]}))
+    with pytest.raises(CheckpointError, match="KeyError"):
+        EpisodeBuffer(2, 0.9, 1).load(tmp_path / "run", 5, {"": (2,)})
+    # a resume from before the last save reads the previous one, which is checked the same way
+    (tmp_path / "run" / "index.json").write_text(json.dumps({**index, "previous": {"episodes": []}}))
+    with pytest.raises(CheckpointError, match="global_step"):
+        EpisodeBuffer(2, 0.9, 1).load(tmp_path / "run", 4, {"": (2,)})
+
+
+def test_a_failed_save_writes_its_episodes_again_on_the_next_save(tmp_path, monkeypatch):
+    from dreamarcade.baselines import self_imitation
+
+    buf = EpisodeBuffer(capacity=2, gamma=0.9, num_envs=1)
+    _play(buf, [1.0], 0)
+    real = self_imitation.atomic_write_bytes
+
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(self_imitation, "atomic_write_bytes", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        buf.save(tmp_path, global_step=5)
+    monkeypatch.setattr(self_imitation, "atomic_write_bytes", real)
+    buf.save(tmp_path, global_step=5)
+    back = EpisodeBuffer(2, 0.9, 1)
+    back.load(tmp_path, 5, {"": (2,)})
+    assert [e.total for e in back.episodes] == [1.0]
+
+
 def test_loss_counts_only_steps_that_beat_the_critic_and_pulls_their_actions_up():
     log_prob = torch.log(torch.tensor([0.25, 0.25, 0.25, 0.25], requires_grad=True))
     value = torch.tensor([0.0, 1.0, 5.0, 5.0], requires_grad=True)

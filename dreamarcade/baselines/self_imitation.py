@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ __all__ = ["EpisodeBuffer", "self_imitation_loss"]
 
 INDEX_FILE = "index.json"
 INDEX_KIND = "dreamarcade-self-imitation"
+_EPISODE_NAME = re.compile(r"episode_\d+_\d+\.safetensors")
 
 
 @dataclass
@@ -174,10 +176,11 @@ class EpisodeBuffer:
         for ep in self.episodes:
             if not ep.file:
                 self._seq += 1
-                ep.file = f"episode_{ep.end_step}_{self._seq}.safetensors"
+                name = f"episode_{ep.end_step}_{self._seq}.safetensors"
                 arrays = {f"obs.{k}": v for k, v in ep.obs.items()}
                 arrays.update(actions=ep.actions, returns=ep.returns)
-                atomic_write_bytes(directory / ep.file, save(arrays))
+                atomic_write_bytes(directory / name, save(arrays))
+                ep.file = name  # only once written: a save that failed here writes the episode again next time
         index = {
             "kind": INDEX_KIND,
             "global_step": int(global_step),
@@ -217,14 +220,16 @@ class EpisodeBuffer:
                 f"the self-imitation episodes in '{directory}' were saved with gamma={index['gamma']}, not "
                 f"{self.gamma}: their returns would be wrong. Resume with the run's gamma, or delete the directory."
             )
-        entries, previous = index["episodes"], index.get("previous")
-        if int(index["global_step"]) > global_step and previous and int(previous["global_step"]) <= global_step:
-            entries = previous["episodes"]  # the agent checkpoint of the last buffer save was never written
+        entries, previous = _read_entries(index, directory), index.get("previous")
+        if entries.global_step > global_step and previous is not None:
+            previous = _read_entries(previous, directory)
+            if previous.global_step <= global_step:
+                entries = previous  # the agent checkpoint of the last buffer save was never written
         episodes = []
-        for entry in entries:
-            if int(entry["end_step"]) > global_step:
+        for entry in entries.episodes:
+            if entry["end_step"] > global_step:
                 continue
-            path = directory / str(entry["file"])
+            path = directory / entry["file"]
             try:
                 arrays = load(path.read_bytes())
             except (OSError, SafetensorError) as exc:
@@ -248,8 +253,8 @@ class EpisodeBuffer:
                     f"{ {k: list(s) for k, s in obs_shapes.items()} }: it belongs to another run. Delete "
                     f"'{directory}' to resume without the stored episodes."
                 )
-            episodes.append(_Episode(obs, actions.astype(np.int64), returns, float(entry["total"]),
-                                     int(entry["end_step"]), path.name))  # fmt: skip
+            episodes.append(_Episode(obs, actions.astype(np.int64), returns, entry["total"], entry["end_step"],
+                                     entry["file"]))  # fmt: skip
         self.episodes = self._best(episodes)
         # what is on disk for this step: its files stay until the next save has been followed by an agent checkpoint
         self._saved = {"global_step": int(global_step), "episodes": _entries(episodes)}
@@ -258,6 +263,34 @@ class EpisodeBuffer:
         """The ``capacity`` highest returns, in their order; among equals the newer (listed later) stays."""
         order = sorted(range(len(episodes)), key=lambda j: (-episodes[j].total, -j))[: self.capacity]
         return [episodes[j] for j in sorted(order)]
+
+
+@dataclass
+class _Saved:
+    global_step: int
+    episodes: list[dict[str, Any]]  # _entries' form: file, total, end_step
+
+
+def _read_entries(saved: Any, directory: Path) -> _Saved:
+    """A save listed in ``directory``'s index (the last one or its ``previous``), checked: its step, and for each
+    episode a file of the directory's own (a plain ``episode_*.safetensors`` name), its return and its end step."""
+    source = directory / INDEX_FILE
+    try:
+        step = int(saved["global_step"])
+        episodes = [{"file": e["file"], "total": float(e["total"]), "end_step": int(e["end_step"])}
+                    for e in saved["episodes"]]  # fmt: skip
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"'{source}' lists a save or an episode it cannot describe ({type(exc).__name__}: {exc}): it was edited "
+            f"or cut short. Delete '{directory}' to resume without the stored episodes."
+        ) from exc
+    for e in episodes:
+        if not isinstance(e["file"], str) or not _EPISODE_NAME.fullmatch(e["file"]):
+            raise CheckpointError(
+                f"'{source}' names the episode file {e['file']!r}, which is not one of the directory's own "
+                f"(episode_<step>_<number>.safetensors): delete '{directory}' to resume without the stored episodes."
+            )
+    return _Saved(step, episodes)
 
 
 def _entries(episodes: list[_Episode]) -> list[dict[str, Any]]:
