@@ -249,6 +249,38 @@ def test_checkpoint_trajectory_round_trip(tmp_path):
     assert back.every == 16
 
 
+def test_envs_without_rgb_frames_get_the_wrappers_message_and_a_dict_image_falls_back_to_render():
+    import ale_py
+
+    gym.register_envs(ale_py)
+
+    class GrayDict(CorridorEnv):  # a Dict with a grayscale "image": the RGB frame comes from render()
+        def __init__(self) -> None:
+            super().__init__()
+            self.observation_space = gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (16, 16), np.uint8)})
+
+        def _obs(self):
+            return {"image": np.full((16, 16), 32 * self.pos + 5, np.uint8)}
+
+        def render(self):
+            return np.full((16, 16, 3), 32 * self.pos + 5, np.uint8)
+
+    class GrayNoRender(GrayDict):
+        def render(self):
+            return None
+
+    ck = _checkpoints([1, 2])
+    env = YouTubeImitationReward(GrayDict(), ColourEmbedder(), ck)
+    env.reset(seed=0)
+    assert env.step(1)[1] == pytest.approx(0.5 + 1.0)  # place 1 reached, from the rendered frame
+    with pytest.raises(ValueError, match="needs RGB frames.*nor a Dict with one under 'image'"):
+        YouTubeImitationReward(GrayNoRender(), ColourEmbedder(), ck).reset(seed=0)
+    ale = gym.make("ALE/Pong-v5", obs_type="grayscale")  # no render_mode: ALE's render() raises
+    with pytest.raises(ValueError, match="render_mode='rgb_array' .env.render.. failed: .*render mode"):
+        YouTubeImitationReward(ale, ColourEmbedder(), ck).reset(seed=0)
+    ale.close()
+
+
 def test_float_frames_numpy_crops_and_bad_spacings_are_handled_clearly():
     class FloatCorridor(CorridorEnv):  # frames rescaled to [0, 1]: a uint8 cast would make them all black
         def __init__(self) -> None:

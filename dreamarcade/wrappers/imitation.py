@@ -26,9 +26,10 @@ Speed. Each env's processed frames live in a ring buffer (one slot written per s
 inference encoder (same embeddings as the trained encoder up to float32 rounding), and the checkpoint
 bookkeeping is vectorised over envs. ``embed_every=k`` (default 1, the paper's reward) is an explicit
 fidelity-for-speed trade: an env's frames are embedded only every ``k``-th step since its reset, so a
-checkpoint can only be matched (and paid) on those steps; in between the reward is 0,
-``imitation_similarity`` / the observed similarities repeat the last embedded step's values, and
-``info["imitation_embedded"]`` (present only when ``k > 1``) says which steps were embedded.
+checkpoint can only be matched (and paid) on those steps; in between the reward is 0, the similarities
+(``imitation_similarity`` and the observed ones) are the last embedded frames' similarities to the checkpoints that
+are next now (after a match on the embedded step, to the new candidates), and ``info["imitation_embedded"]``
+(present only when ``k > 1``) says which steps were embedded.
 
 Example:
     >>> import gymnasium as gym
@@ -82,17 +83,26 @@ def load_imitation_model(
     return embedder, CheckpointTrajectory.load(d / "checkpoints")
 
 
+def _is_rgb(frame: Any) -> bool:
+    return isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[-1] == 3
+
+
 def _rgb_frame(obs: Any, env: Any) -> np.ndarray:
-    if isinstance(obs, np.ndarray) and obs.ndim == 3 and obs.shape[-1] == 3:
+    """The env's RGB frame: the observation itself, its ``"image"``, or else ``env.render()``."""
+    if _is_rgb(obs):
         return obs
-    if isinstance(obs, dict) and "image" in obs:
+    if isinstance(obs, dict) and _is_rgb(obs.get("image")):
         return obs["image"]
-    frame = env.render()
-    if not (isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[-1] == 3):
-        raise ValueError(
-            "YouTubeImitationReward needs RGB frames: the observation is not an (H, W, 3) image, so the env must be "
-            "made with render_mode='rgb_array'."
-        )
+    need = (
+        "YouTubeImitationReward needs RGB frames: the observation is not an (H, W, 3) image (nor a Dict with one "
+        "under 'image'), so the env must be made with render_mode='rgb_array'"
+    )
+    try:
+        frame = env.render()
+    except Exception as exc:  # e.g. ALE without a render mode: say what the wrapper needs, not only why render failed
+        raise ValueError(f"{need} (env.render() failed: {exc}).") from exc
+    if not _is_rgb(frame):
+        raise ValueError(f"{need}.")
     return frame
 
 
