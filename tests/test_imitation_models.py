@@ -46,6 +46,11 @@ def test_tdc_pairs_land_in_their_class_and_classes_are_balanced():
     # a 30-frame video cannot hold a [21, 200] gap above 29: the gap is capped, never out of range
     v, i, j, k = sample_pairs([30], PAPER_INTERVALS, 500, rng)
     assert np.abs(i - j).max() <= 29
+    # each video as likely as another, even one too short for most classes (it was 2:1 for the long one)
+    v, i, j, k = sample_pairs([300, 3], PAPER_INTERVALS, 4000, rng)
+    assert abs((v == 1).mean() - 0.5) < 0.03 and (np.abs(i - j)[v == 1] <= 2).all()
+    with pytest.raises(VideoError, match="no distance class"):
+        sample_pairs([3], ((5, 10),), 10, rng)
 
 
 def test_cmc_offsets_land_in_their_class_including_a_binary_option():

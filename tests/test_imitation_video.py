@@ -273,6 +273,8 @@ def test_detect_borders_ignores_intro_card_and_dark_frames():
     frames[:8] = 200  # an intro card filling the frame
     frames[20:22] = 0  # a fade to black
     assert detect_borders(frames) == CropBox(5, 5, 10, 10)
+    # an even number of windows, half of them with the intro: a band that was measured, not the mean of 0 and 5
+    assert detect_borders(frames[4:12]) == CropBox(5, 5, 10, 10)
 
 
 def test_detect_borders_samples_the_whole_video_past_a_long_intro(tmp_path):
@@ -301,6 +303,8 @@ def test_styles_are_reproducible_by_seed_and_differ_across_seeds():
     a, b = apply_style(frame, s, t=1.0), apply_style(frame, s, t=1.0)
     assert a.shape == (s.height, s.width, 3)
     np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="box_fraction=0.999 leaves fewer than 2 of the 240 px of height"):
+        UploaderStyle(width=320, height=240, box="letter", box_fraction=0.999)  # it was a cv2 assertion in resize
 
 
 def test_frames_stay_on_time_when_the_first_timestamp_is_not_on_a_whole_millisecond(tmp_path):

@@ -63,6 +63,8 @@ def test_recorder_starts_the_video_when_the_player_starts(tmp_path):
     a = read_video(tmp_path / "full.mkv", fps=60, size=(40, 40), audio=False).frames.astype(np.int16)
     b = read_video(tmp_path / "cut.mkv", fps=60, size=(40, 40), audio=False).frames.astype(np.int16)
     assert len(a) - len(b) == 12 * 4
+    record_demo([0] * 61, tmp_path / "odd.mkv", style, with_audio=False)  # 245 frames: 245 / 60 * 60 < 245
+    assert len(read_video(tmp_path / "odd.mkv", fps=60, size=(8, 8), audio=False).frames) == 245
     # the cut video's first frame is the full video's frame 48 (lossy codec: close, not equal)
     assert np.abs(b[0] - a[48]).mean() < np.abs(b[0] - a[0]).mean()
     with pytest.raises(ValueError, match="skip_steps"):

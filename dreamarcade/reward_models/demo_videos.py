@@ -91,6 +91,12 @@ class UploaderStyle:
             raise ValueError(f"UploaderStyle.box_fraction must be in [0, 1), got {self.box_fraction!r}")
         for name in ("width", "height"):
             check_count(f"UploaderStyle.{name}", getattr(self, name))
+        boxed = {"letter": ("height", self.height), "pillar": ("width", self.width)}.get(self.box)
+        if boxed is not None and round(boxed[1] * (1 - self.box_fraction)) < 2:
+            raise ValueError(
+                f"UploaderStyle.box_fraction={self.box_fraction!r} leaves fewer than 2 of the {boxed[1]} px of "
+                f"{boxed[0]} for the game inside the {self.box}-box: use a smaller box_fraction"
+            )
         if not (math.isfinite(self.fps) and self.fps > 0) or not (
             math.isfinite(self.start_offset_s) and self.start_offset_s >= 0
         ):
@@ -308,8 +314,8 @@ def record_demo(
     audio60 = audio60[FRAMESKIP_ALE * skip_steps * (ALE_AUDIO_RATE // ALE_FPS) :]
     fps = style.fps
     n_intro = int(round(style.start_offset_s * fps))
-    duration = len(frames60) / ALE_FPS
-    n_game = int(np.floor(duration * fps))
+    # in exact fractions: len * fps / 60 in floats is 244.999... for 245 frames at 60 fps, and floor lost the last
+    n_game = math.floor(Fraction(len(frames60)) * Fraction(fps) / ALE_FPS)
     card = _intro_card(style, style_seed)
 
     def gen() -> Any:
@@ -322,7 +328,7 @@ def record_demo(
     audio = None
     if with_audio:
         lead = np.zeros(int(round(n_intro / fps * ALE_AUDIO_RATE)), np.float32)
-        audio = np.concatenate([lead, audio60[: int(n_game / fps * ALE_AUDIO_RATE)]])
+        audio = np.concatenate([lead, audio60[: math.floor(n_game * ALE_AUDIO_RATE / Fraction(fps))]])
     path = Path(path)
     meta = {
         "style": style.to_json(),

@@ -159,14 +159,20 @@ def sample_pairs(
     """
     if len(lengths) == 0 or max(lengths) < 1:
         raise ValueError(f"pair sampling needs at least one non-empty video, got lengths {list(lengths)}")
+    usable = [v for v, n in enumerate(lengths) if any(lo <= n - 1 for lo, _ in intervals)]
+    if not usable:
+        raise VideoError(
+            f"no distance class of {[list(iv) for iv in intervals]} fits videos of {list(lengths)} frames: use "
+            "longer videos or a class with smaller gaps"
+        )
     vids, ii, jj, ks = [], [], [], []
     while len(ks) < batch:
-        v = int(rng.integers(len(lengths)))
+        v = usable[int(rng.integers(len(usable)))]
         n = lengths[v]
-        k = int(rng.integers(len(intervals)))
-        dt = _gap(rng, intervals[k], n - 1)
-        if dt is None:
-            continue
+        dt = None
+        while dt is None:  # the class is drawn again, not the video: each video as likely as any other
+            k = int(rng.integers(len(intervals)))
+            dt = _gap(rng, intervals[k], n - 1)
         i = int(rng.integers(0, n - dt))
         j = i + dt
         if rng.random() < 0.5:

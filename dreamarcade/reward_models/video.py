@@ -369,7 +369,8 @@ def detect_borders(
     sampled in windows of ``window`` samples ``stride`` decoded frames apart, the windows spread evenly over the
     whole video (a short video is sampled front to back). Bands are measured on the maximum over each window (so
     one dark moment of the game is not taken for a border) and the median over the windows is kept (so an intro
-    card, an outro or a fade covering less than half of the video does not cancel the crop). An array is cut
+    card, an outro or a fade in at most half of the windows does not cancel the crop; of an even number, the upper
+    middle one). An array is cut
     into windows of ``window`` consecutive frames. All-black windows are ignored (no crop if all are black). At
     most ``max_fraction`` of a dimension is cut from one side.
     """
@@ -389,7 +390,9 @@ def detect_borders(
             found.append(b)
     if not found:
         return CropBox()
-    med = np.median(np.array(found), axis=0).astype(int)
+    # a band that was measured: with an even count the upper of the two middle ones (the mean of 0 and the border's
+    # width would crop half of it), so a tie between windows with an intro card and those without keeps the crop
+    med = np.percentile(np.array(found), 50, axis=0, method="higher")
     return CropBox(*map(int, med))
 
 
