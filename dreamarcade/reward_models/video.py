@@ -370,9 +370,8 @@ def detect_borders(
     whole video (a short video is sampled front to back). Bands are measured on the maximum over each window (so
     one dark moment of the game is not taken for a border) and the median over the windows is kept (so an intro
     card, an outro or a fade in at most half of the windows does not cancel the crop; of an even number, the upper
-    middle one). An array is cut
-    into windows of ``window`` consecutive frames. All-black windows are ignored (no crop if all are black). At
-    most ``max_fraction`` of a dimension is cut from one side.
+    middle one). An array is cut into windows of ``window`` consecutive frames. All-black windows are ignored (no
+    crop if all are black). At most ``max_fraction`` of a dimension is cut from one side.
     """
     if isinstance(source, np.ndarray):
         frames = source if source.ndim == 4 else source[None]
