@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ __all__ = ["EpisodeBuffer", "self_imitation_loss"]
 
 INDEX_FILE = "index.json"
 INDEX_KIND = "dreamarcade-self-imitation"
-_EPISODE_NAME = re.compile(r"episode_\d+_\d+\.safetensors")
+_EPISODE_NAME = re.compile(r"episode_\d+_(\d+)\.safetensors")  # episode_<end step>_<number>.safetensors
 
 
 @dataclass
@@ -67,8 +67,8 @@ class _Episode:
 
 def _file_seq(name: str) -> int:
     """The number at the end of an episode file name (``episode_<end step>_<number>.safetensors``); 0 if none."""
-    tail = name.removesuffix(".safetensors").rsplit("_", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    m = _EPISODE_NAME.fullmatch(name)
+    return int(m[1]) if m else 0
 
 
 def _as_dict(obs: Any) -> dict[str, np.ndarray]:
@@ -108,7 +108,7 @@ class EpisodeBuffer:
         self.episodes: list[_Episode] = []
         self._open: list[list[tuple[dict[str, np.ndarray], int, float]]] = [[] for _ in range(num_envs)]
         self._seq: int | None = None  # the last episode file number; read from the directory at the first save
-        self._saved: dict[str, Any] | None = None  # the last save's (or load's) step and episodes
+        self._saved: _Saved | None = None  # the last save's (or load's) step and episodes
 
     def __len__(self) -> int:
         """The number of stored steps."""
@@ -189,10 +189,10 @@ class EpisodeBuffer:
         }
         keep = {e["file"] for e in index["episodes"]}
         if self._saved is not None:
-            index["previous"] = self._saved
-            keep |= {e["file"] for e in self._saved["episodes"]}
+            index["previous"] = asdict(self._saved)
+            keep |= {e["file"] for e in self._saved.episodes}
         atomic_write_text(directory / INDEX_FILE, json.dumps(index, indent=1))
-        self._saved = {"global_step": index["global_step"], "episodes": index["episodes"]}
+        self._saved = _Saved(index["global_step"], index["episodes"])
         for p in directory.glob("episode_*.safetensors"):
             if p.name not in keep:
                 p.unlink()
@@ -257,7 +257,7 @@ class EpisodeBuffer:
                                      entry["file"]))  # fmt: skip
         self.episodes = self._best(episodes)
         # what is on disk for this step: its files stay until the next save has been followed by an agent checkpoint
-        self._saved = {"global_step": int(global_step), "episodes": _entries(episodes)}
+        self._saved = _Saved(int(global_step), _entries(episodes))
 
     def _best(self, episodes: list[_Episode]) -> list[_Episode]:
         """The ``capacity`` highest returns, in their order; among equals the newer (listed later) stays."""
