@@ -89,6 +89,29 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
+def check_output_file(path: str | os.PathLike[str], what: str) -> None:
+    """Raise ``ValueError`` if :func:`atomic_write_bytes` could not write a file at ``path``: it is a directory, or
+    one of its parents is a file. ``what`` names it in the message (e.g. ``"--json"``). For a command to call before
+    long work whose result goes there, so that the result is not lost at the end.
+
+    Example:
+        >>> import tempfile
+        >>> from dreamarcade.checkpoint import check_output_file
+        >>> d = tempfile.mkdtemp()
+        >>> check_output_file(f"{d}/new/results.json", "--json")  # missing folders are created on writing
+        >>> check_output_file(d, "--json")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: --json '...' is a directory: give the path of a file to write, such as '.../results.json'.
+    """
+    path = Path(path)
+    if path.is_dir():
+        example = path / "results.json"
+        raise ValueError(f"{what} '{path}' is a directory: give the path of a file to write, such as '{example}'.")
+    parent = next((q for q in path.parents if q.exists()), None)  # the nearest one there; the rest are created
+    if parent is not None and not parent.is_dir():
+        raise ValueError(f"{what} '{path}': '{parent}' is a file, not a folder. Give a path inside a folder.")
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))

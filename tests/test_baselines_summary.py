@@ -70,6 +70,15 @@ def test_summary_says_what_to_pass_for_a_wrong_directory_or_file(tmp_path, capsy
     with pytest.raises(SystemExit) as exc:  # the figure is always PNG data: another suffix would mislabel it
         baselines_main(["summary", str(tmp_path / "run"), "--png", str(tmp_path / "curves.svg")])
     assert exc.value.code == 2 and "ending in .png" in capsys.readouterr().err
+    # outputs that cannot be written are refused before any work, and a non-finite step is not a log: one line each
+    assert baselines_main(["summary", str(tmp_path / "run"), "--json", str(tmp_path)]) == 2
+    assert "--json" in capsys.readouterr().err and not list(tmp_path.glob(".*.tmp"))
+    assert baselines_main(["summary", str(tmp_path / "run"), "--png", str(tmp_path / "other.csv" / "c.png")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    for step in ("inf", "1e30"):
+        (tmp_path / "huge.csv").write_text(f"step,episodic_return\n{step},1\n")
+        assert baselines_main(["summary", str(tmp_path / "huge.csv")]) == 2
+        assert "is not an episodes log" in capsys.readouterr().err
 
 
 def test_run_logger_widens_the_csv_for_a_new_column_instead_of_dropping_it(tmp_path) -> None:

@@ -151,6 +151,15 @@ def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
     assert main([*argv[:-1], "64", "--resume"]) == 0
     assert main(["eval", str(run), "--episodes", "1"]) == 0
     assert main(["eval", str(run), "--episodes", "0"]) == 2  # a clear error, not a traceback from an empty vector env
+    # a deterministic policy in the deterministic game: no-op starts by default, so its 2 episodes are not one twice
+    assert main(["eval", str(run), "--episodes", "2", "--deterministic", "--json", str(tmp_path / "det.json")]) == 0
+    det = json.loads((tmp_path / "det.json").read_text())
+    assert det["deterministic"] and det["noop_max"] == 30 and len(det["scores"]) == 2
+    assert evaluate(run, episodes=1, noop_max=0)["noop_max"] == 0
+    # --json where no file can be written: refused before the episodes are played, not after them
+    (tmp_path / "a_file").write_text("")
+    for bad_json in (tmp_path, tmp_path / "a_file" / "out.json"):
+        assert main(["eval", str(run), "--episodes", "1", "--json", str(bad_json)]) == 2
     # an imitation_config.json edited to another reward kind rebuilt envs without the similarities the policy reads:
     # a TypeError deep in the forward pass; now the checkpoint is checked against the rebuilt env
     edited = tmp_path / "edited"
@@ -212,6 +221,32 @@ def test_agent_train_never_replaces_the_settings_of_another_run(tmp_path):
     with pytest.raises(DreamArcadeError, match=r"distinct_margin: None -> 0.1"):
         train(dataclasses.replace(cfg, distinct_margin=0.1), run, resume=True, progress=False)
     assert (run / "imitation_config.json").read_text() == stored  # what eval rebuilds the envs from
+
+
+def test_agent_run_finds_its_reward_bundle_from_any_directory(tmp_path, monkeypatch):
+    """A relative --asset-dir is saved absolute: eval and --resume from elsewhere used to miss the bundle."""
+    import dataclasses
+
+    from dreamarcade.baselines.imitation import ImitationConfig, evaluate, train
+    from dreamarcade.envs.montezuma_imitation import ASSET_DIR
+    from dreamarcade.errors import CheckpointError
+
+    shutil.copytree(ASSET_DIR, tmp_path / "bundle")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = ImitationConfig(num_envs=1, embed_every=2, asset_dir="bundle")
+    cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, num_steps=16, total_timesteps=16))
+    train(cfg, "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "imitation_config.json").read_text())
+    assert saved["asset_dir"] == str(tmp_path / "bundle")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert evaluate(tmp_path / "run", episodes=1)["episodes"] == 1
+    more = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, total_timesteps=32))
+    more = dataclasses.replace(more, asset_dir=str(tmp_path / "bundle"))
+    assert train(more, tmp_path / "run", resume=True, progress=False).global_step == 32  # the same bundle: not refused
+    # a path that is not a bundle names what a bundle is, not only its first missing file
+    with pytest.raises(CheckpointError, match=r"is not a reward bundle \(no embedding/ or checkpoints/\)"):
+        train(dataclasses.replace(cfg, asset_dir="bundle"), tmp_path / "other", progress=False)
 
 
 @pytest.mark.parametrize("life_loss_terminal", [False, True])
@@ -316,6 +351,50 @@ def test_play_episodes_gives_every_env_its_share_instead_of_the_first_to_end():
     envs.close()
     # -1 per step: env 0 ends four 3-step episodes before env 1's first 20-step one; each gets two
     assert sorted(scores) == [-20.0, -20.0, -3.0, -3.0] and progress == paid == [0, 0, 0, 0] and rooms == [0, 0, 0, 0]
+
+
+def test_play_episodes_noop_starts_vary_the_episodes_of_a_fixed_policy():
+    """The game is deterministic, so a deterministic policy needs no-op starts to play more than one episode."""
+    from dreamarcade.baselines.imitation import play_episodes
+
+    taken: list[list[int]] = [[], []]
+
+    class Record(gym.Wrapper):
+        def __init__(self, env: gym.Env, i: int) -> None:
+            super().__init__(env)
+            self.i = i
+
+        def step(self, action):
+            taken[self.i].append(int(action))
+            return self.env.step(action)
+
+    def car(i: int):  # 5-step episodes; the policy always pushes right (2)
+        return lambda: gym.wrappers.RecordEpisodeStatistics(Record(gym.make("MountainCar-v0", max_episode_steps=5), i))
+
+    def starts(noop_max: int, seed: int) -> list[int]:
+        for t in taken:
+            t.clear()
+        envs = gym.vector.SyncVectorEnv([car(0), car(1)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        play_episodes(envs, lambda obs: np.full(2, 2, np.int64), episodes=12, seed=seed, noop_max=noop_max)
+        envs.close()
+        episodes = [t[k : k + 5] for t in taken for k in range(0, len(t), 5)]
+        assert len(episodes) == 12
+        noops = [e.index(2) if 2 in e else 5 for e in episodes]
+        # each episode: its NOOPs (action 0) first, then the policy's actions only
+        assert all(e == [0] * n + [2] * (5 - n) for e, n in zip(episodes, noops))
+        return noops
+
+    assert starts(0, seed=0) == [0] * 12
+    noops = starts(3, seed=0)
+    assert set(noops) <= {0, 1, 2, 3} and len(set(noops)) >= 3  # 0 to noop_max, drawn per episode
+    assert starts(3, seed=0) == noops and starts(3, seed=1) != noops  # reproducible by seed
+    with pytest.raises(ValueError, match="noop_max must be >= 0"):
+        play_episodes(None, lambda obs: obs, episodes=1, noop_max=-1)
+
+
+def test_vector_env_refuses_zero_envs_by_name():  # an IndexError inside SyncVectorEnv before
+    with pytest.raises(ValueError, match="num_envs must be an integer >= 1, got 0"):
+        gym.make_vec("MontezumaImitation-v0", num_envs=0, vectorization_mode="vector_entry_point")
 
 
 def test_vector_env_time_limit_keeps_the_game_score_of_truncated_episodes():

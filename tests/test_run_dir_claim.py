@@ -80,6 +80,24 @@ def test_the_cli_prints_a_busy_run_directory_as_one_line(tmp_path: Path, capsys)
         assert len(err.splitlines()) == 1 and f"in use by another process (pid {pid})" in err
 
 
+def test_a_run_directory_path_that_is_a_file_is_refused_as_one_line(tmp_path: Path, capsys) -> None:
+    from dreamarcade.baselines.common import RunDirNotAFolderError, check_run_dir_free
+    from dreamarcade.baselines.imitation import main as imitation_main
+
+    a_file = tmp_path / "hyperparameters.json"
+    a_file.write_text("{}")
+    for run_dir, says in ((a_file, "is a file, not a folder"), (a_file / "run", "lies under")):
+        for check in (check_run_dir_free, claim_run_dir):
+            with pytest.raises(RunDirNotAFolderError, match=says):
+                check(run_dir)
+        for resume in ([], ["--resume"]):  # a FileExistsError traceback before
+            argv = ["train", "--reward", "game", "--num-envs", "1", "--total-timesteps", "8", "--run-dir", str(run_dir)]
+            assert imitation_main([*argv, *resume]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and says in err and "--run-dir" in err
+    assert a_file.read_text() == "{}"
+
+
 def test_every_trainer_claims_its_run_directory(tmp_path: Path) -> None:
     """DQN, JERK, the world-models steps and the embedding trainer refuse a directory another process holds."""
     import numpy as np

@@ -609,6 +609,24 @@ class RunDirInUseError(DreamArcadeError, FileExistsError):
     """
 
 
+class RunDirNotAFolderError(DreamArcadeError, NotADirectoryError):
+    """The run directory's path is a file, or lies under one (:func:`claim_run_dir`, :func:`check_run_dir_free`).
+
+    Example:
+        >>> from dreamarcade.baselines.common import RunDirNotAFolderError
+        >>> issubclass(RunDirNotAFolderError, NotADirectoryError)
+        True
+    """
+
+
+def _check_folder_path(run_dir: Path) -> None:
+    """Raise :class:`RunDirNotAFolderError` if ``run_dir`` is a file or lies under one."""
+    there = next((q for q in (run_dir, *run_dir.parents) if q.exists()), None)  # the rest is created
+    if there is not None and not there.is_dir():
+        what = "is a file" if there == run_dir else f"lies under '{there}', which is a file"
+        raise RunDirNotAFolderError(f"run directory '{run_dir}' {what}, not a folder: pass a folder path (--run-dir).")
+
+
 def check_run_dir_free(
     run_dir: str | os.PathLike[str],
     state_files: tuple[str, ...] = (),
@@ -622,6 +640,7 @@ def check_run_dir_free(
     ``checkpoint_dir`` / ``log_dir``: where this kind of run keeps them, relative to ``run_dir`` ("" = itself).
     """
     run_dir = Path(run_dir)
+    _check_folder_path(run_dir)
     found = [f"{checkpoint_dir or '.'}/"] if checkpoint_exists(run_dir / checkpoint_dir) else []
     found += [n for n in state_files if (run_dir / n).exists()]
     logs = run_dir / log_dir
@@ -672,6 +691,7 @@ def claim_run_dir(run_dir: str | os.PathLike[str]) -> None:
         >>> release_run_dir(d)
     """
     path = Path(run_dir).resolve()
+    _check_folder_path(path)
     path.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl

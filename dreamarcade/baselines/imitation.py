@@ -55,7 +55,7 @@ import torch
 
 from dreamarcade.baselines.common import check_run_dir_free, claim_run_dir, releases_run_dirs
 from dreamarcade.baselines.ppo import PPOConfig, check_agent_fits, load_agent, obs_to_tensor, train_ppo
-from dreamarcade.checkpoint import atomic_write_text, read_json_object
+from dreamarcade.checkpoint import atomic_write_text, check_output_file, read_json_object
 from dreamarcade.errors import CheckpointError, DreamArcadeError, input_checks, input_error_status
 from dreamarcade.precision import flush_denormals
 from dreamarcade.wrappers.exploration import CellCounter
@@ -393,7 +393,11 @@ class PlayedEpisodes(NamedTuple):
 
 
 def play_episodes(
-    envs: gym.vector.VectorEnv, act: Callable[[Any], np.ndarray], episodes: int, seed: int | None = None
+    envs: gym.vector.VectorEnv,
+    act: Callable[[Any], np.ndarray],
+    episodes: int,
+    seed: int | None = None,
+    noop_max: int = 0,
 ) -> PlayedEpisodes:
     """Step a :func:`make_envs` env with ``act(obs) -> actions`` until ``episodes`` episodes have ended.
 
@@ -405,15 +409,26 @@ def play_episodes(
     :class:`RoomsVisited`'s count (0 for an env without it).
     Each env plays a fixed share of the episodes (env i: ``episodes // n``, one more for the first
     ``episodes % n``): taking whichever episodes end first would favour short ones.
+    ``noop_max`` > 0: no-op starts (Mnih et al. 2015): each episode first takes a random number of NOOP steps
+    (action 0), from 0 to ``noop_max``, drawn from ``seed``. The game is deterministic (no sticky actions, and ALE
+    ignores the reset seed), so without them a deterministic policy plays the same episode every time.
     """
+    if noop_max < 0:
+        raise ValueError(f"noop_max must be >= 0 (0: no no-op starts), got {noop_max}")
     n = envs.num_envs
     quota = np.array([episodes // n + (i < episodes % n) for i in range(n)])
     taken = np.zeros(n, np.int64)
     paid_now = np.zeros(n, np.int64)  # checkpoints paid so far in each env's running episode
+    rng = np.random.default_rng(seed)
+    noops = rng.integers(0, noop_max + 1, n)  # each running episode's NOOP steps
+    t = np.zeros(n, np.int64)  # steps into each env's running episode
     obs, _ = envs.reset(seed=seed)
     out = PlayedEpisodes([], [], [], [])
     while len(out.scores) < episodes:
-        obs, _, term, trunc, info = envs.step(act(obs))
+        actions = np.array(act(obs))
+        actions[t < noops] = 0  # NOOP
+        obs, _, term, trunc, info = envs.step(actions)
+        t += 1
         # the step that ends an episode pays for that episode (its observation is already the next one's start)
         paid_now += np.asarray(info.get("imitation_reward", np.zeros(n)), np.float64) > 0
         ended = np.flatnonzero(np.logical_or(term, trunc))
@@ -435,18 +450,33 @@ def play_episodes(
                 out.checkpoints_paid.append(int(paid_now[i]))
                 out.rooms.append(int(visited[i]))
             paid_now[i] = 0
+            t[i] = 0
+            noops[i] = rng.integers(0, noop_max + 1)
     return out
 
 
-def evaluate(run_dir: str | Path, episodes: int = 20, deterministic: bool = False, seed: int = 1000) -> dict[str, Any]:
+def evaluate(
+    run_dir: str | Path,
+    episodes: int = 20,
+    deterministic: bool = False,
+    seed: int = 1000,
+    noop_max: int | None = None,
+) -> dict[str, Any]:
     """Play ``episodes`` episodes with the trained policy: game scores, the rate of episodes that collected the key
     (score >= 100), opened a door (>= 400) and left the first room (visited 2 or more rooms). ``seed`` seeds the
-    envs and the action sampling, so a rerun plays the same episodes. Per episode: ``scores``,
+    envs, the no-op starts and the action sampling, so a rerun plays the same episodes. Per episode: ``scores``,
     ``checkpoints_reached`` (the index of the next checkpoint, as :func:`play_episodes` gives it),
-    ``checkpoints_paid`` and ``rooms_visited``."""
+    ``checkpoints_paid`` and ``rooms_visited``.
+    ``noop_max``: each episode starts with 0 to ``noop_max`` NOOP steps (:func:`play_episodes`). Default: 30 for a
+    ``deterministic`` policy, whose episodes would otherwise all be the same one (the game is deterministic), and 0
+    for the sampled policy, whose sampling already varies them."""
     with input_checks():  # the request and the run directory; not the episodes
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}.")
+        if noop_max is None:
+            noop_max = 30 if deterministic else 0
+        if noop_max < 0:
+            raise ValueError(f"noop_max must be >= 0 (0: no no-op starts), got {noop_max}.")
         run_dir = Path(run_dir)
         cfg = _load_config(run_dir)
         cfg.num_envs = min(cfg.num_envs, episodes)
@@ -471,13 +501,14 @@ def evaluate(run_dir: str | Path, episodes: int = 20, deterministic: bool = Fals
         return a.numpy()
 
     try:
-        played = play_episodes(envs, act, episodes, seed)
+        played = play_episodes(envs, act, episodes, seed, noop_max)
     finally:
         envs.close()
     s = np.array(played.scores)
     return {
         "episodes": episodes,
         "deterministic": deterministic,
+        "noop_max": noop_max,
         "mean_score": float(s.mean()),
         "max_score": float(s.max()),
         "key_rate": float((s >= 100).mean()),
@@ -512,10 +543,13 @@ def train(cfg: ImitationConfig, run_dir: str | Path, resume: bool = False, progr
     """Train PPO with the chosen reward; logs, checkpoints and a learning curve go to ``run_dir``."""
     with input_checks():  # the settings, the run directory and the envs; not the training itself
         run_dir = Path(run_dir)
+        # saved absolute: `eval` and `--resume` run from another directory must find the same bundle
+        cfg = dataclasses.replace(cfg, asset_dir=_absolute(cfg.asset_dir))
         if not resume:
             check_run_dir_free(run_dir)  # before imitation_config.json is written: never replace another run's
         elif (run_dir / "imitation_config.json").is_file():
             saved = _load_config(run_dir)  # evaluate() rebuilds the envs from it: the reward must stay what was trained
+            saved.asset_dir = _absolute(saved.asset_dir)  # a run saved before paths were made absolute
             changed = {
                 f.name: (getattr(saved, f.name), getattr(cfg, f.name))
                 for f in dataclasses.fields(ImitationConfig)
@@ -533,9 +567,17 @@ def train(cfg: ImitationConfig, run_dir: str | Path, resume: bool = False, progr
         ppo = dataclasses.replace(cfg.ppo, num_envs=cfg.num_envs)
         ppo.validate()  # before anything is written: --num-envs 0 left a config behind and crashed in the vector env
         envs = make_envs(cfg)  # refuses bad env settings (--max-episode-steps 0) before the run directory is touched
-        claim_run_dir(run_dir)  # before the config is written: a refused second process must not replace it
-        _save_config(run_dir, cfg)
+        try:
+            claim_run_dir(run_dir)  # before the config is written: a refused second process must not replace it
+            _save_config(run_dir, cfg)
+        except BaseException:
+            envs.close()
+            raise
     return train_ppo(envs, ppo, run_dir, resume=resume, progress=progress)
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).resolve())
 
 
 def _finite(text: str, at_least: float | None = None) -> float:
@@ -674,8 +716,15 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a trained agent (game score, key and door rates)")
     e.add_argument("run_dir")
     e.add_argument("--episodes", type=int, default=20)
-    e.add_argument("--deterministic", action="store_true")
-    e.add_argument("--json", default=None)
+    e.add_argument("--deterministic", action="store_true", help="take the most likely action instead of sampling")
+    e.add_argument(
+        "--noop-max",
+        type=int,
+        default=None,
+        help="start each episode with a random 0 to N NOOP steps (default: 30 with --deterministic, as the game "
+        "is deterministic and every episode would be the same; 0 otherwise)",
+    )
+    e.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p
 
 
@@ -722,7 +771,10 @@ def main(argv: list[str] | None = None) -> int:
             r = train(cfg, run_dir, resume=args.resume)
             print(json.dumps({"run_dir": str(run_dir), "global_step": r.global_step, "sps": r.steps_per_second}))
         else:
-            out = evaluate(args.run_dir, args.episodes, args.deterministic)
+            if args.json:  # before the episodes are played: a path that cannot be written would lose them
+                with input_checks():
+                    check_output_file(args.json, "--json")
+            out = evaluate(args.run_dir, args.episodes, args.deterministic, noop_max=args.noop_max)
             print(json.dumps(out))
             if args.json:
                 atomic_write_text(args.json, json.dumps(out, indent=2))

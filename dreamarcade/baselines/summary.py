@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from dreamarcade.baselines.common import plot_learning_curve
-from dreamarcade.checkpoint import atomic_write_text
+from dreamarcade.checkpoint import atomic_write_text, check_output_file
 
 __all__ = ["Block", "RunSummary", "summarize", "format_summary", "main"]
 
@@ -137,7 +137,7 @@ def summarize(run_dir: str | Path, window: int = 20, block: int = 50_000, target
     path = _episodes_csv(run_dir)
     try:
         steps, returns, lengths = _read(path)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, OverflowError) as exc:  # OverflowError: a step of inf or 1e30
         raise ValueError(
             f"'{path}' is not an episodes log (columns step, episodic_return, ...): {exc}. Pass a run directory "
             "written by one of the bundled agents."
@@ -216,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.png and Path(args.png).suffix.lower() != ".png":
         parser.error(f"--png writes a PNG image: give a path ending in .png, got {args.png}")
     try:
+        for path, flag in ((args.png, "--png"), (args.json, "--json")):
+            if path:
+                check_output_file(path, flag)
         summaries = [summarize(d, args.window, args.block, args.target) for d in args.run_dirs]
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

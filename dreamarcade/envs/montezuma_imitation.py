@@ -34,7 +34,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from dreamarcade.errors import require
+from dreamarcade.errors import check_count, require
 
 __all__ = ["ASSET_DIR", "make_montezuma_imitation", "make_montezuma_imitation_vector"]
 
@@ -133,6 +133,7 @@ def make_montezuma_imitation_vector(
     """
     from dreamarcade.wrappers.imitation import YouTubeImitationRewardVector, load_imitation_model
 
+    check_count("num_envs", num_envs, 1)  # before the model loads: 0 failed inside SyncVectorEnv with an IndexError
     embedder, checkpoints = load_imitation_model(
         asset_dir or ASSET_DIR, num_threads=embed_threads, precision=embed_precision
     )

@@ -52,7 +52,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from dreamarcade.errors import check_count
+from dreamarcade.errors import CheckpointError, check_count
 from dreamarcade.reward_models.checkpoints import (
     CheckpointTrajectory,
     Embedder,
@@ -79,6 +79,13 @@ def load_imitation_model(
     from pathlib import Path
 
     d = Path(directory)
+    missing = [f"{n}/" for n in ("embedding", "checkpoints") if not (d / n).is_dir()]
+    if missing:  # a wrong path: say what a bundle is, not only that its first file is missing
+        raise CheckpointError(
+            f"'{d}' is not a reward bundle (no {' or '.join(missing)}): a bundle is a folder with embedding/ and "
+            "checkpoints/, as `python -m dreamarcade.reward_models.build_reward ... --out DIR` writes it. Pass such "
+            "a folder (asset_dir / --asset-dir), or none for the bundled Montezuma one."
+        )
     embedder = FrameStackEmbedder.load(d / "embedding", fused=fused, num_threads=num_threads, precision=precision)
     return embedder, CheckpointTrajectory.load(d / "checkpoints")
 
