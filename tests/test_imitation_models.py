@@ -84,6 +84,27 @@ def test_networks_shapes_normalisation_and_bad_input():
         stack_frames(np.zeros((5, 30, 30, 3), np.uint8), np.arange(5), TINY)
     paper = EmbeddingConfig.paper()
     assert (paper.crop_size, paper.embed_dim, paper.channels) == (128, 1024, (32, 64, 64))
+    model.train()  # refused frames leave a model in training in training
+    with pytest.raises(ValueError, match="processed frames"):
+        model.embed_frames(np.zeros((3, 10, 10, 3), np.uint8))
+    assert model.training
+
+
+def test_distance_classes_are_checked_wherever_they_come_from():
+    from dreamarcade.reward_models.build_reward import first_frame_at
+
+    bad = ((0, 0), (3, 1))  # lo > hi: sample_pairs drew gaps for it forever
+    for sample in (lambda: sample_pairs([10], bad, 2, np.random.default_rng(0)),
+                   lambda: sample_offsets([10], np.array([5]), bad, np.random.default_rng(0))):  # fmt: skip
+        with pytest.raises(ValueError, match="0 <= lo <= hi"):
+            sample()
+    with pytest.raises(ValueError, match="cmc_intervals"):  # as a checkpoint's config.json gives them
+        EmbeddingConfig.from_json({**TINY.to_json(), "cmc_intervals": [[0, 0], [5, -1]]})
+    with pytest.raises(TypeError, match="JSON object"):  # "embedding": null
+        EmbeddingConfig.from_json(None)
+    assert EmbeddingConfig.from_json(TINY.to_json()) == TINY
+    with pytest.raises(VideoError, match="beyond any video"):  # an OverflowError traceback before
+        first_frame_at(1e308, 15)
 
 
 def test_stack_frames_clamps_before_the_first_frame():
@@ -236,6 +257,12 @@ def test_train_embedding_cli_checks_the_held_out_videos_before_training(tmp_path
     with pytest.raises(SystemExit) as exc:  # a bad setting: a usage error
         te.main([missing, "--out", str(tmp_path / "out"), "--batch-size", "1"])
     assert exc.value.code == 2 and "batch_size must be >= 2" in capsys.readouterr().err
+    # inf trained to NaN weights without a word; a negative --cmc-binary was taken as 0 (the 6-way classes)
+    for bad, says in ((["--lr", "inf"], "--lr"), (["--cmc-binary", "-1"], "--cmc-binary must be >= 0")):
+        with pytest.raises(SystemExit) as exc:
+            te.main([missing, "--out", str(tmp_path / "out"), *bad])
+        assert exc.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
     def crash(*args, **kwargs):  # a bug in the middle of training is not bad input: its traceback is kept
         raise ValueError("a bug in the middle of a run")
@@ -266,6 +293,10 @@ def test_cycle_consistency_identical_is_100_and_unrelated_is_near_chance():
         cycle_consistency(walk, np.zeros((0, 16)))
     with pytest.raises(ValueError, match="three non-empty"):
         three_cycle_consistency(walk, walk, np.zeros((0, 16)))
+    # plain lists work (a TypeError before), and a diverged (NaN) embedding is refused instead of scored (40%)
+    assert cycle_consistency(walk.tolist(), walk.tolist()) == three_cycle_consistency(*[walk.tolist()] * 3) == 100.0
+    with pytest.raises(ValueError, match="NaN or inf"):
+        cycle_consistency(np.full((5, 16), np.nan), walk[:5])
 
 
 def test_frame_stack_embedder_rejects_mismatched_input_size():

@@ -52,7 +52,10 @@ def first_frame_at(start_s: float, fps: float) -> int:
         >>> first_frame_at(62 / 30, 15), first_frame_at(2.1, 15), first_frame_at(0.0, 15)
         (31, 32, 0)
     """
-    return int(math.ceil(round(start_s * fps, 6)))
+    frames = round(start_s * fps, 6)
+    if not math.isfinite(frames):  # 1e308 s passes a finiteness check, and its frame count overflows
+        raise VideoError(f"a gameplay start of {start_s} s is beyond any video: give the start in seconds")
+    return int(math.ceil(frames))
 
 
 def sidecar_start(side: str | os.PathLike[str]) -> float:

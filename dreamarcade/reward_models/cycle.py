@@ -26,12 +26,15 @@ def nearest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"expected two (N, D) arrays with the same D, got {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):  # NaN distances still gave an argmin, and a score
+        raise ValueError("the embeddings hold NaN or inf values: the embedding has diverged; retrain it")
     d = (a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None]
     return d.argmin(1)
 
 
 def cycle_consistency(v: np.ndarray, w: np.ndarray, tolerance: int = 1) -> float:
     """Percentage of ``v`` that is 2-cycle consistent through ``w`` (``|i - k| <= tolerance``)."""
+    v, w = np.asarray(v), np.asarray(w)  # lists too: w[j] below indexes with an array
     if len(v) == 0 or len(w) == 0:
         raise ValueError("cycle-consistency needs two non-empty sequences")
     j = nearest(v, w)
@@ -41,6 +44,7 @@ def cycle_consistency(v: np.ndarray, w: np.ndarray, tolerance: int = 1) -> float
 
 def three_cycle_consistency(v: np.ndarray, w: np.ndarray, u: np.ndarray, tolerance: int = 1) -> float:
     """Percentage of ``v`` consistent along both V -> W -> U -> V and V -> U -> W -> V."""
+    v, w, u = np.asarray(v), np.asarray(w), np.asarray(u)
     if len(v) == 0 or len(w) == 0 or len(u) == 0:
         raise ValueError("3-cycle consistency needs three non-empty sequences")
     i = np.arange(len(v))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import numbers
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from dreamarcade.errors import CheckpointError
 
 __all__ = [
     "EmbeddingConfig",
+    "check_intervals",
     "TDCCMC",
     "VisualEncoder",
     "AudioEncoder",
@@ -51,6 +53,29 @@ __all__ = [
 warnings.filterwarnings("ignore", message="Using padding='same' with even kernel", category=UserWarning)
 
 PAPER_INTERVALS: tuple[tuple[int, int], ...] = ((0, 0), (1, 1), (2, 2), (3, 4), (5, 20), (21, 200))
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def check_intervals(name: str, intervals: Any) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``intervals`` is a non-empty sequence of frame-gap classes
+    ``(lo, hi)`` with integers ``0 <= lo <= hi``.
+
+    >>> check_intervals("tdc_intervals", ((0, 0), (3, 1)))
+    Traceback (most recent call last):
+    ...
+    ValueError: tdc_intervals must be (lo, hi) frame gaps with integers 0 <= lo <= hi, got ((0, 0), (3, 1))
+    """
+    try:
+        ok = len(intervals) > 0 and all(
+            len(iv) == 2 and all(_is_int(x) for x in iv) and 0 <= iv[0] <= iv[1] for iv in intervals
+        )
+    except TypeError:  # not a sequence of pairs
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be (lo, hi) frame gaps with integers 0 <= lo <= hi, got {intervals}")
 
 
 @dataclass
@@ -116,6 +141,8 @@ class EmbeddingConfig:
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> EmbeddingConfig:
+        if not isinstance(d, dict):  # a checkpoint's "embedding": null crashed with an AttributeError
+            raise TypeError(f"the embedding settings must be a JSON object, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(EmbeddingConfig)}
         kw = {k: v for k, v in d.items() if k in names}
         for k in ("channels", "audio_channels"):
@@ -124,6 +151,7 @@ class EmbeddingConfig:
         for k in ("tdc_intervals", "cmc_intervals"):
             if k in kw:
                 kw[k] = tuple(tuple(x) for x in kw[k])
+                check_intervals(k, kw[k])  # a checkpoint's classes are sampled from again (evaluate_accuracy)
         return EmbeddingConfig(**kw)
 
 
@@ -272,11 +300,13 @@ class TDCCMC(nn.Module):
         self.eval()
         device = next(self.parameters()).device
         out = []
-        for s in range(0, len(frames), batch):
-            idx = np.arange(s, min(s + batch, len(frames)))
-            x = stack_frames(frames, idx, self.cfg).to(device)
-            out.append(self.phi(x).float().cpu().numpy())
-        self.train(was)
+        try:
+            for s in range(0, len(frames), batch):
+                idx = np.arange(s, min(s + batch, len(frames)))
+                x = stack_frames(frames, idx, self.cfg).to(device)
+                out.append(self.phi(x).float().cpu().numpy())
+        finally:  # also when the frames are refused: a model in training must stay in training
+            self.train(was)
         return np.concatenate(out) if out else np.zeros((0, self.cfg.embed_dim), np.float32)
 
     def save(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:

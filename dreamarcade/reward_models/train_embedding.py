@@ -52,7 +52,7 @@ from dreamarcade.baselines.common import (
 from dreamarcade.checkpoint import checkpoint_exists, load_checkpoint, pack_state, save_checkpoint, unpack_state
 from dreamarcade.errors import CheckpointError, VideoError, input_checks, input_error_status
 from dreamarcade.precision import flush_denormals
-from dreamarcade.reward_models.embedding import TDCCMC, EmbeddingConfig, stack_frames
+from dreamarcade.reward_models.embedding import TDCCMC, EmbeddingConfig, check_intervals, stack_frames
 from dreamarcade.reward_models.video import VideoReader
 
 __all__ = [
@@ -159,6 +159,7 @@ def sample_pairs(
     """
     if len(lengths) == 0 or max(lengths) < 1:
         raise ValueError(f"pair sampling needs at least one non-empty video, got lengths {list(lengths)}")
+    check_intervals("intervals", intervals)  # lo > hi: no gap could ever be drawn, and the loop below never ended
     usable = [v for v, n in enumerate(lengths) if any(lo <= n - 1 for lo, _ in intervals)]
     if not usable:
         raise VideoError(
@@ -192,6 +193,7 @@ def sample_offsets(
     Class uniform among those that fit the video around the anchor, gap uniform in the class, side random
     (forced to the side that fits).
     """
+    check_intervals("intervals", intervals)
     js, ks = [], []
     for n, i in zip(lengths, anchors):
         if not 0 <= i < n:
@@ -363,6 +365,8 @@ def train_embedding(
             raise VideoError("no training videos given: pass the paths of (usually 3) gameplay videos")
         if tcfg.save_every < 1 or tcfg.steps < 1:
             raise ValueError(f"steps and save_every must be >= 1, got steps={tcfg.steps}, save_every={tcfg.save_every}")
+        if not (math.isfinite(tcfg.lr) and tcfg.lr > 0):  # Adam takes inf, and the weights become NaN
+            raise ValueError(f"--lr (the learning rate) must be a finite number > 0, got {tcfg.lr}")
         if tcfg.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (BatchNorm normalises over the batch), got {tcfg.batch_size}")
         if not 0.0 <= tcfg.cmc_event_fraction <= 1.0:
@@ -373,8 +377,7 @@ def train_embedding(
             if not (math.isfinite(weight) and weight >= 0):  # a negative weight was silently taken as 0
                 raise ValueError(f"{name} must be a finite number >= 0 (0 leaves that loss out), got {weight}")
         for name, intervals in (("tdc_intervals", cfg.tdc_intervals), ("cmc_intervals", cfg.cmc_intervals)):
-            if not intervals or any(not 0 <= lo <= hi for lo, hi in intervals):
-                raise ValueError(f"{name} must be (lo, hi) frame gaps with 0 <= lo <= hi, got {intervals}")
+            check_intervals(name, intervals)
         if cfg.tdc_weight <= 0 and cfg.cmc_weight <= 0:
             raise ValueError(
                 "tdc_weight and cmc_weight are both 0: nothing to learn; give one of them a positive weight"
@@ -515,8 +518,8 @@ def main(argv: list[str] | None = None) -> int:
         "--cmc-binary",
         type=int,
         default=DEFAULT_CMC_FAR,
-        help="if > 0, CMC is 2-way: aligned [0] vs [L, inf); 0 = the 6 TDC intervals (default "
-        f"{DEFAULT_CMC_FAR}: the audio window and the frame stack share no frame)",
+        help="if > 0, CMC is 2-way: aligned (gap 0) vs at least L frames apart (gaps L to max(L, 10000)); 0 = the "
+        f"6 TDC intervals (default {DEFAULT_CMC_FAR}: the audio window and the frame stack share no frame)",
     )
     p.add_argument("--paper-size", action="store_true", help="the paper's network sizes (slow on CPU)")
     p.add_argument(
@@ -535,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
         "already reached this only evaluates",
     )
     a = p.parse_args(argv)
+    if a.cmc_binary < 0:  # was taken as 0 (the 6-way classes) without a word
+        p.error(f"--cmc-binary must be >= 0 (0: the 6 TDC intervals), got {a.cmc_binary}")
     cfg = EmbeddingConfig.paper() if a.paper_size else EmbeddingConfig()
     cfg.cmc_weight = a.cmc_weight
     cfg.tdc_weight = a.tdc_weight
