@@ -31,7 +31,10 @@ from dreamarcade.reward_models.video import read_video
 def _trimmed(path: Path, fps: float, size: int) -> np.ndarray:
     start = sidecar_start(path.with_suffix(".json"))  # the recorder's gameplay start, 0 without a sidecar
     clip = read_video(path, fps=fps, size=(size, size), audio=False)
-    return clip.frames[first_frame_at(start, fps) :]  # as build_reward trims the demonstration
+    frames = clip.frames[first_frame_at(start, fps) :]  # as build_reward trims the demonstration
+    if len(frames) < 2:
+        raise SystemExit(f"error: '{path}' has {len(frames)} frames after its gameplay start ({start} s): too short")
+    return frames
 
 
 def main() -> None:
@@ -50,6 +53,14 @@ def main() -> None:
         models[name], _ = load_embedding(d)
     size = next(iter(models.values())).cfg.frame_size if models else 54
     fps = next(iter(models.values())).cfg.fps if models else 15.0
+    # the frames are read once, for every embedding: each must see the frame rate and size it was trained on
+    reads = {n: (m.cfg.fps, m.cfg.frame_size) for n, m in models.items()}
+    other = {n: r for n, r in reads.items() if r != (fps, size)}
+    if other:
+        p.error(
+            f"--emb: the embeddings read videos differently (fps, frame size): {other} against ({fps}, {size}) for "
+            "the first; compare embeddings of one frame rate and size per run"
+        )
     t0 = time.time()
     videos = [Path(v) for v in a.videos]
     if len({v.name for v in videos}) < len(videos):  # the table keys videos by file name: one would replace another

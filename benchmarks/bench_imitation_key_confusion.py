@@ -27,9 +27,9 @@ from dreamarcade.baselines.common import name_and_path
 from dreamarcade.envs.montezuma_search import load_trajectories
 
 
-def replay(actions: list[int], asset_dir: str | None) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def replay(actions: list[int], asset_dir: str | None, threshold: float) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Per step: the similarities to every checkpoint, whether the key is held, and the checkpoint paid (-1)."""
-    env = gym.make("MontezumaImitation-v0", asset_dir=asset_dir)
+    env = gym.make("MontezumaImitation-v0", asset_dir=asset_dir, threshold=threshold)
     env.reset(seed=0)
     score, sims, keyed, matched = 0.0, [], [], []
     for a in actions:
@@ -44,9 +44,13 @@ def replay(actions: list[int], asset_dir: str | None) -> tuple[np.ndarray, np.nd
     return np.array(sims), np.array(keyed), matched
 
 
-def key_confusion(trajectories: list[list[int]], demo: int, asset_dir: str | None) -> dict[str, object]:
-    """The post-key checkpoints of the demo, and per trajectory the best similarity to them before and with the key."""
-    replays = [replay(acts, asset_dir) for acts in trajectories]  # the demo's among them: each is replayed once
+def key_confusion(
+    trajectories: list[list[int]], demo: int, asset_dir: str | None, threshold: float = 0.5
+) -> dict[str, object]:
+    """The post-key checkpoints of the demo (those its replay is paid at ``threshold`` with the key), and per
+    trajectory the best similarity to them before and with the key."""
+    # the demo's among them: each is replayed once
+    replays = [replay(acts, asset_dir, threshold) for acts in trajectories]
     _, keyed, matched = replays[demo]
     after_key = sorted({m for m, k in zip(matched, keyed) if m >= 0 and k})
     before, with_key = [], []
@@ -71,7 +75,10 @@ def main() -> None:
     p.add_argument("--json", default=None, help="also write the per-trajectory numbers here")
     a = p.parse_args()
     torch.set_num_threads(1)
-    trajs = load_trajectories(a.trajectories)
+    try:
+        trajs = load_trajectories(a.trajectories)
+    except (OSError, ValueError) as exc:  # a missing or foreign file: one line, not a traceback
+        p.error(f"--trajectories: {exc}")
     if not 0 <= a.demo < len(trajs):
         p.error(f"--demo {a.demo}: the file holds trajectories 0-{len(trajs) - 1}")
     out = {}
@@ -82,10 +89,15 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|")
     for name, path in a.bundle:
-        res = key_confusion(trajs, a.demo, path)
+        res = key_confusion(trajs, a.demo, path, a.threshold)
         out[name] = res
         before = np.array([b for b in res["before"] if b is not None])
         with_key = np.array([w for w in res["with_key"] if w is not None])
+        if not res["after_key"] or len(before) == 0 or len(with_key) == 0:
+            p.error(
+                f"bundle {name}: the demo's replay is paid no checkpoint with the key ({res['after_key']}), or no "
+                "trajectory has steps both before and with the key: pass trajectories that collect the key"
+            )
         passing = before > a.threshold  # (trajectories, post-key checkpoints), compared before any rounding
         print(
             f"| {name} | {res['after_key']} | {before.max(axis=0).round(2).tolist()} | "

@@ -84,7 +84,9 @@ def _module_at(rev: str, path: str) -> types.ModuleType:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=1000, help="env steps per measurement (vector: divided by num_envs)")
+    p.add_argument(
+        "--steps", type=positive_int, default=1000, help="env steps per measurement (vector: divided by num_envs)"
+    )
     p.add_argument("--num-envs", type=positive_int, default=8)
     p.add_argument("--rounds", type=positive_int, default=3, help="interleaved plain/wrapped rounds (median reported)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the vector 'threads=T' row (0: no row)")

@@ -18,12 +18,14 @@ the single threshold of the paper).
 from __future__ import annotations
 
 import argparse
+import math
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 import dreamarcade  # noqa: F401  (registers MontezumaImitation-v0)
+from dreamarcade.baselines.common import positive_int
 from dreamarcade.envs.montezuma_search import load_start_delays, load_trajectories
 
 
@@ -43,6 +45,19 @@ def paid(
     return count
 
 
+def _margin(text: str) -> float | None:
+    """argparse type of ``--distinct-margins``: 'none' or a finite number."""
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected 'none' or a finite number, got {text!r}")
+    return value
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trajectories", required=True, help="the JSON written by montezuma_search")
@@ -52,15 +67,19 @@ def main() -> None:
     p.add_argument(
         "--distinct-margins",
         nargs="+",
-        default=["none"],
+        type=_margin,
+        default=[None],
         help="distinct_margin values ('none': one threshold for every checkpoint, the paper)",
     )
-    p.add_argument("--steps", type=int, default=300, help="steps for the random and NOOP sequences")
+    p.add_argument("--steps", type=positive_int, default=300, help="steps for the random and NOOP sequences")
     p.add_argument("--asset-dir", default=None, help="a reward bundle (build_reward's --out); default: the shipped one")
     a = p.parse_args()
     torch.set_num_threads(1)
-    trajs = load_trajectories(a.trajectories)
-    delays = load_start_delays(a.trajectories)
+    try:
+        trajs = load_trajectories(a.trajectories)
+        delays = load_start_delays(a.trajectories)
+    except (OSError, ValueError) as exc:  # a missing or foreign file: one line, not a traceback
+        p.error(f"--trajectories: {exc}")
     for flag, index in (("--demo", a.demo), ("--other", a.other)):
         if not 0 <= index < len(trajs):  # an IndexError before
             p.error(f"{flag} {index}: the file holds trajectories 0-{len(trajs) - 1}")
@@ -76,10 +95,10 @@ def main() -> None:
     print("| threshold | distinct margin | " + " | ".join(sequences) + " |")
     print("|---" * (len(sequences) + 2) + "|")
     for th in a.thresholds:
-        for m in a.distinct_margins:
-            margin = None if m.lower() == "none" else float(m)
+        for margin in a.distinct_margins:
             counts = [paid(acts, th, a.asset_dir, margin) for acts in sequences.values()]
-            print(f"| {th} | {m} | " + " | ".join(str(c) for c in counts) + " |", flush=True)
+            shown = "none" if margin is None else margin
+            print(f"| {th} | {shown} | " + " | ".join(str(c) for c in counts) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ from dreamarcade.envs.montezuma_search import INVENTORY, ROOM, X, Y
 
 def where_paid(run_dir: Path, episodes: int, seed: int = 1000) -> list[list[dict[str, float]]]:
     """Per episode, one row per step that paid a checkpoint: ``paid`` (its index), ``skipped`` (the indices passed
-    over without pay), ``to`` (the next checkpoint's index after it)."""
+    over without pay), ``to`` (the next checkpoint's index after it). A pay on the episode's last step has no
+    position or similarity (None): the env has already reset."""
     cfg = _load_config(run_dir)
     if cfg.reward == "game":
         raise SystemExit(f"{run_dir} was trained with the game reward only: no checkpoints are paid")
@@ -52,8 +53,23 @@ def where_paid(run_dir: Path, episodes: int, seed: int = 1000) -> list[list[dict
         nxt = np.asarray(info["imitation_checkpoint"])
         matched = np.asarray(info["imitation_matched"])
         for i in np.flatnonzero(~done):
-            if term[i] or trunc[i]:  # SAME_STEP autoreset: the info is already the next episode's
-                done[i] = True
+            if term[i] or trunc[i]:  # SAME_STEP autoreset: the env and its checkpoint are already the next episode's,
+                done[i] = True  # but imitation_matched is still the ending frame's: a last-step pay is counted
+                if matched[i] >= 0:  # its position is gone with the reset: not read
+                    final = info["final_info"]["imitation_checkpoint"][i]
+                    rows[i].append(
+                        {
+                            "paid": int(matched[i]),
+                            "skipped": list(range(int(before[i]), int(matched[i]))),
+                            "to": int(final),
+                            "x": None,
+                            "y": None,
+                            "room": None,
+                            "inventory": None,
+                            "step": step,
+                            "similarity": None,
+                        }  # fmt: skip
+                    )
                 continue
             if matched[i] >= 0:
                 ram = ales[i].getRAM()
@@ -87,6 +103,9 @@ def main() -> None:
         print(f"episode {i}: {len(episode)} checkpoints paid, next checkpoint {episode[-1]['to'] if episode else 0}")
         for r in episode:
             skipped = f" (skipped {r['skipped'][0]})" if r["skipped"] else ""
+            if r["x"] is None:
+                print(f"  paid {r['paid']:2d}{skipped:14s} on the episode's last step {r['step']:4d} (no position)")
+                continue
             print(
                 f"  paid {r['paid']:2d}{skipped:14s} at ({r['x']:3d}, {r['y']:3d}) room {r['room']} "
                 f"inventory {r['inventory']}  step {r['step']:4d}  similarity {r['similarity']:.2f}"
