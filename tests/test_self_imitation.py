@@ -301,6 +301,11 @@ def test_imitation_cli_passes_self_imitation_on_and_keeps_it_on_resume(tmp_path)
     assert json.loads((run / "self_imitation" / "index.json").read_text())["episodes"]  # 10-step episodes ended
     resume = ["train", "--run-dir", str(run), "--reward", "game", "--total-timesteps", "64", "--resume"]
     assert main(resume) == 0
-    assert _load_config(run).ppo.sil_coef == 0.5  # not given again: the run's own value, not the default 0
+    assert _load_config(run).ppo.sil_coef == 0.5  # not given again: the run's own value, not the default 1
+    short = ["--num-envs", "1", "--num-steps", "16", "--total-timesteps", "16"]
+    for flags, coef in (([], 1.0), (["--sil-coef", "0"], 0.0)):  # on by default for the imitation agent; 0: off
+        other = tmp_path / f"sil{coef:g}"
+        assert main(["train", "--run-dir", str(other), *short, *flags]) == 0
+        assert _load_config(other).ppo.sil_coef == coef and (other / "self_imitation").is_dir() == (coef > 0)
     with pytest.raises(SystemExit):
         main(["train", "--run-dir", str(tmp_path / "neg"), "--sil-coef", "-1"])
