@@ -309,3 +309,27 @@ def test_imitation_cli_passes_self_imitation_on_and_keeps_it_on_resume(tmp_path)
         assert _load_config(other).ppo.sil_coef == coef and (other / "self_imitation").is_dir() == (coef > 0)
     with pytest.raises(SystemExit):
         main(["train", "--run-dir", str(tmp_path / "neg"), "--sil-coef", "-1"])
+
+
+def test_self_imitation_ranks_and_imitates_the_reward_without_the_count_bonus(tmp_path):
+    """The bonus shrinks as counts grow: the untrained policy's first episodes ranked first for good with it, and
+    their bonus-inflated returns kept them imitated for the whole run."""
+    from safetensors.numpy import load_file
+
+    from dreamarcade.baselines.imitation import main
+    from dreamarcade.baselines.ppo import _without_bonus
+
+    run = tmp_path / "run"
+    argv = ["train", "--run-dir", str(run), "--reward", "game", "--count-bonus", "0.1", "--num-envs", "2"]
+    argv += ["--num-steps", "16", "--max-episode-steps", "10", "--total-timesteps", "64"]
+    assert main(argv) == 0
+    episodes = json.loads((run / "self_imitation" / "index.json").read_text())["episodes"]
+    assert episodes  # 10-step episodes of random play: no game score, so nothing but the bonus could rank them
+    assert all(e["total"] == 0.0 for e in episodes)
+    for e in episodes:
+        assert not load_file(run / "self_imitation" / e["file"])["returns"].any()
+    reward = np.array([1.5, 0.25])
+    np.testing.assert_array_equal(_without_bonus(reward, {}), reward)
+    np.testing.assert_array_equal(_without_bonus(reward, {"count_bonus": np.array([0.5, 0.25])}), [1.0, 0.0])
+    masked = {"count_bonus": np.array([0.5, 0.0]), "_count_bonus": np.array([True, False])}  # a vector env's info
+    np.testing.assert_array_equal(_without_bonus(reward, masked), [1.0, 0.25])

@@ -833,7 +833,7 @@ def train_ppo(
                 obs_np, reward, terminated, truncated, infos = envs.step(action_np)
                 done = np.logical_or(terminated, truncated)
                 if sil is not None:  # its episodes end where GAE's do (a terminal lost life included)
-                    sil.add_step(next_obs_np, action_np, reward, done, global_step)
+                    sil.add_step(next_obs_np, action_np, _without_bonus(reward, infos), done, global_step)
                 next_obs_np = obs_np
                 rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
                 next_obs = obs_to_tensor(obs_np, device)
@@ -967,6 +967,18 @@ def train_ppo(
         envs.close()
     result.steps_per_second = (global_step - start_step) / max(1e-9, time.time() - start_time)
     return result
+
+
+def _without_bonus(reward: np.ndarray, infos: dict[str, Any]) -> np.ndarray:
+    """The reward less the count-based exploration bonus the env reports in ``info["count_bonus"]``
+    (:class:`~dreamarcade.wrappers.exploration.CountBonus`, the imitation agent's ``PolicyFrames``): what
+    self-imitation ranks and imitates. The bonus shrinks as the counts grow, so the first episodes of a run, paid for
+    new places by the untrained policy, would rank first for good and keep returns above what the critic learns of
+    the bonus paid now: their random steps would be imitated for the whole run."""
+    bonus = infos.get("count_bonus")
+    if bonus is None:
+        return reward
+    return reward - np.where(infos.get("_count_bonus", True), np.asarray(bonus, np.float64), 0.0)
 
 
 def _obs_shapes(space: gym.Space) -> dict[str, tuple[int, ...]]:

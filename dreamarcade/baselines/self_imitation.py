@@ -21,8 +21,10 @@ choice for memory (a Montezuma step is a 4 x 84 x 84 frame stack; 16 episodes of
 the whole replay every time. Episodes end where PPO's GAE ends them (termination, truncation, and a lost life when
 the env makes it a terminal), and returns are discounted with PPO's ``gamma``. The episodes being played are held
 whole too, until they end: memory is about (``capacity`` + ``num_envs``) times the longest episode's observations.
-The ranking is by the return PPO trains on, so an exploration bonus in the reward counts too (with a count bonus,
-the early episodes, paid for new places, can rank above later ones that are better at the game).
+The ranking and the returns are those of PPO's reward less any count-based exploration bonus the env reports
+(``info["count_bonus"]``): that bonus shrinks as the counts grow, so with it the first episodes of a run, paid for
+new places by the untrained policy, ranked first for good, and their steps kept returns above the critic's value and
+were imitated for the whole run.
 
 ``train_ppo`` runs it when ``PPOConfig.sil_coef > 0``: ``sil_updates`` minibatches of the PPO minibatch size after
 each PPO update, with the same optimizer and gradient clipping. The buffer is saved with every checkpoint in
