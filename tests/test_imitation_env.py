@@ -388,7 +388,7 @@ def test_play_episodes_noop_starts_vary_the_episodes_of_a_fixed_policy():
     noops = starts(3, seed=0)
     assert set(noops) <= {0, 1, 2, 3} and len(set(noops)) >= 3  # 0 to noop_max, drawn per episode
     assert starts(3, seed=0) == noops and starts(3, seed=1) != noops  # reproducible by seed
-    with pytest.raises(ValueError, match="noop_max must be >= 0"):
+    with pytest.raises(ValueError, match=r"noop_max must be an integer >= 0 \(0: no no-op starts\), got -1"):
         play_episodes(None, lambda obs: obs, episodes=1, noop_max=-1)
 
 

@@ -57,7 +57,7 @@ import torch
 from dreamarcade.baselines.common import check_run_dir_free, claim_run_dir, releases_run_dirs
 from dreamarcade.baselines.ppo import PPOConfig, check_agent_fits, load_agent, obs_to_tensor, train_ppo
 from dreamarcade.checkpoint import atomic_write_text, check_output_file, read_json_object
-from dreamarcade.errors import CheckpointError, DreamArcadeError, input_checks, input_error_status
+from dreamarcade.errors import CheckpointError, DreamArcadeError, check_count, input_checks, input_error_status
 from dreamarcade.precision import flush_denormals
 from dreamarcade.wrappers.exploration import CellCounter
 
@@ -419,8 +419,7 @@ def play_episodes(
     (action 0), from 0 to ``noop_max``, drawn from ``seed``. The game is deterministic (no sticky actions, and ALE
     ignores the reset seed), so without them a deterministic policy plays the same episode every time.
     """
-    if noop_max < 0:
-        raise ValueError(f"noop_max must be >= 0 (0: no no-op starts), got {noop_max}")
+    check_count("noop_max", noop_max, 0, " (0: no no-op starts)")
     n = envs.num_envs
     quota = np.array([episodes // n + (i < episodes % n) for i in range(n)])
     taken = np.zeros(n, np.int64)
@@ -481,8 +480,7 @@ def evaluate(
             raise ValueError(f"episodes must be >= 1, got {episodes}.")
         if noop_max is None:
             noop_max = 30 if deterministic else 0
-        if noop_max < 0:
-            raise ValueError(f"noop_max must be >= 0 (0: no no-op starts), got {noop_max}.")
+        check_count("noop_max", noop_max, 0, " (0: no no-op starts)")  # before the model loads
         run_dir = Path(run_dir)
         cfg = _load_config(run_dir)
         cfg.num_envs = min(cfg.num_envs, episodes)

@@ -44,6 +44,7 @@ from torch.nn import functional as F
 
 from dreamarcade.baselines.common import (
     RunLogger,
+    check_ranges,
     check_run_dir_free,
     claim_run_dir,
     drop_rows_after,
@@ -365,8 +366,7 @@ def train_embedding(
             raise VideoError("no training videos given: pass the paths of (usually 3) gameplay videos")
         if tcfg.save_every < 1 or tcfg.steps < 1:
             raise ValueError(f"steps and save_every must be >= 1, got steps={tcfg.steps}, save_every={tcfg.save_every}")
-        if not (math.isfinite(tcfg.lr) and tcfg.lr > 0):  # Adam takes inf, and the weights become NaN
-            raise ValueError(f"--lr (the learning rate) must be a finite number > 0, got {tcfg.lr}")
+        check_ranges(tcfg, {"lr": (0.0, None, False)})  # Adam takes inf, and the weights become NaN
         if tcfg.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (BatchNorm normalises over the batch), got {tcfg.batch_size}")
         if not 0.0 <= tcfg.cmc_event_fraction <= 1.0:
