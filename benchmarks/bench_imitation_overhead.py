@@ -13,6 +13,11 @@ Like with like: every "plain" env is exactly the env stack the wrapped one wraps
 * agent stack (``--agent-stack``): the PPO imitation baseline's own ``make_envs`` (time
   limit, episode statistics, SAME_STEP autoreset, 84x84 grayscale policy frames) with ``reward="game"``
   (no imitation reward) vs. ``reward="imitation"``;
+* cost breakdown (``--breakdown``): where a wrapped step's time goes, per frame: the bare ALE step, the frame
+  processing (border crop + area resize, :func:`~dreamarcade.reward_models.video.process_frame`), the fused
+  embedding pass at batch 1 and at batch ``num_envs``, the encoder's multiply-adds per frame and the rate it
+  reaches against a large fp32 matrix product on the same core, and the ratio the wrapper would reach if only
+  the frame processing and the embedding cost anything (its ceiling for this encoder on this CPU);
 * count bonus (``--count-bonus BETA``): :class:`~dreamarcade.wrappers.exploration.CountBonus` alone around the
   single env, and (with ``--agent-stack``) the agent stack with ``count_bonus=BETA`` on top of the imitation reward.
 
@@ -64,6 +69,118 @@ def _rate(env: Any, steps: int, vector: bool) -> tuple[float, float]:
     return steps * n / (time.perf_counter() - t), steps * n / max(time.process_time() - c, 1e-9)
 
 
+def _ms_per_call(fn: Any, calls: int) -> float:
+    """Median over 5 repeats of the wall-clock milliseconds per call of ``fn()``."""
+    fn()
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - t) / calls * 1e3)
+    return statistics.median(times)
+
+
+def _encoder_macs(phi: torch.nn.Module) -> int:
+    """Multiply-adds of one forward pass of the visual encoder phi for one frame stack (convs and linears)."""
+    macs = 0
+
+    def count(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        nonlocal macs
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            macs += output[0].numel() * k
+        elif isinstance(module, torch.nn.Linear):
+            macs += module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in phi.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    try:
+        with torch.inference_mode():
+            phi(torch.zeros(1, phi.in_channels, phi.size, phi.size))
+    finally:
+        for h in hooks:
+            h.remove()
+    return macs
+
+
+def _breakdown(make_env: Any, embedder: Any, num_envs: int, steps: int) -> dict[str, float]:
+    """Per-frame milliseconds of each part of a wrapped step, measured one after the other in this process.
+
+    The frames are real: ``steps`` random-action frames of ``make_env()``, processed like the wrapper does
+    (borders detected on the first frame that is not all black); the embedding rings are built from them.
+    """
+    from dreamarcade.reward_models.video import BORDER_THRESHOLD, detect_borders, process_frame
+
+    env = make_env()
+    frame, _ = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    actions = rng.integers(0, 18, size=steps)
+    frames = [frame]
+
+    def play() -> None:
+        for a in actions:
+            obs, _, term, trunc, _ = env.step(int(a))
+            if len(frames) < steps:
+                frames.append(obs)
+            if term or trunc:
+                env.reset()
+
+    ale = _ms_per_call(play, 1) / steps
+    env.close()
+    lit = [f for f in frames if f.max() >= BORDER_THRESHOLD]
+    crop = detect_borders(lit[0], threshold=BORDER_THRESHOLD) if lit else None
+    size = (embedder.frame_size, embedder.frame_size)
+    processed = np.stack([process_frame(f, crop, size) for f in frames])
+
+    def process_all() -> None:
+        for f in frames:
+            process_frame(f, crop, size)
+
+    process = _ms_per_call(process_all, 1) / len(frames)
+    k = embedder.stack
+    starts = np.linspace(0, len(processed) - k, num_envs).astype(int)
+    # (num_envs, S, S, stack, 3) rings of consecutive frames, newest in the last slot
+    ring = np.stack([processed[s : s + k].transpose(1, 2, 0, 3) for s in starts])
+    embed_1 = _ms_per_call(lambda: embedder.embed_ring(ring[:1], k - 1), 200)
+    embed_n = _ms_per_call(lambda: embedder.embed_ring(ring, k - 1), 50) / num_envs
+    macs = _encoder_macs(embedder.model.phi)
+    m = torch.randn(512, 512)
+    mm = _ms_per_call(lambda: torch.mm(m, m), 50)
+    return {
+        "ale_step_ms": ale,
+        "process_frame_ms": process,
+        "embed_batch1_ms": embed_1,
+        "embed_batchN_ms_per_frame": embed_n,
+        "encoder_macs_per_frame": float(macs),
+        "encoder_gmacs_batchN": macs / embed_n / 1e6,
+        "fp32_matmul_gmacs": 512**3 / mm / 1e6,
+        "ceiling_single": ale / (ale + process + embed_1),
+        "ceiling_vector": ale / (ale + process + embed_n),
+    }
+
+
+def _print_breakdown(b: dict[str, float], num_envs: int) -> None:
+    ale = b["ale_step_ms"]
+    print("\n| part of a wrapped step | ms per frame | relative to the bare ALE step |")
+    print("|---|---|---|")
+    for label, key in (
+        ("bare ALE step (the plain env)", "ale_step_ms"),
+        ("frame processing (border crop + area resize)", "process_frame_ms"),
+        ("embedding pass, batch 1 (single env)", "embed_batch1_ms"),
+        (f"embedding pass, batch {num_envs} (vector), per frame", "embed_batchN_ms_per_frame"),
+    ):
+        print(f"| {label} | {b[key]:.3f} | {b[key] / ale:.2f}x |")
+    print(
+        f"\nencoder: {b['encoder_macs_per_frame'] / 1e6:.2f} M multiply-adds per frame; "
+        f"{b['encoder_gmacs_batchN']:.1f} GMAC/s at batch {num_envs}, against {b['fp32_matmul_gmacs']:.1f} GMAC/s "
+        "for a 512x512 fp32 matrix product on the same core"
+    )
+    print(
+        f"ceiling (only frame processing and embedding cost anything): single env {b['ceiling_single']:.2f}x, "
+        f"vector {b['ceiling_vector']:.2f}x"
+    )
+
+
 def _module_at(rev: str, path: str) -> types.ModuleType:
     """Import ``path`` as it was at git revision ``rev`` (read with ``git show``), under a private module name.
 
@@ -107,6 +224,12 @@ def main() -> None:
         default=0.0,
         help="also measure the count-based exploration bonus with this beta: CountBonus around the single env, "
         "and the agent stack with --count-bonus (needs --agent-stack for that row)",
+    )
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also measure where a wrapped step's time goes (ALE step, frame processing, embedding) and the "
+        "ratio's ceiling for this encoder on this CPU",
     )
     p.add_argument("--asset-dir", default=None)
     p.add_argument("--json", default=None)
@@ -227,6 +350,9 @@ def main() -> None:
                     "ratio_cpu_median": cpu,
                 }
             )
+    if a.breakdown:
+        out["breakdown"] = _breakdown(base, fused, a.num_envs, a.steps)
+        _print_breakdown(out["breakdown"], a.num_envs)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=2)

@@ -142,6 +142,31 @@ def test_buffer_load_refuses_other_runs_and_corrupt_files(tmp_path):
         EpisodeBuffer(2, 0.9, 1).load(tmp_path, 5, {"": (2,)})
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"obs.": np.zeros((2, 2), np.float32)}, "observations of dtype float32, this run's are uint8"),
+        ({"actions": np.array([1.0, 1.0])}, "actions of dtype float64, not integers"),
+        ({"actions": np.array([1, 9])}, "actions 1..9, outside this run's 0..3"),
+        ({"actions": np.array([-1, 1])}, "actions -1..1, outside this run's 0..3"),
+        ({"returns": np.array([np.nan, 1.0], np.float32)}, "returns that are not finite"),
+    ],
+)
+def test_buffer_load_refuses_episodes_with_wrong_dtypes_actions_or_returns(tmp_path, change, message):
+    from safetensors.numpy import load, save
+
+    buf = EpisodeBuffer(capacity=2, gamma=0.9, num_envs=1)
+    _play(buf, [1.0, 1.0], 0)
+    buf.save(tmp_path, global_step=5)
+    EpisodeBuffer(2, 0.9, 1).load(tmp_path, 5, {"": (2,)}, {"": np.uint8}, num_actions=4)  # as saved: loads
+    path = next(tmp_path.glob("episode_*"))
+    arrays = load(path.read_bytes())
+    arrays.update(change)
+    path.write_bytes(save(arrays))
+    with pytest.raises(CheckpointError, match=message):
+        EpisodeBuffer(2, 0.9, 1).load(tmp_path, 5, {"": (2,)}, {"": np.uint8}, num_actions=4)
+
+
 def test_buffer_load_refuses_index_entries_it_cannot_use(tmp_path):
     buf = EpisodeBuffer(capacity=2, gamma=0.9, num_envs=1)
     _play(buf, [1.0, 1.0], 0)
@@ -277,8 +302,8 @@ def test_train_ppo_with_self_imitation_logs_it_and_resumes_with_its_episodes(tmp
     seen = {}
     real_load = ppo.EpisodeBuffer.load
 
-    def spy(self, directory, global_step, obs_shapes):
-        real_load(self, directory, global_step, obs_shapes)
+    def spy(self, directory, global_step, *checks):
+        real_load(self, directory, global_step, *checks)
         seen["episodes"] = [(e.total, e.end_step) for e in self.episodes]
 
     ppo.EpisodeBuffer.load = spy

@@ -773,7 +773,9 @@ def train_ppo(
             if config.sil_coef > 0:
                 sil = EpisodeBuffer(config.sil_episodes, config.gamma, config.num_envs)
                 if resume:  # the episodes it kept, up to the checkpoint's step
-                    sil.load(run_dir / SIL_DIR, global_step, _obs_shapes(obs_space))
+                    sil.load(
+                        run_dir / SIL_DIR, global_step, _obs_shapes(obs_space), _obs_dtypes(obs_space), int(act_space.n)
+                    )
             if resume:  # the steps after the checkpoint are played again: drop what was logged of them (or all, from 0)
                 for name in ("episodes.csv", "metrics.csv"):
                     drop_rows_after(run_dir / name, global_step)
@@ -985,6 +987,12 @@ def _obs_shapes(space: gym.Space) -> dict[str, tuple[int, ...]]:
     if isinstance(space, gym.spaces.Dict):
         return {k: tuple(s.shape) for k, s in space.spaces.items()}
     return {"": tuple(space.shape)}
+
+
+def _obs_dtypes(space: gym.Space) -> dict[str, np.dtype]:
+    if isinstance(space, gym.spaces.Dict):
+        return {k: np.dtype(s.dtype) for k, s in space.spaces.items()}
+    return {"": np.dtype(space.dtype)}
 
 
 def _self_imitation_update(

@@ -199,12 +199,20 @@ class EpisodeBuffer:
             if p.name not in keep:
                 p.unlink()
 
-    def load(self, directory: str | os.PathLike[str], global_step: int, obs_shapes: dict[str, tuple[int, ...]]) -> None:
+    def load(
+        self,
+        directory: str | os.PathLike[str],
+        global_step: int,
+        obs_shapes: dict[str, tuple[int, ...]],
+        obs_dtypes: dict[str, Any] | None = None,
+        num_actions: int | None = None,
+    ) -> None:
         """Restore the episodes saved in ``directory`` for a resume from ``global_step`` (the agent checkpoint's
         step): those of the last save, or of the one before when the run stopped between the last buffer save and
         its agent checkpoint, less any that ended after ``global_step`` (those steps are played again).
-        ``obs_shapes``: one step's shape per observation key (``""`` for a plain array), checked against the files.
-        No directory: the buffer starts empty."""
+        ``obs_shapes``: one step's shape per observation key (``""`` for a plain array), checked against the files;
+        ``obs_dtypes`` (the same keys) and ``num_actions`` (actions must lie in ``[0, num_actions)``), when given,
+        are checked too. The returns must be finite. No directory: the buffer starts empty."""
         from safetensors import SafetensorError
         from safetensors.numpy import load
 
@@ -255,6 +263,12 @@ class EpisodeBuffer:
                     f"{ {k: list(s) for k, s in obs_shapes.items()} }: it belongs to another run. Delete "
                     f"'{directory}' to resume without the stored episodes."
                 )
+            problem = _episode_problem(obs, actions, returns, obs_dtypes, num_actions)
+            if problem:
+                raise CheckpointError(
+                    f"self-imitation episode '{path}' {problem}: it belongs to another run, or was edited. Delete "
+                    f"'{directory}' to resume without the stored episodes."
+                )
             episodes.append(_Episode(obs, actions.astype(np.int64), returns, entry["total"], entry["end_step"],
                                      entry["file"]))  # fmt: skip
         self.episodes = self._best(episodes)
@@ -265,6 +279,28 @@ class EpisodeBuffer:
         """The ``capacity`` highest returns, in their order; among equals the newer (listed later) stays."""
         order = sorted(range(len(episodes)), key=lambda j: (-episodes[j].total, -j))[: self.capacity]
         return [episodes[j] for j in sorted(order)]
+
+
+def _episode_problem(
+    obs: dict[str, np.ndarray],
+    actions: np.ndarray,
+    returns: np.ndarray,
+    obs_dtypes: dict[str, Any] | None,
+    num_actions: int | None,
+) -> str:
+    """What makes a stored episode unusable by this run (its shapes already checked), or ``""``."""
+    if obs_dtypes is not None:
+        for k, v in obs.items():
+            if v.dtype != np.dtype(obs_dtypes[k]):
+                name = f"observation '{k}'" if k else "observations"
+                return f"holds {name} of dtype {v.dtype}, this run's are {np.dtype(obs_dtypes[k])}"
+    if not np.issubdtype(actions.dtype, np.integer):
+        return f"holds actions of dtype {actions.dtype}, not integers"
+    if num_actions is not None and (actions.min() < 0 or actions.max() >= num_actions):
+        return f"holds actions {actions.min()}..{actions.max()}, outside this run's 0..{num_actions - 1}"
+    if not np.issubdtype(returns.dtype, np.floating) or not np.isfinite(returns).all():
+        return "holds returns that are not finite numbers"
+    return ""
 
 
 @dataclass
