@@ -476,8 +476,13 @@ def test_cli_prints_bad_input_as_one_line_but_keeps_the_traceback_of_a_bug(tmp_p
         (["--rnn-seq-len", "0"], "--rnn-seq-len must be an integer >= 1"),
         (["--threads", "0"], "--threads must be an integer >= 1"),
         (["--popsize", "1"], "--popsize must be an integer >= 2"),
-        (["--temperature", "-1"], "--temperature must be a finite number >= 0"),
-        (["--sigma-init", "0"], "--sigma-init (CMA-ES's initial step size) must be"),
+        (["--temperature", "-1"], "--temperature must be a finite number in [0.0, inf) (0: the env's default)"),
+        (["--sigma-init", "0"], "--sigma-init must be a finite number in (0.0, inf) (CMA-ES's initial step size)"),
+        # floats no step could use: NaN weights after hours (a learning rate), or a refusal deep in a later step
+        (["--vae-lr", "nan"], "--vae-lr must be a finite number in (0.0, inf), got nan"),
+        (["--rnn-lr-decay", "1.5"], "--rnn-lr-decay must be a finite number in (0.0, 1.0]"),
+        (["--calibrate-target", "nan"], "--calibrate-target must be a finite number in [0.0, inf)"),
+        (["--explore", "2"], "--explore must be a finite number in [0.0, 1.0] (a probability)"),
     ):
         assert W.main(["evolve", *argv, *bad]) == 2  # counts no step can run with: refused before any step starts
         assert capsys.readouterr().err.startswith(f"error: {message}")

@@ -423,10 +423,13 @@ def check_counts(config: Any, minimums: dict[str, int], hints: dict[str, str] | 
         setattr(config, name, check_count(flag, getattr(config, name), low, hints.get(name, "")))
 
 
-def check_ranges(config: Any, ranges: dict[str, tuple[float, float | None, bool]]) -> None:
+def check_ranges(
+    config: Any, ranges: dict[str, tuple[float, float | None, bool]], hints: dict[str, str] | None = None
+) -> None:
     """Each named float field of ``config`` must be finite and in its range ``(low, high, low_included)``
     (``high`` None: no upper bound, which is always included); None values are skipped (an optional setting that
-    is off). A ValueError names the CLI flag, as :func:`check_counts` does.
+    is off). A ValueError names the CLI flag, as :func:`check_counts` does, with the field's note from ``hints``
+    after the range (what a bound means, e.g. "0: the env's default").
 
     >>> from types import SimpleNamespace
     >>> check_ranges(SimpleNamespace(gamma=float("nan")), {"gamma": (0.0, 1.0, True)})
@@ -447,7 +450,8 @@ def check_ranges(config: Any, ranges: dict[str, tuple[float, float | None, bool]
         if not inside:
             bracket = "[" if low_included else "("
             where = f"{bracket}{low}, {high}]" if high is not None else f"{bracket}{low}, inf)"
-            raise ValueError(f"--{name.replace('_', '-')} must be a finite number in {where}, got {value!r}")
+            hint = (hints or {}).get(name, "")
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number in {where}{hint}, got {value!r}")
 
 
 def positive_int(text: str) -> int:

@@ -46,6 +46,7 @@ from dreamarcade.baselines.common import (
     RunLogger,
     add_dataclass_args,
     check_counts,
+    check_ranges,
     claim_run_dir,
     drop_rows_after,
     help_field,
@@ -181,18 +182,16 @@ class WMConfig:
         hints = {"max_steps": " (0: the env's own cap)", "workers": " (0: one per CPU core)",
                  "popsize": " (CMA-ES needs two candidates to rank)", "eval_every": " (0: never)"}  # fmt: skip
         check_counts(self, counts, hints)
-        if self.calibrate_target < 0:
-            raise ValueError(
-                f"--calibrate-target must be >= 0 (0: from the random episodes), got {self.calibrate_target}."
-            )
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ValueError(
-                f"--temperature must be a finite number >= 0 (0: the env's default), got {self.temperature}."
-            )
-        if not (math.isfinite(self.sigma_init) and self.sigma_init > 0):
-            raise ValueError(
-                f"--sigma-init (CMA-ES's initial step size) must be a finite number > 0, got {self.sigma_init}."
-            )
+        positive, nonnegative = (0.0, None, False), (0.0, None, True)
+        ranges = {"vae_epochs": positive, "vae_lr": positive, "kl_tolerance": nonnegative, "rnn_epochs": positive,
+                  "rnn_lr": positive, "rnn_lr_min": nonnegative, "rnn_lr_decay": (0.0, 1.0, False),
+                  "rnn_grad_clip": positive, "done_pos_weight": positive, "temperature": nonnegative,
+                  "sigma_init": positive, "time_budget": nonnegative, "explore": (0.0, 1.0, True),
+                  "calibrate_target": nonnegative}  # fmt: skip
+        notes = {"temperature": " (0: the env's default)", "sigma_init": " (CMA-ES's initial step size)",
+                 "time_budget": " (0: no limit)", "calibrate_target": " (0: from the random episodes)",
+                 "explore": " (a probability)"}  # fmt: skip
+        check_ranges(self, ranges, notes)
 
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir or f"runs/dreams/{self.env}")
