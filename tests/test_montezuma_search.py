@@ -173,6 +173,10 @@ def test_cli_saves_each_trajectory_and_resumes_without_redoing_them(tmp_path, ca
     with pytest.raises(SystemExit):  # a traceback (IsADirectoryError) before
         main(["--resume", "--out", str(tmp_path)])
     assert "is a directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # under a file: refused before the search, not when its result is written
+        main(["--out", str(tmp_path / "s.json" / "t.json")])
+    assert "s.json' is a file, not a folder" in capsys.readouterr().err
+    assert searched == [5]
 
 
 def test_cli_and_recorder_refuse_what_would_silently_do_the_wrong_thing(tmp_path, capsys):

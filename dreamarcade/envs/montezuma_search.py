@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamarcade.checkpoint import atomic_write_text
+from dreamarcade.checkpoint import atomic_write_text, check_output_file
 from dreamarcade.errors import input_checks, input_error_status, require
 
 ROOM, X, Y, LIVES, INVENTORY = 3, 42, 43, 58, 65
@@ -350,10 +350,10 @@ def main(argv: list[str] | None = None) -> int:
             f"--max-start-delay {args.max_start_delay}"
         )
     out = Path(args.out)
-    if out.is_dir():
-        p.error(
-            f"--out {out} is a directory: pass the path of the JSON file to write, e.g. {out / 'trajectories.json'}"
-        )
+    try:  # a directory, or a path under a file: refused now, not after the search
+        check_output_file(out, "--out")
+    except ValueError as exc:
+        p.error(str(exc))
     results: list[SearchResult] = []
     if out.exists():
         if not args.resume:
