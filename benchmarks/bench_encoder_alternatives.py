@@ -1,0 +1,211 @@
+"""Faster ways to run the imitation reward's encoder, and what each does to the reward.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_encoder_alternatives.py --steps 300 --num-envs 8 --rounds 5
+
+The wrapper's embedding pass is most of its overhead (``bench_imitation_overhead.py --breakdown``). This measures,
+on real agent frames, each way this project has (or tried) to run the bundled visual encoder phi:
+
+* ``fused fp32`` (the default): BatchNorm folded, channels-last, the wrapper's frame ring as input;
+* ``reference fp32``: the model's own eval-mode forward on stacked frames (the same numbers, slower);
+* ``fused bf16`` (``precision="bf16"``, an option): weights and activations in bfloat16;
+* ``int8 static``: PyTorch's FX post-training static quantization (x86 backend: int8 weights per channel, uint8
+  activations), calibrated on the first half of the frames and judged on the second half. Not in the library.
+
+For each: milliseconds per frame at batch 1 (the single-env wrapper) and at batch ``--num-envs`` (the vector
+wrapper), medians over ``--rounds`` interleaved rounds, torch on 1 thread; and, against the fp32 embeddings of the
+held-out frames, the largest and mean change of the centred cosine similarity to the demo's checkpoints, and how many
+(frame, checkpoint) pay decisions (similarity above the checkpoint's threshold, 0.5) come out the other way.
+
+The frames come from ``--steps`` random-action steps of ``--num-envs`` Montezuma's Revenge envs inside the vector
+wrapper (its own frame rings: the wrapper's processing exactly), every third step kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from dreamarcade.baselines.common import positive_int
+
+
+def _agent_rings(embedder: Any, checkpoints: Any, num_envs: int, steps: int) -> tuple[np.ndarray, list[int]]:
+    """(K, S, S, stack, 3) frame rings the vector wrapper built while playing at random, and each one's newest slot."""
+    import ale_py
+
+    from dreamarcade.wrappers.imitation import YouTubeImitationRewardVector
+
+    gym.register_envs(ale_py)
+
+    def base() -> gym.Env:
+        return gym.make("ALE/MontezumaRevenge-v5", frameskip=4, repeat_action_probability=0.0)
+
+    venv = YouTubeImitationRewardVector(gym.vector.SyncVectorEnv([base] * num_envs), embedder, checkpoints)
+    venv.reset(seed=0)
+    rng = np.random.default_rng(0)
+    rings, newest = [], []
+    for t in range(steps):
+        venv.step(rng.integers(0, 18, size=num_envs))
+        if t % 3 == 0:
+            rings.append(venv._ring.copy())
+            newest += [venv._newest] * num_envs
+    venv.close()
+    return np.concatenate(rings), newest
+
+
+class _Trunk(nn.Module):
+    """phi without its final L2 normalisation (quantized ops end before it; it is applied in fp32)."""
+
+    def __init__(self, phi: nn.Module) -> None:
+        super().__init__()
+        self.conv, self.mlp = phi.conv, phi.mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.conv(x).flatten(1))
+
+
+def _phi_input(stacks: np.ndarray, crop: int) -> torch.Tensor:
+    """(B, stack, S, S, 3) uint8 stacks -> phi's (B, 3 * stack, crop, crop) float input in [0, 1] (centre crop)."""
+    b, k, s = stacks.shape[0], stacks.shape[1], stacks.shape[2]
+    x = torch.from_numpy(stacks).float().div_(255).permute(0, 1, 4, 2, 3).reshape(b, 3 * k, s, s)
+    o = (s - crop) // 2
+    return x[:, :, o : o + crop, o : o + crop].contiguous(memory_format=torch.channels_last)
+
+
+def _int8_model(phi: nn.Module, calibration: torch.Tensor) -> nn.Module:
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = "x86"
+    trunk = _Trunk(copy.deepcopy(phi)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+        prepared = prepare_fx(trunk, get_default_qconfig_mapping("x86"), example_inputs=(calibration[:8],))
+        with torch.inference_mode():
+            for i in range(0, len(calibration), 64):
+                prepared(calibration[i : i + 64])
+        return convert_fx(prepared)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=positive_int, default=300, help="random-action vector steps to collect frames")
+    p.add_argument("--num-envs", type=positive_int, default=8, help="envs (and the batch size of the batched rows)")
+    p.add_argument("--rounds", type=positive_int, default=5, help="interleaved timing rounds (median reported)")
+    p.add_argument("--asset-dir", default=None)
+    p.add_argument("--json", default=None)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    from dreamarcade.envs.montezuma_imitation import ASSET_DIR
+    from dreamarcade.reward_models.inference import ring_to_stacks
+    from dreamarcade.wrappers.imitation import load_imitation_model
+
+    asset = a.asset_dir or ASSET_DIR
+    fused, ck = load_imitation_model(asset)
+    bf16 = load_imitation_model(asset, precision="bf16")[0]
+    rings, newest = _agent_rings(fused, ck, a.num_envs, a.steps)
+    if len(rings) < 4 * a.num_envs:
+        raise SystemExit(f"error: --steps {a.steps} keeps only {len(rings)} frame rings: pass --steps >= 12")
+    stacks = np.concatenate([ring_to_stacks(rings[i : i + 1], newest[i]) for i in range(len(rings))])
+    phi = fused.model.phi.eval()
+    x = _phi_input(stacks, phi.size)
+    half = len(x) // 2
+    int8 = _int8_model(phi, x[:half])
+    held = slice(half, len(x))
+    n = a.num_envs
+
+    def embed_int8(inp: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return nn.functional.normalize(int8(inp), dim=1).numpy()
+
+    def embed_reference(inp: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return phi(inp).numpy()
+
+    # each row: (embed all held-out frames, batch-1 call, batch-n call); the fused rows read the wrapper's rings
+    rows: dict[str, tuple[Any, Any, Any]] = {
+        "fused fp32 (default)": (
+            lambda: np.concatenate([fused.embed_ring(rings[i : i + 1], newest[i]) for i in range(half, len(x))]),
+            lambda: fused.embed_ring(rings[:1], newest[0]),
+            lambda: fused.embed_ring(rings[:n], newest[0]),
+        ),
+        "reference fp32 (model's own forward)": (
+            lambda: embed_reference(x[held]),
+            lambda: embed_reference(x[:1]),
+            lambda: embed_reference(x[:n]),
+        ),
+        'fused bf16 (precision="bf16", option)': (
+            lambda: np.concatenate([bf16.embed_ring(rings[i : i + 1], newest[i]) for i in range(half, len(x))]),
+            lambda: bf16.embed_ring(rings[:1], newest[0]),
+            lambda: bf16.embed_ring(rings[:n], newest[0]),
+        ),
+        "int8 static (FX, x86; not in the library)": (
+            lambda: embed_int8(x[held]),
+            lambda: embed_int8(x[:1]),
+            lambda: embed_int8(x[:n]),
+        ),
+    }
+    ck_t = np.asarray(ck.embeddings, np.float32).T
+    thresholds = np.full(len(ck), 0.5)
+    exact = ck.centre(embed_reference(x[held])) @ ck_t
+    pays = exact > thresholds
+    quality: dict[str, dict[str, float]] = {}
+    for label, (embed_all, _, _) in rows.items():
+        sims = ck.centre(embed_all()) @ ck_t
+        diff = np.abs(sims - exact)
+        quality[label] = {
+            "max_abs_similarity_change": float(diff.max()),
+            "mean_abs_similarity_change": float(diff.mean()),
+            "pay_decisions_flipped": int(((sims > thresholds) != pays).sum()),
+        }
+    times: dict[str, list[tuple[float, float]]] = {label: [] for label in rows}
+    for r in range(a.rounds):
+        for label, (_, one, batch) in rows.items():
+            ms = []
+            for fn, calls, frames in ((one, 100, 1), (batch, 30, n)):
+                fn()
+                t = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                ms.append((time.perf_counter() - t) / calls / frames * 1e3)
+            times[label].append((ms[0], ms[1]))
+        print(f"round {r + 1}/{a.rounds} done", flush=True)
+
+    base1 = statistics.median(t[0] for t in times["fused fp32 (default)"])
+    basen = statistics.median(t[1] for t in times["fused fp32 (default)"])
+    decisions, positives = pays.size, int(pays.sum())
+    print(f"\nheld-out frames: {len(x) - half}, checkpoints: {len(ck)}, pay decisions: {decisions} ({positives} pay)")
+    print(
+        f"| encoder | ms per frame, batch 1 | vs default | ms per frame, batch {n} | vs default | "
+        "max / mean similarity change | pay decisions flipped |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    out: dict[str, Any] = {"args": vars(a), "decisions": decisions, "positives": positives, "rows": []}
+    for label in rows:
+        t1 = statistics.median(t[0] for t in times[label])
+        tn = statistics.median(t[1] for t in times[label])
+        q = quality[label]
+        print(
+            f"| {label} | {t1:.3f} | {base1 / t1:.2f}x | {tn:.3f} | {basen / tn:.2f}x | "
+            f"{q['max_abs_similarity_change']:.4f} / {q['mean_abs_similarity_change']:.4f} | "
+            f"{q['pay_decisions_flipped']} of {decisions} |"
+        )
+        out["rows"].append({"encoder": label, "ms_batch1": t1, "ms_batchN": tn, **q, "rounds": times[label]})
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
