@@ -147,6 +147,7 @@ def test_buffer_load_refuses_other_runs_and_corrupt_files(tmp_path):
     [
         ({"obs.": np.zeros((2, 2), np.float32)}, "observations of dtype float32, this run's are uint8"),
         ({"actions": np.array([1.0, 1.0])}, "actions of dtype float64, not integers"),
+        ({"actions": np.array([[1, 1], [1, 1]])}, "does not fit this run"),
         ({"actions": np.array([1, 9])}, "actions 1..9, outside this run's 0..3"),
         ({"actions": np.array([-1, 1])}, "actions -1..1, outside this run's 0..3"),
         ({"returns": np.array([np.nan, 1.0], np.float32)}, "returns that are not finite"),

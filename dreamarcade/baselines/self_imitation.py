@@ -253,7 +253,7 @@ class EpisodeBuffer:
             fits = (
                 actions is not None
                 and returns is not None
-                and returns.shape == (n,)
+                and actions.shape == returns.shape == (n,)
                 and set(obs) == set(obs_shapes)
                 and all(v.shape == (n, *obs_shapes[k]) for k, v in obs.items())
             )
