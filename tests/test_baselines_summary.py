@@ -38,6 +38,22 @@ def test_summary_of_two_runs_tables_target_png_and_json(tmp_path, capsys) -> Non
     ]
 
 
+def test_summary_of_another_column_such_as_the_imitation_agents_train_return(tmp_path, capsys) -> None:
+    with RunLogger(tmp_path / "imitation", tensorboard=False) as log:  # game score 0, shaped return rising
+        for i in range(4):
+            log.log_episode(step=10_000 * (i + 1), episodic_return=0.0, episodic_length=100, train_return=1.0 + i)
+    s = summarize(tmp_path / "imitation", window=2, block=50_000, column="train_return")
+    assert (s.column, s.mean_last, s.best_episode, s.blocks[0].mean_return) == ("train_return", 3.5, 4.0, 2.5)
+    assert summarize(tmp_path / "imitation", window=2).mean_last == 0.0  # the game's return by default
+    png = tmp_path / "train.png"
+    argv = ["summary", str(tmp_path / "imitation"), "--column", "train_return", "--window", "2", "--png", str(png)]
+    assert baselines_main(argv) == 0
+    assert "(train_return)" in capsys.readouterr().out and png.stat().st_size > 1000
+    _run(tmp_path / "dqn", [1.0, 2.0])  # an agent that does not log it: one line saying so
+    assert baselines_main(["summary", str(tmp_path / "dqn"), "--column", "train_return"]) == 2
+    assert "no column train_return" in capsys.readouterr().err
+
+
 def test_summary_of_a_run_still_in_progress_and_of_a_short_one(tmp_path) -> None:
     _run(tmp_path, [1.0, 2.0, 3.0])
     s = summarize(tmp_path, window=20, block=10_000, target=2.0)

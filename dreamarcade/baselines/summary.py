@@ -5,7 +5,10 @@ This command reads those logs (while the run is still going, too) and prints, pe
 the number of episodes, the mean return of the last ``--window`` episodes, the best such running mean and where
 it was reached, the first step at which the running mean reached ``--target`` (if given), and a Markdown table of
 the mean return in blocks of ``--block`` steps. ``--png`` draws all runs' learning curves in one figure;
-``--json`` writes the numbers for scripts.
+``--json`` writes the numbers for scripts. ``--column`` summarizes another per-episode column instead of the game's
+``episodic_return``: e.g. ``train_return``, the return the agent was trained on (the imitation agent logs it: the
+game reward plus the imitation reward and any exploration bonus), which shows progress while the game score is
+still 0.
 
 Example:
     >>> import tempfile
@@ -68,7 +71,8 @@ class RunSummary:
     ``mean_last``: mean return of the last ``window`` episodes (of all of them if fewer). ``best_mean`` /
     ``best_mean_step``: the highest running mean over ``window`` consecutive episodes and the step of its last
     episode (None with fewer than ``window`` episodes). ``target_step``: the first step at which that running mean
-    reached ``target`` (None if it never did or no target was given).
+    reached ``target`` (None if it never did or no target was given). ``column``: the ``episodes.csv`` column these
+    returns are (``episodic_return``, the game's, unless :func:`summarize` was asked for another).
 
     Example:
         >>> s = RunSummary("runs/a", window=20, last_step=0, episodes=0, mean_last=None, best_episode=None)
@@ -87,6 +91,7 @@ class RunSummary:
     target: float | None = None
     target_step: int | None = None
     blocks: list[Block] = field(default_factory=list)
+    column: str = "episodic_return"  # the episodes.csv column read as the return
 
 
 # what a run directory holds before its first episode ends (episodes.csv is written from then on)
@@ -107,8 +112,9 @@ def _episodes_csv(run_dir: str | Path) -> Path | None:
     return path
 
 
-def _read(path: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(steps, returns, lengths or None) of an episodes.csv (empty for None: no episode finished yet)."""
+def _read(path: Path | None, column: str = "episodic_return") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(steps, returns, lengths or None) of an episodes.csv, the returns read from ``column`` (empty for None: no
+    episode finished yet)."""
     steps: list[int] = []
     returns: list[float] = []
     lengths: list[float] = []
@@ -116,30 +122,38 @@ def _read(path: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]
         return np.zeros(0, np.int64), np.zeros(0), None
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in ("step", "episodic_return") if c not in (reader.fieldnames or [])]
+        missing = [c for c in ("step", column) if c not in (reader.fieldnames or [])]
         if reader.fieldnames is not None and missing:  # a header-only file of another kind is not an empty log
             raise ValueError(f"no column {' or '.join(missing)} in its header {reader.fieldnames}")
         has_length = "episodic_length" in (reader.fieldnames or [])
         for row in reader:
-            if None in row.values() or "" in (row.get("step"), row.get("episodic_return")):
+            if None in row.values() or "" in (row.get("step"), row.get(column)):
                 continue  # a line cut short (a killed run, a full disk): not an episode
             steps.append(int(float(row["step"])))
-            returns.append(float(row["episodic_return"]))
+            returns.append(float(row[column]))
             if has_length:
                 lengths.append(float(row["episodic_length"]))
     return np.asarray(steps, np.int64), np.asarray(returns), np.asarray(lengths) if has_length else None
 
 
-def summarize(run_dir: str | Path, window: int = 20, block: int = 50_000, target: float | None = None) -> RunSummary:
-    """Summarize the ``episodes.csv`` of ``run_dir`` (or the CSV file itself): see :class:`RunSummary`."""
+def summarize(
+    run_dir: str | Path,
+    window: int = 20,
+    block: int = 50_000,
+    target: float | None = None,
+    column: str = "episodic_return",
+) -> RunSummary:
+    """Summarize the ``episodes.csv`` of ``run_dir`` (or the CSV file itself): see :class:`RunSummary`. The
+    "returns" are the log's ``column`` (default the game's ``episodic_return``)."""
     if window < 1 or block < 1:
         raise ValueError(f"window and block must be >= 1, got window={window}, block={block}")
     path = _episodes_csv(run_dir)
     try:
-        steps, returns, lengths = _read(path)
+        steps, returns, lengths = _read(path, column)
     except (KeyError, ValueError, OverflowError) as exc:  # OverflowError: a step of inf or 1e30
+        hint = "" if column == "episodic_return" else f" (--column {column}: not every agent logs it)"
         raise ValueError(
-            f"'{path}' is not an episodes log (columns step, episodic_return, ...): {exc}. Pass a run directory "
+            f"'{path}' is not an episodes log with the columns step, {column}{hint}: {exc}. Pass a run directory "
             "written by one of the bundled agents."
         ) from None
     s = RunSummary(
@@ -150,6 +164,7 @@ def summarize(run_dir: str | Path, window: int = 20, block: int = 50_000, target
         mean_last=float(returns[-window:].mean()) if len(returns) else None,
         best_episode=float(returns.max()) if len(returns) else None,
         target=target,
+        column=column,
     )
     if len(returns) >= window:
         running = np.convolve(returns, np.ones(window) / window, mode="valid")  # running[i]: episodes i..i+window-1
@@ -182,7 +197,7 @@ def format_summary(s: RunSummary) -> str:
     if s.episodes == 0:
         return f"## {s.run_dir}\nno finished episode logged yet\n"
     lines = [
-        f"## {s.run_dir}",
+        f"## {s.run_dir}" + ("" if s.column == "episodic_return" else f" ({s.column})"),
         f"- last logged step {s.last_step:,}, {s.episodes} episodes, best episode {s.best_episode:g}",
         f"- mean of the last {min(s.window, s.episodes)} episodes: {s.mean_last:.2f}",
     ]
@@ -212,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=None, help="report the first step the running mean >= this")
     parser.add_argument("--png", default=None, help="write the learning curves of all runs to this PNG")
     parser.add_argument("--json", default=None, help="write the summaries to this JSON file")
+    parser.add_argument(
+        "--column",
+        default="episodic_return",
+        help="the episodes.csv column to summarize (default episodic_return, the game's return; train_return: the "
+        "return the imitation agent trains on, imitation reward and bonus included)",
+    )
     args = parser.parse_args(argv)
     if args.png and Path(args.png).suffix.lower() != ".png":
         parser.error(f"--png writes a PNG image: give a path ending in .png, got {args.png}")
@@ -219,14 +240,15 @@ def main(argv: list[str] | None = None) -> int:
         for path, flag in ((args.png, "--png"), (args.json, "--json")):
             if path:
                 check_output_file(path, flag)
-        summaries = [summarize(d, args.window, args.block, args.target) for d in args.run_dirs]
+        summaries = [summarize(d, args.window, args.block, args.target, args.column) for d in args.run_dirs]
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print("\n".join(format_summary(s) for s in summaries), end="")
     if args.png:
-        curves = {s.run_dir: _read(_episodes_csv(s.run_dir))[:2] for s in summaries if s.episodes}
-        out = plot_learning_curve(curves, args.png, title="learning curves", window=args.window)
+        curves = {s.run_dir: _read(_episodes_csv(s.run_dir), args.column)[:2] for s in summaries if s.episodes}
+        ylabel = "episodic return" if args.column == "episodic_return" else args.column
+        out = plot_learning_curve(curves, args.png, title="learning curves", window=args.window, ylabel=ylabel)
         print(f"learning curves: {out}")
     if args.json:
         atomic_write_text(args.json, json.dumps([asdict(s) for s in summaries], indent=2) + "\n")
