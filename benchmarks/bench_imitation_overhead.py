@@ -69,16 +69,19 @@ def _rate(env: Any, steps: int, vector: bool) -> tuple[float, float]:
     return steps * n / (time.perf_counter() - t), steps * n / max(time.process_time() - c, 1e-9)
 
 
-def _ms_per_call(fn: Any, calls: int) -> float:
-    """Median over 5 repeats of the wall-clock milliseconds per call of ``fn()``."""
-    fn()
-    times = []
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - t) / calls * 1e3)
-    return statistics.median(times)
+def _interleaved_ms(parts: dict[str, tuple[Any, int]], rounds: int) -> dict[str, float]:
+    """Median over ``rounds`` of each part's wall-clock milliseconds per call; ``parts`` maps a name to (function,
+    calls per round). The parts take turns within each round, so the machine's drift falls on all of them alike."""
+    for fn, _ in parts.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in parts}
+    for _ in range(rounds):
+        for name, (fn, calls) in parts.items():
+            t = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[name].append((time.perf_counter() - t) / calls * 1e3)
+    return {name: statistics.median(ms) for name, ms in times.items()}
 
 
 def _encoder_macs(phi: torch.nn.Module) -> int:
@@ -103,8 +106,8 @@ def _encoder_macs(phi: torch.nn.Module) -> int:
     return macs
 
 
-def _breakdown(make_env: Any, embedder: Any, num_envs: int, steps: int) -> dict[str, float]:
-    """Per-frame milliseconds of each part of a wrapped step, measured one after the other in this process.
+def _breakdown(make_env: Any, embedder: Any, num_envs: int, steps: int, rounds: int) -> dict[str, float]:
+    """Per-frame milliseconds of each part of a wrapped step, interleaved over ``rounds`` rounds in this process.
 
     The frames are real: ``steps`` random-action frames of ``make_env()``, processed like the wrapper does
     (borders detected on the first frame that is not all black); the embedding rings are built from them.
@@ -125,8 +128,7 @@ def _breakdown(make_env: Any, embedder: Any, num_envs: int, steps: int) -> dict[
             if term or trunc:
                 env.reset()
 
-    ale = _ms_per_call(play, 1) / steps
-    env.close()
+    play()  # the frames, and the border crop detected on them as the wrapper does
     lit = [f for f in frames if f.max() >= BORDER_THRESHOLD]
     crop = detect_borders(lit[0], threshold=BORDER_THRESHOLD) if lit else None
     size = (embedder.frame_size, embedder.frame_size)
@@ -136,16 +138,25 @@ def _breakdown(make_env: Any, embedder: Any, num_envs: int, steps: int) -> dict[
         for f in frames:
             process_frame(f, crop, size)
 
-    process = _ms_per_call(process_all, 1) / len(frames)
     k = embedder.stack
     starts = np.linspace(0, len(processed) - k, num_envs).astype(int)
     # (num_envs, S, S, stack, 3) rings of consecutive frames, newest in the last slot
     ring = np.stack([processed[s : s + k].transpose(1, 2, 0, 3) for s in starts])
-    embed_1 = _ms_per_call(lambda: embedder.embed_ring(ring[:1], k - 1), 200)
-    embed_n = _ms_per_call(lambda: embedder.embed_ring(ring, k - 1), 50) / num_envs
-    macs = _encoder_macs(embedder.model.phi)
     m = torch.randn(512, 512)
-    mm = _ms_per_call(lambda: torch.mm(m, m), 50)
+    ms = _interleaved_ms(
+        {
+            "ale": (play, 1),
+            "process": (process_all, 1),
+            "embed_1": (lambda: embedder.embed_ring(ring[:1], k - 1), 200),
+            "embed_n": (lambda: embedder.embed_ring(ring, k - 1), 50),
+            "matmul": (lambda: torch.mm(m, m), 50),
+        },
+        rounds,
+    )
+    env.close()
+    ale, process = ms["ale"] / steps, ms["process"] / len(frames)
+    embed_1, embed_n, mm = ms["embed_1"], ms["embed_n"] / num_envs, ms["matmul"]
+    macs = _encoder_macs(embedder.model.phi)
     return {
         "ale_step_ms": ale,
         "process_frame_ms": process,
@@ -351,7 +362,7 @@ def main() -> None:
                 }
             )
     if a.breakdown:
-        out["breakdown"] = _breakdown(base, fused, a.num_envs, a.steps)
+        out["breakdown"] = _breakdown(base, fused, a.num_envs, a.steps, a.rounds)
         _print_breakdown(out["breakdown"], a.num_envs)
     if a.json:
         with open(a.json, "w") as f:
