@@ -139,6 +139,8 @@ def _breakdown(make_env: Any, embedder: Any, num_envs: int, steps: int, rounds: 
             process_frame(f, crop, size)
 
     k = embedder.stack
+    if len(processed) < k:
+        raise SystemExit(f"error: --breakdown needs --steps >= {k} (one frame stack), got {steps}")
     starts = np.linspace(0, len(processed) - k, num_envs).astype(int)
     # (num_envs, S, S, stack, 3) rings of consecutive frames, newest in the last slot
     ring = np.stack([processed[s : s + k].transpose(1, 2, 0, 3) for s in starts])
