@@ -773,9 +773,10 @@ def train_ppo(
             if config.sil_coef > 0:
                 sil = EpisodeBuffer(config.sil_episodes, config.gamma, config.num_envs)
                 if resume:  # the episodes it kept, up to the checkpoint's step
-                    sil.load(
-                        run_dir / SIL_DIR, global_step, _obs_shapes(obs_space), _obs_dtypes(obs_space), int(act_space.n)
-                    )
+                    parts = _obs_parts(obs_space)
+                    shapes = {k: tuple(p.shape) for k, p in parts.items()}
+                    dtypes = {k: np.dtype(p.dtype) for k, p in parts.items()}
+                    sil.load(run_dir / SIL_DIR, global_step, shapes, dtypes, int(act_space.n))
             if resume:  # the steps after the checkpoint are played again: drop what was logged of them (or all, from 0)
                 for name in ("episodes.csv", "metrics.csv"):
                     drop_rows_after(run_dir / name, global_step)
@@ -983,16 +984,9 @@ def _without_bonus(reward: np.ndarray, infos: dict[str, Any]) -> np.ndarray:
     return reward - np.where(infos.get("_count_bonus", True), np.asarray(bonus, np.float64), 0.0)
 
 
-def _obs_shapes(space: gym.Space) -> dict[str, tuple[int, ...]]:
-    if isinstance(space, gym.spaces.Dict):
-        return {k: tuple(s.shape) for k, s in space.spaces.items()}
-    return {"": tuple(space.shape)}
-
-
-def _obs_dtypes(space: gym.Space) -> dict[str, np.dtype]:
-    if isinstance(space, gym.spaces.Dict):
-        return {k: np.dtype(s.dtype) for k, s in space.spaces.items()}
-    return {"": np.dtype(space.dtype)}
+def _obs_parts(space: gym.Space) -> dict[str, gym.Space]:
+    """The observation's parts by key, as the self-imitation buffer stores them (``""`` for a plain array)."""
+    return dict(space.spaces) if isinstance(space, gym.spaces.Dict) else {"": space}
 
 
 def _self_imitation_update(
