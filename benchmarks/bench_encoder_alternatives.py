@@ -133,28 +133,25 @@ def main() -> None:
         with torch.inference_mode():
             return phi(inp).numpy()
 
-    # each row: (embed all held-out frames, batch-1 call, batch-n call); the fused rows read the wrapper's rings
-    rows: dict[str, tuple[Any, Any, Any]] = {
-        "fused fp32 (default)": (
-            lambda: np.concatenate([fused.embed_ring(rings[i : i + 1], newest[i]) for i in range(half, len(x))]),
-            lambda: fused.embed_ring(rings[:1], newest[0]),
-            lambda: fused.embed_ring(rings[:n], newest[0]),
-        ),
-        "reference fp32 (model's own forward)": (
-            lambda: embed_reference(x[held]),
-            lambda: embed_reference(x[:1]),
-            lambda: embed_reference(x[:n]),
-        ),
-        'fused bf16 (precision="bf16", option)': (
-            lambda: np.concatenate([bf16.embed_ring(rings[i : i + 1], newest[i]) for i in range(half, len(x))]),
-            lambda: bf16.embed_ring(rings[:1], newest[0]),
-            lambda: bf16.embed_ring(rings[:n], newest[0]),
-        ),
-        "int8 static (FX, x86; not in the library)": (
-            lambda: embed_int8(x[held]),
-            lambda: embed_int8(x[:1]),
-            lambda: embed_int8(x[:n]),
-        ),
+    Row = tuple[Any, Any, Any]  # (embed all held-out frames, batch-1 call, batch-n call)
+
+    def ring_row(embedder: Any) -> Row:
+        """A fused encoder's row: it reads the wrapper's frame rings."""
+        return (
+            lambda: np.concatenate([embedder.embed_ring(rings[i : i + 1], newest[i]) for i in range(half, len(x))]),
+            lambda: embedder.embed_ring(rings[:1], newest[0]),
+            lambda: embedder.embed_ring(rings[:n], newest[0]),  # one step's rings: the same newest slot
+        )
+
+    def stack_row(embed: Any) -> Row:
+        """A row of a model that reads phi's stacked float input."""
+        return (lambda: embed(x[held]), lambda: embed(x[:1]), lambda: embed(x[:n]))
+
+    rows: dict[str, Row] = {
+        "fused fp32 (default)": ring_row(fused),
+        "reference fp32 (model's own forward)": stack_row(embed_reference),
+        'fused bf16 (precision="bf16", option)': ring_row(bf16),
+        "int8 static (FX, x86; not in the library)": stack_row(embed_int8),
     }
     ck_t = np.asarray(ck.embeddings, np.float32).T
     thresholds = np.full(len(ck), 0.5)
