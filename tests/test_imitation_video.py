@@ -389,6 +389,23 @@ def test_an_mkv_whose_audio_outlasts_its_video_has_the_video_duration_and_border
         assert detect_borders(tmp_path / name) == CropBox(16, 16, 0, 0)
 
 
+def test_the_reader_finds_a_video_duration_once(tmp_path, monkeypatch) -> None:
+    # the header probe and the border probes each opened the file to find its length (for an mkv with a longer
+    # audio track, a seek to its end): the reader now hands the probe's duration to the border detection
+    from dreamarcade.reward_models import video
+
+    frames = [np.full((64, 64, 3), 150, np.uint8)] * 90 + [
+        np.pad(np.full((32, 64, 3), 150, np.uint8), ((16, 16), (0, 0), (0, 0)))
+    ] * 210
+    path = write_av(tmp_path / "long.mkv", frames, 30, audio=np.full(40 * 8000, 0.01, np.float32), audio_rate=8000)
+    calls = []
+    real = video._duration_s
+    monkeypatch.setattr(video, "_duration_s", lambda c, s: calls.append(1) or real(c, s))
+    reader = VideoReader(path, size=None, max_frames=2)
+    assert reader.crop == CropBox(16, 16, 0, 0)  # the probes spread over the 10 s of video, not the 40 s of audio
+    assert len(calls) == 1
+
+
 def test_an_audio_file_with_cover_art_is_not_a_video(tmp_path) -> None:
     # an m4a with an embedded thumbnail (yt-dlp --embed-thumbnail) has an attached_pic "video" stream: it was read
     # as a one-frame video, or blamed as damaged

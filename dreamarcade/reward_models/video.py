@@ -308,18 +308,22 @@ def _bands(gray: np.ndarray, threshold: int, max_fraction: float) -> tuple[int, 
     return top, bottom, left, right
 
 
-def _probe_groups(path: str | os.PathLike[str], probe_frames: int, stride: int, window: int) -> list[list[np.ndarray]]:
+def _probe_groups(
+    path: str | os.PathLike[str], probe_frames: int, stride: int, window: int, duration: float | None = None
+) -> list[list[np.ndarray]]:
     """Brightness images (max over RGB) of ``probe_frames`` decoded frames, in groups of ``window`` samples
     ``stride`` decoded frames apart, the groups spread evenly from the start to the end of the video by seeking.
 
     A video with at most ``probe_frames * stride`` frames (or no known duration) is read front to back
     instead (every ``stride``-th frame): the sample then covers all of it. Memory: the ``probe_frames`` images.
+    ``duration`` (seconds, :func:`probe_video`'s) saves finding it again; None finds it from the file.
     """
     container = _open(path)
     try:
         stream = _video_stream(container)
         rate = float(stream.average_rate or stream.guessed_rate or 0.0)
-        duration = _duration_s(container, stream)
+        if duration is None:
+            duration = _duration_s(container, stream)
         groups_n = -(-probe_frames // window)
         span = window * stride / rate if rate > 0 else float("nan")  # seconds one group covers
         seekable = np.isfinite(duration) and rate > 0 and groups_n > 1 and duration * rate > probe_frames * stride
@@ -362,6 +366,7 @@ def detect_borders(
     stride: int = 10,
     max_fraction: float = 0.45,
     window: int = 4,
+    duration: float | None = None,
 ) -> CropBox:
     """Find black letter-/pillar-box bands: edge rows/columns whose brightest pixel stays below ``threshold``.
 
@@ -371,14 +376,15 @@ def detect_borders(
     one dark moment of the game is not taken for a border) and the median over the windows is kept (so an intro
     card, an outro or a fade in at most half of the windows does not cancel the crop; of an even number, the upper
     middle one). An array is cut into windows of ``window`` consecutive frames. All-black windows are ignored (no
-    crop if all are black). At most ``max_fraction`` of a dimension is cut from one side.
+    crop if all are black). At most ``max_fraction`` of a dimension is cut from one side. ``duration`` is the video's
+    length in seconds where it is already known (:func:`probe_video`'s), so it is not found again; None finds it.
     """
     if isinstance(source, np.ndarray):
         frames = source if source.ndim == 4 else source[None]
         grays = [f.max(axis=2) for f in frames]
         groups = [grays[i : i + window] for i in range(0, len(grays), window)]
     else:
-        groups = _probe_groups(source, probe_frames, stride, window)
+        groups = _probe_groups(source, probe_frames, stride, window, duration)
         if not groups:
             raise VideoError(f"'{source}' has no decodable video frames; it is empty or damaged.")
     found = []
@@ -531,7 +537,7 @@ class VideoReader:
         self.fps = float(fps)
         self.size = tuple(size) if size is not None else None
         if crop == "auto":
-            self.crop: CropBox | None = detect_borders(path, threshold=border_threshold)
+            self.crop: CropBox | None = detect_borders(path, threshold=border_threshold, duration=self.info.duration)
         elif crop is None or isinstance(crop, CropBox):
             self.crop = crop
         else:
