@@ -12,6 +12,9 @@ on real agent frames, each way this project has (or tried) to run the bundled vi
 * ``fused bf16`` (``precision="bf16"``, an option): weights and activations in bfloat16;
 * ``int8 static``: PyTorch's FX post-training static quantization (x86 backend: int8 weights per channel, uint8
   activations), calibrated on the first half of the frames and judged on the second half. Not in the library.
+* with ``--smaller``, fused encoders of smaller, *untrained* networks (fewer channels, no residual block, a stack
+  of 2 frames): speed only, to see what retraining a smaller embedding (and the agents on its reward) could buy.
+  Their similarity columns are empty: an untrained network's reward means nothing.
 
 For each: milliseconds per frame at batch 1 (the single-env wrapper) and at batch ``--num-envs`` (the vector
 wrapper), medians over ``--rounds`` interleaved rounds, torch on 1 thread; and, against the fp32 embeddings of the
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import statistics
 import time
@@ -98,11 +102,31 @@ def _int8_model(phi: nn.Module, calibration: torch.Tensor) -> nn.Module:
         return convert_fx(prepared)
 
 
+# smaller networks timed by --smaller: EmbeddingConfig overrides (the default is (16, 32, 32), 1 block, stack 4)
+SMALLER = {
+    "(8, 16, 16), 1 res block": {"channels": (8, 16, 16)},
+    "(8, 16, 16), no res block": {"channels": (8, 16, 16), "res_blocks": 0},
+    "(4, 8, 16), no res block": {"channels": (4, 8, 16), "res_blocks": 0},
+    "(8, 16, 16), no res block, stack 2": {"channels": (8, 16, 16), "res_blocks": 0, "stack": 2},
+}
+
+
+def encoder_macs(cfg: Any) -> int:
+    """Multiply-adds of one frame stack through phi of an ``EmbeddingConfig`` (convs, residual blocks, MLP)."""
+    side, c_in, macs = cfg.crop_size, 3 * cfg.stack, 0
+    for c in cfg.channels:
+        macs += c_in * c * 9 * side * side
+        side, c_in = side // 2, c
+    macs += cfg.res_blocks * 2 * c_in * c_in * 9 * side * side
+    return macs + c_in * side * side * cfg.hidden + cfg.hidden * cfg.embed_dim
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=positive_int, default=300, help="random-action vector steps to collect frames")
     p.add_argument("--num-envs", type=positive_int, default=8, help="envs (and the batch size of the batched rows)")
     p.add_argument("--rounds", type=positive_int, default=5, help="interleaved timing rounds (median reported)")
+    p.add_argument("--smaller", action="store_true", help="also time untrained smaller networks (speed only)")
     p.add_argument("--asset-dir", default=None)
     p.add_argument("--json", default=None)
     a = p.parse_args()
@@ -133,7 +157,7 @@ def main() -> None:
         with torch.inference_mode():
             return phi(inp).numpy()
 
-    Row = tuple[Any, Any, Any]  # (embed all held-out frames, batch-1 call, batch-n call)
+    Row = tuple[Any, Any, Any]  # (embed all held-out frames or None: speed only, batch-1 call, batch-n call)
 
     def ring_row(embedder: Any) -> Row:
         """A fused encoder's row: it reads the wrapper's frame rings."""
@@ -153,12 +177,31 @@ def main() -> None:
         'fused bf16 (precision="bf16", option)': ring_row(bf16),
         "int8 static (FX, x86; not in the library)": stack_row(embed_int8),
     }
+    macs = {label: encoder_macs(fused.cfg) for label in rows}
+    if a.smaller:
+        from dreamarcade.reward_models.embedding import TDCCMC
+        from dreamarcade.reward_models.inference import FusedVisualEncoder
+
+        for name, overrides in SMALLER.items():
+            cfg = dataclasses.replace(fused.cfg, **overrides)
+            small = FusedVisualEncoder(TDCCMC(cfg).eval().phi, stack=cfg.stack, frame_size=cfg.frame_size)
+            k = cfg.stack  # the newest k frames of each ring: a ring of k slots (timing only)
+            small_rings = np.ascontiguousarray(rings[: max(n, 1), :, :, :k])
+            label = f"untrained {name} (speed only)"
+            rows[label] = (
+                None,
+                lambda e=small, r=small_rings: e.embed_ring(r[:1], 0),
+                lambda e=small, r=small_rings: e.embed_ring(r[:n], 0),
+            )
+            macs[label] = encoder_macs(cfg)
     ck_t = np.asarray(ck.embeddings, np.float32).T
     thresholds = np.full(len(ck), 0.5)
     exact = ck.centre(embed_reference(x[held])) @ ck_t
     pays = exact > thresholds
     quality: dict[str, dict[str, float]] = {}
     for label, (embed_all, _, _) in rows.items():
+        if embed_all is None:
+            continue
         sims = ck.centre(embed_all()) @ ck_t
         diff = np.abs(sims - exact)
         quality[label] = {
@@ -184,21 +227,27 @@ def main() -> None:
     decisions, positives = pays.size, int(pays.sum())
     print(f"\nheld-out frames: {len(x) - half}, checkpoints: {len(ck)}, pay decisions: {decisions} ({positives} pay)")
     print(
-        f"| encoder | ms per frame, batch 1 | vs default | ms per frame, batch {n} | vs default | "
-        "max / mean similarity change | pay decisions flipped |"
+        f"| encoder | M multiply-adds per frame | ms per frame, batch 1 | vs default | ms per frame, batch {n} | "
+        "vs default | max / mean similarity change | pay decisions flipped |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     out: dict[str, Any] = {"args": vars(a), "decisions": decisions, "positives": positives, "rows": []}
     for label in rows:
         t1 = statistics.median(t[0] for t in times[label])
         tn = statistics.median(t[1] for t in times[label])
-        q = quality[label]
-        print(
-            f"| {label} | {t1:.3f} | {base1 / t1:.2f}x | {tn:.3f} | {basen / tn:.2f}x | "
+        q = quality.get(label)
+        judged = (
             f"{q['max_abs_similarity_change']:.4f} / {q['mean_abs_similarity_change']:.4f} | "
-            f"{q['pay_decisions_flipped']} of {decisions} |"
+            f"{q['pay_decisions_flipped']} of {decisions}"
+            if q
+            else "untrained | untrained"
         )
-        out["rows"].append({"encoder": label, "ms_batch1": t1, "ms_batchN": tn, **q, "rounds": times[label]})
+        print(
+            f"| {label} | {macs[label] / 1e6:.2f} | {t1:.3f} | {base1 / t1:.2f}x | {tn:.3f} | {basen / tn:.2f}x | "
+            f"{judged} |"
+        )
+        row = {"encoder": label, "macs": macs[label], "ms_batch1": t1, "ms_batchN": tn, **(q or {})}
+        out["rows"].append({**row, "rounds": times[label]})
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=2)
