@@ -174,6 +174,25 @@ def test_graceful_stop_leaves_an_ignored_signal_ignored() -> None:
         signal.signal(signal.SIGINT, before)
 
 
+def test_graceful_stop_reports_on_stderr_so_stdout_stays_the_result(capsys) -> None:
+    # the notice went to stdout, ahead of the JSON result a trainer's CLI prints: a script reading it failed
+    import os
+    import signal
+    import time
+
+    from dreamarcade.baselines.common import GracefulStop
+
+    with GracefulStop() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # Python runs the handler between bytecodes, soon after the signal arrives
+            if stop.requested:
+                break
+            time.sleep(0.001)
+    assert stop.requested
+    out, err = capsys.readouterr()
+    assert out == "" and "SIGTERM: stopping after this step" in err
+
+
 def test_learning_curves_leave_the_process_matplotlib_backend_alone(tmp_path) -> None:
     # plot_learning_curve ran matplotlib.use("Agg") inside every trainer: a notebook lost its inline plots
     matplotlib = pytest.importorskip("matplotlib")

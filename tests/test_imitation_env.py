@@ -135,8 +135,11 @@ def test_works_with_stable_baselines3():
     assert model.num_timesteps == 16  # one full rollout of n_steps=16 was collected from the env
 
 
-def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
+def test_agent_cli_trains_resumes_and_evaluates(tmp_path, capsys):
+    import torch
+
     from dreamarcade.baselines.imitation import evaluate, main
+    from dreamarcade.envs.montezuma_imitation import ASSET_DIR
     from dreamarcade.errors import CheckpointError
 
     run = tmp_path / "run"
@@ -144,6 +147,8 @@ def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
     argv += ["--distinct-margin", "0.1", "--game-reward-scale", "5", "--max-episode-steps", "200"]
     argv += ["--total-timesteps", "32"]
     assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # says whether SIGTERM cut it short
+    assert result["global_step"] == 32 and result["stopped_early"] is False
     assert (run / "checkpoint" / "config.json").is_file()
     saved = json.loads((run / "imitation_config.json").read_text())
     # eval rebuilds the reward from these
@@ -175,13 +180,18 @@ def test_agent_cli_trains_resumes_and_evaluates(tmp_path):
     assert resumed == {**saved, "ppo": {**saved["ppo"], "total_timesteps": 96}}
     assert main([*short, "--seed", "5"]) == 2  # a resumed run goes on with its checkpoint's seed
     assert main([*short, "--game-reward-scale", "1"]) == 2  # nor with another reward
+    # naming the bundled reward is not another reward: it was refused (None -> the bundle's path)
+    assert main([*short, "--asset-dir", str(ASSET_DIR)]) == 0
+    assert main([*short, "--asset-dir", str(tmp_path)]) == 2  # another folder is
     with pytest.raises(SystemExit):  # an abbreviation would not count as given, so it is refused outright
         main([*short, "--learn", "0.5"])
     for flag, value in (("--threshold", "nan"), ("--game-reward-scale", "-1"), ("--game-reward-scale", "inf")):
         with pytest.raises(SystemExit) as exc:  # NaN would pay nothing, and the run could never be resumed
             main(["train", "--run-dir", str(tmp_path / "nan"), flag, value])
         assert exc.value.code == 2
-    for bad in (["--num-envs", "0"], ["--max-episode-steps", "0"]):  # refused before the run dir is written
+    bads = [["--num-envs", "0"], ["--max-episode-steps", "0"], ["--seed", "-1"], ["--seed", str(2**32)]]
+    bads += [["--device", "no-such-device"]] + ([] if torch.cuda.is_available() else [["--device", "cuda"]])
+    for bad in bads:  # refused before the run dir is written (a bad seed or device left a config that --resume kept)
         assert main(["train", "--run-dir", str(tmp_path / "bad"), *bad, "--total-timesteps", "8"]) == 2
         assert not (tmp_path / "bad").exists()
 

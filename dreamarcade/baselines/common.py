@@ -24,6 +24,7 @@ import numbers
 import os
 import random
 import signal
+import sys
 import threading
 import typing
 from collections.abc import Callable
@@ -92,6 +93,7 @@ class GracefulStop:
         print(
             f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
             "(send it again to stop at once).",
+            file=sys.stderr,  # stdout stays the command's result (JSON) alone
             flush=True,
         )
 

@@ -557,8 +557,10 @@ def train(cfg: ImitationConfig, run_dir: str | Path, resume: bool = False, progr
             changed = {
                 f.name: (getattr(saved, f.name), getattr(cfg, f.name))
                 for f in dataclasses.fields(ImitationConfig)
-                if f.name not in ("ppo", "num_envs") and getattr(saved, f.name) != getattr(cfg, f.name)
+                if f.name not in ("ppo", "num_envs", "asset_dir") and getattr(saved, f.name) != getattr(cfg, f.name)
             }
+            if _bundle(saved.asset_dir) != _bundle(cfg.asset_dir):  # None is the bundled one, named or not
+                changed["asset_dir"] = (saved.asset_dir, cfg.asset_dir)
             if saved.ppo.seed != cfg.ppo.seed:  # a resumed run goes on with its checkpoint's random streams
                 changed["seed"] = (saved.ppo.seed, cfg.ppo.seed)
             if changed:
@@ -582,6 +584,13 @@ def train(cfg: ImitationConfig, run_dir: str | Path, resume: bool = False, progr
 
 def _absolute(path: str | None) -> str | None:
     return None if path is None else str(Path(path).resolve())
+
+
+def _bundle(path: str | None) -> str:
+    """The reward bundle a run uses, as an absolute path (None: the bundled Montezuma one)."""
+    from dreamarcade.envs.montezuma_imitation import ASSET_DIR
+
+    return str(Path(path or ASSET_DIR).resolve())
 
 
 def _finite(text: str, at_least: float | None = None) -> float:
@@ -773,7 +782,8 @@ def main(argv: list[str] | None = None) -> int:
                     # not repeat --seed or --learning-rate continues the run it resumes
                     cfg = _resumed_config(_load_config(Path(run_dir)), args, _given(parser.train_parser, argv))
             r = train(cfg, run_dir, resume=args.resume)
-            print(json.dumps({"run_dir": str(run_dir), "global_step": r.global_step, "sps": r.steps_per_second}))
+            result = {"run_dir": str(run_dir), "global_step": r.global_step, "sps": r.steps_per_second}
+            print(json.dumps({**result, "stopped_early": r.stopped_early}))  # stopped: resume it with --resume
         else:
             if args.json:  # before the episodes are played: a path that cannot be written would lose them
                 with input_checks():

@@ -40,6 +40,7 @@ import dataclasses
 import functools
 import json
 import math
+import numbers
 import os
 import sys
 import time
@@ -187,6 +188,9 @@ class PPOConfig:
                 "sil_value_coef": (0.0, None, True),
             },
         )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed (--seed) must be an integer from 0 to 2**32 - 1 (numpy's range), got {self.seed!r}")
+        resolve_device(self.device)  # a misspelled or absent device is refused here, before a run directory is written
         if self.recurrent and self.sil_coef > 0:
             raise ValueError(
                 "self-imitation (sil_coef > 0) replays single steps, which a recurrent agent cannot be trained on "
