@@ -406,6 +406,44 @@ def test_the_reader_finds_a_video_duration_once(tmp_path, monkeypatch) -> None:
     assert len(calls) == 1
 
 
+def test_a_video_whose_picture_size_changes_midway_is_read_at_its_first_size(tmp_path) -> None:
+    # VP9 may change its size at a keyframe (a resized browser recording): np.stack of the border probes and of a
+    # chunk's frames failed with "all input arrays must have the same shape"
+    import fractions
+
+    import av
+
+    path = tmp_path / "resized.webm"
+
+    def packets(w: int, h: int, n: int, start: int) -> list:
+        codec = av.CodecContext.create("libvpx-vp9", "w")
+        codec.width, codec.height, codec.pix_fmt = w, h, "yuv420p"
+        codec.time_base, codec.framerate = fractions.Fraction(1, 30), fractions.Fraction(30)
+        codec.options = {"deadline": "realtime", "crf": "20", "b": "0"}
+        out = []
+        for i in range(n):
+            img = np.zeros((h, w, 3), np.uint8)
+            img[h // 6 : h - h // 6] = 60 + 3 * (start + i)  # black bands of 1/6 of the height at both sizes
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = start + i, fractions.Fraction(1, 30)
+            out += codec.encode(f)
+        return out + codec.encode(None)
+
+    with av.open(str(path), "w", format="webm") as c:
+        s = c.add_stream("libvpx-vp9", rate=30)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.time_base = fractions.Fraction(1, 30)
+        for pkt in packets(64, 48, 30, 0) + packets(96, 72, 30, 30):
+            pkt.stream, pkt.time_base = s, fractions.Fraction(1, 30)
+            c.mux(pkt)
+    reader = VideoReader(path, fps=15, size=None, audio=False)
+    assert reader.crop == CropBox(8, 8, 0, 0)
+    frames = reader.read_all().frames
+    assert frames.shape == (30, 32, 64, 3)
+    # output frame k shows source frame 2k, at either size (lossy codec: a few levels)
+    np.testing.assert_allclose(frames[:, 8:24, 16:48, 1].mean(axis=(1, 2)), 60 + 6 * np.arange(30), atol=4)
+
+
 def test_an_audio_file_with_cover_art_is_not_a_video(tmp_path) -> None:
     # an m4a with an embedded thumbnail (yt-dlp --embed-thumbnail) has an attached_pic "video" stream: it was read
     # as a one-frame video, or blamed as damaged

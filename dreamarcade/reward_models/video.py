@@ -242,12 +242,23 @@ def _quarter_turns(frame: Any) -> int:
     return round(float(getattr(frame, "rotation", 0) or 0) / 90.0) % 4
 
 
-def _rgb(frame: Any) -> np.ndarray:
+def _rgb(frame: Any, size: tuple[int, int] | None = None) -> np.ndarray:
     """A decoded video frame as it is displayed: RGB, turned by its display rotation (phones store portrait
-    video sideways with a rotation in the header; players, and this reader, turn it upright)."""
+    video sideways with a rotation in the header; players, and this reader, turn it upright).
+
+    ``size`` (width, height): a frame of another size is scaled to it (area interpolation). A stream may change its
+    picture size midway (a screen or browser recording whose window was resized); the reader keeps every frame of
+    a video at the size of its first.
+    """
     arr = frame.to_ndarray(format="rgb24")
     quarters = _quarter_turns(frame)
-    return np.ascontiguousarray(np.rot90(arr, k=quarters)) if quarters else arr
+    if quarters:
+        arr = np.ascontiguousarray(np.rot90(arr, k=quarters))
+    if size is not None and (arr.shape[1], arr.shape[0]) != tuple(size):
+        import cv2
+
+        arr = cv2.resize(arr, tuple(size), interpolation=cv2.INTER_AREA)
+    return arr
 
 
 def _rotation(container: Any, stream: Any, path: str | os.PathLike[str]) -> int:
@@ -329,8 +340,16 @@ def _probe_groups(
         seekable = np.isfinite(duration) and rate > 0 and groups_n > 1 and duration * rate > probe_frames * stride
     finally:
         container.close()
+    first: tuple[int, int] | None = None  # (width, height) of the first frame probed: every probe is scaled to it
+
+    def gray(frame: Any) -> np.ndarray:
+        nonlocal first
+        rgb = _rgb(frame, first)
+        first = first or (rgb.shape[1], rgb.shape[0])
+        return rgb.max(axis=2)
+
     if not seekable:
-        grays = [_rgb(frame).max(axis=2) for _, frame in _decoded_frames(path, stride=stride, limit=probe_frames)]
+        grays = [gray(frame) for _, frame in _decoded_frames(path, stride=stride, limit=probe_frames)]
         return [grays[i : i + window] for i in range(0, len(grays), window)]
     container = _open(path)
     groups: list[list[np.ndarray]] = []
@@ -348,7 +367,7 @@ def _probe_groups(
                     if frame.time is not None and frame.time < target - 0.5 / rate:
                         continue  # decoding from the keyframe before the target
                     if n % stride == 0:
-                        grays.append(_rgb(frame).max(axis=2))
+                        grays.append(gray(frame))
                         if len(grays) == window:
                             break
                     n += 1
@@ -490,6 +509,9 @@ class VideoReader:
         require_audio: raise :class:`VideoError` if the video has no audio track (CMC needs it).
         max_frames: stop after this many output frames.
 
+    A video whose picture size changes midway (a screen or browser recording whose window was resized) is read at
+    the size of its first frame: later frames of another size are scaled to it before the crop.
+
     Example (a silent webm with a black pillar-box: the borders are found and cropped away):
         >>> import os, tempfile, numpy as np
         >>> from dreamarcade.reward_models.demo_videos import write_av
@@ -553,6 +575,7 @@ class VideoReader:
         track: _AudioTrack | None = None
         k = 0
         current: np.ndarray | None = None
+        picture: tuple[int, int] | None = None  # (width, height) of the first decoded frame
         t0: float | None = None
         # stored timestamps are true times rounded to the stream's time-base tick: webm/mkv store whole
         # milliseconds (the 30 fps frame at 66.67 ms is stored as 67 ms), avi counts whole frames (tick = 1 / fps)
@@ -577,7 +600,9 @@ class VideoReader:
                     k += 1
                     if self.max_frames is not None and k >= self.max_frames:
                         return
-                current = process_frame(_rgb(frame), self.crop, self.size)
+                rgb = _rgb(frame, picture)
+                picture = picture or (rgb.shape[1], rgb.shape[0])  # later frames of another size are scaled to it
+                current = process_frame(rgb, self.crop, self.size)
             if current is None:
                 raise VideoError(f"'{self.path}' contains no decodable video frames (empty or damaged video).")
             # the last decoded frame is shown for one source-frame period (one output frame if the rate is unknown)
