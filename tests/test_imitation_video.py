@@ -444,6 +444,27 @@ def test_a_video_whose_picture_size_changes_midway_is_read_at_its_first_size(tmp
     np.testing.assert_allclose(frames[:, 8:24, 16:48, 1].mean(axis=(1, 2)), 60 + 6 * np.arange(30), atol=4)
 
 
+def test_write_av_refuses_what_it_would_write_wrong(tmp_path) -> None:
+    # fps=0 wrote a 24 fps file, float frames in [0, 1] an all-black video, int frames of 300 wrapped to 44, crf 54
+    # failed in the VP9 encoder naming 64, and NaN audio failed with "avcodec_send_frame() returned 22"
+    frame = np.zeros((16, 16, 3), np.uint8)
+    cases = [
+        ({"fps": 0}, "fps must be a finite number > 0"),
+        ({"fps": float("nan")}, "fps must be a finite number > 0"),
+        ({"crf": 54}, "crf must be an integer from 0"),
+        ({"audio": np.array([0.0, np.nan], np.float32)}, "NaN or infinite"),
+        ({"audio": np.zeros((2, 100), np.float32)}, r"one mono channel \(T,\)"),
+        ({"frames": [frame.astype(np.float32) / 255]}, r"\(H, W, 3\) uint8 RGB, got \(16, 16, 3\) float32"),
+        ({"frames": [frame.astype(np.int64) + 300]}, "uint8 RGB, got .* int64"),
+        ({"frames": [frame[:, :, 0]]}, r"uint8 RGB, got \(16, 16\) uint8"),
+    ]
+    for i, (kwargs, message) in enumerate(cases):
+        args = {"frames": [frame] * 3, "fps": 10, **kwargs}
+        with pytest.raises(ValueError, match=message):
+            write_av(tmp_path / f"bad{i}.webm", args.pop("frames"), args.pop("fps"), **args)
+        assert not list(tmp_path.iterdir())  # nothing left behind, not even the temporary file
+
+
 def test_an_audio_file_with_cover_art_is_not_a_video(tmp_path) -> None:
     # an m4a with an embedded thumbnail (yt-dlp --embed-thumbnail) has an attached_pic "video" stream: it was read
     # as a one-frame video, or blamed as damaged

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -219,7 +220,8 @@ def write_av(
     mkv: H.264 + FLAC). Written to a temporary name and renamed, so a crash never leaves half a video.
     ``size`` (width, height) sets the picture size (default: the first frame's); smaller frames are padded with
     black at the bottom and right, as is an odd width or height (H.264 in yuv420p needs even ones). Frames are
-    never scaled: one larger than the picture is an error.
+    never scaled: one larger than the picture is an error. ``crf`` is the compression on H.264's 0-51 scale (higher:
+    smaller and worse); webm's VP9 gets ``crf + 10``, about the same quality on its 0-63 scale.
     """
     av = require("av", "writing demonstration videos", extra="video")
     path = Path(path)
@@ -227,6 +229,17 @@ def write_av(
     if kind not in CONTAINERS:
         raise ValueError(f"unsupported container '{kind}': use one of {sorted(CONTAINERS)}")
     vcodec, acodec, arate = CONTAINERS[kind]
+    if not (math.isfinite(fps) and fps > 0):  # PyAV wrote 0 as its default 24 fps, and failed on a negative rate
+        raise ValueError(f"write_av: fps must be a finite number > 0, got {fps!r}")
+    if isinstance(crf, bool) or not isinstance(crf, numbers.Integral) or not 0 <= crf <= 51:
+        raise ValueError(f"write_av: crf must be an integer from 0 (lossless) to 51 (H.264's scale), got {crf!r}")
+    if audio is not None:
+        audio = np.asarray(audio)
+        if audio.ndim != 1 or not np.issubdtype(audio.dtype, np.number):
+            raise ValueError(f"write_av: audio must be one mono channel (T,) of samples, got {audio.shape}")
+        if not np.isfinite(audio).all():  # the encoder failed with "avcodec_send_frame() returned 22"
+            raise ValueError("write_av: the audio has NaN or infinite samples; pass samples in [-1, 1]")
+        check_count("audio_rate", audio_rate, hint=" (samples per second)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.{kind}")
     rate = Fraction(fps).limit_denominator(1001)
@@ -248,7 +261,13 @@ def write_av(
                 astream.layout = "mono"
 
             def put(img: np.ndarray) -> None:
-                img = np.ascontiguousarray(img, dtype=np.uint8)
+                img = np.asarray(img)
+                if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:  # a cast wrapped or zeroed them
+                    raise ValueError(
+                        f"write_av: frames must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}; convert floats "
+                        "in [0, 1] with (frame * 255).round().astype(np.uint8)"
+                    )
+                img = np.ascontiguousarray(img)
                 if img.shape[0] > vs.height or img.shape[1] > vs.width:
                     raise ValueError(
                         f"write_av: a {img.shape[1]}x{img.shape[0]} frame does not fit the {vs.width}x{vs.height} "
