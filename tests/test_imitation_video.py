@@ -465,6 +465,20 @@ def test_write_av_refuses_what_it_would_write_wrong(tmp_path) -> None:
         assert not list(tmp_path.iterdir())  # nothing left behind, not even the temporary file
 
 
+@pytest.mark.parametrize("container", ["mkv", "webm"])
+def test_write_av_interleaves_audio_with_the_video(tmp_path, container) -> None:
+    # all the video was muxed before the audio: in a 20 s file the first audio packet came after ~10 s of video
+    import av
+
+    frames = [np.full((48, 64, 3), 90, np.uint8)] * 300  # 20 s at 15 fps
+    path = write_av(tmp_path / f"v.{container}", frames, 15, audio=np.zeros(20 * 8000, np.float32), audio_rate=8000)
+    with av.open(str(path)) as c:
+        kinds = [pkt.stream.type for pkt in c.demux() if pkt.size]
+    assert kinds.count("video") == 300 and kinds.index("audio") < 10
+    first_half = kinds[: len(kinds) // 2]  # the audio keeps coming between the frames, not after them
+    assert abs(first_half.count("audio") / len(first_half) - kinds.count("audio") / len(kinds)) < 0.1
+
+
 def test_an_audio_file_with_cover_art_is_not_a_video(tmp_path) -> None:
     # an m4a with an embedded thumbnail (yt-dlp --embed-thumbnail) has an attached_pic "video" stream: it was read
     # as a one-frame video, or blamed as damaged

@@ -29,6 +29,7 @@ import json
 import math
 import numbers
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -204,6 +205,11 @@ def _intro_card(style: UploaderStyle, seed: int) -> np.ndarray:
     return card
 
 
+def _seconds(packet: Any) -> float:
+    """An encoded packet's presentation time in seconds (0 if it has none)."""
+    return float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else 0.0
+
+
 def write_av(
     path: str | os.PathLike[str],
     frames: Any,
@@ -276,14 +282,12 @@ def write_av(
                 if img.shape[:2] != (vs.height, vs.width):
                     img = np.pad(img, ((0, vs.height - img.shape[0]), (0, vs.width - img.shape[1]), (0, 0)))
                 for pkt in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    mux_audio_until(_seconds(pkt))
                     out.mux(pkt)
 
-            put(first)
-            for img in it:
-                put(img)
-            for pkt in vs.encode():
-                out.mux(pkt)
-            if astream is not None:
+            def audio_packets() -> Iterator[Any]:
+                if astream is None:
+                    return
                 resampler = av.AudioResampler(format=astream.codec_context.format.name, layout="mono", rate=arate)
                 pcm = np.clip(audio, -1, 1).astype(np.float32)
                 block = 4096
@@ -294,13 +298,28 @@ def write_av(
                     frame.pts = pts
                     pts += frame.samples
                     for rf in resampler.resample(frame):
-                        for pkt in astream.encode(rf):
-                            out.mux(pkt)
+                        yield from astream.encode(rf)
                 for rf in resampler.resample(None):
-                    for pkt in astream.encode(rf):
-                        out.mux(pkt)
-                for pkt in astream.encode(None):
-                    out.mux(pkt)
+                    yield from astream.encode(rf)
+                yield from astream.encode(None)
+
+            # the audio is muxed between the video packets, up to each one's time: an mkv or webm written with all
+            # the video first made a player (or a stream) load most of the file before any sound
+            pending = audio_packets()
+            waiting = [next(pending, None)]
+
+            def mux_audio_until(t: float) -> None:
+                while waiting[0] is not None and _seconds(waiting[0]) <= t:
+                    out.mux(waiting[0])
+                    waiting[0] = next(pending, None)
+
+            put(first)
+            for img in it:
+                put(img)
+            for pkt in vs.encode():
+                mux_audio_until(_seconds(pkt))
+                out.mux(pkt)
+            mux_audio_until(math.inf)
     except BaseException:
         tmp.unlink(missing_ok=True)  # no half-written file left behind
         raise
