@@ -114,6 +114,17 @@ class VideoError(DreamArcadeError, ValueError):
     """
 
 
+class DivergedError(DreamArcadeError, FloatingPointError):
+    """Training produced a NaN or infinite loss or weights (a learning rate too high for the data, usually). Raised
+    before such weights are saved, so the last checkpoint stays usable.
+
+    Example:
+        >>> from dreamarcade.errors import DivergedError
+        >>> issubclass(DivergedError, FloatingPointError), issubclass(DivergedError, DreamArcadeError)
+        (True, True)
+    """
+
+
 _BAD_INPUT = "_dreamarcade_bad_input"
 
 

@@ -108,6 +108,26 @@ def test_build_reward_names_the_video_and_the_start_that_leaves_too_few_frames(t
             main([str(emb), str(video), "--out", str(tmp_path / "out"), "--start-s", start])
         assert exc.value.code == 2 and "--start-s (start_s) must be a finite number" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    # --out under a file: it failed with NotADirectoryError only after the demo was decoded and embedded
+    (tmp_path / "a_file").write_text("")
+    for out in (tmp_path / "a_file", tmp_path / "a_file" / "bundle"):
+        with pytest.raises(SystemExit) as exc:
+            main([str(emb), str(tmp_path / "no_such_video.mp4"), "--out", str(out)])  # refused before the video
+        assert exc.value.code == 2 and "--out (out_dir)" in capsys.readouterr().err
+    # a diverged embedding (NaN weights): its checkpoints failed later with advice to rebuild them
+    import shutil
+
+    from dreamarcade.checkpoint import load_checkpoint, save_checkpoint
+    from dreamarcade.errors import CheckpointError
+
+    tensors, config = load_checkpoint(emb, kind="tdc_cmc")
+    tensors = {k: v.clone() for k, v in tensors.items()}
+    next(v for v in tensors.values() if v.is_floating_point()).fill_(float("nan"))
+    save_checkpoint(tmp_path / "diverged", tensors, config)
+    with pytest.raises(CheckpointError, match="holds NaN or inf weights: its training diverged"):
+        build_bundle(tmp_path / "diverged", video, tmp_path / "out")
+    shutil.rmtree(tmp_path / "diverged")
+    assert not (tmp_path / "out").exists()
 
 
 def test_match_candidates_checks_each_candidate_against_its_own_threshold():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,8 @@ import pytest
 import torch
 
 import dreamarcade
-from dreamarcade.errors import CheckpointError, VideoError
+from dreamarcade.checkpoint import checkpoint_exists
+from dreamarcade.errors import CheckpointError, DivergedError, VideoError
 from dreamarcade.reward_models.cycle import cycle_consistency, three_cycle_consistency
 from dreamarcade.reward_models.embedding import PAPER_INTERVALS, TDCCMC, EmbeddingConfig, load_embedding, stack_frames
 from dreamarcade.reward_models.train_embedding import Clip, losses, sample_offsets, sample_pairs
@@ -177,7 +180,7 @@ def test_train_embedding_resumes_exactly_and_refuses_another_config(tmp_path):
     assert (tmp_path / "resumed" / "logs" / "metrics.csv").read_text() == "step,loss\n"  # step 3 replayed: dropped
     with pytest.raises(ValueError, match="save_every must be >= 1"):
         train_embedding([video], tmp_path / "other", TINY, TrainConfig(steps=2, save_every=0), progress=False)
-    with pytest.raises(ValueError, match="different embedding config"):
+    with pytest.raises(ValueError, match=r"another embedding config \(embed_dim: 8 -> 16\)"):
         train_embedding(
             [video], tmp_path / "resumed", dataclasses.replace(TINY, embed_dim=16), TrainConfig(steps=6), resume=True
         )
@@ -191,6 +194,37 @@ def test_train_embedding_resumes_exactly_and_refuses_another_config(tmp_path):
         tcfg = TrainConfig(steps=6, batch_size=16, cmc_event_fraction=0.0)
         train_embedding([video], tmp_path / "resumed", TINY, tcfg, resume=True)
     assert load_embedding(tmp_path / "resumed")[1]["videos"] == ["v.mp4"]
+    # SIGTERM (a scheduler's kill) at the third step: it killed the run, losing every step since the last save
+    from dreamarcade.reward_models import train_embedding as te
+
+    calls, real_losses = [], te.losses
+
+    def losses_then_sigterm(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_losses(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(te, "losses", losses_then_sigterm)
+        train("stopped", 4)
+    assert load_embedding(tmp_path / "stopped")[1]["step"] == 3  # saved where it stopped, not at the last save
+    stopped = train("stopped", 4, resume=True)
+    for name, tensor in straight.state_dict().items():
+        assert torch.equal(stopped.state_dict()[name], tensor), name
+    # a learning rate that blows the loss up: refused at the first NaN, before the step writes NaN weights
+    with pytest.raises(DivergedError, match=r"became nan at step 2 with --lr 1e\+30: .*nothing was saved"):
+        tcfg = TrainConfig(steps=4, lr=1e30, batch_size=8)
+        train_embedding([video], tmp_path / "nan", TINY, tcfg, progress=False)
+    assert not checkpoint_exists(tmp_path / "nan")
+    with pytest.raises(DivergedError, match="its checkpoint at step 4 is intact .* Resume from it with a lower"):
+        tcfg = TrainConfig(steps=8, lr=1e30, batch_size=8)
+        train_embedding([video], tmp_path / "stopped", TINY, tcfg, resume=True, progress=False)
+    kept = load_embedding(tmp_path / "stopped")[0]
+    assert all(torch.isfinite(t).all() for t in kept.state_dict().values())
+    (tmp_path / "a_file").write_text("")  # the error named --run-dir, which this command does not have
+    with pytest.raises(NotADirectoryError, match=r"--out \(out_dir\) '.*a_file' is a file"):
+        train_embedding([video], tmp_path / "a_file", TINY, TrainConfig(steps=2, batch_size=8), progress=False)
     # settings that trained something else than asked: refused before anything is written
     bad_settings = [
         (dataclasses.replace(TINY, cmc_weight=-1.0), TrainConfig(steps=2, batch_size=8), "--cmc-weight must be"),

@@ -625,12 +625,28 @@ class RunDirNotAFolderError(DreamArcadeError, NotADirectoryError):
     """
 
 
-def _check_folder_path(run_dir: Path) -> None:
-    """Raise :class:`RunDirNotAFolderError` if ``run_dir`` is a file or lies under one."""
-    there = next((q for q in (run_dir, *run_dir.parents) if q.exists()), None)  # the rest is created
+def check_folder_path(folder: str | os.PathLike[str], what: str = "run directory (--run-dir)") -> None:
+    """Raise :class:`RunDirNotAFolderError` if ``folder`` is a file or lies under one (``what`` names it).
+
+    For a command to call before work whose results go into ``folder`` (missing folders are created later).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from dreamarcade.baselines.common import check_folder_path
+        >>> d = Path(tempfile.mkdtemp())
+        >>> check_folder_path(d / "new" / "run")  # fine: created when written
+        >>> (d / "notes.txt").write_text("")
+        0
+        >>> check_folder_path(d / "notes.txt" / "bundle", "--out")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        dreamarcade.baselines.common.RunDirNotAFolderError: --out '...bundle' lies under '...notes.txt', which is a ...
+    """
+    folder = Path(folder)
+    there = next((q for q in (folder, *folder.parents) if q.exists()), None)  # the rest is created
     if there is not None and not there.is_dir():
-        what = "is a file" if there == run_dir else f"lies under '{there}', which is a file"
-        raise RunDirNotAFolderError(f"run directory '{run_dir}' {what}, not a folder: pass a folder path (--run-dir).")
+        where = "is a file" if there == folder else f"lies under '{there}', which is a file"
+        raise RunDirNotAFolderError(f"{what} '{folder}' {where}, not a folder: pass a folder path.")
 
 
 def check_run_dir_free(
@@ -646,7 +662,7 @@ def check_run_dir_free(
     ``checkpoint_dir`` / ``log_dir``: where this kind of run keeps them, relative to ``run_dir`` ("" = itself).
     """
     run_dir = Path(run_dir)
-    _check_folder_path(run_dir)
+    check_folder_path(run_dir)
     found = [f"{checkpoint_dir or '.'}/"] if checkpoint_exists(run_dir / checkpoint_dir) else []
     found += [n for n in state_files if (run_dir / n).exists()]
     logs = run_dir / log_dir
@@ -697,7 +713,7 @@ def claim_run_dir(run_dir: str | os.PathLike[str]) -> None:
         >>> release_run_dir(d)
     """
     path = Path(run_dir).resolve()
-    _check_folder_path(path)
+    check_folder_path(path)
     path.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl

@@ -29,7 +29,10 @@ import math
 import os
 from pathlib import Path
 
-from dreamarcade.errors import VideoError, input_checks, input_error_status
+import torch
+
+from dreamarcade.baselines.common import check_folder_path
+from dreamarcade.errors import CheckpointError, VideoError, input_checks, input_error_status
 from dreamarcade.reward_models.checkpoints import (
     CheckpointTrajectory,
     FrameStackEmbedder,
@@ -92,7 +95,14 @@ def build_bundle(
         every = checkpoint_spacing(every)
         if start_s is not None and not (math.isfinite(start_s) and start_s >= 0):
             raise ValueError(f"--start-s (start_s) must be a finite number of seconds >= 0, got {start_s!r}")
+        for part in ("embedding", "checkpoints"):  # written at the end: a file in the way lost the work
+            check_folder_path(Path(out_dir) / part, "--out (out_dir)")
     model, config = load_embedding(embedding_dir)
+    if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
+        raise CheckpointError(
+            f"the embedding in '{embedding_dir}' holds NaN or inf weights: its training diverged. Retrain it (with a "
+            "lower --lr), or pass an earlier checkpoint."
+        )
     cfg = model.cfg
     demo_video = Path(demo_video)
     side = demo_video.with_suffix(".json")

@@ -43,7 +43,9 @@ import torch
 from torch.nn import functional as F
 
 from dreamarcade.baselines.common import (
+    GracefulStop,
     RunLogger,
+    check_folder_path,
     check_ranges,
     check_run_dir_free,
     claim_run_dir,
@@ -51,7 +53,7 @@ from dreamarcade.baselines.common import (
     releases_run_dirs,
 )
 from dreamarcade.checkpoint import checkpoint_exists, load_checkpoint, pack_state, save_checkpoint, unpack_state
-from dreamarcade.errors import CheckpointError, VideoError, input_checks, input_error_status
+from dreamarcade.errors import CheckpointError, DivergedError, VideoError, input_checks, input_error_status
 from dreamarcade.precision import flush_denormals
 from dreamarcade.reward_models.embedding import TDCCMC, EmbeddingConfig, check_intervals, stack_frames
 from dreamarcade.reward_models.video import VideoReader
@@ -386,6 +388,7 @@ def train_embedding(
         torch.set_num_threads(tcfg.threads)
         torch.manual_seed(tcfg.seed)
         rng = np.random.default_rng(tcfg.seed)
+        check_folder_path(out_dir, "--out (out_dir)")  # before the videos are read; the later checks say --run-dir
         clips = load_clips(video_paths, cfg, need_audio=cfg.cmc_weight > 0)
         longest = max(len(c.frames) for c in clips) - 1  # the largest frame gap any video offers
         used = [("TDC", cfg.tdc_intervals, cfg.tdc_weight), ("CMC", cfg.cmc_intervals, cfg.cmc_weight)]
@@ -423,10 +426,16 @@ def train_embedding(
                     f"--resume: {out_dir} holds an embedding without its training state (optimizer, RNG), such as a "
                     "bundled one: it cannot be resumed. Train into a new --out."
                 )
-            saved = EmbeddingConfig.from_json(config["embedding"])
-            if saved.to_json() != cfg.to_json():
+            old_json, new_json = EmbeddingConfig.from_json(config["embedding"]).to_json(), cfg.to_json()
+            if old_json != new_json:
+                diff = ", ".join(
+                    f"{k}: {old_json.get(k)!r} -> {new_json.get(k)!r}"
+                    for k in sorted(set(old_json) | set(new_json))
+                    if old_json.get(k) != new_json.get(k)
+                )
                 raise ValueError(
-                    f"--resume: the checkpoint in {out_dir} has a different embedding config; use a new --out"
+                    f"--resume: the checkpoint in {out_dir} was trained with another embedding config ({diff}); "
+                    "resume with its settings, or use a new --out"
                 )
             # what the run samples from: another video list or sampler would make a resumed run another run
             changed = [] if config.get("videos") == _video_names(video_paths) else ["videos"]
@@ -455,21 +464,42 @@ def train_embedding(
     model.train()
     t0 = time.time()
     events = _event_windows(clips, cfg, tcfg.event_level) if cfg.cmc_weight > 0 else None
-    while step < tcfg.steps:
-        out = losses(model, clips, tcfg.batch_size, rng, tcfg.cmc_event_fraction, events)
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 20 == 0:
-            vals = {k: float(v) for k, v in out.items()}
-            bar.set_postfix({k: f"{v:.3f}" for k, v in vals.items() if "acc" in k or k == "loss"})
-            log.log_metrics(step, **vals, steps_per_s=(step - start_step) / max(time.time() - t0, 1e-9))
-        if step % tcfg.save_every == 0 or step == tcfg.steps:
-            _save(model, opt, rng, step, out_dir, video_paths, tcfg)
-    bar.close()
-    log.close()
+    saved = step if resume and step > 0 else None  # the step of the checkpoint on disk
+
+    def diverged(what: str) -> DivergedError:
+        kept = f"its checkpoint at step {saved} is intact" if saved is not None else "nothing was saved"
+        fix = (
+            "Resume from it with a lower --lr (--resume --lr ...)."
+            if saved is not None
+            else "Train again with a lower --lr."
+        )
+        return DivergedError(
+            f"{what} at step {step} with --lr {tcfg.lr:g}: training diverged, and {kept} in '{out_dir}'. {fix}."
+        )
+
+    try:
+        with GracefulStop() as stop:  # Ctrl-C / SIGTERM: save this step, then return (continue with --resume)
+            while step < tcfg.steps and not stop.requested:
+                out = losses(model, clips, tcfg.batch_size, rng, tcfg.cmc_event_fraction, events)
+                step += 1
+                if not torch.isfinite(out["loss"]):
+                    raise diverged(f"the TDC+CMC loss became {out['loss'].item()}")
+                opt.zero_grad()
+                out["loss"].backward()
+                opt.step()
+                bar.update(1)
+                if step % 20 == 0:
+                    vals = {k: float(v) for k, v in out.items()}
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in vals.items() if "acc" in k or k == "loss"})
+                    log.log_metrics(step, **vals, steps_per_s=(step - start_step) / max(time.time() - t0, 1e-9))
+                if step % tcfg.save_every == 0 or step == tcfg.steps or stop.requested:
+                    if not all(torch.isfinite(p).all() for p in model.parameters()):  # never saved: resumable
+                        raise diverged("the weights became NaN or inf")
+                    _save(model, opt, rng, step, out_dir, video_paths, tcfg)
+                    saved = step
+    finally:
+        bar.close()
+        log.close()
     model.eval()
     return model
 
