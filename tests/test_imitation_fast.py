@@ -143,8 +143,14 @@ def test_embed_every_embeds_every_kth_step_and_pays_only_then():
     default = YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck)
     default.reset(seed=0)
     assert "imitation_embedded" not in default.step(1)[4]
-    with pytest.raises(ValueError, match="embed_every must be an integer >= 1"):
-        YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, embed_every=0)
+    # NaN, inf and None failed inside int() or float() without naming the argument; a huge skip ran out of memory
+    bad = [{"embed_every": v} for v in (0, 1.5, float("nan"), float("inf"), None)]
+    bad += [{"threshold": None}, {"threshold": "0.5"}, {"reward": float("nan")}, {"skip": 10**10}]
+    for kwargs in bad:
+        name = next(iter(kwargs))
+        with pytest.raises(ValueError, match=f"^{name}[=]?.* (must be|is more than)"):
+            YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, **kwargs)
+    assert YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, skip=len(ck)).skip == len(ck)
 
 
 def test_embed_every_vector_matches_single():

@@ -45,6 +45,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from typing import Any
 
@@ -177,12 +178,17 @@ class _ImitationCore:
             )
         check_count("skip", skip, low=0, hint=" (0: only the next checkpoint; the paper's 1 also the one after)")
         for name, value in (("threshold", threshold), ("reward", reward)):
-            if not math.isfinite(float(value)):  # NaN never pays (threshold) or pays NaN (reward)
+            # NaN never pays (threshold) or pays NaN (reward); None or a string failed inside float()
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if int(embed_every) != embed_every or int(embed_every) < 1:
-            raise ValueError(f"embed_every must be an integer >= 1 (1 = embed every step), got {embed_every!r}")
+        check_count("embed_every", embed_every, hint=" (1 = embed every step)")  # NaN, inf, None: named too
         if len(checkpoints) < 1:
             raise ValueError("a checkpoint trajectory needs at least one checkpoint")
+        if skip > len(checkpoints):  # candidates past the end are never paid: skip=10**10 allocated 75 GiB
+            raise ValueError(
+                f"skip={skip} is more than the trajectory's {len(checkpoints)} checkpoints: use at most "
+                f"{len(checkpoints)} (the paper: 1)"
+            )
         _check_compatible(embedder, checkpoints)
         self.embedder, self.checkpoints = embedder, checkpoints
         self.threshold, self.imitation_reward, self.skip, self.mode = float(threshold), float(reward), int(skip), mode
@@ -282,7 +288,9 @@ _ARGS_DOC = """
         skip: how many checkpoints may be skipped (paper: 1, i.e. candidates n+1 and n+2).
         mode: "add" (game + imitation) or "replace" (imitation only).
         crop: "auto" (detect black borders on the first frame that is not all black, then keep them; see the
-            module docstring), None, or a CropBox.
+            module docstring), None, or a CropBox. One frame decides "auto": for an env whose first frames are not
+            its play (CarRacing-v3 zooms in from a map with black around it), pass None or the CropBox of its play.
+            The vector wrapper detects one crop for all its sub-envs, on the first of their frames not all black.
         observe_similarity: append the similarities to the next ``skip + 1`` checkpoints to the observation.
         embed_every: embed the frames every k-th step only (default 1: every step, the paper's reward). k > 1
             trades fidelity for speed: checkpoints can only be matched on embedded steps (module docstring).
