@@ -15,13 +15,17 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from dreamarcade.baselines.common import name_and_path
+from dreamarcade.checkpoint import atomic_write_text, check_output_file
+from dreamarcade.errors import input_checks, input_error_status
 from dreamarcade.reward_models.build_reward import first_frame_at, sidecar_start
 from dreamarcade.reward_models.cycle import cycle_consistency, pixel_features, three_cycle_consistency
 from dreamarcade.reward_models.embedding import load_embedding
@@ -37,6 +41,15 @@ def _trimmed(path: Path, fps: float, size: int) -> np.ndarray:
     return frames
 
 
+def _nan_to_none(value: Any) -> Any:
+    """``value`` with every float NaN replaced by None, through dicts and lists (for strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return None if isinstance(value, float) and value != value else value
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--videos", nargs="+", required=True)
@@ -47,10 +60,19 @@ def main() -> None:
     a = p.parse_args()
     if len(a.videos) < 2:
         p.error("--videos: cycle-consistency needs at least 2 videos")
-    torch.set_num_threads(1)
-    models = {}
-    for name, d in a.emb:
-        models[name], _ = load_embedding(d)
+    if a.tsne and not a.emb:
+        p.error("--tsne plots an embedding's trajectories: give one with --emb name=checkpoint_dir")
+    try:  # before the work: an output that cannot be written, a missing embedding
+        with input_checks():
+            for path, flag in ((a.json, "--json"), (a.tsne, "--tsne")):
+                if path:
+                    check_output_file(path, flag)
+        torch.set_num_threads(1)
+        models = {}
+        for name, d in a.emb:
+            models[name], _ = load_embedding(d)
+    except Exception as exc:
+        raise SystemExit(input_error_status(exc, parser=p)) from None
     size = next(iter(models.values())).cfg.frame_size if models else 54
     fps = next(iter(models.values())).cfg.fps if models else 15.0
     # the frames are read once, for every embedding: each must see the frame rate and size it was trained on
@@ -65,7 +87,10 @@ def main() -> None:
     videos = [Path(v) for v in a.videos]
     if len({v.name for v in videos}) < len(videos):  # the table keys videos by file name: one would replace another
         p.error(f"two videos share a file name ({[v.name for v in videos]}): rename or copy one")
-    frames = {v.name: _trimmed(v, fps, size) for v in videos}
+    try:
+        frames = {v.name: _trimmed(v, fps, size) for v in videos}
+    except Exception as exc:  # a missing, empty or unreadable video: one line naming it
+        raise SystemExit(input_error_status(exc, parser=p)) from None
     # pixels: the processed frames the embeddings see (frame_size^2 RGB), and a 16x16 thumbnail variant
     feats: dict[str, dict[str, np.ndarray]] = {
         "pixels": {k: pixel_features(f) for k, f in frames.items()},
@@ -90,8 +115,9 @@ def main() -> None:
         for key in pairs["pixels"]:
             print(f"| {key} | " + " | ".join(f"{pairs[m][key]:.1f}" for m in feats) + " |")
     print(f"({time.time() - t0:.0f} s)")
-    if a.json:
-        Path(a.json).write_text(json.dumps({"videos": names, "rows": rows, "pairs_2cycle": pairs}, indent=2))
+    if a.json:  # the 3-cycle of 2 videos is NaN, written as null (bare NaN is not JSON)
+        out = {"videos": names, "rows": rows, "pairs_2cycle": pairs}
+        atomic_write_text(a.json, json.dumps(_nan_to_none(out), indent=2, allow_nan=False))
     if a.tsne and models:
         import matplotlib
 
@@ -101,7 +127,8 @@ def main() -> None:
 
         method = list(models)[-1]
         allf = np.concatenate([feats[method][k] for k in names])
-        xy = TSNE(2, perplexity=30, init="pca", random_state=0).fit_transform(allf)
+        perplexity = min(30.0, len(allf) - 1.0)  # t-SNE needs fewer neighbours than points (short videos)
+        xy = TSNE(2, perplexity=perplexity, init="pca", random_state=0).fit_transform(allf)
         fig, ax = plt.subplots(figsize=(6, 5), dpi=110)
         o = 0
         for i, k in enumerate(names):
@@ -116,7 +143,9 @@ def main() -> None:
         )
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(a.tsne)
+        tmp = Path(a.tsne).with_name(f".{Path(a.tsne).stem}.tmp.png")
+        fig.savefig(tmp)
+        os.replace(tmp, a.tsne)
         print(f"wrote {a.tsne}")
 
 
