@@ -218,9 +218,13 @@ def test_cli_and_recorder_refuse_what_would_silently_do_the_wrong_thing(tmp_path
         with pytest.raises(ValueError, match="trajectory 0's actions must be a list of ALE action indices 0-17"):
             load_trajectories(tmp_path / "bad_actions.json")
     (tmp_path / "a_file").write_text("")
-    with pytest.raises(SystemExit):  # a FileExistsError traceback before
-        demo_videos.main(["--out", str(tmp_path / "a_file")])
-    assert "is a file" in capsys.readouterr().err
+    for out, says in ((tmp_path / "a_file", "is a file"), (tmp_path / "a_file" / "videos", "lies under")):
+        with pytest.raises(SystemExit):  # FileExistsError and NotADirectoryError tracebacks before
+            demo_videos.main(["--out", str(out)])
+        assert says in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # it searched, wrote its trajectories, then found no gameplay
+        demo_videos.main(["--search-steps", "0", "--out", str(tmp_path / "none")])
+    assert "--search-steps must be >= 1" in capsys.readouterr().err and not (tmp_path / "none").exists()
     for bad, match in (
         (dict(box="letterbox"), "box must be one of"),  # was silently no box
         (dict(container="avi"), "container must be one of"),  # failed after writing the sidecar

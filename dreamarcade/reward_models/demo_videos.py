@@ -388,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: find Montezuma trajectories (or load them) and record one styled video per trajectory."""
     import argparse
 
+    from dreamarcade.baselines.common import check_folder_path
     from dreamarcade.envs.montezuma_search import (
         DEFAULT_MAX_START_DELAY,
         draw_start_delay,
@@ -435,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(
             f"--n must be >= 1 and --max-start-delay >= 0, got --n {args.n} --max-start-delay {args.max_start_delay}"
         )
+    if args.search_steps < 1 and not args.trajectories:  # a search of no steps finds no gameplay, after the writes
+        p.error(f"--search-steps must be >= 1 (agent steps per search), got {args.search_steps}")
     pairs = []
     for spec in args.pairs or []:
         parts = spec.split(":")
@@ -442,8 +445,10 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--pairs takes TRAJ:STYLE_SEED pairs of non-negative integers (e.g. 0:10), got {spec!r}")
         pairs.append((int(parts[0]), int(parts[1])))
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        p.error(f"--out {out} is a file: pass the folder to write the videos into")
+    try:  # a file, or under one: mkdir's traceback before
+        check_folder_path(out, "--out")
+    except NotADirectoryError as exc:
+        p.error(str(exc))
     out.mkdir(parents=True, exist_ok=True)
     if args.trajectories:
         try:
