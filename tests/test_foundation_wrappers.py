@@ -165,6 +165,16 @@ def test_frame_wrappers_bad_input_and_step_before_reset() -> None:
             GrayscaleResize(gym.make("ALE/Pong-v5"), size=size)
     with pytest.raises(ValueError, match="size must be an integer >= 1"):
         make_dqn_env("Pong", screen_size=2.5)
+    # True was read as 1 and 2.5 truncated to 2 by these three, silently
+    from dreamarcade.wrappers import FrameStack, MaxAndSkip, NoopReset
+
+    for make, name in (
+        (lambda: FrameStack(GrayscaleResize(gym.make("ALE/Pong-v5")), num_stack=True), "num_stack"),
+        (lambda: MaxAndSkip(gym.make("ALE/Pong-v5", frameskip=1), skip=True), "skip"),
+        (lambda: NoopReset(gym.make("ALE/Pong-v5", frameskip=1), noop_max=2.5), "noop_max"),
+    ):
+        with pytest.raises(ValueError, match=f"{name} must be an integer"):
+            make()
 
 
 def test_wrapped_env_is_rebuilt_from_its_spec() -> None:

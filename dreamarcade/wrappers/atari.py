@@ -15,6 +15,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from dreamarcade.errors import check_count
+
 __all__ = ["NoopReset", "MaxAndSkip", "EpisodicLife", "FireReset", "action_meanings"]
 
 
@@ -53,8 +55,7 @@ class NoopReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def __init__(self, env: gym.Env, noop_max: int = 30, noop_action: int = 0) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, noop_max=noop_max, noop_action=noop_action)
         super().__init__(env)
-        if noop_max < 0:
-            raise ValueError(f"noop_max must be >= 0, got {noop_max}")
+        check_count("noop_max", noop_max, low=0)  # 2.5 was truncated to 2
         _require_discrete(env, "NoopReset")
         meanings = action_meanings(env)
         if meanings is not None and noop_max > 0 and not 0 <= noop_action < len(meanings):
@@ -112,8 +113,7 @@ class MaxAndSkip(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def __init__(self, env: gym.Env, skip: int = 4) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, skip=skip)
         super().__init__(env)
-        if not isinstance(skip, (int, np.integer)) or skip < 1:
-            raise ValueError(f"skip must be an integer >= 1, got {skip!r}")
+        check_count("skip", skip)  # True was taken for 1
         base_skip = getattr(env.unwrapped, "_frameskip", 1)
         if base_skip != 1:
             raise ValueError(

@@ -140,8 +140,7 @@ class FrameStack(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def __init__(self, env: gym.Env, num_stack: int = 4, padding: Literal["zero", "reset"] = "zero") -> None:
         gym.utils.RecordConstructorArgs.__init__(self, num_stack=num_stack, padding=padding)
         super().__init__(env)
-        if not isinstance(num_stack, (int, np.integer)) or num_stack < 1:
-            raise ValueError(f"num_stack must be an integer >= 1, got {num_stack!r}")
+        check_count("num_stack", num_stack)  # True was taken for 1
         if padding not in ("zero", "reset"):
             raise ValueError(f"padding must be 'zero' or 'reset', got {padding!r}")
         space = env.observation_space

@@ -23,6 +23,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from dreamarcade.errors import check_count
+
 __all__ = ["EpisodeConcat", "action_feature_size"]
 
 
@@ -80,9 +82,8 @@ class EpisodeConcat(gym.Wrapper):
             self, num_episodes=num_episodes, task_sampler=task_sampler, exploration_episodes=exploration_episodes
         )
         super().__init__(env)
-        if not isinstance(num_episodes, (int, np.integer)) or num_episodes < 1:
-            raise ValueError(f"num_episodes (K) must be an integer >= 1, got {num_episodes!r}.")
-        if not isinstance(exploration_episodes, (int, np.integer)) or not 0 <= exploration_episodes < num_episodes:
+        check_count("num_episodes (K)", num_episodes)
+        if check_count("exploration_episodes", exploration_episodes, low=0) >= num_episodes:
             raise ValueError(
                 f"exploration_episodes must be an integer in [0, num_episodes={num_episodes}), got "
                 f"{exploration_episodes!r}: at least one episode of a trial must count."

@@ -20,6 +20,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from dreamarcade.errors import check_count
+
 __all__ = [
     "StochasticFrameSkip",
     "Discretizer",
@@ -60,8 +62,7 @@ class StochasticFrameSkip(gym.Wrapper):
     def __init__(self, env: gym.Env, n: int = 4, stickprob: float = 0.25) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, n=n, stickprob=stickprob)
         super().__init__(env)
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n (frames per step) must be an integer >= 1, got {n!r}.")
+        check_count("n", n, hint=" (frames per step)")
         if not 0.0 <= stickprob <= 1.0:
             raise ValueError(f"stickprob must be a probability in [0, 1], got {stickprob!r}.")
         self.n, self.stickprob = int(n), float(stickprob)
