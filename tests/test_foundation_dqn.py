@@ -309,6 +309,9 @@ def test_dqn_never_mixes_two_runs_in_one_directory(tmp_path) -> None:
     (run / "episodes.csv").write_text("step,episodic_return,episodic_length,epsilon\n120,999.0,5,0.9\n")
     with pytest.raises(FileExistsError, match=r"already holds a run \(episodes.csv\).*--resume"):
         train(_small_cfg(tmp_path, total_timesteps=300))  # the logs of a run killed before its first checkpoint
+    # and --resume sent the user back to "start without --resume": each message pointed to the other
+    with pytest.raises(CheckpointError, match=r"stopped before its first one.*Delete its logs \(episodes.csv\)"):
+        train(_small_cfg(tmp_path, total_timesteps=300, resume=True))
     (run / "episodes.csv").unlink()
     train(_small_cfg(tmp_path, total_timesteps=300))
     saved = (run / "hyperparameters.json").read_text()
@@ -389,8 +392,8 @@ def test_dqn_vector_steps_spanning_several_train_frequencies_do_every_update(tmp
 def test_dqn_resume_applies_a_new_learning_rate_and_says_what_changed(tmp_path, capsys) -> None:
     train(_small_cfg(tmp_path, total_timesteps=400))
     train(_small_cfg(tmp_path, total_timesteps=600, learning_rate=5e-4, resume=True))
-    out = capsys.readouterr().out
-    assert "learning_rate 0.001 -> 0.0005" in out and "total_timesteps 400 -> 600" in out
+    err = capsys.readouterr().err  # a note, not the result: stdout is the CLI's JSON alone
+    assert "learning_rate 0.001 -> 0.0005" in err and "total_timesteps 400 -> 600" in err
     from dreamarcade.checkpoint import load_checkpoint, unpack_state
 
     tensors, ck = load_checkpoint(tmp_path / "run" / "checkpoint", kind="dqn")
@@ -412,18 +415,25 @@ class _CorridorThatSendsSigterm(Corridor):
 gym.register("TestCorridorSigterm-v0", entry_point=_CorridorThatSendsSigterm)
 
 
-def test_dqn_stops_cleanly_on_sigterm_and_resumes_with_its_buffer(tmp_path) -> None:
+def test_dqn_stops_cleanly_on_sigterm_and_resumes_with_its_buffer(tmp_path, capsys) -> None:
     _CorridorThatSendsSigterm.steps = 0
     cfg = _small_cfg(tmp_path, env_id="TestCorridorSigterm-v0", total_timesteps=5000, save_buffer=True)
     before = signal.getsignal(signal.SIGTERM)
     result = train(cfg)
     assert result["stopped_early"] and 700 <= result["global_step"] < 5000
+    out, err = capsys.readouterr()
+    assert "Stopped at step" in err and "Stopped" not in out  # stdout stays the CLI's JSON result
     assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
     ckpt = json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())
     saved = json.loads((tmp_path / "run" / "replay_buffer" / "buffer.json").read_text())
     assert ckpt["global_step"] == saved["meta"]["global_step"] == result["global_step"]
     assert saved["stored_transitions"] == result["global_step"]
     assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 1000  # the curve so far
+    # A buffer of another size is refused, and the run's settings file is left as it was (it was rewritten first)
+    settings = (tmp_path / "run" / "hyperparameters.json").read_text()
+    with pytest.raises(CheckpointError, match="capacity"):
+        train(_small_cfg(tmp_path, env_id="TestCorridorSigterm-v0", buffer_size=7000, save_buffer=True, resume=True))
+    assert (tmp_path / "run" / "hyperparameters.json").read_text() == settings
     # Resuming loads the buffer: it ends holding every transition of both runs, not only the new ones.
     more = train(
         _small_cfg(
@@ -551,6 +561,40 @@ def test_dqn_cli_keeps_the_traceback_of_an_error_raised_while_training(tmp_path)
             main(argv)
     finally:
         del gym.registry["CartPoleValueErrorAt150-v0"]
+
+
+def test_dqn_refuses_what_it_cannot_use_in_one_line_before_the_run_directory(tmp_path) -> None:
+    import ale_py
+
+    gym.register_envs(ale_py)
+    cases = [
+        # ALE's own ids give (210, 160, 3) images: the Nature CNN said "at least 36x36, got 160x3"
+        (dict(env_id="ALE/Pong-v5"), ValueError, r"channels-first .* \(210, 160, 3\) images, channels last"),
+        (dict(env_id="FrozenLake-v1"), TypeError, "FlattenObservation"),  # was: "flatten Dict/Tuple"
+        (dict(env_kwargs="notjson"), ValueError, "--env-kwargs must be a JSON object"),
+        (dict(env_kwargs="[1]"), ValueError, "--env-kwargs must be a JSON object"),
+        (dict(env_id="no_such_module:CartPole-v1"), gym.error.Error, "module 'no_such_module' cannot be imported"),
+        (dict(buffer_size=10**14), ValueError, "--buffer-size 100000000000000: the replay buffer cannot be allocated"),
+    ]
+    for i, (kwargs, kind, message) in enumerate(cases):
+        run = tmp_path / f"run{i}"
+        with pytest.raises(kind, match=message):
+            train(_small_cfg(tmp_path, total_timesteps=300, **{"run_dir": str(run), **kwargs}))
+        assert not (run / "hyperparameters.json").exists()
+    # gym.make's module:EnvId form (how ALE's own ids are named from a shell) was refused as an unknown id
+    result = train(_small_cfg(tmp_path, env_id="gymnasium:CartPole-v1", total_timesteps=300, learning_starts=100))
+    assert result["global_step"] == 300
+
+
+def test_dqn_evaluate_refuses_settings_that_play_nonsense(tmp_path) -> None:
+    train(_small_cfg(tmp_path, total_timesteps=300, learning_starts=100))
+    for kwargs, message in (
+        (dict(epsilon=1.5), r"--epsilon .* in \[0, 1\]"),
+        (dict(epsilon=float("nan")), r"--epsilon .* in \[0, 1\]"),  # played greedily without a word
+        (dict(max_steps=0), "--max-steps must be an integer >= 1"),  # returned a score of 0, "cut off"
+    ):
+        with pytest.raises(ValueError, match=message):
+            evaluate(tmp_path / "run" / "checkpoint", episodes=1, video_path=None, **kwargs)
 
 
 def test_dqn_rejects_continuous_actions(tmp_path) -> None:

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -284,9 +285,18 @@ def learner_forward(precision: str) -> Callable[[nn.Module, torch.Tensor], torch
 def make_q_network(obs_space: gym.Space, n_actions: int) -> nn.Module:
     """Nature CNN for ``(C, H, W)`` uint8 pixels, MLP for flat vectors; a clear error otherwise."""
     if not isinstance(obs_space, gym.spaces.Box):
-        raise TypeError(f"DQN needs a Box observation space, got {obs_space}; flatten Dict/Tuple observations first.")
+        raise TypeError(
+            f"DQN needs a Box observation space (pixel stacks or flat vectors), got {obs_space}: wrap the env in "
+            "gymnasium.wrappers.FlattenObservation (one-hot for Discrete, concatenated for Dict/Tuple)"
+        )
     if is_pixel_space(obs_space):
         c, h, w = obs_space.shape
+        if w in (1, 3, 4) and c > 4:  # an (H, W, C) image, as ALE's own ids give: not a frame stack
+            raise ValueError(
+                f"DQN's Nature CNN reads channels-first (C, H, W) frame stacks, but the observations are "
+                f"{obs_space.shape} images, channels last: use a DQN* env id (python -m dreamarcade list) or wrap the "
+                "env in dreamarcade.wrappers.GrayscaleResize + FrameStack"
+            )
         if h < 36 or w < 36:
             raise ValueError(f"the Nature CNN needs frames of at least 36x36, got {h}x{w}")
         return NatureCNN(c, n_actions, (h, w))
@@ -324,13 +334,27 @@ def make_envs(cfg: DQNConfig, render_mode: str | None = None) -> gym.vector.Vect
     """``cfg.num_envs`` copies of ``cfg.env_id`` in a SyncVectorEnv that resets in the same step."""
     import dreamarcade  # noqa: F401  (registers the ids)
 
-    kwargs = json.loads(cfg.env_kwargs)
-    if cfg.env_id not in gym.registry:
+    try:
+        kwargs = json.loads(cfg.env_kwargs)
+    except json.JSONDecodeError as exc:  # "Expecting value: line 1 column 1" alone did not say which flag
+        raise ValueError(f'--env-kwargs must be a JSON object such as \'{{"game": "Pong"}}\': {exc}') from None
+    if not isinstance(kwargs, dict):
+        raise ValueError(f'--env-kwargs must be a JSON object such as \'{{"game": "Pong"}}\', got {cfg.env_kwargs}')
+    env_id = cfg.env_id
+    if ":" in env_id:  # gym.make's "module:EnvId" (e.g. ale_py:ALE/Pong-v5): importing the module registers the id
+        import importlib
+
+        module, env_id = env_id.split(":", 1)
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise gym.error.Error(f"--env-id {cfg.env_id}: module '{module}' cannot be imported ({exc})") from None
+    if env_id not in gym.registry:
         import difflib
 
-        close = difflib.get_close_matches(cfg.env_id, list(gym.registry), n=3)
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
         raise gym.error.UnregisteredEnv(
-            f"Unknown env id '{cfg.env_id}'."
+            f"Unknown env id '{env_id}'."
             + (f" Did you mean {close}?" if close else "")
             + " `python -m dreamarcade list` shows dreamarcade's ids."
         )
@@ -384,7 +408,7 @@ def _note_changed_hyperparameters(saved: dict[str, Any], cfg: DQNConfig) -> None
     if changed:
         detail = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
         extra = " (the epsilon schedule follows the new total)" if "total_timesteps" in changed else ""
-        print(f"Note: resuming with settings that differ from the checkpoint's: {detail}{extra}.", flush=True)
+        print(f"Note: resuming with settings that differ from the checkpoint's: {detail}{extra}.", file=sys.stderr)
 
 
 def load_q_network(
@@ -436,12 +460,12 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
                 f"--video-episodes {cfg.video_episodes} films the trained agent, but {cfg.env_id} renders {modes}, "
                 "not 'rgb_array' frames. Pass --video-episodes 0."
             )
-        # created only once the envs exist (a bad env id leaves no empty run dir), and claimed before the resume
-        # below drops log rows: one process per run directory
-        claim_run_dir(run_dir)
         obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
         pixels = is_pixel_space(obs_space)
-        q_network = make_q_network(obs_space, n_actions).to(device)
+        q_network = make_q_network(obs_space, n_actions).to(device)  # refuses observations it cannot read
+        # created only once the envs and the network exist (a bad env id leaves no empty run dir), and claimed before
+        # the resume below drops log rows: one process per run directory
+        claim_run_dir(run_dir)
         target_network = make_q_network(obs_space, n_actions).to(device)
         target_network.load_state_dict(q_network.state_dict())
         # The fused Adam kernel is about 1.3x faster per update than the default per-tensor loop on CPU.
@@ -451,6 +475,13 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
         start_step, episodes_done = 0, 0
         if cfg.resume:
             if not checkpoint_exists(ckpt_dir):
+                logs = [n for n in ("episodes.csv", "metrics.csv") if (run_dir / n).exists()]
+                if logs:  # killed before its first checkpoint: "start without --resume" was refused as a run
+                    raise CheckpointError(
+                        f"--resume: no checkpoint in {ckpt_dir}: the run there stopped before its first one, so "
+                        f"there is nothing to continue. Delete its logs ({', '.join(logs)}) to start it again, or "
+                        "use a new --run-dir."
+                    )
                 raise CheckpointError(f"--resume: no checkpoint in {ckpt_dir}; start without --resume.")
             tensors, ck = load_checkpoint(ckpt_dir, kind="dqn", map_location=device)
             if ck.get("env_id", cfg.env_id) != cfg.env_id:
@@ -483,29 +514,40 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
             start_step, episodes_done = int(ck["global_step"]), int(ck["episodes"])
             for log in ("episodes.csv", "metrics.csv"):  # rows of a crash after the checkpoint: those steps replay
                 drop_rows_after(run_dir / log, start_step)
-        save_hyperparameters(run_dir, cfg)  # after the resume checks: a refused --resume leaves the run's file alone
-
-    k = frame_stack_of(envs.envs[0]) if pixels else 1
-    rb = ReplayBuffer(
-        cfg.buffer_size,
-        obs_space.shape,
-        frame_stack=k,
-        num_envs=cfg.num_envs,
-        obs_dtype=obs_space.dtype,
-        device=device,
-        seed=cfg.seed + start_step,
-    )
-    buffer_dir = run_dir / "replay_buffer"
-    if cfg.resume and ReplayBuffer.saved_copy_exists(buffer_dir):
-        saved = rb.load(buffer_dir)
-        if saved.get("global_step") != start_step:
+        k = frame_stack_of(envs.envs[0]) if pixels else 1
+        try:
+            rb = ReplayBuffer(
+                cfg.buffer_size,
+                obs_space.shape,
+                frame_stack=k,
+                num_envs=cfg.num_envs,
+                obs_dtype=obs_space.dtype,
+                device=device,
+                seed=cfg.seed + start_step,
+            )
+        except MemoryError as exc:  # a traceback after the settings were written, before
+            raise ValueError(
+                f"--buffer-size {cfg.buffer_size}: the replay buffer cannot be allocated ({exc}). Use a smaller "
+                "--buffer-size."
+            ) from None
+        buffer_dir = run_dir / "replay_buffer"
+        if cfg.resume and ReplayBuffer.saved_copy_exists(buffer_dir):
+            saved = rb.load(buffer_dir)  # a buffer of other settings is refused before the settings are written
+            if saved.get("global_step") != start_step:
+                print(
+                    f"Note: the replay buffer was saved at step {saved.get('global_step')}, the checkpoint at step "
+                    f"{start_step}; continuing with the buffer's {len(rb)} transitions.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        elif cfg.resume and cfg.save_buffer:
             print(
-                f"Note: the replay buffer was saved at step {saved.get('global_step')}, the checkpoint at step "
-                f"{start_step}; continuing with the buffer's {len(rb)} transitions.",
+                f"Note: no saved replay buffer in {buffer_dir}; refilling {cfg.learning_starts} steps first.",
+                file=sys.stderr,
                 flush=True,
             )
-    elif cfg.resume and cfg.save_buffer:
-        print(f"Note: no saved replay buffer in {buffer_dir}; refilling {cfg.learning_starts} steps first.", flush=True)
+        save_hyperparameters(run_dir, cfg)  # after the resume checks: a refused --resume leaves the run's file alone
+
     # Learning waits until learning_starts transitions have gone into this buffer (a resumed run without a
     # saved buffer starts empty and refills). Counted as transitions added, not stored: with short episodes
     # the buffer holds a little less than buffer_size, so len(rb) may never reach it.
@@ -612,7 +654,7 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
     stopped = global_step < cfg.total_timesteps
     if stopped:
         save_all(global_step, with_buffer=cfg.save_buffer)
-        print(f"Stopped at step {global_step}; continue with --resume --run-dir {run_dir}.", flush=True)
+        print(f"Stopped at step {global_step}; continue with --resume --run-dir {run_dir}.", file=sys.stderr)
     bar.close()
     envs.close()
     logger.close()
@@ -666,6 +708,9 @@ def evaluate(
 
     with input_checks(gym.error.Error):  # the request, the checkpoint and its env; not the episodes
         episodes = check_count("--episodes", episodes, hint=" (whole games to play)")
+        max_steps = check_count("--max-steps", max_steps, hint=" (agent steps per game before it is cut off)")
+        if not 0.0 <= epsilon <= 1.0:  # also NaN, which played greedily without a word
+            raise ValueError(f"--epsilon (the chance of a random action) must be in [0, 1], got {epsilon}")
         device = str(resolve_device(device))
         q, config = load_q_network(checkpoint, device, network)
         if env_id is None and env_kwargs is None:  # the training env, with the kwargs it was made with
