@@ -143,6 +143,24 @@ def test_dream_seeded_determinism() -> None:
     assert not np.array_equal(other, trajs[0][5])
 
 
+def test_a_copied_or_pickled_dream_goes_on_like_the_original() -> None:
+    # the copy's numpy views still pointed into the original's buffers (or into none): its observations froze
+    import copy
+    import pickle
+
+    env = DreamEnv("doom")
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step(np.zeros(1, np.float32))
+    copies = [copy.deepcopy(env), pickle.loads(pickle.dumps(env))]
+    a = np.array([0.7], np.float32)
+    original = [env.step(a)[0] for _ in range(5)]
+    for c in copies:
+        seq = [c.step(a)[0] for _ in range(5)]
+        assert not np.array_equal(seq[0], seq[-1])
+        np.testing.assert_allclose(seq, original, atol=1e-6)
+
+
 def test_low_temperature_is_deterministic() -> None:
     wm = WorldModel.bundled("doom")
     a, b = DreamBatch(wm, 2, temperature=1e-8, seed=1), DreamBatch(wm, 2, temperature=1e-8, seed=999)
@@ -325,9 +343,18 @@ def test_step_cap_is_the_registered_time_limit_and_can_be_lengthened() -> None:
 
 
 def test_bad_inputs_give_clear_errors(tmp_path) -> None:
-    for tau in (0.0, -1.0):
+    for tau in (0.0, -1.0, 1e-40):  # 1e-40 overflowed logits / tau to NaN: the dream always took component 0
         with pytest.raises(ValueError, match="temperature must be > 0"):
             gym.make("DreamDoom-v0", temperature=tau)
+    from dreamarcade.envs.dream import DreamVectorEnv
+
+    venv = DreamVectorEnv(num_envs=2, env="doom")
+    with pytest.raises(RuntimeError, match="reset"):  # it dreamed from an all-zero state
+        venv.step(np.zeros((2, 1), np.float32))
+    with pytest.raises(RuntimeError, match="reset"):
+        venv.reset(options={"reset_mask": np.array([True, False])})
+    venv.reset(seed=0)
+    venv.step(np.zeros((2, 1), np.float32))
     env = gym.make("DreamDoom-v0")
     env.reset(seed=0)
     with pytest.raises(ValueError, match="shape"):

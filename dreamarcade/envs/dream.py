@@ -105,14 +105,17 @@ class FusedDecoder:
         return img.permute(0, 2, 3, 1).cpu().numpy()
 
 
+MIN_TEMPERATURE = 1e-8  # the smallest dream temperature: a float32 logit divided by much less can overflow
+
+
 def _check_temperature(temperature: float) -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):  # True read as 1.0
         raise ValueError(f"temperature must be a number > 0 (Doom default 1.15), got {temperature!r}")
     t = float(temperature)
-    if not np.isfinite(t) or t <= 0:
+    if not np.isfinite(t) or t < MIN_TEMPERATURE:  # below it, logits / temperature overflow float32 to NaN
         raise ValueError(
-            f"temperature must be > 0 (the paper used 0.1-1.3; Doom default 1.15), got {temperature}. "
-            "Use a small value such as 0.01 for a nearly deterministic dream."
+            f"temperature must be > 0, at least {MIN_TEMPERATURE:g} (the paper used 0.1-1.3; Doom default 1.15), got "
+            f"{temperature}. Use a small value such as 0.01 for a nearly deterministic dream."
         )
     return t
 
@@ -155,7 +158,7 @@ class DreamBatch:
         if num < 1:
             raise ValueError(f"A dream batch needs at least 1 dream, got num={num}.")
         rnn, dev = self.model.rnn, self.device
-        zs, hs, a = self.model.z_size, rnn.hidden_size, rnn.action_size
+        zs, hs = self.model.z_size, rnn.hidden_size
         self._xh = self._packed.new_rows(num, dev)  # [z, a, restart, 1, h]: the LSTM input row
         self._c = torch.zeros(num, hs, device=dev)
         self._gates = torch.empty(num, 4 * hs, device=dev)
@@ -163,15 +166,42 @@ class DreamBatch:
         self._out_ml = torch.empty(num, self._packed.w_ml.shape[0], device=dev)
         self._u = torch.empty(num, zs, device=dev)
         self._eps = torch.empty(num, zs, device=dev)
-        self._z, self._a, self._h = self._xh[:, :zs], self._xh[:, zs : zs + a], self._xh[:, rnn.input_size + 1 :]
-        self._first = self._xh[:, zs + a] if rnn.restart_input else torch.zeros(num, device=dev)
+        self._first = torch.zeros(num, device=dev)
+        self._slice_row()
         self.t = torch.zeros(num, dtype=torch.long, device=dev)
         self._any_first = False
         self._ones = torch.ones(num, device=dev)
-        self._np: tuple[np.ndarray, ...] | None = None
-        if num == 1 and dev.type == "cpu" and self.precision == "fp32":  # one dream: numpy on views of the buffers
-            self._np = tuple(x[0].numpy() for x in (self._xh, self._c, self._gates, self._out_pd))
+        self._np = self._numpy_views()
         self._no_done = torch.zeros(num, dtype=torch.bool, device=dev)
+
+    def _slice_row(self) -> None:
+        """z, a, h (and the restart flag) as views of the LSTM input row ``_xh``."""
+        rnn, zs = self.model.rnn, self.model.z_size
+        a = rnn.action_size
+        self._z, self._a, self._h = self._xh[:, :zs], self._xh[:, zs : zs + a], self._xh[:, rnn.input_size + 1 :]
+        if rnn.restart_input:
+            self._first = self._xh[:, zs + a]
+
+    def _numpy_views(self) -> tuple[np.ndarray, ...] | None:
+        """One dream on the CPU in fp32 steps in numpy, on views of the torch state buffers (else None)."""
+        if self.num == 1 and self.device.type == "cpu" and self.precision == "fp32":
+            return tuple(x[0].numpy() for x in (self._xh, self._c, self._gates, self._out_pd))
+        return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()  # a pickled torch.Generator comes back reseeded: keep its state instead
+        state["gen"] = (str(self.gen.device), self.gen.get_state())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a copy (copy.deepcopy, pickle) has copies of the buffers: its numpy views must point into those, or its
+        # steps would write to arrays no buffer reads; and it goes on with the same random stream
+        device, rng = state["gen"]
+        self.__dict__.update(state)
+        self.gen = torch.Generator(device=device)
+        self.gen.set_state(rng)
+        self._slice_row()  # pickle copies each view on its own: make them views of the copied row again
+        self._np = self._numpy_views()
 
     @property
     def num(self) -> int:
@@ -415,13 +445,23 @@ class DreamEnv(gym.Env):
         self._dream = DreamBatch(self.model, 1, self.temperature, seed=0)
         self._started, self._t = False, 0
         d = self._dream
-        self._views: tuple[np.ndarray, ...] | None = None
-        if d.device.type == "cpu":  # numpy views of the state buffers: a one-env step reads/writes them for free
-            parts = (d.z, d.c, d.h) if self.model.features == "zch" else (d.z, d.h)
-            self._views = (d.action_buffer[0].numpy(), d._out_pd[0].numpy(), d.t.numpy())
-            self._views += tuple(x[0].numpy() for x in parts)
+        self._views = self._state_views()
         self._i_done = d._packed.n_pi
         self._i_reward = d._packed.n_pi + int(d._packed.predict_done)
+
+    def _state_views(self) -> tuple[np.ndarray, ...] | None:
+        """Numpy views of the dream's state buffers on the CPU (a one-env step reads/writes them for free)."""
+        d = self._dream
+        if d.device.type != "cpu":
+            return None
+        parts = (d.z, d.c, d.h) if self.model.features == "zch" else (d.z, d.h)
+        return (d.action_buffer[0].numpy(), d._out_pd[0].numpy(), d.t.numpy(), *(x[0].numpy() for x in parts))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a copy (copy.deepcopy, pickle) has its own dream: its views must point into that one's buffers, or the
+        # copy's observations never change
+        self.__dict__.update(state)
+        self._views = self._state_views()
 
     def _obs(self) -> np.ndarray:
         if self.obs_type == "pixels":
@@ -514,6 +554,7 @@ class DreamVectorEnv(VectorEnv):
         # unseeded: fresh entropy, so unseeded vector envs differ (as Gymnasium's do); reset(seed=s) reseeds
         self._dream = DreamBatch(self.model, self.num_envs, self.temperature, seed=None, precision=precision)
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
+        self._started = False  # step() before reset() dreamed from an all-zero state
 
     def _obs(self) -> np.ndarray:
         if self.obs_type == "pixels":
@@ -552,12 +593,15 @@ class DreamVectorEnv(VectorEnv):
         if mask is not None and (mask.dtype != np.bool_ or mask.shape != (self.num_envs,)):
             raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},), got {mask!r}.")
         seed = self._one_seed(seed)
+        if mask is not None and not self._started:
+            raise RuntimeError("Call reset() without a reset_mask first: the dreams not in the mask have no state yet.")
         super().reset(seed=seed)
         if seed is not None:
             self._dream.seed(int(seed))
         if mask is None:
             self._dream.reset_all()
             self._needs_reset[:] = False
+            self._started = True
         else:
             self._dream.reset(torch.from_numpy(mask).to(self._dream.device))
             self._needs_reset[mask] = False
@@ -565,6 +609,8 @@ class DreamVectorEnv(VectorEnv):
 
     @torch.no_grad()
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if not self._started:
+            raise RuntimeError("Call reset() before step().")
         a = np.asarray(actions, dtype=np.float32)
         if a.shape != self.action_space.shape:
             raise ValueError(f"DreamVectorEnv takes actions of shape {self.action_space.shape}, got {a.shape}.")
