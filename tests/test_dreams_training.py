@@ -83,6 +83,12 @@ def test_collect_resumes_without_duplicating_episodes(tmp_path) -> None:
     with pytest.raises(ValueError, match="by 2 workers.*--workers 2"):
         collect("doom", two, episodes=4, workers=4, seed=3, min_length=0, max_steps=25, backend="inline")
     assert sum(len(load_shard(p)["episode_lengths"]) for p in list_shards(two)) == 2
+    # another env or step cap on the same folder and seed: the Doom episodes were counted as CarRacing ones
+    with pytest.raises(ValueError, match=r"other settings \(env: 'doom' -> 'carracing'.*--frames-dir"):
+        collect("carracing", d, episodes=2, workers=1, seed=0, min_length=0, max_steps=25, backend="inline")
+    with pytest.raises(ValueError, match=r"max_steps: 25 -> 30"):
+        collect("doom", d, episodes=3, workers=1, seed=0, min_length=0, max_steps=30, backend="inline")
+    assert sum(len(load_shard(p)["episode_lengths"]) for p in list_shards(d)) == 2
 
 
 def test_killed_collection_leaves_no_worker_writing(tmp_path) -> None:
@@ -733,3 +739,41 @@ def test_collect_refuses_an_unknown_backend_before_writing_anything(tmp_path) ->
     with pytest.raises(ValueError, match="at most 1000 jobs per seed, got 1001"):  # job seeds would overlap seed 1's
         collect("doom", tmp_path / "frames", 2000, workers=1001, backend="inline")
     assert not (tmp_path / "frames").exists()
+
+
+def test_settings_and_resume_details_of_the_stages(tmp_path) -> None:
+    from dreamarcade.baselines.world_models import WMConfig, _plot_cma, _resume_train_state, _save_train_state
+
+    # a seed out of numpy's range was a traceback from deep in collect / evolve / the real evaluation
+    for name, value in (("seed", -1), ("seed", 2**32), ("eval_seed", -1), ("seed", 1.5)):
+        flag = "--" + name.replace("_", "-")
+        with pytest.raises(ValueError, match=f"{flag} must be an integer from 0"):
+            WMConfig(**{name: value}).validate()
+    # evolve --generations 0 on a fresh run logs no generation: the plot has nothing to draw (it raised)
+    _plot_cma(tmp_path / "logs_controller" / "metrics.csv", tmp_path / "cma.png", "dream")
+    assert not (tmp_path / "cma.png").exists()
+    # a resumed V trains at the learning rate given now, not the one saved with Adam's state
+    model = torch.nn.Linear(3, 2)
+    _save_train_state(tmp_path / "vae_train", "vae_train", model, torch.optim.Adam(model.parameters(), lr=1e-4), 7, 1.0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    assert _resume_train_state(tmp_path / "vae_train", "vae_train", model, opt) == (7, 1.0)
+    assert [g["lr"] for g in opt.param_groups] == [1e-3]
+
+
+def test_a_finished_m_run_again_keeps_the_calibrated_world_model(tmp_path) -> None:
+    # train-mdnrnn run again after calibrate-done rewrote the world model from the uncalibrated M: the shift was lost
+    from dreamarcade.baselines.world_models import _calibrated_from
+
+    rnn = MDNRNN(z_size=4, action_size=1, hidden_size=8, n_mixtures=2, predict_done=True)
+    calibrated = MDNRNN(z_size=4, action_size=1, hidden_size=8, n_mixtures=2, predict_done=True)
+    calibrated.load_state_dict(rnn.state_dict())
+    bias = next(v for k, v in calibrated.state_dict().items() if k.endswith("bias"))
+    bias[-1] += 3.5  # what calibrate-done does to the done head
+    calibrated.save(tmp_path / "calibrated", extra={"done_bias_shift": 3.5})
+    assert _calibrated_from(rnn, tmp_path / "calibrated")
+    calibrated.save(tmp_path / "no_shift")  # not calibrated: rewriting it loses nothing
+    assert not _calibrated_from(rnn, tmp_path / "no_shift")
+    other = MDNRNN(z_size=4, action_size=1, hidden_size=8, n_mixtures=2, predict_done=True)  # another M's weights
+    other.save(tmp_path / "other", extra={"done_bias_shift": 3.5})
+    assert not _calibrated_from(rnn, tmp_path / "other")
+    assert not _calibrated_from(rnn, tmp_path / "missing")

@@ -192,6 +192,11 @@ class WMConfig:
                  "time_budget": " (0: no limit)", "calibrate_target": " (0: from the random episodes)",
                  "explore": " (a probability)"}  # fmt: skip
         check_ranges(self, ranges, notes)
+        for name in ("seed", "eval_seed"):  # numpy's range, less room for the offsets added to them
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} must be an integer from 0 to 2**31 - 1, got {value!r}")
 
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir or f"runs/dreams/{self.env}")
@@ -227,9 +232,12 @@ def _resume_train_state(ckpt: Path, kind: str, model: torch.nn.Module, opt: torc
     if not checkpoint_exists(ckpt):
         return 0, 0.0
     tensors, meta = load_checkpoint(ckpt, kind=kind)
+    rates = [group["lr"] for group in opt.param_groups]  # this run's learning rate (--vae-lr) wins over the saved one
     try:
         model.load_state_dict(strip_prefix(tensors, "model"))
         opt.load_state_dict(unpack_state(meta["optimizer"], tensors))
+        for group, lr in zip(opt.param_groups, rates):
+            group["lr"] = lr
     except (RuntimeError, ValueError) as exc:  # size mismatches: another --env, z size or model settings
         first = str(exc).strip().splitlines()[0]
         detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), first)
@@ -399,6 +407,18 @@ def _stream_batches(
         }  # fmt: skip
 
 
+def _calibrated_from(rnn: torch.nn.Module, wm_rnn_dir: Path) -> bool:
+    """Whether ``wm_rnn_dir`` holds this M after calibrate-done: a recorded shift, and only the done bias differs."""
+    from dreamarcade.world_models.mdnrnn import MDNRNN
+
+    if not checkpoint_exists(wm_rnn_dir) or not load_checkpoint(wm_rnn_dir, kind="mdnrnn")[1].get("done_bias_shift"):
+        return False
+    saved, mine = MDNRNN.load(wm_rnn_dir).state_dict(), rnn.state_dict()
+    if saved.keys() != mine.keys() or any(saved[k].shape != mine[k].shape for k in mine):
+        return False
+    return sum(not torch.equal(saved[k].cpu(), mine[k].cpu()) for k in mine) == 1  # the shifted done-head bias
+
+
 def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = None) -> Path:
     from tqdm import tqdm
 
@@ -464,6 +484,10 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
         step, prior_s = (0, 0.0) if stale else _resume_train_state(ckpt, "mdnrnn_train", rnn, opt)
         # rows logged after the checkpoint (all of them: stale) are replayed
         drop_rows_after(logs / "metrics.csv", step)
+    if step >= total_steps and _calibrated_from(rnn, run / "world_model" / "mdnrnn"):
+        # nothing left to train: rewriting the world model from this M would drop its calibrate-done shift silently
+        print(f"M is already trained ({step}/{total_steps} steps); the calibrated world model in {run} is kept")
+        return run / "world_model"
     if step:
         print(f"resuming M training at step {step}/{total_steps}")
 
@@ -974,6 +998,8 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
 def _plot_cma(csv_path: Path, png: Path, where: str) -> None:
     import csv
 
+    if not csv_path.exists():  # --generations 0 on a fresh run: no generation was logged
+        return
     with open(csv_path, newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("fitness_mean")]
     if not rows:

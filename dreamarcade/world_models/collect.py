@@ -375,9 +375,24 @@ def collect(
         n_jobs = sum(n > 0 for n in per)
         earlier = _earlier_workers(out_dir, seed)
         manifest = Path(out_dir) / f"collect-s{seed}.json"  # the split of this seed's collection, for a resume
+        policy = [None if d is None else str(Path(d).resolve()) for d in (policy_dir, controller_dir)]
+        record = {"seed": seed, "workers": n_jobs, "episodes": episodes, "min_length": min_length, "env": env,
+                  "max_steps": max_steps, "explore": explore, "policy_dir": policy[0],
+                  "controller_dir": policy[1]}  # fmt: skip
         if manifest.is_file():
-            earlier_jobs = int(json.loads(manifest.read_text())["workers"])
+            old = json.loads(manifest.read_text())
+            earlier_jobs = int(old["workers"])
             split_differs = earlier_jobs != n_jobs
+            # another env, step cap or policy: the stored episodes would count as this collection's (a Doom folder
+            # "resumed" as CarRacing and V then trained on Doom frames). Keys a manifest lacks are not compared.
+            changed = [f"{k}: {old[k]!r} -> {record[k]!r}" for k in ("env", "max_steps", "min_length", "explore",
+                       "policy_dir", "controller_dir") if k in old and old[k] != record[k]]  # fmt: skip
+            if earlier and changed:
+                raise ValueError(
+                    f"'{out_dir}' holds episodes collected with seed {seed} and other settings ({', '.join(changed)}):"
+                    " a resume would mix two kinds of episodes. Resume with the settings it was collected with, or "
+                    "collect into another folder (--frames-dir) or with another --seed."
+                )
         else:  # a collection from before the manifest: its highest worker index is all there is to go on
             earlier_jobs = max(earlier, default=-1) + 1
             split_differs = earlier_jobs > n_jobs
@@ -387,7 +402,6 @@ def collect(
                 f"{n_jobs} would split the work differently and collect duplicates or extra episodes. Pass --workers "
                 f"{earlier_jobs} (workers=...) to resume it, or another --seed or folder for new data."
             )
-    record = {"seed": seed, "workers": n_jobs, "episodes": episodes, "min_length": min_length}
     atomic_write_text(manifest, json.dumps(record) + "\n")
     jobs = [
         CollectJob(
