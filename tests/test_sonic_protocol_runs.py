@@ -125,6 +125,15 @@ def test_a_refused_protocol_call_records_nothing_and_the_corrected_one_runs(tmp_
         ppo_sonic.sonic_protocol(LEVELS, PPOConfig(num_steps=4, num_minibatches=8), tmp_path, timesteps=8)
     with pytest.raises(CheckpointError, match="No complete checkpoint"):
         _protocol(tmp_path, init_checkpoint=tmp_path / "chekpoint_typo")
+    # the scenario (Airstriker has no 'contest', the default), reward scale and limit were only checked at the
+    # first level, after scores.json had recorded them
+    for kwargs, message in (
+        (dict(scenario="contest"), "has no 'contest' scenario"),
+        (dict(reward_scale=0.0), "--reward-scale must be a finite non-zero number"),
+        (dict(max_episode_steps=0), "--max-episode-steps must be an integer >= 1"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            _protocol(tmp_path, **kwargs)
     assert not (tmp_path / "scores.json").exists()
     # through the CLI the refused checkpoint is one line, and no actor process is left to print a traceback
     argv = ["protocol", "--levels", "Airstriker-Genesis:Level1", "--scenario", "scenario", "--max-episode-steps", "25"]

@@ -47,6 +47,7 @@ from dreamarcade.baselines.ppo import (
     train_ppo,
 )
 from dreamarcade.checkpoint import atomic_write_text, read_json_object
+from dreamarcade.envs.sonic import check_level_settings
 from dreamarcade.errors import check_count, input_checks
 
 # "Gotta Learn Fast" Table (mean score over the 11 test levels, 1M steps each); provenance: README, meta-RL section.
@@ -209,6 +210,8 @@ def sonic_protocol(
         timesteps = check_count("--timesteps-per-level", timesteps, hint=" (steps of PPO per level)")
         cfg = dataclasses.replace(config, total_timesteps=timesteps, num_envs=1, vector_mode="async")
         cfg.validate()
+        for game, state in levels:  # a level, scenario, reward scale or limit its envs would refuse at the first level
+            check_level_settings(game, state, scenario, reward_scale, max_episode_steps)
         if init_checkpoint is not None:
             load_agent(init_checkpoint)  # a missing or corrupt checkpoint is refused here, not at the first level
     summary.update(this_run)

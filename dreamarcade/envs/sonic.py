@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -196,6 +197,37 @@ def parse_levels(spec: str | Sequence[str | Sequence[str]]) -> list[Level]:
     return out
 
 
+def _check_scenario(game_id: str, scenario: str) -> None:
+    retro = _retro()
+    scenarios = retro.data.list_scenarios(game_id, retro.data.Integrations.STABLE)
+    if scenario not in scenarios:
+        raise ValueError(
+            f"{game_id} has no {scenario!r} scenario (it has {scenarios}). The Sonic games have 'contest'; for "
+            "Airstriker pass scenario='scenario'."
+        )
+
+
+def check_level_settings(
+    game: str, state: str, scenario: str, reward_scale: float | None, max_episode_steps: int | None
+) -> None:
+    """Refuse (ValueError) a level, scenario, reward scale or episode limit :func:`make_sonic_env` would refuse,
+    without starting an emulator: for a command to call before it records its settings or trains.
+
+    Example:
+        >>> from dreamarcade.envs.sonic import check_level_settings
+        >>> check_level_settings("Airstriker-Genesis", "Level1", "scenario", 0.01, 4500)
+        >>> check_level_settings("Airstriker-Genesis", "Level1", "contest", 0.01, 4500)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: Airstriker-Genesis has no 'contest' scenario ...
+    """
+    check_level(game, state)
+    _check_scenario(retro_game_id(game), scenario)
+    if reward_scale is not None and not (math.isfinite(reward_scale) and reward_scale != 0):
+        raise ValueError(f"--reward-scale must be a finite non-zero number (or None), got {reward_scale!r}")
+    if max_episode_steps is not None:
+        check_count("--max-episode-steps", max_episode_steps, hint=" (agent steps; None: no limit)")
+
+
 def make_contest_env(
     game: str = "SonicTheHedgehog-Genesis",
     state: str = "GreenHillZone.Act1",
@@ -214,12 +246,7 @@ def make_contest_env(
     retro = _retro()
     game_id = retro_game_id(game)
     check_level(game, state)
-    scenarios = retro.data.list_scenarios(game_id, retro.data.Integrations.STABLE)
-    if scenario not in scenarios:
-        raise ValueError(
-            f"{game_id} has no {scenario!r} scenario (it has {scenarios}). The Sonic games have 'contest'; for "
-            "Airstriker pass scenario='scenario'."
-        )
+    _check_scenario(game_id, scenario)
     check_rom(game)
     env = retro.make(
         game_id,
