@@ -218,7 +218,7 @@ def check_level_settings(
         >>> check_level_settings("Airstriker-Genesis", "Level1", "scenario", 0.01, 4500)
         >>> check_level_settings("Airstriker-Genesis", "Level1", "contest", 0.01, 4500)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        ValueError: Airstriker-Genesis has no 'contest' scenario ...
+        ValueError: Airstriker-Genesis-v0 has no 'contest' scenario ...
     """
     check_level(game, state)
     _check_scenario(retro_game_id(game), scenario)
