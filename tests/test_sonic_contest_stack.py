@@ -254,3 +254,16 @@ def test_subprocess_vector_env_and_sb3():
         model.learn(32)
     finally:
         venv.close()
+
+
+def test_two_retro_envs_in_one_process_are_refused_by_name_and_leave_no_emulator() -> None:
+    # --vector-mode sync with 2 retro envs ended in stable-retro's "Cannot create multiple emulator instances per
+    # process" traceback, and the first emulator stayed in the process
+    from dreamarcade.baselines.ppo import make_vector_env
+
+    fns = [lambda: make_contest_env("Airstriker-Genesis", "Level1", scenario="scenario")] * 2
+    with pytest.raises(ValueError, match=r"2 retro envs in one process .*--vector-mode async"):
+        make_vector_env(fns, "sync")
+    venv = make_vector_env(fns[:1], "sync")  # the first one was closed: this process can start another
+    venv.reset(seed=0)
+    venv.close()

@@ -571,7 +571,20 @@ def make_vector_env(envs: gym.vector.VectorEnv | EnvFns, mode: str = "auto") -> 
         # run down without a checkpoint
         workers = [functools.partial(_ignoring_stop_signals, f, os.getpid()) for f in fns]
         return gym.vector.AsyncVectorEnv(workers, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    made: list[gym.Env] = []
+    try:
+        for f in fns:
+            made.append(f())
+    except RuntimeError as exc:  # stable-retro's own message did not say what to change
+        for env in made:  # the emulator already started must not stay in this process
+            env.close()
+        if "multiple emulator instances" not in str(exc):
+            raise
+        raise ValueError(
+            f"stable-retro runs one emulator per process, so {len(fns)} retro envs in one process (--vector-mode "
+            "sync) cannot start: use --vector-mode async (or auto), which runs each env in a process of its own."
+        ) from None
+    return gym.vector.SyncVectorEnv([lambda e=e: e for e in made], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 def _ignoring_stop_signals(make_env: Callable[[], gym.Env], trainer_pid: int) -> gym.Env:
