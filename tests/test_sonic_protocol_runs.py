@@ -94,6 +94,26 @@ def test_a_stopped_protocol_scores_nothing_partial_and_resumes(tmp_path, monkeyp
     assert score["score"] == pytest.approx(np.mean(returns)) and done["mean_score"] == score["score"]
 
 
+def test_a_stop_in_a_levels_last_update_scores_it_and_begins_no_other(tmp_path, monkeypatch):
+    # train_ppo finishes a level whose last update the stop lands in (stopped_early False): the protocol then went
+    # on to train the next level in full. Two stand-in level names both play Airstriker's only save state.
+    pid, real_level_env_fn = os.getpid(), ppo_sonic.level_env_fn
+
+    def level_env_fn(game, state, *args, **kwargs):
+        real = real_level_env_fn(*AIR, *args, **kwargs)
+        return (lambda: _SigtermAtStep(real(), pid, 100)) if state == "First" else real  # update 4 of 4
+
+    monkeypatch.setattr(ppo_sonic, "level_env_fn", level_env_fn)
+    monkeypatch.setattr(ppo_sonic, "_check_levels", lambda levels: None)
+    monkeypatch.setattr(ppo_sonic, "check_level_settings", lambda *args: None)
+    levels = [(AIR[0], "First"), (AIR[0], "Second")]
+    out = ppo_sonic.sonic_protocol(
+        levels, CFG, tmp_path, timesteps=128, scenario="scenario", max_episode_steps=25, progress=False
+    )
+    assert out["stopped_early"] and set(out["scores"]) == {f"{AIR[0]}:First"}
+    assert not (tmp_path / f"{AIR[0]}_Second").exists()
+
+
 def test_a_protocol_dir_refuses_another_label_checkpoint_or_budget(tmp_path, monkeypatch):
     _sigterm_during_the_level(monkeypatch, at=40)
     _protocol(tmp_path)  # stopped during the first level: scores.json already records this run's settings

@@ -680,6 +680,9 @@ class PPOResult:
     steps_per_second: float = 0.0
     run_dir: Path | None = None
     stopped_early: bool = False  # stopped by Ctrl-C / SIGTERM (a checkpoint was saved; continue with resume)
+    # Ctrl-C / SIGTERM arrived, also during the last update (then the run is complete and stopped_early is False): a
+    # caller running several trainings in a row (the Sonic protocol) stops after this one
+    stop_requested: bool = False
 
     @property
     def mean_return(self) -> float:
@@ -980,6 +983,7 @@ def train_ppo(
                 print(f"Stopped at step {global_step}; continue with resume from {run_dir}.", file=sys.stderr)
                 break
     finally:
+        result.stop_requested = stop.requested
         stop.__exit__()
         if bar is not None:
             bar.close()

@@ -235,8 +235,14 @@ def sonic_protocol(
                 "score": float(np.mean(returns)) if len(returns) else float("nan"),
                 "episodes": len(returns),
             }
-        summary["mean_score"] = float(np.mean([v["score"] for v in scores.values()]))
-        atomic_write_text(out, json.dumps(summary, indent=2))
+            summary["mean_score"] = float(np.mean([v["score"] for v in scores.values()]))
+            atomic_write_text(out, json.dumps(summary, indent=2))
+            if result.stop_requested and (game, state) != tuple(levels[-1]):  # it came in the level's last update:
+                # the level is scored, and the next is not begun
+                print(f"Protocol stopped after {name}; run the same command again to continue.", file=sys.stderr)
+                return dict(summary, stopped_early=True)
+    summary["mean_score"] = float(np.mean([v["score"] for v in scores.values()]))
+    atomic_write_text(out, json.dumps(summary, indent=2))
     return summary
 
 
