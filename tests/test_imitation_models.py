@@ -213,9 +213,10 @@ def test_train_embedding_resumes_exactly_and_refuses_another_config(tmp_path):
     for name, tensor in straight.state_dict().items():
         assert torch.equal(stopped.state_dict()[name], tensor), name
     # a learning rate that blows the loss up: refused at the first NaN, before the step writes NaN weights
-    with pytest.raises(DivergedError, match=r"became nan at step 2 with --lr 1e\+30: .*nothing was saved"):
+    with pytest.raises(DivergedError, match=r"became nan at step 2 with --lr 1e\+30: .*nothing was saved") as exc:
         tcfg = TrainConfig(steps=4, lr=1e30, batch_size=8)
         train_embedding([video], tmp_path / "nan", TINY, tcfg, progress=False)
+    assert str(exc.value).endswith("'. Train again with a lower --lr.")
     assert not checkpoint_exists(tmp_path / "nan")
     with pytest.raises(DivergedError, match="its checkpoint at step 4 is intact .* Resume from it with a lower"):
         tcfg = TrainConfig(steps=8, lr=1e30, batch_size=8)

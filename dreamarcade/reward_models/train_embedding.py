@@ -474,7 +474,7 @@ def train_embedding(
             else "Train again with a lower --lr."
         )
         return DivergedError(
-            f"{what} at step {step} with --lr {tcfg.lr:g}: training diverged, and {kept} in '{out_dir}'. {fix}."
+            f"{what} at step {step} with --lr {tcfg.lr:g}: training diverged, and {kept} in '{out_dir}'. {fix}"
         )
 
     try:
