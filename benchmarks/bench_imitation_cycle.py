@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from dreamarcade.baselines.common import name_and_path
-from dreamarcade.checkpoint import atomic_write_text, check_output_file
+from dreamarcade.checkpoint import atomic_write_text, check_output_file, json_text
 from dreamarcade.errors import input_checks, input_error_status
 from dreamarcade.reward_models.build_reward import first_frame_at, sidecar_start
 from dreamarcade.reward_models.cycle import cycle_consistency, pixel_features, three_cycle_consistency
@@ -39,15 +37,6 @@ def _trimmed(path: Path, fps: float, size: int) -> np.ndarray:
     if len(frames) < 2:
         raise SystemExit(f"error: '{path}' has {len(frames)} frames after its gameplay start ({start} s): too short")
     return frames
-
-
-def _nan_to_none(value: Any) -> Any:
-    """``value`` with every float NaN replaced by None, through dicts and lists (for strict JSON)."""
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    return None if isinstance(value, float) and value != value else value
 
 
 def main() -> None:
@@ -117,7 +106,7 @@ def main() -> None:
     print(f"({time.time() - t0:.0f} s)")
     if a.json:  # the 3-cycle of 2 videos is NaN, written as null (bare NaN is not JSON)
         out = {"videos": names, "rows": rows, "pairs_2cycle": pairs}
-        atomic_write_text(a.json, json.dumps(_nan_to_none(out), indent=2, allow_nan=False))
+        atomic_write_text(a.json, json_text(out, indent=2))
     if a.tsne and models:
         import matplotlib
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -110,6 +111,26 @@ def check_output_file(path: str | os.PathLike[str], what: str) -> None:
     parent = next((q for q in path.parents if q.exists()), None)  # the nearest one there; the rest are created
     if parent is not None and not parent.is_dir():
         raise ValueError(f"{what} '{path}': '{parent}' is a file, not a folder. Give a path inside a folder.")
+
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    """``json.dumps(value)`` as strict JSON: NaN and infinities (a score with no finished episode) become ``null``,
+    which every JSON reader takes; Python's bare ``NaN`` is refused by most outside Python.
+
+    Example:
+        >>> from dreamarcade.checkpoint import json_text
+        >>> json_text({"score": float("nan"), "scores": [1.5, float("inf")]})
+        '{"score": null, "scores": [1.5, null]}'
+    """
+
+    def strict(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: strict(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [strict(x) for x in v]
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return json.dumps(strict(value), indent=indent, allow_nan=False)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -45,7 +44,7 @@ from dreamarcade.baselines.common import (
     save_hyperparameters,
     seed_everything,
 )
-from dreamarcade.checkpoint import atomic_write_bytes
+from dreamarcade.checkpoint import atomic_write_bytes, json_text
 from dreamarcade.errors import CheckpointError, input_error_status
 
 STATE_FILE = "jerk_state.npz"
@@ -362,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         return input_error_status(exc)
     finally:
         env.close()
-    print(json.dumps({"run_dir": str(run_dir), **result}))
+    print(json_text({"run_dir": str(run_dir), **result}))
     return 0
 
 

@@ -38,7 +38,6 @@ import argparse
 import csv
 import dataclasses
 import functools
-import json
 import math
 import numbers
 import os
@@ -80,6 +79,7 @@ from dreamarcade.baselines.self_imitation import EpisodeBuffer, self_imitation_l
 from dreamarcade.checkpoint import (
     built_from_config,
     checkpoint_exists,
+    json_text,
     load_checkpoint,
     pack_state,
     save_checkpoint,
@@ -1205,7 +1205,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run_info={"env_id": args.env_id},
     )
     print(
-        json.dumps(
+        json_text(
             {
                 "run_dir": str(run_dir),
                 "global_step": result.global_step,

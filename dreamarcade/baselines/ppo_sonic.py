@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -46,7 +45,7 @@ from dreamarcade.baselines.ppo import (
     load_agent,
     train_ppo,
 )
-from dreamarcade.checkpoint import atomic_write_text, read_json_object
+from dreamarcade.checkpoint import atomic_write_text, json_text, read_json_object
 from dreamarcade.envs.sonic import check_level_settings
 from dreamarcade.errors import check_count, input_checks
 
@@ -217,7 +216,7 @@ def sonic_protocol(
     summary.update(this_run)
     scores = summary.setdefault("scores", {})
     # Written before any level trains, so a level directory left by a stopped run is always tied to its settings.
-    atomic_write_text(out, json.dumps(summary, indent=2))
+    atomic_write_text(out, json_text(summary, indent=2))
     for game, state in levels:
         name = f"{game}:{state}"
         level_dir = run_dir / name.replace(":", "_")
@@ -235,15 +234,20 @@ def sonic_protocol(
                 "score": float(np.mean(returns)) if len(returns) else float("nan"),
                 "episodes": len(returns),
             }
-            summary["mean_score"] = float(np.mean([v["score"] for v in scores.values()]))
-            atomic_write_text(out, json.dumps(summary, indent=2))
+            summary["mean_score"] = _mean_score(scores)
+            atomic_write_text(out, json_text(summary, indent=2))
             if result.stop_requested and (game, state) != tuple(levels[-1]):  # it came in the level's last update:
                 # the level is scored, and the next is not begun
                 print(f"Protocol stopped after {name}; run the same command again to continue.", file=sys.stderr)
                 return dict(summary, stopped_early=True)
-    summary["mean_score"] = float(np.mean([v["score"] for v in scores.values()]))
-    atomic_write_text(out, json.dumps(summary, indent=2))
+    summary["mean_score"] = _mean_score(scores)
+    atomic_write_text(out, json_text(summary, indent=2))
     return summary
+
+
+def _mean_score(scores: dict[str, dict[str, Any]]) -> float:
+    """The mean of the levels' scores; a level no episode finished has a NaN score (null in scores.json)."""
+    return float(np.mean([np.nan if v["score"] is None else v["score"] for v in scores.values()]))
 
 
 def _same_path(a: str, b: str) -> bool:
@@ -311,7 +315,7 @@ def _cmd_joint(args: argparse.Namespace) -> int:
         resume=args.resume,
     )
     print(
-        json.dumps(
+        json_text(
             {
                 "run_dir": args.run_dir,
                 "global_step": result.global_step,
@@ -337,7 +341,7 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
         reward_scale=args.reward_scale,
         max_episode_steps=args.max_episode_steps,
     )
-    print(json.dumps(summary))
+    print(json_text(summary))
     return 0
 
 
