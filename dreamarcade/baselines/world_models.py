@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from dreamarcade.baselines.common import (
+    GracefulStop,
     RunDirBusyError,
     RunLogger,
     add_dataclass_args,
@@ -69,7 +70,7 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
-from dreamarcade.errors import CheckpointError, input_checks, input_error_status
+from dreamarcade.errors import CheckpointError, DreamArcadeError, input_checks, input_error_status
 from dreamarcade.precision import autocast, check_precision, flush_denormals
 from dreamarcade.world_models.model import ENV_DEFAULTS, WorldModel
 
@@ -202,6 +203,16 @@ class WMConfig:
         return Path(self.run_dir or f"runs/dreams/{self.env}")
 
 
+class StageStopped(DreamArcadeError):
+    """A training stage stopped on Ctrl-C / SIGTERM after saving its state: the same command continues it.
+
+    Example:
+        >>> from dreamarcade.baselines.world_models import StageStopped
+        >>> str(StageStopped("train-vae stopped at step 120/400"))
+        'train-vae stopped at step 120/400'
+    """
+
+
 # ============================================================================================== collect
 def step_collect(cfg: WMConfig, out: Path | None = None, policy_dir: str | None = None, episodes: int | None = None,
                  seed_offset: int = 0) -> dict[str, int]:  # fmt: skip
@@ -299,27 +310,30 @@ def step_train_vae(cfg: WMConfig) -> Path:
     bar = tqdm(total=total_steps, initial=step, desc="train V", unit="batch")
     t0 = time.time()
     vae.train()
-    while step < total_steps:
-        for batch in stream:
-            x = frames_to_tensor(batch, dev)
-            with autocast(cfg.precision, dev):
-                recon, mu, logvar = vae(x)
-            loss, r_loss, kl = vae_loss(x, recon.float(), mu.float(), logvar.float(), cfg.kl_tolerance)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            bar.update(1)
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.1f}", recon=f"{r_loss.item():.1f}", kl=f"{kl.item():.1f}")
-                logger.log_metrics(step, loss=loss.item(), recon_loss=r_loss.item(), kl_loss=kl.item())
-            if step % 200 == 0:
-                save_train_state()
-            if step >= total_steps:
-                break
+    with GracefulStop() as stop:  # Ctrl-C / SIGTERM: save this step's state, then stop (up to 199 steps were lost)
+        while step < total_steps and not stop.requested:
+            for batch in stream:
+                x = frames_to_tensor(batch, dev)
+                with autocast(cfg.precision, dev):
+                    recon, mu, logvar = vae(x)
+                loss, r_loss, kl = vae_loss(x, recon.float(), mu.float(), logvar.float(), cfg.kl_tolerance)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                step += 1
+                bar.update(1)
+                if step % 20 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.1f}", recon=f"{r_loss.item():.1f}", kl=f"{kl.item():.1f}")
+                    logger.log_metrics(step, loss=loss.item(), recon_loss=r_loss.item(), kl_loss=kl.item())
+                if step % 200 == 0:
+                    save_train_state()
+                if step >= total_steps or stop.requested:
+                    break
     bar.close()
     save_train_state()
     logger.close()
+    if step < total_steps:  # stopped
+        raise StageStopped(f"train-vae stopped at step {step}/{total_steps} with its state saved in {ckpt}")
     vae.eval()
     train_s = prior_s + time.time() - t0
     vae.save(run / "vae", extra={"train_steps": step, "train_frames": n_frames, "train_seconds": round(train_s)})
@@ -500,39 +514,42 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
     bar = tqdm(total=total_steps, initial=step, desc="train M", unit="batch")
     t0 = time.time()
     rnn.train()
-    while step < total_steps:
-        epoch_start = step
-        for b in _stream_batches(series, cfg.rnn_seq_len, cfg.rnn_batch, rng):
-            mu, logvar = torch.as_tensor(b["mu"], device=dev), torch.as_tensor(b["logvar"], device=dev)
-            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # a fresh sample of z every batch
-            restart = torch.as_tensor(b["restart"], device=dev)
-            with autocast(cfg.precision, dev):
-                out = rnn(z[:, :-1], torch.as_tensor(b["actions"], device=dev), restart[:, :-1]).float()
-            z_mask = restart[:, 1:] < 0.5  # the next frame starts a new episode: nothing to predict
-            losses = mdn_loss(
-                rnn, out, z[:, 1:], z_mask, done=torch.as_tensor(b["dones"], device=dev),
-                reward=torch.as_tensor(b["rewards"], device=dev), done_pos_weight=cfg.done_pos_weight,
-            )  # fmt: skip
-            lr = max(cfg.rnn_lr_min, cfg.rnn_lr * cfg.rnn_lr_decay**step)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            opt.zero_grad()
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(rnn.parameters(), cfg.rnn_grad_clip)
-            opt.step()
-            step += 1
-            bar.update(1)
-            logger.log_metrics(step, **{f"{k}_loss": v.item() for k, v in losses.items()}, lr=lr)
-            bar.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()})
-            if step % 50 == 0:
-                save_train_state()
-            if step >= total_steps:
-                break
-        if step == epoch_start:  # cannot happen after _check_windows; never spin forever on an empty epoch
-            raise RuntimeError(f"An epoch over {n} steps gave no batch of {cfg.rnn_seq_len + 1}-step windows.")
+    with GracefulStop() as stop:  # Ctrl-C / SIGTERM: save this step's state, then stop (up to 49 steps were lost)
+        while step < total_steps and not stop.requested:
+            epoch_start = step
+            for b in _stream_batches(series, cfg.rnn_seq_len, cfg.rnn_batch, rng):
+                mu, logvar = torch.as_tensor(b["mu"], device=dev), torch.as_tensor(b["logvar"], device=dev)
+                z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # a fresh sample of z every batch
+                restart = torch.as_tensor(b["restart"], device=dev)
+                with autocast(cfg.precision, dev):
+                    out = rnn(z[:, :-1], torch.as_tensor(b["actions"], device=dev), restart[:, :-1]).float()
+                z_mask = restart[:, 1:] < 0.5  # the next frame starts a new episode: nothing to predict
+                losses = mdn_loss(
+                    rnn, out, z[:, 1:], z_mask, done=torch.as_tensor(b["dones"], device=dev),
+                    reward=torch.as_tensor(b["rewards"], device=dev), done_pos_weight=cfg.done_pos_weight,
+                )  # fmt: skip
+                lr = max(cfg.rnn_lr_min, cfg.rnn_lr * cfg.rnn_lr_decay**step)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                opt.zero_grad()
+                losses["total"].backward()
+                torch.nn.utils.clip_grad_norm_(rnn.parameters(), cfg.rnn_grad_clip)
+                opt.step()
+                step += 1
+                bar.update(1)
+                logger.log_metrics(step, **{f"{k}_loss": v.item() for k, v in losses.items()}, lr=lr)
+                bar.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()})
+                if step % 50 == 0:
+                    save_train_state()
+                if step >= total_steps or stop.requested:
+                    break
+            if step == epoch_start:  # cannot happen after _check_windows; never spin forever on an empty epoch
+                raise RuntimeError(f"An epoch over {n} steps gave no batch of {cfg.rnn_seq_len + 1}-step windows.")
     bar.close()
     save_train_state()
     logger.close()
+    if step < total_steps:  # stopped
+        raise StageStopped(f"train-mdnrnn{tag} stopped at step {step}/{total_steps} with its state saved in {ckpt}")
     rnn.eval()
     rnn.save(run / "mdnrnn", extra={"train_steps": step, "train_frames": n, "steps_per_epoch": steps_per_epoch,
                                     "train_seconds": round(prior_s + time.time() - t0)})  # fmt: skip
@@ -1409,6 +1426,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.step != "demo":  # the demo runs in a directory of its own, which it claims itself
             claim_run_dir(cfg.resolved_run_dir())  # one process per run directory (a step resumes its logs)
         steps[args.step](cfg)
+    except StageStopped as exc:  # not an error: the state is saved
+        print(f"{exc}; run the same command again to continue.", file=sys.stderr)
+        return 130
     except Exception as exc:
         return input_error_status(exc)  # bad input: the message, not a traceback
     return 0
