@@ -1176,16 +1176,53 @@ def _done_marker(run: Path, name: str) -> Path:
     return run / "pipeline" / f"{name}.done.json"
 
 
-def _run_once(run: Path, name: str, fn: Any) -> Any:
-    """Run ``fn`` unless a marker says it finished (so a killed pipeline resumes where it stopped)."""
+# the settings each pipeline step's result depends on, through the steps before it; how a step runs (device,
+# threads, workers, backend, time budget) and how many iterations follow it are not among them
+_STEP_SETTINGS: dict[str, tuple[str, ...]] = {
+    "collect": ("env", "seed", "episodes", "max_steps", "frames_dir", "collect_controller", "explore"),
+    "train-vae": ("precision", "vae_epochs", "vae_batch", "vae_lr", "kl_tolerance"),
+    "train-mdnrnn": ("rnn_epochs", "rnn_seq_len", "rnn_batch", "rnn_lr", "rnn_lr_min", "rnn_lr_decay",
+                     "rnn_grad_clip", "rnn_action_map", "done_pos_weight"),
+    "evolve": ("where", "temperature", "popsize", "rollouts", "generations", "sigma_init", "eval_every",
+               "eval_rollouts", "controller", "ensemble"),
+    "evaluate": ("eval_episodes", "eval_seed", "eval_controller"),
+}  # fmt: skip
+
+
+def _step_settings(cfg: WMConfig, name: str) -> dict[str, Any]:
+    """The settings pipeline step ``name``'s done marker records: its own and those of every step before it (the
+    iterations' steps come after all five first ones, and depend on ``iter_episodes`` too)."""
+    order = list(_STEP_SETTINGS)
+    first = name in order
+    keys = [k for step in order[: order.index(name) + 1 if first else len(order)] for k in _STEP_SETTINGS[step]]
+    keys += [] if first else ["iter_episodes"]
+    return json.loads(json.dumps({k: getattr(cfg, k) for k in keys}))
+
+
+def _run_once(run: Path, name: str, fn: Any, cfg: WMConfig) -> Any:
+    """Run ``fn`` unless a marker says it finished (so a killed pipeline resumes where it stopped). A marker written
+    with other settings is refused: skipping the step would keep results that are not this run's."""
     marker = _done_marker(run, name)
+    settings = _step_settings(cfg, name)
     if marker.exists():
+        res = read_json_object(marker)
+        done_with = res.pop("_settings", None)  # None: a marker from before settings were recorded
+        if done_with is not None and done_with != settings:
+            diff = ", ".join(
+                f"{k}: {done_with.get(k)!r} -> {settings.get(k)!r}"
+                for k in sorted(set(done_with) | set(settings))
+                if done_with.get(k) != settings.get(k)
+            )
+            raise ValueError(
+                f"pipeline step {name} in {run} was done with other settings ({diff}), so its results are not this "
+                f"run's. Use a new --run-dir, or delete {marker} and the markers of the steps after it to redo them."
+            )
         print(f"[pipeline] {name}: done already, skipping")
-        return read_json_object(marker)
+        return res
     print(f"[pipeline] {name}")
     res = fn()
     res = res if isinstance(res, dict) else {"path": str(res)}
-    atomic_write_text(marker, json.dumps(res, default=str))
+    atomic_write_text(marker, json.dumps({**res, "_settings": settings}, default=str))
     return res
 
 
@@ -1197,11 +1234,11 @@ def step_pipeline(cfg: WMConfig) -> dict[str, Any]:
 
     run = cfg.resolved_run_dir()
     results: dict[str, Any] = {}
-    results["collect"] = _run_once(run, "collect", lambda: step_collect(cfg))
-    results["train-vae"] = _run_once(run, "train-vae", lambda: step_train_vae(cfg))
-    results["train-mdnrnn"] = _run_once(run, "train-mdnrnn", lambda: step_train_mdnrnn(cfg))
-    results["evolve"] = _run_once(run, "evolve", lambda: step_evolve(cfg))
-    results["evaluate"] = _run_once(run, "evaluate", lambda: step_evaluate(cfg))
+    results["collect"] = _run_once(run, "collect", lambda: step_collect(cfg), cfg)
+    results["train-vae"] = _run_once(run, "train-vae", lambda: step_train_vae(cfg), cfg)
+    results["train-mdnrnn"] = _run_once(run, "train-mdnrnn", lambda: step_train_mdnrnn(cfg), cfg)
+    results["evolve"] = _run_once(run, "evolve", lambda: step_evolve(cfg), cfg)
+    results["evaluate"] = _run_once(run, "evaluate", lambda: step_evaluate(cfg), cfg)
     for it in range(1, cfg.iterations):
         tag = f"_iter{it}"
         prev_ctrl = run / ("controller" if it == 1 else f"controller_iter{it - 1}")
@@ -1216,13 +1253,15 @@ def step_pipeline(cfg: WMConfig) -> dict[str, Any]:
             encode_shards(run / f"frames{tag}", run / f"series{tag}", encoder(vae.to(dev), cfg.precision, dev))
             return s
 
-        results[f"collect{tag}"] = _run_once(run, f"collect{tag}", new_data)
+        results[f"collect{tag}"] = _run_once(run, f"collect{tag}", new_data, cfg)
         results[f"train-mdnrnn{tag}"] = _run_once(
-            run, f"train-mdnrnn{tag}", lambda tag=tag: step_train_mdnrnn(cfg, tag, warm_start=run / "mdnrnn")
+            run, f"train-mdnrnn{tag}", lambda tag=tag: step_train_mdnrnn(cfg, tag, warm_start=run / "mdnrnn"), cfg
         )
-        results[f"evolve{tag}"] = _run_once(run, f"evolve{tag}", lambda tag=tag: step_evolve(cfg, f"controller{tag}"))
+        results[f"evolve{tag}"] = _run_once(
+            run, f"evolve{tag}", lambda tag=tag: step_evolve(cfg, f"controller{tag}"), cfg
+        )
         results[f"evaluate{tag}"] = _run_once(
-            run, f"evaluate{tag}", lambda tag=tag: step_evaluate(cfg, run / f"controller{tag}")
+            run, f"evaluate{tag}", lambda tag=tag: step_evaluate(cfg, run / f"controller{tag}"), cfg
         )
     return results
 
