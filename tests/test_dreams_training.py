@@ -631,9 +631,9 @@ def test_pipeline_with_iterations_resumes(tmp_path, capsys) -> None:
     assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*") if p.is_file()} == files
     # other settings: the steps they change are refused, not skipped (a rerun with --generations 50 or another --env
     # kept the old controller and exited 0); how a step runs is not what it makes
-    with pytest.raises(ValueError, match=r"step evolve in .* other settings \(generations: 1 -> 2\)"):
+    with pytest.raises(CheckpointError, match=r"step evolve in .* other settings \(generations: 1 -> 2\)"):
         step_pipeline(dataclasses.replace(cfg, generations=2))
-    with pytest.raises(ValueError, match=r"step collect in .* other settings \(env: 'doom' -> 'carracing'"):
+    with pytest.raises(CheckpointError, match=r"step collect in .* other settings \(env: 'doom' -> 'carracing'"):
         step_pipeline(dataclasses.replace(cfg, env="carracing"))
     assert step_pipeline(dataclasses.replace(cfg, threads=2, time_budget=5.0)) == res
     assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*") if p.is_file()} == files

@@ -1213,7 +1213,7 @@ def _run_once(run: Path, name: str, fn: Any, cfg: WMConfig) -> Any:
                 for k in sorted(set(done_with) | set(settings))
                 if done_with.get(k) != settings.get(k)
             )
-            raise ValueError(
+            raise CheckpointError(  # one line from the CLI, like the other refusals of a run directory
                 f"pipeline step {name} in {run} was done with other settings ({diff}), so its results are not this "
                 f"run's. Use a new --run-dir, or delete {marker} and the markers of the steps after it to redo them."
             )
