@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -23,3 +26,17 @@ class CrashAtStep(gym.Wrapper):
         if self.steps_ever == self.at:
             raise self.error("killed")
         return self.env.step(action)
+
+
+def sigterm_at_call(fn: Callable[..., Any], at: int) -> Callable[..., Any]:
+    """``fn`` (a real function: a loss, a step), which sends SIGTERM to this process at its ``at``-th call, as a
+    user or a scheduler stopping a run mid-training would."""
+    calls = [0]
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return fn(*args, **kwargs)
+
+    return wrapped

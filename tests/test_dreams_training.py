@@ -789,24 +789,17 @@ def test_a_finished_m_run_again_keeps_the_calibrated_world_model(tmp_path) -> No
 
 def test_a_stopped_v_saves_the_step_it_stopped_at_and_the_same_command_continues(doom_data, tmp_path, monkeypatch):
     # SIGTERM killed train-vae: every step since its last save (up to 199) was lost
-    import os
     import signal
+
+    from crash_helpers import sigterm_at_call
 
     from dreamarcade.baselines.world_models import StageStopped, WMConfig, step_train_vae
     from dreamarcade.world_models import vae as vae_module
 
     (tmp_path / "frames").symlink_to(doom_data, target_is_directory=True)
     cfg = WMConfig(env="doom", run_dir=str(tmp_path), vae_epochs=0.5, vae_batch=16)
-    calls, real_loss = [], vae_module.vae_loss
-
-    def loss_then_sigterm(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_loss(*args, **kwargs)
-
     before = signal.getsignal(signal.SIGTERM)
-    monkeypatch.setattr(vae_module, "vae_loss", loss_then_sigterm)
+    monkeypatch.setattr(vae_module, "vae_loss", sigterm_at_call(vae_module.vae_loss, 3))
     with pytest.raises(StageStopped, match=r"train-vae stopped at step 3/\d+"):
         step_train_vae(cfg)
     assert signal.getsignal(signal.SIGTERM) is before

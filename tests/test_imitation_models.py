@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -195,18 +193,12 @@ def test_train_embedding_resumes_exactly_and_refuses_another_config(tmp_path):
         train_embedding([video], tmp_path / "resumed", TINY, tcfg, resume=True)
     assert load_embedding(tmp_path / "resumed")[1]["videos"] == ["v.mp4"]
     # SIGTERM (a scheduler's kill) at the third step: it killed the run, losing every step since the last save
+    from crash_helpers import sigterm_at_call
+
     from dreamarcade.reward_models import train_embedding as te
 
-    calls, real_losses = [], te.losses
-
-    def losses_then_sigterm(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_losses(*args, **kwargs)
-
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(te, "losses", losses_then_sigterm)
+        mp.setattr(te, "losses", sigterm_at_call(te.losses, 3))
         train("stopped", 4)
     assert load_embedding(tmp_path / "stopped")[1]["step"] == 3  # saved where it stopped, not at the last save
     stopped = train("stopped", 4, resume=True)
