@@ -11,8 +11,9 @@ import contextlib
 import importlib
 import numbers
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from types import ModuleType
+from typing import Any
 
 # module to import -> (extra that provides it, pip requirement shown to the user)
 _EXTRA_OF_MODULE: dict[str, str] = {
@@ -219,6 +220,32 @@ def check_count(name: str, value: object, low: int = 1, hint: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}{hint}, got {value!r}")
     return int(value)
+
+
+def check_seed(name: str, value: object, limit: int = 2**32) -> int:
+    """``value`` as an int, or a ValueError naming ``name`` unless it is an integer in ``[0, limit)`` (numpy's seeds
+    end at 2**32; a smaller ``limit`` leaves room for offsets added to the seed). Bools are refused.
+
+    >>> check_seed("--seed", -1)
+    Traceback (most recent call last):
+    ...
+    ValueError: --seed must be an integer from 0 to 2**32 - 1, got -1
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < limit:
+        bound = f"2**{limit.bit_length() - 1} - 1" if limit & (limit - 1) == 0 else str(limit - 1)
+        raise ValueError(f"{name} must be an integer from 0 to {bound}, got {value!r}")
+    return int(value)
+
+
+def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any], keys: Iterable[str] | None = None) -> str:
+    """``"key: old -> new, ..."`` for the ``keys`` (default: all of either, sorted) whose values differ; a key one
+    side lacks reads as None. For a refusal to say which settings differ from those a run was made with.
+
+    >>> describe_changes({"env": "doom", "seed": 0}, {"env": "carracing", "seed": 0})
+    "env: 'doom' -> 'carracing'"
+    """
+    keys = sorted(set(old) | set(new)) if keys is None else keys
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
 
 
 def is_installed(module: str) -> bool:

@@ -39,7 +39,6 @@ import csv
 import dataclasses
 import functools
 import math
-import numbers
 import os
 import sys
 import time
@@ -87,7 +86,7 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
-from dreamarcade.errors import CheckpointError, input_checks, input_error_status
+from dreamarcade.errors import CheckpointError, check_seed, input_checks, input_error_status
 from dreamarcade.precision import flush_denormals
 
 CHECKPOINT_KIND = "ppo"
@@ -188,8 +187,7 @@ class PPOConfig:
                 "sil_value_coef": (0.0, None, True),
             },
         )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 2**32:
-            raise ValueError(f"seed (--seed) must be an integer from 0 to 2**32 - 1 (numpy's range), got {self.seed!r}")
+        check_seed("seed (--seed)", self.seed)
         resolve_device(self.device)  # a misspelled or absent device is refused here, before a run directory is written
         if self.recurrent and self.sil_coef > 0:
             raise ValueError(

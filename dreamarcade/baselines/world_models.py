@@ -70,7 +70,14 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
-from dreamarcade.errors import CheckpointError, DreamArcadeError, input_checks, input_error_status
+from dreamarcade.errors import (
+    CheckpointError,
+    DreamArcadeError,
+    check_seed,
+    describe_changes,
+    input_checks,
+    input_error_status,
+)
 from dreamarcade.precision import autocast, check_precision, flush_denormals
 from dreamarcade.world_models.model import ENV_DEFAULTS, WorldModel
 
@@ -194,10 +201,7 @@ class WMConfig:
                  "explore": " (a probability)"}  # fmt: skip
         check_ranges(self, ranges, notes)
         for name in ("seed", "eval_seed"):  # numpy's range, less room for the offsets added to them
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
-                flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{flag} must be an integer from 0 to 2**31 - 1, got {value!r}")
+            check_seed("--" + name.replace("_", "-"), getattr(self, name), limit=2**31)
 
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir or f"runs/dreams/{self.env}")
@@ -1208,11 +1212,7 @@ def _run_once(run: Path, name: str, fn: Any, cfg: WMConfig) -> Any:
         res = read_json_object(marker)
         done_with = res.pop("_settings", None)  # None: a marker from before settings were recorded
         if done_with is not None and done_with != settings:
-            diff = ", ".join(
-                f"{k}: {done_with.get(k)!r} -> {settings.get(k)!r}"
-                for k in sorted(set(done_with) | set(settings))
-                if done_with.get(k) != settings.get(k)
-            )
+            diff = describe_changes(done_with, settings)
             raise CheckpointError(  # one line from the CLI, like the other refusals of a run directory
                 f"pipeline step {name} in {run} was done with other settings ({diff}), so its results are not this "
                 f"run's. Use a new --run-dir, or delete {marker} and the markers of the steps after it to redo them."

@@ -53,7 +53,14 @@ from dreamarcade.baselines.common import (
     releases_run_dirs,
 )
 from dreamarcade.checkpoint import checkpoint_exists, load_checkpoint, pack_state, save_checkpoint, unpack_state
-from dreamarcade.errors import CheckpointError, DivergedError, VideoError, input_checks, input_error_status
+from dreamarcade.errors import (
+    CheckpointError,
+    DivergedError,
+    VideoError,
+    describe_changes,
+    input_checks,
+    input_error_status,
+)
 from dreamarcade.precision import flush_denormals
 from dreamarcade.reward_models.embedding import TDCCMC, EmbeddingConfig, check_intervals, stack_frames
 from dreamarcade.reward_models.video import VideoReader
@@ -428,11 +435,7 @@ def train_embedding(
                 )
             old_json, new_json = EmbeddingConfig.from_json(config["embedding"]).to_json(), cfg.to_json()
             if old_json != new_json:
-                diff = ", ".join(
-                    f"{k}: {old_json.get(k)!r} -> {new_json.get(k)!r}"
-                    for k in sorted(set(old_json) | set(new_json))
-                    if old_json.get(k) != new_json.get(k)
-                )
+                diff = describe_changes(old_json, new_json)
                 raise ValueError(
                     f"--resume: the checkpoint in {out_dir} was trained with another embedding config ({diff}); "
                     "resume with its settings, or use a new --out"

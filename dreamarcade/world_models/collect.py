@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from dreamarcade.checkpoint import atomic_write_text
-from dreamarcade.errors import DreamArcadeError, input_checks
+from dreamarcade.errors import DreamArcadeError, describe_changes, input_checks
 from dreamarcade.world_models.rollouts import ShardWriter, read_shard_arrays
 
 __all__ = [
@@ -385,11 +385,12 @@ def collect(
             split_differs = earlier_jobs != n_jobs
             # another env, step cap or policy: the stored episodes would count as this collection's (a Doom folder
             # "resumed" as CarRacing and V then trained on Doom frames). Keys a manifest lacks are not compared.
-            changed = [f"{k}: {old[k]!r} -> {record[k]!r}" for k in ("env", "max_steps", "min_length", "explore",
-                       "policy_dir", "controller_dir") if k in old and old[k] != record[k]]  # fmt: skip
+            recorded = [k for k in ("env", "max_steps", "min_length", "explore", "policy_dir", "controller_dir")
+                        if k in old]  # fmt: skip
+            changed = describe_changes(old, record, recorded)
             if earlier and changed:
                 raise ValueError(
-                    f"'{out_dir}' holds episodes collected with seed {seed} and other settings ({', '.join(changed)}):"
+                    f"'{out_dir}' holds episodes collected with seed {seed} and other settings ({changed}):"
                     " a resume would mix two kinds of episodes. Resume with the settings it was collected with, or "
                     "collect into another folder (--frames-dir) or with another --seed."
                 )
