@@ -427,14 +427,16 @@ def _stream_batches(
 
 def _calibrated_from(rnn: torch.nn.Module, wm_rnn_dir: Path) -> bool:
     """Whether ``wm_rnn_dir`` holds this M after calibrate-done: a recorded shift, and only the done bias differs."""
-    from dreamarcade.world_models.mdnrnn import MDNRNN
-
-    if not checkpoint_exists(wm_rnn_dir) or not load_checkpoint(wm_rnn_dir, kind="mdnrnn")[1].get("done_bias_shift"):
+    if not checkpoint_exists(wm_rnn_dir):
         return False
-    saved, mine = MDNRNN.load(wm_rnn_dir).state_dict(), rnn.state_dict()
-    if saved.keys() != mine.keys() or any(saved[k].shape != mine[k].shape for k in mine):
+    saved, meta = load_checkpoint(wm_rnn_dir, kind="mdnrnn")  # once: the tensors are M's state dict as saved
+    mine = rnn.state_dict()
+    if not meta.get("done_bias_shift") or saved.keys() != mine.keys():
         return False
-    return sum(not torch.equal(saved[k].cpu(), mine[k].cpu()) for k in mine) == 1  # the shifted done-head bias
+    if any(saved[k].shape != mine[k].shape for k in mine):
+        return False
+    # read as M.load would: into this M's dtypes
+    return sum(not torch.equal(saved[k].to(mine[k].dtype), mine[k].cpu()) for k in mine) == 1  # the shifted bias
 
 
 def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = None) -> Path:
