@@ -303,6 +303,16 @@ def test_dqn_resume_continues_the_schedule(tmp_path) -> None:
         train(_small_cfg(tmp_path, env_id="CartPole-v1", total_timesteps=1700, resume=True))
 
 
+def test_dqn_resume_past_its_total_says_nothing_is_trained(tmp_path, capsys) -> None:
+    train(_small_cfg(tmp_path, total_timesteps=600))
+    capsys.readouterr()
+    result = train(_small_cfg(tmp_path, total_timesteps=400, resume=True))  # "400 more" meant as a total
+    assert result["global_step"] == 600 and not result["stopped_early"]
+    err = capsys.readouterr().err
+    assert "at step 600, which reaches --total-timesteps 400: nothing is trained" in err
+    assert "pass a value above 600" in err
+
+
 def test_dqn_never_mixes_two_runs_in_one_directory(tmp_path) -> None:
     run = tmp_path / "run"
     run.mkdir()

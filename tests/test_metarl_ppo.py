@@ -81,7 +81,7 @@ def test_lstm_segments_match_step_by_step():
     torch.testing.assert_close(h, hs)
 
 
-def test_checkpoint_resume_and_finetune(tmp_path):
+def test_checkpoint_resume_and_finetune(tmp_path, capsys):
     cfg = PPOConfig(total_timesteps=256, num_envs=2, num_steps=64, num_minibatches=2, update_epochs=1,
                     vector_mode="sync", checkpoint_every_updates=1)  # fmt: skip
     fns = [lambda: gym.make("CartPole-v1")] * 2
@@ -99,6 +99,9 @@ def test_checkpoint_resume_and_finetune(tmp_path):
     with open(tmp_path / "a" / "metrics.csv") as f:  # the optimizer state came back, the new rate applies
         rates = {float(r["step"]): float(r["charts/learning_rate"]) for r in csv.DictReader(f)}
     assert rates[256] == pytest.approx(2e-4) and rates[384] == rates[512] == pytest.approx(1e-3)
+    again = train_ppo(fns, cfg, tmp_path / "a", resume=True, progress=False, tensorboard=False)
+    assert again.global_step == 512  # already there: nothing trained, and the user is told why
+    assert "at step 512, which reaches --total-timesteps 512: nothing is trained" in capsys.readouterr().err
     tuned = train_ppo(fns, cfg, tmp_path / "b", init_checkpoint=tmp_path / "a" / "checkpoint", progress=False,
                       tensorboard=False)  # fmt: skip
     assert tuned.global_step == 512

@@ -111,6 +111,19 @@ class GracefulStop:
         self._previous.clear()
 
 
+def note_nothing_to_train(step: int, total: int) -> bool:
+    """On a resume, say so (on stderr) when the checkpoint's step already reaches the run's total: nothing is
+    trained. Returns whether it did."""
+    if step < total:
+        return False
+    print(
+        f"Note: the checkpoint is at step {step}, which reaches --total-timesteps {total}: nothing is trained. "
+        f"--total-timesteps counts the whole run, not the steps to add: pass a value above {step} to train further.",
+        file=sys.stderr,
+    )
+    return True
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch."""
     random.seed(seed)

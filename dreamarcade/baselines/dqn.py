@@ -50,6 +50,7 @@ from dreamarcade.baselines.common import (
     drop_rows_after,
     has_episode_statistics,
     help_field,
+    note_nothing_to_train,
     parse_dataclass_args,
     plot_learning_curve,
     read_episodes,
@@ -512,6 +513,7 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
             rng = unpack_state(ck["rng"], tensors)
             torch.set_rng_state(rng["torch"].cpu())  # loaded onto the training device with the rest
             start_step, episodes_done = int(ck["global_step"]), int(ck["episodes"])
+            note_nothing_to_train(start_step, cfg.total_timesteps)
             for log in ("episodes.csv", "metrics.csv"):  # rows of a crash after the checkpoint: those steps replay
                 drop_rows_after(run_dir / log, start_step)
         k = frame_stack_of(envs.envs[0]) if pixels else 1

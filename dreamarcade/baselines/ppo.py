@@ -64,6 +64,7 @@ from dreamarcade.baselines.common import (
     drop_rows_after,
     has_episode_statistics,
     last_logged_step,
+    note_nothing_to_train,
     plot_learning_curve,
     read_episodes,
     releases_run_dirs,
@@ -782,6 +783,7 @@ def train_ppo(
                 if hasattr(envs, "load_checkpoint_tensors"):  # env state the run depends on (exploration counts)
                     envs.load_checkpoint_tensors(strip_prefix(tensors, "env"), f"PPO checkpoint '{ckpt_dir}'")
                 print(f"resumed from {ckpt_dir} at step {global_step}", file=sys.stderr)
+                note_nothing_to_train(global_step, config.total_timesteps)
             elif init_checkpoint is not None:
                 loaded, _, _ = load_agent(init_checkpoint, device)
                 check_agent_fits(loaded, obs_space, act_space, str(init_checkpoint))
