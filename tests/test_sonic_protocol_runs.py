@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -164,6 +165,31 @@ def test_a_refused_protocol_call_records_nothing_and_the_corrected_one_runs(tmp_
     assert not (tmp_path / "scores.json").exists()
     assert main(argv) == 0
     assert set(json.loads((tmp_path / "scores.json").read_text())["scores"]) == {"Airstriker-Genesis:Level1"}
+
+
+def test_an_init_checkpoint_that_cannot_fine_tune_these_levels_is_refused_before_scores_json(tmp_path, capsys):
+    """A checkpoint of another env, or of another network than the config builds, was refused only when the first
+    level's training began, after scores.json had tied the run directory to it."""
+    from dreamarcade.baselines.ppo import main, train_ppo
+
+    cartpole = tmp_path / "cartpole"
+    train_ppo([lambda: gym.make("CartPole-v1")], PPOConfig(total_timesteps=32, num_steps=32, num_minibatches=2,
+              update_epochs=1), cartpole, progress=False, tensorboard=False)  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"trained on observations .* but this env has observations"):
+        _protocol(tmp_path / "a", init_checkpoint=cartpole / "checkpoint")
+    assert not (tmp_path / "a" / "scores.json").exists()
+    _protocol(tmp_path / "air", timesteps=32)  # an Airstriker checkpoint, of CFG's feed-forward network
+    air = tmp_path / "air" / "Airstriker-Genesis_Level1" / "checkpoint"
+    recurrent = dataclasses.replace(CFG, recurrent=True, num_minibatches=1)
+    with pytest.raises(CheckpointError, match=r"has recurrent=False .* Set --recurrent/--no-recurrent"):
+        ppo_sonic.sonic_protocol(LEVELS, recurrent, tmp_path / "b", timesteps=32, init_checkpoint=air,
+                                 scenario="scenario", max_episode_steps=25, progress=False)  # fmt: skip
+    assert not (tmp_path / "b" / "scores.json").exists()
+    # joint PPO's --workers 0 was refused deep inside the trainer, without naming the flag
+    argv = ["joint", "--train-levels", "Airstriker-Genesis:Level1", "--eval-levels", "", "--workers", "0"]
+    assert main([*argv, "--run-dir", str(tmp_path / "joint")]) == 2
+    assert capsys.readouterr().err.startswith("error: --workers must be an integer >= 1")
+    assert not (tmp_path / "joint").exists()
 
 
 def test_protocol_and_table_clis_print_a_refused_run_dir_as_one_line(tmp_path, monkeypatch, capsys):

@@ -41,6 +41,9 @@ from dreamarcade.baselines.ppo import (
     PPOConfig,
     PPOResult,
     add_config_args,
+    build_agent,
+    check_agent_fits,
+    check_same_network,
     config_from_args,
     load_agent,
     train_ppo,
@@ -125,6 +128,9 @@ def joint_train(
     ``num_envs`` None (or equal to the number of levels): worker i always plays level i. Otherwise each of the
     ``num_envs`` workers draws a random training level at every reset.
     """
+    if num_envs is not None:
+        with input_checks():
+            num_envs = check_count("--workers", num_envs, hint=" (worker processes; leave it out for one per level)")
     _check_levels(list(train_levels) + list(eval_levels))
     claim_run_dir(run_dir)  # held until the test-score curve below is written (train_ppo inside keeps it)
     env_kwargs = dict(scenario=scenario, reward_scale=reward_scale, max_episode_steps=max_episode_steps)
@@ -154,6 +160,21 @@ def joint_train(
             ylabel="mean episode reward (test levels)",
         )
     return result
+
+
+def _check_init_fits(
+    loaded: Any, levels: Sequence[Any], config: PPOConfig, source: str, env_kwargs: dict[str, Any]
+) -> None:
+    """Refuse a fine-tuning checkpoint that cannot act in these levels' envs or is not the network ``config``
+    builds. One env per game is started here and closed (the levels of a game share their spaces)."""
+    for game in dict.fromkeys(g for g, _ in levels):
+        state = next(s for g, s in levels if g == game)
+        env = level_env_fn(game, state, **env_kwargs)()
+        try:
+            check_agent_fits(loaded, env.observation_space, env.action_space, source)
+            check_same_network(loaded, build_agent(env.observation_space, env.action_space, config), source)
+        finally:
+            env.close()
 
 
 @releases_run_dirs
@@ -211,8 +232,9 @@ def sonic_protocol(
         cfg.validate()
         for game, state in levels:  # a level, scenario, reward scale or limit its envs would refuse at the first level
             check_level_settings(game, state, scenario, reward_scale, max_episode_steps)
-        if init_checkpoint is not None:
-            load_agent(init_checkpoint)  # a missing or corrupt checkpoint is refused here, not at the first level
+        if init_checkpoint is not None:  # a missing, corrupt or unfitting checkpoint is refused here, not in a level
+            env_kwargs = dict(scenario=scenario, reward_scale=reward_scale, max_episode_steps=max_episode_steps)
+            _check_init_fits(load_agent(init_checkpoint)[0], levels, cfg, str(init_checkpoint), env_kwargs)
     summary.update(this_run)
     scores = summary.setdefault("scores", {})
     # Written before any level trains, so a level directory left by a stopped run is always tied to its settings.
