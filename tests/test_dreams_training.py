@@ -91,6 +91,17 @@ def test_collect_resumes_without_duplicating_episodes(tmp_path) -> None:
     assert sum(len(load_shard(p)["episode_lengths"]) for p in list_shards(d)) == 2
 
 
+def test_collect_in_worker_processes_shows_its_progress_in_episodes(tmp_path, capsys) -> None:
+    from dreamarcade.world_models.collect import CollectJob, run_job
+
+    # the bar counted jobs: with one job per worker, each collecting many episodes, it sat at 0/2 until the end
+    run_job(CollectJob("doom", str(tmp_path), 0, 1, seed=0, min_length=0, max_steps=15))  # one stored before
+    summary = collect("doom", tmp_path, episodes=5, workers=2, seed=0, min_length=0, max_steps=15, progress=True)
+    assert summary["episodes"] == 5 and summary["resumed"] == 1
+    bar = capsys.readouterr().err
+    assert "1/5 [" in bar and "5/5 [" in bar and "episode" in bar
+
+
 def test_killed_collection_leaves_no_worker_writing(tmp_path) -> None:
     """SIGTERM to `world_models collect` (a scheduler's kill) stops its worker processes too: they used to be
     orphaned and go on collecting for hours."""

@@ -169,6 +169,16 @@ class CollectJob:
     parent_pid: int | None = None
 
 
+# In a worker process of collect(): a shared counter of the episodes its jobs have kept, for the progress bar
+_KEPT_COUNTER: Any = None
+
+
+def _share_kept_counter(counter: Any) -> None:
+    """Pool initializer: the counter the jobs of this worker process add their kept episodes to."""
+    global _KEPT_COUNTER
+    _KEPT_COUNTER = counter
+
+
 def _stored(out_dir: str, prefix: str) -> tuple[int, int]:
     """(episodes, steps) already written to ``out_dir`` in shards named ``{prefix}-*.npz``."""
     episodes = steps = 0
@@ -257,6 +267,9 @@ def _collect_episodes(job: CollectJob, prefix: str, resumed: int, resumed_steps:
             continue
         writer.add_episode(np.stack(frames), np.stack(actions), np.array(rewards), np.array(dones))
         kept, attempt = kept + 1, 0
+        if _KEPT_COUNTER is not None:
+            with _KEPT_COUNTER.get_lock():
+                _KEPT_COUNTER.value += 1
     writer.close()
     env.close()
     return {"episodes": kept, "dropped": dropped, "steps": resumed_steps + writer.steps_written, "resumed": resumed}
@@ -428,13 +441,19 @@ def collect(
 
         jobs = [dataclasses.replace(j, parent_pid=os.getpid()) for j in jobs]
         ctx = mp.get_context("spawn")  # ViZDoom and torch are not fork-safe
-        with ctx.Pool(len(jobs)) as pool:
-            it = pool.imap_unordered(run_job, jobs)
-            if progress:
+        kept = ctx.Value("q", 0)  # episodes kept by this call's jobs, counted as each one is stored
+        with ctx.Pool(len(jobs), initializer=_share_kept_counter, initargs=(kept,)) as pool:
+            pending = pool.map_async(run_job, jobs)
+            if progress:  # in episodes, not jobs: each job collects many, so a bar of jobs sat at 0 for hours
                 from tqdm import tqdm
 
-                it = tqdm(it, total=len(jobs), desc=f"collect {env} ({len(jobs)} workers)")
-            results = list(it)
+                stored = sum(min(_stored(j.out_dir, f"frames-s{j.seed}-w{j.worker}")[0], j.episodes) for j in jobs)
+                desc = f"collect {env} ({len(jobs)} workers)"
+                with tqdm(total=episodes, initial=stored, unit="episode", desc=desc) as bar:
+                    while not pending.ready():
+                        pending.wait(0.5)
+                        bar.update(stored + kept.value - bar.n)
+            results = pending.get()
     else:  # "ray" (the backend was checked above)
         with ray_session(len(jobs), "collecting rollouts") as ray:
             remote = ray.remote(num_cpus=1)(run_job)
