@@ -477,6 +477,29 @@ def test_evolve_resume_drops_unsaved_generations_and_restarts_for_another_contro
     assert logged() == [1.0, 2.0]
 
 
+def test_a_stopped_evolve_saves_its_generation_and_the_same_command_continues(tmp_path, monkeypatch) -> None:
+    # Ctrl-C / SIGTERM lost the generation in progress, and a pipeline could not tell a stop from the end
+    import signal
+
+    from crash_helpers import sigterm_at_call
+
+    from dreamarcade.baselines import world_models as W
+
+    cfg = W.WMConfig(env="doom", run_dir=str(tmp_path), popsize=4, rollouts=1, generations=4, eval_every=0,
+                     max_steps=20)  # fmt: skip
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(W, "dream_fitness", sigterm_at_call(W.dream_fitness, 2))  # during generation 2
+    with pytest.raises(W.StageStopped, match=r"evolve stopped after generation 2/4"):
+        W.step_evolve(cfg)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert load_checkpoint(tmp_path / "controller_cma", kind="cma_state")[1]["generation"] == 2
+    assert Controller.load(tmp_path / "controller").num_params == 1088  # the mean so far, to evaluate
+    monkeypatch.undo()
+    W.step_evolve(cfg)
+    with open(tmp_path / "logs_controller" / "metrics.csv", newline="") as f:
+        assert [float(r["step"]) for r in csv.DictReader(f)] == [1.0, 2.0, 3.0, 4.0]
+
+
 def test_cli_prints_bad_input_as_one_line_but_keeps_the_traceback_of_a_bug(tmp_path, monkeypatch, capsys) -> None:
     """Exit 2 and one line for what the step checks first; an error from the work itself (here the dream's fitness,
     mid-evolution) keeps its traceback: the CLI used to print every ValueError of a whole step as a usage error."""

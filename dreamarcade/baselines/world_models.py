@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -761,6 +762,8 @@ _RW: Any = None  # in a RealPool worker: (env, world model, controller), or the 
 def _real_worker_init(env: str, model_dir: str, ctrl_cfg: dict) -> None:
     global _RW  # one env + world model per worker process, built once
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C at the terminal is the parent's to handle (it stops
+    # after the generation); the pool's workers used to die with it in the middle of their episodes
     from dreamarcade.world_models.collect import make_real_env
     from dreamarcade.world_models.controller import Controller
 
@@ -961,43 +964,48 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
     where = f"the dream (tau={tau})" if cfg.where == "dream" else "the real env"
     bar = tqdm(total=cfg.generations, initial=gen0, desc=f"CMA-ES in {where}", unit="gen")
     gen = gen0
+    stopped = False
     try:
-        while gen < cfg.generations:
-            xs = es.ask()
-            if pool is None:
-                fit = np.min([dream_fitness(m, ctrl, np.array(xs), cfg.rollouts, tau, seed=cfg.seed * 100003 + gen,
-                                            max_steps=cfg.max_steps or None, precision=cfg.precision)
-                              for m in [wm, *others]], 0)  # fmt: skip
-            else:
-                seeds = [cfg.seed * 100003 + gen * 1000 + r for r in range(cfg.rollouts)]
-                res = pool.episodes([x for x in xs for _ in seeds], seeds * len(xs), cfg.max_steps)
-                fit = np.array([r[0] for r in res]).reshape(len(xs), cfg.rollouts).mean(1)
-            es.tell(xs, (-fit).tolist())
-            gen += 1
-            i = int(np.argmax(fit))
-            if fit[i] > best[0]:
-                best = (float(fit[i]), np.array(xs[i], np.float32))
-            mean_params = np.asarray(es.mean, np.float32)
-            # the mean's own score (what the paper deploys), on the fitness's step cap, in its generation's row
-            # (NaN in the other generations' rows)
-            ev = {"dream_eval_of_mean": float("nan")} if cfg.eval_every and pool is None else {}
-            if ev and gen % cfg.eval_every == 0:
-                ev["dream_eval_of_mean"] = float(dream_fitness(
-                    wm, ctrl, mean_params[None], cfg.eval_rollouts, tau, seed=10**6 + gen,
-                    max_steps=cfg.max_steps or None, precision=cfg.precision,
-                )[0])  # fmt: skip
-            logger.log_metrics(gen, fitness_mean=fit.mean(), fitness_best=fit.max(), fitness_worst=fit.min(),
-                               sigma=es.sigma, seconds=prior_s + time.time() - t0, **ev)  # fmt: skip
-            bar.update(1)
-            bar.set_postfix(mean=f"{fit.mean():.0f}", best=f"{fit.max():.0f}", sigma=f"{es.sigma:.3f}")
-            save_checkpoint(
-                state_dir, {"mean": torch.as_tensor(mean_params), "best": torch.as_tensor(best[1])},
-                {"kind": "cma_state", "generation": gen, "sigma": float(es.sigma), "best_fitness": best[0],
-                 "seconds": prior_s + time.time() - t0, "world_model_sha256": fingerprint, "objective": objective},
-            )  # fmt: skip
-            if cfg.time_budget and time.time() - t0 > cfg.time_budget:
-                print(f"time budget of {cfg.time_budget:.0f}s reached after generation {gen}")
-                break
+        with GracefulStop() as stop:  # Ctrl-C / SIGTERM: end this generation, save it, then stop
+            while gen < cfg.generations:
+                xs = es.ask()
+                if pool is None:
+                    fit = np.min([dream_fitness(m, ctrl, np.array(xs), cfg.rollouts, tau, seed=cfg.seed * 100003 + gen,
+                                                max_steps=cfg.max_steps or None, precision=cfg.precision)
+                                  for m in [wm, *others]], 0)  # fmt: skip
+                else:
+                    seeds = [cfg.seed * 100003 + gen * 1000 + r for r in range(cfg.rollouts)]
+                    res = pool.episodes([x for x in xs for _ in seeds], seeds * len(xs), cfg.max_steps)
+                    fit = np.array([r[0] for r in res]).reshape(len(xs), cfg.rollouts).mean(1)
+                es.tell(xs, (-fit).tolist())
+                gen += 1
+                i = int(np.argmax(fit))
+                if fit[i] > best[0]:
+                    best = (float(fit[i]), np.array(xs[i], np.float32))
+                mean_params = np.asarray(es.mean, np.float32)
+                # the mean's own score (what the paper deploys), on the fitness's step cap, in its generation's row
+                # (NaN in the other generations' rows)
+                ev = {"dream_eval_of_mean": float("nan")} if cfg.eval_every and pool is None else {}
+                if ev and gen % cfg.eval_every == 0:
+                    ev["dream_eval_of_mean"] = float(dream_fitness(
+                        wm, ctrl, mean_params[None], cfg.eval_rollouts, tau, seed=10**6 + gen,
+                        max_steps=cfg.max_steps or None, precision=cfg.precision,
+                    )[0])  # fmt: skip
+                logger.log_metrics(gen, fitness_mean=fit.mean(), fitness_best=fit.max(), fitness_worst=fit.min(),
+                                   sigma=es.sigma, seconds=prior_s + time.time() - t0, **ev)  # fmt: skip
+                bar.update(1)
+                bar.set_postfix(mean=f"{fit.mean():.0f}", best=f"{fit.max():.0f}", sigma=f"{es.sigma:.3f}")
+                save_checkpoint(
+                    state_dir, {"mean": torch.as_tensor(mean_params), "best": torch.as_tensor(best[1])},
+                    {"kind": "cma_state", "generation": gen, "sigma": float(es.sigma), "best_fitness": best[0],
+                     "seconds": prior_s + time.time() - t0, "world_model_sha256": fingerprint, "objective": objective},
+                )  # fmt: skip
+                if stop.requested:  # the generation the signal came in is finished and saved (it was lost)
+                    stopped = True
+                    break
+                if cfg.time_budget and time.time() - t0 > cfg.time_budget:
+                    print(f"time budget of {cfg.time_budget:.0f}s reached after generation {gen}")
+                    break
     finally:
         bar.close()
         logger.close()
@@ -1015,6 +1023,9 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
         ctrl.save(run / f"{out_name}_best", extra={**extra, "fitness": best[0]})
     _plot_cma(run / f"logs_{out_name}" / "metrics.csv", run / f"{out_name}_cma_curve.png", cfg.where)
     print(f"controller saved to {out}; CMA-ES curve in {run / f'{out_name}_cma_curve.png'}")
+    if stopped:  # the mean so far is saved to evaluate, but the step is not done: a pipeline must not skip it
+        raise StageStopped(f"evolve stopped after generation {gen}/{cfg.generations} with its state saved in "
+                           f"{state_dir}")  # fmt: skip
     return out
 
 
