@@ -52,3 +52,33 @@ def test_model_holding_wrappers_pass_check_env_without_the_rebuild_checks() -> N
     embedder, checkpoints = load_imitation_model(ASSET_DIR)
     env = YouTubeImitationReward(gym.make("ALE/MontezumaRevenge-v5"), embedder, checkpoints)
     _checked(env, skip_close_check=True)
+
+
+def test_the_retro_and_meta_rl_wrappers_can_be_rebuilt_from_their_spec() -> None:
+    """They recorded their arguments without inheriting RecordConstructorArgs: env.spec had no kwargs for them, so
+    check_env's close check, and gym.make(env.spec), failed on any env built by hand with them."""
+    import dreamarcade  # noqa: F401  (registers RandomMaze-v0)
+    from dreamarcade.wrappers.metarl import EpisodeConcat
+    from dreamarcade.wrappers.retro import AllowBacktracking, RewardScaler, StochasticFrameSkip
+
+    for env, kwargs in (
+        (AllowBacktracking(gym.make("CartPole-v1")), {}),
+        (RewardScaler(gym.make("CartPole-v1"), 0.5), {"scale": 0.5}),
+        (StochasticFrameSkip(gym.make("CartPole-v1"), 3), {"n": 3, "stickprob": 0.25}),
+        (EpisodeConcat(gym.make("RandomMaze-v0"), num_episodes=3), {"num_episodes": 3}),
+    ):
+        recorded = env.spec.additional_wrappers[-1].kwargs
+        assert {k: recorded[k] for k in kwargs} == kwargs
+        _checked(env)
+        rebuilt = env.spec.make()
+        assert type(rebuilt) is type(env)
+        rebuilt.close()
+
+
+def test_sonic_discretizer_records_no_combos_since_it_takes_none() -> None:
+    stable_retro = pytest.importorskip("stable_retro")
+    from dreamarcade.wrappers.retro import SonicDiscretizer
+
+    env = SonicDiscretizer(stable_retro.make("Airstriker-Genesis-v0", render_mode=None))
+    assert env._saved_kwargs == {}  # Discretizer's combos would be passed back to a constructor without them
+    env.close()

@@ -39,7 +39,7 @@ def action_feature_size(space: gym.Space) -> int:
     )
 
 
-class EpisodeConcat(gym.Wrapper):
+class EpisodeConcat(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """A trial of ``num_episodes`` episodes of one task, with (prev action, prev reward, prev done) in the obs.
 
     Observation: for a 1-D ``Box`` env, a flat ``Box`` ``[obs, prev_action, prev_reward, prev_done]`` (float32);

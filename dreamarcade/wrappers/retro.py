@@ -43,7 +43,7 @@ SONIC_ACTIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
-class StochasticFrameSkip(gym.Wrapper):
+class StochasticFrameSkip(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Repeat each action for ``n`` frames with sticky actions, exactly as retro-contest's ``StochasticFrameSkip``.
 
     On the first frame of a step the previous action is kept with probability ``stickprob``; from the second frame
@@ -99,7 +99,7 @@ class StochasticFrameSkip(gym.Wrapper):
         return obs, total, terminated, truncated, info
 
 
-class Discretizer(gym.ActionWrapper):
+class Discretizer(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     """``Discrete(len(combos))`` actions, each pressing a combination of named buttons of a stable-retro env.
 
     Example:
@@ -157,10 +157,11 @@ class SonicDiscretizer(Discretizer):
     """
 
     def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)  # first (the first record is kept): it takes no combos
         super().__init__(env, SONIC_ACTIONS)
 
 
-class AllowBacktracking(gym.Wrapper):
+class AllowBacktracking(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Reward only new maxima of the cumulative reward: ``r'_t = max(0, R_t - max_{s<t} R_s)`` (retro-baselines).
 
     Moving back (negative contest reward) costs nothing, so the agent may backtrack to find another route. The
@@ -191,7 +192,7 @@ class AllowBacktracking(gym.Wrapper):
         return obs, new_reward, terminated, truncated, info
 
 
-class RewardScaler(gym.RewardWrapper):
+class RewardScaler(gym.RewardWrapper, gym.utils.RecordConstructorArgs):
     """Multiply every reward by ``scale`` (retro-baselines' PPO uses 0.01; it matters a lot for PPO on Sonic).
 
     Example:
