@@ -175,6 +175,10 @@ def test_frame_wrappers_bad_input_and_step_before_reset() -> None:
     ):
         with pytest.raises(ValueError, match=f"{name} must be an integer"):
             make()
+    # crop_top: a float failed as a slice index at the first frame (naming nothing), True was read as 1
+    for crop_top in (18.0, True, -1):
+        with pytest.raises(ValueError, match="crop_top must be an integer >= 0"):
+            GrayscaleResize(gym.make("ALE/Pong-v5"), mode="crop2013", crop_top=crop_top)
 
 
 def test_wrapped_env_is_rebuilt_from_its_spec() -> None:
@@ -213,6 +217,33 @@ def test_frame_stack_matches_gymnasium() -> None:
             o1 = ours.step(a)[0]
             o2 = ref.step(a)[0]
             np.testing.assert_array_equal(o1, o2)
+
+
+def test_frame_stack_zero_padding_stays_in_the_observation_space() -> None:
+    # zeros were written whatever the bounds: with 0 outside them the reset observation left the declared space
+    def base() -> gym.Env:
+        return gym.wrappers.RescaleObservation(gym.make("MountainCar-v0"), 1.0, 2.0)  # Box(1, 2)
+
+    ours = FrameStack(base(), 4)
+    ref = gym.wrappers.FrameStackObservation(base(), 4, padding_type="zero")
+    obs, ref_obs = ours.reset(seed=0)[0], ref.reset(seed=0)[0]
+    assert ours.observation_space.contains(obs)
+    np.testing.assert_array_equal(obs, ref_obs)  # Gymnasium clips its zeros into the bounds too
+
+
+def test_frame_wrappers_can_be_copied_and_pickled() -> None:
+    import copy
+    import pickle
+
+    env = FrameStack(GrayscaleResize(gym.make("ALE/Pong-v5")), 4)  # GrayscaleResize kept the cv2 module: neither
+    env.reset(seed=0)
+    for a in _actions(20, 6):
+        env.step(a)
+    for twin in (copy.deepcopy(env), pickle.loads(pickle.dumps(env))):
+        np.testing.assert_array_equal(twin._stack(), env._stack())  # the frames so far came along
+        obs = twin.step(0)[0]
+        assert twin.observation_space.contains(obs) and np.array_equal(obs[:3], env._stack()[1:])
+        twin.close()
 
 
 def test_frame_stack_returns_independent_arrays() -> None:

@@ -67,9 +67,8 @@ class GrayscaleResize(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, size=size, grayscale=grayscale, mode=mode, crop_top=crop_top)
         super().__init__(env)
-        import cv2
+        import cv2  # noqa: F401  (an error here, not at the first frame, if OpenCV is missing)
 
-        self._cv2 = cv2
         h_in, w_in, c_in = image_shape_or_raise(env.observation_space, "GrayscaleResize")
         if env.observation_space.dtype != np.uint8:
             raise TypeError(
@@ -88,6 +87,8 @@ class GrayscaleResize(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
                 f"mode='crop2013' crops {height} rows out of the 110-row resized screen, which has too few: use a "
                 "size of at most 110 rows (at most 92 with the DQN paper's crop_top=18), or mode='resize'"
             )
+        if mode == "crop2013":  # a float failed as a slice index at the first frame, and True was read as 1
+            crop_top = check_count("crop_top", crop_top, low=0, hint=" (rows)")
         if mode == "crop2013" and not 0 <= crop_top <= 110 - height:
             raise ValueError(
                 f"crop_top must be in [0, {110 - height}] for a {height}-row crop of 110 rows, got {crop_top}"
@@ -102,7 +103,8 @@ class GrayscaleResize(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         self.observation_space = spaces.Box(0, 255, shape=out_shape, dtype=np.uint8)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
-        cv2 = self._cv2
+        import cv2  # not kept on the wrapper: a module cannot be pickled or deepcopied, and the env could not
+
         frame = observation
         if self._in_channels == 3 and self.grayscale:
             frame = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
@@ -124,9 +126,9 @@ class FrameStack(gym.Wrapper, gym.utils.RecordConstructorArgs):
     After a reset that ``EpisodicLife`` marks with ``info["life_loss_continue"]`` (the same game goes on),
     the frames are kept, as in ale-py's C++ vector env.
 
-    ``padding="zero"`` (default) fills the stack with zeros at reset, like ale-py's ``AtariVectorEnv``,
-    SB3's ``VecFrameStack`` and DeepMind's DQN; ``padding="reset"`` repeats the first observation, like
-    Gymnasium's ``FrameStackObservation`` default.
+    ``padding="zero"`` (default) fills the stack with zeros at reset (0 clipped into the space's bounds where it is
+    outside them), like ale-py's ``AtariVectorEnv``, SB3's ``VecFrameStack`` and DeepMind's DQN;
+    ``padding="reset"`` repeats the first observation, like Gymnasium's ``FrameStackObservation`` default.
 
     Example:
         >>> import gymnasium as gym
@@ -153,6 +155,8 @@ class FrameStack(gym.Wrapper, gym.utils.RecordConstructorArgs):
             np.stack([low] * self.num_stack), np.stack([high] * self.num_stack), dtype=space.dtype
         )
         self._buffer = np.zeros((2 * self.num_stack, *space.shape), dtype=space.dtype)
+        # the "zero" padding, clipped into the space where 0 is outside it (as Gymnasium's FrameStackObservation)
+        self._zero = np.clip(0, low, high).astype(space.dtype)
         self._pos: int | None = None
 
     def _push(self, frame: np.ndarray) -> np.ndarray:
@@ -171,7 +175,7 @@ class FrameStack(gym.Wrapper, gym.utils.RecordConstructorArgs):
             # EpisodicLife continues the same game after a life loss: keep the frames, as ale-py does.
             return self._stack(), info
         if self.padding == "zero":
-            self._buffer[:] = 0
+            self._buffer[:] = self._zero
         else:
             self._buffer[:] = obs
         self._pos = self.num_stack - 1
