@@ -47,6 +47,13 @@ def test_dream_pixels_and_render() -> None:
     frame = env.render()
     assert frame.shape == (64, 64, 3) and frame.std() > 0  # a decoded frame, not a blank
     env.close()
+    # a recorded dream plays at the real game's speed: CarRacing's dream declared Doom's 35 fps
+    for dream, real in (("DreamDoom-v0", "DoomTakeCover-v0"), ("DreamCarRacing-v0", "CarRacing64-v0")):
+        fps = gym.make(real).metadata["render_fps"]
+        assert gym.make(dream).metadata["render_fps"] == fps
+        vec = gym.make_vec(dream, num_envs=2, vectorization_mode="vector_entry_point")
+        assert vec.metadata["render_fps"] == fps
+    assert gym.make("CarRacing64-v0").metadata["render_fps"] == 50
 
 
 @pytest.mark.parametrize("env_id", ["DoomTakeCover-v0", "DoomTakeCoverFeatures-v0"])
@@ -363,6 +370,18 @@ def test_bad_inputs_give_clear_errors(tmp_path) -> None:
         DreamEnv(obs_type="voxels")
     with pytest.raises(CheckpointError, match="world model directory"):
         DreamEnv(model_dir=tmp_path)
+    # the real envs: 0 or -5 steps made every step a truncation, 2.7 and skill 4.9 were truncated, None failed in int()
+    from dreamarcade.envs.carracing import CarRacing64Env
+    from dreamarcade.envs.doom import TakeCoverEnv
+
+    for bad in (0, -5, 2.7, None, True):
+        with pytest.raises(ValueError, match=r"max_steps must be an integer >= 1 \(steps per episode\)"):
+            CarRacing64Env(max_steps=bad)
+        with pytest.raises(ValueError, match=r"max_steps must be an integer >= 1"):
+            TakeCoverEnv(max_steps=bad)
+    for bad in (0, 6, 4.9, None):
+        with pytest.raises(ValueError, match=r"doom_skill must be"):
+            TakeCoverEnv(doom_skill=bad)
 
 
 def test_mismatched_and_corrupt_checkpoints(tmp_path) -> None:

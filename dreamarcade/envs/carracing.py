@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from dreamarcade.errors import require
+from dreamarcade.errors import check_count, require
 
 __all__ = ["CarRacing64Env", "crop_car_frame"]
 
@@ -48,7 +48,7 @@ class CarRacing64Env(gym.Env):
         from gymnasium.envs.box2d.car_racing import CarRacing
 
         self.render_mode = render_mode
-        self.max_steps = int(max_steps)
+        self.max_steps = check_count("max_steps", max_steps, hint=" (steps per episode)")  # 0 or 2.7 passed
         self._env = CarRacing(render_mode="rgb_array" if render_mode else None, continuous=True)
         self.observation_space = spaces.Box(0, 255, (64, 64, 3), np.uint8)
         self.action_space = self._env.action_space

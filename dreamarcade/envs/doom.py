@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from dreamarcade.errors import require
+from dreamarcade.errors import check_count, require
 
 __all__ = ["TakeCoverEnv", "crop_resize_frame", "action_to_buttons"]
 
@@ -76,13 +76,12 @@ class TakeCoverEnv(gym.Env):
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'rgb_array'.")
-        if not 1 <= int(doom_skill) <= 5:
+        # 4.9 was truncated to skill 4 and a max_steps of 2.7 to 2, silently; None failed inside int()
+        if check_count("doom_skill", doom_skill, hint=" (a ViZDoom skill level, 1..5)") > 5:
             raise ValueError(f"doom_skill must be in 1..5 (ViZDoom skill levels), got {doom_skill}.")
-        if max_steps <= 0:
-            raise ValueError(f"max_steps must be positive, got {max_steps}.")
         self.render_mode = render_mode
         self.doom_skill = int(doom_skill)
-        self.max_steps = int(max_steps)
+        self.max_steps = check_count("max_steps", max_steps, hint=" (steps per episode)")
         self._resolution = screen_resolution
         self.observation_space = spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
         self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)

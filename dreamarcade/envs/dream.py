@@ -55,6 +55,15 @@ def load_world_model(env: str, model_dir: str | os.PathLike[str] | None, device:
     return WorldModel.load(model_dir, env=env, device=device)
 
 
+def _with_real_fps(metadata: dict[str, Any], env: str) -> dict[str, Any]:
+    """``metadata`` with the real game's frame rate (Doom 35, CarRacing 50), so a recorded dream plays at its speed."""
+    from dreamarcade.envs.carracing import CarRacing64Env
+    from dreamarcade.envs.doom import TakeCoverEnv
+
+    real = {"doom": TakeCoverEnv, "carracing": CarRacing64Env}.get(env)
+    return metadata if real is None else {**metadata, "render_fps": real.metadata["render_fps"]}
+
+
 def _check_max_steps(max_episode_steps: int | None) -> int | None:
     if max_episode_steps is None:
         return None
@@ -439,6 +448,7 @@ class DreamEnv(gym.Env):
             raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'rgb_array'.")
         self.max_episode_steps = _check_max_steps(max_episode_steps)
         self.model = load_world_model(env, model_dir, device)
+        self.metadata = _with_real_fps(self.metadata, env)
         self.temperature = _check_temperature(self.model.temperature if temperature is None else temperature)
         self.obs_type, self.render_mode = obs_type, render_mode
         self.observation_space, self.action_space = _spaces(self.model, obs_type)
@@ -544,6 +554,7 @@ class DreamVectorEnv(VectorEnv):
         max_episode_steps = _check_max_steps(max_episode_steps)
         num_envs = check_count("num_envs", num_envs)  # 2.5 was cut to 2
         self.model = load_world_model(env, model_dir, device)
+        self.metadata = _with_real_fps(self.metadata, env)
         if max_episode_steps is not None:
             self.model.max_steps = max_episode_steps
         self.temperature = _check_temperature(self.model.temperature if temperature is None else temperature)
