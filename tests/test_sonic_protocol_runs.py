@@ -275,3 +275,5 @@ def test_protocol_scores_only_the_budget_and_a_level_without_a_finished_episode(
     assert np.isnan(_protocol(tmp_path / "none", timesteps=32, max_episode_steps=4500)["mean_score"])
     text = (tmp_path / "none" / "scores.json").read_text()  # strict JSON: a bare NaN failed outside Python
     assert "NaN" not in text and json.loads(text)["scores"]["Airstriker-Genesis:Level1"]["score"] is None
+    # and the table shows it (formatting the null score failed: "unsupported format string passed to NoneType")
+    assert "| 1 | 32 | - (a level ended no episode) |" in ppo_sonic.report_table([tmp_path / "none"])

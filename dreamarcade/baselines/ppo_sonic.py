@@ -297,8 +297,10 @@ def report_table(protocol_dirs: Sequence[str | os.PathLike[str]]) -> str:
             )
         labels.add(s["label"])
         report = REPORT_SCORES.get(s["label"])
+        mean = s.get("mean_score")  # null (NaN) when a level ended no episode within its budget
+        shown = "- (a level ended no episode)" if mean is None else f"{mean:.1f}"
         lines.append(
-            f"| {s['label']} | {len(s['scores'])} | {s['timesteps_per_level']:,} | {s['mean_score']:.1f} | "
+            f"| {s['label']} | {len(s['scores'])} | {s['timesteps_per_level']:,} | {shown} | "
             f"{'' if report is None else report} |"
         )
     for name, value in REPORT_SCORES.items():
