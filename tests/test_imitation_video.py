@@ -244,6 +244,9 @@ def test_unreadable_and_empty_videos_raise_clear_errors(tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(VideoError, match="empty"):
         VideoReader(tmp_path / "empty.mp4")
+    (tmp_path / "demo_0.json").write_text('{"style": 3}')  # the sidecar a demo_0.* glob also picks
+    with pytest.raises(VideoError, match=r"is a JSON file, not a video .*demo_0\.\[mw\]\*"):
+        VideoReader(tmp_path / "demo_0.json")
     (tmp_path / "junk.webm").write_bytes(b"this is not a video" * 50)
     with pytest.raises(VideoError, match="Cannot read"):
         VideoReader(tmp_path / "junk.webm")

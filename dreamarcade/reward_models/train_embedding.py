@@ -10,8 +10,10 @@ anchored on a sound event (``--cmc-event-fraction``; ``0`` = uniform), and lambd
 
 CLI::
 
-    python -m dreamarcade.reward_models.train_embedding runs/imitation/videos/demo_{0,1,2}.* \\
+    python -m dreamarcade.reward_models.train_embedding runs/imitation/videos/demo_{0,1,2}.[mw]* \\
         --out runs/imitation/embedding --steps 3000
+
+(``.[mw]*``: the mp4, mkv or webm video, not the ``.json`` sidecar ``demo_videos`` writes next to it.)
 
 Checkpoints (``--out``) are written every ``--save-every`` steps with the optimizer and RNG state, and
 ``--resume`` continues from the last one.

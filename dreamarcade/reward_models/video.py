@@ -156,6 +156,11 @@ def _open(path: str | os.PathLike[str]) -> Any:
         raise VideoError(f"Video file '{p}' does not exist. Pass the path of an mp4/webm/mkv file.")
     if p.stat().st_size == 0:
         raise VideoError(f"Video file '{p}' is empty (0 bytes). Re-download or re-record it.")
+    if p.suffix.lower() == ".json":  # a shell glob such as demo_0.* also picks the sidecar demo_videos writes
+        raise VideoError(
+            f"'{p}' is a JSON file, not a video (demo_videos writes one next to each video it records). Pass the "
+            "mp4/webm/mkv files only, e.g. demo_0.[mw]* instead of demo_0.*."
+        )
     try:
         container = av.open(str(p))
     except Exception as exc:  # PyAV raises several error types (InvalidDataError, FFmpegError, ...)
