@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from dreamarcade.baselines.world_models import WMConfig, evaluate_real, step_evolve
-from dreamarcade.checkpoint import load_checkpoint
+from dreamarcade.baselines.common import positive_int
+from dreamarcade.baselines.world_models import WMConfig, copy_world_model, evaluate_real, step_evolve
+from dreamarcade.checkpoint import CheckpointError, load_checkpoint
 from dreamarcade.world_models.controller import Controller
 from dreamarcade.world_models.model import bundled_dir
 
@@ -36,18 +36,21 @@ def main() -> None:
     p.add_argument("--generations", type=int, default=3)
     p.add_argument("--max-steps", type=int, default=300, help="episode cap during evolution (paper: 1000)")
     p.add_argument("--time-budget", type=float, default=0.0, help="seconds of evolution per variant (0: no limit)")
-    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--eval-episodes", type=positive_int, default=5)
     p.add_argument("--random-episodes", type=int, default=0, help="random-policy episodes (0: --eval-episodes)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default="runs/dreams/carracing_bench")
     args = p.parse_args()
     torch.set_num_threads(1)
     rows = []
+    for variant in args.variants:  # every copy is made (or an earlier one checked) before the first evolution
+        try:
+            copy_world_model(args.model_dir, Path(args.out) / variant / "world_model")
+        except CheckpointError as err:
+            raise SystemExit(f"error: {err}") from None
     for variant in args.variants:
         run = Path(args.out) / variant
         run.mkdir(parents=True, exist_ok=True)
-        if not (run / "world_model").exists():
-            shutil.copytree(args.model_dir, run / "world_model")
         cfg = WMConfig(env="carracing", run_dir=str(run), where="real", controller=variant, popsize=args.popsize,
                        rollouts=args.rollouts, generations=args.generations, max_steps=args.max_steps,
                        workers=args.workers, eval_every=0, time_budget=args.time_budget)  # fmt: skip

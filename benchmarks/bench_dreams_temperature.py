@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from dreamarcade.baselines.world_models import WMConfig, dream_returns, evaluate_real, step_evolve
+from dreamarcade.baselines.common import positive_int
+from dreamarcade.baselines.world_models import (
+    WMConfig,
+    copy_world_model,
+    dream_returns,
+    evaluate_real,
+    step_evolve,
+)
+from dreamarcade.checkpoint import CheckpointError, atomic_write_text, json_text
 from dreamarcade.world_models.controller import Controller
 from dreamarcade.world_models.model import WorldModel, bundled_dir
 
@@ -30,8 +37,8 @@ def main() -> None:
     p.add_argument("--popsize", type=int, default=64)
     p.add_argument("--rollouts", type=int, default=4)
     p.add_argument("--time-budget", type=float, default=0.0, help="seconds of CMA-ES per tau (0: no limit)")
-    p.add_argument("--dream-episodes", type=int, default=256)
-    p.add_argument("--real-episodes", type=int, default=30)
+    p.add_argument("--dream-episodes", type=positive_int, default=256)
+    p.add_argument("--real-episodes", type=positive_int, default=30)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default="runs/dreams/tau")
     p.add_argument("--seed", type=int, default=0)
@@ -42,11 +49,14 @@ def main() -> None:
     out = Path(args.out)
     rows = []
     WorldModel.load(args.model_dir, env="doom")  # a bad --model-dir fails here, before any copy
+    for tau in args.taus:  # every copy is made (or an earlier one checked) before the first evolution
+        try:
+            copy_world_model(args.model_dir, out / f"tau{tau:g}" / "world_model")
+        except CheckpointError as err:
+            raise SystemExit(f"error: {err}") from None
     for tau in args.taus:
         run = out / f"tau{tau:g}"
-        (run / "world_model").parent.mkdir(parents=True, exist_ok=True)
-        if not (run / "world_model").exists():
-            shutil.copytree(args.model_dir, run / "world_model")
+        run.mkdir(parents=True, exist_ok=True)
         cfg = WMConfig(
             env="doom", run_dir=str(run), temperature=tau, popsize=args.popsize, rollouts=args.rollouts,
             generations=args.generations, eval_every=0, seed=args.seed, time_budget=args.time_budget,
@@ -76,7 +86,7 @@ def main() -> None:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-        (run / "result.json").write_text(json.dumps(rows[-1]))
+        atomic_write_text(run / "result.json", json_text(rows[-1]) + "\n")
     rand = evaluate_real("doom", args.model_dir, None, None, args.real_episodes, 1, seed=12345)
     print(
         f"\nbudget per tau: CMA-ES pop {args.popsize} x {args.rollouts} dream rollouts, at most {args.generations} "

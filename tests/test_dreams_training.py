@@ -500,6 +500,25 @@ def test_a_stopped_evolve_saves_its_generation_and_the_same_command_continues(tm
         assert [float(r["step"]) for r in csv.DictReader(f)] == [1.0, 2.0, 3.0, 4.0]
 
 
+def test_copy_world_model_keeps_its_own_copy_and_refuses_another_models(tmp_path) -> None:
+    # the temperature and CarRacing benchmarks reused an earlier run's copy whatever --model-dir said
+    from dreamarcade.baselines.world_models import copy_world_model
+    from dreamarcade.world_models.model import bundled_dir
+
+    dest = tmp_path / "run" / "world_model"
+    assert copy_world_model(bundled_dir("doom"), dest) and (dest / "world_model.json").is_file()
+    assert not (tmp_path / "run" / "world_model.partial").exists()
+    assert not copy_world_model(bundled_dir("doom"), dest)  # the same model: kept (a rerun goes on in it)
+    other = tmp_path / "other"
+    shutil.copytree(bundled_dir("doom"), other)
+    meta = json.loads((other / "world_model.json").read_text())
+    (other / "world_model.json").write_text(json.dumps({**meta, "max_steps": 50}))  # same V and M, other cap
+    with pytest.raises(CheckpointError, match=r"holds another world model than .*other.*delete"):
+        copy_world_model(other, dest)
+    with pytest.raises(CheckpointError, match="another world model"):
+        copy_world_model(bundled_dir("carracing"), dest)
+
+
 def test_cli_prints_bad_input_as_one_line_but_keeps_the_traceback_of_a_bug(tmp_path, monkeypatch, capsys) -> None:
     """Exit 2 and one line for what the step checks first; an error from the work itself (here the dream's fitness,
     mid-evolution) keeps its traceback: the CLI used to print every ValueError of a whole step as a usage error."""

@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -1356,6 +1357,42 @@ def world_model_fingerprint(model_dir: str | os.PathLike[str]) -> str:
     """A hash of the weights of V and M in ``model_dir`` (from their checkpoints' recorded weight hashes)."""
     parts = [_weights_sha256(Path(model_dir) / sub) for sub in ("vae", "mdnrnn")]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def _model_identity(model_dir: Path) -> tuple[Any, ...]:
+    """What makes two world model folders the same model: V and M (:func:`world_model_fingerprint`), the dream's
+    start states (initial_z) and world_model.json (temperature, step cap), which the fingerprint leaves out."""
+    try:
+        meta = model_dir / "world_model.json"
+        return (
+            world_model_fingerprint(model_dir),
+            _weights_sha256(model_dir / "initial_z"),
+            read_json_object(meta) if meta.is_file() else None,
+        )
+    except CheckpointError as err:  # a copy cut off mid-write (from before copies were staged): matches nothing
+        return ("unreadable", str(err))
+
+
+def copy_world_model(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> bool:
+    """Copy the world model folder ``src`` to ``dest``, for a run that evolves and scores in a copy of its own.
+
+    A ``dest`` an earlier call made from the same model is kept (a rerun continues in it); one that holds another
+    model is refused (CheckpointError), as the run would evolve in it and not in ``src``. The copy is made in a
+    staging folder and renamed, so a cut-off copy is never taken for a finished one. Returns whether it copied.
+    """
+    src, dest = Path(src), Path(dest)
+    if dest.exists():
+        if _model_identity(dest) != _model_identity(src):
+            raise CheckpointError(
+                f"{dest} (copied by an earlier run, which evolves and scores in it) holds another world model than "
+                f"{src}: use another output folder, or delete {dest} to start over from {src}."
+            )
+        return False
+    staging = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(src, staging)
+    staging.rename(dest)
+    return True
 
 
 def check_controller_matches(ctrl_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str]) -> None:
