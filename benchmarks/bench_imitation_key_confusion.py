@@ -16,7 +16,6 @@ The demo's own trajectory tells which checkpoints come after the key: those it i
 from __future__ import annotations
 
 import argparse
-import json
 
 import gymnasium as gym
 import numpy as np
@@ -24,6 +23,7 @@ import torch
 
 import dreamarcade  # noqa: F401  (registers MontezumaImitation-v0)
 from dreamarcade.baselines.common import name_and_path
+from dreamarcade.checkpoint import atomic_write_text, json_text
 from dreamarcade.envs.montezuma_search import load_trajectories
 
 
@@ -106,8 +106,7 @@ def main() -> None:
             flush=True,
         )
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+        atomic_write_text(a.json, json_text(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

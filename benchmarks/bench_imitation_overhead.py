@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,7 @@ import numpy as np
 import torch
 
 from dreamarcade.baselines.common import positive_int
+from dreamarcade.checkpoint import atomic_write_text, json_text
 
 
 def _rate(env: Any, steps: int, vector: bool) -> tuple[float, float]:
@@ -367,8 +367,7 @@ def main() -> None:
         out["breakdown"] = _breakdown(base, fused, a.num_envs, a.steps, a.rounds)
         _print_breakdown(out["breakdown"], a.num_envs)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=2)
+        atomic_write_text(a.json, json_text(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -14,21 +14,29 @@ standing in for the Sonic levels. It runs the exact CLI commands a Sonic user ru
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import time
 from pathlib import Path
 
 from dreamarcade.baselines.ppo import main as ppo_main
+from dreamarcade.checkpoint import atomic_write_text, json_text
 
 A = "Airstriker-Genesis:Level1"
 
 
-def run(cmd: str, log: list[dict]) -> None:
+def run(cmd: str, log: list[dict], log_path: Path) -> None:
+    """Run one stage; ``log_path`` is rewritten after it, so it holds every stage that ran, a failed one included."""
     print(f"\n$ python -m dreamarcade.baselines ppo {cmd}", flush=True)
     t0 = time.time()
-    rc = ppo_main(shlex.split(cmd))
-    log.append({"command": f"python -m dreamarcade.baselines ppo {cmd}", "rc": rc, "seconds": round(time.time() - t0)})
+    rc = None  # stays null in the log if the stage raised or was interrupted
+    try:
+        rc = ppo_main(shlex.split(cmd))
+    except SystemExit as stop:  # a usage error
+        rc = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        entry = {"command": f"python -m dreamarcade.baselines ppo {cmd}", "rc": rc, "seconds": round(time.time() - t0)}
+        log.append(entry)
+        atomic_write_text(log_path, json_text(log, indent=2) + "\n")
     if rc != 0:
         raise SystemExit(f"command failed ({rc}): {cmd}")
 
@@ -46,24 +54,27 @@ def main() -> None:
         raise SystemExit(f"{d} holds an earlier run (the PPO commands refuse a used run dir): pass a new --run-dir.")
     common = f"--scenario scenario --num-steps {args.num_steps}"
     log: list[dict] = []
+    log_path = d / "pipeline_log.json"
     run(
         f"joint --train-levels {A},{A},{A},{A} --eval-levels {A} --total-timesteps {args.joint_steps} "
         f"--eval-every-steps {args.eval_every} {common} --run-dir {d / 'joint'}",
         log,
+        log_path,
     )
     run(
         f"protocol --levels {A} --timesteps-per-level {args.test_steps} {common} "
         f"--label 'PPO (from scratch)' --run-dir {d / 'protocol_scratch'}",
         log,
+        log_path,
     )
     run(
         f"protocol --levels {A} --timesteps-per-level {args.test_steps} {common} "
         f"--init-from {d / 'joint' / 'checkpoint'} --label 'Joint PPO + fine-tune' --run-dir {d / 'protocol_finetune'}",
         log,
+        log_path,
     )
-    run(f"table {d / 'protocol_scratch'} {d / 'protocol_finetune'} --out {d / 'table.md'}", log)
-    (d / "pipeline_log.json").write_text(json.dumps(log, indent=2))
-    print(json.dumps(log, indent=2))
+    run(f"table {d / 'protocol_scratch'} {d / 'protocol_finetune'} --out {d / 'table.md'}", log, log_path)
+    print(json_text(log, indent=2))
 
 
 if __name__ == "__main__":

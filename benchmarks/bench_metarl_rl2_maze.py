@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 import dreamarcade  # noqa: F401  (registers MetaMaze-v0)
+from dreamarcade.baselines.common import positive_int
 from dreamarcade.baselines.ppo import ActorCritic, PPOConfig, load_agent, obs_to_tensor, train_ppo
-from dreamarcade.checkpoint import atomic_write_text
+from dreamarcade.checkpoint import atomic_write_text, json_text
 
 
 def evaluate_trials(agent: ActorCritic, maze: dict, trials: int, seed: int) -> dict[str, float]:
@@ -64,7 +65,7 @@ def main() -> None:
     parser.add_argument("--extra-openings", type=float, default=0.5, help="fraction of DFS-maze walls knocked out")
     parser.add_argument("--total-timesteps", type=int, default=1_200_000, help="training budget of EACH agent")
     parser.add_argument("--num-envs", type=int, default=32)
-    parser.add_argument("--eval-trials", type=int, default=500)
+    parser.add_argument("--eval-trials", type=positive_int, default=500)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--run-dir", default="runs/metarl/rl2_maze")
     parser.add_argument("--ent-coef", type=float, default=0.01, help="entropy bonus at step 0")
@@ -116,8 +117,9 @@ def main() -> None:
         print(name, json.dumps(results[name]), flush=True)
     # an evaluation-only rerun (other seeds) must not overwrite the training run's times and speeds
     out = Path(args.run_dir) / ("results.json" if not args.skip_train else f"results_eval_seed{args.seed}.json")
-    atomic_write_text(out, json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    text = json_text(results, indent=2)
+    atomic_write_text(out, text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ visible. Steps are agent steps (4 emulator frames each), summed over envs.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ import numpy as np
 
 import dreamarcade  # noqa: F401  (registers DQNPong-v0)
 from dreamarcade.baselines.common import positive_int
+from dreamarcade.checkpoint import atomic_write_text, json_text
 
 GAME = "Pong"
 GYM_RGB = "Gymnasium stack"
@@ -236,8 +236,7 @@ def main() -> None:
     res = bench(a.seconds, a.rounds, a.vector_sizes, with_envpool)
     print(to_markdown(res))
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=2)
+        atomic_write_text(a.json, json_text(res, indent=2) + "\n")
 
 
 if __name__ == "__main__":

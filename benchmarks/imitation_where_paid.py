@@ -13,7 +13,6 @@ the demonstration took them).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from dreamarcade.baselines.common import positive_int
 from dreamarcade.baselines.imitation import _load_config, make_envs
 from dreamarcade.baselines.ppo import load_agent, obs_to_tensor
+from dreamarcade.checkpoint import atomic_write_text, json_text
 from dreamarcade.envs.montezuma_search import INVENTORY, ROOM, X, Y
 
 
@@ -111,7 +111,7 @@ def main() -> None:
                 f"inventory {r['inventory']}  step {r['step']:4d}  similarity {r['similarity']:.2f}"
             )
     if a.json is not None:
-        a.json.write_text(json.dumps(rows, indent=1))
+        atomic_write_text(a.json, json_text(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":
