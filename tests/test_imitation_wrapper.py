@@ -137,6 +137,53 @@ def test_vector_wrapper_matches_single_and_embeds_in_one_batch():
     assert emb.calls == [3] * len(actions)  # one batched call per vector step
 
 
+class LivesCorridor(CorridorEnv):
+    """CorridorEnv under EpisodicLife's protocol: a life is lost on first reaching place 3 (the episode ends), and
+    the reset after it goes on with the same game, marked ``info["life_loss_continue"]``."""
+
+    def reset(self, *, seed=None, options=None):
+        if getattr(self, "_lost", False):
+            self._lost = False
+            return self._obs(), {"life_loss_continue": True}
+        self._lives = 2
+        return super().reset(seed=seed)
+
+    def step(self, action):
+        obs, r, term, trunc, info = super().step(action)
+        if self.pos == 3 and self._lives == 2:
+            self._lives, self._lost = 1, True
+            term = True
+        return obs, r, term, trunc, info
+
+
+def test_a_lost_life_under_episodic_life_does_not_pay_the_games_checkpoints_again():
+    # the reset after a lost life set the progress back to 0: the same game's checkpoints were paid again
+    ck = _checkpoints([1, 2, 3, 5])
+    actions = [1, 1, 1, 2, 2, 1, 1, 1, 1]  # to place 3 (life lost there), back to 1, forward to the end
+    env = YouTubeImitationReward(LivesCorridor(), ColourEmbedder(), ck, mode="replace")
+    env.reset(seed=0)
+    paid, progress = [], []
+    for a in actions:
+        _, r, term, _, info = env.step(a)
+        paid.append(r)
+        if term and info["imitation_checkpoint"] == 3:
+            _, info = env.reset()
+            assert info["life_loss_continue"] and info["imitation_checkpoint"] == 3
+        progress.append(info["imitation_checkpoint"])
+    assert paid == [0.5, 0.5, 0.5, 0, 0, 0, 0, 0, 0.5]  # 1, 2, 3 once each, then 5
+    _, info = env.reset(seed=1)  # a new game starts over
+    assert info["imitation_checkpoint"] == 0
+    # the vector wrapper (NEXT_STEP autoreset: the reset comes in the next step) keeps the progress too
+    venv = YouTubeImitationRewardVector(gym.vector.SyncVectorEnv([LivesCorridor] * 2), ColourEmbedder(), ck)
+    venv.reset(seed=0)
+    vprogress = []
+    for a in [1, 1, 1, 0, 2, 2, 1, 1, 1, 1]:
+        _, vr, _, _, vinfo = venv.step(np.array([a, a]))
+        vprogress.append(vinfo["imitation_checkpoint"].tolist())
+        assert (vr <= 1.5).all()
+    assert vprogress[3] == [3, 3] and vprogress[-1] == [4, 4]
+
+
 def test_vector_same_step_pays_a_checkpoint_on_the_last_frame_like_single():
     ck = _checkpoints([1, 2, 3, 5, 7])  # place 7 ends the episode: its checkpoint is reached on the last frame
     actions = np.random.default_rng(1).choice([0, 1, 1, 1, 2], size=(60, 3))

@@ -299,7 +299,11 @@ _ARGS_DOC = """
             similarity to the demo's own earlier frames (its ``confusion``, see
             :func:`~dreamarcade.reward_models.checkpoints.demo_confusion`). A checkpoint that looks like an earlier
             moment of the demo (the same ladder, climbed down with the key) is then paid only for what sets it
-            apart. ``thresholds`` holds the result."""
+            apart. ``thresholds`` holds the result.
+
+    Around :class:`~dreamarcade.wrappers.atari.EpisodicLife` (which ends an episode at a lost life and goes on
+    with the same game at the reset it marks ``info["life_loss_continue"]``), a lost life restarts the frames as a
+    reset does, but the game's paid checkpoints stay paid: each is still paid once per game."""
 
 
 class YouTubeImitationReward(gym.Wrapper, _ImitationCore):
@@ -358,6 +362,7 @@ class YouTubeImitationReward(gym.Wrapper, _ImitationCore):
             distinct_margin,
         )
         self._all = np.ones(1, bool)
+        self._has_reset = False
         if observe_similarity:
             self.observation_space = spaces.Dict(
                 {
@@ -380,11 +385,13 @@ class YouTubeImitationReward(gym.Wrapper, _ImitationCore):
         obs, info = self.env.reset(seed=seed, options=options)
         self._newest = 0  # every slot is filled: a fixed slot keeps resets bit-for-bit reproducible
         self._write(0, _rgb_frame(obs, self.env), fresh=True)
-        self._next[:] = 0
+        if not (info.get("life_loss_continue") and self._has_reset):  # EpisodicLife goes on with the same game
+            self._next[:] = 0  # after a lost life: its paid checkpoints stay paid (they were paid again)
+        self._has_reset = True
         self._embed(np.zeros(1, np.int64))
         info.update(
             imitation_reward=0.0,
-            imitation_checkpoint=0,
+            imitation_checkpoint=int(self._next[0]),
             imitation_matched=-1,
             imitation_similarity=float(self._candidates()[2].max()),
         )
@@ -552,10 +559,14 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
                         "info['final_obs'] (as Gymnasium's SyncVectorEnv and AsyncVectorEnv do)"
                     )
                 frames = [info["final_obs"][i] if ended[i] else obs[i] for i in range(self.num_envs)]
+        # sub-envs whose EpisodicLife goes on with the same game after a lost life: their checkpoints stay paid
+        go_on = np.asarray(info.get("life_loss_continue", np.zeros(self.num_envs)), bool) & np.asarray(
+            info.get("_life_loss_continue", np.zeros(self.num_envs)), bool
+        )
         self._advance()
         for i in range(self.num_envs):
             self._write(i, frames[i], bool(fresh[i]))
-        self._next[fresh] = 0
+        self._next[fresh & ~go_on] = 0
         due = self._due(fresh)
         self._embed(due)
         # the reset step of NEXT_STEP autoreset pays nothing, like a reset
@@ -575,7 +586,7 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
             # the next episode starts like a reset: its first frame fills the ring, its checkpoints restart
             for i in rows:
                 self._write(i, obs[i], fresh=True)
-            self._next[rows] = 0
+            self._next[rows[~go_on[rows]]] = 0
             self._embed(rows)
         env_reward = np.asarray(env_reward, np.float64)
         reward = r_imit + (env_reward if self.mode == "add" else 0.0)
