@@ -688,6 +688,38 @@ def test_sb3_check_env_and_short_run() -> None:
     assert ppo.num_timesteps == 128  # two full rollouts of 64 steps
 
 
+def test_sb3_episode_statistics_are_whole_game_raw_scores_with_wrap_dqn() -> None:
+    """SB3's make_vec_env puts a Monitor outside a registered id's stack: with DQNSpaceInvaders-v0 it counts every
+    lost life as an episode of sign-clipped rewards. wrap_dqn as its wrapper_class stacks on top of that Monitor."""
+    pytest.importorskip("stable_baselines3")
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    from dreamarcade.envs.atari import make_dqn_env, wrap_dqn
+
+    class RandomAgent:  # a policy for evaluate_policy: seeded random actions, one env
+        def __init__(self) -> None:
+            self.rng = np.random.default_rng(0)
+
+        def predict(self, obs, state=None, episode_start=None, deterministic=False):
+            return np.array([self.rng.integers(0, 6)]), None
+
+    kwargs = dict(frameskip=1, repeat_action_probability=0.0)
+    venv = make_vec_env("ALE/SpaceInvaders-v5", n_envs=1, seed=0, env_kwargs=kwargs, wrapper_class=wrap_dqn)
+    assert venv.observation_space.shape == (4, 84, 84)
+    rewards, _ = evaluate_policy(RandomAgent(), venv, n_eval_episodes=1, return_episode_rewards=True)
+    env = make_dqn_env("SpaceInvaders")  # the same game with the same actions: its whole-game raw score
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    info: dict = {}
+    while "episode" not in info:
+        info = env.step(rng.integers(0, 6))[4]
+    assert rewards == [info["episode"]["r"]] and rewards[0] > 30  # raw points (5-30 an alien), not a life's +1s
+    per_life, _ = evaluate_policy(RandomAgent(), make_vec_env("DQNSpaceInvaders-v0", n_envs=1, seed=0),
+                                  n_eval_episodes=1, return_episode_rewards=True)  # fmt: skip
+    assert per_life[0] < rewards[0]  # the registered id under SB3's Monitor: one life, clipped (documented)
+
+
 _FLUSH_PROBE = """
 import sys, torch
 from dreamarcade.precision import flush_denormals

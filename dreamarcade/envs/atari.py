@@ -27,7 +27,7 @@ from dreamarcade.errors import check_count, require
 from dreamarcade.wrappers.atari import EpisodicLife, FireReset, MaxAndSkip, NoopReset
 from dreamarcade.wrappers.frames import ClipRewardSign, FrameStack, GrayscaleResize
 
-__all__ = ["ale_game_id", "make_dqn_env", "make_dqn_vector_env", "DQN_PAPER_GAMES", "LifeLossFinalObs"]
+__all__ = ["ale_game_id", "make_dqn_env", "make_dqn_vector_env", "wrap_dqn", "DQN_PAPER_GAMES", "LifeLossFinalObs"]
 
 # The seven games of Mnih et al. (2013), registered as DQN<Game>-v0.
 DQN_PAPER_GAMES = ("BeamRider", "Breakout", "Enduro", "Pong", "Qbert", "Seaquest", "SpaceInvaders")
@@ -104,13 +104,69 @@ def make_dqn_env(
         full_action_space=full_action_space,
         render_mode=render_mode,
     )
+    return wrap_dqn(
+        env,
+        noop_max=noop_max,
+        frame_skip=frame_skip,
+        screen_size=screen_size,
+        crop2013=crop2013,
+        frame_stack=frame_stack,
+        clip_rewards=clip_rewards,
+        episodic_life=episodic_life,
+        fire_reset=fire_reset,
+    )
+
+
+def _records_statistics(env: gym.Env) -> bool:
+    """Whether a recorder of episode statistics (Gymnasium's, or SB3's ``Monitor``) is in ``env``'s chain."""
+    while isinstance(env, gym.Wrapper):
+        kind = type(env)
+        if isinstance(env, gym.wrappers.RecordEpisodeStatistics) or (
+            kind.__name__ == "Monitor" and kind.__module__.startswith("stable_baselines3")
+        ):
+            return True
+        env = env.env
+    return False
+
+
+def wrap_dqn(
+    env: gym.Env,
+    *,
+    noop_max: int = 30,
+    frame_skip: int = 4,
+    screen_size: int = 84,
+    crop2013: bool = False,
+    frame_stack: int = 4,
+    clip_rewards: bool = True,
+    episodic_life: bool = True,
+    fire_reset: bool = True,
+) -> gym.Env:
+    """The DQN-paper preprocessing stack of :func:`make_dqn_env` around an ALE env you built (``frameskip=1``).
+
+    This is the route for Stable-Baselines3: as its ``wrapper_class``, the stack goes on top of the ``Monitor``
+    that ``make_vec_env`` puts around the base env, so SB3's episode statistics (``ep_rew_mean``,
+    ``evaluate_policy``, ``EvalCallback``) are raw scores of whole games, as with SB3's own ``make_atari_env``.
+    Around a registered ``DQN*`` id, SB3's ``Monitor`` sits outside the whole stack instead: it then counts each
+    lost life as an episode and sums the sign-clipped rewards. A recorder already in ``env`` (SB3's ``Monitor``
+    or Gymnasium's ``RecordEpisodeStatistics``) is used as is; otherwise one is added below ``EpisodicLife``.
+
+    Example (``make_vec_env("ALE/Breakout-v5", n_envs=8, env_kwargs=kwargs, wrapper_class=wrap_dqn)`` in SB3):
+        >>> import gymnasium as gym, ale_py
+        >>> from dreamarcade.envs.atari import wrap_dqn
+        >>> gym.register_envs(ale_py)
+        >>> env = wrap_dqn(gym.make("ALE/Breakout-v5", frameskip=1, repeat_action_probability=0.0))
+        >>> env.reset(seed=0)[0].shape
+        (4, 84, 84)
+    """
+    _check_counts(frame_skip, frame_stack, noop_max, 0.0)
     if fire_reset:
         env = FireReset(env)
     if noop_max > 0:
         env = NoopReset(env, noop_max=noop_max)
     if frame_skip > 1:
         env = MaxAndSkip(env, skip=frame_skip)
-    env = gym.wrappers.RecordEpisodeStatistics(env)
+    if not _records_statistics(env):
+        env = gym.wrappers.RecordEpisodeStatistics(env)  # raw game score of whole games, in info["episode"]
     if episodic_life:
         env = EpisodicLife(env)
     env = GrayscaleResize(env, size=screen_size, mode="crop2013" if crop2013 else "resize")
