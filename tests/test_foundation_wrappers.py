@@ -219,6 +219,22 @@ def test_frame_stack_matches_gymnasium() -> None:
             np.testing.assert_array_equal(o1, o2)
 
 
+def test_grayscale_keep_dim_gives_sb3_an_image_it_can_stack() -> None:
+    # (84, 84) frames: SB3's VecFrameStack laid four side by side, (84, 336), and CnnPolicy refused them
+    sb3 = pytest.importorskip("stable_baselines3")
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    env = GrayscaleResize(gym.make("ALE/Pong-v5"), keep_dim=True)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.shape == obs.shape == (84, 84, 1)
+    np.testing.assert_array_equal(obs[:, :, 0], GrayscaleResize(gym.make("ALE/Pong-v5")).reset(seed=0)[0])
+    venv = VecFrameStack(make_vec_env("ALE/Pong-v5", n_envs=1, wrapper_class=GrayscaleResize,
+                                      wrapper_kwargs={"keep_dim": True}), 4)  # fmt: skip
+    assert venv.observation_space.shape == (84, 84, 4)
+    sb3.PPO("CnnPolicy", venv, n_steps=16, batch_size=16, n_epochs=1).learn(16)
+
+
 def test_frame_stack_zero_padding_stays_in_the_observation_space() -> None:
     # zeros were written whatever the bounds: with 0 outside them the reset observation left the declared space
     def base() -> gym.Env:

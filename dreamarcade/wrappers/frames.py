@@ -44,7 +44,9 @@ class GrayscaleResize(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     RGB frames become grayscale with ``cv2.cvtColor(RGB2GRAY)`` (observations that are already gray,
     e.g. ALE's ``obs_type="grayscale"`` palette luminance, are only resized), then are resized with
     ``cv2.INTER_AREA``. The output is ``(height, width)`` uint8, or ``(height, width, 3)`` with
-    ``grayscale=False``.
+    ``grayscale=False``. ``keep_dim=True`` keeps a channel axis on gray frames, ``(height, width, 1)``, the image
+    layout Stable-Baselines3 (``VecFrameStack``, ``CnnPolicy``) and Gymnasium's ``GrayscaleObservation(keep_dim=True)``
+    use; without it, SB3's ``VecFrameStack`` lays the frames side by side along the width.
 
     ``mode="crop2013"`` reproduces Mnih et al. (2013): resize to ``(110, width)`` and keep the
     ``height`` rows starting at ``crop_top`` (18 keeps the playing area of most Atari games).
@@ -64,8 +66,11 @@ class GrayscaleResize(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         grayscale: bool = True,
         mode: Literal["resize", "crop2013"] = "resize",
         crop_top: int = 18,
+        keep_dim: bool = False,
     ) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self, size=size, grayscale=grayscale, mode=mode, crop_top=crop_top)
+        gym.utils.RecordConstructorArgs.__init__(
+            self, size=size, grayscale=grayscale, mode=mode, crop_top=crop_top, keep_dim=keep_dim
+        )
         super().__init__(env)
         import cv2  # noqa: F401  (an error here, not at the first frame, if OpenCV is missing)
 
@@ -99,7 +104,8 @@ class GrayscaleResize(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         self._in_channels = c_in
         # cv2 takes (width, height); the 2013 variant resizes to 110 rows first, then crops.
         self._dsize = (width, 110) if mode == "crop2013" else (width, height)
-        out_shape = (height, width) if grayscale else (height, width, 3)
+        self.keep_dim = bool(keep_dim) and grayscale
+        out_shape = (height, width, 1) if self.keep_dim else (height, width) if grayscale else (height, width, 3)
         self.observation_space = spaces.Box(0, 255, shape=out_shape, dtype=np.uint8)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
@@ -113,7 +119,7 @@ class GrayscaleResize(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         frame = cv2.resize(frame, self._dsize, interpolation=cv2.INTER_AREA)
         if self.mode == "crop2013":
             frame = frame[self.crop_top : self.crop_top + self.height]
-        return frame
+        return frame[:, :, None] if self.keep_dim else frame
 
 
 class FrameStack(gym.Wrapper, gym.utils.RecordConstructorArgs):
