@@ -8,7 +8,9 @@ The env is ``ALE/MontezumaRevenge-v5`` with frameskip 4 (15 Hz, the rate the vid
 default, no sticky actions (``repeat_action_probability=0.0``), wrapped in
 :class:`~dreamarcade.wrappers.imitation.YouTubeImitationReward`. Observations are the RGB frames (210, 160, 3)
 (or a Dict with the checkpoint similarities when ``observe_similarity=True``). ``info["episode"]`` (from
-RecordEpisodeStatistics, below the reward wrapper) holds the game score. The registered 4500-step limit falls on
+RecordEpisodeStatistics, below the reward wrapper) holds the game score; a recorder put around the env (SB3's
+``Monitor``, which ``make_vec_env`` adds) replaces it with the return the agent was paid, imitation reward
+included: the game score of a step is also in ``info["env_reward"]``. The registered 4500-step limit falls on
 the same step as ALE's own cap (18,000 frames); to end episodes sooner, lower ``max_num_frames_per_episode``: a
 ``max_episode_steps`` given to ``gym.make`` truncates above the statistics, so those episodes carry no
 ``info["episode"]`` (``gym.make_vec`` applies its limit below them).
