@@ -104,6 +104,10 @@ def test_distance_classes_are_checked_wherever_they_come_from():
     with pytest.raises(TypeError, match="JSON object"):  # "embedding": null
         EmbeddingConfig.from_json(None)
     assert EmbeddingConfig.from_json(TINY.to_json()) == TINY
+    # overlapping classes: a gap of 3-5 frames got label 0 or 1 at random
+    for bad in (((0, 5), (3, 10)), ((5, 20), (0, 0)), ((1, 1), (1, 1))):
+        with pytest.raises(ValueError, match="disjoint classes in increasing order"):
+            sample_pairs([30], bad, 2, np.random.default_rng(0))
     with pytest.raises(VideoError, match="beyond any video"):  # an OverflowError traceback before
         first_frame_at(1e308, 15)
 
@@ -114,6 +118,12 @@ def test_stack_frames_clamps_before_the_first_frame():
     # channels are 4 frames x RGB: stack ending at 0 repeats frame 0; stack ending at 5 is frames 2..5
     assert x[0].reshape(4, 3, 16, 16)[:, 0, 0, 0].round().tolist() == [0, 0, 0, 0]
     assert x[1].reshape(4, 3, 16, 16)[:, 0, 0, 0].round().tolist() == [2, 3, 4, 5]
+    # a crop typo silently turned the random crop off, and indices past the video were clamped to its ends
+    with pytest.raises(ValueError, match="crop must be 'random' or 'center'"):
+        stack_frames(frames, np.array([0]), TINY, crop="rand")
+    for idx in ([6], [-1]):
+        with pytest.raises(ValueError, match=r"frame indices must be in \[0, 6\)"):
+            stack_frames(frames, np.array(idx), TINY)
 
 
 def test_training_step_checkpoint_round_trip_and_corruption(tmp_path):
@@ -333,6 +343,17 @@ def test_frame_stack_embedder_rejects_mismatched_input_size():
     assert e(np.zeros((2, 4, 20, 20, 3), np.uint8)).shape == (2, 8)
     with pytest.raises(ValueError, match=r"expects \(batch, 4, 20, 20, 3\)"):
         e(np.zeros((2, 4, 54, 54, 3), np.uint8))
+    # float frames went to the reference path, which divided them by 255 again: [0, 1] frames came out black
+    with pytest.raises(ValueError, match="expects uint8 frame stacks .* got float32"):
+        e(np.ones((2, 4, 20, 20, 3), np.float32))
+
+
+def test_checkpoint_tracker_needs_one_similarity_per_checkpoint():
+    from dreamarcade.reward_models.checkpoints import CheckpointTracker
+
+    for sims in ([0.9], [0.0, 0.9, 0.95]):  # a short one left checkpoint 1 unpayable; a long one crashed later
+        with pytest.raises(ValueError, match=r"each of the 2 checkpoints, got shape"):
+            CheckpointTracker(2).update(np.array(sims))
 
 
 def test_event_windows_and_held_out_accuracy_evaluation():

@@ -150,6 +150,11 @@ class FrameStackEmbedder:
                 f"embedder expects (batch, {self.stack}, {s}, {s}, 3) uint8 frame stacks, got {stacks.shape}: "
                 "process frames with this embedding's frame_size and stack"
             )
+        if stacks.dtype != np.uint8:  # floats were divided by 255 again: frames in [0, 1] came out nearly black
+            raise ValueError(
+                f"embedder expects uint8 frame stacks (0-255, as videos and ALE give them), got {stacks.dtype}: "
+                "convert them first, e.g. (frames * 255).round().astype(np.uint8) for floats in [0, 1]"
+            )
 
     def _run(self, fn: Any, *args: Any) -> np.ndarray:
         if self.num_threads is None or self.num_threads == torch.get_num_threads():
@@ -166,7 +171,7 @@ class FrameStackEmbedder:
         """(B, stack, S, S, 3) uint8 stacks, oldest frame first -> (B, embed_dim) float32 embeddings."""
         stacks = np.asarray(stacks)
         self._check(stacks)
-        if self.fused is None or stacks.dtype != np.uint8:  # the fused path reads uint8 frames
+        if self.fused is None:
             return self._run(self.reference, stacks)
         return self._run(self.fused.embed_stacks, stacks)
 
@@ -473,7 +478,11 @@ class CheckpointTracker:
         return np.arange(self.next, min(self.next + self.skip + 1, self.n))
 
     def update(self, similarities: np.ndarray) -> tuple[float, int]:
-        idx, valid, sims = candidate_similarities(np.asarray(similarities)[None], np.array([self.next]), self.skip)
+        similarities = np.asarray(similarities)
+        if similarities.shape != (self.n,):  # a shorter one left checkpoints unpayable, a longer one crashed later
+            raise ValueError(f"update needs the similarity to each of the {self.n} checkpoints, got shape "
+                             f"{similarities.shape}")  # fmt: skip
+        idx, valid, sims = candidate_similarities(similarities[None], np.array([self.next]), self.skip)
         k = int(match_candidates(idx, valid, sims, self.threshold)[0])
         if k < 0:
             return 0.0, -1

@@ -61,7 +61,8 @@ def _is_int(x: Any) -> bool:
 
 def check_intervals(name: str, intervals: Any) -> None:
     """Raise ``ValueError`` naming ``name`` unless ``intervals`` is a non-empty sequence of frame-gap classes
-    ``(lo, hi)`` with integers ``0 <= lo <= hi``.
+    ``(lo, hi)`` with integers ``0 <= lo <= hi``, in increasing order and disjoint (a gap in two classes would get
+    either label at random).
 
     >>> check_intervals("tdc_intervals", ((0, 0), (3, 1)))
     Traceback (most recent call last):
@@ -76,6 +77,12 @@ def check_intervals(name: str, intervals: Any) -> None:
         ok = False
     if not ok:
         raise ValueError(f"{name} must be (lo, hi) frame gaps with integers 0 <= lo <= hi, got {intervals}")
+    overlapping = [(a, b) for a, b in zip(intervals, intervals[1:]) if b[0] <= a[1]]
+    if overlapping:
+        raise ValueError(
+            f"{name} must be disjoint classes in increasing order, got {intervals}: {overlapping[0][0]} and "
+            f"{overlapping[0][1]} overlap or are out of order"
+        )
 
 
 @dataclass
@@ -322,7 +329,8 @@ def stack_frames(
     """Frame stacks ending at ``idx``: frames ``i - stack + 1 .. i`` (clamped at 0), cropped, channels first.
 
     ``frames`` (T, H, W, 3) uint8 with H = W = ``cfg.frame_size``; returns (B, 3 * stack, crop, crop) float32.
-    ``crop="random"`` takes one random crop per stack (the paper's only augmentation); ``"center"`` otherwise.
+    ``crop="random"`` takes one random crop per stack (the paper's only augmentation); ``"center"`` takes the
+    centre square. Indices outside ``[0, T)`` are refused.
     """
     f = torch.as_tensor(frames)
     if f.ndim != 4 or f.shape[1] != cfg.frame_size or f.shape[2] != cfg.frame_size or f.shape[3] != 3:
@@ -330,7 +338,11 @@ def stack_frames(
             f"expected processed frames (T, {cfg.frame_size}, {cfg.frame_size}, 3), got {tuple(f.shape)}; "
             f"read videos with size=({cfg.frame_size}, {cfg.frame_size})"
         )
+    if crop not in ("random", "center"):  # a typo turned the paper's only augmentation off silently
+        raise ValueError(f"crop must be 'random' or 'center', got {crop!r}")
     idx = np.asarray(idx)
+    if idx.size and (idx.min() < 0 or idx.max() >= len(frames)):  # they were clamped to the first or last frame
+        raise ValueError(f"frame indices must be in [0, {len(frames)}), got {idx.min()}..{idx.max()}")
     offs = np.arange(-cfg.stack + 1, 1)
     all_idx = np.clip(idx[:, None] + offs[None], 0, len(frames) - 1)
     x = f[torch.as_tensor(all_idx.reshape(-1))].reshape(len(idx), cfg.stack, cfg.frame_size, cfg.frame_size, 3)
