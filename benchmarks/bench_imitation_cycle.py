@@ -46,6 +46,8 @@ def main() -> None:
     p.add_argument("--tsne", default=None, help="PNG for the t-SNE plot of the last embedding's trajectories")
     p.add_argument("--json", default=None)
     p.add_argument("--per-pair", action="store_true", help="also print every ordered pair's 2-cycle score")
+    ties_help = "nearest-neighbour ties (identical frames): the first index (default) or any of them"
+    p.add_argument("--ties", choices=("first", "any"), default="first", help=ties_help)
     a = p.parse_args()
     if len(a.videos) < 2:
         p.error("--videos: cycle-consistency needs at least 2 videos")
@@ -91,9 +93,11 @@ def main() -> None:
     rows = {}
     pairs: dict[str, dict[str, float]] = {}
     for method, fs in feats.items():
-        two = [cycle_consistency(fs[x], fs[y]) for x, y in itertools.permutations(names, 2)]
+        two = [cycle_consistency(fs[x], fs[y], ties=a.ties) for x, y in itertools.permutations(names, 2)]
         pairs[method] = {f"{x} -> {y}": t for (x, y), t in zip(itertools.permutations(names, 2), two)}
-        three = [three_cycle_consistency(fs[x], fs[y], fs[z]) for x, y, z in itertools.permutations(names, 3)]
+        three = [
+            three_cycle_consistency(fs[x], fs[y], fs[z], ties=a.ties) for x, y, z in itertools.permutations(names, 3)
+        ]
         rows[method] = {"2-cycle": float(np.mean(two)), "3-cycle": float(np.mean(three)) if three else float("nan")}
     print(f"videos: {', '.join(f'{k} ({len(v)} frames)' for k, v in frames.items())}")
     print("| features | 2-cycle % | 3-cycle % |\n|---|---|---|")

@@ -334,6 +334,16 @@ def test_cycle_consistency_identical_is_100_and_unrelated_is_near_chance():
     assert cycle_consistency(walk.tolist(), walk.tolist()) == three_cycle_consistency(*[walk.tolist()] * 3) == 100.0
     with pytest.raises(ValueError, match="NaN or inf"):
         cycle_consistency(np.full((5, 16), np.nan), walk[:5])
+    # ties (a still scene: identical embeddings): the first index wins by default, so a run of them loses all but
+    # its first frames; ties="any" counts any tied neighbour within the tolerance
+    still = rng.normal(size=(50, 8))
+    still[10:20] = still[10]
+    assert cycle_consistency(still, still) == 84.0 and cycle_consistency(still, still, ties="any") == 100.0
+    assert three_cycle_consistency(still, still, still, ties="any") == 100.0
+    assert three_cycle_consistency(still, still, still) == 84.0
+    assert cycle_consistency(walk, noisy, ties="any") >= cycle_consistency(walk, noisy)
+    with pytest.raises(ValueError, match="ties must be"):
+        cycle_consistency(walk, walk, ties="all")
 
 
 def test_frame_stack_embedder_rejects_mismatched_input_size():

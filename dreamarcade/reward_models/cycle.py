@@ -5,6 +5,12 @@ For sequences V, W of embeddings, ``v_i`` is **2-cycle consistent** when its nea
 paper). **3-cycle**: ``v_i`` must come back (within the tolerance) along both V -> W -> U -> V and
 V -> U -> W -> V. The score is the percentage of V that is consistent.
 
+Ties (the paper does not say): identical embeddings, such as a still scene or frames a lower frame rate repeats,
+are equally near. ``ties="first"`` (default, the tables in ``benchmarks/RESULTS.md``) takes the first index as the
+nearest neighbour, as numpy's argmin does, so in a run of identical frames of V only the first two can come back
+within the tolerance. ``ties="any"`` counts ``v_i`` consistent when any of the tied nearest neighbours on the way
+back to V is within the tolerance of ``i``.
+
 Example:
     >>> import numpy as np
     >>> from dreamarcade.reward_models.cycle import cycle_consistency
@@ -21,37 +27,59 @@ __all__ = ["nearest", "cycle_consistency", "three_cycle_consistency", "pixel_fea
 
 
 def nearest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Index in ``b`` of the Euclidean nearest neighbour of every row of ``a``."""
+    """Index in ``b`` of the Euclidean nearest neighbour of every row of ``a`` (the first one on ties)."""
+    return _distances(a, b).argmin(1)
+
+
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances (len(a), len(b))."""
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"expected two (N, D) arrays with the same D, got {a.shape} and {b.shape}")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):  # NaN distances still gave an argmin, and a score
         raise ValueError("the embeddings hold NaN or inf values: the embedding has diverged; retrain it")
-    d = (a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None]
-    return d.argmin(1)
+    return (a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None]
 
 
-def cycle_consistency(v: np.ndarray, w: np.ndarray, tolerance: int = 1) -> float:
-    """Percentage of ``v`` that is 2-cycle consistent through ``w`` (``|i - k| <= tolerance``)."""
+def _back_within(x: np.ndarray, v: np.ndarray, tolerance: int, ties: str) -> np.ndarray:
+    """Whether row i of ``x`` (the end of a cycle that started at v_i) has its nearest neighbour in ``v`` within
+    ``tolerance`` of i: the first one (``ties="first"``) or any of the tied ones (``"any"``)."""
+    i = np.arange(len(v))
+    if ties == "first":
+        return np.abs(i - nearest(x, v)) <= tolerance
+    d = _distances(x, v)
+    tied = d == d.min(1, keepdims=True)
+    return (tied & (np.abs(i[:, None] - i[None]) <= tolerance)).any(1)
+
+
+def _check_ties(ties: str) -> None:
+    if ties not in ("first", "any"):
+        raise ValueError(f"ties must be 'first' or 'any', got {ties!r}")
+
+
+def cycle_consistency(v: np.ndarray, w: np.ndarray, tolerance: int = 1, ties: str = "first") -> float:
+    """Percentage of ``v`` that is 2-cycle consistent through ``w`` (``|i - k| <= tolerance``; ``ties``: see the
+    module docstring)."""
+    _check_ties(ties)
     v, w = np.asarray(v), np.asarray(w)  # lists too: w[j] below indexes with an array
     if len(v) == 0 or len(w) == 0:
         raise ValueError("cycle-consistency needs two non-empty sequences")
-    j = nearest(v, w)
-    k = nearest(w[j], v)
-    return float(100.0 * np.mean(np.abs(np.arange(len(v)) - k) <= tolerance))
+    return float(100.0 * np.mean(_back_within(w[nearest(v, w)], v, tolerance, ties)))
 
 
-def three_cycle_consistency(v: np.ndarray, w: np.ndarray, u: np.ndarray, tolerance: int = 1) -> float:
-    """Percentage of ``v`` consistent along both V -> W -> U -> V and V -> U -> W -> V."""
+def three_cycle_consistency(
+    v: np.ndarray, w: np.ndarray, u: np.ndarray, tolerance: int = 1, ties: str = "first"
+) -> float:
+    """Percentage of ``v`` consistent along both V -> W -> U -> V and V -> U -> W -> V (``ties``: see the module
+    docstring)."""
+    _check_ties(ties)
     v, w, u = np.asarray(v), np.asarray(w), np.asarray(u)
     if len(v) == 0 or len(w) == 0 or len(u) == 0:
         raise ValueError("3-cycle consistency needs three non-empty sequences")
-    i = np.arange(len(v))
-    k1 = nearest(u[nearest(w[nearest(v, w)], u)], v)
-    k2 = nearest(w[nearest(u[nearest(v, u)], w)], v)
-    ok = (np.abs(i - k1) <= tolerance) & (np.abs(i - k2) <= tolerance)
-    return float(100.0 * ok.mean())
+    ok1 = _back_within(u[nearest(w[nearest(v, w)], u)], v, tolerance, ties)
+    ok2 = _back_within(w[nearest(u[nearest(v, u)], w)], v, tolerance, ties)
+    return float(100.0 * (ok1 & ok2).mean())
 
 
 def pixel_features(frames: np.ndarray, size: int | None = None) -> np.ndarray:
