@@ -83,6 +83,19 @@ def test_reset_seed_reproduces_the_task_and_options_fix_it():
     task = MazeTask(generate_maze(4, np.random.default_rng(1)), (3, 3))
     env.reset(options={"task": task})
     assert env.unwrapped.get_task() is task
+    # tasks compare and hash by content (the dataclass's own == compared arrays and raised; hash raised too)
+    again = MazeTask(task.walls.copy(), (3, 3))
+    assert again == task and hash(again) == hash(task) and len({task, again}) == 1
+    assert MazeTask(task.walls, (2, 3)) != task and task != "a maze"
+    # a refused task changes nothing: .task said the refused value while the old trial went on, and a seed passed
+    # with it had reseeded the draws already
+    with pytest.raises(ValueError, match="MazeTask"):
+        env.reset(seed=9, options={"task": "nonsense"})
+    assert env.task is task
+    env.reset()
+    seeded_9 = EpisodeConcat(RandomMazeEnv(size=4), num_episodes=2)
+    seeded_9.reset(seed=9)
+    assert env.task != seeded_9.task  # the refused call's seed 9 was not applied to the next draws
 
 
 def test_a_seeded_trial_draws_its_payouts_independently_of_its_task():

@@ -31,7 +31,7 @@ _MOVES = ((-1, 0), (0, 1), (1, 0), (0, -1))  # N, E, S, W
 _OPPOSITE = (2, 3, 0, 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MazeTask:
     """One maze layout and its hidden goal. ``walls[y, x, k]`` is True if direction k is blocked.
 
@@ -54,6 +54,14 @@ class MazeTask:
 
     walls: np.ndarray  # (size, size, 4) bool
     goal: tuple[int, int]
+
+    def __eq__(self, other: object) -> bool:  # the dataclass's own compared arrays as a tuple, and raised
+        if not isinstance(other, MazeTask):
+            return NotImplemented
+        return tuple(self.goal) == tuple(other.goal) and np.array_equal(self.walls, other.walls)
+
+    def __hash__(self) -> int:  # tasks go in sets and dicts ("was this maze drawn before?")
+        return hash((np.asarray(self.walls, bool).tobytes(), np.asarray(self.walls).shape, tuple(self.goal)))
 
     def shortest_path_length(self, start: tuple[int, int] = (0, 0)) -> int:
         """Breadth-first distance from ``start`` to the goal (the best possible episode length)."""

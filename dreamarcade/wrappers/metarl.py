@@ -141,14 +141,16 @@ class EpisodeConcat(gym.Wrapper, gym.utils.RecordConstructorArgs):
     # -- gym API -----------------------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         inner_seed = None
+        task_rng = self._task_rng
         if seed is not None:  # the trial's task draws are reproducible from the reset seed
-            self._task_rng = np.random.default_rng(seed)
+            task_rng = np.random.default_rng(seed)
             # the inner env gets its own stream: with the same seed, its draws (a bandit's payouts) would replay
             # the task draws (arm 0 of a uniform bandit could never pay on a trial's first pull)
             inner_seed = int(np.random.SeedSequence(seed).spawn(1)[0].generate_state(1)[0])
         options = dict(options or {})
-        self.task = options.pop("task") if "task" in options else self.task_sampler(self._task_rng)
-        self.env.unwrapped.set_task(self.task)
+        task = options.pop("task") if "task" in options else self.task_sampler(task_rng)
+        self.env.unwrapped.set_task(task)  # it checks the task: a refused one changes nothing here
+        self.task, self._task_rng = task, task_rng
         obs, info = self.env.reset(seed=inner_seed, options=options or None)
         self._episode, self._ep_return, self._ep_length = 0, 0.0, 0
         info = dict(info, trial_episode=0)
