@@ -28,7 +28,11 @@ from dreamarcade.checkpoint import atomic_write_text, json_text
 
 
 def evaluate_trials(agent: ActorCritic, maze: dict, trials: int, seed: int) -> dict[str, float]:
-    """Run ``trials`` trials on fresh mazes; return mean steps per inner episode, success rates and the oracle."""
+    """Run ``trials`` trials on fresh mazes; return mean steps per inner episode, success rates and the oracle.
+
+    ``seed`` fixes the mazes and the agent's sampled actions (torch's generator), so a rerun gives the same numbers.
+    """
+    torch.manual_seed(seed)
     env = gym.make("MetaMaze-v0", **maze)
     steps: list[list[int]] = [[], []]
     reached: list[list[bool]] = [[], []]
