@@ -692,10 +692,13 @@ def test_sb3_episode_statistics_are_whole_game_raw_scores_with_wrap_dqn() -> Non
     """SB3's make_vec_env puts a Monitor outside a registered id's stack: with DQNSpaceInvaders-v0 it counts every
     lost life as an episode of sign-clipped rewards. wrap_dqn as its wrapper_class stacks on top of that Monitor."""
     pytest.importorskip("stable_baselines3")
+    import ale_py
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
 
     from dreamarcade.envs.atari import make_dqn_env, wrap_dqn
+
+    gym.register_envs(ale_py)  # the ALE/... ids
 
     class RandomAgent:  # a policy for evaluate_policy: seeded random actions, one env
         def __init__(self) -> None:
@@ -718,6 +721,23 @@ def test_sb3_episode_statistics_are_whole_game_raw_scores_with_wrap_dqn() -> Non
     per_life, _ = evaluate_policy(RandomAgent(), make_vec_env("DQNSpaceInvaders-v0", n_envs=1, seed=0),
                                   n_eval_episodes=1, return_episode_rewards=True)  # fmt: skip
     assert per_life[0] < rewards[0]  # the registered id under SB3's Monitor: one life, clipped (documented)
+    # Gymnasium's own recorder around the id, as the README says: with the default key it stops at the game over
+    # (it will not overwrite the stack's info["episode"]); under another key it counts lives beside the game's score
+    outer = gym.wrappers.RecordEpisodeStatistics(gym.make("DQNSpaceInvaders-v0"), stats_key="life_episode")
+    outer.reset(seed=0)
+    rng, info, lives = np.random.default_rng(0), {}, 0
+    while "episode" not in info:
+        _, _, terminated, truncated, info = outer.step(rng.integers(0, 6))
+        lives += "life_episode" in info
+        if (terminated or truncated) and "episode" not in info:
+            outer.reset()
+    assert lives >= 2 and info["episode"]["r"] > info["life_episode"]["r"]
+    with pytest.raises(AssertionError):
+        default = gym.wrappers.RecordEpisodeStatistics(gym.make("DQNSpaceInvaders-v0"))
+        default.reset(seed=0)
+        for _ in range(20_000):
+            if any(default.step(rng.integers(0, 6))[2:4]):
+                default.reset()
 
 
 _FLUSH_PROBE = """
