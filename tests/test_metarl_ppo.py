@@ -441,6 +441,8 @@ def test_train_cli_on_a_retro_contest_env_with_evaluation(tmp_path):
     finally:
         env.close()
     assert not has_episode_statistics(gym.make("CartPole-v1"))
+    monitor = pytest.importorskip("stable_baselines3.common.monitor")
+    assert has_episode_statistics(gym.wrappers.TimeLimit(monitor.Monitor(gym.make("CartPole-v1")), 50))  # SB3's
     run = tmp_path / "retro"
     argv = ["train", "--env-id", "AirstrikerContest-v0", "--run-dir", str(run), "--total-timesteps", "32",
             "--num-envs", "1", "--num-steps", "32", "--num-minibatches", "1", "--update-epochs", "1",

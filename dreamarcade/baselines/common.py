@@ -312,12 +312,16 @@ def _rewrite_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
 
 
 def has_episode_statistics(env: gym.Env) -> bool:
-    """Whether a ``RecordEpisodeStatistics`` is already in ``env``'s wrapper chain, or the env at its bottom says it
-    records them itself (``records_episode_statistics``: an env such as
+    """Whether a recorder of episode statistics is already in ``env``'s wrapper chain (Gymnasium's
+    ``RecordEpisodeStatistics`` or SB3's ``Monitor``, which both write ``info["episode"]``), or the env at its bottom
+    says it records them itself (``records_episode_statistics``: an env such as
     :class:`~dreamarcade.envs.sonic.RetroLevelsEnv` that holds a wrapped env inside). A second one would assert at
     the end of the first episode: Gymnasium's refuses to overwrite ``info["episode"]``."""
     while isinstance(env, gym.Wrapper):
-        if isinstance(env, gym.wrappers.RecordEpisodeStatistics):
+        kind = type(env)
+        if isinstance(env, gym.wrappers.RecordEpisodeStatistics) or (
+            kind.__name__ == "Monitor" and kind.__module__.startswith("stable_baselines3")
+        ):
             return True
         env = env.env
     return bool(getattr(env, "records_episode_statistics", False))

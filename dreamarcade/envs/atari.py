@@ -23,6 +23,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from dreamarcade.baselines.common import has_episode_statistics
 from dreamarcade.errors import check_count, require
 from dreamarcade.wrappers.atari import EpisodicLife, FireReset, MaxAndSkip, NoopReset
 from dreamarcade.wrappers.frames import ClipRewardSign, FrameStack, GrayscaleResize
@@ -117,18 +118,6 @@ def make_dqn_env(
     )
 
 
-def _records_statistics(env: gym.Env) -> bool:
-    """Whether a recorder of episode statistics (Gymnasium's, or SB3's ``Monitor``) is in ``env``'s chain."""
-    while isinstance(env, gym.Wrapper):
-        kind = type(env)
-        if isinstance(env, gym.wrappers.RecordEpisodeStatistics) or (
-            kind.__name__ == "Monitor" and kind.__module__.startswith("stable_baselines3")
-        ):
-            return True
-        env = env.env
-    return False
-
-
 def wrap_dqn(
     env: gym.Env,
     *,
@@ -165,7 +154,7 @@ def wrap_dqn(
         env = NoopReset(env, noop_max=noop_max)
     if frame_skip > 1:
         env = MaxAndSkip(env, skip=frame_skip)
-    if not _records_statistics(env):
+    if not has_episode_statistics(env):
         env = gym.wrappers.RecordEpisodeStatistics(env)  # raw game score of whole games, in info["episode"]
     if episodic_life:
         env = EpisodicLife(env)
