@@ -111,6 +111,20 @@ SMALLER = {
 }
 
 
+class _Compiled:
+    """The fused encoder's network (``FusedVisualEncoder.forward_input``) under ``torch.compile``, one graph per ring
+    slot and batch size (compiled on first use, before the timing rounds: each row is called once before it is
+    timed). The uint8 ring's conversion stays eager, as in the fused rows."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.encoder = encoder
+        self.graph = torch.compile(encoder.forward_input, dynamic=False)
+
+    def embed_ring(self, ring: np.ndarray, newest: int) -> np.ndarray:
+        with torch.no_grad():
+            return self.graph(self.encoder._input(ring), int(newest)).numpy()
+
+
 def encoder_macs(cfg: Any) -> int:
     """Multiply-adds of one frame stack through phi of an ``EmbeddingConfig`` (convs, residual blocks, MLP)."""
     side, c_in, macs = cfg.crop_size, 3 * cfg.stack, 0
@@ -127,6 +141,9 @@ def main() -> None:
     p.add_argument("--num-envs", type=positive_int, default=8, help="envs (and the batch size of the batched rows)")
     p.add_argument("--rounds", type=positive_int, default=5, help="interleaved timing rounds (median reported)")
     p.add_argument("--smaller", action="store_true", help="also time untrained smaller networks (speed only)")
+    p.add_argument(
+        "--compiled", action="store_true", help="also time the fused fp32 encoder under torch.compile (inductor)"
+    )
     p.add_argument("--asset-dir", default=None)
     p.add_argument("--json", default=None)
     a = p.parse_args()
@@ -184,6 +201,8 @@ def main() -> None:
         'fused bf16 (precision="bf16", option)': ring_row(bf16),
         "int8 static (FX, x86; not in the library)": stack_row(embed_int8),
     }
+    if a.compiled:
+        rows["fused fp32 under torch.compile (inductor; not in the library)"] = ring_row(_Compiled(fused.fused))
     macs = {label: encoder_macs(fused.cfg) for label in rows}
     if a.smaller:
         from dreamarcade.reward_models.embedding import TDCCMC

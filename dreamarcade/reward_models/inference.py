@@ -239,15 +239,21 @@ class FusedVisualEncoder:
         if not 0 <= int(newest) < self.stack:
             raise ValueError(f"newest must be a ring slot in [0, {self.stack}), got {newest}")
         with torch.inference_mode():
-            x = self._input(ring)
-            x = max_pool2x2_relu(F.conv2d(x, self._w0[int(newest)], self._b0, padding=1))
-            for w, b in self._convs:
-                x = max_pool2x2_relu(F.conv2d(x, w, b, padding=1))
-            for w1, b1, w2, b2 in self._res:
-                y = F.conv2d(x, w1, b1, padding=1).relu_()
-                x = F.conv2d(y, w2, b2, padding=1).add_(x).relu_()
-            h = torch.addmm(self._bl1, x.permute(0, 2, 3, 1).reshape(x.shape[0], -1), self._wl1_t).relu_()
-            return F.normalize(torch.addmm(self._bl2, h, self._wl2_t).float(), dim=1)
+            return self.forward_input(self._input(ring), int(newest))
+
+    def forward_input(self, x: torch.Tensor, newest: int) -> torch.Tensor:
+        """The network on :meth:`forward_ring`'s converted input: (B, 3 * stack, crop, crop) channels-last in the
+        encoder's dtype and device, the ring's slots in channel order. Call it under ``torch.no_grad()`` or
+        ``torch.inference_mode()``; it is the part that ``torch.compile`` can take (see
+        ``benchmarks/bench_encoder_alternatives.py --compiled``)."""
+        x = max_pool2x2_relu(F.conv2d(x, self._w0[newest], self._b0, padding=1))
+        for w, b in self._convs:
+            x = max_pool2x2_relu(F.conv2d(x, w, b, padding=1))
+        for w1, b1, w2, b2 in self._res:
+            y = F.conv2d(x, w1, b1, padding=1).relu_()
+            x = F.conv2d(y, w2, b2, padding=1).add_(x).relu_()
+        h = torch.addmm(self._bl1, x.permute(0, 2, 3, 1).reshape(x.shape[0], -1), self._wl1_t).relu_()
+        return F.normalize(torch.addmm(self._bl2, h, self._wl2_t).float(), dim=1)
 
     def embed_ring(self, ring: np.ndarray | torch.Tensor, newest: int) -> np.ndarray:
         """Like :meth:`forward_ring`, as a (B, embed_dim) float32 numpy array."""
