@@ -789,6 +789,19 @@ def test_cli_evaluate_takes_a_controller_and_seeds_and_measures_random_on_them(t
         assert capsys.readouterr().err.startswith("error: The controller in ")
 
 
+def test_the_demo_refuses_another_env_and_its_help_lists_its_presets(tmp_path, capsys) -> None:
+    """The demo runs the bundled Doom dream only: `--env carracing demo` used to run Doom without a word."""
+    from dreamarcade.baselines.world_models import _DEMO_DEFAULTS, main
+
+    assert main(["demo", "--env", "carracing", "--run-dir", str(tmp_path / "demo")]) == 2
+    assert capsys.readouterr().err.startswith("error: demo runs the bundled DreamDoom-v0 model only")
+    assert not (tmp_path / "demo").exists()
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert "--popsize 32" in helptext and f"--time-budget {_DEMO_DEFAULTS['time_budget']:g}" in helptext
+
+
 def test_collect_refuses_an_unknown_backend_before_writing_anything(tmp_path) -> None:
     from dreamarcade.errors import is_input_error
     from dreamarcade.world_models.collect import collect

@@ -259,7 +259,14 @@ def test_cli_help_and_bad_env(capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["protocol", "--help"])
     assert exc.value.code == 0
-    assert "--timesteps-per-level" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--timesteps-per-level" in out
+    # a level's score is the mean of its training episodes: the protocol has no held-out evaluation to configure
+    assert "--eval-every-steps" not in out and "--eval-episodes" not in out and "--num-envs" not in out
+    for command in ("protocol", "finetune"):
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--help"])
+        assert "--eval-episodes" not in capsys.readouterr().out
     # an unknown id and a continuous-action env: exit code 2 and a message naming the problem, no traceback
     assert main(["train", "--env-id", "CartPolee-v1", "--run-dir", str(tmp_path / "a"), "--total-timesteps", "8"]) == 2
     err = capsys.readouterr().err

@@ -9,7 +9,7 @@ Outputs in ``--run-dir``: ``episodes.csv``, ``metrics.csv``, TensorBoard events,
 (redrawn at every checkpoint), ``checkpoint/`` (safetensors + JSON, written atomically every
 ``--checkpoint-interval`` steps and when the run is stopped with Ctrl-C or SIGTERM; continue with
 ``--resume``), ``replay_buffer/`` with ``--save-buffer`` (so a resumed run keeps its experience), and
-``agent.mp4`` (a greedy episode of the trained agent).
+``agent.mp4`` (an epsilon-greedy episode of the trained agent, ``--eval-epsilon``).
 
 Example (a short CartPole run):
     >>> import tempfile
@@ -127,7 +127,7 @@ class DQNConfig:
     resume: bool = _h("continue from run_dir/checkpoint: weights, optimizer, step and epsilon schedule", False)
     checkpoint_interval: int = _h("steps between atomic checkpoints", 50_000)
     save_buffer: bool = _h(
-        "also save the replay buffer to run_dir/replay_buffer (about 7.1 KB per stored 84x84 transition), so "
+        "also save the replay buffer to run_dir/replay_buffer (about 7.2 KB per stored 84x84 transition), so "
         "--resume continues with the same experience instead of refilling learning_starts steps",
         False,
     )
@@ -137,7 +137,9 @@ class DQNConfig:
         250_000,
     )
     eval_epsilon: float = _h("epsilon of the evaluation/video policy (Nature paper: 0.05)", 0.05)
-    video_episodes: int = _h("greedy episodes recorded to run_dir/agent.mp4 after training (0: none)", 1)
+    video_episodes: int = _h(
+        "epsilon-greedy (--eval-epsilon) episodes recorded to run_dir/agent.mp4 after training (0: none)", 1
+    )
     video_max_steps: int = _h("cap on the steps of each recorded episode", 4500)
     progress: bool = _h("show a progress bar", True)
     tensorboard: bool = _h("write TensorBoard events", True)

@@ -384,7 +384,9 @@ def _cmd_table(args: argparse.Namespace) -> int:
 
 
 # the protocol trains one env per level, async, for --timesteps-per-level: these PPOConfig fields get no flag
-_PROTOCOL_SETS = ("num_envs", "vector_mode", "total_timesteps")
+# set by the protocol itself (one env per level, the per-level budget), or not part of it: a level's score is the mean
+# of its training episodes, as in the contest, so held-out evaluation during training has nothing to evaluate
+_PROTOCOL_SETS = ("num_envs", "vector_mode", "total_timesteps", "eval_every_steps", "eval_episodes")
 
 
 def add_commands(sub: Any) -> None:

@@ -1485,7 +1485,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dreamarcade.baselines world_models",
         description=__doc__.split("\n\n")[0],
-        epilog="Example: python -m dreamarcade.baselines world_models demo",
+        epilog=(
+            "demo runs with its own presets where a flag is not given: "
+            + ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in _DEMO_DEFAULTS.items())
+            + "; it always uses --env doom and no evaluation during evolution (--eval-every 0), and its run "
+            "directory defaults to runs/dreams/demo. Example: python -m dreamarcade.baselines world_models demo"
+        ),
     )
     parser.add_argument("step", choices=STEPS, help="pipeline step to run")
     # a flag not given is None: main() lays the flags given over the step's presets (demo) and the defaults
@@ -1507,6 +1512,11 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     try:
         with input_checks():  # counts no step can run with are refused before anything is set up
+            if args.step == "demo" and overrides.get("env", "doom") != "doom":
+                raise ValueError(
+                    f"demo runs the bundled DreamDoom-v0 model only, got --env {overrides['env']}: drop --env, or "
+                    "run the pipeline steps for another env"
+                )
             cfg = WMConfig(**overrides)
             cfg.validate()
         flush_denormals()
