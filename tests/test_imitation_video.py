@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-pytest.importorskip("av")
+av = pytest.importorskip("av")
 
 from dreamarcade.errors import VideoError  # noqa: E402
 from dreamarcade.reward_models.demo_videos import UploaderStyle, apply_style, write_av  # noqa: E402
@@ -68,6 +68,22 @@ def test_resampling_shows_evenly_spaced_source_frames(tmp_path, container, sourc
     got = VideoReader(path, fps=15, size=None, crop=None, audio=False).read_all().frames
     shown = [int(np.argmax(f[:, :, 0].mean(0) > 150)) for f in got]
     assert shown == [k * source_fps // 15 for k in range(30)]  # 30 frames: 2 s at 15 fps, none duplicated
+
+
+@pytest.mark.parametrize("container", ["mp4", "webm", "mkv"])
+@pytest.mark.parametrize("source_fps", [Fraction(30000, 1001), Fraction(60000, 1001), Fraction(24000, 1001)])
+def test_ntsc_rates_show_the_last_source_frame_at_or_before_each_target_time(tmp_path, container, source_fps):
+    """29.97 / 59.94 / 23.976 fps in whole-millisecond timestamps (webm, mkv): frame 2 of 29.97 fps is at 66.73 ms,
+    just after the 15 fps target at 66.67 ms, and stored as 67 ms. A tolerance of a whole tick showed it there."""
+    n = int(3 * source_fps)  # 3 s
+    frames = np.full((n, 64, 128, 3), 40, np.uint8)
+    for i in range(n):
+        frames[i, :, i % 120 : i % 120 + 4] = 250
+    path = write_av(tmp_path / f"v.{container}", iter(frames), float(source_fps), crf=10)
+    got = VideoReader(path, fps=15, size=None, crop=None, audio=False).read_all().frames
+    shown = [int(np.argmax(f[:, :, 0].mean(0) > 150)) for f in got]
+    expected = [min(int(Fraction(k, 15) * source_fps), n - 1) % 120 for k in range(len(got))]
+    assert len(got) >= 44 and shown == expected
 
 
 def _bright_frames_and_loud_windows(path) -> tuple:
@@ -295,6 +311,23 @@ def test_detect_borders_samples_the_whole_video_past_a_long_intro(tmp_path):
     path = write_av(tmp_path / "intro.mp4", frames(), FPS, crf=10)
     assert detect_borders(path) == CropBox(8, 8, 0, 0)
     assert VideoReader(path, size=None, audio=False, max_frames=2).read_all().frames.shape == (2, 32, 64, 3)
+
+    # a live recording (a browser's MediaRecorder, a streamed WebM) stores no length: it is found from the packets,
+    # so the sample still spans the whole video (it used to be the first 600 frames: the intro, so no crop)
+    live = tmp_path / "live.webm"
+    with av.open(str(live), "w", format="webm", options={"live": "1"}) as out:
+        stream = out.add_stream("libvpx-vp9", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"deadline": "realtime", "crf": "30", "b": "0"}
+        for i, f in enumerate(frames()):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    with av.open(str(live)) as c:
+        assert c.duration is None and c.streams.video[0].duration is None  # the case under test
+    assert abs(probe_video(live).duration - 900 / FPS) < 0.1
+    assert detect_borders(live) == CropBox(8, 8, 0, 0)
 
 
 def test_styles_are_reproducible_by_seed_and_differ_across_seeds():

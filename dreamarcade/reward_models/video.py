@@ -197,8 +197,8 @@ def _duration_s(container: Any, stream: Any) -> float:
     """
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
-    if container.duration is None:
-        return float("nan")
+    if container.duration is None:  # a live recording (MediaRecorder, a streamed Matroska) stores no length
+        return _demuxed_duration_s(container.name)
     first = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
     if first <= 0 and len(container.streams) == 1:
         return container.duration / 1e6
@@ -216,6 +216,31 @@ def _duration_s(container: Any, stream: Any) -> float:
     finally:
         probe.close()
     return (end if end is not None else container.duration / 1e6) - first
+
+
+def _demuxed_duration_s(path: str) -> float:
+    """The video stream's length from its packets' timestamps, read without decoding (NaN if it has none).
+
+    For files whose header has no length: a pass over the packets reads the file from disk but decodes nothing.
+    """
+    container = _open(path)
+    try:
+        with _decode_errors(path):
+            stream = _video_stream(container)
+            if stream.time_base is None:
+                return float("nan")
+            start = end = None
+            for packet in container.demux(stream):
+                if packet.pts is None:
+                    continue  # the flushing packet at the end, or a packet without a timestamp
+                start = packet.pts if start is None else min(start, packet.pts)
+                end = max(end if end is not None else packet.pts, packet.pts + (packet.duration or 0))
+    finally:
+        container.close()
+    if start is None or end is None:
+        return float("nan")
+    first = stream.start_time if stream.start_time is not None else start
+    return float((end - first) * stream.time_base)
 
 
 def probe_video(path: str | os.PathLike[str]) -> VideoProbe:
@@ -585,6 +610,7 @@ class VideoReader:
         # stored timestamps are true times rounded to the stream's time-base tick: webm/mkv store whole
         # milliseconds (the 30 fps frame at 66.67 ms is stored as 67 ms), avi counts whole frames (tick = 1 / fps)
         tol = 1e-6
+        grid = snap = 0.0  # the source frame rate, when rounded timestamps are put back on its grid (see below)
         try:
             for t, frame in _decoded_frames(self.path):
                 if t0 is None:
@@ -596,9 +622,19 @@ class VideoReader:
                         tick = float(frame.time_base)
                         exact = self.info.fps > 0 and tick >= 0.5 / self.info.fps
                         tol = (0.0 if exact else tick if self.info.fps > 0 else 0.5 * tick) + 1e-6
+                        # a timestamp within a tick of the source's frame grid is that grid point, rounded: put it
+                        # back, so an NTSC frame (29.97 fps: 33.367 ms apart, stored as 33 or 34 ms) is compared at
+                        # its true time. A tick's tolerance would show a frame stored 0.1 ms after a target time
+                        # at that target. Timestamps off the grid (variable frame rate) keep the tolerance.
+                        grid = self.info.fps if self.info.fps > 0 and not exact else 0.0
+                        snap = tol
                     if self.with_audio:
                         track = _AudioTrack(self.path, self.audio_rate, t0)
                 rel = t - t0
+                if grid:
+                    n = round(rel * grid)
+                    on_grid = abs(rel - n / grid) <= snap
+                    rel, tol = (n / grid, 1e-6) if on_grid else (rel, snap)
                 # emit every target frame whose time falls before this decoded frame: they show `current`
                 while current is not None and k / self.fps < rel - tol:
                     yield current, self._audio(track, k)
