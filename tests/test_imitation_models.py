@@ -142,7 +142,7 @@ def test_training_step_checkpoint_round_trip_and_corruption(tmp_path):
     assert {"tdc", "cmc", "loss", "tdc_acc", "cmc_acc"} <= set(out)
     out["loss"].backward()
     opt.step()
-    _save(model, opt, rng, 1, tmp_path / "ck", ["a.mp4"], TrainConfig(steps=1))
+    _save(model, opt, rng, 1, tmp_path / "ck", ["a.mp4"], ["0" * 64], TrainConfig(steps=1))
     loaded, cfg = load_embedding(tmp_path / "ck")
     model.eval()
     x = torch.rand(2, 12, 16, 16)
@@ -198,6 +198,17 @@ def test_train_embedding_resumes_exactly_and_refuses_another_config(tmp_path):
     other = str(write_av(tmp_path / "w.mp4", iter(frames), 30, audio=audio, audio_rate=rate))
     with pytest.raises(ValueError, match=r"other videos .*trained on \['v.mp4'\]"):
         train_embedding([other], tmp_path / "resumed", TINY, TrainConfig(steps=6, batch_size=8), resume=True)
+    # another data set written with the same names (demo_videos writes demo_<i>.<ext>): the contents differ
+    (tmp_path / "set2").mkdir()
+    same_name = write_av(tmp_path / "set2" / "v.mp4", iter(frames[::-1].copy()), 30, audio=audio, audio_rate=rate)
+    with pytest.raises(ValueError, match=r"other videos \(same names, other contents: v.mp4\)"):
+        train_embedding([str(same_name)], tmp_path / "resumed", TINY, TrainConfig(steps=6, batch_size=8), resume=True)
+    moved = tmp_path / "set3"  # the same file in another folder: the same run
+    moved.mkdir()
+    (moved / "v.mp4").write_bytes(Path(video).read_bytes())
+    train_embedding([str(moved / "v.mp4")], tmp_path / "moved", TINY, TrainConfig(steps=1, batch_size=8))
+    train_embedding([video], tmp_path / "moved", TINY, TrainConfig(steps=2, batch_size=8), resume=True)
+    assert load_embedding(tmp_path / "moved")[1]["step"] == 2
     with pytest.raises(ValueError, match=r"other batch_size \(8 -> 16\), cmc_event_fraction \(0.75 -> 0.0\)"):
         tcfg = TrainConfig(steps=6, batch_size=16, cmc_event_fraction=0.0)
         train_embedding([video], tmp_path / "resumed", TINY, tcfg, resume=True)

@@ -31,6 +31,7 @@ Example (TDC pairs from two videos of 300 and 900 frames; each pair's gap lies i
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -399,6 +400,7 @@ def train_embedding(
         rng = np.random.default_rng(tcfg.seed)
         check_folder_path(out_dir, "--out (out_dir)")  # before the videos are read; the later checks say --run-dir
         clips = load_clips(video_paths, cfg, need_audio=cfg.cmc_weight > 0)
+        video_sha = _video_sha256(video_paths)
         longest = max(len(c.frames) for c in clips) - 1  # the largest frame gap any video offers
         used = [("TDC", cfg.tdc_intervals, cfg.tdc_weight), ("CMC", cfg.cmc_intervals, cfg.cmc_weight)]
         # CMC draws an anchor first, then a class that fits around it: every anchor needs one, and a middle frame
@@ -444,6 +446,12 @@ def train_embedding(
                 )
             # what the run samples from: another video list or sampler would make a resumed run another run
             changed = [] if config.get("videos") == _video_names(video_paths) else ["videos"]
+            # the names alone pass another data set written with the same names (demo_videos' demo_<i>.<ext>);
+            # checkpoints from before the contents were recorded are checked by name only
+            old_sha = config.get("videos_sha256")
+            if not changed and old_sha is not None and old_sha != video_sha:
+                other = [n for n, a, b in zip(config["videos"], old_sha, video_sha) if a != b]
+                changed.append(f"videos (same names, other contents: {', '.join(other)})")
             old_train = config.get("train", {})
             for name in ("batch_size", "cmc_event_fraction", "event_level"):  # the seed: the RNGs are restored
                 if name in old_train and old_train[name] != getattr(tcfg, name):
@@ -500,7 +508,7 @@ def train_embedding(
                 if step % tcfg.save_every == 0 or step == tcfg.steps or stop.requested:
                     if not all(torch.isfinite(p).all() for p in model.parameters()):  # never saved: resumable
                         raise diverged("the weights became NaN or inf")
-                    _save(model, opt, rng, step, out_dir, video_paths, tcfg)
+                    _save(model, opt, rng, step, out_dir, video_paths, video_sha, tcfg)
                     saved = step
     finally:
         bar.close()
@@ -514,8 +522,27 @@ def _video_names(videos: list[str]) -> list[str]:
     return [Path(v).name for v in videos]
 
 
+def _video_sha256(videos: list[str]) -> list[str]:
+    """The training videos' contents as a checkpoint records them: each file's SHA-256 (~1 s per GB)."""
+    digests = []
+    for video in videos:
+        h = hashlib.sha256()
+        with open(video, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        digests.append(h.hexdigest())
+    return digests
+
+
 def _save(
-    model: TDCCMC, opt: Any, rng: np.random.Generator, step: int, out_dir: Path, videos: list[str], tcfg: Any
+    model: TDCCMC,
+    opt: Any,
+    rng: np.random.Generator,
+    step: int,
+    out_dir: Path,
+    videos: list[str],
+    videos_sha256: list[str],
+    tcfg: Any,
 ) -> None:
     tensors = dict(model.state_dict())
     opt_state = pack_state(opt.state_dict(), "opt", tensors)
@@ -527,6 +554,7 @@ def _save(
         "rng": rng.bit_generator.state,
         "step": step,
         "videos": _video_names(videos),
+        "videos_sha256": videos_sha256,
         "train": vars(tcfg),
     }
     save_checkpoint(out_dir, tensors, json.loads(json.dumps(config)))
