@@ -203,7 +203,9 @@ def test_cli_and_recorder_refuse_what_would_silently_do_the_wrong_thing(tmp_path
     (tmp_path / "failed.json").write_text(json.dumps({"trajectories": [{"actions": [0, 0, 0], "start_delay": 3}]}))
     for argv, message in (
         (["--trajectories", str(tmp_path / "text.json")], "is not a trajectory file"),
-        (["--trajectories", str(tmp_path / "failed.json")], "trajectory 0 of"),
+        (["--trajectories", str(tmp_path / "failed.json"), "--n", "1"], "trajectory 0 of"),
+        # fewer trajectories than --n: it wrote fewer videos without a word, and the next steps name demo_0..3
+        (["--trajectories", str(tmp_path / "failed.json")], "--n 4 asks for 4 videos, but"),
         (["--n", "0"], "--n must be >= 1"),
         (["--max-start-delay", "-1"], "--max-start-delay >= 0"),
     ):

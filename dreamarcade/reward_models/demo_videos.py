@@ -475,7 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     if any(ti >= len(trajs) for ti, _ in pairs):
         worst = max(ti for ti, _ in pairs)
         p.error(f"--pairs names trajectory {worst}, but there are {len(trajs)} (0 to {len(trajs) - 1})")
-    for ti in sorted({ti for ti, _ in pairs}) if pairs else range(min(args.n, len(trajs))):
+    if not pairs and args.n > len(trajs):  # the pipeline's next steps name demo_0 .. demo_<n-1>
+        p.error(
+            f"--n {args.n} asks for {args.n} videos, but {args.trajectories} holds {len(trajs)} trajectories: pass "
+            f"--n {len(trajs)} or a file with more trajectories"
+        )
+    for ti in sorted({ti for ti, _ in pairs}) if pairs else range(args.n):
         if len(trajs[ti]) <= delays[ti]:  # a failed search keeps only its start delay's NOOPs
             where = args.trajectories or out / "trajectories.json"
             p.error(
