@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from dreamarcade.errors import DreamArcadeError
 from dreamarcade.world_models.collect import ExploringPolicy, RandomPolicy, collect
 from dreamarcade.world_models.controller import Controller
 from dreamarcade.world_models.features import FeatureTracker, WorldModelAgent
@@ -90,6 +91,11 @@ def test_calibrate_done_shift_moves_dream_length_toward_target() -> None:
     lengths = dream_lengths_random(wm, 16, 1.15, seed=0)
     np.testing.assert_allclose(lengths[lengths > 100].mean(), cut_length)
     assert lengths.min() <= 100  # some dreams end before the cut: the two means differ
+    with torch.no_grad():
+        wm.rnn.head.bias[wm.rnn.n_mdn] = base_bias
+    # a cut no dream outlives at any shift: there is no mean to match (it took 0 as the mean and kept that shift)
+    with pytest.raises(DreamArcadeError, match="all 16 dreams end within 120 steps"):
+        calibrate_done_shift(wm, 130.0, 1.15, episodes=16, seed=0, iters=3, min_length=120)
     with torch.no_grad():
         wm.rnn.head.bias[wm.rnn.n_mdn] = base_bias
 

@@ -339,6 +339,27 @@ def test_calibrate_done_targets_the_random_episodes_of_frames_dir(tmp_path) -> N
         calibration_target(dataclasses.replace(cfg, frames_dir="frames"))
 
 
+def test_calibrate_done_caps_the_dreams_where_the_random_collection_was_capped(tmp_path) -> None:
+    """A collection with --max-steps N has a mean length of at most N: the dreams it is compared with end at N too
+    (they ran to the model's 2100 steps, so the calibration made the dream far too deadly)."""
+    from dreamarcade.baselines.world_models import WMConfig, calibration_cap
+
+    cfg = WMConfig(env="doom", run_dir=str(tmp_path), frames_dir="frames")
+    assert calibration_cap(cfg) == 0  # nothing recorded: the model's own cap
+    assert calibration_cap(dataclasses.replace(cfg, max_steps=300)) == 300  # nothing recorded: --max-steps
+    (tmp_path / "frames").mkdir()
+    record = {"seed": 0, "workers": 1, "episodes": 2, "min_length": 100}
+    (tmp_path / "frames" / "collect-s0.json").write_text(json.dumps({**record, "max_steps": 150}))
+    assert calibration_cap(cfg) == 150
+    assert calibration_cap(dataclasses.replace(cfg, max_steps=150)) == 150
+    with pytest.raises(ValueError, match="--max-steps 300, but the random episodes .* were collected with 150"):
+        calibration_cap(dataclasses.replace(cfg, max_steps=300))
+    assert calibration_cap(dataclasses.replace(cfg, max_steps=300, calibrate_target=200.0)) == 300
+    (tmp_path / "frames" / "collect-s1.json").write_text(json.dumps({**record, "seed": 1, "max_steps": None}))
+    with pytest.raises(ValueError, match=r"different lengths \['the env own', 150\].*--calibrate-target"):
+        calibration_cap(cfg)
+
+
 def test_bundle_swaps_in_a_complete_bundle_and_a_failed_one_leaves_the_old_whole(tmp_path, monkeypatch) -> None:
     import shutil
 

@@ -628,20 +628,29 @@ def calibrate_done_shift(wm: WorldModel, target: float, temperature: float, epis
             bias[i_done] = base + shift
         lengths = dream_lengths_random(wm, episodes, temperature, seed)
         kept = lengths[lengths > min_length]
-        return float(kept.mean()) if len(kept) else 0.0  # every dream died before the cut: far too deadly
+        return float(kept.mean()) if len(kept) else float("nan")  # every dream died before the cut: no mean
+
+    def closer(m: float, than: float) -> bool:  # NaN (no dream kept) is never closer than a mean
+        return bool(np.isfinite(m) and (not np.isfinite(than) or abs(m - target) < abs(than - target)))
 
     best = (0.0, mean_len(0.0))
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
         m = mean_len(mid)
-        if abs(m - target) < abs(best[1] - target):
+        if closer(m, best[1]):
             best = (mid, m)
-        if m > target:
+        if m > target:  # NaN: far too deadly, as below the target
             lo = mid
         else:
             hi = mid
     with torch.no_grad():
         bias[i_done] = base + best[0]
+    if not np.isfinite(best[1]):
+        raise DreamArcadeError(
+            f"calibrate-done: at every done-head shift tried ({bounds[0]:+g} to {bounds[1]:+g}) all {episodes} "
+            f"dreams end within {min_length} steps, so none is kept to compare with the recorded mean. M's done "
+            "head is far too eager: train M longer (train-mdnrnn) before calibrating."
+        )
     return best
 
 
@@ -675,6 +684,36 @@ def calibration_target(cfg: WMConfig) -> tuple[float, int]:
     return float(load_series(series)["episode_lengths"].mean()), cuts.pop() if cuts else MIN_LENGTH[cfg.env]
 
 
+def calibration_cap(cfg: WMConfig) -> int:
+    """The episode cap of the random episodes the target comes from (0: the env's own, the model's ``max_steps``).
+
+    It is the ``max_steps`` that collect recorded in ``--frames-dir``'s ``collect-s*.json``: a collection cut at N
+    steps has a mean length of at most N, so the dreams are cut at N too. ``--max-steps`` where nothing is
+    recorded, or with ``--calibrate-target``; a ``--max-steps`` other than the recorded cap is refused.
+    """
+    if cfg.calibrate_target:
+        return cfg.max_steps
+    frames = cfg.resolved_run_dir() / cfg.frames_dir
+    manifests = sorted(frames.glob("collect-s*.json"))
+    caps = {read_json_object(m).get("max_steps") or 0 for m in manifests}  # None: the env's own cap
+    if len(caps) > 1:
+        raise ValueError(
+            f"the collections in '{frames}' capped their episodes at different lengths "
+            f"{[c or 'the env own' for c in sorted(caps)]}: their mean length is no single target. Give one with "
+            "--calibrate-target."
+        )
+    if not caps:
+        return cfg.max_steps
+    cap = caps.pop()
+    if cfg.max_steps and cfg.max_steps != cap:
+        raise ValueError(
+            f"--max-steps {cfg.max_steps}, but the random episodes in '{frames}' were collected with "
+            f"{cap or 'the env own cap'}: the dreams are capped like the data. Drop --max-steps, or give the target "
+            "with --calibrate-target."
+        )
+    return int(cap)
+
+
 def step_calibrate_done(cfg: WMConfig) -> dict[str, float]:
     """Calibrate the run's world model in place (run/world_model); the uncalibrated M stays in run/mdnrnn."""
     run = cfg.resolved_run_dir()
@@ -682,12 +721,16 @@ def step_calibrate_done(cfg: WMConfig) -> dict[str, float]:
     with input_checks(FileNotFoundError):  # the run's model and the target
         wm = WorldModel.load(wm_dir, env=cfg.env)
         target, min_length = calibration_target(cfg)  # the dream's mean is taken past the same cut as the data's
+        cap = calibration_cap(cfg)  # and its episodes end at the same cap
+        if cap:
+            wm.max_steps = cap
         tau = cfg.temperature or wm.temperature
         _, meta = load_checkpoint(wm_dir / "mdnrnn", kind="mdnrnn")
     prior = float(meta.get("done_bias_shift", 0.0))
     t0 = time.time()
     shift, length = calibrate_done_shift(wm, target, tau, seed=cfg.seed, min_length=min_length)
-    res = {"target": target, "min_length": min_length, "shift": shift, "total_shift": prior + shift,
+    res = {"target": target, "min_length": min_length, "max_steps": wm.max_steps, "shift": shift,
+           "total_shift": prior + shift,
            "dream_mean_length": length, "temperature": tau, "seconds": round(time.time() - t0, 1)}  # fmt: skip
     extra = {k: v for k, v in meta.items() if not k.startswith("_") and k not in wm.rnn.config()}
     wm.rnn.save(wm_dir / "mdnrnn", extra={**extra, "done_bias_shift": prior + shift})
