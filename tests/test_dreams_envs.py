@@ -280,6 +280,12 @@ def test_dream_actions_are_clipped_to_the_action_box() -> None:
     for _ in range(5):
         obs = [vecs[0].step(big)[0], vecs[1].step(edge)[0]]
     np.testing.assert_array_equal(obs[0], obs[1])
+    # a NaN passes the clip: an M that reads actions as given (CarRacing's) turned NaN and the dream never ended
+    nan = np.array([np.nan, 0.0, 0.0], np.float32)
+    with pytest.raises(ValueError, match="non-finite action"):
+        envs[0].step(nan)
+    with pytest.raises(ValueError, match=r"non-finite actions for envs \[1\]"):
+        vecs[0].step(np.stack([edge[0], nan]))
     # the real-env features: M is fed the clipped action too
     wm, frame = WorldModel.bundled("carracing"), np.full((64, 64, 3), 90, np.uint8)
     t1, t2 = FeatureTracker(wm, seed=0), FeatureTracker(wm, seed=0)

@@ -555,7 +555,8 @@ def test_cli_prints_bad_input_as_one_line_but_keeps_the_traceback_of_a_bug(tmp_p
         (["--vae-batch", "0"], "--vae-batch must be an integer >= 1"),
         (["--rnn-seq-len", "0"], "--rnn-seq-len must be an integer >= 1"),
         (["--threads", "0"], "--threads must be an integer >= 1"),
-        (["--popsize", "1"], "--popsize must be an integer >= 2"),
+        (["--popsize", "1"], "--popsize must be an integer >= 3"),
+        (["--popsize", "2"], "--popsize must be an integer >= 3 (pycma fails"),  # a traceback in generation 2
         (["--temperature", "-1"], "--temperature must be a finite number in [0.0, inf) (0: the env's default)"),
         (["--sigma-init", "0"], "--sigma-init must be a finite number in (0.0, inf) (CMA-ES's initial step size)"),
         # floats no step could use: NaN weights after hours (a learning rate), or a refusal deep in a later step
@@ -823,6 +824,28 @@ def test_the_demo_refuses_another_env_and_its_help_lists_its_presets(tmp_path, c
     assert "--popsize 32" in helptext and f"--time-budget {_DEMO_DEFAULTS['time_budget']:g}" in helptext
 
 
+def test_the_demo_and_the_video_use_the_eval_seed_backend_and_step_cap_given(tmp_path) -> None:
+    """demo played its real episodes from seed 12345 in worker processes whatever --eval-seed / --backend said, and
+    demo and video filmed up to 700 frames whatever --max-steps said."""
+    from dreamarcade.baselines.world_models import evaluate_real, main
+    from dreamarcade.world_models.controller import Controller
+    from dreamarcade.world_models.model import bundled_dir
+
+    run = tmp_path / "demo"
+    argv = ["--run-dir", str(run), "--generations", "1", "--popsize", "4", "--rollouts", "1", "--workers", "1"]
+    argv += ["--eval-episodes", "2", "--eval-seed", "777", "--backend", "inline", "--max-steps", "30"]
+    assert main(["demo", *argv]) == 0
+    scores = json.loads((run / "scores.json").read_text())
+    assert scores["eval_seed"] == 777 and scores["real_steps"] <= 30 and scores["dream_steps"] <= 30
+    ctrl = Controller.load(run / "controller")
+    again = evaluate_real("doom", bundled_dir("doom"), ctrl.params, ctrl, 2, 1, seed=777, max_steps=30)
+    assert scores["real_mean"] == pytest.approx(float(again.mean()))
+    assert main(["video", "--env", "doom", "--run-dir", str(run), "--max-steps", "12"]) == 0  # the bundled model
+    av = pytest.importorskip("av")
+    with av.open(str(run / "dream_vs_real.mp4")) as video:
+        assert sum(1 for _ in video.decode(video=0)) <= 13  # the first frame and one per step
+
+
 def test_collect_refuses_an_unknown_backend_before_writing_anything(tmp_path) -> None:
     from dreamarcade.errors import is_input_error
     from dreamarcade.world_models.collect import collect
@@ -895,3 +918,39 @@ def test_a_stopped_v_saves_the_step_it_stopped_at_and_the_same_command_continues
     monkeypatch.undo()
     step_train_vae(cfg)
     assert load_checkpoint(tmp_path / "vae", kind="vae")[1]["train_steps"] > 3
+
+
+def test_a_cut_off_save_changes_the_world_model_fingerprint_like_the_load(tmp_path, monkeypatch) -> None:
+    """A save killed between its weights rename and its config rename: the load takes the new weights (through the
+    pending config), so the fingerprint must name them too (it read config.json, naming the old ones, and a
+    controller of the old M passed the check)."""
+    import os
+
+    import dreamarcade.checkpoint as ck
+    from dreamarcade.baselines.world_models import check_controller_matches, world_model_fingerprint
+    from dreamarcade.world_models.controller import Controller
+    from dreamarcade.world_models.model import WorldModel, bundled_dir
+
+    d = tmp_path / "world_model"
+    shutil.copytree(bundled_dir("doom"), d)
+    wm = WorldModel.load(d, env="doom")
+    before = world_model_fingerprint(d)
+    Controller.for_env("doom", wm.feature_size).save(tmp_path / "ctrl", extra={"world_model_sha256": before})
+    with torch.no_grad():
+        wm.rnn.head.bias[wm.rnn.n_mdn] += 3.0  # what calibrate-done changes
+    replace = os.replace
+
+    def killed_before_the_config_rename(src, dst):
+        if str(src).endswith(".next") and str(dst).endswith("config.json"):
+            raise KeyboardInterrupt
+        return replace(src, dst)
+
+    monkeypatch.setattr(ck.os, "replace", killed_before_the_config_rename)
+    with pytest.raises(KeyboardInterrupt):
+        wm.rnn.save(d / "mdnrnn")
+    monkeypatch.setattr(ck.os, "replace", replace)
+    tensors, _ = load_checkpoint(d / "mdnrnn")
+    assert float(tensors["head.bias"][wm.rnn.n_mdn]) == pytest.approx(float(wm.rnn.head.bias[wm.rnn.n_mdn]))
+    assert world_model_fingerprint(d) != before
+    with pytest.raises(ValueError, match="was evolved in another world model"):
+        check_controller_matches(tmp_path / "ctrl", d)

@@ -105,7 +105,7 @@ class WMConfig:
     env: Literal["doom", "carracing"] = _h("which game: doom (TakeCover) or carracing", "doom")
     run_dir: str = _h("folder of the run's data, models and logs ('': runs/dreams/<env>)", "")
     seed: int = _h("base random seed", 0)
-    device: str = _h("torch device for training (cpu, cuda, auto)", "cpu")
+    device: str = _h("torch device for training and encoding V and M (cpu, cuda, auto); evolve runs on the CPU", "cpu")
     threads: int = _h("torch threads per process", 1)
     precision: Literal["fp32", "bf16"] = _h(
         "fp32, or bf16: mixed precision for training and encoding V and M (matmuls and convolutions in bfloat16, "
@@ -150,13 +150,13 @@ class WMConfig:
     rollouts: int = _h("evolve: episodes per candidate", 16)
     generations: int = _h("evolve: CMA-ES generations", 200)  # README: ~200 generations are "enough" for Doom
     sigma_init: float = _h("evolve: CMA-ES initial step size", 0.1)
-    eval_every: int = _h("evolve: generations between evaluations of the mean (0: never)", 25)
-    eval_rollouts: int = _h("evolve: episodes per evaluation of the mean", 1024)
+    eval_every: int = _h("evolve --where dream: generations between dream evaluations of the mean (0: never)", 25)
+    eval_rollouts: int = _h("evolve --where dream: dreams per evaluation of the mean", 1024)
     controller: Literal["full", "v-only"] = _h("controller input: full ([z, h] / [z, c, h]) or v-only ([z])", "full")
     time_budget: float = _h("evolve: stop after this many seconds of this invocation (0: no limit)", 0.0)
     # evaluate
     eval_episodes: int = _h("evaluate: real episodes", 100)
-    eval_seed: int = _h("evaluate: seed of the first real episode (episode i gets eval_seed + i)", EVAL_SEED)
+    eval_seed: int = _h("evaluate and demo: seed of the first real episode (episode i gets eval_seed + i)", EVAL_SEED)
     eval_controller: str = _h("evaluate / video / bundle: controller directory ('': run_dir/controller)", "")
     # iterative procedure
     iterations: int = _h("pipeline: rounds of the paper's iterative procedure", 1)
@@ -188,9 +188,10 @@ class WMConfig:
         """
         counts = {"episodes": 1, "eval_episodes": 1, "iter_episodes": 1, "iterations": 1, "rollouts": 1,
                   "eval_rollouts": 1, "max_steps": 0, "workers": 0, "threads": 1, "vae_batch": 1, "rnn_batch": 1,
-                  "rnn_seq_len": 1, "popsize": 2, "generations": 0, "eval_every": 0}  # fmt: skip
+                  "rnn_seq_len": 1, "popsize": 3, "generations": 0, "eval_every": 0}  # fmt: skip
         hints = {"max_steps": " (0: the env's own cap)", "workers": " (0: one per CPU core)",
-                 "popsize": " (CMA-ES needs two candidates to rank)", "eval_every": " (0: never)"}  # fmt: skip
+                 "popsize": " (pycma fails from the second generation with 2 candidates)",
+                 "eval_every": " (0: never)"}  # fmt: skip
         check_counts(self, counts, hints)
         positive, nonnegative = (0.0, None, False), (0.0, None, True)
         ranges = {"vae_epochs": positive, "vae_lr": positive, "kl_tolerance": nonnegative, "rnn_epochs": positive,
@@ -1227,7 +1228,8 @@ def step_video(cfg: WMConfig, ctrl_dir: Path | None = None) -> Path:
         check_controller_matches(ctrl_dir, wm_dir)
         ctrl = Controller.load(ctrl_dir)
     out = run / "dream_vs_real.mp4"
-    info = dream_vs_real_video(wm, ctrl, out, seed=cfg.seed, temperature=cfg.temperature or None)
+    frames = cfg.max_steps + 1 if cfg.max_steps else 700  # the first frame and one per step
+    info = dream_vs_real_video(wm, ctrl, out, seed=cfg.seed, temperature=cfg.temperature or None, max_frames=frames)
     print(f"video written to {out} ({info})")
     return out
 
@@ -1363,17 +1365,20 @@ def step_demo(cfg: WMConfig) -> dict[str, Any]:
     dream_scores = dream_returns(wm, ctrl, ctrl.params[None], 64, tau, seed=4242, max_steps=cfg.max_steps or None)[0]
     t1 = time.time()
     workers = cfg.workers or os.cpu_count() or 1
-    real = evaluate_real("doom", wm_dir, ctrl.params, ctrl, cfg.eval_episodes, workers, max_steps=cfg.max_steps)
-    rand = evaluate_real("doom", wm_dir, None, ctrl, cfg.eval_episodes, workers, max_steps=cfg.max_steps)
+    real = evaluate_real("doom", wm_dir, ctrl.params, ctrl, cfg.eval_episodes, workers, seed=cfg.eval_seed,
+                         max_steps=cfg.max_steps, backend=cfg.backend)  # fmt: skip
+    rand = evaluate_real("doom", wm_dir, None, ctrl, cfg.eval_episodes, workers, seed=cfg.eval_seed,
+                         max_steps=cfg.max_steps)  # fmt: skip
     eval_s = time.time() - t1
-    video = dream_vs_real_video(wm, ctrl, run / "dream_vs_real.mp4", seed=cfg.seed, temperature=tau)
+    frames = cfg.max_steps + 1 if cfg.max_steps else 700  # the first frame and one per step
+    video = dream_vs_real_video(wm, ctrl, run / "dream_vs_real.mp4", seed=cfg.seed, temperature=tau, max_frames=frames)
     scores = {
         "temperature": tau,
         "generations": int(load_checkpoint(ctrl_dir)[1]["generations"]),
         "popsize": cfg.popsize, "rollouts_per_candidate": cfg.rollouts, "evolve_seconds": round(evolve_s, 1),
         "dream_mean": float(dream_scores.mean()), "dream_std": float(dream_scores.std()), "dream_episodes": 64,
         "real_mean": float(real.mean()), "real_std": float(real.std()), "real_episodes": len(real),
-        "random_mean": float(rand.mean()), "random_std": float(rand.std()),
+        "eval_seed": cfg.eval_seed, "random_mean": float(rand.mean()), "random_std": float(rand.std()),
         "eval_seconds": round(eval_s, 1), "video": str(run / "dream_vs_real.mp4"), **video,
     }  # fmt: skip
     atomic_write_text(run / "scores.json", json.dumps(scores, indent=2))
@@ -1391,9 +1396,13 @@ def step_demo(cfg: WMConfig) -> dict[str, Any]:
 
 # ============================================================================================== bundle
 def _weights_sha256(checkpoint_dir: str | os.PathLike[str]) -> str:
-    """The weight hash a checkpoint recorded when it was saved ("" when there is no checkpoint)."""
-    config = Path(checkpoint_dir) / "config.json"
-    return str(read_json_object(config).get("_weights_sha256", "")) if config.is_file() else ""
+    """The SHA-256 of the weights a checkpoint loads ("" when there is no checkpoint). It equals the hash the save
+    recorded; after a save cut off between its renames it is the new weights', which the load takes, while
+    ``config.json`` still records the old ones."""
+    from dreamarcade.checkpoint import _read_weights_and_config
+
+    d = Path(checkpoint_dir)
+    return _read_weights_and_config(d)[1] if checkpoint_exists(d) else ""
 
 
 def world_model_fingerprint(model_dir: str | os.PathLike[str]) -> str:

@@ -495,6 +495,8 @@ class DreamEnv(gym.Env):
             raise ValueError(
                 f"DreamEnv({self.model.env}) takes actions of shape {self.action_space.shape}, got shape {a.shape}."
             )
+        if not np.isfinite(a).all():  # clip keeps NaN: M's state would turn NaN and the dream never end
+            raise ValueError(f"DreamEnv({self.model.env}) got a non-finite action {a.tolist()}: check the policy.")
         # the real game saturates outside its action box (TakeCover: a=5 acts as a=1); M only saw in-range actions
         a = np.clip(a, self.action_space.low, self.action_space.high)
         d = self._dream
@@ -625,6 +627,9 @@ class DreamVectorEnv(VectorEnv):
         a = np.asarray(actions, dtype=np.float32)
         if a.shape != self.action_space.shape:
             raise ValueError(f"DreamVectorEnv takes actions of shape {self.action_space.shape}, got {a.shape}.")
+        if not np.isfinite(a).all():  # as DreamEnv: a NaN would poison its dream's state for good
+            bad = np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(1))
+            raise ValueError(f"DreamVectorEnv got non-finite actions for envs {bad.tolist()}: check the policy.")
         a = np.clip(a, self.single_action_space.low, self.single_action_space.high)  # as the real game (DreamEnv)
         d = self._dream
         resetting = self._needs_reset
