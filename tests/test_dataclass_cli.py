@@ -136,6 +136,8 @@ def test_jerk_refuses_settings_that_would_hang_or_mean_nothing(capsys) -> None:
     with pytest.raises(ValueError, match=r"--jump-prob must be a probability in \[0, 1\], got nan"):
         JERKConfig(jump_prob=float("nan"))
     JERKConfig(backtrack_steps=0, exploit_bias=1.0)  # allowed: never backtrack; always replay the best
+    with pytest.raises(ValueError, match=r"--seed must be an integer from 0 to 2\*\*32 - 1, got -1"):
+        JERKConfig(seed=-1)  # a traceback after hyperparameters.json was written
     with pytest.raises(SystemExit) as exc:  # refused before any emulator is made
         main(["--game", "Airstriker-Genesis", "--state", "Level1", "--explore-steps", "0"])
     assert exc.value.code == 2 and "--explore-steps must be an integer >= 1, got 0" in capsys.readouterr().err

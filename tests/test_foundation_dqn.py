@@ -602,9 +602,15 @@ def test_dqn_evaluate_refuses_settings_that_play_nonsense(tmp_path) -> None:
         (dict(epsilon=1.5), r"--epsilon .* in \[0, 1\]"),
         (dict(epsilon=float("nan")), r"--epsilon .* in \[0, 1\]"),  # played greedily without a word
         (dict(max_steps=0), "--max-steps must be an integer >= 1"),  # returned a score of 0, "cut off"
+        # found only after every game was played (a traceback, the scores lost)
+        (dict(video_path=tmp_path), "--video .* is a directory"),
+        (dict(video_path=tmp_path / "run" / "hyperparameters.json" / "a.mp4"), "is a file, not a folder"),
+        (dict(video_path=tmp_path / "agent.gif"), r"end it in .mp4, .mkv, .mov or .avi"),
     ):
         with pytest.raises(ValueError, match=message):
-            evaluate(tmp_path / "run" / "checkpoint", episodes=1, video_path=None, **kwargs)
+            evaluate(tmp_path / "run" / "checkpoint", **{"episodes": 1, "video_path": None, **kwargs})
+    with pytest.raises(ValueError, match="--video-max-steps must be an integer >= 1"):  # failed after training
+        _small_cfg(tmp_path, video_max_steps=0)
 
 
 def test_dqn_rejects_continuous_actions(tmp_path) -> None:

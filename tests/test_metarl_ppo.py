@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 import signal
 
@@ -342,7 +343,13 @@ def test_eval_csv_keeps_columns_by_name_and_the_train_cli_evaluates(tmp_path, ca
     assert main([*other, "--resume"]) == 2
     err = capsys.readouterr().err
     assert "trained with env_id 'CartPole-v1' (now 'CartPole-v0')" in err and "Traceback" not in err
+    capsys.readouterr()
     assert main([*argv[:6], "96", *argv[7:], "--resume"]) == 0  # the same env resumes
+    # its summary covers the whole run, not only this call's episodes
+    printed = json.loads(capsys.readouterr().out)
+    with open(run / "episodes.csv") as f:
+        returns = [float(r["episodic_return"]) for r in csv.DictReader(f)]
+    assert printed["episodes"] == len(returns) and printed["mean_return"] == pytest.approx(np.mean(returns))
     # the Sonic protocol sets the env count, vector mode and budget itself: those flags are not accepted
     with pytest.raises(SystemExit) as exc:
         main(["protocol", "--levels", "Airstriker-Genesis:Level1", "--num-envs", "3"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -12,7 +13,7 @@ from dreamarcade.baselines.jerk import JERKConfig, run_jerk  # noqa: E402
 from dreamarcade.baselines.ppo import PPOConfig, load_agent  # noqa: E402
 from dreamarcade.baselines.ppo_sonic import joint_train, report_table, sonic_protocol  # noqa: E402
 from dreamarcade.envs.sonic import make_contest_env  # noqa: E402
-from dreamarcade.errors import MissingROMError  # noqa: E402
+from dreamarcade.errors import CheckpointError, MissingROMError  # noqa: E402
 
 AIR = ("Airstriker-Genesis", "Level1")
 TINY = PPOConfig(total_timesteps=64, num_steps=32, num_minibatches=2, update_epochs=1, eval_every_steps=64)
@@ -29,6 +30,13 @@ def test_joint_then_finetune_protocol_and_table(tmp_path):
     assert evals[0].startswith("step,eval/Airstriker-Genesis:Level1") and len(evals) == 3  # at 0 and at 64 steps
     agent, config, _ = load_agent(tmp_path / "joint" / "checkpoint")
     assert config["obs_space"]["shape"] == [4, 84, 84] and config["n_actions"] == 7
+    # a resume with another episode limit would mix two runs' episodes in one curve (it went on without a word)
+    longer = dataclasses.replace(TINY, total_timesteps=128)
+    with pytest.raises(CheckpointError, match=r"max_episode_steps 25 \(now 40\)"):
+        joint_train(
+            [AIR, AIR], longer, tmp_path / "joint", eval_levels=[AIR], scenario="scenario", max_episode_steps=40,
+            resume=True, progress=False,
+        )  # fmt: skip
 
     summary = sonic_protocol(
         [AIR], TINY, tmp_path / "finetune", timesteps=64, init_checkpoint=tmp_path / "joint" / "checkpoint",

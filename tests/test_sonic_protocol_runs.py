@@ -207,6 +207,17 @@ def test_protocol_and_table_clis_print_a_refused_run_dir_as_one_line(tmp_path, m
     assert capsys.readouterr().err.startswith(
         f"error: No scores.json in '{tmp_path / 'no_such_run'}': pass the --run-dir"
     )
+    # an --out it cannot write: one line before the table is built (tracebacks, IsADirectoryError / FileExistsError)
+    assert main(["table", str(tmp_path), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out") and "is a directory" in err
+    assert main(["table", str(tmp_path), "--out", str(tmp_path / "scores.json" / "table.md")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    # a NaN reward scale is refused as such, not as another run's setting (NaN != NaN)
+    fresh = tmp_path / "fresh"
+    assert main([*argv, "--run-dir", str(fresh), "--timesteps-per-level", "64", "--reward-scale", "nan"]) == 2
+    err = capsys.readouterr().err
+    assert "reward" in err and "was written by a protocol run" not in err and not (fresh / "scores.json").exists()
 
 
 def test_jerk_resume_drops_episodes_after_its_saved_state_and_a_fresh_run_refuses_an_old_dir(tmp_path):
@@ -237,6 +248,21 @@ def test_jerk_resume_drops_episodes_after_its_saved_state_and_a_fresh_run_refuse
     # budget stops the run at step 400, inside episode 14, which is not scored (it used to be played to its end)
     assert steps == list(range(30, 391, 30))
     assert result["episodes"] == len(steps) == 13 and result["steps"] == 400
+
+
+def test_jerk_cli_resume_refuses_another_level_setting(tmp_path, capsys):
+    """A resume with another episode limit (or level) mixed two setups' episodes in one score and replayed the
+    best sequences found under the first in the second; the CLI records game, state, scenario and limit."""
+    from dreamarcade.baselines.jerk import main
+
+    argv = ["--game", "Airstriker-Genesis", "--state", "Level1", "--scenario", "scenario", "--run-dir", str(tmp_path)]
+    assert main([*argv, "--max-episode-steps", "30", "--total-timesteps", "60"]) == 0
+    capsys.readouterr()
+    state = (tmp_path / "jerk_state.npz").read_bytes()
+    assert main([*argv, "--max-episode-steps", "20", "--total-timesteps", "90", "--resume"]) == 2
+    assert "error: --resume: the JERK state" in capsys.readouterr().err
+    assert (tmp_path / "jerk_state.npz").read_bytes() == state
+    assert main([*argv, "--max-episode-steps", "30", "--total-timesteps", "90", "--resume"]) == 0
 
 
 def test_jerk_resume_refuses_a_cut_off_state_before_it_changes_the_run(tmp_path):

@@ -389,6 +389,29 @@ def save_hyperparameters(run_dir: str | os.PathLike[str], args: Any) -> None:
     atomic_write_text(Path(run_dir) / "hyperparameters.json", json.dumps(data, indent=2, default=str))
 
 
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")  # containers that hold write_video's H.264
+
+
+def check_video_path(path: str | os.PathLike[str], what: str) -> None:
+    """Raise ``ValueError`` unless :func:`write_video` can write ``path``: a file (not a folder, not under a file)
+    with one of :data:`VIDEO_SUFFIXES`. ``what`` names it (e.g. ``"--video"``). Call it before the work whose frames
+    it keeps, so that a bad path is not found after the episodes are played.
+
+    >>> check_video_path("runs/agent.gif", "--video")
+    Traceback (most recent call last):
+    ...
+    ValueError: --video 'runs/agent.gif' is no video file this library writes: end it in .mp4, .mkv, .mov or .avi
+    """
+    from dreamarcade.checkpoint import check_output_file
+
+    check_output_file(path, what)
+    if Path(path).suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(
+            f"{what} '{path}' is no video file this library writes: end it in "
+            f"{', '.join(VIDEO_SUFFIXES[:-1])} or {VIDEO_SUFFIXES[-1]}"
+        )
+
+
 def write_video(frames: list[np.ndarray] | np.ndarray, path: str | os.PathLike[str], fps: int = 30) -> Path:
     """Write RGB uint8 frames (T, H, W, 3) to an H.264 MP4 with PyAV (sizes rounded up to even)."""
     from dreamarcade.errors import require

@@ -46,6 +46,7 @@ from dreamarcade.baselines.common import (
     check_counts,
     check_ranges,
     check_run_dir_free,
+    check_video_path,
     claim_run_dir,
     drop_rows_after,
     has_episode_statistics,
@@ -157,6 +158,7 @@ class DQNConfig:
             "num_envs",
             "checkpoint_interval",
             "buffer_checkpoint_interval",
+            "video_max_steps",  # 0 trained the whole run, then failed in the video's evaluation
         )
         check_counts(self, dict.fromkeys(at_least_one, 1))  # numpy integers (a sweep's np.arange) are stored as int
         if self.learning_starts < 0:
@@ -715,6 +717,8 @@ def evaluate(
         max_steps = check_count("--max-steps", max_steps, hint=" (agent steps per game before it is cut off)")
         if not 0.0 <= epsilon <= 1.0:  # also NaN, which played greedily without a word
             raise ValueError(f"--epsilon (the chance of a random action) must be in [0, 1], got {epsilon}")
+        if video_path is not None:  # checked before the games: a bad path was found after all of them
+            check_video_path(video_path, "--video")
         device = str(resolve_device(device))
         q, config = load_q_network(checkpoint, device, network)
         if env_id is None and env_kwargs is None:  # the training env, with the kwargs it was made with

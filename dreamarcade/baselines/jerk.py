@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -45,7 +46,7 @@ from dreamarcade.baselines.common import (
     seed_everything,
 )
 from dreamarcade.checkpoint import atomic_write_bytes, json_text
-from dreamarcade.errors import CheckpointError, input_error_status
+from dreamarcade.errors import CheckpointError, check_seed, describe_changes, input_error_status
 
 STATE_FILE = "jerk_state.npz"
 
@@ -82,6 +83,7 @@ class JERKConfig:
         # explore_steps=0 with backtrack_steps=0 looped forever without taking a step
         minimums = {"total_timesteps": 1, "explore_steps": 1, "backtrack_steps": 0, "jump_repeat": 1}
         check_counts(self, {**minimums, "save_every_episodes": 1})
+        check_seed("--seed", self.seed)  # it failed in seed_everything, after hyperparameters.json was written
         for name in ("exploit_bias", "jump_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:  # also refuses NaN
@@ -197,7 +199,11 @@ def exploit(env: TrackedEnv, sequence: list[np.ndarray]) -> float:
 
 
 def _save_state(
-    run_dir: Path, solutions: list[tuple[list[float], list[np.ndarray]]], steps: int, n_buttons: int
+    run_dir: Path,
+    solutions: list[tuple[list[float], list[np.ndarray]]],
+    steps: int,
+    n_buttons: int,
+    run_info: dict[str, Any] | None = None,
 ) -> None:
     seqs = [np.stack(s).astype(np.int8) if s else np.zeros((0, n_buttons), np.int8) for _, s in solutions]
     scores = [np.asarray(sc, np.float64) for sc, _ in solutions]
@@ -211,11 +217,12 @@ def _save_state(
         sequences=np.concatenate(seqs) if seqs else np.zeros((0, n_buttons), np.int8),
         score_lengths=np.array([len(s) for s in scores], np.int64),
         scores=np.concatenate(scores) if scores else np.zeros(0),
+        run_info=np.array(json_text(run_info or {})),  # a str array: loads without pickle
     )
     atomic_write_bytes(run_dir / STATE_FILE, buf.getvalue())
 
 
-def _load_state(run_dir: Path) -> tuple[list[tuple[list[float], list[np.ndarray]]], int]:
+def _load_state(run_dir: Path) -> tuple[list[tuple[list[float], list[np.ndarray]]], int, dict[str, Any] | None]:
     path = run_dir / STATE_FILE
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -224,7 +231,8 @@ def _load_state(run_dir: Path) -> tuple[list[tuple[list[float], list[np.ndarray]
             seqs = np.split(z["sequences"], seq_split) if len(z["seq_lengths"]) else []
             scores = np.split(z["scores"], score_split) if len(z["score_lengths"]) else []
             solutions = [(list(map(float, sc)), list(sq)) for sc, sq in zip(scores, seqs, strict=True)]
-            return solutions, int(z["steps"])
+            info = json.loads(str(z["run_info"])) if "run_info" in z.files else None  # None: an older state
+            return solutions, int(z["steps"]), info
     except Exception as exc:  # zipfile and numpy raise many kinds on bad bytes (NotImplementedError, EOFError...)
         raise CheckpointError(
             f"Corrupt JERK state '{path}' ({type(exc).__name__}: {exc}). Restore it, or start the run again "
@@ -234,7 +242,12 @@ def _load_state(run_dir: Path) -> tuple[list[tuple[list[float], list[np.ndarray]
 
 @releases_run_dirs  # the run directory's claim ends with the run, also when it raises
 def run_jerk(
-    env: gym.Env, config: JERKConfig, run_dir: str | os.PathLike[str], resume: bool = False, progress: bool = True
+    env: gym.Env,
+    config: JERKConfig,
+    run_dir: str | os.PathLike[str],
+    resume: bool = False,
+    progress: bool = True,
+    run_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run JERK for ``config.total_timesteps`` steps; log every episode; return the score (mean episode reward).
 
@@ -242,7 +255,9 @@ def run_jerk(
     saved step are dropped from ``episodes.csv``, since those steps are played again, with random draws seeded from
     (``seed``, saved step) rather than a replay of the first part's. Without ``resume``, a
     ``run_dir`` that already holds a state file or logged episodes is refused (:class:`RunDirInUseError`, a
-    FileExistsError).
+    FileExistsError). ``run_info``: what ``env`` plays, as JSON values (the CLI's game, state, scenario and episode
+    limit): kept in the state, and a resume with other values is refused (it mixed two levels' episodes and
+    replayed one level's best sequences in the other).
     """
     run_dir = Path(run_dir)
     csv = run_dir / "episodes.csv"
@@ -252,7 +267,12 @@ def run_jerk(
     solutions: list[tuple[list[float], list[np.ndarray]]] = []
     saved_steps = 0
     if resume and (run_dir / STATE_FILE).exists():  # read before anything is written: a corrupt one changes nothing
-        solutions, saved_steps = _load_state(run_dir)
+        solutions, saved_steps, saved_info = _load_state(run_dir)
+        if run_info is not None and saved_info is not None and saved_info != run_info:
+            raise CheckpointError(
+                f"--resume: the JERK state in {run_dir} was played with other settings "
+                f"({describe_changes(saved_info, run_info)}): resume with the same ones, or use a new --run-dir."
+            )
     save_hyperparameters(run_dir, config)
     seed_everything(config.seed)
     tracked = TrackedEnv(env, budget=config.total_timesteps)  # the contest stops the env at the budget
@@ -286,7 +306,7 @@ def run_jerk(
                         best_scores.append(ret)
                         episode_returns.append(ret)
                         logger.log_episode(tracked.total_steps_ever, ret, len(tracked.reward_history), exploit=1)
-                        _after_episode(bar, tracked, episode_returns, run_dir, solutions, n_buttons, config)
+                        _after_episode(bar, tracked, episode_returns, run_dir, solutions, n_buttons, config, run_info)
                         continue
                     tracked.reset()
                     new_episode = False
@@ -298,14 +318,14 @@ def run_jerk(
                     solutions.append(([max(tracked.reward_history)], tracked.best_sequence()))
                     episode_returns.append(ret)
                     logger.log_episode(tracked.total_steps_ever, ret, len(tracked.reward_history), exploit=0)
-                    _after_episode(bar, tracked, episode_returns, run_dir, solutions, n_buttons, config)
+                    _after_episode(bar, tracked, episode_returns, run_dir, solutions, n_buttons, config, run_info)
                 elif bar is not None:
                     bar.update(tracked.total_steps_ever - bar.n)
         except BudgetSpent:  # the episode the budget cut is not scored, as in the contest and the PPO protocol
             pass
     if bar is not None:
         bar.close()
-    _save_state(run_dir, solutions, tracked.total_steps_ever, n_buttons)
+    _save_state(run_dir, solutions, tracked.total_steps_ever, n_buttons, run_info)
     if csv.exists() and csv.stat().st_size:
         plot_learning_curve({"JERK": read_episodes(csv)}, run_dir / "learning_curve.png", f"JERK: {run_dir.name}")
     all_returns = [float(r) for r in read_episodes(csv)[1]] if csv.exists() else episode_returns
@@ -321,12 +341,13 @@ def _after_episode(
     solutions: list[tuple[list[float], list[np.ndarray]]],
     n_buttons: int,
     config: JERKConfig,
+    run_info: dict[str, Any] | None,
 ) -> None:
     if bar is not None:
         bar.update(tracked.total_steps_ever - bar.n)
         bar.set_postfix(ret=f"{np.mean(returns[-20:]):.1f}")
     if len(returns) % config.save_every_episodes == 0:
-        _save_state(run_dir, solutions, tracked.total_steps_ever, n_buttons)
+        _save_state(run_dir, solutions, tracked.total_steps_ever, n_buttons, run_info)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,12 +372,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     run_dir = Path(args.run_dir or f"runs/metarl/jerk/{args.game}_{args.state}")
     try:
-        env = make_contest_env(args.game, args.state, scenario=args.scenario, max_episode_steps=args.max_episode_steps)
+        cap = args.max_episode_steps
+        env = make_contest_env(args.game, args.state, scenario=args.scenario, max_episode_steps=cap)
     except (DreamArcadeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        result = run_jerk(env, config, run_dir, resume=args.resume)
+        info = {"game": args.game, "state": args.state, "scenario": args.scenario}
+        result = run_jerk(env, config, run_dir, resume=args.resume, run_info={**info, "max_episode_steps": cap})
     except Exception as exc:  # a run already there, another process on it, a corrupt state: one line
         return input_error_status(exc)
     finally:

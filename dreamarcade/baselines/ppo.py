@@ -673,7 +673,7 @@ class PPOResult:
 
     agent: ActorCritic
     global_step: int
-    episode_returns: list[float] = field(default_factory=list)  # every episode finished in this call
+    episode_returns: list[float] = field(default_factory=list)  # every episode finished in this call (not resumed)
     episode_steps: list[int] = field(default_factory=list)  # global step at which each finished
     eval_history: list[dict[str, float]] = field(default_factory=list)
     steps_per_second: float = 0.0
@@ -685,8 +685,18 @@ class PPOResult:
 
     @property
     def mean_return(self) -> float:
-        """Mean return over every episode of the run: the Sonic protocol's score."""
+        """Mean return over the episodes of this call (after a resume, the run's are in ``episodes.csv``:
+        :meth:`run_episodes`)."""
         return float(np.mean(self.episode_returns)) if self.episode_returns else float("nan")
+
+    def run_episodes(self) -> tuple[int, float]:
+        """(episodes, mean return) of the whole run, resumed parts included, from the run's ``episodes.csv``;
+        this call's own episodes when there is no such file (or no ``run_dir``)."""
+        csv_path = self.run_dir / "episodes.csv" if self.run_dir is not None else None
+        if csv_path is None or not csv_path.exists() or not csv_path.stat().st_size:
+            return len(self.episode_returns), self.mean_return
+        returns = read_episodes(csv_path)[1]
+        return len(returns), float(np.mean(returns)) if len(returns) else float("nan")
 
 
 @releases_run_dirs  # the run directory's claim ends with the run, also when it raises
@@ -1209,8 +1219,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             {
                 "run_dir": str(run_dir),
                 "global_step": result.global_step,
-                "mean_return": result.mean_return,
-                "episodes": len(result.episode_returns),
+                "mean_return": result.run_episodes()[1],  # the whole run's, resumed parts included
+                "episodes": result.run_episodes()[0],
                 "sps": round(result.steps_per_second, 1),
             }
         )

@@ -48,7 +48,7 @@ from dreamarcade.baselines.ppo import (
     load_agent,
     train_ppo,
 )
-from dreamarcade.checkpoint import atomic_write_text, json_text, read_json_object
+from dreamarcade.checkpoint import atomic_write_text, check_output_file, json_text, read_json_object
 from dreamarcade.envs.sonic import check_level_settings
 from dreamarcade.errors import check_count, input_checks
 
@@ -143,7 +143,15 @@ def joint_train(
         for g, s in eval_levels
     }
     config = dataclasses.replace(config, vector_mode="async")
-    result = train_ppo(fns, config, run_dir, resume=resume, eval_env_fns=eval_fns or None, progress=progress)
+    run_info = {  # what the run plays: a resume with other levels or env settings would mix two runs' curves
+        "train_levels": [f"{g}:{s}" for g, s in train_levels],
+        "eval_levels": [f"{g}:{s}" for g, s in eval_levels],
+        "workers": num_envs or len(train_levels),
+        **env_kwargs,
+    }
+    result = train_ppo(
+        fns, config, run_dir, resume=resume, eval_env_fns=eval_fns or None, progress=progress, run_info=run_info
+    )
     eval_csv = Path(run_dir) / "eval.csv"
     if eval_csv.exists():  # the whole run's test scores, resumed parts included
         import csv
@@ -216,6 +224,13 @@ def sonic_protocol(
         "max_episode_steps": max_episode_steps,
     }
     with input_checks():
+        # checked before the settings are recorded: a refused call must not tie the run directory to them; and
+        # before they are compared with a run's (a NaN reward scale read as "another run's setting")
+        timesteps = check_count("--timesteps-per-level", timesteps, hint=" (steps of PPO per level)")
+        cfg = dataclasses.replace(config, total_timesteps=timesteps, num_envs=1, vector_mode="async")
+        cfg.validate()
+        for game, state in levels:  # a level, scenario, reward scale or limit its envs would refuse at the first level
+            check_level_settings(game, state, scenario, reward_scale, max_episode_steps)
         summary: dict[str, Any] = read_json_object(out) if out.exists() else {}
         for key, value in this_run.items():
             stored = summary.get(key, value)
@@ -226,12 +241,6 @@ def sonic_protocol(
                     f"its scores and level checkpoints belong to that run. Use another --run-dir for this one (or "
                     f"the same {key} to continue that run)."
                 )
-        # checked before the settings are recorded: a refused call must not tie the run directory to them
-        timesteps = check_count("--timesteps-per-level", timesteps, hint=" (steps of PPO per level)")
-        cfg = dataclasses.replace(config, total_timesteps=timesteps, num_envs=1, vector_mode="async")
-        cfg.validate()
-        for game, state in levels:  # a level, scenario, reward scale or limit its envs would refuse at the first level
-            check_level_settings(game, state, scenario, reward_scale, max_episode_steps)
         if init_checkpoint is not None:  # a missing, corrupt or unfitting checkpoint is refused here, not in a level
             env_kwargs = dict(scenario=scenario, reward_scale=reward_scale, max_episode_steps=max_episode_steps)
             _check_init_fits(load_agent(init_checkpoint)[0], levels, cfg, str(init_checkpoint), env_kwargs)
@@ -343,7 +352,7 @@ def _cmd_joint(args: argparse.Namespace) -> int:
             {
                 "run_dir": args.run_dir,
                 "global_step": result.global_step,
-                "train_score": result.mean_return,
+                "train_score": result.run_episodes()[1],  # the whole run's, resumed parts included
                 "sps": round(result.steps_per_second, 1),
                 "eval": result.eval_history[-1:],
             }
@@ -376,6 +385,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 def _cmd_table(args: argparse.Namespace) -> int:
     with input_checks(OSError):  # it only reads the runs' scores.json files
+        if args.out:
+            check_output_file(args.out, "--out")
         table = report_table(args.runs)
     if args.out:
         atomic_write_text(args.out, table + "\n")
@@ -383,9 +394,9 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
-# the protocol trains one env per level, async, for --timesteps-per-level: these PPOConfig fields get no flag
-# set by the protocol itself (one env per level, the per-level budget), or not part of it: a level's score is the mean
-# of its training episodes, as in the contest, so held-out evaluation during training has nothing to evaluate
+# PPOConfig fields that get no protocol flag: set by the protocol itself (one async env per level, the per-level
+# budget), or not part of it (a level's score is the mean of its training episodes, as in the contest, so held-out
+# evaluation during training has nothing to evaluate)
 _PROTOCOL_SETS = ("num_envs", "vector_mode", "total_timesteps", "eval_every_steps", "eval_episodes")
 
 
