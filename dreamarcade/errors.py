@@ -237,6 +237,22 @@ def check_seed(name: str, value: object, limit: int = 2**32) -> int:
     return int(value)
 
 
+def check_probability(name: str, value: object, hint: str = "", below_one: bool = False) -> float:
+    """``value`` as a float, or a ValueError naming ``name`` unless it is a real number in [0, 1] ([0, 1) with
+    ``below_one``). Bools (``True`` would read as 1) and NaN are refused.
+
+    >>> check_probability("repeat_action_probability", 1.0, below_one=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: repeat_action_probability must be a probability in [0, 1), got 1.0
+    """
+    top = ")" if below_one else "]"
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0.0 <= float(value) <= 1.0
+    if not ok or (below_one and float(value) >= 1.0):  # NaN fails the comparisons
+        raise ValueError(f"{name} must be a probability in [0, 1{top}{hint}, got {value!r}")
+    return float(value)
+
+
 def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any], keys: Iterable[str] | None = None) -> str:
     """``"key: old -> new, ..."`` for the ``keys`` (default: all of either, sorted) whose values differ; a key one
     side lacks reads as None. For a refusal to say which settings differ from those a run was made with.

@@ -136,10 +136,11 @@ def test_single_and_vector_paths_agree_on_shapes_and_refuse_the_same_settings() 
     for make in (lambda: make_dqn_env("Pong", noop_max=-5), lambda: make_dqn_vector_env(1, "Pong", noop_max=-5)):
         with pytest.raises(ValueError, match="noop_max must be an integer >= 0"):  # it was silently taken as 0
             make()
-    for rap in (1.5, -0.1):  # ale-py takes any value, and at >= 1 every action of the agent was ignored
-        with pytest.raises(ValueError, match=r"repeat_action_probability .* in \[0, 1\]"):
+    # ale-py takes any value, and at >= 1 (or True, read as 1) every action of the agent was ignored
+    for rap in (1.5, -0.1, 1.0, True, float("nan")):
+        with pytest.raises(ValueError, match=r"repeat_action_probability .* in \[0, 1\)"):
             make_dqn_env("Pong", repeat_action_probability=rap)
-        with pytest.raises(ValueError, match=r"repeat_action_probability .* in \[0, 1\]"):
+        with pytest.raises(ValueError, match=r"repeat_action_probability .* in \[0, 1\)"):
             make_dqn_vector_env(1, "Pong", repeat_action_probability=rap)
     for n in (0, -1, 1.5):  # 0 crashed the process in C++ (SIGSEGV)
         with pytest.raises(ValueError, match="num_envs must be an integer >= 1"):

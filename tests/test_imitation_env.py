@@ -405,6 +405,16 @@ def test_play_episodes_noop_starts_vary_the_episodes_of_a_fixed_policy():
 def test_vector_env_refuses_zero_envs_by_name():  # an IndexError inside SyncVectorEnv before
     with pytest.raises(ValueError, match="num_envs must be an integer >= 1, got 0"):
         gym.make_vec("MontezumaImitation-v0", num_envs=0, vectorization_mode="vector_entry_point")
+    for p in (1.0, 1.5, -0.5, True):  # went to ale-py as given: at >= 1 the agent's actions were all ignored
+        with pytest.raises(ValueError, match=r"repeat_action_probability must be a probability in \[0, 1\)"):
+            gym.make("MontezumaImitation-v0", repeat_action_probability=p)
+        with pytest.raises(ValueError, match=r"repeat_action_probability must be a probability in \[0, 1\)"):
+            gym.make_vec(
+                "MontezumaImitation-v0",
+                num_envs=1,
+                vectorization_mode="vector_entry_point",
+                repeat_action_probability=p,
+            )
 
 
 def test_vector_env_time_limit_keeps_the_game_score_of_truncated_episodes():

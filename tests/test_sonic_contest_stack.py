@@ -219,6 +219,18 @@ def test_sonic_env_refuses_a_negative_frame_stack():
         make_sonic_env(GAME, STATE, scenario=SCEN, frame_size=0)
 
 
+def test_sonic_env_stacks_raw_frames_only_when_asked():
+    """frame_size=None keeps raw RGB frames; a frame_stack given with it was dropped without a word."""
+    for kwargs, shape in (({}, (224, 320, 3)), ({"frame_stack": 2}, (2, 224, 320, 3))):
+        env = make_sonic_env(GAME, STATE, scenario=SCEN, frame_size=None, **kwargs)
+        try:
+            obs, _ = env.reset(seed=0)
+            assert env.observation_space.shape == obs.shape == shape
+            assert env.observation_space.contains(env.step(0)[0])
+        finally:
+            env.close()
+
+
 def test_levels_env_stays_reproducible_across_a_level_switch():
     from dreamarcade.envs.sonic import Level
 

@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from dreamarcade.baselines.common import has_episode_statistics
-from dreamarcade.errors import check_count, require
+from dreamarcade.errors import check_count, check_probability, require
 from dreamarcade.wrappers.atari import EpisodicLife, FireReset, MaxAndSkip, NoopReset
 from dreamarcade.wrappers.frames import ClipRewardSign, FrameStack, GrayscaleResize
 
@@ -165,12 +165,19 @@ def wrap_dqn(
     return env
 
 
+def check_repeat_action_probability(value: object) -> float:
+    """ALE's sticky-action probability as a float in [0, 1), or a ValueError: ale-py takes any value, and at 1 (or
+    ``True``) the env repeats its first action forever, ignoring the agent's.
+
+    >>> check_repeat_action_probability(0.25)
+    0.25
+    """
+    hint = " (sticky actions; 0: none, 0.25: ALE v5; at 1 every action is ignored)"
+    return check_probability("repeat_action_probability", value, hint, below_one=True)
+
+
 def _check_counts(frame_skip: int, frame_stack: int, noop_max: int, repeat_action_probability: float) -> None:
-    if not 0.0 <= repeat_action_probability <= 1.0:  # ale-py takes any value; at >= 1 every action is ignored
-        raise ValueError(
-            "repeat_action_probability (sticky actions) must be a probability in [0, 1] (0: none, 0.25: ALE v5), "
-            f"got {repeat_action_probability}"
-        )
+    check_repeat_action_probability(repeat_action_probability)
     check_count("frame_skip", frame_skip, hint=" (1: no skip)")
     check_count("frame_stack", frame_stack, hint=" (1: one frame)")
     check_count("noop_max", noop_max, low=0, hint=" (0: no random no-ops at reset)")

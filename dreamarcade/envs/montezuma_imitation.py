@@ -36,6 +36,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from dreamarcade.envs.atari import check_repeat_action_probability
 from dreamarcade.errors import check_count, require
 
 __all__ = ["ASSET_DIR", "make_montezuma_imitation", "make_montezuma_imitation_vector"]
@@ -90,6 +91,7 @@ def make_montezuma_imitation(
     """
     from dreamarcade.wrappers.imitation import YouTubeImitationReward, load_imitation_model
 
+    check_repeat_action_probability(repeat_action_probability)  # before the model loads
     embedder, checkpoints = load_imitation_model(
         asset_dir or ASSET_DIR, num_threads=embed_threads, precision=embed_precision
     )
@@ -136,6 +138,7 @@ def make_montezuma_imitation_vector(
     from dreamarcade.wrappers.imitation import YouTubeImitationRewardVector, load_imitation_model
 
     check_count("num_envs", num_envs, 1)  # before the model loads: 0 failed inside SyncVectorEnv with an IndexError
+    check_repeat_action_probability(repeat_action_probability)  # before the model loads
     embedder, checkpoints = load_imitation_model(
         asset_dir or ASSET_DIR, num_threads=embed_threads, precision=embed_precision
     )

@@ -270,7 +270,7 @@ def make_sonic_env(
     backtracking: bool = False,
     reward_scale: float | None = None,
     frame_size: int | None = 84,
-    frame_stack: int = 4,
+    frame_stack: int | None = None,
     max_episode_steps: int | None = CONTEST_MAX_STEPS,
     stickprob: float = CONTEST_STICKPROB,
 ) -> gym.Env:
@@ -280,12 +280,16 @@ def make_sonic_env(
     score) -> [AllowBacktracking] -> [RewardScaler] -> GrayscaleResize(84) -> FrameStack(4) (zero-padded at reset;
     retro-baselines' stack repeats the first frame). retro-baselines' PPO
     uses ``reward_scale=0.01``; its Rainbow uses ``backtracking=True``. ``frame_size=None`` keeps raw RGB frames.
+    ``frame_stack``: frames per observation (0: no stack); None stacks 4 resized frames and leaves raw RGB frames
+    unstacked. A stack of raw frames is (k, 224, 320, 3).
     ``max_episode_steps`` is the contest's limit, inside the episode statistics. Through ``gym.make`` it cannot be
     set: Gymnasium takes ``gym.make(id, max_episode_steps=N)`` for itself and adds a ``TimeLimit`` around the whole
     stack, which can only shorten episodes and leaves the episodes it cuts without ``info["episode"]``.
     """
     from dreamarcade.wrappers.retro import AllowBacktracking, RewardScaler, SonicDiscretizer
 
+    if frame_stack is None:  # the CNN stack's 4 resized frames; raw frames as they come
+        frame_stack = 4 if frame_size is not None else 0
     frame_stack = check_count("frame_stack", frame_stack, low=0, hint=" (0: no stack)")  # before any emulator
     if frame_size is not None:
         frame_size = check_count("frame_size", frame_size, hint=" (None: raw RGB frames)")
@@ -303,12 +307,12 @@ def make_sonic_env(
         env = AllowBacktracking(env)
     if reward_scale is not None:
         env = RewardScaler(env, reward_scale)
-    if frame_size is not None:
-        from dreamarcade.wrappers.frames import FrameStack, GrayscaleResize
+    from dreamarcade.wrappers.frames import FrameStack, GrayscaleResize
 
+    if frame_size is not None:
         env = GrayscaleResize(env, frame_size)
-        if frame_stack > 0:
-            env = FrameStack(env, frame_stack)
+    if frame_stack > 0:  # raw RGB frames too, when asked for (a stack given with frame_size=None was dropped)
+        env = FrameStack(env, frame_stack)
     return env
 
 
