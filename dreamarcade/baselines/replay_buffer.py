@@ -116,9 +116,9 @@ class ReplayBuffer:
 
     Args:
         capacity: transitions kept (over all envs); the oldest are overwritten first. Each episode also
-            stores the frames of its first observation, and the frame ring has ~1.6% slack for them, so
-            when episodes are short (a few hundred steps or less) somewhat fewer than ``capacity``
-            transitions stay sampleable.
+            stores the frames of its first observation, and the frame ring has ~1.6% slack for them: with
+            episodes of ``L`` steps about ``min(capacity, 1.016 * capacity * L / (L + frame_stack))``
+            transitions stay sampleable (stacks of 4: all of them at L = 1000, ~73% at L = 10, ~20% at L = 1).
         obs_shape: shape of one env's observation, e.g. ``(4, 84, 84)``.
         frame_stack: ``k`` if observations are stacks of ``k`` frames on axis 0 (frames are then
             de-duplicated), 1 otherwise.
