@@ -191,9 +191,21 @@ def test_agent_cli_trains_resumes_and_evaluates(tmp_path, capsys):
         assert exc.value.code == 2
     bads = [["--num-envs", "0"], ["--max-episode-steps", "0"], ["--seed", "-1"], ["--seed", str(2**32)]]
     bads += [["--device", "no-such-device"]] + ([] if torch.cuda.is_available() else [["--device", "cuda"]])
+    # a threshold no similarity can pass (or any passes), a batch smaller than the minibatches (its message named
+    # a flag this CLI lacks), and flags the reward kind ignores (they were saved and did nothing)
+    bads += [["--threshold", "1"], ["--threshold", "-1.5"], ["--num-envs", "1", "--num-steps", "2"]]
+    bads += [["--reward", "game", "--threshold", "0.4"], ["--reward", "imitation_only", "--game-reward-scale", "5"]]
     for bad in bads:  # refused before the run dir is written (a bad seed or device left a config that --resume kept)
+        capsys.readouterr()
         assert main(["train", "--run-dir", str(tmp_path / "bad"), *bad, "--total-timesteps", "8"]) == 2
-        assert not (tmp_path / "bad").exists()
+        assert capsys.readouterr().err.startswith("error: ") and not (tmp_path / "bad").exists()
+    # eval plays the training episodes unless told otherwise, and says which
+    out = evaluate(run, episodes=1, noop_max=0, max_episode_steps=7, whole_games=True)
+    assert out["max_episode_steps"] == 7 and out["life_loss_terminal"] is False
+    assert det["max_episode_steps"] == 200 and det["life_loss_terminal"] is False
+    # a checkpoint without its settings file: nothing to check a resume against (it went on with any settings)
+    (edited / "imitation_config.json").unlink()
+    assert main(["train", "--run-dir", str(edited), "--total-timesteps", "96", "--resume"]) == 2
 
 
 def test_agent_cli_keeps_the_traceback_of_an_error_raised_while_training(tmp_path, monkeypatch, capsys):
@@ -400,6 +412,22 @@ def test_play_episodes_noop_starts_vary_the_episodes_of_a_fixed_policy():
     assert starts(3, seed=0) == noops and starts(3, seed=1) != noops  # reproducible by seed
     with pytest.raises(ValueError, match=r"noop_max must be an integer >= 0 \(0: no no-op starts\), got -1"):
         play_episodes(None, lambda obs: obs, episodes=1, noop_max=-1)
+
+
+def test_agent_episodes_longer_than_4500_steps_are_not_cut_by_the_ale():
+    """The agent's ALE env had a fixed 18,000-frame cap (4500 steps): a longer --max-episode-steps was accepted,
+    saved, and cut at 4500 without a word."""
+    from dreamarcade.baselines.imitation import ImitationConfig, make_envs
+
+    for steps, frames in ((1000, 18_000), (6000, 24_000)):
+        envs = make_envs(ImitationConfig(reward="game", num_envs=1, max_episode_steps=steps))
+        try:
+            inner = envs
+            while not hasattr(inner, "envs"):
+                inner = inner.env
+            assert inner.envs[0].unwrapped.ale.getInt("max_num_frames_per_episode") == frames
+        finally:
+            envs.close()
 
 
 def test_vector_env_refuses_zero_envs_by_name():  # an IndexError inside SyncVectorEnv before

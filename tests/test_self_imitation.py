@@ -359,3 +359,24 @@ def test_self_imitation_ranks_and_imitates_the_reward_without_the_count_bonus(tm
     np.testing.assert_array_equal(_without_bonus(reward, {"count_bonus": np.array([0.5, 0.25])}), [1.0, 0.0])
     masked = {"count_bonus": np.array([0.5, 0.0]), "_count_bonus": np.array([True, False])}  # a vector env's info
     np.testing.assert_array_equal(_without_bonus(reward, masked), [1.0, 0.25])
+    # train_ppo's same-step autoreset: an env that ends its episode reports its last step's bonus in final_info (the
+    # top level holds its reset's info), so the last step's bonus was kept and ranked the first episodes first
+    import ale_py
+
+    from dreamarcade.wrappers.exploration import CountBonus
+
+    gym.register_envs(ale_py)
+
+    def make() -> gym.Env:
+        env = gym.make("ALE/Pong-v5", obs_type="grayscale", repeat_action_probability=0.0)
+        return CountBonus(gym.wrappers.TimeLimit(env, 3), beta=0.1)
+
+    envs = gym.vector.SyncVectorEnv([make, make], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    try:
+        envs.reset(seed=0)
+        for _ in range(7):  # two episode ends per env
+            _, reward, *_, infos = envs.step(np.zeros(2, np.int64))
+            np.testing.assert_allclose(_without_bonus(reward, infos), 0.0, atol=1e-12)  # Pong pays nothing this soon
+            assert reward.max() > 0  # the bonus is paid
+    finally:
+        envs.close()

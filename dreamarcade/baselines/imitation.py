@@ -56,7 +56,7 @@ import torch
 
 from dreamarcade.baselines.common import check_run_dir_free, claim_run_dir, releases_run_dirs
 from dreamarcade.baselines.ppo import PPOConfig, check_agent_fits, load_agent, obs_to_tensor, train_ppo
-from dreamarcade.checkpoint import atomic_write_text, check_output_file, read_json_object
+from dreamarcade.checkpoint import atomic_write_text, check_output_file, checkpoint_exists, read_json_object
 from dreamarcade.errors import CheckpointError, DreamArcadeError, check_count, input_checks, input_error_status
 from dreamarcade.precision import flush_denormals
 from dreamarcade.wrappers.exploration import CellCounter
@@ -341,6 +341,10 @@ class PolicyFrames(gym.vector.VectorWrapper):
 def make_envs(cfg: ImitationConfig) -> gym.vector.VectorEnv:
     """The SAME_STEP-autoreset vector env the agent trains on (see the module docstring)."""
     from dreamarcade.envs.montezuma_imitation import ASSET_DIR
+
+    check_count("num_envs", cfg.num_envs, 1)  # 0 failed inside SyncVectorEnv with an IndexError
+    # ALE's own cut (4500 agent steps) below the time limit: a longer --max-episode-steps was capped at it
+    max_frames = max(18_000, 4 * check_count("--max-episode-steps", cfg.max_episode_steps, 1))
     from dreamarcade.wrappers.imitation import YouTubeImitationRewardVector, load_imitation_model
 
     def thunk() -> gym.Env:
@@ -348,7 +352,7 @@ def make_envs(cfg: ImitationConfig) -> gym.vector.VectorEnv:
 
         gym.register_envs(ale_py)
         env = gym.make(
-            "ALE/MontezumaRevenge-v5", frameskip=4, repeat_action_probability=0.0, max_num_frames_per_episode=18_000
+            "ALE/MontezumaRevenge-v5", frameskip=4, repeat_action_probability=0.0, max_num_frames_per_episode=max_frames
         )
         env = RoomsVisited(env)
         if cfg.life_loss_terminal:
@@ -466,6 +470,8 @@ def evaluate(
     deterministic: bool = False,
     seed: int = 1000,
     noop_max: int | None = None,
+    max_episode_steps: int | None = None,
+    whole_games: bool = False,
 ) -> dict[str, Any]:
     """Play ``episodes`` episodes with the trained policy: game scores, the rate of episodes that collected the key
     (score >= 100), opened a door (>= 400) and left the first room (visited 2 or more rooms). ``seed`` seeds the
@@ -474,16 +480,25 @@ def evaluate(
     ``checkpoints_paid`` and ``rooms_visited``.
     ``noop_max``: each episode starts with 0 to ``noop_max`` NOOP steps (:func:`play_episodes`). Default: 30 for a
     ``deterministic`` policy, whose episodes would otherwise all be the same one (the game is deterministic), and 0
-    for the sampled policy, whose sampling already varies them."""
+    for the sampled policy, whose sampling already varies them.
+    The episodes are those of training (``imitation_config.json``) unless ``max_episode_steps`` (the cut-off) or
+    ``whole_games`` (play on after a lost life, for a ``life_loss_terminal`` run) say otherwise; the result records
+    both."""
     with input_checks():  # the request and the run directory; not the episodes
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}.")
         if noop_max is None:
             noop_max = 30 if deterministic else 0
         check_count("noop_max", noop_max, 0, " (0: no no-op starts)")  # before the model loads
+        if max_episode_steps is not None:
+            check_count("--max-episode-steps", max_episode_steps, 1, " (agent steps per evaluation episode)")
         run_dir = Path(run_dir)
         cfg = _load_config(run_dir)
-        cfg.num_envs = min(cfg.num_envs, episodes)
+        cfg.num_envs = min(check_count("num_envs", cfg.num_envs, 1), episodes)
+        if max_episode_steps is not None:
+            cfg.max_episode_steps = max_episode_steps
+        if whole_games:
+            cfg.life_loss_terminal = False
         torch.manual_seed(seed)  # the policy's action sampling: the same seed plays the same episodes
         envs = make_envs(cfg)
         try:  # the policy must read the env imitation_config.json rebuilds (a hand-edited reward kind did not)
@@ -513,6 +528,8 @@ def evaluate(
         "episodes": episodes,
         "deterministic": deterministic,
         "noop_max": noop_max,
+        "max_episode_steps": cfg.max_episode_steps,
+        "life_loss_terminal": cfg.life_loss_terminal,
         "mean_score": float(s.mean()),
         "max_score": float(s.max()),
         "key_rate": float((s >= 100).mean()),
@@ -551,6 +568,11 @@ def train(cfg: ImitationConfig, run_dir: str | Path, resume: bool = False, progr
         cfg = dataclasses.replace(cfg, asset_dir=_absolute(cfg.asset_dir))
         if not resume:
             check_run_dir_free(run_dir)  # before imitation_config.json is written: never replace another run's
+        elif checkpoint_exists(run_dir / "checkpoint") and not (run_dir / "imitation_config.json").is_file():
+            raise CheckpointError(
+                f"--resume: '{run_dir}' holds a checkpoint but no imitation_config.json, so the settings it was "
+                "trained with cannot be checked. Restore the file, or train into a new run directory."
+            )
         elif (run_dir / "imitation_config.json").is_file():
             saved = _load_config(run_dir)  # evaluate() rebuilds the envs from it: the reward must stay what was trained
             saved.asset_dir = _absolute(saved.asset_dir)  # a run saved before paths were made absolute
@@ -570,6 +592,19 @@ def train(cfg: ImitationConfig, run_dir: str | Path, resume: bool = False, progr
                     f"({diff}). Resume with the run's settings (see its imitation_config.json), or train into a new "
                     "run directory."
                 )
+        if not -1.0 <= cfg.threshold < 1.0:  # similarities are centred cosines in [-1, 1]
+            raise ValueError(
+                f"--threshold must be in [-1, 1) (a similarity; the paper's is 0.5): {cfg.threshold} "
+                f"{'pays every checkpoint for standing still' if cfg.threshold < -1 else 'can never be passed'}"
+            )
+        check_count("--num-envs", cfg.num_envs, 1)
+        check_count("--num-steps", cfg.ppo.num_steps, 1)
+        batch = cfg.num_envs * cfg.ppo.num_steps
+        if batch < cfg.ppo.num_minibatches:  # PPOConfig's message names a flag this CLI does not have
+            raise ValueError(
+                f"--num-envs x --num-steps = {batch} steps per update, fewer than the {cfg.ppo.num_minibatches} "
+                "minibatches each update is split into: use more envs or steps"
+            )
         ppo = dataclasses.replace(cfg.ppo, num_envs=cfg.num_envs)
         ppo.validate()  # before anything is written: --num-envs 0 left a config behind and crashed in the vector env
         envs = make_envs(cfg)  # refuses bad env settings (--max-episode-steps 0) before the run directory is touched
@@ -634,6 +669,13 @@ _TRAIN_FLAGS = {
     "asset_dir": ("asset_dir", None),
     "seed": (None, "seed"),
     "device": (None, "device"),
+}
+
+
+# flags of settings a reward kind does not use: "game" pays no imitation reward, "imitation_only" no game reward
+_UNUSED = {
+    "game": ("threshold", "distinct_margin", "embed_every", "no_observe_similarity"),
+    "imitation_only": ("game_reward_scale",),
 }
 
 
@@ -737,6 +779,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="start each episode with a random 0 to N NOOP steps (default: 30 with --deterministic, as the game "
         "is deterministic and every episode would be the same; 0 otherwise)",
     )
+    e.add_argument(
+        "--max-episode-steps",
+        type=int,
+        default=None,
+        help="cut each episode after N agent steps (default: the run's training limit, in the JSON)",
+    )
+    e.add_argument(
+        "--whole-games",
+        action="store_true",
+        help="play on after a lost life (for a run trained with --life-loss-terminal, whose episodes are one life)",
+    )
     e.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p
 
@@ -781,6 +834,16 @@ def main(argv: list[str] | None = None) -> int:
                     # the flags not written out keep the run's own settings (not the defaults): a resume that does
                     # not repeat --seed or --learning-rate continues the run it resumes
                     cfg = _resumed_config(_load_config(Path(run_dir)), args, _given(parser.train_parser, argv))
+                unused = [
+                    f"--{f.replace('_', '-')}"
+                    for f in _UNUSED.get(cfg.reward, ())
+                    if f in _given(parser.train_parser, argv)
+                ]
+                if unused:  # they were saved in imitation_config.json and did nothing
+                    raise ValueError(
+                        f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --reward "
+                        f"{cfg.reward}: leave {'it' if len(unused) == 1 else 'them'} out"
+                    )
             r = train(cfg, run_dir, resume=args.resume)
             result = {"run_dir": str(run_dir), "global_step": r.global_step, "sps": r.steps_per_second}
             print(json.dumps({**result, "stopped_early": r.stopped_early}))  # stopped: resume it with --resume
@@ -788,7 +851,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:  # before the episodes are played: a path that cannot be written would lose them
                 with input_checks():
                     check_output_file(args.json, "--json")
-            out = evaluate(args.run_dir, args.episodes, args.deterministic, noop_max=args.noop_max)
+            out = evaluate(
+                args.run_dir,
+                args.episodes,
+                args.deterministic,
+                noop_max=args.noop_max,
+                max_episode_steps=args.max_episode_steps,
+                whole_games=args.whole_games,
+            )
             print(json.dumps(out))
             if args.json:
                 atomic_write_text(args.json, json.dumps(out, indent=2))

@@ -1008,11 +1008,16 @@ def _without_bonus(reward: np.ndarray, infos: dict[str, Any]) -> np.ndarray:
     (:class:`~dreamarcade.wrappers.exploration.CountBonus`, the imitation agent's ``PolicyFrames``): what
     self-imitation ranks and imitates. The bonus shrinks as the counts grow, so the first episodes of a run, paid for
     new places by the untrained policy, would rank first for good and keep returns above what the critic learns of
-    the bonus paid now: their random steps would be imitated for the whole run."""
-    bonus = infos.get("count_bonus")
-    if bonus is None:
-        return reward
-    return reward - np.where(infos.get("_count_bonus", True), np.asarray(bonus, np.float64), 0.0)
+    the bonus paid now: their random steps would be imitated for the whole run.
+
+    An env that ended its episode this step and was reset in it (a same-step autoreset vector env) reports its last
+    step's info under ``infos["final_info"]`` and the reset's at the top: its bonus is taken from there."""
+    out = reward
+    for source in (infos, infos.get("final_info")):
+        bonus = source.get("count_bonus") if isinstance(source, dict) else None
+        if bonus is not None:
+            out = out - np.where(source.get("_count_bonus", True), np.asarray(bonus, np.float64), 0.0)
+    return out
 
 
 def _obs_parts(space: gym.Space) -> dict[str, gym.Space]:
