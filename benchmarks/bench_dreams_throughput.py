@@ -194,6 +194,8 @@ def main() -> None:
     )
     p.add_argument("--episodes", type=positive_int, default=100)
     args = p.parse_args()
+    if not args.seconds > 0:  # 0 built every env, then divided by the real env's 0 steps
+        p.error(f"--seconds must be > 0 (the wall-clock budget of each row), got {args.seconds}")
     torch.set_num_threads(1)
     if args.skills is not None:
         print("| doom_skill | random policy, steps survived (mean +- std) |\n|---|---|")

@@ -53,6 +53,10 @@ def main() -> None:
         p.error("--videos: cycle-consistency needs at least 2 videos")
     if a.tsne and not a.emb:
         p.error("--tsne plots an embedding's trajectories: give one with --emb name=checkpoint_dir")
+    names = [name for name, _ in a.emb]
+    clash = sorted({n for n in names if names.count(n) > 1 or n in ("pixels", "pixels 16x16")})
+    if clash:  # the table keys rows by name: one would replace another (a "pixels" embedding replaced the baseline)
+        p.error(f"--emb names {clash} repeat or clash with the pixel rows ('pixels', 'pixels 16x16'): rename them")
     try:  # before the work: an output that cannot be written, a missing embedding
         with input_checks():
             for path, flag in ((a.json, "--json"), (a.tsne, "--tsne")):

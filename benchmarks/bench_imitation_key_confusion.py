@@ -81,6 +81,9 @@ def main() -> None:
         p.error(f"--trajectories: {exc}")
     if not 0 <= a.demo < len(trajs):
         p.error(f"--demo {a.demo}: the file holds trajectories 0-{len(trajs) - 1}")
+    names = [name for name, _ in a.bundle]
+    if len(set(names)) < len(names):  # the JSON keys results by name: one would replace another
+        p.error(f"--bundle names repeat ({names}): give each bundle its own name")
     out = {}
     print(
         "| bundle | checkpoints after the key | highest similarity before the key (max over trajectories) | "

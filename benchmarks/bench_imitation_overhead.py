@@ -267,6 +267,8 @@ def main() -> None:
         return gym.vector.SyncVectorEnv([base] * a.num_envs)
 
     fused, ck = load_imitation_model(asset)
+    if a.breakdown and a.steps < fused.stack:  # checked before the rounds, not after them (and their results)
+        p.error(f"--breakdown needs --steps >= {fused.stack} (one frame stack), got {a.steps}")
     variants: list[tuple[str, dict[str, Any], int | None]] = [("fused (default)", {}, None)]
     if not a.no_reference:
         variants.append(("reference encoder", {"fused": False}, None))

@@ -125,9 +125,11 @@ def main() -> None:
     }
     print(
         f"| buffer ({a.transitions:,} transitions of DQNPong-v0)"
-        f" | RSS bytes / transition | array bytes / transition | 1M transitions |"
+        f" | RSS bytes / transition | array bytes / transition | array bytes / transition x 1M |"
     )
     print("|---|---|---|---|")
+    if a.transitions < 100_000:  # the buffers' fixed spare slots are spread over fewer transitions
+        print(f"(note: with --transitions {a.transitions:,} the last column overstates a 1M buffer; use >= 100,000)")
     for kind, r in rows.items():
         gb = r["array_bytes_per_transition"] * 1e6 / 1e9
         print(
