@@ -10,8 +10,9 @@ import argparse
 import contextlib
 import importlib
 import numbers
+import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -112,6 +113,17 @@ class VideoError(DreamArcadeError, ValueError):
         ...     except VideoError as err:
         ...         print(str(err).split("' ")[1])
         is empty (0 bytes). Re-download or re-record it.
+    """
+
+
+class WorkerDiedError(DreamArcadeError, RuntimeError):
+    """A worker process of a pool died (killed, out of memory, a crashed emulator) while it held a task: the pool
+    would wait for that task forever. The work is resumable: run the same command again.
+
+    Example:
+        >>> from dreamarcade.errors import WorkerDiedError
+        >>> issubclass(WorkerDiedError, RuntimeError), issubclass(WorkerDiedError, DreamArcadeError)
+        (True, True)
     """
 
 
@@ -251,6 +263,19 @@ def check_probability(name: str, value: object, hint: str = "", below_one: bool 
     if not ok or (below_one and float(value) >= 1.0):  # NaN fails the comparisons
         raise ValueError(f"{name} must be a probability in [0, 1{top}{hint}, got {value!r}")
     return float(value)
+
+
+def run_cli(main: Callable[[], int]) -> None:
+    """``sys.exit(main())`` for a command's ``__main__``; a reader that closes the pipe early (``| head``) ends it
+    quietly with exit status 141 (a shell's SIGPIPE) instead of a ``BrokenPipeError`` traceback."""
+    try:
+        code = main()
+        sys.stdout.flush()  # a write that fails at exit would print the traceback after main returned
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout once more at exit
+        code = 141
+    sys.exit(code)
 
 
 def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any], keys: Iterable[str] | None = None) -> str:

@@ -148,3 +148,20 @@ def test_run_logger_drops_a_cut_last_line_before_appending_and_tensorboard_purge
             log.log_metrics(step, loss=step + 0.5)
     events = EventAccumulator(str(tb / "tb")).Reload().Scalars("loss")
     assert [(e.step, e.value) for e in events] == [(100, 100.0), (200, 200.5), (300, 300.5)]
+
+
+def test_summary_json_is_strict_and_a_cli_piped_into_a_closed_reader_ends_quietly(tmp_path) -> None:
+    """A diverged run's NaN return was written as a bare NaN (most JSON readers outside Python refuse it); and
+    `python -m dreamarcade list | true` ended with a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    _run(tmp_path / "nan", [1.0, float("nan")])
+    assert baselines_main(["summary", str(tmp_path / "nan"), "--json", str(tmp_path / "s.json")]) == 0
+    text = (tmp_path / "s.json").read_text()
+    assert "NaN" not in text and json.loads(text)[0]["mean_last"] is None
+    for command in (["dreamarcade", "list"], ["dreamarcade.baselines", "--help"]):
+        proc = subprocess.Popen([sys.executable, "-m", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdout.close()  # the reader is gone before the command writes
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) in (0, 141) and "Traceback" not in err, err

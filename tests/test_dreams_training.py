@@ -954,3 +954,22 @@ def test_a_cut_off_save_changes_the_world_model_fingerprint_like_the_load(tmp_pa
     assert world_model_fingerprint(d) != before
     with pytest.raises(ValueError, match="was evolved in another world model"):
         check_controller_matches(tmp_path / "ctrl", d)
+
+
+def test_the_inline_real_pool_leaves_the_callers_signal_handlers_alone() -> None:
+    """The worker setup ignores Ctrl-C and SIGTERM (the parent stops after the generation); run inline, it made the
+    caller itself ignore Ctrl-C for good."""
+    import signal
+
+    from dreamarcade.baselines.world_models import RealPool
+    from dreamarcade.world_models.controller import Controller
+    from dreamarcade.world_models.model import bundled_dir
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    pool = RealPool("doom", str(bundled_dir("doom")), Controller.for_env("doom", 1088), workers=1, backend="inline")
+    try:
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+        [(score, steps)] = pool.episodes([np.zeros(1088)], seeds=[0], max_steps=5)
+        assert steps == 5
+    finally:
+        pool.close()

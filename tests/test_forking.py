@@ -53,3 +53,19 @@ def test_a_process_not_forked_from_torch_may_use_more_threads() -> None:
 
     assert not forking.forked_with_torch()
     forking.check_threads(8, "threads")  # no error
+
+
+def test_wait_for_pool_raises_when_a_worker_dies_with_its_task() -> None:
+    """A pool replaces a dead worker but loses its task: collect and the real-env evolve waited forever."""
+    import multiprocessing as mp
+    import os
+
+    import pytest
+
+    from dreamarcade.baselines.common import wait_for_pool
+    from dreamarcade.errors import WorkerDiedError
+
+    with mp.get_context("spawn").Pool(1) as pool:
+        assert wait_for_pool(pool, pool.map_async(abs, [-3]), "abs") == [3]
+        with pytest.raises(WorkerDiedError, match=r"a worker process of a test died \(exit code 7"):
+            wait_for_pool(pool, pool.map_async(os._exit, [7]), "a test", interval=0.1)

@@ -46,4 +46,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from dreamarcade.errors import run_cli
+
+    run_cli(main)

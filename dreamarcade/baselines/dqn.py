@@ -65,6 +65,7 @@ from dreamarcade.baselines.replay_buffer import ReplayBuffer
 from dreamarcade.checkpoint import (
     built_from_config,
     checkpoint_exists,
+    json_text,
     load_checkpoint,
     pack_state,
     save_checkpoint,
@@ -809,7 +810,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         except Exception as exc:  # a device, checkpoint or env this machine cannot use: one line, before any episode
             return input_error_status(exc, parser=p)
-        print(json.dumps(res, indent=2))
+        print(json_text(res, indent=2))
         return 0
     cfg = parse_dataclass_args(
         DQNConfig,
@@ -824,5 +825,5 @@ def main(argv: list[str] | None = None) -> int:
         # as for the settings parse_dataclass_args checks: a usage error, found by the checks before training (or,
         # rarely, by those of the closing video's evaluation, once the checkpoint is saved)
         return input_error_status(exc, prog="python -m dreamarcade.baselines dqn")
-    print(json.dumps(result, indent=2))
+    print(json_text(result, indent=2))  # strict JSON: a run without a finished episode has no mean (null, not NaN)
     return 0

@@ -56,7 +56,7 @@ import torch
 
 from dreamarcade.baselines.common import check_run_dir_free, claim_run_dir, releases_run_dirs
 from dreamarcade.baselines.ppo import PPOConfig, check_agent_fits, load_agent, obs_to_tensor, train_ppo
-from dreamarcade.checkpoint import atomic_write_text, check_output_file, checkpoint_exists, read_json_object
+from dreamarcade.checkpoint import atomic_write_text, check_output_file, checkpoint_exists, json_text, read_json_object
 from dreamarcade.errors import CheckpointError, DreamArcadeError, check_count, input_checks, input_error_status
 from dreamarcade.precision import flush_denormals
 from dreamarcade.wrappers.exploration import CellCounter
@@ -859,9 +859,9 @@ def main(argv: list[str] | None = None) -> int:
                 max_episode_steps=args.max_episode_steps,
                 whole_games=args.whole_games,
             )
-            print(json.dumps(out))
+            print(json_text(out))
             if args.json:
-                atomic_write_text(args.json, json.dumps(out, indent=2))
+                atomic_write_text(args.json, json_text(out, indent=2))
         return 0
     except Exception as exc:
         return input_error_status(exc)

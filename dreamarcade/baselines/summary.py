@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from dreamarcade.baselines.common import plot_learning_curve
-from dreamarcade.checkpoint import atomic_write_text, check_output_file
+from dreamarcade.checkpoint import atomic_write_text, check_output_file, json_text
 
 __all__ = ["Block", "RunSummary", "summarize", "format_summary", "main"]
 
@@ -251,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         out = plot_learning_curve(curves, args.png, title="learning curves", window=args.window, ylabel=ylabel)
         print(f"learning curves: {out}")
     if args.json:
-        atomic_write_text(args.json, json.dumps([asdict(s) for s in summaries], indent=2) + "\n")
+        atomic_write_text(args.json, json_text([asdict(s) for s in summaries], indent=2) + "\n")  # strict: NaN -> null
         print(f"summaries: {args.json}")
     return 0
 

@@ -59,6 +59,7 @@ from dreamarcade.baselines.common import (
     resolve_device,
     save_hyperparameters,
     seed_everything,
+    wait_for_pool,
     write_video,
 )
 from dreamarcade.checkpoint import (
@@ -804,11 +805,21 @@ def dream_returns(wm: WorldModel, ctrl: Any, params: np.ndarray, rollouts: int, 
 _RW: Any = None  # in a RealPool worker: (env, world model, controller), or the exception that building them raised
 
 
-def _real_worker_init(env: str, model_dir: str, ctrl_cfg: dict) -> None:
-    global _RW  # one env + world model per worker process, built once
+def _real_worker_init(env: str, model_dir: str, ctrl_cfg: dict, worker_process: bool = True) -> None:
+    global _RW  # one env + world model per worker process (or, inline, in the caller's), built once
     torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C at the terminal is the parent's to handle (it stops
-    # after the generation); the pool's workers used to die with it in the middle of their episodes
+    if not worker_process:  # the inline backend: the caller's own signal handling stays as it is
+        return _build_real_worker(env, model_dir, ctrl_cfg)
+    # a Ctrl-C at the terminal, or a SIGTERM to the process group (timeout, SLURM), is the parent's to handle (it stops
+    # after the generation); the pool's workers used to die with it in the middle of their episodes, and the parent
+    # then waited forever for their lost tasks. The ViZDoom engine started below inherits both.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _build_real_worker(env, model_dir, ctrl_cfg)
+
+
+def _build_real_worker(env: str, model_dir: str, ctrl_cfg: dict) -> None:
+    global _RW
     from dreamarcade.world_models.collect import make_real_env
     from dreamarcade.world_models.controller import Controller
 
@@ -885,13 +896,13 @@ class RealPool:
 
         check_backend(backend)
         cfg = {k: getattr(ctrl, k) for k in ("feature_size", "action_size", "bias", "action_mode")}
-        self.backend, self.pool, self._actors = backend, None, []
+        self.backend, self.pool, self._actors, self._busy = backend, None, [], False
         self._ray_session = contextlib.ExitStack()  # holds the Ray connection of the "ray" backend until close()
         if backend == "process":
             self.pool = mp.get_context("spawn").Pool(workers, _real_worker_init, (env, model_dir, cfg))
         elif backend == "inline":
             threads = torch.get_num_threads()
-            _real_worker_init(env, model_dir, cfg)
+            _real_worker_init(env, model_dir, cfg, worker_process=False)
             torch.set_num_threads(threads)  # the worker's one thread is for worker processes, not the caller's
         else:
             from ray.util import ActorPool
@@ -913,7 +924,10 @@ class RealPool:
         """(return, length) of one episode per (params, seed), in their order."""
         tasks = [(p, s, max_steps) for p, s in zip(params, seeds)]
         if self.backend == "process":
-            return self.pool.map(_real_episode, tasks, chunksize=1)
+            self._busy = True  # until the map returns: a close() before that terminates the workers
+            result = wait_for_pool(self.pool, self.pool.map_async(_real_episode, tasks, chunksize=1), "RealPool")
+            self._busy = False
+            return result
         if self.backend == "inline":
             return [_real_episode(t) for t in tasks]
         return list(self._actor_pool.map(lambda actor, task: actor.episode.remote(task), tasks))
@@ -921,7 +935,10 @@ class RealPool:
     def close(self) -> None:
         global _RW
         if self.pool is not None:
-            self.pool.close()
+            if self._busy:  # left mid-map (a second Ctrl-C, a dead worker): join() would wait for lost tasks
+                self.pool.terminate()
+            else:
+                self.pool.close()
             self.pool.join()
         if self.backend == "inline":  # the env and models held in this process
             if isinstance(_RW, tuple):

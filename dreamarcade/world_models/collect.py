@@ -442,6 +442,9 @@ def collect(
         jobs = [dataclasses.replace(j, parent_pid=os.getpid()) for j in jobs]
         ctx = mp.get_context("spawn")  # ViZDoom and torch are not fork-safe
         kept = ctx.Value("q", 0)  # episodes kept by this call's jobs, counted as each one is stored
+        from dreamarcade.baselines.common import wait_for_pool
+
+        what = f"collect {env}"
         with ctx.Pool(len(jobs), initializer=_share_kept_counter, initargs=(kept,)) as pool:
             pending = pool.map_async(run_job, jobs)
             if progress:  # in episodes, not jobs: each job collects many, so a bar of jobs sat at 0 for hours
@@ -450,10 +453,9 @@ def collect(
                 stored = sum(min(_stored(j.out_dir, f"frames-s{j.seed}-w{j.worker}")[0], j.episodes) for j in jobs)
                 desc = f"collect {env} ({len(jobs)} workers)"
                 with tqdm(total=episodes, initial=stored, unit="episode", desc=desc) as bar:
-                    while not pending.ready():
-                        pending.wait(0.5)
-                        bar.update(stored + kept.value - bar.n)
-            results = pending.get()
+                    results = wait_for_pool(pool, pending, what, tick=lambda: bar.update(stored + kept.value - bar.n))
+            else:  # a worker that dies (killed, out of memory) loses its job: get() alone waited forever
+                results = wait_for_pool(pool, pending, what)
     else:  # "ray" (the backend was checked above)
         with ray_session(len(jobs), "collecting rollouts") as ray:
             remote = ray.remote(num_cpus=1)(run_job)
