@@ -188,3 +188,6 @@ def test_agent_cli_refuses_a_margin_that_is_not_a_finite_number_at_least_0(bad, 
         build_parser().parse_args(["train", "--distinct-margin", bad])
     assert "must be a finite number >= 0" in capsys.readouterr().err
     assert build_parser().parse_args(["train", "--distinct-margin", "0.1"]).distinct_margin == 0.1
+    # the agent's default since the thirtieth session; "none" is the paper's one threshold for all checkpoints
+    assert build_parser().parse_args(["train"]).distinct_margin == 0.1
+    assert build_parser().parse_args(["train", "--distinct-margin", "none"]).distinct_margin is None
