@@ -346,11 +346,11 @@ class PolicyFrames(gym.vector.VectorWrapper):
 def make_envs(cfg: ImitationConfig) -> gym.vector.VectorEnv:
     """The SAME_STEP-autoreset vector env the agent trains on (see the module docstring)."""
     from dreamarcade.envs.montezuma_imitation import ASSET_DIR
+    from dreamarcade.wrappers.imitation import YouTubeImitationRewardVector, load_imitation_model
 
     check_count("num_envs", cfg.num_envs, 1)  # 0 failed inside SyncVectorEnv with an IndexError
     # ALE's own cut (4500 agent steps) below the time limit: a longer --max-episode-steps was capped at it
     max_frames = max(18_000, 4 * check_count("--max-episode-steps", cfg.max_episode_steps, 1))
-    from dreamarcade.wrappers.imitation import YouTubeImitationRewardVector, load_imitation_model
 
     def thunk() -> gym.Env:
         import ale_py

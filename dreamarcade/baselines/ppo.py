@@ -1219,13 +1219,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         eval_env_fns=evals,
         run_info={"env_id": args.env_id},
     )
+    run_episodes, run_mean = result.run_episodes()
     print(
         json_text(
             {
                 "run_dir": str(run_dir),
                 "global_step": result.global_step,
-                "mean_return": result.run_episodes()[1],  # the whole run's, resumed parts included
-                "episodes": result.run_episodes()[0],
+                "mean_return": run_mean,  # the whole run's, resumed parts included
+                "episodes": run_episodes,
                 "sps": round(result.steps_per_second, 1),
             }
         )

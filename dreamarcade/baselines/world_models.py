@@ -862,7 +862,8 @@ class _RealWorker:
     """A Ray actor holding one real env + V + M + C (Ray runs each actor in a process of its own)."""
 
     def __init__(self, env: str, model_dir: str, ctrl_cfg: dict) -> None:
-        _real_worker_init(env, model_dir, ctrl_cfg)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver's Ctrl-C is the driver's; Ray stops its actors
+        _real_worker_init(env, model_dir, ctrl_cfg, worker_process=False)
 
     def episode(self, args: tuple[np.ndarray, int, int]) -> tuple[float, int]:
         return _real_episode(args)

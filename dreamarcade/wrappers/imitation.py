@@ -199,7 +199,7 @@ class _ImitationCore:
             raise ValueError(
                 "distinct_margin needs the demo's confusion of each checkpoint, which this checkpoint trajectory "
                 "lacks (built before it existed): rebuild it with python -m dreamarcade.reward_models.build_reward, "
-                "or pass distinct_margin=None"
+                "or pass distinct_margin=None (the imitation agent: --distinct-margin none)"
             )
         else:
             thresholds = distinct_thresholds(checkpoints.confusion, self.threshold, self.distinct_margin)
