@@ -143,8 +143,8 @@ class LivesCorridor(CorridorEnv):
 
     def reset(self, *, seed=None, options=None):
         if getattr(self, "_lost", False):
-            self._lost = False
-            return self._obs(), {"life_loss_continue": True}
+            self._lost = False  # as EpisodicLife: the last step's info, marked
+            return self._obs(), {**self._last_info, "life_loss_continue": True}
         self._lives = 2
         return super().reset(seed=seed)
 
@@ -153,6 +153,7 @@ class LivesCorridor(CorridorEnv):
         if self.pos == 3 and self._lives == 2:
             self._lives, self._lost = 1, True
             term = True
+        self._last_info = info  # kept as EpisodicLife keeps it (the same dict object)
         return obs, r, term, trunc, info
 
 
@@ -182,6 +183,26 @@ def test_a_lost_life_under_episodic_life_does_not_pay_the_games_checkpoints_agai
         vprogress.append(vinfo["imitation_checkpoint"].tolist())
         assert (vr <= 1.5).all()
     assert vprogress[3] == [3, 3] and vprogress[-1] == [4, 4]
+    # ... and so does its reset() (a partial reset of the ended sub-env; it set the progress back to 0 and the game's
+    # checkpoints were paid again); a new game (a first reset) starts over
+    nxt = gym.vector.AutoresetMode.NEXT_STEP
+    venv = YouTubeImitationRewardVector(
+        gym.vector.SyncVectorEnv([LivesCorridor], autoreset_mode=nxt), ColourEmbedder(), ck
+    )
+    venv.reset(seed=0)
+    for a in [1, 1, 1]:
+        _, _, term, _, vinfo = venv.step(np.array([a]))
+    assert term[0] and vinfo["imitation_checkpoint"][0] == 3
+    _, vinfo = venv.reset(options={"reset_mask": term})
+    assert vinfo["life_loss_continue"][0] and vinfo["imitation_checkpoint"][0] == 3
+    # the single wrapper's reset after a lost life reported the last step's env_reward (it wrote into the inner
+    # env's info, which EpisodicLife hands back as the reset info)
+    env.reset(seed=0)
+    for a in [1, 1, 1]:
+        _, _, term, _, info = env.step(a)
+    assert term and "env_reward" in info
+    _, info = env.reset()
+    assert info["life_loss_continue"] and "env_reward" not in info
 
 
 def test_vector_same_step_pays_a_checkpoint_on_the_last_frame_like_single():

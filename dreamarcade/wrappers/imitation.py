@@ -389,6 +389,7 @@ class YouTubeImitationReward(gym.Wrapper, _ImitationCore):
             self._next[:] = 0  # after a lost life: its paid checkpoints stay paid (they were paid again)
         self._has_reset = True
         self._embed(np.zeros(1, np.int64))
+        info = {k: v for k, v in info.items() if k != "env_reward"}  # a reset has no game reward (see step)
         info.update(
             imitation_reward=0.0,
             imitation_checkpoint=int(self._next[0]),
@@ -408,6 +409,7 @@ class YouTubeImitationReward(gym.Wrapper, _ImitationCore):
         r_imit, matched, best = self._update(self._since == 0)
         r = float(r_imit[0])
         reward = r + (float(env_reward) if self.mode == "add" else 0.0)
+        info = dict(info)  # not the inner env's own dict: EpisodicLife hands it back as the reset info of a lost life
         info.update(
             imitation_reward=r,
             imitation_checkpoint=int(self._next[0]),
@@ -497,6 +499,7 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
         )
         self._autoreset = mode_
         self._needs_reset = np.zeros(self.num_envs, bool)
+        self._has_reset = np.zeros(self.num_envs, bool)  # a lost life only goes on from a game reset before
         if observe_similarity:
             self.single_observation_space = spaces.Dict(
                 {"obs": space, "similarity": spaces.Box(-1.0, 1.0, (self.skip + 1,), np.float32)}
@@ -526,7 +529,14 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
         for i in rows:
             self._write(i, obs[i], fresh=True)
         self._needs_reset[rows] = False
-        self._next[rows] = 0
+        # as the single wrapper and step(): a sub-env whose EpisodicLife goes on with the same game after a lost life
+        # (a partial reset, or a reset without a seed) keeps its paid checkpoints; they were paid again
+        go_on = np.asarray(info.get("life_loss_continue", np.zeros(self.num_envs)), bool) & np.asarray(
+            info.get("_life_loss_continue", np.zeros(self.num_envs)), bool
+        )
+        restart = rows[~(go_on[rows] & self._has_reset[rows])]
+        self._next[restart] = 0
+        self._has_reset[rows] = True
         self._embed(rows)
         values = dict(
             imitation_reward=np.zeros(self.num_envs),
