@@ -432,6 +432,17 @@ def test_agent_episodes_longer_than_4500_steps_are_not_cut_by_the_ale():
             envs.close()
 
 
+def test_a_frameskip_off_the_embeddings_frame_rate_is_warned_about():
+    """At frameskip 2 the agent steps at 30 frames/s, while the embedding read its videos at 15: the stacks span half
+    the demonstration's time, and nothing said so."""
+    for make in (
+        lambda: gym.make("MontezumaImitation-v0", frameskip=2),
+        lambda: gym.make_vec("MontezumaImitation-v0", num_envs=1, vectorization_mode="vector_entry_point", frameskip=2),
+    ):
+        with pytest.warns(UserWarning, match="frameskip=2 steps the agent at 30 frames/s, .* frameskip=4 matches it"):
+            make().close()
+
+
 def test_vector_env_refuses_zero_envs_by_name():  # an IndexError inside SyncVectorEnv before
     with pytest.raises(ValueError, match="num_envs must be an integer >= 1, got 0"):
         gym.make_vec("MontezumaImitation-v0", num_envs=0, vectorization_mode="vector_entry_point")

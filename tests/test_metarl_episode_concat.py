@@ -213,6 +213,12 @@ def test_maze_set_task_refuses_a_goal_outside_the_grid_at_the_start_or_walled_of
     leaky[2, 1, 2] = False
     with pytest.raises(ValueError, match="open on the south side"):
         env.set_task(MazeTask(leaky, (2, 2)))
+    # a wall set on one side only was a one-way door (moves read the current cell's side) that the pixels drew
+    # only on its east/south side
+    one_way = walls.copy()
+    one_way[0, 0, 1] = not walls[0, 0, 1]
+    with pytest.raises(ValueError, match=r"set on one side only, e.g. walls\[0, 0, 1\]"):
+        env.set_task(MazeTask(one_way, (2, 2)))
 
 
 def test_sb3_runs_on_the_wrapped_envs():

@@ -212,6 +212,25 @@ class RandomMazeEnv(gym.Env):
                 f"the maze's outer wall is open on the {sides}: set walls[0, :, 0], walls[:, -1, 1], "
                 "walls[-1, :, 2] and walls[:, 0, 3] to True (generate_maze does)."
             )
+        # each inner wall is stored on both of its sides: one side alone made a one-way door (moves read the
+        # current cell's side), and the pixel view draws only the east and south sides
+        one_sided = [
+            (y, x, k)
+            for y in range(self.size)
+            for x in range(self.size)
+            for k in (1, 2)  # east, south: every inner wall once
+            if 0 <= y + _MOVES[k][0] < self.size
+            and 0 <= x + _MOVES[k][1] < self.size
+            and w[y, x, k] != w[y + _MOVES[k][0], x + _MOVES[k][1], _OPPOSITE[k]]
+        ]
+        if one_sided:
+            y, x, k = one_sided[0]
+            ny, nx = y + _MOVES[k][0], x + _MOVES[k][1]
+            raise ValueError(
+                f"{len(one_sided)} inner wall(s) are set on one side only, e.g. walls[{y}, {x}, {k}] = "
+                f"{bool(w[y, x, k])} but walls[{ny}, {nx}, {_OPPOSITE[k]}] = {bool(w[ny, nx, _OPPOSITE[k]])}: a wall "
+                "between two cells must be set (or cleared) on both (generate_maze does)."
+            )
         try:
             task.shortest_path_length()
         except RuntimeError as exc:

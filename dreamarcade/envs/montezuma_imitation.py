@@ -67,6 +67,21 @@ def _base_env(
     return gym.wrappers.RecordEpisodeStatistics(env)
 
 
+def _warn_if_off_rate(frameskip: Any, embedder: Any) -> None:
+    """Warn when the agent's frame rate (the ALE runs at 60 frames/s) is not the rate the embedding's videos were
+    read at: each frame stack then spans another stretch of time than the demonstration's stacks."""
+    import warnings
+
+    rate = 60.0 / frameskip if isinstance(frameskip, (int, float)) and frameskip > 0 else None
+    if rate is not None and abs(rate - embedder.cfg.fps) > 1e-6:
+        warnings.warn(
+            f"frameskip={frameskip} steps the agent at {rate:g} frames/s, but the embedding read its videos at "
+            f"{embedder.cfg.fps:g}: its frame stacks span another stretch of time than the demonstration's. "
+            f"frameskip={60 / embedder.cfg.fps:g} matches it.",
+            stacklevel=3,
+        )
+
+
 def make_montezuma_imitation(
     mode: str = "add",
     threshold: float = 0.5,
@@ -95,6 +110,7 @@ def make_montezuma_imitation(
     embedder, checkpoints = load_imitation_model(
         asset_dir or ASSET_DIR, num_threads=embed_threads, precision=embed_precision
     )
+    _warn_if_off_rate(frameskip, embedder)
     env = _base_env(repeat_action_probability, frameskip, render_mode, max_num_frames_per_episode)
     return YouTubeImitationReward(
         env,
@@ -142,6 +158,7 @@ def make_montezuma_imitation_vector(
     embedder, checkpoints = load_imitation_model(
         asset_dir or ASSET_DIR, num_threads=embed_threads, precision=embed_precision
     )
+    _warn_if_off_rate(frameskip, embedder)
 
     def thunk() -> gym.Env:
         return _base_env(
