@@ -135,6 +135,7 @@ def test_cli_saves_each_trajectory_and_resumes_without_redoing_them(tmp_path, ca
     monkeypatch.setattr(montezuma_search, "go_explore", recording_search)
     out = tmp_path / "sub" / "t.json"
     base = ["--seed", "5", "--max-steps", "40", "--max-start-delay", "8", "--target-score", "0", "--out", str(out)]
+    base.append("--no-leave-room")  # a target 40 steps can reach: the score alone
     assert main(["--n", "1", *base]) == 0
     first = load_results(out)
     assert [r.seed for r in first] == [5]
@@ -166,7 +167,7 @@ def test_cli_saves_each_trajectory_and_resumes_without_redoing_them(tmp_path, ca
         str(tmp_path / "s.json"),
     ]
     assert main(short) == 1
-    assert "seeds [5] did not reach --target-score 400.0" in capsys.readouterr().err
+    assert "seeds [5] did not reach --target-score 400.0 and leave the first room" in capsys.readouterr().err
     searched.clear()
     assert main([*short, "--resume"]) == 1
     assert searched == [5] and "searching seed 5 again" in capsys.readouterr().out
@@ -240,3 +241,51 @@ def test_cli_and_recorder_refuse_what_would_silently_do_the_wrong_thing(tmp_path
     with pytest.raises(ValueError, match="would hold no gameplay"):  # a failed search: only its start delay
         record_demo([0, 0, 0], tmp_path / "d.mp4", UploaderStyle(fps=30, start_offset_s=0), skip_steps=3)
     assert not (tmp_path / "d.json").exists()
+
+
+def test_search_and_recording_refuse_what_they_would_get_wrong_before_the_work(tmp_path, capsys):
+    """Found by a review: each of these ran minutes of searching (or played the game) before failing, lost finished
+    searches, counted a search that never left room 1 as done, or left files that belong to another run."""
+    from dreamarcade.envs import montezuma_search
+    from dreamarcade.envs.montezuma_search import SearchResult, draw_start_delay, save_trajectories
+    from dreamarcade.reward_models import demo_videos
+    from dreamarcade.reward_models.demo_videos import UploaderStyle, record_demo, write_av
+
+    # a --pairs trajectory that --n searches cannot give: refused before the searches
+    with pytest.raises(SystemExit):
+        demo_videos.main(["--n", "1", "--pairs", "5:1", "--out", str(tmp_path / "v")])
+    assert "--pairs names trajectory 5, but --n 1 searches 0 to 0" in capsys.readouterr().err
+    # a rerun with another --seed into a used --out: demo_0 in another container beside the old one
+    good = {"trajectories": [{"actions": [0] * 40, "start_delay": 0}]}
+    (tmp_path / "t.json").write_text(json.dumps(good))
+    out = tmp_path / "v"
+    out.mkdir(exist_ok=True)
+    other = "mp4" if UploaderStyle.sample(0).container != "mp4" else "mkv"
+    (out / f"demo_0.{other}").write_bytes(b"an older run's video")
+    with pytest.raises(SystemExit):
+        demo_videos.main(["--trajectories", str(tmp_path / "t.json"), "--n", "1", "--out", str(out)])
+    assert "holds videos of another run" in capsys.readouterr().err and not (out / "demo_0.json").exists()
+    # style and writer settings that failed after the sidecar was written, or wrote another rate
+    with pytest.raises(ValueError, match="UploaderStyle.crf must be an integer from 0 to 51"):
+        UploaderStyle(crf=60)
+    with pytest.raises(ValueError, match="no rate with a denominator up to 1001"):
+        write_av(tmp_path / "slow.mp4", iter([np.zeros((8, 8, 3), np.uint8)] * 2), 0.0004)
+    with pytest.raises(ValueError, match="give no video frame"):
+        record_demo([0] * 3, tmp_path / "few.mp4", UploaderStyle(fps=0.3, start_offset_s=0.0))
+    assert not (tmp_path / "few.json").exists()
+    # a resume: a search that reached the score but never left the room is not done; start delays must be the
+    # ones --max-start-delay gives; a hand-edited record is one line, not a traceback
+    path = tmp_path / "s.json"
+    stuck = SearchResult([0] * 5, 400.0, 1, 5, 0, False, draw_start_delay(0, 0))
+    save_trajectories(path, [stuck])
+    assert not montezuma_search._reached(stuck, 400) and montezuma_search._reached(
+        SearchResult([0] * 5, 400.0, 1, 5, 0, True), 400
+    )
+    assert montezuma_search.main(["--resume", "--out", str(path), "--n", "1", "--max-start-delay", "100"]) == 2
+    assert "which --max-start-delay 100 does not give" in capsys.readouterr().err
+    data = json.loads(path.read_text())
+    data["trajectories"][0]["best_score"] = None
+    path.write_text(json.dumps(data))
+    with pytest.raises(SystemExit):
+        montezuma_search.main(["--resume", "--out", str(path), "--n", "1", "--max-start-delay", "0"])
+    assert "fields of the wrong type or range (best_score)" in capsys.readouterr().err

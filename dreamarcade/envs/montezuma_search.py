@@ -272,6 +272,12 @@ def save_trajectories(path: str | os.PathLike[str], results: list[SearchResult])
     return Path(path)
 
 
+def _reached(result: SearchResult, target_score: float, leave_room: bool = True) -> bool:
+    """Whether a search found what :func:`go_explore` searches for: the target score, and (``leave_room``) the way
+    out of room 1."""
+    return bool(result.best_score >= target_score and (result.left_room or not leave_room))
+
+
 def load_results(path: str | os.PathLike[str]) -> list[SearchResult]:
     """The full records saved by :func:`save_trajectories` (files written before ``start_delay`` read 0)."""
     names = {f.name for f in dataclasses.fields(SearchResult)}
@@ -292,6 +298,26 @@ def _trajectory_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         )
     for i, t in enumerate(records):  # -1 would play the last action silently, 99 fail deep inside ale-py
         actions = t["actions"]
+        fields = {
+            "seed": int,
+            "start_delay": int,
+            "steps": int,
+            "cells": int,
+            "best_score": (int, float),
+            "left_room": bool,
+        }
+        wrong = [
+            name
+            for name, kind in fields.items()
+            if name in t and (not isinstance(t[name], kind) or (kind is not bool and isinstance(t[name], bool)))
+        ]
+        if wrong or not 0 <= t.get("start_delay", 0) <= len(actions if isinstance(actions, list) else []):
+            raise ValueError(
+                f"'{path}': trajectory {i} has fields of the wrong type or range "
+                f"({', '.join(wrong) or 'start_delay'}): seed, steps and start_delay (0 to the number of "
+                "actions) are integers, best_score a number and left_room true or false, as montezuma_search "
+                "writes them"
+            )
         if not isinstance(actions, list) or not all(
             isinstance(a, int) and not isinstance(a, bool) and 0 <= a < N_ACTIONS for a in actions
         ):
@@ -330,6 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=400_000, help="emulator agent-steps per search")
     p.add_argument("--target-score", type=float, default=400.0)
+    p.add_argument(
+        "--leave-room",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a search is done once it reaches --target-score and has left the first room (--no-leave-room: the "
+        "score alone)",
+    )
     p.add_argument(
         "--max-start-delay",
         type=int,
@@ -376,12 +409,22 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        reached = [r.best_score >= args.target_score for r in results]
+        delays = [draw_start_delay(r.seed, args.max_start_delay) for r in results]
+        if any(r.start_delay != d for r, d in zip(results, delays)):  # the delay is drawn from (seed, max)
+            print(
+                f"error: {out} was searched with start delays {[r.start_delay for r in results]}, which "
+                f"--max-start-delay {args.max_start_delay} does not give ({delays}); resume with the --max-start-delay "
+                "the file was searched with, or choose another --out",
+                file=sys.stderr,
+            )
+            return 2
+        reached = [_reached(r, args.target_score, args.leave_room) for r in results]
         if not all(reached):  # a search that fell short is searched again (with this run's --max-steps)
             first = reached.index(False)
             print(
                 f"resuming: searching seed {results[first].seed} again (it scored {results[first].best_score}, "
-                f"below --target-score {args.target_score}) and the ones after it",
+                f"left room 1: {results[first].left_room}; the target is --target-score {args.target_score}"
+                f"{' and leaving the room' if args.leave_room else ''}) and the ones after it",
                 flush=True,
             )
             results = results[:first]
@@ -392,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed + i,
             max_steps=args.max_steps,
             target_score=args.target_score,
+            leave_room=args.leave_room,
             progress=True,
             start_delay=delay,
         )
@@ -404,10 +448,11 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
         save_trajectories(out, results)  # after each search: a kill loses at most the one in progress
     print(f"wrote {out}")
-    short = [r.seed for r in results if r.best_score < args.target_score]
+    short = [r.seed for r in results if not _reached(r, args.target_score, args.leave_room)]
     if short:  # saved (resumable), but not demonstrations of the target: say so, and fail the command
         print(
-            f"error: the searches of seeds {short} did not reach --target-score {args.target_score}; run the same "
+            f"error: the searches of seeds {short} did not reach --target-score {args.target_score}"
+            f"{' and leave the first room' if args.leave_room else ''}; run the same "
             "command with a larger --max-steps and --resume to search them again",
             file=sys.stderr,
         )

@@ -24,11 +24,13 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
 import numbers
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -105,6 +107,8 @@ class UploaderStyle:
             raise ValueError(
                 f"UploaderStyle.fps must be > 0 and start_offset_s >= 0, got {self.fps!r} and {self.start_offset_s!r}"
             )
+        if isinstance(self.crf, bool) or not isinstance(self.crf, numbers.Integral) or not 0 <= self.crf <= 51:
+            raise ValueError(f"UploaderStyle.crf must be an integer from 0 to 51 (H.264's scale), got {self.crf!r}")
 
     @staticmethod
     def sample(seed: int) -> UploaderStyle:
@@ -249,6 +253,8 @@ def write_av(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.{kind}")
     rate = Fraction(fps).limit_denominator(1001)
+    if rate <= 0 or abs(rate - Fraction(fps)) > Fraction(fps) / 1000:  # PyAV took 0 as its default 24 fps
+        raise ValueError(f"write_av: fps {fps!r} has no rate with a denominator up to 1001 within 0.1%")
     it = iter(frames)
     first = next(it, None)
     if first is None:
@@ -354,6 +360,11 @@ def record_demo(
     n_intro = int(round(style.start_offset_s * fps))
     # in exact fractions: len * fps / 60 in floats is 244.999... for 245 frames at 60 fps, and floor lost the last
     n_game = math.floor(Fraction(len(frames60)) * Fraction(fps) / ALE_FPS)
+    if n_game + n_intro == 0:  # checked before the sidecar is written: a sidecar without its video
+        raise ValueError(
+            f"at {fps:g} fps the {len(frames60)} recorded frames ({len(frames60) / ALE_FPS:.2f} s) give no video "
+            "frame: use a higher fps or a longer trajectory"
+        )
     card = _intro_card(style, style_seed)
 
     def gen() -> Any:
@@ -384,10 +395,28 @@ def record_demo(
     return meta
 
 
+def _refuse_other_containers(
+    p: argparse.ArgumentParser, out: Path, pairs: list[tuple[int, int]], n: int, seed: int
+) -> None:
+    """A rerun into a used --out with another --seed writes demo_<i> in another container, next to the old one,
+    and replaces the sidecar they share: the README's ``demo_<i>.[mw]*`` then picks both. Refuse it."""
+    if pairs:
+        return
+    stale = sorted(
+        str(old)
+        for i in range(n)
+        for old in out.glob(f"demo_{i}.*")
+        if old.suffix in (".mp4", ".webm", ".mkv") and old.suffix[1:] != UploaderStyle.sample(seed * 1000 + i).container
+    )
+    if stale:
+        p.error(
+            f"{out} holds videos of another run ({', '.join(stale)}) that this one would not replace but pair with "
+            "its own sidecars: use another --out, or delete them"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: find Montezuma trajectories (or load them) and record one styled video per trajectory."""
-    import argparse
-
     from dreamarcade.baselines.common import check_folder_path
     from dreamarcade.envs.montezuma_search import (
         DEFAULT_MAX_START_DELAY,
@@ -458,16 +487,30 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             return input_error_status(exc, parser=p)
     else:
-        results = [
-            go_explore(
-                seed=args.seed + i,
-                max_steps=args.search_steps,
-                progress=True,
-                start_delay=draw_start_delay(args.seed + i, args.max_start_delay),
+        if any(ti >= args.n for ti, _ in pairs):  # before the searches: --n of them will be found
+            p.error(
+                f"--pairs names trajectory {max(ti for ti, _ in pairs)}, but --n {args.n} searches 0 to {args.n - 1}"
             )
-            for i in range(args.n)
-        ]
-        save_trajectories(out / "trajectories.json", results)
+        _refuse_other_containers(p, out, pairs, args.n, args.seed)
+        results = []
+        for i in range(args.n):
+            results.append(
+                go_explore(
+                    seed=args.seed + i,
+                    max_steps=args.search_steps,
+                    progress=True,
+                    start_delay=draw_start_delay(args.seed + i, args.max_start_delay),
+                )
+            )
+            save_trajectories(out / "trajectories.json", results)  # after each search: a kill loses one at most
+        short = [r.seed for r in results if not (r.best_score >= 400 and r.left_room)]
+        if short:  # recorded anyway (the file is kept), but they are no key + door + room exit demonstrations
+            print(
+                f"warning: the searches of seeds {short} did not reach a score of 400 and leave the first room in "
+                f"--search-steps {args.search_steps}; search them longer with python -m "
+                "dreamarcade.envs.montezuma_search --resume",
+                file=sys.stderr,
+            )
         trajs = [r.actions for r in results]
         delays = [r.start_delay for r in results]
     if args.record_start_delay:
@@ -475,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(ti >= len(trajs) for ti, _ in pairs):
         worst = max(ti for ti, _ in pairs)
         p.error(f"--pairs names trajectory {worst}, but there are {len(trajs)} (0 to {len(trajs) - 1})")
+    _refuse_other_containers(p, out, pairs, args.n, args.seed)
     if not pairs and args.n > len(trajs):  # the pipeline's next steps name demo_0 .. demo_<n-1>
         p.error(
             f"--n {args.n} asks for {args.n} videos, but {args.trajectories} holds {len(trajs)} trajectories: pass "
