@@ -12,6 +12,14 @@ One difference comes from ale-py: the number of reset no-ops. The single env pla
 its FIRE), as Gymnasium's ``AtariPreprocessing`` and SB3's ``NoopResetEnv`` do; ale-py's C++ env plays fewer.
 Measured on Breakout with ``noop_max=3`` over 40 seeds: a reset has played 1-3 frames (2-4 with FIRE) in the
 single env and 0-2 (1-2 with FIRE) in the C++ env.
+
+A second one, also ale-py's: on the step that ends a game (game over, or truncation at
+``max_num_frames_per_episode``), the C++ env's last observation (``obs`` under NEXT_STEP, ``info["final_obs"]`` under
+SAME_STEP) repeats the previous step's newest frame in its newest plane, where the single env has the true final
+frame (Gymnasium's ``AtariPreprocessing`` is stale on that step too). The other three planes, every other step and
+the final observation of a lost life (mended by :class:`LifeLossFinalObs`) agree; the screen of that one frame is not
+reachable from Python, so it is not mended. The C++ env also reports clipped rewards only and no ``info["episode"]``:
+take whole-game raw scores from the single env (as the bundled DQN does).
 """
 
 from __future__ import annotations
