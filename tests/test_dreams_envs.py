@@ -72,10 +72,13 @@ def test_real_carracing_passes_check_env() -> None:
 
 
 def test_real_takecover_is_paper_faithful() -> None:
+    from dreamarcade.envs.doom import TakeCoverEnv
+
     env = gym.make("DoomTakeCover-v0", render_mode="rgb_array")
     obs, _ = env.reset(seed=3)
     assert obs.shape == (64, 64, 3)
-    assert env.unwrapped.doom_skill == 4 and env.unwrapped.max_steps == 2100
+    assert env.unwrapped.doom_skill == 4 and env.spec.max_episode_steps == 2100  # the registered TimeLimit
+    assert env.unwrapped.max_steps is None and TakeCoverEnv().max_steps == 2100  # constructed directly: its own
     full = env.render()
     assert full.shape == (120, 160, 3)  # HUD rendered on the full frame, cropped from the observation
     total, steps, done = 0.0, 0, False
@@ -324,6 +327,29 @@ def test_vector_env_rejects_unknown_kwargs() -> None:
             DreamVectorEnv(**bad)
 
 
+def test_the_real_envs_caps_are_registered_like_the_dreams_and_can_be_lengthened() -> None:
+    """The real ids hid their cap in the env (spec: None), so gym.make(id, max_episode_steps=1200) still ended at
+    1000; now the cap is the registered TimeLimit, as for the dreams. Constructed directly, the env caps itself."""
+    from dreamarcade.envs.carracing import CarRacing64Env
+
+    for real, dream in (("DoomTakeCover-v0", "DreamDoom-v0"), ("CarRacing64-v0", "DreamCarRacing-v0")):
+        assert gym.spec(real).max_episode_steps == gym.spec(dream).max_episode_steps
+    assert gym.spec("DoomTakeCoverFeatures-v0").max_episode_steps == 2100
+    assert gym.spec("CarRacingFeatures-v0").max_episode_steps == 1000
+
+    def length(env: gym.Env) -> int:
+        env.reset(seed=0)
+        for t in range(1, 3000):
+            *_, terminated, truncated, _ = env.step(np.array([0.0, 0.0, 0.0], np.float32))
+            assert not terminated
+            if truncated:
+                return t
+        return -1
+
+    assert length(gym.make("CarRacing64-v0", max_episode_steps=1200)) == 1200  # it ended at 1000
+    assert length(CarRacing64Env(max_steps=30)) == 30
+
+
 def test_step_cap_is_the_registered_time_limit_and_can_be_lengthened() -> None:
     """The single env's cap is its registration's TimeLimit, so gym.make(max_episode_steps=N) goes past 1000/2100."""
     from dreamarcade.envs.dream import DreamVectorEnv
@@ -380,7 +406,7 @@ def test_bad_inputs_give_clear_errors(tmp_path) -> None:
     from dreamarcade.envs.carracing import CarRacing64Env
     from dreamarcade.envs.doom import TakeCoverEnv
 
-    for bad in (0, -5, 2.7, None, True):
+    for bad in (0, -5, 2.7, True):  # None: no cap of its own (the registered ids' is their TimeLimit)
         with pytest.raises(ValueError, match=r"max_steps must be an integer >= 1 \(steps per episode\)"):
             CarRacing64Env(max_steps=bad)
         with pytest.raises(ValueError, match=r"max_steps must be an integer >= 1"):

@@ -41,14 +41,16 @@ class CarRacing64Env(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
 
-    def __init__(self, render_mode: str | None = None, max_steps: int = PAPER_MAX_STEPS) -> None:
+    def __init__(self, render_mode: str | None = None, max_steps: int | None = PAPER_MAX_STEPS) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'rgb_array'.")
         require("Box2D", "the CarRacing env", extra="box2d")
         from gymnasium.envs.box2d.car_racing import CarRacing
 
         self.render_mode = render_mode
-        self.max_steps = check_count("max_steps", max_steps, hint=" (steps per episode)")  # 0 or 2.7 passed
+        # 0 or 2.7 passed; None: no cap of its own (the registered id's is Gymnasium's TimeLimit, which
+        # gym.make(..., max_episode_steps=N) can lengthen)
+        self.max_steps = None if max_steps is None else check_count("max_steps", max_steps, hint=" (steps per episode)")
         self._env = CarRacing(render_mode="rgb_array" if render_mode else None, continuous=True)
         self.observation_space = spaces.Box(0, 255, (64, 64, 3), np.uint8)
         self.action_space = self._env.action_space
@@ -66,7 +68,7 @@ class CarRacing64Env(gym.Env):
             raise ValueError(f"CarRacing takes an action of shape (3,) [steer, gas, brake], got shape {a.shape}.")
         obs, reward, terminated, truncated, info = self._env.step(a)
         self._steps += 1
-        truncated = truncated or (not terminated and self._steps >= self.max_steps)
+        truncated = truncated or (not terminated and self.max_steps is not None and self._steps >= self.max_steps)
         return crop_car_frame(obs), float(reward), bool(terminated), bool(truncated), info
 
     def render(self) -> np.ndarray | None:

@@ -71,7 +71,7 @@ class TakeCoverEnv(gym.Env):
         self,
         render_mode: str | None = None,
         doom_skill: int = PAPER_DOOM_SKILL,
-        max_steps: int = PAPER_MAX_STEPS,
+        max_steps: int | None = PAPER_MAX_STEPS,
         screen_resolution: str = "RES_160X120",
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -81,7 +81,8 @@ class TakeCoverEnv(gym.Env):
             raise ValueError(f"doom_skill must be in 1..5 (ViZDoom skill levels), got {doom_skill}.")
         self.render_mode = render_mode
         self.doom_skill = int(doom_skill)
-        self.max_steps = check_count("max_steps", max_steps, hint=" (steps per episode)")
+        # None: no cap of its own (the registered id's is Gymnasium's TimeLimit, so max_episode_steps can lengthen it)
+        self.max_steps = None if max_steps is None else check_count("max_steps", max_steps, hint=" (steps per episode)")
         self._resolution = screen_resolution
         self.observation_space = spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
         self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
@@ -136,7 +137,7 @@ class TakeCoverEnv(gym.Env):
         reward = float(self._game.make_action(action_to_buttons(float(a.reshape(-1)[0]))))
         self._steps += 1
         terminated = bool(self._game.is_episode_finished())
-        truncated = not terminated and self._steps >= self.max_steps
+        truncated = not terminated and self.max_steps is not None and self._steps >= self.max_steps
         return self._observe(), reward, terminated, truncated, {"steps": self._steps}
 
     def render(self) -> np.ndarray | None:

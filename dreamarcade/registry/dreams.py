@@ -27,6 +27,8 @@ ENTRIES: list[EnvEntry] = [
         description="Real ViZDoom TakeCover as the paper: 64x64 frames (HUD cropped), 1 continuous action, 2100 cap",
         extra="doom",
         requires=("vizdoom",),
+        kwargs={"max_steps": None},  # the cap is the TimeLimit below, as the dream's: max_episode_steps replaces it
+        max_episode_steps=2100,
         reward_threshold=750.0,
     ),
     EnvEntry(
@@ -35,7 +37,8 @@ ENTRIES: list[EnvEntry] = [
         description="Real TakeCover seen through the bundled world model: obs [z, c, h], as in DreamDoom-v0",
         extra="doom",
         requires=("vizdoom",),
-        kwargs={"env": "doom"},
+        kwargs={"env": "doom", "max_steps": None},
+        max_episode_steps=2100,
         reward_threshold=750.0,
     ),
     EnvEntry(
@@ -44,6 +47,8 @@ ENTRIES: list[EnvEntry] = [
         description="Real CarRacing as the paper: 64x64 frames (indicator bar cropped), 1000-step episodes",
         extra="box2d",
         requires=("Box2D",),
+        kwargs={"max_steps": None},
+        max_episode_steps=1000,
         reward_threshold=900.0,
     ),
     EnvEntry(
@@ -52,7 +57,8 @@ ENTRIES: list[EnvEntry] = [
         description="Real CarRacing seen through the bundled world model: obs [z, h], as in DreamCarRacing-v0",
         extra="box2d",
         requires=("Box2D",),
-        kwargs={"env": "carracing"},
+        kwargs={"env": "carracing", "max_steps": None},
+        max_episode_steps=1000,
         reward_threshold=900.0,
     ),
 ]
