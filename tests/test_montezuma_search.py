@@ -278,7 +278,7 @@ def test_search_and_recording_refuse_what_they_would_get_wrong_before_the_work(t
     path = tmp_path / "s.json"
     stuck = SearchResult([0] * 5, 400.0, 1, 5, 0, False, draw_start_delay(0, 0))
     save_trajectories(path, [stuck])
-    assert not montezuma_search._reached(stuck, 400) and montezuma_search._reached(
+    assert not montezuma_search.reached_target(stuck, 400) and montezuma_search.reached_target(
         SearchResult([0] * 5, 400.0, 1, 5, 0, True), 400
     )
     assert montezuma_search.main(["--resume", "--out", str(path), "--n", "1", "--max-start-delay", "100"]) == 2

@@ -841,15 +841,12 @@ def main(argv: list[str] | None = None) -> int:
                     ppo=ppo,
                 )
                 run_dir = args.run_dir or f"runs/imitation/agent_{args.reward}"
+                given = _given(parser.train_parser, argv)
                 if args.resume and (Path(run_dir) / "imitation_config.json").is_file():
                     # the flags not written out keep the run's own settings (not the defaults): a resume that does
                     # not repeat --seed or --learning-rate continues the run it resumes
-                    cfg = _resumed_config(_load_config(Path(run_dir)), args, _given(parser.train_parser, argv))
-                unused = [
-                    f"--{f.replace('_', '-')}"
-                    for f in _UNUSED.get(cfg.reward, ())
-                    if f in _given(parser.train_parser, argv)
-                ]
+                    cfg = _resumed_config(_load_config(Path(run_dir)), args, given)
+                unused = [f"--{f.replace('_', '-')}" for f in _UNUSED.get(cfg.reward, ()) if f in given]
                 if unused:  # they were saved in imitation_config.json and did nothing
                     raise ValueError(
                         f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --reward "

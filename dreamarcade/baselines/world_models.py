@@ -656,6 +656,11 @@ def calibrate_done_shift(wm: WorldModel, target: float, temperature: float, epis
     return best
 
 
+def _collection_records(frames: Path) -> list[dict[str, Any]]:
+    """What each collect call recorded in a frames folder (its ``collect-s*.json``: seed, cut, cap, policy ...)."""
+    return [read_json_object(m) for m in sorted(frames.glob("collect-s*.json"))]
+
+
 def calibration_target(cfg: WMConfig) -> tuple[float, int]:
     """``--calibrate-target``, or else the mean length of the random collection's episodes (``--frames-dir``'s series),
     and the length those episodes had to exceed to be kept (0 for an explicit target: a mean over all episodes).
@@ -677,7 +682,7 @@ def calibration_target(cfg: WMConfig) -> tuple[float, int]:
             f"{cfg.frames_dir}), which does not exist. Pass the --frames-dir the random collection used, run "
             "`train-vae` to encode it, or give the target with --calibrate-target."
         )
-    cuts = {int(read_json_object(m).get("min_length", MIN_LENGTH[cfg.env])) for m in frames.glob("collect-s*.json")}
+    cuts = {int(r.get("min_length", MIN_LENGTH[cfg.env])) for r in _collection_records(frames)}
     if len(cuts) > 1:
         raise ValueError(
             f"the collections in '{frames}' kept episodes past different lengths "
@@ -696,8 +701,7 @@ def calibration_cap(cfg: WMConfig) -> int:
     if cfg.calibrate_target:
         return cfg.max_steps
     frames = cfg.resolved_run_dir() / cfg.frames_dir
-    manifests = sorted(frames.glob("collect-s*.json"))
-    caps = {read_json_object(m).get("max_steps") or 0 for m in manifests}  # None: the env's own cap
+    caps = {r.get("max_steps") or 0 for r in _collection_records(frames)}  # None: the env's own cap
     if len(caps) > 1:
         raise ValueError(
             f"the collections in '{frames}' capped their episodes at different lengths "

@@ -272,7 +272,7 @@ def save_trajectories(path: str | os.PathLike[str], results: list[SearchResult])
     return Path(path)
 
 
-def _reached(result: SearchResult, target_score: float, leave_room: bool = True) -> bool:
+def reached_target(result: SearchResult, target_score: float, leave_room: bool = True) -> bool:
     """Whether a search found what :func:`go_explore` searches for: the target score, and (``leave_room``) the way
     out of room 1."""
     return bool(result.best_score >= target_score and (result.left_room or not leave_room))
@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        reached = [_reached(r, args.target_score, args.leave_room) for r in results]
+        reached = [reached_target(r, args.target_score, args.leave_room) for r in results]
         if not all(reached):  # a search that fell short is searched again (with this run's --max-steps)
             first = reached.index(False)
             print(
@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
         save_trajectories(out, results)  # after each search: a kill loses at most the one in progress
     print(f"wrote {out}")
-    short = [r.seed for r in results if not _reached(r, args.target_score, args.leave_room)]
+    short = [r.seed for r in results if not reached_target(r, args.target_score, args.leave_room)]
     if short:  # saved (resumable), but not demonstrations of the target: say so, and fail the command
         print(
             f"error: the searches of seeds {short} did not reach --target-score {args.target_score}"

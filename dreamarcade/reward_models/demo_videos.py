@@ -424,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         go_explore,
         load_start_delays,
         load_trajectories,
+        reached_target,
         replay,
         save_trajectories,
     )
@@ -479,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     except NotADirectoryError as exc:
         p.error(str(exc))
     out.mkdir(parents=True, exist_ok=True)
+    _refuse_other_containers(p, out, pairs, args.n, args.seed)  # before any search or recording
     if args.trajectories:
         try:
             with input_checks():  # not JSON, or not a trajectory file: one line naming the file
@@ -491,7 +493,6 @@ def main(argv: list[str] | None = None) -> int:
             p.error(
                 f"--pairs names trajectory {max(ti for ti, _ in pairs)}, but --n {args.n} searches 0 to {args.n - 1}"
             )
-        _refuse_other_containers(p, out, pairs, args.n, args.seed)
         results = []
         for i in range(args.n):
             results.append(
@@ -503,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             save_trajectories(out / "trajectories.json", results)  # after each search: a kill loses one at most
-        short = [r.seed for r in results if not (r.best_score >= 400 and r.left_room)]
+        short = [r.seed for r in results if not reached_target(r, 400.0)]  # go_explore's default target
         if short:  # recorded anyway (the file is kept), but they are no key + door + room exit demonstrations
             print(
                 f"warning: the searches of seeds {short} did not reach a score of 400 and leave the first room in "
@@ -518,7 +519,6 @@ def main(argv: list[str] | None = None) -> int:
     if any(ti >= len(trajs) for ti, _ in pairs):
         worst = max(ti for ti, _ in pairs)
         p.error(f"--pairs names trajectory {worst}, but there are {len(trajs)} (0 to {len(trajs) - 1})")
-    _refuse_other_containers(p, out, pairs, args.n, args.seed)
     if not pairs and args.n > len(trajs):  # the pipeline's next steps name demo_0 .. demo_<n-1>
         p.error(
             f"--n {args.n} asks for {args.n} videos, but {args.trajectories} holds {len(trajs)} trajectories: pass "
