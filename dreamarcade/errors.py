@@ -12,7 +12,7 @@ import importlib
 import numbers
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -276,6 +276,25 @@ def run_cli(main: Callable[[], int]) -> None:
         os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout once more at exit
         code = 141
     sys.exit(code)
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """Destinations of the options written out in ``argv`` (``--flag value`` or ``--flag=value``), to tell a flag a
+    user gave from its default (build the parser with ``allow_abbrev=False``: an abbreviation is not seen here).
+
+    >>> import argparse
+    >>> p = argparse.ArgumentParser(allow_abbrev=False)
+    >>> _ = p.add_argument("--seed", type=int, default=0)
+    >>> _ = p.add_argument("--lr", type=float, default=1e-3)
+    >>> sorted(given_flags(p, ["--seed=0"]))
+    ['seed']
+    """
+    given = set()
+    for action in parser._actions:
+        for opt in action.option_strings:
+            if any(a == opt or a.startswith(opt + "=") for a in argv):
+                given.add(action.dest)
+    return given
 
 
 def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any], keys: Iterable[str] | None = None) -> str:

@@ -197,6 +197,7 @@ def test_agent_cli_trains_resumes_and_evaluates(tmp_path, capsys):
     # a flag this CLI lacks), and flags the reward kind ignores (they were saved and did nothing)
     bads += [["--threshold", "1"], ["--threshold", "-1.5"], ["--num-envs", "1", "--num-steps", "2"]]
     bads += [["--reward", "game", "--threshold", "0.4"], ["--reward", "imitation_only", "--game-reward-scale", "5"]]
+    bads += [["--reward", "game", "--asset-dir", str(ASSET_DIR)]]  # no reward bundle is loaded: it was saved unread
     for bad in bads:  # refused before the run dir is written (a bad seed or device left a config that --resume kept)
         capsys.readouterr()
         assert main(["train", "--run-dir", str(tmp_path / "bad"), *bad, "--total-timesteps", "8"]) == 2

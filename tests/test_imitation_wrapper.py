@@ -376,8 +376,10 @@ def test_float_frames_numpy_crops_and_bad_spacings_are_handled_clearly():
     too_big = YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, crop=(10, 10, 0, 0))
     with pytest.raises(ValueError, match=r"leaves nothing of a 16x16 frame"):  # was an OpenCV assertion
         too_big.reset(seed=0)
-    for bad in ({"threshold": float("nan")}, {"reward": float("inf")}, {"skip": 1.5}, {"skip": -1}):
-        with pytest.raises(ValueError, match=next(iter(bad))):  # NaN never paid, 1.5 was truncated to 1
+    # NaN never paid, 1.5 was truncated to 1; a threshold of 1 or more (a similarity is at most 1) never paid either
+    bads = ({"threshold": float("nan")}, {"threshold": 1.0}, {"reward": float("inf")}, {"skip": 1.5}, {"skip": -1})
+    for bad in bads:
+        with pytest.raises(ValueError, match=next(iter(bad))):
             YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, **bad)
     frames = np.zeros((64, S, S, 3), np.uint8)
     for every in (0, -16, 2.5):

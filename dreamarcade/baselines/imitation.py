@@ -59,8 +59,16 @@ import torch
 from dreamarcade.baselines.common import check_run_dir_free, claim_run_dir, releases_run_dirs
 from dreamarcade.baselines.ppo import PPOConfig, check_agent_fits, load_agent, obs_to_tensor, train_ppo
 from dreamarcade.checkpoint import atomic_write_text, check_output_file, checkpoint_exists, json_text, read_json_object
-from dreamarcade.errors import CheckpointError, DreamArcadeError, check_count, input_checks, input_error_status
+from dreamarcade.errors import (
+    CheckpointError,
+    DreamArcadeError,
+    check_count,
+    given_flags,
+    input_checks,
+    input_error_status,
+)
 from dreamarcade.precision import flush_denormals
+from dreamarcade.reward_models.checkpoints import check_threshold
 from dreamarcade.wrappers.exploration import CellCounter
 
 __all__ = [
@@ -597,11 +605,7 @@ def train(cfg: ImitationConfig, run_dir: str | Path, resume: bool = False, progr
                     f"({diff}). Resume with the run's settings (see its imitation_config.json), or train into a new "
                     "run directory."
                 )
-        if not -1.0 <= cfg.threshold < 1.0:  # similarities are centred cosines in [-1, 1]
-            raise ValueError(
-                f"--threshold must be in [-1, 1) (a similarity; the paper's is 0.5): {cfg.threshold} "
-                f"{'pays every checkpoint for standing still' if cfg.threshold < -1 else 'can never be passed'}"
-            )
+        check_threshold(cfg.threshold, "--threshold")
         check_count("--num-envs", cfg.num_envs, 1)
         check_count("--num-steps", cfg.ppo.num_steps, 1)
         batch = cfg.num_envs * cfg.ppo.num_steps
@@ -643,16 +647,6 @@ def _finite(text: str, at_least: float | None = None) -> float:
     return value
 
 
-def _given(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """Destinations of the options written out in ``argv`` (``--flag value`` or ``--flag=value``)."""
-    given = set()
-    for action in parser._actions:
-        for opt in action.option_strings:
-            if any(a == opt or a.startswith(opt + "=") for a in argv):
-                given.add(action.dest)
-    return given
-
-
 # train flag -> (ImitationConfig field, PPOConfig field): what a flag sets; on --resume, the flags not given keep the
 # run's saved values instead of the defaults
 _TRAIN_FLAGS = {
@@ -679,7 +673,7 @@ _TRAIN_FLAGS = {
 
 # flags of settings a reward kind does not use: "game" pays no imitation reward, "imitation_only" no game reward
 _UNUSED = {
-    "game": ("threshold", "distinct_margin", "embed_every", "no_observe_similarity"),
+    "game": ("threshold", "distinct_margin", "embed_every", "no_observe_similarity", "asset_dir"),
     "imitation_only": ("game_reward_scale",),
 }
 
@@ -715,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="PPO on Montezuma's Revenge with the YouTube imitation reward (or the game reward only).",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    # no abbreviated flags: --resume keeps the run's value of every flag not written out in full (_given)
+    # no abbreviated flags: --resume keeps the run's value of every flag not written out in full (given_flags)
     t = sub.add_parser("train", help="train an agent", allow_abbrev=False)
     d = ImitationConfig()
     t.add_argument("--reward", choices=REWARDS, default=d.reward)
@@ -841,7 +835,7 @@ def main(argv: list[str] | None = None) -> int:
                     ppo=ppo,
                 )
                 run_dir = args.run_dir or f"runs/imitation/agent_{args.reward}"
-                given = _given(parser.train_parser, argv)
+                given = given_flags(parser.train_parser, argv)
                 if args.resume and (Path(run_dir) / "imitation_config.json").is_file():
                     # the flags not written out keep the run's own settings (not the defaults): a resume that does
                     # not repeat --seed or --learning-rate continues the run it resumes

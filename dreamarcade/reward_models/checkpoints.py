@@ -28,6 +28,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,7 @@ __all__ = [
     "CheckpointTracker",
     "build_checkpoints",
     "candidate_similarities",
+    "check_threshold",
     "checkpoint_spacing",
     "demo_confusion",
     "distinct_thresholds",
@@ -439,6 +442,29 @@ def distinct_thresholds(
     return np.maximum(float(threshold), np.minimum(c + float(margin), float(cap)))
 
 
+def check_threshold(threshold: float, name: str = "threshold") -> float:
+    """``threshold`` as a float, or a ValueError naming ``name`` unless it is a similarity in [-1, 1).
+
+    The similarities are centred cosines in [-1, 1]: a threshold of 1 or more can never be passed, and one below -1
+    pays every checkpoint for standing still.
+
+    >>> check_threshold(0.5)
+    0.5
+    >>> check_threshold(1.0, "--threshold")
+    Traceback (most recent call last):
+    ...
+    ValueError: --threshold must be in [-1, 1) (a similarity; the paper's is 0.5): 1.0 can never be passed
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not math.isfinite(threshold):
+        raise ValueError(f"{name} must be a finite number in [-1, 1), got {threshold!r}")  # NaN never pays
+    if not -1.0 <= threshold < 1.0:
+        raise ValueError(
+            f"{name} must be in [-1, 1) (a similarity; the paper's is 0.5): {threshold} "
+            f"{'pays every checkpoint for standing still' if threshold < -1 else 'can never be passed'}"
+        )
+    return float(threshold)
+
+
 class CheckpointTracker:
     """Soft-ordered, pay-once checkpoint matching for one episode.
 
@@ -466,7 +492,12 @@ class CheckpointTracker:
             raise ValueError("a checkpoint trajectory needs at least one checkpoint")
         if skip < 0:
             raise ValueError(f"skip must be >= 0, got {skip}")
-        self.n, self.threshold, self.reward, self.skip = num_checkpoints, float(threshold), float(reward), int(skip)
+        self.n, self.threshold, self.reward, self.skip = (
+            num_checkpoints,
+            check_threshold(threshold),
+            float(reward),
+            int(skip),
+        )
         self.next = 0  # index of the next checkpoint expected
         self.paid = np.zeros(num_checkpoints, bool)
 

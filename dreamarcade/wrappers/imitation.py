@@ -59,6 +59,7 @@ from dreamarcade.reward_models.checkpoints import (
     Embedder,
     FrameStackEmbedder,
     candidate_similarities,
+    check_threshold,
     distinct_thresholds,
     match_candidates,
 )
@@ -177,10 +178,10 @@ class _ImitationCore:
                 f"mode must be 'add' (game + imitation reward) or 'replace' (imitation only), got {mode!r}"
             )
         check_count("skip", skip, low=0, hint=" (0: only the next checkpoint; the paper's 1 also the one after)")
-        for name, value in (("threshold", threshold), ("reward", reward)):
-            # NaN never pays (threshold) or pays NaN (reward); None or a string failed inside float()
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        check_threshold(threshold)
+        # NaN pays NaN; None or a string failed inside float()
+        if isinstance(reward, bool) or not isinstance(reward, numbers.Real) or not math.isfinite(reward):
+            raise ValueError(f"reward must be a finite number, got {reward!r}")
         check_count("embed_every", embed_every, hint=" (1 = embed every step)")  # NaN, inf, None: named too
         if len(checkpoints) < 1:
             raise ValueError("a checkpoint trajectory needs at least one checkpoint")
