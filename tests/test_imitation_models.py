@@ -183,6 +183,7 @@ def test_train_embedding_resumes_exactly_and_refuses_another_config(tmp_path):
     # weights, optimiser moments and both RNGs, so its 2 + 2 steps are exactly the 4-step run.
     resumed = train("resumed", 4, seed=1, resume=True)
     assert load_embedding(tmp_path / "resumed")[1]["step"] == 4
+    assert load_embedding(tmp_path / "resumed")[1]["train"]["seed"] == 0  # the run's seed (1 was recorded)
     for name, tensor in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], tensor), name
     assert (tmp_path / "resumed" / "logs" / "metrics.csv").read_text() == "step,loss\n"  # step 3 replayed: dropped
@@ -306,7 +307,11 @@ def test_train_embedding_cli_checks_the_held_out_videos_before_training(tmp_path
         te.main([missing, "--out", str(tmp_path / "out"), "--batch-size", "1"])
     assert exc.value.code == 2 and "batch_size must be >= 2" in capsys.readouterr().err
     # inf trained to NaN weights without a word; a negative --cmc-binary was taken as 0 (the 6-way classes)
-    for bad, says in ((["--lr", "inf"], "--lr"), (["--cmc-binary", "-1"], "--cmc-binary must be >= 0")):
+    bads = [(["--lr", "inf"], "--lr"), (["--cmc-binary", "-1"], "--cmc-binary must be >= 0")]
+    # CMC's sampling flags with CMC off: saved in the checkpoint as if used (and a resume was checked against them)
+    bads += [(["--cmc-weight", "0", "--cmc-binary", "4"], "--cmc-binary set CMC's sampling, which --cmc-weight 0")]
+    bads += [(["--cmc-weight=0", "--cmc-event-fraction=0.9"], "--cmc-event-fraction set CMC's sampling")]
+    for bad, says in bads:
         with pytest.raises(SystemExit) as exc:
             te.main([missing, "--out", str(tmp_path / "out"), *bad])
         assert exc.value.code == 2 and says in capsys.readouterr().err

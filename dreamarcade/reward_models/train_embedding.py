@@ -31,10 +31,12 @@ Example (TDC pairs from two videos of 300 and 900 frames; each pair's gap lies i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -61,6 +63,7 @@ from dreamarcade.errors import (
     DivergedError,
     VideoError,
     describe_changes,
+    given_flags,
     input_checks,
     input_error_status,
 )
@@ -466,6 +469,8 @@ def train_embedding(
             for group in opt.param_groups:  # the learning rate given now wins (a resumed run may change it)
                 group["lr"] = tcfg.lr
             rng.bit_generator.state = config["rng"]
+            if "seed" in old_train:  # the seed the restored RNGs came from, not one given now that changes nothing
+                tcfg = dataclasses.replace(tcfg, seed=old_train["seed"])
             torch.set_rng_state(tensors["torch_rng"])
             step = int(config["step"])
         if resume:  # rows of a crash after the checkpoint (all of them before the first one, step 0) are replayed
@@ -561,7 +566,9 @@ def _save(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dreamarcade.reward_models.train_embedding", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m dreamarcade.reward_models.train_embedding", description=__doc__, allow_abbrev=False
+    )
     p.add_argument("videos", nargs="+", help="training videos (the paper uses 3)")
     p.add_argument("--out", default="runs/imitation/embedding")
     p.add_argument("--steps", type=int, default=TrainConfig.steps)
@@ -601,6 +608,10 @@ def main(argv: list[str] | None = None) -> int:
         "already reached this only evaluates",
     )
     a = p.parse_args(argv)
+    given = given_flags(p, sys.argv[1:] if argv is None else argv)
+    if a.cmc_weight == 0 and given & {"cmc_binary", "cmc_event_fraction"}:  # saved in the checkpoint, used by nothing
+        flags = " and ".join(f"--{f.replace('_', '-')}" for f in sorted(given & {"cmc_binary", "cmc_event_fraction"}))
+        p.error(f"{flags} set CMC's sampling, which --cmc-weight 0 (TDC only) does not train: leave them out")
     if a.cmc_binary < 0:  # was taken as 0 (the 6-way classes) without a word
         p.error(f"--cmc-binary must be >= 0 (0: the 6 TDC intervals), got {a.cmc_binary}")
     cfg = EmbeddingConfig.paper() if a.paper_size else EmbeddingConfig()
