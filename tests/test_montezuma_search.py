@@ -191,9 +191,13 @@ def test_cli_and_recorder_refuse_what_would_silently_do_the_wrong_thing(tmp_path
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(ValueError, match="is not a trajectory file"):
         load_trajectories(tmp_path / "list.json")
+    (tmp_path / "t.json").write_text(json.dumps({"trajectories": [{"actions": [0] * 40, "start_delay": 0}]}))
     for argv, message in (
         (["--trajectories", str(tmp_path / "typo.json")], "no such file"),  # it started a 400k-step search
         (["--pairs", "0-5"], "TRAJ:STYLE_SEED pairs"),
+        # the searches' settings with a trajectory file: they did nothing, without a word
+        (["--trajectories", str(tmp_path / "t.json"), "--search-steps=10"], "--search-steps set the searches"),
+        (["--trajectories", str(tmp_path / "t.json"), "--max-start-delay", "0"], "--max-start-delay set the"),
     ):
         with pytest.raises(SystemExit):
             demo_videos.main([*argv, "--out", str(tmp_path / "videos")])

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from dreamarcade.checkpoint import atomic_write_text
-from dreamarcade.errors import check_count, input_checks, input_error_status, require
+from dreamarcade.errors import check_count, given_flags, input_checks, input_error_status, require
 
 __all__ = ["UploaderStyle", "apply_style", "record_demo", "render_gameplay", "write_av"]
 
@@ -432,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m dreamarcade.reward_models.demo_videos",
         description="Record Montezuma's Revenge demonstration videos with per-uploader domain shifts.",
+        allow_abbrev=False,
     )
     p.add_argument("--out", default="runs/imitation/videos", help="output folder")
     p.add_argument("--n", type=int, default=4, help="number of videos (3 train the embedding, 1 defines the reward)")
@@ -460,6 +461,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.trajectories and not Path(args.trajectories).is_file():  # a typo must not start a 400k-step search
         p.error(f"--trajectories {args.trajectories}: no such file (omit the option to search for new trajectories)")
+    searching = sorted(given_flags(p, sys.argv[1:] if argv is None else argv) & {"search_steps", "max_start_delay"})
+    if args.trajectories and searching:  # they set the searches, which a trajectory file replaces
+        flags = " and ".join(f"--{f.replace('_', '-')}" for f in searching)
+        p.error(
+            f"{flags} set the searches, which --trajectories replaces: leave {'them' if searching[1:] else 'it'} out"
+        )
     if args.seed < 0:
         p.error(f"--seed must be >= 0, got {args.seed}")
     if args.n < 1 or args.max_start_delay < 0:
