@@ -228,6 +228,16 @@ def test_clear_errors(tmp_path):
     PPOConfig(gamma=np.float32(0.99), learning_rate=np.float64(1e-3), clip_coef=1).validate()  # numpy floats, ints
     with pytest.raises(ValueError, match="'obs' image of Dict observations must be channels-first"):
         ActorCritic(describe_space(EpisodeConcat(RandomMazeEnv(size=3, obs_type="pixels")).observation_space), 4)
+    # a float image went through the CNN's /255 (a frame in [0, 1] arrived as at most 1/255), and network='mlp' on
+    # Dict observations was ignored (the CNN was built, and the checkpoint said cnn)
+    with pytest.raises(ValueError, match="must be uint8 pixels .* got float32: .* network='mlp'"):
+        ActorCritic(describe_space(gym.spaces.Box(0, 1, (4, 84, 84), np.float32)), 4)
+    dict_space = gym.spaces.Dict(
+        {"obs": gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), "meta": gym.spaces.Box(-1, 1, (6,), np.float32)}
+    )
+    with pytest.raises(ValueError, match="network='mlp' cannot read Dict"):
+        ActorCritic(describe_space(dict_space), 4, network="mlp")
+    assert ActorCritic(describe_space(dict_space), 4).kind == "dict"
 
 
 def test_device_names_are_checked_before_training(capsys, tmp_path):

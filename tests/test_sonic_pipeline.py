@@ -50,6 +50,19 @@ def test_joint_then_finetune_protocol_and_table(tmp_path):
     assert "| Joint PPO + fine-tune | 1 | 64 |" in table and "3127.9" in table and "7438.2" in table
 
 
+def test_sync_retro_actors_with_evaluation_are_refused_before_the_run(tmp_path):
+    """The evaluation's envs start in subprocesses whose first one is built in this process, which a sync retro
+    actor already holds: stable-retro's traceback came at step 0, after the run directory was written."""
+    from dreamarcade.baselines.ppo import train_ppo
+
+    def air():
+        return make_contest_env(*AIR, scenario="scenario", max_episode_steps=25)
+
+    with pytest.raises(ValueError, match="--vector-mode sync runs the retro envs in this process"):
+        train_ppo([air], dataclasses.replace(TINY, vector_mode="sync"), tmp_path / "run", eval_env_fns={"a": air})
+    assert not (tmp_path / "run").exists()
+
+
 def test_pipeline_fails_fast_on_missing_rom(tmp_path):
     import stable_retro
 

@@ -263,6 +263,12 @@ class NatureCNN(nn.Module):
         return self.fc(self.convs(x.float() / 255.0))
 
 
+def _holds_retro_emulator(envs: gym.vector.VectorEnv) -> bool:
+    """Whether ``envs`` runs a stable-retro emulator in this process (a sync vector env of retro envs)."""
+    inner = getattr(envs, "envs", None)  # SyncVectorEnv's sub-envs; an async one keeps them in its workers
+    return bool(inner) and any(type(e.unwrapped).__module__.split(".")[0] in ("stable_retro", "retro") for e in inner)
+
+
 def describe_space(space: gym.Space) -> dict[str, Any]:
     """A JSON description of an observation space: what a checkpoint records to rebuild and check its network."""
     if isinstance(space, gym.spaces.Box):
@@ -279,8 +285,15 @@ def _is_image(desc: dict[str, Any]) -> bool:
     return desc["type"] == "box" and len(desc["shape"]) == 3
 
 
-def _check_channels_first(shape: Sequence[int], where: str = "Image observations") -> None:
-    c, h, w = shape
+def _check_image(desc: dict[str, Any], where: str = "Image observations") -> None:
+    """Refuse what the Nature CNN would read wrong: a channels-last or too small frame, or one that is not uint8."""
+    c, h, w = shape = desc["shape"]
+    dtype = desc.get("dtype", "uint8")  # recorded by describe_space
+    if dtype != "uint8":  # NatureCNN divides by 255: a float frame in [0, 1] reached it as at most 1/255
+        raise ValueError(
+            f"{where} must be uint8 pixels (0-255; the Nature CNN divides them by 255), got {dtype}: give uint8 "
+            "frames, or use network='mlp' for other arrays."
+        )
     if w <= 4 < c:  # an (H, W, C) frame such as (84, 84, 4) or (224, 320, 3)
         raise ValueError(
             f"{where} must be channels-first (C, H, W); got {tuple(shape)}, which looks channels-last. "
@@ -324,7 +337,12 @@ class ActorCritic(nn.Module):
                 raise ValueError(
                     f"Dict observations must be {{'obs': (C,H,W) image, 'meta': (D,) vector}}, got {obs_desc}."
                 )
-            _check_channels_first(spaces["obs"]["shape"], "The 'obs' image of Dict observations")
+            if network == "mlp":  # it was ignored: the image goes through the CNN whatever the network asked
+                raise ValueError(
+                    "network='mlp' cannot read Dict {'obs': image, 'meta': vector} observations: they always use the "
+                    "Nature CNN (network='auto' or 'cnn')."
+                )
+            _check_image(spaces["obs"], "The 'obs' image of Dict observations")
             self.image_encoder = NatureCNN(spaces["obs"]["shape"])
             meta_dim = spaces["meta"]["shape"][0]
             self.fuse = nn.Sequential(layer_init(nn.Linear(512 + meta_dim, 512)), nn.ReLU())
@@ -337,7 +355,7 @@ class ActorCritic(nn.Module):
                     raise ValueError(
                         f"network='cnn' needs (C, H, W) image observations, got shape {obs_desc['shape']}."
                     )
-                _check_channels_first(obs_desc["shape"])
+                _check_image(obs_desc)
                 self.encoder = NatureCNN(obs_desc["shape"])
                 feat_dim = 512
             else:
@@ -759,6 +777,12 @@ def train_ppo(
         try:  # a refused checkpoint must not leave the actor processes running
             # created only once the envs exist (a bad env id leaves no empty run dir), and claimed before the resume
             # below drops log rows: one process per run directory
+            if eval_env_fns and config.eval_every_steps and _holds_retro_emulator(envs):  # failed in stable-retro
+                raise ValueError(
+                    "--vector-mode sync runs the retro envs in this process, and stable-retro allows one emulator "
+                    "per process, so the evaluation envs cannot start: use --vector-mode async (or auto), or turn "
+                    "evaluation off."
+                )
             claim_run_dir(run_dir)
             obs_space, act_space = envs.single_observation_space, envs.single_action_space
 
