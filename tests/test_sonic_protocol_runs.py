@@ -201,6 +201,11 @@ def test_protocol_and_table_clis_print_a_refused_run_dir_as_one_line(tmp_path, m
     argv = ["protocol", "--levels", "Airstriker-Genesis:Level1", "--scenario", "scenario", "--max-episode-steps", "25"]
     assert main([*argv, "--run-dir", str(tmp_path), "--timesteps-per-level", "256"]) == 2  # another budget
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'scores.json'} was written by a protocol run")
+    # another learning rate: the remaining levels were scored under the same label (one mean from two methods)
+    faster = dataclasses.replace(CFG, learning_rate=CFG.learning_rate * 2)
+    with pytest.raises(ValueError, match=rf"other PPO settings \(learning_rate: {CFG.learning_rate} -> "):
+        ppo_sonic.sonic_protocol(LEVELS, faster, tmp_path, timesteps=128, label="PPO (from scratch)",
+                                 scenario="scenario", max_episode_steps=25, progress=False)  # fmt: skip
     assert main(["table", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path} has no finished level yet")
     assert main(["table", str(tmp_path / "no_such_run")]) == 2  # the file it reads is missing: one line too
@@ -218,6 +223,12 @@ def test_protocol_and_table_clis_print_a_refused_run_dir_as_one_line(tmp_path, m
     assert main([*argv, "--run-dir", str(fresh), "--timesteps-per-level", "64", "--reward-scale", "nan"]) == 2
     err = capsys.readouterr().err
     assert "reward" in err and "was written by a protocol run" not in err and not (fresh / "scores.json").exists()
+    # where and how it runs is not the method: another device, thread count or checkpoint interval continues it
+    same = dataclasses.replace(CFG, torch_threads=2, checkpoint_every_updates=7)
+    monkeypatch.undo()  # the level env without its SIGTERM
+    ppo_sonic.sonic_protocol(LEVELS, same, tmp_path, timesteps=128, label="PPO (from scratch)",
+                             scenario="scenario", max_episode_steps=25, progress=False)  # fmt: skip
+    assert json.loads((tmp_path / "scores.json").read_text())["scores"]["Airstriker-Genesis:Level1"]["episodes"] > 0
 
 
 def test_jerk_resume_drops_episodes_after_its_saved_state_and_a_fresh_run_refuses_an_old_dir(tmp_path):
@@ -262,6 +273,10 @@ def test_jerk_cli_resume_refuses_another_level_setting(tmp_path, capsys):
     assert main([*argv, "--max-episode-steps", "20", "--total-timesteps", "90", "--resume"]) == 2
     assert "error: --resume: the JERK state" in capsys.readouterr().err
     assert (tmp_path / "jerk_state.npz").read_bytes() == state
+    # another exploit bias or seed: one score from two settings (it went on without a word)
+    resume = [*argv, "--max-episode-steps", "30", "--total-timesteps", "90", "--resume"]
+    assert main([*resume, "--exploit-bias", "0.5"]) == 2
+    assert "exploit_bias" in capsys.readouterr().err and (tmp_path / "jerk_state.npz").read_bytes() == state
     assert main([*argv, "--max-episode-steps", "30", "--total-timesteps", "90", "--resume"]) == 0
 
 

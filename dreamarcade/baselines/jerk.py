@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -256,8 +257,9 @@ def run_jerk(
     (``seed``, saved step) rather than a replay of the first part's. Without ``resume``, a
     ``run_dir`` that already holds a state file or logged episodes is refused (:class:`RunDirInUseError`, a
     FileExistsError). ``run_info``: what ``env`` plays, as JSON values (the CLI's game, state, scenario and episode
-    limit): kept in the state, and a resume with other values is refused (it mixed two levels' episodes and
-    replayed one level's best sequences in the other).
+    limit): kept in the state with ``config``'s settings (all but ``total_timesteps`` and ``save_every_episodes``),
+    and a resume with other values of either is refused (it mixed two levels' episodes and replayed one level's best
+    sequences in the other; or one score came from two exploit biases).
     """
     run_dir = Path(run_dir)
     csv = run_dir / "episodes.csv"
@@ -266,12 +268,20 @@ def run_jerk(
     claim_run_dir(run_dir)  # before the resume below drops log rows: one process per run directory
     solutions: list[tuple[list[float], list[np.ndarray]]] = []
     saved_steps = 0
+    # the algorithm's settings (all but the budget and the save interval) are kept in the state with run_info: a
+    # resume with another exploit bias, stretch length or seed went on without a word, one score from two settings
+    algo = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("total_timesteps", "save_every_episodes")}
+    state_info = {**(run_info or {}), "jerk": algo}
     if resume and (run_dir / STATE_FILE).exists():  # read before anything is written: a corrupt one changes nothing
         solutions, saved_steps, saved_info = _load_state(run_dir)
-        if run_info is not None and saved_info is not None and saved_info != run_info:
+        saved_algo = saved_info.pop("jerk", None) if saved_info is not None else None  # None: an older state
+        changes = [describe_changes(saved_algo, algo)] if saved_algo is not None else []
+        if run_info is not None and saved_info is not None:
+            changes.append(describe_changes(saved_info, run_info))
+        if any(changes):
             raise CheckpointError(
                 f"--resume: the JERK state in {run_dir} was played with other settings "
-                f"({describe_changes(saved_info, run_info)}): resume with the same ones, or use a new --run-dir."
+                f"({', '.join(c for c in changes if c)}): resume with the same ones, or use a new --run-dir."
             )
     save_hyperparameters(run_dir, config)
     seed_everything(config.seed)
@@ -306,7 +316,7 @@ def run_jerk(
                         best_scores.append(ret)
                         episode_returns.append(ret)
                         logger.log_episode(tracked.total_steps_ever, ret, len(tracked.reward_history), exploit=1)
-                        _after_episode(bar, tracked, episode_returns, run_dir, solutions, n_buttons, config, run_info)
+                        _after_episode(bar, tracked, episode_returns, run_dir, solutions, n_buttons, config, state_info)
                         continue
                     tracked.reset()
                     new_episode = False
@@ -318,14 +328,14 @@ def run_jerk(
                     solutions.append(([max(tracked.reward_history)], tracked.best_sequence()))
                     episode_returns.append(ret)
                     logger.log_episode(tracked.total_steps_ever, ret, len(tracked.reward_history), exploit=0)
-                    _after_episode(bar, tracked, episode_returns, run_dir, solutions, n_buttons, config, run_info)
+                    _after_episode(bar, tracked, episode_returns, run_dir, solutions, n_buttons, config, state_info)
                 elif bar is not None:
                     bar.update(tracked.total_steps_ever - bar.n)
         except BudgetSpent:  # the episode the budget cut is not scored, as in the contest and the PPO protocol
             pass
     if bar is not None:
         bar.close()
-    _save_state(run_dir, solutions, tracked.total_steps_ever, n_buttons, run_info)
+    _save_state(run_dir, solutions, tracked.total_steps_ever, n_buttons, state_info)
     if csv.exists() and csv.stat().st_size:
         plot_learning_curve({"JERK": read_episodes(csv)}, run_dir / "learning_curve.png", f"JERK: {run_dir.name}")
     all_returns = [float(r) for r in read_episodes(csv)[1]] if csv.exists() else episode_returns

@@ -50,7 +50,7 @@ from dreamarcade.baselines.ppo import (
 )
 from dreamarcade.checkpoint import atomic_write_text, check_output_file, json_text, read_json_object
 from dreamarcade.envs.sonic import check_level_settings
-from dreamarcade.errors import check_count, input_checks
+from dreamarcade.errors import check_count, describe_changes, input_checks
 
 # "Gotta Learn Fast" Table (mean score over the 11 test levels, 1M steps each); provenance: README, meta-RL section.
 REPORT_SCORES: dict[str, float] = {
@@ -205,9 +205,10 @@ def sonic_protocol(
 
     Resumable: call again with the same arguments and finished levels are kept, an unfinished level continues from
     its checkpoint. A ``run_dir`` written with another ``label``, ``init_checkpoint``, ``timesteps``, ``scenario``,
-    ``reward_scale`` or ``max_episode_steps`` is refused (ValueError): use a new ``run_dir``. ``scores.json`` records
-    them all. If the run is stopped (Ctrl-C / SIGTERM), the interrupted level is not
-    scored and the returned summary has ``stopped_early=True``.
+    ``reward_scale``, ``max_episode_steps`` or PPO setting (all of ``config`` but the device, threads and checkpoint
+    and evaluation intervals) is refused (ValueError): use a new ``run_dir``. ``scores.json`` records them all. If
+    the run is stopped (Ctrl-C / SIGTERM), the interrupted level is not scored and the returned summary has
+    ``stopped_early=True``.
     """
     _check_levels(levels)
     run_dir = Path(run_dir)
@@ -229,12 +230,21 @@ def sonic_protocol(
         timesteps = check_count("--timesteps-per-level", timesteps, hint=" (steps of PPO per level)")
         cfg = dataclasses.replace(config, total_timesteps=timesteps, num_envs=1, vector_mode="async")
         cfg.validate()
+        # the learning settings too: a call with another learning rate or seed scored the remaining levels under the
+        # same label, one mean from two methods (the device, threads and logging intervals change no score)
+        this_run["ppo"] = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _PROTOCOL_FREE}
         for game, state in levels:  # a level, scenario, reward scale or limit its envs would refuse at the first level
             check_level_settings(game, state, scenario, reward_scale, max_episode_steps)
         summary: dict[str, Any] = read_json_object(out) if out.exists() else {}
         for key, value in this_run.items():
             stored = summary.get(key, value)
             same = _same_path(stored, value) if key == "init_checkpoint" else stored == value
+            if not same and key == "ppo":
+                raise ValueError(
+                    f"{out} was written by a protocol run with other PPO settings ({describe_changes(stored, value)}); "
+                    "its scores and level checkpoints belong to that run. Use another --run-dir for this one (or the "
+                    "same settings to continue that run)."
+                )
             if not same:
                 raise ValueError(
                     f"{out} was written by a protocol run with {key}={stored!r}, but this call has {key}={value!r}; "
@@ -274,6 +284,10 @@ def sonic_protocol(
     summary["mean_score"] = _mean_score(scores)
     atomic_write_text(out, json_text(summary, indent=2))
     return summary
+
+
+# PPOConfig fields a protocol run may change between calls: where and how it runs and logs, not what it learns
+_PROTOCOL_FREE = ("device", "torch_threads", "checkpoint_every_updates", "eval_every_steps", "eval_episodes")
 
 
 def _mean_score(scores: dict[str, dict[str, Any]]) -> float:
