@@ -150,6 +150,21 @@ def test_single_and_vector_paths_agree_on_shapes_and_refuse_the_same_settings() 
         match=r"screen_size must be an integer >= 1 \(one integer: the C\+\+ vector path makes square frames",
     ):
         make_dqn_vector_env(1, "Pong", screen_size=(84, 84))
+    # a batch larger than the envs: reset() waited forever; a negative one failed inside numpy
+    for batch, says in ((3, "batch_size=3 is more than num_envs=2"), (-1, "batch_size must be an integer >= 0")):
+        with pytest.raises(ValueError, match=says):
+            make_dqn_vector_env(2, "Pong", batch_size=batch)
+    # a frame cap of 0 is no cap on both paths (the C++ env truncated every step); a float failed inside pybind
+    for make in (make_dqn_env, lambda *a, **k: make_dqn_vector_env(1, *a, **k)):
+        for bad in (-5, 100.5):
+            with pytest.raises(ValueError, match="max_num_frames_per_episode must be an integer >= 0 .*0: no cap"):
+                make("Pong", max_num_frames_per_episode=bad)
+    single = make_dqn_env("Pong", max_num_frames_per_episode=0, noop_max=0)
+    vector = make_dqn_vector_env(1, "Pong", max_num_frames_per_episode=0, noop_max=0)
+    single.reset(seed=0), vector.reset(seed=0)
+    for _ in range(5):
+        assert not single.step(0)[3] and not vector.step(np.zeros(1, np.int64))[3][0]
+    single.close(), vector.close()
 
 
 def test_frame_wrappers_bad_input_and_step_before_reset() -> None:

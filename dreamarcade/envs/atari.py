@@ -20,6 +20,11 @@ frame (Gymnasium's ``AtariPreprocessing`` is stale on that step too). The other 
 the final observation of a lost life (mended by :class:`LifeLossFinalObs`) agree; the screen of that one frame is not
 reachable from Python, so it is not mended. The C++ env also reports clipped rewards only and no ``info["episode"]``:
 take whole-game raw scores from the single env (as the bundled DQN does).
+
+A third, ale-py's too: the frame cap ``max_num_frames_per_episode`` counts every emulator frame of the game in the
+single env, the reset's FIRE and no-ops included, and only the agent's steps (``frame_skip`` frames each) since the
+reset in the C++ env, so a game cut by the cap ends up to ``(noop_max + 2) / frame_skip`` agent steps later there
+(measured on Pong with a 1000-frame cap: step 244-245 against 250). ``0`` means no cap on both paths.
 """
 
 from __future__ import annotations
@@ -99,7 +104,7 @@ def make_dqn_env(
     require("ale_py", "Atari games", extra="atari")
     from ale_py.env import AtariEnv
 
-    _check_counts(frame_skip, frame_stack, noop_max, repeat_action_probability)
+    _check_counts(frame_skip, frame_stack, noop_max, repeat_action_probability, max_num_frames_per_episode)
 
     rom = ale_game_id(game)
     # AtariEnv directly rather than gym.make("ALE/...-v5"): gym.make wraps the id's whole stack in the
@@ -155,7 +160,7 @@ def wrap_dqn(
         >>> env.reset(seed=0)[0].shape
         (4, 84, 84)
     """
-    _check_counts(frame_skip, frame_stack, noop_max, 0.0)
+    _check_counts(frame_skip, frame_stack, noop_max, 0.0, 0)  # the env given has its own stickiness and cap
     if fire_reset:
         env = FireReset(env)
     if noop_max > 0:
@@ -184,11 +189,15 @@ def check_repeat_action_probability(value: object) -> float:
     return check_probability("repeat_action_probability", value, hint, below_one=True)
 
 
-def _check_counts(frame_skip: int, frame_stack: int, noop_max: int, repeat_action_probability: float) -> None:
+def _check_counts(
+    frame_skip: int, frame_stack: int, noop_max: int, repeat_action_probability: float, max_frames: int
+) -> None:
     check_repeat_action_probability(repeat_action_probability)
     check_count("frame_skip", frame_skip, hint=" (1: no skip)")
     check_count("frame_stack", frame_stack, hint=" (1: one frame)")
     check_count("noop_max", noop_max, low=0, hint=" (0: no random no-ops at reset)")
+    # ALE takes 0 (and below) as no cap, the C++ vector env truncated every step; a float failed inside pybind
+    check_count("max_num_frames_per_episode", max_frames, low=0, hint=" (emulator frames; 0: no cap)")
 
 
 def make_dqn_vector_env(
@@ -232,8 +241,12 @@ def make_dqn_vector_env(
     require("ale_py", "Atari games", extra="atari")
     from ale_py.vector_env import AtariVectorEnv
 
-    _check_counts(frame_skip, frame_stack, noop_max, repeat_action_probability)  # frame_stack=0: C++ reset hung
+    # frame_stack=0: the C++ reset hung
+    _check_counts(frame_skip, frame_stack, noop_max, repeat_action_probability, max_num_frames_per_episode)
     check_count("num_envs", num_envs)  # 0 crashed the C++ env (SIGSEGV)
+    check_count("batch_size", batch_size, low=0, hint=" (envs per step() call; 0: all of them)")
+    if batch_size > num_envs:  # reset() waited forever for more envs than there are
+        raise ValueError(f"batch_size={batch_size} is more than num_envs={num_envs}: use at most {num_envs} (0: all)")
     hint = (
         " (one integer: the C++ vector path makes square frames; for other shapes use make_dqn_env with SyncVectorEnv)"
     )
@@ -245,7 +258,7 @@ def make_dqn_vector_env(
         autoreset_mode=autoreset_mode,
         batch_size=batch_size,
         thread_affinity_offset=thread_affinity_offset,
-        max_num_frames_per_episode=max_num_frames_per_episode,
+        max_num_frames_per_episode=max_num_frames_per_episode or 2**31 - 1,  # its 0 truncates every step
         repeat_action_probability=float(repeat_action_probability),
         full_action_space=full_action_space,
         img_height=screen_size,
