@@ -382,6 +382,12 @@ def test_dqn_evaluate_uses_the_env_kwargs_it_was_trained_with(tmp_path) -> None:
     assert evaluate(ck, episodes=3, epsilon=0.0, video_path=None)["returns"] == [5.0, 5.0, 5.0]
     longer = evaluate(ck, episodes=3, epsilon=0.0, video_path=None, env_kwargs={"max_episode_steps": 8})
     assert longer["returns"] == [8.0, 8.0, 8.0]  # kwargs given explicitly still win
+    # the video holds every step of every game, encoded as they come (a list of the frames grew to ~13 GiB)
+    av = pytest.importorskip("av")
+    ev = evaluate(ck, episodes=2, epsilon=0.0, video_path=tmp_path / "eval.mp4")
+    with av.open(ev["video"]) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 10
+    assert not list(tmp_path.glob(".eval.tmp*"))
     # a resume with other env kwargs (another DQNAtari-v0 game) trained on with a note, mixing two tasks in one run
     saved = (tmp_path / "run" / "hyperparameters.json").read_text()
     with pytest.raises(
@@ -780,3 +786,24 @@ def test_flush_denormals_reaches_every_torch_thread_and_every_dqn_run(tmp_path) 
     assert probe("early") == ["True", "0"]  # set before the pool: both threads flush 4M denormals to zero
     assert probe("late") == ["False"]  # honest about workers created before the call
     assert probe("dqn", str(tmp_path / "run")) == ["0"]
+
+
+def test_video_writer_streams_frames_and_leaves_no_video_when_cut_off(tmp_path) -> None:
+    av = pytest.importorskip("av")
+    from dreamarcade.baselines.common import VideoWriter, write_video
+
+    frames = (np.full((21, 15), 10 * t, np.uint8) for t in range(7))  # a generator: never a list in memory
+    path = write_video(frames, tmp_path / "gray.mp4", fps=15)
+    with av.open(str(path)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 7 and decoded[0].shape == (22, 16, 3)  # padded to even sizes
+    with pytest.raises(RuntimeError, match="cut off"), VideoWriter(tmp_path / "cut.mp4") as video:
+        video.add(np.zeros((8, 8, 3), np.uint8))
+        raise RuntimeError("cut off")
+    assert not list(tmp_path.glob("*cut*"))  # neither the video nor its temporary file
+    with pytest.raises(ValueError, match="frame 1 is 10x8, larger"), VideoWriter(tmp_path / "sizes.mp4") as video:
+        video.add(np.zeros((8, 8, 3), np.uint8))
+        video.add(np.zeros((8, 10, 3), np.uint8))
+    with pytest.raises(ValueError, match="write_video got no frames"):
+        write_video([], tmp_path / "none.mp4")
+    assert not list(tmp_path.glob("*none*"))

@@ -27,7 +27,7 @@ import signal
 import sys
 import threading
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -441,34 +441,94 @@ def check_video_path(path: str | os.PathLike[str], what: str) -> None:
         )
 
 
-def write_video(frames: list[np.ndarray] | np.ndarray, path: str | os.PathLike[str], fps: int = 30) -> Path:
-    """Write RGB uint8 frames (T, H, W, 3) to an H.264 MP4 with PyAV (sizes rounded up to even)."""
-    from dreamarcade.errors import require
+class VideoWriter:
+    """Encode RGB uint8 frames into an H.264 MP4 with PyAV as they come, so a long video never sits in memory.
 
-    av = require("av", "writing MP4 videos", extra="video")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frames = [np.asarray(f) for f in frames]
-    if not frames:
-        raise ValueError("write_video got no frames")
-    h, w = frames[0].shape[:2]
-    H, W = h + h % 2, w + w % 2
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    with av.open(str(tmp), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+    Sizes are rounded up to even (padded); grayscale (H, W) frames are shown grey. The container is opened at the
+    first frame, written to a temporary file and renamed into ``path`` by :meth:`close` (a run cut off leaves no
+    half-written video under ``path``); leaving a ``with`` block on an exception discards it.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> from pathlib import Path
+        >>> from dreamarcade.baselines.common import VideoWriter
+        >>> path = Path(tempfile.mkdtemp()) / "clip.mp4"
+        >>> with VideoWriter(path, fps=30) as video:
+        ...     for t in range(10):
+        ...         video.add(np.full((21, 16, 3), 20 * t, np.uint8))
+        >>> video.frames, path.stat().st_size > 0
+        (10, True)
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fps: int = 30) -> None:
+        from dreamarcade.errors import require
+
+        self._av = require("av", "writing MP4 videos", extra="video")
+        self.path, self.fps, self.frames = Path(path), fps, 0
+        self._tmp = self.path.with_name(f".{self.path.stem}.tmp{self.path.suffix}")
+        self._container: Any = None
+        self._stream: Any = None
+        self._size = (0, 0)
+
+    def add(self, frame: np.ndarray) -> None:
+        """Encode one (H, W, 3) or (H, W) uint8 frame; every frame must have the first one's size."""
+        f = np.asarray(frame)
+        if f.ndim == 2:
+            f = np.repeat(f[..., None], 3, axis=2)
+        if self._container is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            h, w = f.shape[:2]
+            self._size = (h + h % 2, w + w % 2)
+            self._container = self._av.open(str(self._tmp), mode="w")
+            self._stream = self._container.add_stream("libx264", rate=self.fps)
+            self._stream.height, self._stream.width = self._size
+            self._stream.pix_fmt = "yuv420p"
+        H, W = self._size
+        if f.shape[0] > H or f.shape[1] > W:
+            raise ValueError(f"frame {self.frames} is {f.shape[1]}x{f.shape[0]}, larger than the video's {W}x{H}")
+        if (f.shape[0], f.shape[1]) != (H, W):
+            f = np.pad(f, ((0, H - f.shape[0]), (0, W - f.shape[1]), (0, 0)))
+        video_frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(f, dtype=np.uint8), format="rgb24")
+        for packet in self._stream.encode(video_frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> Path | None:
+        """Flush the encoder and move the video into ``path``; None (and no file) if no frame was added."""
+        if self._container is None:
+            return None
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+        self._container = None
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        """Close without writing ``path`` (the temporary file is removed)."""
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+
+def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps: int = 30) -> Path:
+    """Write RGB uint8 frames (T, H, W, 3), any iterable of them, to an H.264 MP4 (see :class:`VideoWriter`)."""
+    with VideoWriter(path, fps) as video:
         for f in frames:
-            if f.ndim == 2:
-                f = np.repeat(f[..., None], 3, axis=2)
-            if (f.shape[0], f.shape[1]) != (H, W):
-                f = np.pad(f, ((0, H - f.shape[0]), (0, W - f.shape[1]), (0, 0)))
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f, dtype=np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(tmp, path)
-    return path
+            video.add(f)
+        if not video.frames:
+            raise ValueError("write_video got no frames")
+    return Path(path)
 
 
 def help_field(text: str, default: Any) -> Any:
