@@ -246,6 +246,13 @@ def test_buffer_rejects_non_stacks() -> None:
         rb.add(o, n, np.array([0]), np.array([0.0]), np.array([False]), np.array([False]))
     with pytest.raises(ValueError, match="stacked on axis 0"):
         ReplayBuffer(10, (84, 84, 4), frame_stack=4)
+    # env 0's stack is fine, env 1's is not: nothing is stored (env 0's transition was, and the envs went out of step)
+    two = ReplayBuffer(10, (4, 6, 6), frame_stack=4, num_envs=2)
+    good = np.concatenate([o[:, 1:], n[:, :1]], axis=1)  # o shifted by one frame
+    with pytest.raises(ValueError, match="not frame stacks"):
+        two.add(np.concatenate([o, o]), np.concatenate([good, n]), np.zeros(2), np.zeros(2), np.zeros(2, bool),
+                np.zeros(2, bool))  # fmt: skip
+    assert two.trans_written.tolist() == [0, 0] and two.frames_written.tolist() == [0, 0]
 
 
 # --- the agent --------------------------------------------------------------------------------------

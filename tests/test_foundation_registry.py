@@ -112,6 +112,8 @@ def test_unknown_game_suggests_names() -> None:
 
     with pytest.raises(ValueError, match="Unknown Atari game 'Pongg'.*'pong'"):
         make_dqn_env("Pongg")
+    with pytest.raises(TypeError, match="game must be a game's name such as 'Pong'"):  # was an AttributeError
+        make_dqn_env(5)
 
 
 @pytest.mark.parametrize("game", ["Pong", "pong", "ALE/Pong-v5", "PongNoFrameskip-v4"])

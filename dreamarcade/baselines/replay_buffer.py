@@ -214,14 +214,14 @@ class ReplayBuffer:
                 f"add() expects obs and next_obs of shape {(self.num_envs, *self.obs_shape)}, got {obs.shape} and "
                 f"{next_obs.shape}"
             )
-        for e in range(self.num_envs):
-            if env_mask is not None and not env_mask[e]:
-                continue
-            if self.k > 1 and not np.array_equal(next_obs[e, :-1], obs[e, 1:]):
-                raise ValueError(
-                    "next_obs is not obs shifted by one frame, so these observations are not frame stacks "
-                    "(or next_obs is an auto-reset observation). Pass the true final observation, or use frame_stack=1."
-                )
+        kept = [e for e in range(self.num_envs) if env_mask is None or env_mask[e]]
+        # checked for every env before any is stored: env 0 stored and env 1 refused left the envs out of step
+        if self.k > 1 and any(not np.array_equal(next_obs[e, :-1], obs[e, 1:]) for e in kept):
+            raise ValueError(
+                "next_obs is not obs shifted by one frame, so these observations are not frame stacks "
+                "(or next_obs is an auto-reset observation). Pass the true final observation, or use frame_stack=1."
+            )
+        for e in kept:
             if not self._chain_open[e]:
                 # Episode start: write the whole stack so it never borrows frames of another episode.
                 for frame in obs[e] if self.k > 1 else (obs[e],):

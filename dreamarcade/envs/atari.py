@@ -53,6 +53,8 @@ def ale_game_id(game: str) -> str:
     ``"Pong"``, ``"pong"``, ``"ALE/Pong-v5"`` and ``"PongNoFrameskip-v4"`` all give ``"pong"``.
     """
     roms = require("ale_py.roms", "Atari games", extra="atari")
+    if not isinstance(game, str):  # make_dqn_env(5) failed with "'int' object has no attribute 'split'"
+        raise TypeError(f"game must be a game's name such as 'Pong' or 'ALE/Pong-v5', got {game!r}")
     name = game.split("/")[-1]
     name = re.sub(r"(NoFrameskip)?-v\d+$", "", name)
     snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower() if not name.islower() else name
