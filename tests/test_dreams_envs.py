@@ -193,6 +193,42 @@ def test_low_temperature_is_deterministic() -> None:
     assert not torch.allclose(fc, fd, atol=1e-3)
 
 
+def test_a_temperature_set_later_dreams_as_one_built_with_it() -> None:
+    """``temperature`` was a plain attribute: a new value (a temperature curriculum, ``SyncVectorEnv.set_attr``) was
+    reported back while the dream kept sampling at the temperature it was built with."""
+
+    def dream(env: gym.Env | gym.vector.VectorEnv, steps: int = 15) -> np.ndarray:
+        obs, _ = env.reset(seed=0)
+        seq = [obs]
+        for _ in range(steps):
+            seq.append(env.step(np.zeros(env.action_space.shape, np.float32))[0])
+        return np.stack(seq)
+
+    env = gym.make("DreamDoom-v0")
+    base = dream(env)
+    env.unwrapped.temperature = 0.05
+    assert env.unwrapped.temperature == 0.05
+    cooled = dream(env)
+    np.testing.assert_array_equal(cooled, dream(gym.make("DreamDoom-v0", temperature=0.05)))
+    assert not np.array_equal(cooled, base)
+    sync = gym.make_vec("DreamDoom-v0", num_envs=2, vectorization_mode="sync")
+    sync.set_attr("temperature", 0.05)
+    assert sync.get_attr("temperature") == (0.05, 0.05)
+    built = gym.make_vec("DreamDoom-v0", num_envs=2, vectorization_mode="sync", temperature=0.05)
+    np.testing.assert_array_equal(dream(sync), dream(built))
+    vec = gym.make_vec("DreamDoom-v0", num_envs=3, vectorization_mode="vector_entry_point")
+    vec.unwrapped.temperature = 0.05
+    assert vec.unwrapped.temperature == 0.05
+    built = gym.make_vec("DreamDoom-v0", num_envs=3, vectorization_mode="vector_entry_point", temperature=0.05)
+    np.testing.assert_array_equal(dream(vec), dream(built))
+    for bad in (0.0, -1.0, float("nan"), True, "0.5"):  # the constructor's rule; the old value stays
+        with pytest.raises(ValueError, match="temperature must be"):
+            env.unwrapped.temperature = bad
+        with pytest.raises(ValueError, match="temperature must be"):
+            vec.unwrapped.temperature = bad
+    assert env.unwrapped.temperature == vec.unwrapped.temperature == 0.05
+
+
 def test_vector_env_batched_and_autoreset() -> None:
     envs = gym.make_vec("DreamDoom-v0", num_envs=16, vectorization_mode="vector_entry_point", temperature=1.15)
     obs, _ = envs.reset(seed=0)

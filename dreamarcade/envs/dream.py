@@ -412,7 +412,8 @@ class DreamEnv(gym.Env):
     Args:
         env: "doom" or "carracing" (which world model).
         model_dir: a world model directory; None uses the bundled weights.
-        temperature: tau (> 0); Doom default 1.15 as the paper's best agent.
+        temperature: tau (> 0); Doom default 1.15 as the paper's best agent. Setting ``env.unwrapped.temperature``
+            later changes it from the next step on (a temperature curriculum).
         obs_type: "features" ([z, c, h] / [z, h], float32) or "pixels" (decoded 64x64x3 uint8).
         render_mode: None or "rgb_array" (the decoded dream frame).
         max_episode_steps: truncate episodes after this many steps; None (default) never truncates, as
@@ -449,15 +450,27 @@ class DreamEnv(gym.Env):
         self.max_episode_steps = _check_max_steps(max_episode_steps)
         self.model = load_world_model(env, model_dir, device)
         self.metadata = _with_real_fps(self.metadata, env)
-        self.temperature = _check_temperature(self.model.temperature if temperature is None else temperature)
+        tau = _check_temperature(self.model.temperature if temperature is None else temperature)
         self.obs_type, self.render_mode = obs_type, render_mode
         self.observation_space, self.action_space = _spaces(self.model, obs_type)
-        self._dream = DreamBatch(self.model, 1, self.temperature, seed=0)
+        self._dream = DreamBatch(self.model, 1, tau, seed=0)
         self._started, self._t = False, 0
         d = self._dream
         self._views = self._state_views()
         self._i_done = d._packed.n_pi
         self._i_reward = d._packed.n_pi + int(d._packed.predict_done)
+
+    @property
+    def temperature(self) -> float:
+        """tau of the dream's sampling. Setting it (a temperature curriculum; also through Gymnasium's
+        ``set_wrapper_attr`` or ``SyncVectorEnv.set_attr``) checks it as the constructor does, and the dream samples
+        at the new tau from the next step on."""
+        return self._dream.temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        # was a plain attribute: a new value was reported back while the dream kept sampling at the old one
+        self._dream.temperature = value  # checked (_check_temperature), and M repacked for it
 
     def _state_views(self) -> tuple[np.ndarray, ...] | None:
         """Numpy views of the dream's state buffers on the CPU (a one-env step reads/writes them for free)."""
@@ -559,15 +572,25 @@ class DreamVectorEnv(VectorEnv):
         self.metadata = _with_real_fps(self.metadata, env)
         if max_episode_steps is not None:
             self.model.max_steps = max_episode_steps
-        self.temperature = _check_temperature(self.model.temperature if temperature is None else temperature)
+        tau = _check_temperature(self.model.temperature if temperature is None else temperature)
         self.num_envs, self.obs_type, self.render_mode = int(num_envs), obs_type, render_mode
         self.single_observation_space, self.single_action_space = _spaces(self.model, obs_type)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         # unseeded: fresh entropy, so unseeded vector envs differ (as Gymnasium's do); reset(seed=s) reseeds
-        self._dream = DreamBatch(self.model, self.num_envs, self.temperature, seed=None, precision=precision)
+        self._dream = DreamBatch(self.model, self.num_envs, tau, seed=None, precision=precision)
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
         self._started = False  # step() before reset() dreamed from an all-zero state
+
+    @property
+    def temperature(self) -> float:
+        """tau of every dream's sampling; setting it is checked as in the constructor and applies from the next step."""
+        return self._dream.temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        # was a plain attribute: a new value was reported back while the dreams kept sampling at the old one
+        self._dream.temperature = value  # checked (_check_temperature), and M repacked for it
 
     def _obs(self) -> np.ndarray:
         if self.obs_type == "pixels":
