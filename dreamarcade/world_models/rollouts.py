@@ -242,11 +242,17 @@ class FrameStream:
 def encode_shards(
     frame_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], encode: object, batch_size: int = 500
 ) -> list[Path]:
-    """Encode every frame shard with ``encode(frames uint8) -> (mu, logvar)`` into series shards (skips done ones)."""
+    """Encode every frame shard with ``encode(frames uint8) -> (mu, logvar)`` into series shards (skips done ones).
+
+    A ``frame_dir`` without frame shards (a collect stopped before its first shard) writes nothing and creates no
+    ``out_dir``: an empty series folder made M's training ask for this encoding again, which could not fill it.
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    frame_shards = list_shards(frame_dir, "frames")
+    if frame_shards:
+        out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in list_shards(frame_dir, "frames"):
+    for path in frame_shards:
         target = out_dir / path.name.replace("frames-", "series-", 1)
         if target.exists():
             written.append(target)
@@ -270,6 +276,9 @@ def load_series(directory: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Concatenate every series shard of ``directory`` (they are small: 2 x z float16 per step)."""
     paths = list_shards(directory, "series")
     if not paths:
-        raise FileNotFoundError(f"No series shards (series-*.npz) in '{directory}'. Run `train-vae` (it encodes).")
+        raise FileNotFoundError(
+            f"No series shards (series-*.npz) in '{directory}'. Run `train-vae` (it encodes the frame shards of the "
+            f"frames* folder of the same name); if that folder has no frame shards, delete '{directory}'."
+        )
     parts = [load_shard(p) for p in paths]
     return {k: np.concatenate([p[k] for p in parts]) for k in SERIES_KEYS}
