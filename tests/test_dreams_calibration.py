@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -48,6 +50,64 @@ def test_collect_with_controller_and_exploration(tmp_path) -> None:
     assert data["actions"].shape == (s["steps"], 1) and np.all(np.abs(data["actions"]) <= 1)
     with pytest.raises(ValueError, match="explore"):
         collect("doom", tmp_path, 1, explore=-0.1)
+
+
+def test_explore_without_a_controller_is_refused_and_the_pipeline_collects_its_first_round_at_random(
+    tmp_path, monkeypatch
+) -> None:
+    """`collect --explore p` without `--collect-controller` was accepted, written to the manifest and ignored."""
+    import json
+
+    import dreamarcade.baselines.world_models as wmb
+    from dreamarcade.world_models.rollouts import ShardWriter
+
+    with pytest.raises(ValueError, match=r"explore=0\.5 \(--explore\).*--collect-controller"):
+        collect("doom", tmp_path / "random", 1, explore=0.5, backend="inline")
+    assert not (tmp_path / "random").exists()
+    assert wmb.main(["collect", "--run-dir", str(tmp_path / "run"), "--explore", "0.5", "--backend", "inline"]) == 2
+    assert not (tmp_path / "run" / "frames").exists()
+    # a folder an earlier collect recorded that way resumes without --explore: it collected at random all the same
+    old = tmp_path / "old"
+    writer = ShardWriter(old, prefix="frames-s0-w0")
+    writer.add_episode(np.zeros((3, 64, 64, 3), np.uint8), np.zeros((3, 1)), np.ones(3), np.arange(3) == 2)
+    writer.close()
+    record = {"seed": 0, "workers": 1, "episodes": 1, "min_length": 0, "env": "doom", "max_steps": 5,
+              "explore": 0.5, "policy_dir": None, "controller_dir": None}  # fmt: skip
+    (old / "collect-s0.json").write_text(json.dumps(record))
+    assert collect("doom", old, 1, workers=1, min_length=0, max_steps=5, backend="inline")["resumed"] == 1
+    # the pipeline's --explore is for its iterations' collects with a controller: the first round is random
+    seen = []
+
+    def first_collect(cfg: wmb.WMConfig) -> None:
+        seen.append(cfg.explore)
+        raise KeyboardInterrupt  # enough: the pipeline's first step was called
+
+    monkeypatch.setattr(wmb, "step_collect", first_collect)
+    with pytest.raises(KeyboardInterrupt):
+        wmb.step_pipeline(wmb.WMConfig(run_dir=str(tmp_path / "pipe"), explore=0.3, iterations=2))
+    assert seen == [0.0]
+
+
+def test_collect_refuses_a_controller_evolved_in_another_world_model(tmp_path, capsys) -> None:
+    """evaluate and video refused a controller evolved in another world model; collect played it."""
+    from dreamarcade.baselines.world_models import main
+    from dreamarcade.world_models.model import world_model_fingerprint
+
+    d = bundled_dir("doom")
+    size = WorldModel.bundled("doom").feature_size
+    other, fits = tmp_path / "other", tmp_path / "fits"
+    Controller.for_env("doom", size).save(other, extra={"world_model_sha256": "another model"})
+    Controller.for_env("doom", size).save(fits, extra={"world_model_sha256": world_model_fingerprint(d)})
+    kwargs = {"workers": 1, "min_length": 0, "max_steps": 5, "backend": "inline", "policy_dir": str(d)}
+    with pytest.raises(ValueError, match="evolved in another world model.*--collect-controller"):
+        collect("doom", tmp_path / "frames", 1, controller_dir=str(other), **kwargs)
+    assert not (tmp_path / "frames").exists()  # refused before any work
+    argv = ["collect", "--run-dir", str(tmp_path / "run"), "--episodes", "1", "--workers", "1", "--backend", "inline"]
+    capsys.readouterr()
+    assert main([*argv, "--max-steps", "5", "--collect-controller", str(other)]) == 2  # the run's (bundled) model
+    assert capsys.readouterr().err.startswith("error: The controller in ")
+    assert not (tmp_path / "run" / "frames").exists()
+    assert collect("doom", tmp_path / "frames", 1, controller_dir=str(fits), **kwargs)["episodes"] == 1
 
 
 def test_v_only_controller_plays_the_real_game(tmp_path) -> None:
@@ -103,7 +163,7 @@ def test_calibrate_done_shift_moves_dream_length_toward_target() -> None:
 def test_evolve_with_a_pessimistic_ensemble_scores_the_worst_dream(tmp_path) -> None:
     import csv
 
-    from dreamarcade.baselines.world_models import WMConfig, step_evolve
+    from dreamarcade.baselines.world_models import WMConfig, step_evolve, step_pipeline
 
     deadly = WorldModel.bundled("doom")
     with torch.no_grad():
@@ -115,3 +175,10 @@ def test_evolve_with_a_pessimistic_ensemble_scores_the_worst_dream(tmp_path) -> 
     with open(tmp_path / "run" / "logs_controller" / "metrics.csv", newline="") as f:
         best = [float(r["fitness_best"]) for r in csv.DictReader(f) if r.get("fitness_best")]
     assert best == [1.0, 1.0]  # the bundled dream alone gives far more (see test_cma_es_evolves_in_the_bundled_dream)
+    # the real env has no ensemble: the models were checked, then ignored, and the run recorded no ensemble
+    real = dataclasses.replace(cfg, where="real", run_dir=str(tmp_path / "real"), backend="inline", workers=1)
+    with pytest.raises(ValueError, match="--ensemble .* but --where real"):
+        step_evolve(real)
+    with pytest.raises(ValueError, match="--ensemble .* but --where real"):  # before the pipeline collects
+        step_pipeline(real)
+    assert not (tmp_path / "real").exists()

@@ -778,6 +778,33 @@ def test_retraining_v_re_encodes_the_series_and_the_demo_refuses_a_trained_run(d
         step_demo(cfg)  # would evolve in the bundled dream and replace this run's controller
 
 
+def test_a_frames_folder_without_shards_makes_no_empty_series_and_an_old_empty_one_is_named(doom_data, tmp_path):
+    """A collect stopped before its first shard leaves an empty frames_b: train-vae made an empty series_b from it,
+    and train-mdnrnn then said to run train-vae, which made the same empty folder again (a loop)."""
+    from dreamarcade.baselines.world_models import WMConfig, step_train_mdnrnn, step_train_vae
+
+    (tmp_path / "frames").symlink_to(doom_data, target_is_directory=True)
+    (tmp_path / "frames_b").mkdir()
+    assert encode_shards(tmp_path / "frames_b", tmp_path / "series_b", lambda f: (f, f)) == []
+    assert not (tmp_path / "series_b").exists()
+    cfg = WMConfig(env="doom", run_dir=str(tmp_path), vae_epochs=0.05, vae_batch=16, rnn_epochs=1, rnn_seq_len=20,
+                   rnn_batch=4)  # fmt: skip
+    step_train_vae(cfg)
+    assert list_shards(tmp_path / "series", "series") and not (tmp_path / "series_b").exists()
+    (tmp_path / "series_b").mkdir()  # as an earlier train-vae left it
+    with pytest.raises(FileNotFoundError, match=r"No series shards in '.*series_b'.* Delete '.*series_b'"):
+        step_train_mdnrnn(cfg)
+    (tmp_path / "series_b").rmdir()
+    moved = tmp_path / "kept"  # a series folder emptied by a train-vae stopped before encoding: train-vae fills it
+    shutil.move(tmp_path / "series", moved)
+    (tmp_path / "series").mkdir()
+    with pytest.raises(FileNotFoundError, match="run `world_models train-vae --env doom` to encode frames,"):
+        step_train_mdnrnn(cfg)
+    (tmp_path / "series").rmdir()
+    shutil.move(moved, tmp_path / "series")
+    assert (step_train_mdnrnn(cfg) / "world_model.json").is_file()
+
+
 def test_real_evaluation_reports_a_worker_that_cannot_start_instead_of_hanging(tmp_path) -> None:
     from dreamarcade.baselines.world_models import evaluate_real
 
@@ -844,6 +871,19 @@ def test_the_demo_and_the_video_use_the_eval_seed_backend_and_step_cap_given(tmp
     av = pytest.importorskip("av")
     with av.open(str(run / "dream_vs_real.mp4")) as video:
         assert sum(1 for _ in video.decode(video=0)) <= 13  # the first frame and one per step
+
+
+def test_the_video_caps_both_episodes_at_max_steps_also_past_their_own_caps(tmp_path) -> None:
+    """video --max-steps N: the real env kept its default cap (2100) and the dream the model's, while evolve and
+    evaluate lengthen both to N."""
+    from dreamarcade.baselines.world_models import dream_vs_real_video
+    from dreamarcade.world_models.model import WorldModel, bundled_dir
+
+    wm = WorldModel.bundled("doom")
+    wm.max_steps = 5  # a model whose own cap is shorter than --max-steps
+    ctrl = Controller.load(bundled_dir("doom") / "controller", feature_size=wm.feature_size)
+    info = dream_vs_real_video(wm, ctrl, tmp_path / "v.mp4", temperature=0.1, max_frames=100, max_steps=12)
+    assert info == {"real_steps": 12, "dream_steps": 12}  # was 5 in the dream, and the real game played on
 
 
 def test_collect_refuses_an_unknown_backend_before_writing_anything(tmp_path) -> None:

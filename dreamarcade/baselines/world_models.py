@@ -82,7 +82,13 @@ from dreamarcade.errors import (
     input_error_status,
 )
 from dreamarcade.precision import autocast, check_precision, flush_denormals
-from dreamarcade.world_models.model import ENV_DEFAULTS, WorldModel
+from dreamarcade.world_models.model import (  # the fingerprint helpers live with the model (collect checks too)
+    ENV_DEFAULTS,
+    WorldModel,
+    check_controller_matches,
+    world_model_fingerprint,
+)
+from dreamarcade.world_models.model import weights_sha256 as _weights_sha256
 
 STEPS = ("collect", "train-vae", "train-mdnrnn", "calibrate-done", "evolve", "evaluate", "video", "pipeline", "demo",
          "bundle")  # fmt: skip
@@ -290,6 +296,12 @@ def step_train_vae(cfg: WMConfig) -> Path:
         dev = resolve_device(cfg.device)
         z_size = ENV_DEFAULTS[cfg.env]["z_size"]
         frame_dirs = sorted(p for p in run.glob("frames*") if p.is_dir())
+        # a frames folder without shards (a collect stopped before its first one) is left out: encoding it made an
+        # empty series folder, and train-mdnrnn then asked for a train-vae that could not fill it
+        skipped = [d.name for d in frame_dirs if not list_shards(d)]
+        frame_dirs = [d for d in frame_dirs if d.name not in skipped]
+        if skipped:
+            print(f"skipping {', '.join(skipped)} under {run}: no frame shards in it (a collect stopped early?)")
         paths = [p for d in frame_dirs for p in list_shards(d)]
         if not paths:
             raise FileNotFoundError(f"No frame shards under {run}/frames*. Run `world_models collect --env {cfg.env}`.")
@@ -447,14 +459,31 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
     from tqdm import tqdm
 
     from dreamarcade.world_models.mdnrnn import MDNRNN, mdn_loss
-    from dreamarcade.world_models.rollouts import load_series
+    from dreamarcade.world_models.rollouts import list_shards, load_series
     from dreamarcade.world_models.vae import ConvVAE
 
     run = cfg.resolved_run_dir()
     with input_checks(FileNotFoundError):  # settings, series, saved state; not the training
         dev = resolve_device(cfg.device)
         d = ENV_DEFAULTS[cfg.env]
-        parts = [load_series(p) for p in sorted(run.glob("series*")) if p.is_dir()]
+        series_dirs = sorted(p for p in run.glob("series*") if p.is_dir())
+        empty = [p for p in series_dirs if not list_shards(p, "series")]
+        if empty:  # told to run train-vae, which cannot fill a series folder whose frames folder holds no shards
+            frames = [run / p.name.replace("series", "frames", 1) for p in empty]
+            unfilled = [p for p, f in zip(empty, frames) if not (f.is_dir() and list_shards(f))]
+            if unfilled:
+                names = ", ".join(f"'{p}'" for p in unfilled)
+                raise FileNotFoundError(
+                    f"No series shards in {names}, and no frame shards in its frames* folder to encode into it: an "
+                    "earlier train-vae made it from a collect stopped before its first shard, and train-vae cannot "
+                    f"fill it. Delete {names} and run train-mdnrnn again."
+                )
+            raise FileNotFoundError(
+                f"No series shards in {', '.join(str(p) for p in empty)} yet (a train-vae stopped before encoding): "
+                f"run `world_models train-vae --env {cfg.env}` to encode {', '.join(f.name for f in frames)}, then "
+                "train-mdnrnn again."
+            )
+        parts = [load_series(p) for p in series_dirs]
         if not parts:
             raise FileNotFoundError(
                 f"No series under {run}/series*. Run `world_models train-vae --env {cfg.env}` first."
@@ -968,6 +997,15 @@ def _world_model_dir(cfg: WMConfig) -> Path:
     return bundled_dir(cfg.env)
 
 
+def _check_ensemble(cfg: WMConfig) -> None:
+    """Refuse ``--ensemble`` with ``--where real``: it was checked, then ignored (and recorded as no ensemble)."""
+    if cfg.ensemble.strip() and cfg.where == "real":
+        raise ValueError(
+            f"--ensemble {cfg.ensemble} scores candidates in other world models' dreams, but --where real scores them "
+            "in the real env: drop --ensemble, or evolve with --where dream."
+        )
+
+
 def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
     """CMA-ES (pycma) over the controller's flat parameters; fitness = mean return over ``rollouts`` episodes
     (with ``--ensemble``: the smallest such mean over the run's dream and the extra world models' dreams)."""
@@ -978,6 +1016,7 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
     with input_checks(FileNotFoundError):  # models, settings, saved state; not the evolution
         cma = require("cma", "evolving controllers with CMA-ES")  # a core dependency: the error says to reinstall
         check_precision(cfg.precision, torch.device("cpu"))
+        _check_ensemble(cfg)
         run = cfg.resolved_run_dir()
         wm_dir = _world_model_dir(cfg)
         wm = WorldModel.load(wm_dir, env=cfg.env)
@@ -1185,8 +1224,12 @@ def step_evaluate(cfg: WMConfig, ctrl_dir: Path | None = None) -> dict[str, floa
 # ============================================================================================== video
 @torch.no_grad()
 def dream_vs_real_video(wm: WorldModel, ctrl: Any, out_mp4: Path, seed: int = 0, temperature: float | None = None,
-                        max_frames: int = 700, scale: int = 3) -> dict[str, int]:  # fmt: skip
-    """Side by side: the real game (left) and a dream started from the same first frame (right), same controller."""
+                        max_frames: int = 700, scale: int = 3,
+                        max_steps: int | None = None) -> dict[str, int]:  # fmt: skip
+    """Side by side: the real game (left) and a dream started from the same first frame (right), same controller.
+
+    ``max_steps``: the episode cap of both (None: the real env's own and the world model's), longer than those too.
+    """
     import cv2
 
     from dreamarcade.envs.dream import DreamBatch
@@ -1194,12 +1237,16 @@ def dream_vs_real_video(wm: WorldModel, ctrl: Any, out_mp4: Path, seed: int = 0,
     from dreamarcade.world_models.controller import map_actions
     from dreamarcade.world_models.features import FeatureTracker
 
-    env = make_real_env(wm.env)
+    # as evolve and evaluate (_play_real_episode), --max-steps is both episodes' cap, also past the default ones: the
+    # real env kept its 2100 and the dream the model's cap
+    env = make_real_env(wm.env, **({"max_steps": int(max_steps)} if max_steps else {}))
     tracker = FeatureTracker(wm, seed=seed)
     frame, _ = env.reset(seed=seed)
     feats = tracker.reset(frame)
     real = [frame]
     dream = DreamBatch(wm, 1, temperature or wm.temperature, seed=seed)
+    if max_steps:
+        dream.max_steps = int(max_steps)
     dream.reset_all()
     dream.z = tracker.z.clone()  # the dream starts from the real first frame's latent
     dreamed = [dream.decode()[0]]
@@ -1251,7 +1298,8 @@ def step_video(cfg: WMConfig, ctrl_dir: Path | None = None) -> Path:
         ctrl = Controller.load(ctrl_dir)
     out = run / "dream_vs_real.mp4"
     frames = cfg.max_steps + 1 if cfg.max_steps else 700  # the first frame and one per step
-    info = dream_vs_real_video(wm, ctrl, out, seed=cfg.seed, temperature=cfg.temperature or None, max_frames=frames)
+    info = dream_vs_real_video(wm, ctrl, out, seed=cfg.seed, temperature=cfg.temperature or None, max_frames=frames,
+                               max_steps=cfg.max_steps or None)  # fmt: skip
     print(f"video written to {out} ({info})")
     return out
 
@@ -1314,8 +1362,12 @@ def step_pipeline(cfg: WMConfig) -> dict[str, Any]:
     from dreamarcade.world_models.vae import ConvVAE
 
     run = cfg.resolved_run_dir()
+    with input_checks():  # settings only evolve reads: refused before hours of collecting and training
+        _check_ensemble(cfg)
     results: dict[str, Any] = {}
-    results["collect"] = _run_once(run, "collect", lambda: step_collect(cfg), cfg)
+    # --explore is for the iterations' collects with a controller; the first one is random unless a controller is given
+    first = cfg if cfg.collect_controller else dataclasses.replace(cfg, explore=0.0)
+    results["collect"] = _run_once(run, "collect", lambda: step_collect(first), cfg)
     results["train-vae"] = _run_once(run, "train-vae", lambda: step_train_vae(cfg), cfg)
     results["train-mdnrnn"] = _run_once(run, "train-mdnrnn", lambda: step_train_mdnrnn(cfg), cfg)
     results["evolve"] = _run_once(run, "evolve", lambda: step_evolve(cfg), cfg)
@@ -1393,7 +1445,8 @@ def step_demo(cfg: WMConfig) -> dict[str, Any]:
                          max_steps=cfg.max_steps)  # fmt: skip
     eval_s = time.time() - t1
     frames = cfg.max_steps + 1 if cfg.max_steps else 700  # the first frame and one per step
-    video = dream_vs_real_video(wm, ctrl, run / "dream_vs_real.mp4", seed=cfg.seed, temperature=tau, max_frames=frames)
+    video = dream_vs_real_video(wm, ctrl, run / "dream_vs_real.mp4", seed=cfg.seed, temperature=tau, max_frames=frames,
+                                max_steps=cfg.max_steps or None)  # fmt: skip
     scores = {
         "temperature": tau,
         "generations": int(load_checkpoint(ctrl_dir)[1]["generations"]),
@@ -1417,22 +1470,6 @@ def step_demo(cfg: WMConfig) -> dict[str, Any]:
 
 
 # ============================================================================================== bundle
-def _weights_sha256(checkpoint_dir: str | os.PathLike[str]) -> str:
-    """The SHA-256 of the weights a checkpoint loads ("" when there is no checkpoint). It equals the hash the save
-    recorded; after a save cut off between its renames it is the new weights', which the load takes, while
-    ``config.json`` still records the old ones."""
-    from dreamarcade.checkpoint import _read_weights_and_config
-
-    d = Path(checkpoint_dir)
-    return _read_weights_and_config(d)[1] if checkpoint_exists(d) else ""
-
-
-def world_model_fingerprint(model_dir: str | os.PathLike[str]) -> str:
-    """A hash of the weights of V and M in ``model_dir`` (from their checkpoints' recorded weight hashes)."""
-    parts = [_weights_sha256(Path(model_dir) / sub) for sub in ("vae", "mdnrnn")]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()
-
-
 def _model_identity(model_dir: Path) -> tuple[Any, ...]:
     """What makes two world model folders the same model: V and M (:func:`world_model_fingerprint`), the dream's
     start states (initial_z) and world_model.json (temperature, step cap), which the fingerprint leaves out."""
@@ -1467,23 +1504,6 @@ def copy_world_model(src: str | os.PathLike[str], dest: str | os.PathLike[str]) 
     shutil.copytree(src, staging)
     staging.rename(dest)
     return True
-
-
-def check_controller_matches(ctrl_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str]) -> None:
-    """Raise ValueError if the controller in ``ctrl_dir`` was evolved in another world model than ``model_dir``'s.
-
-    With ``--iterations`` each round retrains M in place, so ``run/controller`` (round 0) no longer fits
-    ``run/world_model``. Controllers saved before the fingerprint was recorded pass with a note.
-    """
-    recorded = load_checkpoint(ctrl_dir, kind="controller")[1].get("world_model_sha256")
-    if recorded is None:
-        print(f"note: {ctrl_dir} does not record its world model; cannot check that it fits {model_dir}")
-    elif recorded != world_model_fingerprint(model_dir):
-        raise ValueError(
-            f"The controller in {ctrl_dir} was evolved in another world model than {model_dir} (after "
-            "--iterations, M was retrained: use that round's controller_iter<k>). Pass the matching controller "
-            "with --eval-controller, or evolve one in this world model."
-        )
 
 
 def _claim_bundle_dest(dest: Path) -> None:

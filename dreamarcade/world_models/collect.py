@@ -363,6 +363,12 @@ def collect(
             raise ValueError(f"episodes must be positive, got {episodes}.")
         if not 0.0 <= explore <= 1.0:
             raise ValueError(f"explore must be a probability in [0, 1], got {explore}.")
+        if explore > 0 and policy_dir is None:  # it was recorded in the manifest and had no effect
+            raise ValueError(
+                f"explore={explore} (--explore) is the chance of a random action instead of the controller's, but no "
+                "controller plays: pass one with --collect-controller DIR (policy_dir=..., controller_dir=...), or "
+                "drop --explore (the random policy collects without it)."
+            )
         if isinstance(seed, bool) or int(seed) != seed or seed < 0:
             raise ValueError(f"seed (--seed) must be an integer >= 0, got {seed!r}.")
         if max_steps is not None and max_steps < 1:
@@ -371,6 +377,10 @@ def collect(
             from dreamarcade.world_models.features import WorldModelAgent
 
             WorldModelAgent.from_dirs(policy_dir, controller_dir or "", env)
+            if controller_dir is not None:  # as evaluate and video: a controller evolved in another M plays blind
+                from dreamarcade.world_models.model import check_controller_matches
+
+                check_controller_matches(controller_dir, policy_dir, flag="--collect-controller")
         out_dir = Path(out_dir).resolve()  # absolute: Ray tasks run in the cluster's working directory, not this one
         workers = max(1, min(workers or (os.cpu_count() or 1), episodes))
         if min_length is None:
@@ -394,6 +404,8 @@ def collect(
                   "controller_dir": policy[1]}  # fmt: skip
         if manifest.is_file():
             old = json.loads(manifest.read_text())
+            if old.get("policy_dir") is None and "explore" in old:  # explore without a policy was recorded, unused
+                old["explore"] = 0.0
             earlier_jobs = int(old["workers"])
             split_differs = earlier_jobs != n_jobs
             # another env, step cap or policy: the stored episodes would count as this collection's (a Doom folder

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from dreamarcade.errors import CheckpointError
 from dreamarcade.world_models.mdnrnn import MDNRNN
 from dreamarcade.world_models.vae import ConvVAE
 
-__all__ = ["WorldModel", "ENV_DEFAULTS", "bundled_dir"]
+__all__ = ["WorldModel", "ENV_DEFAULTS", "bundled_dir", "check_controller_matches", "world_model_fingerprint"]
 
 # Per env: latent size, action size, LSTM size, feature layout, reward source, step cap, default temperature.
 ENV_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -188,3 +189,39 @@ class WorldModel:
         """The first-frame (mu, logvar) of up to ``n`` episodes, as the paper's initial_z.json."""
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)[:n]
         return torch.as_tensor(mu[starts], dtype=torch.float32), torch.as_tensor(logvar[starts], dtype=torch.float32)
+
+
+def weights_sha256(checkpoint_dir: str | os.PathLike[str]) -> str:
+    """The SHA-256 of the weights a checkpoint loads ("" when there is no checkpoint). It equals the hash the save
+    recorded; after a save cut off between its renames it is the new weights', which the load takes, while
+    ``config.json`` still records the old ones."""
+    from dreamarcade.checkpoint import _read_weights_and_config, checkpoint_exists
+
+    d = Path(checkpoint_dir)
+    return _read_weights_and_config(d)[1] if checkpoint_exists(d) else ""
+
+
+def world_model_fingerprint(model_dir: str | os.PathLike[str]) -> str:
+    """A hash of the weights of V and M in ``model_dir`` (from their checkpoints' recorded weight hashes)."""
+    parts = [weights_sha256(Path(model_dir) / sub) for sub in ("vae", "mdnrnn")]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def check_controller_matches(
+    ctrl_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str], flag: str = "--eval-controller"
+) -> None:
+    """Raise ValueError if the controller in ``ctrl_dir`` was evolved in another world model than ``model_dir``'s.
+
+    With ``--iterations`` each round retrains M in place, so ``run/controller`` (round 0) no longer fits
+    ``run/world_model``. Controllers saved before the fingerprint was recorded pass with a note. ``flag``: the
+    option that names the controller, for the message.
+    """
+    recorded = load_checkpoint(ctrl_dir, kind="controller")[1].get("world_model_sha256")
+    if recorded is None:
+        print(f"note: {ctrl_dir} does not record its world model; cannot check that it fits {model_dir}")
+    elif recorded != world_model_fingerprint(model_dir):
+        raise ValueError(
+            f"The controller in {ctrl_dir} was evolved in another world model than {model_dir} (after "
+            "--iterations, M was retrained: use that round's controller_iter<k>). Pass the matching controller "
+            f"with {flag}, or evolve one in this world model."
+        )
