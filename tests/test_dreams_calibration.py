@@ -63,6 +63,8 @@ def test_explore_without_a_controller_is_refused_and_the_pipeline_collects_its_f
 
     with pytest.raises(ValueError, match=r"explore=0\.5 \(--explore\).*--collect-controller"):
         collect("doom", tmp_path / "random", 1, explore=0.5, backend="inline")
+    with pytest.raises(ValueError, match="controller_dir is given without policy_dir"):  # collected at random
+        collect("doom", tmp_path / "random", 1, controller_dir=str(tmp_path), backend="inline")
     assert not (tmp_path / "random").exists()
     assert wmb.main(["collect", "--run-dir", str(tmp_path / "run"), "--explore", "0.5", "--backend", "inline"]) == 2
     assert not (tmp_path / "run" / "frames").exists()

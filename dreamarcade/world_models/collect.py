@@ -369,6 +369,11 @@ def collect(
                 "controller plays: pass one with --collect-controller DIR (policy_dir=..., controller_dir=...), or "
                 "drop --explore (the random policy collects without it)."
             )
+        if controller_dir is not None and policy_dir is None:  # it collected with the random policy, silently
+            raise ValueError(
+                "controller_dir is given without policy_dir, the world model whose features the controller reads: "
+                "pass both (the CLI's --collect-controller does), or neither for the random policy."
+            )
         if isinstance(seed, bool) or int(seed) != seed or seed < 0:
             raise ValueError(f"seed (--seed) must be an integer >= 0, got {seed!r}.")
         if max_steps is not None and max_steps < 1:
