@@ -40,7 +40,7 @@ def test_buffer_stores_discounted_returns_to_go_per_episode_and_keeps_the_envs_a
     assert [s[1] for s in buf._open[1]] == [4, 5]  # env 1's second episode is still open: not stored
 
 
-def test_buffer_keeps_the_best_episodes_and_drops_the_oldest_of_equals():
+def test_buffer_keeps_the_best_episodes_drops_the_oldest_of_the_lowest_and_refuses_a_tie():
     buf = EpisodeBuffer(capacity=2, gamma=1.0, num_envs=1)
     for step, total in enumerate([1.0, 3.0, 1.0, 2.0, 0.5, 3.0]):
         _play(buf, [total], 10 * step)

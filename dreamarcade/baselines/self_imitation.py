@@ -85,7 +85,9 @@ class EpisodeBuffer:
     """The best whole episodes seen so far (by training return), for self-imitation.
 
     Args:
-        capacity: how many episodes to keep (the lowest return goes first; the older one on a tie).
+        capacity: how many episodes to keep. A finished episode enters a full buffer only if its return beats the
+            lowest stored one (one that ties it is not kept: the buffer's episodes stay); the lowest goes, the
+            oldest of them if several tie.
         gamma: the discount of the returns-to-go.
         num_envs: the number of parallel envs whose steps :meth:`add_step` receives.
 
@@ -276,7 +278,8 @@ class EpisodeBuffer:
         self._saved = _Saved(int(global_step), _entries(episodes))
 
     def _best(self, episodes: list[_Episode]) -> list[_Episode]:
-        """The ``capacity`` highest returns, in their order; among equals the newer (listed later) stays."""
+        """The ``capacity`` highest returns, in their order; among equals at the cut the newer (listed later) stays
+        (:meth:`_close` only adds an episode that beats the lowest stored return)."""
         order = sorted(range(len(episodes)), key=lambda j: (-episodes[j].total, -j))[: self.capacity]
         return [episodes[j] for j in sorted(order)]
 

@@ -5,8 +5,10 @@ that collect the key (+100), open a door (+300) and leave the first room, which 
 replays with sound into domain-shifted video files.
 
 Go-Explore (Ecoffet et al. 2019), phase 1 only, with a coarse domain-knowledge cell
-``(room, x // cell_x, y // cell_y, has_key, doors_opened)`` read from RAM. Each step of the search:
-pick an archived cell (weight ``1 / sqrt(1 + times_chosen)``), ``restoreState`` its emulator state,
+``(room, x // cell_x, y // cell_y, has_key, score // 100)`` read from RAM (the score level counts the key and each
+opened door). Each step of the search: pick an archived cell (weight ``(1 / sqrt(1 + times_chosen) + 0.5 /
+sqrt(1 + times_seen)) * score_bias ** (score_level + has_key)``: Go-Explore's count-based selection, pushed towards
+the cells that scored more), ``restoreState`` its emulator state,
 take random actions (each repeated with probability 0.95, as in Go-Explore), and archive every new cell,
 or a known cell reached with a higher score or the same score in fewer steps. Losing a life ends the
 exploration from that cell (a demonstration should not die).
