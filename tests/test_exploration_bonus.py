@@ -83,6 +83,13 @@ def test_cell_counts_round_trip_through_tensors_and_refuse_other_cell_sizes():
         CellCounter(beta=0.1, width=16, height=12).load_state_tensors(counter.state_tensors(), "here")
     with pytest.raises(CheckpointError, match="no cell counts"):
         CellCounter(beta=0.1).load_state_tensors({}, "here")
+    # the same number of bytes per cell, other cells: an 8x11 image, or other intensity levels (they loaded)
+    for other in (dict(width=8, height=11), dict(levels=4)):
+        with pytest.raises(CheckpointError, match="no cell counts for"):
+            CellCounter(beta=0.1, **other).load_state_tensors(counter.state_tensors(), "here")
+    older = {k: v for k, v in counter.state_tensors().items() if k != "cell_shape"}  # saved before it was recorded
+    again.load_state_tensors(older)
+    assert again.counts == counter.counts
     bad = counter.state_tensors()
     bad["counts"] = torch.zeros_like(bad["counts"])
     with pytest.raises(CheckpointError):

@@ -99,19 +99,24 @@ class CellCounter:
         return out
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """The counts as tensors (for a safetensors checkpoint): ``cells`` (M, width*height) uint8, ``counts`` (M,)."""
+        """The counts as tensors (for a safetensors checkpoint): ``cells`` (M, width*height) uint8, ``counts`` (M,),
+        and ``cell_shape`` (width, height, levels): what the cells mean."""
         size = self.width * self.height
         keys = list(self.counts)
         cells = np.frombuffer(b"".join(keys), np.uint8).reshape(len(keys), size)
         counts = np.fromiter(self.counts.values(), np.int64, len(keys))
-        return {"cells": torch.from_numpy(cells.copy()), "counts": torch.from_numpy(counts)}
+        shape = torch.tensor([self.width, self.height, self.levels], dtype=torch.int64)
+        return {"cells": torch.from_numpy(cells.copy()), "counts": torch.from_numpy(counts), "cell_shape": shape}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], source: str = "the checkpoint") -> None:
         """Replace the counts with those of :meth:`state_tensors` (a resumed run goes on with its counts)."""
-        cells, counts = tensors.get("cells"), tensors.get("counts")
+        cells, counts, shape = tensors.get("cells"), tensors.get("counts"), tensors.get("cell_shape")
         size = self.width * self.height
+        mine = [self.width, self.height, self.levels]
         if (
-            cells is None
+            # an 8x11 cell image has an 11x8 one's size, and other levels the same bytes: both loaded as these cells
+            (shape is not None and shape.tolist() != mine)  # None: a checkpoint from before it was saved
+            or cells is None
             or counts is None
             or cells.dtype != torch.uint8
             or cells.ndim != 2
@@ -120,7 +125,8 @@ class CellCounter:
             or bool((counts < 1).any())
         ):
             raise CheckpointError(
-                f"{source} holds no cell counts for {self.width}x{self.height} cells: resume it with the cell "
+                f"{source} holds no cell counts for {self.width}x{self.height} cells of {self.levels} levels: "
+                "resume it with the cell "
                 "settings it was trained with, or train into a new run directory."
             )
         rows = cells.numpy()
