@@ -4,7 +4,7 @@ in the dream and in the real game; the random policy is measured in the same run
     OMP_NUM_THREADS=1 python benchmarks/bench_dreams_temperature.py --model-dir runs/dreams/doom/world_model \
         --taus 0.1 0.5 1.0 1.15 1.3 --generations 15 --popsize 64 --rollouts 4 --real-episodes 30
 
-Writes runs/dreams/tau/<tau>/ (controllers, CMA-ES curves) and prints a Markdown table.
+Writes runs/dreams/tau/tau<tau>/ (e.g. tau1.15: controllers, CMA-ES curves) and prints a Markdown table.
 """
 
 from __future__ import annotations
