@@ -530,6 +530,8 @@ def test_a_lost_life_is_not_an_episode_in_training_logs_or_evaluation(tmp_path):
     agent = load_agent(tmp_path / "checkpoint")[0]
     scores = evaluate_policy(agent, [make], episodes=2, mode="sync", seed=0)
     assert len(scores[0]) == 2 and CountGames.games == 2
+    with pytest.raises(TypeError, match=r"load_agent returns \(agent, config, tensors\)"):  # an AttributeError
+        evaluate_policy(load_agent(tmp_path / "checkpoint"), [make], mode="sync")
     # an outer TimeLimit ends the game (game_over is still False): that episode counts, or a game without lives
     # (Pong) would never log one and the evaluation would never return
     capped = lambda: gym.make("DQNPong-v0", max_episode_steps=50)  # noqa: E731

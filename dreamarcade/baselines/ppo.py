@@ -1147,6 +1147,9 @@ def evaluate_policy(
     only a lost life (``info["game_over"] is False``, :class:`~dreamarcade.wrappers.atari.EpisodicLife`) is not an
     episode: each return is a whole game's.
     """
+    if not isinstance(agent, ActorCritic):  # load_agent's whole tuple failed in the envs' first step
+        hint = " (load_agent returns (agent, config, tensors))" if isinstance(agent, tuple) else ""
+        raise TypeError(f"evaluate_policy needs the ActorCritic agent, got {type(agent).__name__}{hint}")
     envs = make_vector_env(list(env_fns), mode)
     device = torch.device(device)
     n = envs.num_envs
