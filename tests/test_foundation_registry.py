@@ -15,7 +15,7 @@ from gymnasium.utils.env_checker import check_env
 
 import dreamarcade
 from dreamarcade.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from dreamarcade.errors import CheckpointError, MissingExtraError, require
+from dreamarcade.errors import CheckpointError, MissingExtraError, is_installed, require
 from dreamarcade.registry import catalog
 
 INSTALLED = [e for e in catalog() if e.installed]
@@ -83,6 +83,14 @@ def test_list_command_prints_catalog() -> None:
     for entry in catalog():
         assert entry.id in out.stdout
     assert "installed" in out.stdout.splitlines()[0]
+    # a retro id whose ROM is not imported said "yes", then failed at gym.make; Airstriker's ships with stable-retro
+    rows = {line.split()[0]: line for line in out.stdout.splitlines()[2:] if line.strip()}
+    if is_installed("stable_retro"):
+        assert rows["AirstrikerContest-v0"].split()[2] == "yes"
+        from dreamarcade.envs.sonic import missing_roms
+
+        if missing_roms(["SonicTheHedgehog-Genesis"]):
+            assert "no ROM" in rows["SonicContest-v0"] and "python -m stable_retro.import" in out.stdout
     from dreamarcade.__main__ import main
 
     assert main([]) == 2  # no command: a usage error (it exited 0)

@@ -131,8 +131,8 @@ def check_rom(game: str) -> None:
     check_roms([game])
 
 
-def check_roms(games: Iterable[str]) -> None:
-    """Raise one :class:`MissingROMError` naming every game of ``games`` whose ROM is missing (with SHA-1s)."""
+def missing_roms(games: Iterable[str]) -> list[str]:
+    """The stable-retro game ids of ``games`` whose ROMs are not imported (sorted; needs stable-retro)."""
     retro = _retro()
     missing = []
     for game in sorted(set(games)):
@@ -140,7 +140,13 @@ def check_roms(games: Iterable[str]) -> None:
         try:
             retro.data.get_romfile_path(game_id, retro.data.Integrations.STABLE)
         except FileNotFoundError:
-            missing.append(f"{game_id} (SHA-1 {' or '.join(required_sha1(game))})")
+            missing.append(game_id)
+    return missing
+
+
+def check_roms(games: Iterable[str]) -> None:
+    """Raise one :class:`MissingROMError` naming every game of ``games`` whose ROM is missing (with SHA-1s)."""
+    missing = [f"{g} (SHA-1 {' or '.join(required_sha1(g))})" for g in missing_roms(games)]
     if missing:
         what = f"The ROM of {missing[0]} is" if len(missing) == 1 else f"The ROMs of {', '.join(missing)} are"
         raise MissingROMError(

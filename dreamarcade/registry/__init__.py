@@ -50,11 +50,20 @@ class EnvEntry:
     max_episode_steps: int | None = None
     reward_threshold: float | None = None
     nondeterministic: bool = False
+    roms: tuple[str, ...] = ()  # stable-retro games whose ROMs the user imports (the default kwargs' levels)
 
     @property
     def installed(self) -> bool:
         """True if every module this env needs can be imported."""
         return all(is_installed(m) for m in self.requires)
+
+    def missing_roms(self) -> list[str]:
+        """The games of ``roms`` whose ROMs are not imported (empty when none is needed, or the extra is missing)."""
+        if not self.roms or not self.installed:
+            return []
+        from dreamarcade.envs.sonic import missing_roms
+
+        return missing_roms(self.roms)
 
 
 def catalog() -> list[EnvEntry]:
@@ -92,13 +101,19 @@ def register_all() -> list[str]:
 def format_catalog() -> str:
     """The catalog as a text table: id, extra, installed, description."""
     rows = [("id", "extra", "installed", "what it is")]
+    no_roms = False
     for e in catalog():
-        rows.append((e.id, e.extra or "-", "yes" if e.installed else "no", e.description))
+        ready = "yes" if e.installed else "no"
+        if ready == "yes" and e.missing_roms():  # it was "yes", and the env then failed for want of its ROM
+            ready, no_roms = "no ROM", True
+        rows.append((e.id, e.extra or "-", ready, e.description))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = []
     for r in rows:
         lines.append("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
     lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * 10)
+    if no_roms:
+        lines.append("\nno ROM: import them with `python -m stable_retro.import /path/to/roms` (gym.make names them)")
     return "\n".join(lines)
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dreamarcade.registry import EnvEntry
 
+# the ROMs the Sonic split's levels need (dreamarcade.envs.sonic.SONIC_GAMES; that module is not imported here)
+SONIC_ROMS = ("SonicTheHedgehog-Genesis", "SonicTheHedgehog2-Genesis", "SonicAndKnuckles3-Genesis")
+
 ENTRIES: list[EnvEntry] = [
     # ---- fast task families (no extra dependency) --------------------------------------------------------------------
     EnvEntry(
@@ -52,6 +55,7 @@ ENTRIES: list[EnvEntry] = [
         extra="retro",
         requires=("stable_retro",),
         kwargs={"game": "SonicTheHedgehog-Genesis", "state": "GreenHillZone.Act1"},
+        roms=("SonicTheHedgehog-Genesis",),
     ),
     EnvEntry(
         id="SonicTrain-v0",
@@ -60,6 +64,7 @@ ENTRIES: list[EnvEntry] = [
         extra="retro",
         requires=("stable_retro",),
         kwargs={"split": "train"},
+        roms=SONIC_ROMS,
     ),
     EnvEntry(
         id="SonicTest-v0",
@@ -68,6 +73,7 @@ ENTRIES: list[EnvEntry] = [
         extra="retro",
         requires=("stable_retro",),
         kwargs={"split": "test"},
+        roms=SONIC_ROMS,
     ),
     EnvEntry(
         id="AirstrikerContest-v0",
@@ -76,5 +82,6 @@ ENTRIES: list[EnvEntry] = [
         extra="retro",
         requires=("stable_retro",),
         kwargs={"game": "Airstriker-Genesis", "state": "Level1", "scenario": "scenario"},
+        roms=("Airstriker-Genesis",),
     ),
 ]
