@@ -63,6 +63,21 @@ def test_real_doom_envs_pass_check_env(env_id: str) -> None:
     env.close()
 
 
+def test_the_real_features_env_takes_seeds_past_64_bits_as_the_dream_does() -> None:
+    # DreamDoom-v0 hashes such a seed down; the features env's V noise overflowed torch's manual_seed on it
+    from dreamarcade.world_models.features import FeatureTracker
+
+    env = gym.make("DoomTakeCoverFeatures-v0")
+    first = env.reset(seed=2**64)[0]
+    np.testing.assert_array_equal(first, env.reset(seed=2**64)[0])
+    assert not np.array_equal(first, env.reset(seed=2**64 + 1)[0])
+    env.close()
+    tracker = FeatureTracker(WorldModel.bundled("doom"), seed=2**70)
+    tracker.seed(2**64 + 3)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        tracker.seed(-1)
+
+
 def test_real_carracing_passes_check_env() -> None:
     env = gym.make("CarRacing64-v0")
     _check(env)
@@ -349,7 +364,7 @@ def test_vector_env_rejects_unknown_kwargs() -> None:
     envs.reset(seed=0)
     frames = envs.render()  # one frame per env, a tuple like SyncVectorEnv's (RecordVideo asserted on an ndarray)
     assert isinstance(frames, tuple) and [f.shape for f in frames] == [(64, 64, 3)] * 2
-    assert envs.unwrapped.model.max_steps == 50
+    assert envs.unwrapped.max_episode_steps == 50
     # Gymnasium's seeds are unbounded: one past 64 bits overflowed torch's manual_seed
     big = 2**64 + 5
     first = envs.reset(seed=big)[0]
@@ -409,12 +424,44 @@ def test_step_cap_is_the_registered_time_limit_and_can_be_lengthened() -> None:
     assert length(DreamEnv("carracing", max_episode_steps=9)) == 9  # constructed directly, it can cap itself
     assert DreamEnv("carracing").max_episode_steps is None
     envs = gym.make_vec("DreamCarRacing-v0", num_envs=2, vectorization_mode="vector_entry_point")
-    assert envs.unwrapped.model.max_steps == 1000  # the vector env gets the registered cap
+    assert envs.unwrapped.max_episode_steps == 1000  # the vector env gets the registered cap
     for bad in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="max_episode_steps must be a positive integer"):
             DreamEnv("carracing", max_episode_steps=bad)
         with pytest.raises(ValueError, match="max_episode_steps must be a positive integer"):
             DreamVectorEnv(num_envs=1, env="carracing", max_episode_steps=bad)
+
+
+def test_no_step_cap_means_the_same_to_the_single_and_the_vector_dream(tmp_path) -> None:
+    # DreamVectorEnv(max_episode_steps=None) truncated at the model's own cap while DreamEnv(None) never truncated
+    import shutil
+
+    from dreamarcade.envs.dream import DreamVectorEnv
+
+    model = tmp_path / "capped"
+    shutil.copytree(bundled_dir("carracing"), model)  # no done head: only a cap ends its dreams
+    meta = json.loads((model / "world_model.json").read_text())
+    (model / "world_model.json").write_text(json.dumps({**meta, "max_steps": 3}))  # the model's own cap
+    actions = np.tile(np.array([0.0, 0.3, 0.0], np.float32), (2, 1))
+
+    def vector_ends(envs) -> list[int]:  # the steps that truncated, in 8 (it restarts itself after one)
+        envs.reset(seed=0)
+        return [t for t in range(1, 9) if envs.step(actions)[3].any()]
+
+    def single_ends(env) -> list[int]:
+        env.reset(seed=0)
+        return [t for t in range(1, 9) if env.step(actions[0])[3]][:1]  # the first (it is not stepped past one)
+
+    assert single_ends(DreamEnv("carracing", model_dir=model)) == []
+    assert vector_ends(DreamVectorEnv(num_envs=2, env="carracing", model_dir=model)) == []  # ended at 3
+    assert single_ends(DreamEnv("carracing", model_dir=model, max_episode_steps=5)) == [5]
+    assert vector_ends(DreamVectorEnv(num_envs=2, env="carracing", model_dir=model, max_episode_steps=5)) == [5]
+    # gym.make_vec: the registered cap by default, no cap for an explicit None (as the constructor), N for N
+    kw = {"num_envs": 2, "vectorization_mode": "vector_entry_point", "model_dir": model}
+    assert gym.make_vec("DreamCarRacing-v0", **kw).unwrapped.max_episode_steps == 1000
+    assert vector_ends(gym.make_vec("DreamCarRacing-v0", max_episode_steps=None, **kw)) == []
+    assert vector_ends(gym.make_vec("DreamCarRacing-v0", max_episode_steps=4, **kw)) == [4]
+    assert gym.make("DreamCarRacing-v0", model_dir=model).spec.max_episode_steps == 1000
 
 
 def test_bad_inputs_give_clear_errors(tmp_path) -> None:

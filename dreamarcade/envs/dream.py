@@ -9,7 +9,8 @@ A dream starts from one of the recorded initial latents (first frames of real ep
 ``initial_z.json``). Each step feeds ``[z_t, a_t, restart_t]`` to the LSTM, samples ``z_{t+1}`` from the mixture
 at temperature tau, and ends the episode when the done head says p > 0.5 (Doom) or at the step cap
 (2100 Doom, 1000 CarRacing: the registered ``TimeLimit`` of a single env, ``max_episode_steps`` of the vector env;
-``gym.make(id, max_episode_steps=N)`` / ``gym.make_vec(..., max_episode_steps=N)`` change it).
+``gym.make(id, max_episode_steps=N)`` / ``gym.make_vec(..., max_episode_steps=N)`` change it). Built directly,
+``DreamEnv`` and ``DreamVectorEnv`` truncate at their ``max_episode_steps``, and never with None (the default).
 Reward: +1 per step survived (Doom) or the reward head (CarRacing).
 
 Observations: ``obs_type="features"`` gives what the controller reads ([z, c, h] for Doom, [z, h] for CarRacing;
@@ -32,7 +33,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from dreamarcade.errors import check_count
-from dreamarcade.world_models.features import WorldModelFeatures
+from dreamarcade.world_models.features import WorldModelFeatures, seed_generator
 from dreamarcade.world_models.mdnrnn import PackedMDNRNN
 from dreamarcade.world_models.model import WorldModel
 from dreamarcade.world_models.vae import ConvVAE
@@ -154,7 +155,8 @@ class DreamBatch:
         self, model: WorldModel, num: int, temperature: float, seed: int | None = None, precision: str = "fp32"
     ) -> None:
         self.model, self.precision = model, precision
-        self.max_steps = int(model.max_steps)  # where step() truncates a dream; a caller may lengthen or shorten it
+        # where step() truncates a dream; a caller may lengthen or shorten it, or set None for no cap
+        self.max_steps: int | None = int(model.max_steps)
         self.device = self.model.initial_mu.device
         self.gen = torch.Generator(device=self.device)
         self.seed(int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**63))
@@ -291,13 +293,8 @@ class DreamBatch:
     # ------------------------------------------------------------------------------------------------ stepping
     def seed(self, seed: int) -> None:
         """Reseed the dreams' random stream. Any int >= 0 (Gymnasium's seeds are unbounded): one past torch's 64
-        bits is hashed down to 63 bits, the ones below are used as they are."""
-        seed = int(seed)
-        if seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed}")
-        if seed >= 2**64:
-            seed = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0] >> np.uint64(1))
-        self.gen.manual_seed(seed)
+        bits is hashed down to 63 bits, the ones below are used as they are (:func:`seed_generator`)."""
+        seed_generator(self.gen, seed)
 
     def features(self) -> torch.Tensor:
         """The controller's observation (N, d): a new tensor."""
@@ -376,7 +373,10 @@ class DreamBatch:
         self.t += 1
         reward = self.predicted_reward.clone() if self.model.reward == "predicted" else self._ones.clone()
         terminated = self.done_logit > 0.0 if self._packed.predict_done else self._no_done.clone()
-        truncated = (self.t >= self.max_steps) & ~terminated
+        if self.max_steps is None:  # no cap: only the done head ends a dream
+            truncated = self._no_done.clone()
+        else:
+            truncated = (self.t >= self.max_steps) & ~terminated
         return reward, terminated, truncated
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -537,8 +537,11 @@ class DreamEnv(gym.Env):
 class DreamVectorEnv(VectorEnv):
     """N dreams in one batched torch env (Gymnasium ``VectorEnv``, next-step autoreset).
 
-    Takes DreamEnv's arguments plus ``num_envs``, ``max_episode_steps`` and ``precision`` ("fp32", or "bf16":
-    M's matmuls in bfloat16, about 2x the steps/s of 1024 dreams on a CPU with AMX, in a slightly different dream).
+    Takes DreamEnv's arguments plus ``num_envs`` and ``precision`` ("fp32", or "bf16": M's matmuls in bfloat16,
+    about 2x the steps/s of 1024 dreams on a CPU with AMX, in a slightly different dream). ``max_episode_steps``
+    means what it means to DreamEnv: truncate each dream after this many steps, None never truncates. A vector env
+    gets no ``TimeLimit``, so ``gym.make_vec`` passes the registered cap (2100 Doom, 1000 CarRacing) as
+    ``max_episode_steps`` unless given another, None included.
 
     Example:
         >>> import gymnasium as gym, dreamarcade
@@ -570,8 +573,6 @@ class DreamVectorEnv(VectorEnv):
         num_envs = check_count("num_envs", num_envs)  # 2.5 was cut to 2
         self.model = load_world_model(env, model_dir, device)
         self.metadata = _with_real_fps(self.metadata, env)
-        if max_episode_steps is not None:
-            self.model.max_steps = max_episode_steps
         tau = _check_temperature(self.model.temperature if temperature is None else temperature)
         self.num_envs, self.obs_type, self.render_mode = int(num_envs), obs_type, render_mode
         self.single_observation_space, self.single_action_space = _spaces(self.model, obs_type)
@@ -579,6 +580,8 @@ class DreamVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         # unseeded: fresh entropy, so unseeded vector envs differ (as Gymnasium's do); reset(seed=s) reseeds
         self._dream = DreamBatch(self.model, self.num_envs, tau, seed=None, precision=precision)
+        # None: no cap, as DreamEnv's (the model's own cap truncated these dreams while DreamEnv's never ended)
+        self.max_episode_steps = self._dream.max_steps = max_episode_steps
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
         self._started = False  # step() before reset() dreamed from an all-zero state
 

@@ -29,7 +29,25 @@ from dreamarcade.world_models.controller import Controller
 from dreamarcade.world_models.model import WorldModel
 from dreamarcade.world_models.vae import frames_to_tensor
 
-__all__ = ["FeatureTracker", "WorldModelFeatures", "WorldModelAgent"]
+__all__ = ["FeatureTracker", "WorldModelFeatures", "WorldModelAgent", "seed_generator"]
+
+
+def seed_generator(gen: torch.Generator, seed: int) -> None:
+    """Seed ``gen`` with any int >= 0 (Gymnasium's seeds are unbounded): one past torch's 64 bits is hashed down to
+    63 bits, the ones below are used as they are; a negative one is a ValueError.
+
+    >>> import torch
+    >>> gen = torch.Generator()
+    >>> seed_generator(gen, 2**64)  # torch's own manual_seed overflows on it
+    >>> gen.initial_seed() < 2**63
+    True
+    """
+    seed = int(seed)
+    if seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed}")
+    if seed >= 2**64:
+        seed = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0] >> np.uint64(1))
+    gen.manual_seed(seed)
 
 
 class FeatureTracker:
@@ -55,7 +73,7 @@ class FeatureTracker:
         self.model = model
         self.gen = torch.Generator()
         if seed is not None:
-            self.gen.manual_seed(int(seed))
+            seed_generator(self.gen, seed)
         else:  # fresh entropy, as Gymnasium's unseeded envs: unseeded trackers (sub-envs) must not share V's noise
             self.gen.seed()
         self.z: torch.Tensor | None = None
@@ -63,7 +81,8 @@ class FeatureTracker:
         self._first = True
 
     def seed(self, seed: int) -> None:
-        self.gen.manual_seed(int(seed))
+        """Reseed V's sampling noise; any int >= 0, as :meth:`~dreamarcade.envs.dream.DreamBatch.seed`."""
+        seed_generator(self.gen, seed)
 
     @torch.no_grad()
     def encode(self, frame: np.ndarray) -> torch.Tensor:
