@@ -1013,3 +1013,148 @@ def test_the_inline_real_pool_leaves_the_callers_signal_handlers_alone() -> None
         assert steps == 5
     finally:
         pool.close()
+
+
+def test_collect_jobs_get_absolute_policy_paths_and_run_in_another_working_directory(tmp_path, monkeypatch) -> None:
+    # a Ray task runs in the cluster's working directory (/ on a `ray start` node): the jobs got the relative
+    # policy and controller folders as typed, and failed there, while the manifest recorded them absolute
+    import os
+    from pathlib import Path
+
+    import dreamarcade.world_models.collect as collect_module
+    from dreamarcade.world_models.model import bundled_dir
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    policy = os.path.relpath(bundled_dir("doom"))  # a world model and its controller, typed relative to work/
+    jobs, run_job = [], collect_module.run_job
+
+    def in_another_directory(job):  # as a Ray worker of a `ray start` cluster runs it: in /
+        jobs.append(job)
+        os.chdir("/")
+        try:
+            return run_job(job)
+        finally:
+            os.chdir(work)
+
+    monkeypatch.setattr(collect_module, "run_job", in_another_directory)
+    summary = collect("doom", "frames", episodes=1, workers=1, min_length=0, max_steps=10, backend="inline",
+                      policy_dir=policy, controller_dir=os.path.join(policy, "controller"))  # fmt: skip
+    assert summary["episodes"] == 1 and list_shards(work / "frames")
+    (job,) = jobs
+    assert Path(job.out_dir) == work / "frames"
+    assert (
+        Path(job.policy_dir) == bundled_dir("doom") and Path(job.controller_dir) == bundled_dir("doom") / "controller"
+    )
+    manifest = json.loads((work / "frames" / "collect-s0.json").read_text())
+    assert (manifest["policy_dir"], manifest["controller_dir"]) == (job.policy_dir, job.controller_dir)
+
+
+def test_a_v_resumed_with_another_loss_or_batch_is_refused_and_v_records_them(doom_data, tmp_path) -> None:
+    # --kl-tolerance / --vae-batch changed on a resume were taken silently: half the steps with one loss, steps of
+    # two batch sizes counted as one, and V's config recorded only the new KL tolerance
+    from dreamarcade.baselines.world_models import WMConfig, step_train_vae
+
+    (tmp_path / "frames").symlink_to(doom_data, target_is_directory=True)
+    cfg = WMConfig(env="doom", run_dir=str(tmp_path), vae_epochs=0.1, vae_batch=16, kl_tolerance=0.5)
+    step_train_vae(cfg)
+    state = load_checkpoint(tmp_path / "vae_train", kind="vae_train")[1]
+    assert (state["kl_tolerance"], state["vae_batch"]) == (0.5, 16)
+    record = load_checkpoint(tmp_path / "vae", kind="vae")[1]
+    assert (record["kl_tolerance"], record["vae_batch"]) == (0.5, 16)
+    series = list_shards(tmp_path / "series", "series")
+    for change, named in (
+        (dict(kl_tolerance=3.0), "kl_tolerance: 0.5 -> 3.0"),
+        (dict(vae_batch=32), "vae_batch: 16 -> 32"),
+    ):
+        with pytest.raises(CheckpointError, match=rf"{named}\).*--kl-tolerance 0.5 --vae-batch 16.*new --run-dir"):
+            step_train_vae(dataclasses.replace(cfg, vae_epochs=0.3, **change))
+    assert list_shards(tmp_path / "series", "series") == series  # refused before V's series were removed
+    step_train_vae(dataclasses.replace(cfg, vae_epochs=0.2, vae_lr=1e-3))  # more epochs at another rate: continues
+    assert load_checkpoint(tmp_path / "vae", kind="vae")[1]["train_steps"] == 3
+
+
+def test_an_m_resumed_with_another_loss_sequence_or_batch_is_refused_and_m_records_them(tmp_path) -> None:
+    from dreamarcade.baselines.world_models import WMConfig, step_train_mdnrnn
+
+    _write_random_series(tmp_path / "series")
+    ConvVAE(64).save(tmp_path / "vae")
+    cfg = WMConfig(env="doom", run_dir=str(tmp_path), rnn_epochs=1, rnn_seq_len=20, rnn_batch=2, done_pos_weight=10)
+    step_train_mdnrnn(cfg)
+    settings = {"done_pos_weight": 10, "rnn_seq_len": 20, "rnn_batch": 2}
+    for ckpt in ("mdnrnn_train", "mdnrnn", "world_model/mdnrnn"):
+        meta = load_checkpoint(tmp_path / ckpt)[1]
+        assert {k: meta.get(k) for k in settings} == settings, ckpt
+    flags = "--done-pos-weight 10 --rnn-seq-len 20 --rnn-batch 2"
+    changes = {"done_pos_weight: 10 -> 1.0": dict(done_pos_weight=1.0), "rnn_seq_len: 20 -> 10": dict(rnn_seq_len=10),
+               "rnn_batch: 2 -> 4": dict(rnn_batch=4)}  # fmt: skip
+    for named, change in changes.items():
+        with pytest.raises(CheckpointError, match=rf"{named}\).*{flags}"):
+            step_train_mdnrnn(dataclasses.replace(cfg, rnn_epochs=2, **change))
+    step_train_mdnrnn(dataclasses.replace(cfg, rnn_epochs=2, rnn_lr=5e-4))  # more epochs at another rate: continues
+    assert load_checkpoint(tmp_path / "mdnrnn")[1]["train_steps"] == 6
+
+
+def test_m_refuses_frames_that_are_not_all_encoded(doom_data, tmp_path) -> None:
+    # a train-vae killed while encoding (or frames collected after V was trained) left frame shards without their
+    # series: M trained on part of the data without a word
+    from dreamarcade.baselines.world_models import WMConfig, step_train_mdnrnn
+
+    (tmp_path / "frames").symlink_to(doom_data, target_is_directory=True)
+    (tmp_path / "frames_b").mkdir()
+    (shard,) = list_shards(doom_data)
+    for worker in (0, 1):
+        shutil.copy(shard, tmp_path / "frames_b" / shard.name.replace("-w0-", f"-w{worker}-"))
+
+    def encode_all() -> None:
+        for name in ("frames", "frames_b"):
+            encode_shards(
+                tmp_path / name, tmp_path / name.replace("frames", "series"), lambda f: (np.zeros((len(f), 64)),) * 2
+            )
+
+    encode_all()
+    ConvVAE(64).save(tmp_path / "vae")
+    cfg = WMConfig(env="doom", run_dir=str(tmp_path), rnn_epochs=0.2, rnn_seq_len=20, rnn_batch=4)
+    (tmp_path / "series_b" / "series-s0-w1-00000.npz").unlink()  # train-vae killed after the first of two
+    with pytest.raises(
+        FileNotFoundError, match=r"1 of the 2 frame shards in '.*frames_b'.*run `world_models train-vae"
+    ):
+        step_train_mdnrnn(cfg)
+    shutil.rmtree(tmp_path / "series_b")  # frames_b collected after V was trained
+    with pytest.raises(FileNotFoundError, match=r"2 of the 2 frame shards in '.*frames_b'.*to finish encoding"):
+        step_train_mdnrnn(cfg)
+    assert not (tmp_path / "mdnrnn_train").exists()
+    encode_all()
+    assert (step_train_mdnrnn(cfg) / "world_model.json").is_file()
+
+
+def test_the_world_model_copy_and_the_bundle_keep_the_calibrated_done_shift(tmp_path) -> None:
+    # WorldModel.save dropped what M's checkpoint recorded: a calibrated run bundled without its done_bias_shift
+    from dreamarcade.baselines.world_models import WMConfig, step_bundle
+    from dreamarcade.world_models.model import WorldModel, bundled_dir
+
+    run, dest = tmp_path / "run", tmp_path / "assets" / "dream_doom"
+    shutil.copytree(bundled_dir("doom"), run / "world_model")
+    wm = WorldModel.load(run / "world_model")
+    wm.rnn.save(run / "world_model" / "mdnrnn", extra={"done_bias_shift": 0.21875, "train_steps": 7})  # calibrated
+    WorldModel.load(run / "world_model").save(tmp_path / "copy")
+    step_bundle(WMConfig(env="doom", run_dir=str(run)), dest=dest)
+    for model in (tmp_path / "copy", dest):
+        meta = load_checkpoint(model / "mdnrnn", kind="mdnrnn")[1]
+        assert (meta.get("done_bias_shift"), meta.get("train_steps")) == (0.21875, 7), model
+
+
+def test_a_busy_bundle_names_what_the_command_offers(tmp_path, monkeypatch) -> None:
+    # it said to bundle into another --dest, which the command does not have
+    from dreamarcade.baselines import world_models
+    from dreamarcade.baselines.common import RunDirBusyError
+
+    def busy(_lock_dir) -> None:
+        raise RunDirBusyError("busy")
+
+    monkeypatch.setattr(world_models, "claim_run_dir", busy)
+    with pytest.raises(RunDirBusyError) as err:
+        world_models._claim_bundle_dest(tmp_path / "dream_doom")
+    assert "--dest" not in str(err.value) and "--dest" not in world_models.build_parser().format_help()
+    assert "run `world_models bundle` again" in str(err.value)

@@ -252,11 +252,28 @@ def step_collect(cfg: WMConfig, out: Path | None = None, policy_dir: str | None 
 
 
 # ============================================================================================== V
-def _resume_train_state(ckpt: Path, kind: str, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, float]:
-    """Load a model + optimizer training checkpoint if there is one; return (step, seconds trained so far)."""
+def _resume_train_state(
+    ckpt: Path, kind: str, model: torch.nn.Module, opt: torch.optim.Optimizer, settings: dict[str, Any] | None = None
+) -> tuple[int, float]:
+    """Load a model + optimizer training checkpoint if there is one; return (step, seconds trained so far).
+
+    ``settings``: the values of the flags that define the training (its loss, what a step is), saved with the state
+    by :func:`_save_train_state`; a state saved with other values is refused (CheckpointError naming them), as
+    continuing it would train half with one loss and half with another, and count steps of two batch sizes. A
+    state that lacks a setting (saved before it was recorded) is not compared on it.
+    """
     if not checkpoint_exists(ckpt):
         return 0, 0.0
     tensors, meta = load_checkpoint(ckpt, kind=kind)
+    settings = settings or {}
+    changed = describe_changes(meta, settings, [k for k in settings if k in meta])
+    if changed:
+        same = " ".join(f"--{k.replace('_', '-')} {meta[k]}" for k in settings if k in meta)
+        raise CheckpointError(
+            f"The training state in '{ckpt}' was saved with other settings than this run's ({changed}): resuming "
+            f"it would mix two trainings. Resume with the flags it was trained with ({same}), or use a new "
+            f"--run-dir (or move '{ckpt}' away) to train from scratch with these."
+        )
     rates = [group["lr"] for group in opt.param_groups]  # this run's learning rate (--vae-lr) wins over the saved one
     try:
         model.load_state_dict(strip_prefix(tensors, "model"))
@@ -311,7 +328,9 @@ def step_train_vae(cfg: WMConfig) -> Path:
         vae = ConvVAE(z_size, cfg.kl_tolerance).to(dev)
         opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
         ckpt = run / "vae_train"
-        step, prior_s = _resume_train_state(ckpt, "vae_train", vae, opt)
+        # what V's loss and a step are: a resume with others is refused (--vae-lr and --vae-epochs may change)
+        settings = {"kl_tolerance": cfg.kl_tolerance, "vae_batch": cfg.vae_batch}
+        step, prior_s = _resume_train_state(ckpt, "vae_train", vae, opt, settings)
         drop_rows_after(run / "logs_vae" / "metrics.csv", step)  # rows logged after the checkpoint are replayed
     if step:
         print(f"resuming V training at step {step}/{total_steps}")
@@ -323,7 +342,8 @@ def step_train_vae(cfg: WMConfig) -> Path:
                 p.unlink()
 
     def save_train_state() -> None:
-        _save_train_state(ckpt, "vae_train", vae, opt, step, prior_s + time.time() - t0, extra=vae.config())
+        extra = {**vae.config(), **settings}
+        _save_train_state(ckpt, "vae_train", vae, opt, step, prior_s + time.time() - t0, extra=extra)
 
     logger = RunLogger(run / "logs_vae", resumed_at=step)  # TensorBoard too drops the replayed steps
     stream = FrameStream(paths, batch_size=cfg.vae_batch, seed=cfg.seed + step)
@@ -356,7 +376,8 @@ def step_train_vae(cfg: WMConfig) -> Path:
         raise StageStopped(f"train-vae stopped at step {step}/{total_steps} with its state saved in {ckpt}")
     vae.eval()
     train_s = prior_s + time.time() - t0
-    vae.save(run / "vae", extra={"train_steps": step, "train_frames": n_frames, "train_seconds": round(train_s)})
+    record = {"train_steps": step, "train_frames": n_frames, "train_seconds": round(train_s), **settings}
+    vae.save(run / "vae", extra=record)
     _plot_metrics(run / "logs_vae" / "metrics.csv", ["recon_loss", "kl_loss"], run / "vae_loss.png", "V training")
     _save_reconstructions(vae, paths[0], run / "vae_reconstructions.png")
     # Encode every frame once into (mu, logvar): M trains on these, sampling a fresh z per batch.
@@ -483,6 +504,20 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
                 f"run `world_models train-vae --env {cfg.env}` to encode {', '.join(f.name for f in frames)}, then "
                 "train-mdnrnn again."
             )
+        # a frames* folder whose shards are not all encoded (train-vae stopped while encoding, or frames collected
+        # after V was trained): M trained on part of the data without a word
+        # (no series* at all: train-vae never ran, which the check below says)
+        for frames_dir in sorted(p for p in run.glob("frames*") if p.is_dir() and series_dirs):
+            shards = list_shards(frames_dir)
+            series_dir = run / frames_dir.name.replace("frames", "series", 1)
+            unencoded = [p for p in shards if not (series_dir / p.name.replace("frames-", "series-", 1)).is_file()]
+            if unencoded:
+                raise FileNotFoundError(
+                    f"{len(unencoded)} of the {len(shards)} frame shards in '{frames_dir}' have no series shard in "
+                    f"'{series_dir}' (a train-vae stopped while encoding, or frames collected after V was trained): M "
+                    f"would train on part of the data: run `world_models train-vae --env {cfg.env}` to finish "
+                    "encoding, then train-mdnrnn again."
+                )
         parts = [load_series(p) for p in series_dirs]
         if not parts:
             raise FileNotFoundError(
@@ -534,7 +569,9 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
                     f"'{ckpt}' is an M trained with action map {saved_map!r}, but this run asks for {action_map!r}. "
                     f"Pass --rnn-action-map {saved_map} to continue it, or use a new --run-dir."
                 )
-        step, prior_s = (0, 0.0) if stale else _resume_train_state(ckpt, "mdnrnn_train", rnn, opt)
+        # what M's loss and a step are: a resume with others is refused (the learning rates and --rnn-epochs may change)
+        settings = {"done_pos_weight": cfg.done_pos_weight, "rnn_seq_len": cfg.rnn_seq_len, "rnn_batch": cfg.rnn_batch}
+        step, prior_s = (0, 0.0) if stale else _resume_train_state(ckpt, "mdnrnn_train", rnn, opt, settings)
         # rows logged after the checkpoint (all of them: stale) are replayed
         drop_rows_after(logs / "metrics.csv", step)
     if step >= total_steps and _calibrated_from(rnn, run / "world_model" / "mdnrnn"):
@@ -545,7 +582,7 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
         print(f"resuming M training at step {step}/{total_steps}")
 
     def save_train_state() -> None:
-        meta = {"action_map": action_map, "vae_sha256": vae_sha}
+        meta = {"action_map": action_map, "vae_sha256": vae_sha, **settings}
         _save_train_state(ckpt, "mdnrnn_train", rnn, opt, step, prior_s + time.time() - t0, meta)
 
     logger = RunLogger(logs, resumed_at=step)
@@ -590,8 +627,10 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
     if step < total_steps:  # stopped
         raise StageStopped(f"train-mdnrnn{tag} stopped at step {step}/{total_steps} with its state saved in {ckpt}")
     rnn.eval()
-    rnn.save(run / "mdnrnn", extra={"train_steps": step, "train_frames": n, "steps_per_epoch": steps_per_epoch,
-                                    "train_seconds": round(prior_s + time.time() - t0)})  # fmt: skip
+    record = {"train_steps": step, "train_frames": n, "steps_per_epoch": steps_per_epoch,
+              "train_seconds": round(prior_s + time.time() - t0), **settings}  # fmt: skip
+    rnn.save(run / "mdnrnn", extra=record)
+    rnn.checkpoint_meta = dict(record)  # the world model's copy of M (saved below) records the same
     vae = ConvVAE.load(run / "vae")
     mu0, lv0 = WorldModel.initial_from_series(series["mu"], series["logvar"], series["episode_lengths"])
     wm = WorldModel(cfg.env, vae, rnn, mu0, lv0, d["temperature"], d["max_steps"], d["features"], d["reward"])
@@ -767,8 +806,8 @@ def step_calibrate_done(cfg: WMConfig) -> dict[str, float]:
     res = {"target": target, "min_length": min_length, "max_steps": wm.max_steps, "shift": shift,
            "total_shift": prior + shift,
            "dream_mean_length": length, "temperature": tau, "seconds": round(time.time() - t0, 1)}  # fmt: skip
-    extra = {k: v for k, v in meta.items() if not k.startswith("_") and k not in wm.rnn.config()}
-    wm.rnn.save(wm_dir / "mdnrnn", extra={**extra, "done_bias_shift": prior + shift})
+    wm.rnn.checkpoint_meta["done_bias_shift"] = prior + shift  # the rest of what M's checkpoint recorded is kept
+    wm.rnn.save(wm_dir / "mdnrnn", extra=wm.rnn.checkpoint_meta)
     atomic_write_text(run / "calibrate_done.json", json.dumps(res, indent=2))
     print(f"done head shifted by {shift:+.3f} (total {prior + shift:+.3f}): dream mean length {length:.0f} "
           f"under the collection policy at tau {tau} (target {target:.0f})")  # fmt: skip
@@ -1519,8 +1558,9 @@ def _claim_bundle_dest(dest: Path) -> None:
         claim_run_dir(lock_dir)
     except RunDirBusyError as busy:
         raise RunDirBusyError(
-            f"another bundle into {dest} is running (pid {busy.holder}): wait for it to end, or bundle into another "
-            "--dest."
+            f"another bundle into {dest} is running (pid {busy.holder}): wait for it to end, then run `world_models "
+            "bundle` again (the command always bundles into the package's assets; step_bundle(cfg, dest=...) in "
+            "Python bundles into another folder)."
         ) from None
 
 

@@ -443,8 +443,8 @@ def collect(
             seed * 1000 + i,
             min_length,
             max_steps,
-            policy_dir=policy_dir,
-            controller_dir=controller_dir,
+            policy_dir=policy[0],  # absolute, as out_dir: a Ray task runs in the cluster's working directory
+            controller_dir=policy[1],
             env_kwargs=env_kwargs,
             explore=explore,
         )

@@ -43,6 +43,7 @@ from dreamarcade.checkpoint import built_from_config, load_checkpoint, save_chec
 from dreamarcade.envs.doom import THIRD  # TakeCover's threshold: float32's 1/3 must stay a no-op
 from dreamarcade.errors import CheckpointError
 from dreamarcade.precision import validate_precision
+from dreamarcade.world_models.vae import checkpoint_extras
 
 __all__ = ["ACTION_MAPS", "MDNRNN", "PackedMDNRNN", "map_actions_", "mdn_loss", "sample_next"]
 
@@ -115,6 +116,9 @@ class MDNRNN(nn.Module):
         self.n_mdn = z_size * n_mixtures * 3
         self.out_size = self.n_mdn + int(predict_done) + int(predict_reward)
         self.head = nn.Linear(hidden_size, self.out_size)
+        # what the checkpoint it was loaded from records beyond config() (training record, calibrate-done's
+        # done_bias_shift); WorldModel.save writes it again, so a copied or bundled M keeps it
+        self.checkpoint_meta: dict[str, Any] = {}
 
     # ----------------------------------------------------------------------------------------------- running
     def initial_state(self, batch: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,6 +228,7 @@ class MDNRNN(nn.Module):
             model.load_state_dict({k: v.float() for k, v in tensors.items()})
         except RuntimeError as exc:
             raise CheckpointError(f"MDN-RNN checkpoint '{directory}' does not fit its config: {exc}") from exc
+        model.checkpoint_meta = checkpoint_extras(cfg, model.config())
         return model.to(device).eval()
 
 

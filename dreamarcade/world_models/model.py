@@ -130,8 +130,10 @@ class WorldModel:
     # --------------------------------------------------------------------------------------------- storage
     def save(self, directory: str | os.PathLike[str], half: bool = False) -> None:
         d = Path(directory)
-        self.vae.save(d / "vae", half=half)
-        self.rnn.save(d / "mdnrnn", half=half)
+        # what V's and M's checkpoints recorded beyond their configs (training records, calibrate-done's
+        # done_bias_shift) is written again: a copy or a bundle of a calibrated model says it is calibrated
+        self.vae.save(d / "vae", half=half, extra=self.vae.checkpoint_meta)
+        self.rnn.save(d / "mdnrnn", half=half, extra=self.rnn.checkpoint_meta)
         save_checkpoint(
             d / "initial_z",
             {"mu": self.initial_mu.half() if half else self.initial_mu,

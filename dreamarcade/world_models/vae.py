@@ -41,6 +41,17 @@ def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | s
     return t.float().div_(255.0)  # .float() made a new tensor (uint8 frames): divide that one in place
 
 
+def checkpoint_extras(meta: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """What a model checkpoint's ``meta`` records beyond the model's ``config`` (a training record, calibrate-done's
+    ``done_bias_shift``), less the bookkeeping that ``save_checkpoint`` adds itself (keys starting with ``_``).
+
+    >>> checkpoint_extras({"kind": "vae", "z_size": 64, "train_steps": 4, "_weights_sha256": "ab"}, {"kind": "vae",
+    ...                   "z_size": 64})
+    {'train_steps': 4}
+    """
+    return {k: v for k, v in meta.items() if not k.startswith("_") and k not in config}
+
+
 class ConvVAE(nn.Module):
     """The paper's ConvVAE for 64x64x3 frames (4.35M parameters at z=32, 4.45M at z=64).
 
@@ -65,6 +76,7 @@ class ConvVAE(nn.Module):
             raise ValueError(f"z_size must be positive, got {z_size}.")
         self.z_size = int(z_size)
         self.kl_tolerance = float(kl_tolerance)
+        self.checkpoint_meta: dict[str, Any] = {}  # as MDNRNN's: what its checkpoint records beyond config()
         self.enc = nn.Sequential(
             nn.Conv2d(3, 32, 4, 2), nn.ReLU(),
             nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
@@ -133,6 +145,7 @@ class ConvVAE(nn.Module):
             model.load_state_dict({k: v.float() for k, v in tensors.items()})
         except RuntimeError as exc:
             raise CheckpointError(f"VAE checkpoint '{directory}' does not fit a ConvVAE: {exc}") from exc
+        model.checkpoint_meta = checkpoint_extras(cfg, model.config())
         return model.to(device).eval()
 
 
