@@ -405,6 +405,25 @@ def test_fire_reset_presses_fire_once() -> None:
     assert not FireReset(gym.make("CartPole-v1")).active
 
 
+@pytest.mark.parametrize("reset_wrapper", [FireReset, lambda e: NoopReset(e, noop_max=30)])
+def test_reset_wrappers_outside_episodic_life_leave_a_lost_lifes_reset_alone(reset_wrapper) -> None:
+    """SB3's order (FireReset outside EpisodicLife): the FIRE / no-ops after a lost life moved the game on while
+    FrameStack kept its frames for the continued game, so the stack no longer showed the screen."""
+    base = gym.make("ALE/Breakout-v5", frameskip=1, repeat_action_probability=0.0)
+    gray = GrayscaleResize(reset_wrapper(EpisodicLife(MaxAndSkip(base, 4))))
+    env = FrameStack(gray, 4)
+    env.reset(seed=0)
+    for t in range(3000):
+        obs, _, terminated, truncated, info = env.step(1 if t == 0 else 0)
+        if terminated or truncated:
+            break
+    assert not info["game_over"]
+    before = base.unwrapped.ale.getEpisodeFrameNumber()
+    again, reset_info = env.reset()
+    assert reset_info["life_loss_continue"] and base.unwrapped.ale.getEpisodeFrameNumber() == before
+    np.testing.assert_array_equal(again[-1], gray.observation(base.unwrapped.ale.getScreenRGB()))
+
+
 def test_image_wrappers_reject_vector_observations() -> None:
     with pytest.raises(TypeError, match=r"GrayscaleResize needs an image observation"):
         GrayscaleResize(gym.make("CartPole-v1"))

@@ -73,7 +73,9 @@ class NoopReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         obs, reset_info = self.env.reset(seed=seed, options=options)
-        if self.noop_max == 0:
+        # a lost life's reset under an EpisodicLife inside this wrapper: the game goes on, not a new one (the no-ops
+        # moved the game on while FrameStack kept its frames for the continued game: a stale stack)
+        if self.noop_max == 0 or reset_info.get("life_loss_continue"):
             self.last_noops = 0
             return obs, reset_info
         self.last_noops = int(self.env.unwrapped.np_random.integers(1, self.noop_max + 1))
@@ -287,7 +289,9 @@ class FireReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         obs, info = self.env.reset(seed=seed, options=options)
-        if not self.active:
+        # only real resets, also with an EpisodicLife inside this wrapper (SB3's order): the FIRE after a lost life
+        # moved the game on while FrameStack kept its frames for the continued game (a stale stack)
+        if not self.active or info.get("life_loss_continue"):
             return obs, info
         obs, _, terminated, truncated, step_info = self.env.step(1)
         if terminated or truncated:
