@@ -359,6 +359,9 @@ def test_noop_reset_checks_noop_action() -> None:
         NoopReset(gym.make("ALE/Pong-v5", frameskip=1), noop_action=1)
     with pytest.raises(ValueError, match="noop_action=9 is not an action of this env"):
         NoopReset(gym.make("ALE/Pong-v5", frameskip=1), noop_action=9)
+    for bad in (0.5, "0"):  # 0.5 became 0 on an env without action meanings; "0" failed inside a comparison
+        with pytest.raises(ValueError, match="noop_action must be an integer >= 0"):
+            NoopReset(gym.make("CartPole-v1"), noop_action=bad)
 
 
 def test_episodic_life_resets_only_at_game_over() -> None:

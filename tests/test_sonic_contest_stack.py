@@ -74,6 +74,10 @@ def test_sticky_frame_skip_semantics():
         assert [int(x[7]) for x in log_env.log] == [1, 1, 1, 1]
         with pytest.raises(ValueError):
             StochasticFrameSkip(log_env, n=0)
+        for bad in ("0.2", float("nan"), 1.5):  # a string failed inside a comparison, NaN never stuck
+            with pytest.raises(ValueError, match=r"stickprob must be a probability in \[0, 1\]"):
+                StochasticFrameSkip(log_env, stickprob=bad)
+        assert env.metadata["render_fps"] == env.metadata["video.frames_per_second"]  # they said 15 and 60
     finally:
         env.close()
 
@@ -112,8 +116,9 @@ def test_reward_wrappers():
     env = RewardScaler(Rewards(), 0.01)
     env.reset()
     assert env.step(0)[1] == pytest.approx(0.05)
-    with pytest.raises(ValueError):
-        RewardScaler(Rewards(), 0.0)
+    for bad in (0.0, "0.1", float("inf")):  # a string failed inside numpy
+        with pytest.raises(ValueError, match="scale must be a finite non-zero number"):
+            RewardScaler(Rewards(), bad)
 
 
 def test_sonic_stack_on_airstriker_records_unscaled_score():

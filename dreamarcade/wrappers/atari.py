@@ -56,6 +56,7 @@ class NoopReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(self, noop_max=noop_max, noop_action=noop_action)
         super().__init__(env)
         check_count("noop_max", noop_max, low=0)  # 2.5 was truncated to 2
+        check_count("noop_action", noop_action, low=0)  # 0.5 became 0 without a word where no meanings are known
         _require_discrete(env, "NoopReset")
         meanings = action_meanings(env)
         if meanings is not None and noop_max > 0 and not 0 <= noop_action < len(meanings):

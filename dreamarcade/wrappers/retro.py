@@ -13,6 +13,8 @@ They work on any stable-retro env (tested on Airstriker, the ROM stable-retro sh
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, SupportsFloat
 
@@ -20,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from dreamarcade.errors import check_count
+from dreamarcade.errors import check_count, check_probability
 
 __all__ = [
     "StochasticFrameSkip",
@@ -63,15 +65,15 @@ class StochasticFrameSkip(gym.Wrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(self, n=n, stickprob=stickprob)
         super().__init__(env)
         check_count("n", n, hint=" (frames per step)")
-        if not 0.0 <= stickprob <= 1.0:
-            raise ValueError(f"stickprob must be a probability in [0, 1], got {stickprob!r}.")
-        self.n, self.stickprob = int(n), float(stickprob)
+        # a string failed inside the comparison; NaN never stuck
+        self.n, self.stickprob = int(n), check_probability("stickprob", stickprob)
         self.current_action: Any = None
         # one step shows every n-th emulator frame: declare that rate (stable-retro only sets the old
         # "video.frames_per_second" key, so recorders and check_env would otherwise find no render_fps)
         base_fps = env.metadata.get("render_fps") or env.metadata.get("video.frames_per_second")
         if base_fps:
-            self.metadata = {**env.metadata, "render_fps": float(base_fps) / self.n}
+            fps = float(base_fps) / self.n  # the old key too: the two disagreed (60 and 15)
+            self.metadata = {**env.metadata, "render_fps": fps, "video.frames_per_second": fps}
         self._rng = np.random.default_rng()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -205,7 +207,8 @@ class RewardScaler(gym.RewardWrapper, gym.utils.RecordConstructorArgs):
     def __init__(self, env: gym.Env, scale: float = 0.01) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, scale=scale)
         super().__init__(env)
-        if not np.isfinite(scale) or scale == 0:
+        # a string failed inside numpy's isfinite
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) or scale == 0:
             raise ValueError(f"scale must be a finite non-zero number, got {scale!r}.")
         self.scale = float(scale)
 
