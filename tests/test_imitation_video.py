@@ -86,6 +86,32 @@ def test_ntsc_rates_show_the_last_source_frame_at_or_before_each_target_time(tmp
     assert len(got) >= 44 and shown == expected
 
 
+@pytest.mark.parametrize("source_fps", [30, 60, Fraction(30000, 1001)])
+def test_a_millisecond_video_remuxed_into_mp4_reads_as_the_original(tmp_path, source_fps):
+    """OBS's Remux Recordings, ffmpeg -c copy and yt-dlp put an mkv's whole-millisecond timestamps into mp4's finer
+    time base (67 ms as 1072 / 16000): a third of the target frames showed the frame before, and 30 fps probed as
+    30.03."""
+    import av
+
+    n = int(2 * source_fps)
+    frames = np.full((n, 64, 128, 3), 40, np.uint8)
+    for i in range(n):
+        frames[i, :, i % 120 : i % 120 + 4] = 250
+    mkv = write_av(tmp_path / "v.mkv", iter(frames), float(source_fps), crf=10)
+    mp4 = tmp_path / "remux.mp4"
+    with av.open(str(mkv)) as src, av.open(str(mp4), "w") as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.size:
+                packet.stream = stream
+                dst.mux(packet)
+    assert probe_video(mp4).fps == pytest.approx(float(source_fps), rel=1e-6)
+    for fps in (15, float(source_fps)):
+        read = [VideoReader(p, fps=fps, size=None, crop=None, audio=False).read_all().frames for p in (mkv, mp4)]
+        shown = [[int(np.argmax(f[:, :, 0].mean(0) > 150)) for f in got] for got in read]
+        assert shown[1] == shown[0]
+
+
 def _bright_frames_and_loud_windows(path) -> tuple:
     """Read at 15 fps: the clip, its frames with a bright flash and the audio windows holding a tone burst."""
     clip = VideoReader(path, fps=15, size=None, crop=None, audio_rate=7680).read_all()

@@ -248,7 +248,11 @@ def probe_video(path: str | os.PathLike[str]) -> VideoProbe:
     container = _open(path)
     try:
         v = _video_stream(container)
-        fps = float(v.average_rate or v.base_rate or v.guessed_rate or 0.0)
+        # the nominal rate where the average is within 1% of it: a remux of millisecond timestamps into mp4 (OBS's
+        # Remux Recordings, ffmpeg -c copy, yt-dlp) averages 30.03 for a 30 fps video, off its frame grid
+        average = float(v.average_rate or 0.0)
+        nominal = float(v.base_rate or v.guessed_rate or 0.0)
+        fps = nominal if average and nominal and abs(nominal / average - 1.0) < 0.01 else (average or nominal)
         duration = _duration_s(container, v)
         a = container.streams.audio[0] if container.streams.audio else None
         width, height = v.codec_context.width, v.codec_context.height
@@ -610,7 +614,7 @@ class VideoReader:
         # stored timestamps are true times rounded to the stream's time-base tick: webm/mkv store whole
         # milliseconds (the 30 fps frame at 66.67 ms is stored as 67 ms), avi counts whole frames (tick = 1 / fps)
         tol = 1e-6
-        grid = snap = 0.0  # the source frame rate, when rounded timestamps are put back on its grid (see below)
+        grid = snap = off_grid = 0.0  # the source frame rate, when rounded timestamps are put back on its grid
         try:
             for t, frame in _decoded_frames(self.path):
                 if t0 is None:
@@ -627,14 +631,18 @@ class VideoReader:
                         # its true time. A tick's tolerance would show a frame stored 0.1 ms after a target time
                         # at that target. Timestamps off the grid (variable frame rate) keep the tolerance.
                         grid = self.info.fps if self.info.fps > 0 and not exact else 0.0
-                        snap = tol
+                        # at least half a millisecond: timestamps rounded to whole milliseconds and then stored in
+                        # a finer time base (an mkv remuxed into mp4: 67 ms as 1072/16000) are off by up to that;
+                        # at most a quarter of a source frame, so no timestamp is put on a neighbouring grid point
+                        snap = min(max(tol, 0.0005 + 1e-6), 0.25 / grid) if grid else tol
+                        off_grid = tol
                     if self.with_audio:
                         track = _AudioTrack(self.path, self.audio_rate, t0)
                 rel = t - t0
                 if grid:
                     n = round(rel * grid)
                     on_grid = abs(rel - n / grid) <= snap
-                    rel, tol = (n / grid, 1e-6) if on_grid else (rel, snap)
+                    rel, tol = (n / grid, 1e-6) if on_grid else (rel, off_grid)
                 # emit every target frame whose time falls before this decoded frame: they show `current`
                 while current is not None and k / self.fps < rel - tol:
                     yield current, self._audio(track, k)
