@@ -358,9 +358,11 @@ def _probe_groups(
 ) -> list[list[np.ndarray]]:
     """Brightness images (max over RGB) of ``probe_frames`` decoded frames, in groups of ``window`` samples
     ``stride`` decoded frames apart, the groups spread evenly from the start to the end of the video by seeking.
+    Each group is returned as its running maximum (a list of one image), all :func:`detect_borders` reads of it.
 
     A video with at most ``probe_frames * stride`` frames (or no known duration) is read front to back
-    instead (every ``stride``-th frame): the sample then covers all of it. Memory: the ``probe_frames`` images.
+    instead (every ``stride``-th frame): the sample then covers all of it. Memory: one image per group (all
+    ``probe_frames`` were kept: ~0.5 GB for a 4K video).
     ``duration`` (seconds, :func:`probe_video`'s) saves finding it again; None finds it from the file.
     """
     container = _open(path)
@@ -383,8 +385,13 @@ def _probe_groups(
         return rgb.max(axis=2)
 
     if not seekable:
-        grays = [gray(frame) for _, frame in _decoded_frames(path, stride=stride, limit=probe_frames)]
-        return [grays[i : i + window] for i in range(0, len(grays), window)]
+        peaks: list[list[np.ndarray]] = []
+        for i, (_, frame) in enumerate(_decoded_frames(path, stride=stride, limit=probe_frames)):
+            if i % window == 0:
+                peaks.append([gray(frame)])
+            else:
+                np.maximum(peaks[-1][0], gray(frame), out=peaks[-1][0])
+        return peaks
     container = _open(path)
     groups: list[list[np.ndarray]] = []
     try:
@@ -395,18 +402,19 @@ def _probe_groups(
             for g in range(groups_n):
                 target = t_start + g * (duration - span) / (groups_n - 1)
                 container.seek(int(target / t_base), stream=stream, backward=True, any_frame=False)
-                grays: list[np.ndarray] = []
-                n = 0
+                peak: np.ndarray | None = None
+                n = taken = 0
                 for frame in container.decode(stream):
                     if frame.time is not None and frame.time < target - 0.5 / rate:
                         continue  # decoding from the keyframe before the target
                     if n % stride == 0:
-                        grays.append(gray(frame))
-                        if len(grays) == window:
+                        peak = gray(frame) if peak is None else np.maximum(peak, gray(frame), out=peak)
+                        taken += 1
+                        if taken == window:
                             break
                     n += 1
-                if grays:
-                    groups.append(grays)
+                if peak is not None:
+                    groups.append([peak])
     finally:
         container.close()
     return groups
