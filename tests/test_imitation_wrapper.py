@@ -100,13 +100,16 @@ def test_wrapper_pays_checkpoints_in_order_once_and_modes():
 
 def test_wrapper_threshold_and_observation_of_similarities():
     ck = _checkpoints([1, 2])
-    env = YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, threshold=1.0, observe_similarity=True)
+    env = YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, threshold=0.0, observe_similarity=True)
     obs, _ = env.reset(seed=0)
     assert set(obs) == {"obs", "similarity"} and obs["similarity"].shape == (2,)
     assert env.observation_space.contains(obs)
+    obs, r, *_ = env.step(0)  # still at place 0: similarity 0.0 to both checkpoints
+    assert r == 1.0  # similarity 0.0 is not > threshold 0.0: game reward only
+    np.testing.assert_allclose(obs["similarity"], [0.0, 0.0])
     obs, r, *_ = env.step(1)
-    assert r == 1.0  # similarity 1.0 is not > threshold 1.0: game reward only
-    np.testing.assert_allclose(obs["similarity"], [1.0, 0.0])  # similarities to the next two checkpoints
+    assert r == 1.5  # place 1 is checkpoint 0: similarity 1.0 > 0.0 pays
+    np.testing.assert_allclose(obs["similarity"], [0.0, -1.0])  # the next: place 2; none after it (-1)
 
 
 def test_vector_wrapper_matches_single_and_embeds_in_one_batch():
