@@ -132,7 +132,7 @@ class _SigtermAtStep(gym.Wrapper):
         return self.env.step(action)
 
 
-def test_sigterm_stops_after_the_update_and_saves_a_checkpoint(tmp_path):
+def test_sigterm_stops_after_the_update_and_saves_a_checkpoint(tmp_path, capfd):
     _SigtermAtStep.steps = 0
     cfg = PPOConfig(total_timesteps=4096, num_envs=1, num_steps=128, num_minibatches=2, update_epochs=1,
                     vector_mode="sync", checkpoint_every_updates=100)  # fmt: skip
@@ -143,9 +143,16 @@ def test_sigterm_stops_after_the_update_and_saves_a_checkpoint(tmp_path):
     assert result.stopped_early and result.global_step == 384
     assert load_agent(tmp_path / "checkpoint")[1]["global_step"] == 384
     assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
-    resumed = train_ppo([lambda: gym.make("CartPole-v1")], cfg, tmp_path, resume=True, progress=False,
+    assert load_agent(tmp_path / "checkpoint")[1]["hyperparameters"] == dataclasses.asdict(cfg)  # kept with it
+    # other learning settings on resume: taken, as the learning rate always was, but said (nothing on disk kept the
+    # first part's: hyperparameters.json is rewritten); where it runs (threads) is not a learning setting
+    other = dataclasses.replace(cfg, gamma=0.9, learning_rate=1e-3, torch_threads=2)
+    resumed = train_ppo([lambda: gym.make("CartPole-v1")], other, tmp_path, resume=True, progress=False,
                         tensorboard=False)  # fmt: skip
     assert not resumed.stopped_early and resumed.global_step == 4096
+    note = capfd.readouterr().err
+    assert "differ from the checkpoint's: learning_rate: 0.0002 -> 0.001, gamma: 0.99 -> 0.9." in note
+    assert "torch_threads" not in note
     # an evaluation due at the stopping update is skipped: the checkpoint is saved first (an evaluation of minutes
     # could outlast the grace period of a scheduler's SIGTERM and lose it)
     _SigtermAtStep.steps = 0

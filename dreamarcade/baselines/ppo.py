@@ -87,10 +87,19 @@ from dreamarcade.checkpoint import (
     unpack_state,
     with_prefix,
 )
-from dreamarcade.errors import CheckpointError, check_seed, input_checks, input_error_status
+from dreamarcade.errors import CheckpointError, check_seed, describe_changes, input_checks, input_error_status
 from dreamarcade.precision import flush_denormals
 
 CHECKPOINT_KIND = "ppo"
+# PPOConfig fields that say where and how a run goes and logs, not what it learns: a resume may change them freely
+RUN_SETTINGS = (
+    "device",
+    "torch_threads",
+    "vector_mode",
+    "checkpoint_every_updates",
+    "eval_every_steps",
+    "eval_episodes",
+)
 SIL_DIR = "self_imitation"  # the self-imitation episodes of a run (sil_coef > 0), beside checkpoint/
 
 
@@ -477,6 +486,18 @@ def build_agent(obs_space: gym.Space, action_space: gym.Space, config: PPOConfig
     )
 
 
+def _note_changed_settings(saved: Any, config: PPOConfig) -> None:
+    """On resume, say which learning settings differ from the checkpoint's (this run's apply from here on, as the
+    learning rate always did); checkpoints from before the settings were kept say nothing."""
+    if not isinstance(saved, dict):
+        return
+    now = dataclasses.asdict(config)  # JSON values only (validated: finite numbers, no tuples)
+    keys = [k for k in now if k in saved and k not in RUN_SETTINGS]
+    changed = describe_changes(saved, now, keys)
+    if changed:
+        print(f"Note: resuming with settings that differ from the checkpoint's: {changed}.", file=sys.stderr)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------------------------------------------------
@@ -806,6 +827,7 @@ def train_ppo(
                     )
                 check_agent_fits(loaded, obs_space, act_space, str(ckpt_dir))
                 check_same_network(loaded, agent, str(ckpt_dir))
+                _note_changed_settings(ck_cfg.get("hyperparameters"), config)
                 agent.load_state_dict(loaded.state_dict())
                 optimizer.load_state_dict(unpack_state(ck_cfg["optimizer"], tensors))
                 for group in optimizer.param_groups:  # the loaded state carries the old rate; this run's config sets it
@@ -1007,7 +1029,10 @@ def train_ppo(
                 next_eval += config.eval_every_steps
             if update % config.checkpoint_every_updates == 0 or update == num_updates or stop.requested:
                 env_tensors = envs.checkpoint_tensors() if hasattr(envs, "checkpoint_tensors") else None
-                extra = {"run_info": run_info} if run_info is not None else None
+                # the settings are kept with the weights: hyperparameters.json is rewritten by every (resumed) call
+                extra: dict[str, Any] = {"hyperparameters": dataclasses.asdict(config)}
+                if run_info is not None:
+                    extra["run_info"] = run_info
                 if sil is not None:  # before the agent: a resume drops the episodes that ended after its checkpoint
                     sil.save(run_dir / SIL_DIR, global_step)
                 save_agent(ckpt_dir, agent, optimizer, global_step, extra=extra, env_tensors=env_tensors)

@@ -38,6 +38,7 @@ import numpy as np
 
 from dreamarcade.baselines.common import claim_run_dir, plot_learning_curve, read_episodes, releases_run_dirs
 from dreamarcade.baselines.ppo import (
+    RUN_SETTINGS,
     PPOConfig,
     PPOResult,
     add_config_args,
@@ -232,7 +233,7 @@ def sonic_protocol(
         cfg.validate()
         # the learning settings too: a call with another learning rate or seed scored the remaining levels under the
         # same label, one mean from two methods (the device, threads and logging intervals change no score)
-        this_run["ppo"] = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _PROTOCOL_FREE}
+        this_run["ppo"] = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_SETTINGS}
         for game, state in levels:  # a level, scenario, reward scale or limit its envs would refuse at the first level
             check_level_settings(game, state, scenario, reward_scale, max_episode_steps)
         summary: dict[str, Any] = read_json_object(out) if out.exists() else {}
@@ -284,10 +285,6 @@ def sonic_protocol(
     summary["mean_score"] = _mean_score(scores)
     atomic_write_text(out, json_text(summary, indent=2))
     return summary
-
-
-# PPOConfig fields a protocol run may change between calls: where and how it runs and logs, not what it learns
-_PROTOCOL_FREE = ("device", "torch_threads", "checkpoint_every_updates", "eval_every_steps", "eval_episodes")
 
 
 def _mean_score(scores: dict[str, dict[str, Any]]) -> float:
