@@ -256,9 +256,9 @@ def checkpoint_exists(directory: str | os.PathLike[str]) -> bool:
 
 @contextlib.contextmanager
 def built_from_config(directory: str | os.PathLike[str], what: str) -> Iterator[None]:
-    """Turn a TypeError or ValueError raised while a model is built from its checkpoint's config into a
-    :class:`CheckpointError` naming the checkpoint: a field of the wrong type or value (edited by hand, or written
-    by another version). Wrap the building only, never a training loop.
+    """Turn a TypeError, ValueError, AttributeError or KeyError raised while a model is built from its checkpoint's
+    config into a :class:`CheckpointError` naming the checkpoint: a field of the wrong type or value (edited by hand,
+    or written by another version). Wrap the building only, never a training loop.
 
     >>> try:
     ...     with built_from_config("runs/wm/mdnrnn", "MDN-RNN checkpoint"):
@@ -271,10 +271,10 @@ def built_from_config(directory: str | os.PathLike[str], what: str) -> Iterator[
         yield
     except CheckpointError:
         raise  # already names its file (a missing field)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a str where an object was, a missing key
         raise CheckpointError(
-            f"{what} '{directory}' has a config it cannot be built from ({exc}). Pass a checkpoint written by the "
-            "matching trainer, or re-train."
+            f"{what} '{directory}' has a config it cannot be built from ({type(exc).__name__}: {exc}). Pass a "
+            "checkpoint written by the matching trainer, or re-train."
         ) from exc
 
 

@@ -103,6 +103,13 @@ def test_replay_buffer_metadata_with_a_missing_field_is_a_checkpoint_error(tmp_p
     (tmp_path / "rb" / "buffer.json").write_text("[]")
     with pytest.raises(CheckpointError, match="expected a JSON object"):
         buffer().load(tmp_path / "rb")
+    # fields of the wrong shape or kind: numpy's broadcast error named no file, a bad RNG state was a KeyError
+    for field, value in (("frames_written", [0, 0, 0]), ("rng", {"bit_generator": "PCG64"})):
+        buffer().save(tmp_path / "rb2")
+        _edit_json(tmp_path / "rb2" / "buffer.json", **{field: value})
+        with pytest.raises(CheckpointError, match=r"buffer.json' has a config it cannot be built from"):
+            buffer().load(tmp_path / "rb2")
+        shutil.rmtree(tmp_path / "rb2")
 
 
 def test_every_corrupt_byte_of_a_replay_buffer_array_is_a_checkpoint_error(tmp_path: Path) -> None:

@@ -389,6 +389,14 @@ def test_dqn_evaluate_uses_the_env_kwargs_it_was_trained_with(tmp_path) -> None:
     assert evaluate(ck, episodes=3, epsilon=0.0, video_path=None)["returns"] == [5.0, 5.0, 5.0]
     longer = evaluate(ck, episodes=3, epsilon=0.0, video_path=None, env_kwargs={"max_episode_steps": 8})
     assert longer["returns"] == [8.0, 8.0, 8.0]  # kwargs given explicitly still win
+    # a hand-edited checkpoint config: an AttributeError / TypeError traceback before, one error naming the file now
+    config = tmp_path / "run" / "checkpoint" / "config.json"
+    good = config.read_text()
+    for field, value in (("hyperparameters", "edited"), ("episodes", None)):
+        config.write_text(json.dumps({**json.loads(good), field: value}))
+        with pytest.raises(CheckpointError, match=r"DQN checkpoint '.*config.json' has a config it cannot be built"):
+            train(dataclasses.replace(cfg, env_kwargs='{"max_episode_steps": 5}', total_timesteps=400, resume=True))
+    config.write_text(good)
     # the video holds every step of every game, encoded as they come (a list of the frames grew to ~13 GiB)
     av = pytest.importorskip("av")
     ev = evaluate(ck, episodes=2, epsilon=0.0, video_path=tmp_path / "eval.mp4")

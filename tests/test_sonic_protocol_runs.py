@@ -294,6 +294,11 @@ def test_jerk_resume_refuses_a_cut_off_state_before_it_changes_the_run(tmp_path)
             state.write_bytes(bytes(bad))
             with contextlib.suppress(CheckpointError):
                 _load_state(tmp_path)
+        with np.load(state, allow_pickle=False) as z:  # valid JSON, not an object: a TypeError traceback before
+            arrays = {k: z[k] for k in z.files}
+        np.savez(state, **{**arrays, "run_info": np.array("[1, 2]")})
+        with pytest.raises(CheckpointError, match="Corrupt JERK state .*run_info is list, not an object"):
+            _load_state(tmp_path)
         state.write_bytes(good[:200])  # cut off (a copy interrupted, a full disk)
         before = {n: (tmp_path / n).read_bytes() for n in ("hyperparameters.json", "episodes.csv")}
         with pytest.raises(CheckpointError, match=r"Corrupt JERK state '.*jerk_state.npz'"):

@@ -495,29 +495,31 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
                     f"Checkpoint in {ckpt_dir} was trained on {ck['env_id']}, not {cfg.env_id}. "
                     f"Resume with --env-id {ck['env_id']}, or start a new --run-dir for {cfg.env_id}."
                 )
-            saved_kwargs = ck.get("hyperparameters", {}).get("env_kwargs")
-            if saved_kwargs is not None and _parsed_kwargs(saved_kwargs) != _parsed_kwargs(cfg.env_kwargs):
-                # another game of DQNAtari-v0 (or other env settings) in the same run would mix two tasks in one
-                # learning curve, and --evaluate would play the new one
-                raise CheckpointError(
-                    f"Checkpoint in {ckpt_dir} was trained with --env-kwargs '{saved_kwargs}', not "
-                    f"'{cfg.env_kwargs}'. Resume with --env-kwargs '{saved_kwargs}', or start a new --run-dir."
-                )
-            if ck["obs_shape"] != meta["obs_shape"] or ck["n_actions"] != n_actions:
-                raise CheckpointError(
-                    f"Checkpoint in {ckpt_dir} was trained on observations {ck['obs_shape']} "
-                    f"with {ck['n_actions']} actions, "
-                    f"but {cfg.env_id} has {meta['obs_shape']} and {n_actions}. Use the same --env-id."
-                )
-            q_network.load_state_dict(strip_prefix(tensors, "q"))
-            target_network.load_state_dict(strip_prefix(tensors, "target"))
-            optimizer.load_state_dict(unpack_state(ck["optimizer"], tensors))
-            for group in optimizer.param_groups:  # the saved state carries the old rate; this run's flag wins
-                group["lr"] = cfg.learning_rate
-            _note_changed_hyperparameters(ck.get("hyperparameters", {}), cfg)
-            rng = unpack_state(ck["rng"], tensors)
-            torch.set_rng_state(rng["torch"].cpu())  # loaded onto the training device with the rest
-            start_step, episodes_done = int(ck["global_step"]), int(ck["episodes"])
+            # a hand-edited field (a string where an object was, null for a count) is one line naming the file
+            with built_from_config(ckpt_dir / "config.json", "DQN checkpoint"):
+                saved_kwargs = ck.get("hyperparameters", {}).get("env_kwargs")
+                if saved_kwargs is not None and _parsed_kwargs(saved_kwargs) != _parsed_kwargs(cfg.env_kwargs):
+                    # another game of DQNAtari-v0 (or other env settings) in the same run would mix two tasks in one
+                    # learning curve, and --evaluate would play the new one
+                    raise CheckpointError(
+                        f"Checkpoint in {ckpt_dir} was trained with --env-kwargs '{saved_kwargs}', not "
+                        f"'{cfg.env_kwargs}'. Resume with --env-kwargs '{saved_kwargs}', or start a new --run-dir."
+                    )
+                if ck["obs_shape"] != meta["obs_shape"] or ck["n_actions"] != n_actions:
+                    raise CheckpointError(
+                        f"Checkpoint in {ckpt_dir} was trained on observations {ck['obs_shape']} "
+                        f"with {ck['n_actions']} actions, "
+                        f"but {cfg.env_id} has {meta['obs_shape']} and {n_actions}. Use the same --env-id."
+                    )
+                q_network.load_state_dict(strip_prefix(tensors, "q"))
+                target_network.load_state_dict(strip_prefix(tensors, "target"))
+                optimizer.load_state_dict(unpack_state(ck["optimizer"], tensors))
+                for group in optimizer.param_groups:  # the saved state carries the old rate; this run's flag wins
+                    group["lr"] = cfg.learning_rate
+                _note_changed_hyperparameters(ck.get("hyperparameters", {}), cfg)
+                rng = unpack_state(ck["rng"], tensors)
+                torch.set_rng_state(rng["torch"].cpu())  # loaded onto the training device with the rest
+                start_step, episodes_done = int(ck["global_step"]), int(ck["episodes"])
             note_nothing_to_train(start_step, cfg.total_timesteps)
             for log in ("episodes.csv", "metrics.csv"):  # rows of a crash after the checkpoint: those steps replay
                 drop_rows_after(run_dir / log, start_step)

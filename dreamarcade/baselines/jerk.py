@@ -233,6 +233,8 @@ def _load_state(run_dir: Path) -> tuple[list[tuple[list[float], list[np.ndarray]
             scores = np.split(z["scores"], score_split) if len(z["score_lengths"]) else []
             solutions = [(list(map(float, sc)), list(sq)) for sc, sq in zip(scores, seqs, strict=True)]
             info = json.loads(str(z["run_info"])) if "run_info" in z.files else None  # None: an older state
+            if info is not None and not isinstance(info, dict):  # valid JSON, but not what was written
+                raise ValueError(f"run_info is {type(info).__name__}, not an object")
             return solutions, int(z["steps"]), info
     except Exception as exc:  # zipfile and numpy raise many kinds on bad bytes (NotImplementedError, EOFError...)
         raise CheckpointError(

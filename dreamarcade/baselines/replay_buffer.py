@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamarcade.checkpoint import read_json_object
+from dreamarcade.checkpoint import built_from_config, read_json_object
 from dreamarcade.errors import CheckpointError
 
 _SAVED_ARRAYS = ("frames", "ptr", "actions", "rewards", "terminated")
@@ -405,8 +405,12 @@ class ReplayBuffer:
                     f"expected {dest.dtype}{list(want)} (truncated or from another run)."
                 )
             dest[:, : want[1]] = arr
-        for name in _SAVED_COUNTERS:
-            getattr(self, name)[:] = np.asarray(info[name], dtype=np.int64)
-        self.rng.bit_generator.state = info["rng"]
+        with built_from_config(directory / "buffer.json", "The replay buffer's record"):  # edited: one line
+            for name in _SAVED_COUNTERS:
+                counter = np.asarray(info[name], dtype=np.int64)
+                if counter.shape != (self.num_envs,):  # numpy's broadcast error named no file
+                    raise ValueError(f"{name} holds {counter.shape[0] if counter.ndim else 'no'} values, one per env")
+                getattr(self, name)[:] = counter
+            self.rng.bit_generator.state = info["rng"]
         self.end_episodes()
         return dict(info.get("meta", {}))
