@@ -165,6 +165,11 @@ def save_checkpoint(
             finishes = False
         if finishes:
             os.replace(pending, directory / CONFIG_FILE)
+    # temporary files of a save killed mid-write (nothing else writes here: a run directory has one writer) are
+    # never renamed into place: without this, every kill left a copy of the weights behind
+    for name in (WEIGHTS_FILE, PENDING_CONFIG_FILE):
+        for stale in directory.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     atomic_write_text(pending, json.dumps(full, indent=2, sort_keys=True, default=_json_default))
     atomic_write_bytes(weights, blob)
     os.replace(pending, directory / CONFIG_FILE)

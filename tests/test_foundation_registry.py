@@ -317,8 +317,12 @@ def test_checkpoint_save_cut_off_at_any_rename_leaves_a_complete_checkpoint(tmp_
     # renames 1 (pending config) and 2 (weights) not done: the old checkpoint; after the weights: the new one
     assert cfg["step"] == (2 if cut_at == 3 else 1)
     assert torch.equal(tensors["w"], torch.full((3,), float(cfg["step"] - 1)))
+    # a save killed mid-write (SIGKILL: no cleanup ran) leaves its temporary files; the next save removes them
+    (d / f".{ck.WEIGHTS_FILE}.x1y2.tmp").write_bytes(b"half of the weights")
+    (d / f".{ck.PENDING_CONFIG_FILE}.x1y2.tmp").write_text("{")
     save_checkpoint(d, {"w": torch.full((3,), 2.0)}, {"kind": "dqn", "step": 3})  # the next save completes
     assert load_checkpoint(d)[1]["step"] == 3 and not (d / ck.PENDING_CONFIG_FILE).exists()
+    assert not list(d.glob(".*.tmp"))
 
 
 def test_checkpoint_cut_off_twice_still_loads_the_last_complete_save(tmp_path, monkeypatch) -> None:
