@@ -492,12 +492,8 @@ class CheckpointTracker:
             raise ValueError("a checkpoint trajectory needs at least one checkpoint")
         if skip < 0:
             raise ValueError(f"skip must be >= 0, got {skip}")
-        self.n, self.threshold, self.reward, self.skip = (
-            num_checkpoints,
-            check_threshold(threshold),
-            float(reward),
-            int(skip),
-        )
+        self.n, self.reward, self.skip = num_checkpoints, float(reward), int(skip)
+        self.threshold = check_threshold(threshold)  # 1 or more can never be passed
         self.next = 0  # index of the next checkpoint expected
         self.paid = np.zeros(num_checkpoints, bool)
 

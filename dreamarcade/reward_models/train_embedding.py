@@ -609,9 +609,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = p.parse_args(argv)
     given = given_flags(p, sys.argv[1:] if argv is None else argv)
-    if a.cmc_weight == 0 and given & {"cmc_binary", "cmc_event_fraction"}:  # saved in the checkpoint, used by nothing
-        flags = " and ".join(f"--{f.replace('_', '-')}" for f in sorted(given & {"cmc_binary", "cmc_event_fraction"}))
-        p.error(f"{flags} set CMC's sampling, which --cmc-weight 0 (TDC only) does not train: leave them out")
+    cmc_only = sorted(given & {"cmc_binary", "cmc_event_fraction"})
+    if a.cmc_weight == 0 and cmc_only:  # saved in the checkpoint as if used, and used by nothing
+        flags = " and ".join(f"--{f.replace('_', '-')}" for f in cmc_only)
+        them = "them" if cmc_only[1:] else "it"
+        p.error(f"{flags} set CMC's sampling, which --cmc-weight 0 (TDC only) does not train: leave {them} out")
     if a.cmc_binary < 0:  # was taken as 0 (the 6-way classes) without a word
         p.error(f"--cmc-binary must be >= 0 (0: the 6 TDC intervals), got {a.cmc_binary}")
     cfg = EmbeddingConfig.paper() if a.paper_size else EmbeddingConfig()
