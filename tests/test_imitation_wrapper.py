@@ -379,6 +379,17 @@ def test_float_frames_numpy_crops_and_bad_spacings_are_handled_clearly():
     too_big = YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, crop=(10, 10, 0, 0))
     with pytest.raises(ValueError, match=r"leaves nothing of a 16x16 frame"):  # was an OpenCV assertion
         too_big.reset(seed=0)
+    # an action outside the Discrete space: ALE played -1 as its last action and failed on 18 with an IndexError
+    single = YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck)
+    single.reset(seed=0)
+    vector = YouTubeImitationRewardVector(gym.vector.SyncVectorEnv([CorridorEnv] * 2), ColourEmbedder(), ck)
+    vector.reset(seed=0)
+    for bad in (-1, 3, 1.5):
+        with pytest.raises(gym.error.InvalidAction, match=r"not in the action space Discrete\(3\); pass an int in"):
+            single.step(bad)
+        with pytest.raises(gym.error.InvalidAction, match="not in the action space Discrete"):
+            vector.step(np.array([0, bad]))
+    single.step(np.int64(1)), vector.step(np.array([1, 2]))  # numpy ints are actions
     # NaN never paid, 1.5 was truncated to 1; a threshold of 1 or more (a similarity is at most 1) never paid either
     bads = ({"threshold": float("nan")}, {"threshold": 1.0}, {"reward": float("inf")}, {"skip": 1.5}, {"skip": -1})
     for bad in bads:

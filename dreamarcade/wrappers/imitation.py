@@ -69,6 +69,20 @@ from dreamarcade.reward_models.video import BORDER_THRESHOLD, CropBox, detect_bo
 __all__ = ["YouTubeImitationReward", "YouTubeImitationRewardVector", "load_imitation_model"]
 
 
+def _check_discrete(space: gym.Space, actions: np.ndarray) -> None:
+    """Refuse actions outside a ``Discrete`` space (one per env in ``actions``): ALE indexes its action list with
+    them, so -1 played the last action without a word and 18 was an IndexError. Other spaces are the env's to check."""
+    if not isinstance(space, spaces.Discrete):
+        return
+    lo, n = int(space.start), int(space.n)
+    ok = actions.dtype.kind in "iu" and bool(np.all((actions >= lo) & (actions < lo + n)))
+    if not ok and not all(space.contains(a) for a in actions.tolist()):  # a float 2.0 the space takes still passes
+        raise gym.error.InvalidAction(
+            f"action {actions.tolist() if actions.size > 1 else actions.tolist()[0]!r} is not in the action space "
+            f"{space}; pass an int in [{lo}, {lo + n})"
+        )
+
+
 def load_imitation_model(
     directory: str | os.PathLike[str], fused: bool = True, num_threads: int | None = None, precision: str = "fp32"
 ) -> tuple[FrameStackEmbedder, CheckpointTrajectory]:
@@ -402,6 +416,7 @@ class YouTubeImitationReward(gym.Wrapper, _ImitationCore):
         return self._observe(obs), info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        _check_discrete(self.env.action_space, np.asarray(action)[None])
         obs, env_reward, terminated, truncated, info = self.env.step(action)
         self._advance()
         self._write(0, _rgb_frame(obs, self.env), fresh=False)
@@ -554,6 +569,7 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
         return self._observe(obs), _with_masks(info, values, reset)
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        _check_discrete(self.env.single_action_space, np.asarray(actions))
         obs, env_reward, terminated, truncated, info = self.env.step(actions)
         done = np.logical_or(terminated, truncated)
         frames = obs
