@@ -83,6 +83,8 @@ def test_real_carracing_passes_check_env() -> None:
     _check(env)
     obs, _ = env.reset(seed=0)
     assert obs.shape == (64, 64, 3)
+    with pytest.raises(ValueError, match=r"non-finite action \[nan, 0.0, 0.0\]"):  # it steered nowhere silently
+        env.unwrapped.step(np.array([np.nan, 0.0, 0.0], np.float32))
     env.close()
 
 
@@ -104,7 +106,11 @@ def test_real_takecover_is_paper_faithful() -> None:
     with pytest.raises(ValueError, match="shape"):
         env.reset(seed=0)
         env.step(np.zeros(2, np.float32))
+    with pytest.raises(ValueError, match="non-finite action"):  # NaN compared false: a silent no-op
+        env.unwrapped.step(np.array([np.nan], np.float32))
     env.close()
+    # before the first reset, render() gives a black frame of the screen's size (it was always 120x160)
+    assert TakeCoverEnv(render_mode="rgb_array", screen_resolution="RES_640X480").render().shape == (480, 640, 3)
 
 
 def test_real_takecover_seeded_determinism() -> None:

@@ -30,6 +30,9 @@ def crop_car_frame(frame: np.ndarray, size: int = 64) -> np.ndarray:
 class CarRacing64Env(gym.Env):
     """CarRacing with the paper's 64x64 frames. Actions are CarRacing's: [steer, gas, brake].
 
+    Values outside the action box are taken as Gymnasium's CarRacing takes them (gas is clipped to [0, 1], the
+    steering joint saturates, brake above 0.9 locks the wheels); a non-finite one is refused.
+
     Example:
         >>> import gymnasium as gym, dreamarcade
         >>> env = gym.make("CarRacing64-v0")
@@ -66,6 +69,8 @@ class CarRacing64Env(gym.Env):
         a = np.asarray(action, dtype=np.float32)
         if a.shape != (3,):
             raise ValueError(f"CarRacing takes an action of shape (3,) [steer, gas, brake], got shape {a.shape}.")
+        if not np.isfinite(a).all():  # NaN steered nowhere without a word
+            raise ValueError(f"CarRacing got a non-finite action {a.tolist()}: check the policy.")
         obs, reward, terminated, truncated, info = self._env.step(a)
         self._steps += 1
         truncated = truncated or (not terminated and self.max_steps is not None and self._steps >= self.max_steps)

@@ -18,6 +18,7 @@ The frame is not inverted (hardmaru's code inverts it, zacwellmer's does not; th
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import cv2
@@ -54,6 +55,9 @@ def action_to_buttons(action: float) -> list[int]:
 
 class TakeCoverEnv(gym.Env):
     """ViZDoom TakeCover, paper-faithful: 64x64x3 frames, one continuous action, score = steps survived.
+
+    The action's threshold rule (:func:`action_to_buttons`) reads any finite value: beyond [-1, 1] it presses the
+    same button as -1 / 1. A non-finite one is refused.
 
     Example:
         >>> import gymnasium as gym, dreamarcade
@@ -132,6 +136,8 @@ class TakeCoverEnv(gym.Env):
         a = np.asarray(action, dtype=np.float32)
         if a.size != 1:
             raise ValueError(f"TakeCover takes one continuous action in [-1, 1] (shape (1,)), got shape {a.shape}.")
+        if not np.isfinite(a).all():  # NaN compared false and played a no-op, as the dream env refuses it
+            raise ValueError(f"TakeCover got a non-finite action {a.tolist()}: check the policy.")
         if self._game.is_episode_finished():  # stepped past the end: no more survival reward (call reset())
             return self._observe(), 0.0, True, False, {"steps": self._steps}
         reward = float(self._game.make_action(action_to_buttons(float(a.reshape(-1)[0]))))
@@ -143,8 +149,10 @@ class TakeCoverEnv(gym.Env):
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
-        if self._last_screen is None:
-            return np.zeros((120, 160, 3), np.uint8)
+        if self._last_screen is None:  # before the first reset: a black frame of the screen's size
+            size = re.fullmatch(r"RES_(\d+)X(\d+)", self._resolution)
+            w, h = (int(size[1]), int(size[2])) if size else (160, 120)
+            return np.zeros((h, w, 3), np.uint8)
         return np.array(self._last_screen, copy=True)
 
     def close(self) -> None:
