@@ -5,7 +5,8 @@ by this project on three domain-shifted demonstration videos and the checkpoint 
 (see the README's Video imitation section for how they were made).
 
 The env is ``ALE/MontezumaRevenge-v5`` with frameskip 4 (15 Hz, the rate the videos are embedded at) and, by
-default, no sticky actions (``repeat_action_probability=0.0``), wrapped in
+default, no sticky actions (``repeat_action_probability=0.0``; the game is deterministic, so then a reset's seed
+changes nothing: the agent's random no-op starts, or ``repeat_action_probability=0.25``, vary it), wrapped in
 :class:`~dreamarcade.wrappers.imitation.YouTubeImitationReward`. Observations are the RGB frames (210, 160, 3)
 (or a Dict with the checkpoint similarities when ``observe_similarity=True``). ``info["episode"]`` (from
 RecordEpisodeStatistics, below the reward wrapper) holds the game score; a recorder put around the env (SB3's
