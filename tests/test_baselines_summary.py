@@ -136,6 +136,10 @@ def test_run_logger_drops_a_cut_last_line_before_appending_and_tensorboard_purge
     with RunLogger(tmp_path, tensorboard=False) as log:
         log.log_episode(step=380, episodic_return=7.0, episodic_length=50)
     assert read_episodes(path)[0].tolist() == [100, 200, 350, 380]
+    # a row edited by hand: float()'s "could not convert string to float: ''" named neither file nor row
+    path.write_text(path.read_text().replace("350,", ",", 1))
+    with pytest.raises(ValueError, match=r"episodes.csv, line 4: step '' is not a number .*fix or delete that row"):
+        drop_rows_after(path, 360)
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -821,4 +821,7 @@ def test_video_writer_streams_frames_and_leaves_no_video_when_cut_off(tmp_path) 
         video.add(np.zeros((8, 10, 3), np.uint8))
     with pytest.raises(ValueError, match="write_video got no frames"):
         write_video([], tmp_path / "none.mp4")
+    for bad in (np.full((8, 8, 3), 0.8, np.float32), np.full((8, 8, 3), 300)):  # cast to black / wrapped to 44
+        with pytest.raises(ValueError, match="VideoWriter takes uint8 frames"):
+            write_video([bad], tmp_path / "bad.mp4")
     assert not list(tmp_path.glob("*none*"))

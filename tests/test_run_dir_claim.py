@@ -161,6 +161,7 @@ def test_a_trainer_that_fails_or_refuses_its_input_releases_its_claim(tmp_path: 
     assert _claimable_by_another_process(run)
     dqn_dir = tmp_path / "dqn"
     assert dqn_main(["--env-id", "CartPole-v1", "--resume", "--run-dir", str(dqn_dir), "--no-progress"]) == 2
+    assert not dqn_dir.exists()  # a mistyped --resume path was left behind, holding only the lock file
     assert _claimable_by_another_process(dqn_dir)  # (no checkpoint to resume)
     wm_dir = tmp_path / "wm"
     assert W.main(["train-vae", "--env", "doom", "--run-dir", str(wm_dir)]) == 2  # no collected frames

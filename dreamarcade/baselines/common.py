@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -285,7 +286,7 @@ def drop_rows_after(csv_path: str | os.PathLike[str], step: int) -> int:
     if log is None:
         return 0
     header, rows, col = log
-    kept = [r for r in rows if len(r) == len(header) and float(r[col]) <= step]
+    kept = [r for r, s in _whole_rows(path, header, rows, col) if s <= step]
     if len(kept) == len(rows):
         return 0
     _rewrite_csv(path, header, kept)
@@ -298,8 +299,24 @@ def last_logged_step(csv_path: str | os.PathLike[str]) -> float | None:
     if log is None:
         return None
     header, rows, col = log
-    steps = [float(r[col]) for r in rows if len(r) == len(header)]
+    steps = [s for _, s in _whole_rows(Path(csv_path), header, rows, col)]
     return max(steps) if steps else None
+
+
+def _whole_rows(path: Path, header: list[str], rows: list[list[str]], col: int) -> list[tuple[list[str], float]]:
+    """The rows of a step log with all their fields, each with its step; a step that is no number is a ValueError
+    naming the file and the row (float()'s own message named neither)."""
+    out = []
+    for i, r in enumerate(rows):
+        if len(r) != len(header):
+            continue
+        try:
+            out.append((r, float(r[col])))
+        except ValueError:
+            raise ValueError(
+                f"{path}, line {i + 2}: step {r[col]!r} is not a number (edited by hand?): fix or delete that row"
+            ) from None
+    return out
 
 
 def _rewrite_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
@@ -473,6 +490,9 @@ class VideoWriter:
     def add(self, frame: np.ndarray) -> None:
         """Encode one (H, W, 3) or (H, W) uint8 frame; every frame must have the first one's size."""
         f = np.asarray(frame)
+        if f.dtype != np.uint8 or f.ndim not in (2, 3) or (f.ndim == 3 and f.shape[2] != 3):
+            # a float frame in [0, 1] was cast to black, 300 wrapped to 44
+            raise ValueError(f"VideoWriter takes uint8 frames (H, W, 3) or (H, W), got {f.dtype} {f.shape}")
         if f.ndim == 2:
             f = np.repeat(f[..., None], 3, axis=2)
         if self._container is None:
@@ -817,7 +837,8 @@ class RunDirBusyError(DreamArcadeError, BlockingIOError):
 
 
 LOCK_FILE = ".dreamarcade.lock"
-_claims: dict[Path, tuple[Any, int]] = {}  # run directory -> (the open, flock-ed lock file, the claiming thread)
+# run directory -> (the open, flock-ed lock file, the claiming thread, whether the claim created the directory)
+_claims: dict[Path, tuple[Any, int, bool]] = {}
 _claims_guard = threading.Lock()
 _F = typing.TypeVar("_F", bound=Callable[..., Any])
 
@@ -843,6 +864,7 @@ def claim_run_dir(run_dir: str | os.PathLike[str]) -> None:
     """
     path = Path(run_dir).resolve()
     check_folder_path(path)
+    created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
@@ -872,15 +894,23 @@ def claim_run_dir(run_dir: str | os.PathLike[str]) -> None:
         lock.truncate()
         lock.write(f"{os.getpid()}\n")
         lock.flush()
-        _claims[path] = (lock, threading.get_ident())
+        _claims[path] = (lock, threading.get_ident(), created)
 
 
 def release_run_dir(run_dir: str | os.PathLike[str]) -> None:
-    """End this process's claim on ``run_dir`` (:func:`claim_run_dir`); nothing happens without one."""
+    """End this process's claim on ``run_dir`` (:func:`claim_run_dir`); nothing happens without one. A directory
+    the claim created and nothing was written to (a refused ``--resume`` of a mistyped path) is removed again."""
+    path = Path(run_dir).resolve()
     with _claims_guard:
-        held = _claims.pop(Path(run_dir).resolve(), None)
-    if held is not None:
-        held[0].close()  # closing the file releases the flock
+        held = _claims.pop(path, None)
+    if held is None:
+        return
+    lock, _, created = held
+    lock.close()  # closing the file releases the flock
+    if created and [p.name for p in path.iterdir()] == [LOCK_FILE]:
+        with contextlib.suppress(OSError):  # another process may claim it meanwhile: then it stays
+            (path / LOCK_FILE).unlink()
+            path.rmdir()
 
 
 def releases_run_dirs(fn: _F) -> _F:
@@ -910,7 +940,7 @@ def releases_run_dirs(fn: _F) -> _F:
             return fn(*args, **kwargs)
         finally:
             with _claims_guard:
-                new = [p for p, (_, owner) in _claims.items() if p not in before and owner == me]
+                new = [p for p, (_, owner, _) in _claims.items() if p not in before and owner == me]
             for path in new:
                 release_run_dir(path)
 
