@@ -81,13 +81,28 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp creates 0600 files; give the result the usual 0644 (or the mode of the file it replaces)
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        # mkstemp creates 0600 files; give the result the mode of the file it replaces, or a new file's (the umask's:
+        # it was always 0644, readable by all under a umask of 077)
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux); else set and restored."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def check_output_file(path: str | os.PathLike[str], what: str) -> None:

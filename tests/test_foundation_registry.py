@@ -323,6 +323,13 @@ def test_checkpoint_save_cut_off_at_any_rename_leaves_a_complete_checkpoint(tmp_
     save_checkpoint(d, {"w": torch.full((3,), 2.0)}, {"kind": "dqn", "step": 3})  # the next save completes
     assert load_checkpoint(d)[1]["step"] == 3 and not (d / ck.PENDING_CONFIG_FILE).exists()
     assert not list(d.glob(".*.tmp"))
+    # a new file gets the umask's mode (it was always 0644: readable by all under a umask of 077)
+    old_mask = os.umask(0o077)
+    try:
+        save_checkpoint(tmp_path / "private", {"w": torch.zeros(1)}, {"kind": "dqn"})
+    finally:
+        os.umask(old_mask)
+    assert {(p.stat().st_mode & 0o777) for p in (tmp_path / "private").iterdir()} == {0o600}
 
 
 def test_checkpoint_cut_off_twice_still_loads_the_last_complete_save(tmp_path, monkeypatch) -> None:
