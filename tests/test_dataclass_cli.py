@@ -65,6 +65,16 @@ def test_help_shows_each_fields_help_and_default() -> None:
     assert "{fast,exact}" in text
 
 
+def test_a_percent_sign_in_a_help_text_is_shown_not_formatted() -> None:
+    @dataclasses.dataclass
+    class Cfg:
+        keep: float = help_field("keep the top 5% of episodes", 0.05)
+
+    parser = argparse.ArgumentParser()
+    add_dataclass_args(parser, Cfg)
+    assert "keep the top 5% of episodes (default: 0.05)" in " ".join(parser.format_help().split())  # a ValueError
+
+
 def test_given_only_leaves_flags_not_given_as_none_and_exclude_drops_flags() -> None:
     ns = _parser(given_only=True, exclude=("verbose",)).parse_args(["--mode", "fast"])
     assert vars(ns) == {

@@ -256,3 +256,17 @@ def test_a_second_bundle_into_the_same_destination_is_refused_before_it_touches_
     assert not any(p.name == LOCK_FILE for p in dest.rglob("*"))
     with held_by_another_process(dest, claim="dreamarcade.baselines.world_models:_claim_bundle_dest"):
         pass  # the claim ended with the bundle: another process may bundle now
+
+
+def test_a_filesystem_without_file_locks_warns_and_runs_unlocked(tmp_path: Path, monkeypatch) -> None:
+    """NFS without lockd, Lustre without flock: flock fails with ENOLCK, and every run stopped on a raw OSError."""
+    import errno
+    import fcntl
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="cannot lock files .*No locks available.*start one run per directory"):
+        claim_run_dir(tmp_path / "run")
+    release_run_dir(tmp_path / "run")  # nothing was held: nothing to release

@@ -28,6 +28,7 @@ import signal
 import sys
 import threading
 import typing
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -703,10 +704,10 @@ def add_dataclass_args(
             default = getattr(defaults, f.name)
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        shown = str(default).replace("%", "%%")  # argparse %-formats help texts
+        text = " ".join(filter(None, [f.metadata.get("help"), f"(default: {default})"]))
         kw: dict[str, Any] = {
             "default": None if given_only else default,
-            "help": " ".join(filter(None, [f.metadata.get("help"), f"(default: {shown})"])),
+            "help": text.replace("%", "%%"),  # argparse %-formats help texts: "5%" in a help text broke --help
         }
         ftype, optional = hints[f.name], False
         args = [a for a in typing.get_args(ftype) if a is not type(None)]
@@ -890,6 +891,14 @@ def claim_run_dir(run_dir: str | os.PathLike[str]) -> None:
             )
             busy.holder = holder
             raise busy from None
+        except OSError as exc:
+            lock.close()  # a filesystem without flock (NFS without lockd): a raw OSError stopped every run
+            warnings.warn(
+                f"{run_dir}: this filesystem cannot lock files ({exc.strerror}), so a second run started in this "
+                "directory would not be stopped: start one run per directory.",
+                stacklevel=2,
+            )
+            return
         lock.seek(0)
         lock.truncate()
         lock.write(f"{os.getpid()}\n")
