@@ -19,6 +19,7 @@ from dreamarcade.baselines.ppo import (
     ActorCritic,
     PPOConfig,
     describe_space,
+    gae,
     load_agent,
     main,
     save_agent,
@@ -547,3 +548,29 @@ def test_a_lost_life_is_not_an_episode_in_training_logs_or_evaluation(tmp_path):
     with open(tmp_path / "pong" / "episodes.csv", newline="") as f:
         assert [int(r["episodic_length"]) for r in csv.DictReader(f)] == [50] * 5
     assert len(evaluate_policy(agent, [capped], episodes=1, mode="sync", seed=0)[0]) == 1
+
+
+def test_gae_matches_the_discounted_sum_of_td_errors_within_each_episode():
+    """The advantage of step t is sum_l (gamma lambda)^l delta_(t+l) over the rest of its own episode, each delta
+    bootstrapping only from a step of the same episode (ppo2's convention: dones[t] marks obs[t] as a new start)."""
+    rng = np.random.default_rng(0)
+    T, N, gamma, lam = 12, 3, 0.9, 0.8
+    rewards, values = rng.normal(size=(T, N)), rng.normal(size=(T, N))
+    dones = (rng.random((T, N)) < 0.25).astype(float)
+    next_value, next_done = rng.normal(size=N), np.array([0.0, 1.0, 0.0])
+    expected = np.zeros((T, N))
+    for n in range(N):
+        # the step after step t, and whether it belongs to the same episode
+        after_v = np.append(values[1:, n], next_value[n])
+        same = 1.0 - np.append(dones[1:, n], next_done[n])
+        delta = rewards[:, n] + gamma * after_v * same - values[:, n]
+        for t in range(T):
+            total, weight = 0.0, 1.0
+            for u in range(t, T):
+                total += weight * delta[u]
+                if not same[u]:
+                    break
+                weight *= gamma * lam
+            expected[t, n] = total
+    as_t = [torch.as_tensor(x, dtype=torch.float64) for x in (rewards, values, dones, next_value, next_done)]
+    np.testing.assert_allclose(gae(*as_t, gamma, lam).numpy(), expected, rtol=1e-12)

@@ -486,6 +486,41 @@ def build_agent(obs_space: gym.Space, action_space: gym.Space, config: PPOConfig
     )
 
 
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    next_value: torch.Tensor,
+    next_done: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> torch.Tensor:
+    """Generalised advantage estimates (T, N) of a rollout, as CleanRL's / ppo2's.
+
+    ``dones[t]`` marks ``obs[t]`` as the first of a new episode (the previous step ended one), so step t bootstraps
+    from step t + 1 only when ``dones[t + 1]`` is 0; ``next_value`` / ``next_done`` are the step after the rollout's
+    last. An episode end (terminated or truncated, as in ppo2) stops both the bootstrap and the advantage sum.
+
+    Example (one env, an episode ending after step 1: step 1's advantage is its reward minus its value):
+        >>> import torch
+        >>> from dreamarcade.baselines.ppo import gae
+        >>> r, v = torch.tensor([[1.0], [1.0], [1.0]]), torch.tensor([[0.5], [0.5], [0.5]])
+        >>> d = torch.tensor([[0.0], [0.0], [1.0]])  # obs[2] starts a new episode
+        >>> gae(r, v, d, torch.tensor([0.5]), torch.tensor([0.0]), gamma=1.0, lam=1.0).flatten().tolist()
+        [1.5, 0.5, 1.0]
+    """
+    T = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = torch.zeros_like(rewards[0])
+    for t in reversed(range(T)):
+        nonterminal = 1.0 - (next_done if t == T - 1 else dones[t + 1])
+        nextvalues = next_value if t == T - 1 else values[t + 1]
+        delta = rewards[t] + gamma * nextvalues * nonterminal - values[t]
+        lastgaelam = delta + gamma * lam * nonterminal * lastgaelam
+        advantages[t] = lastgaelam
+    return advantages
+
+
 def _note_changed_settings(saved: Any, config: PPOConfig) -> None:
     """On resume, say which learning settings differ from the checkpoint's (this run's apply from here on, as the
     learning rate always did); checkpoints from before the settings were kept say nothing."""
@@ -933,14 +968,7 @@ def train_ppo(
             # ---- advantages (GAE) -----------------------------------------------------------------------------------
             with torch.no_grad():
                 next_value = agent.get_value(next_obs, lstm_state, next_done)
-                advantages = torch.zeros_like(rewards)
-                lastgaelam = torch.zeros(N, device=device)
-                for t in reversed(range(T)):
-                    nonterminal = 1.0 - (next_done if t == T - 1 else dones[t + 1])
-                    nextvalues = next_value if t == T - 1 else values[t + 1]
-                    delta = rewards[t] + config.gamma * nextvalues * nonterminal - values[t]
-                    lastgaelam = delta + config.gamma * config.gae_lambda * nonterminal * lastgaelam
-                    advantages[t] = lastgaelam
+                advantages = gae(rewards, values, dones, next_value, next_done, config.gamma, config.gae_lambda)
                 returns = advantages + values
 
             # ---- optimise the clipped surrogate ---------------------------------------------------------------------
