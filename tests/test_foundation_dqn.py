@@ -15,7 +15,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dreamarcade.baselines.dqn import DQNConfig, NatureCNN, evaluate, learner_forward, linear_schedule, train
+from dreamarcade.baselines.dqn import (
+    DQNConfig,
+    NatureCNN,
+    evaluate,
+    learner_forward,
+    linear_schedule,
+    load_q_network,
+    train,
+)
 from dreamarcade.baselines.replay_buffer import ReplayBuffer
 from dreamarcade.errors import CheckpointError
 
@@ -51,6 +59,24 @@ class Corridor(gym.Env):
 
 
 gym.register("TestCorridor-v0", entry_point=Corridor)
+
+
+class OneStep(gym.Env):
+    """Every episode is one step: action 0 pays 1, action 1 pays 0, and the episode terminates."""
+
+    metadata = {"render_modes": []}
+    observation_space = gym.spaces.Box(0.0, 1.0, shape=(2,), dtype=np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.ones(2, np.float32), {}
+
+    def step(self, action):
+        return np.ones(2, np.float32), float(action == 0), True, False, {}
+
+
+gym.register("TestOneStep-v0", entry_point=OneStep)
 
 
 class PixelCorridor(gym.Env):
@@ -308,6 +334,16 @@ def test_dqn_resume_continues_the_schedule(tmp_path) -> None:
     assert max(after) <= linear_schedule(1.0, 0.02, int(0.4 * 1600), 1000) + 1e-6  # not restarted at 1.0
     with pytest.raises(CheckpointError, match="trained on TestCorridor-v0, not CartPole-v1.*--env-id TestCorridor-v0"):
         train(_small_cfg(tmp_path, env_id="CartPole-v1", total_timesteps=1700, resume=True))
+
+
+def test_dqn_values_a_terminal_step_by_its_reward_alone(tmp_path) -> None:
+    """Q of a step that ends the episode is its reward: bootstrapping from the next state there (a lost
+    ``1 - terminated``) drove Q(s, 0) towards 1 / (1 - gamma) = 20 while the greedy policy stayed right."""
+    train(_small_cfg(tmp_path, env_id="TestOneStep-v0", total_timesteps=1500, learning_starts=100))
+    q, _ = load_q_network(tmp_path / "run" / "checkpoint")
+    with torch.no_grad():
+        values = q(torch.ones(1, 2)).squeeze(0).tolist()
+    assert values == pytest.approx([1.0, 0.0], abs=0.15)
 
 
 def test_dqn_resume_past_its_total_says_nothing_is_trained(tmp_path, capsys) -> None:
