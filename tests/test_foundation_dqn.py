@@ -250,11 +250,14 @@ def test_buffer_truncation_keeps_bootstrap_and_timeout_next_obs() -> None:
         np.array([False]),
     )
     b = rb.sample(64)
-    for o, n, d in zip(b.obs, b.next_obs, b.terminated):
+    seen = set()
+    for o, n, d in zip(b.obs.tolist(), b.next_obs.tolist(), b.terminated.tolist()):
+        seen.add(o[0])
         if o[0] == 0.0:
             assert n[0] == 1.0 and d == 0.0  # truncated: not terminal, true final observation kept
-        else:
-            assert n[0] == 6.0 and d == 1.0
+        else:  # the next episode starts from its own first frame, not the truncated one's last ([1, 1])
+            assert o == [5.0, 5.0] and n[0] == 6.0 and d == 1.0
+    assert seen == {0.0, 5.0}  # both transitions were drawn
 
 
 def test_buffer_bytes_per_transition_at_100k() -> None:
