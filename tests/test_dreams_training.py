@@ -220,6 +220,26 @@ def test_frames_to_tensor_leaves_the_input_alone() -> None:
         assert (np.array_equal if isinstance(x, np.ndarray) else torch.equal)(x, before)
 
 
+def test_mdn_loss_is_the_mixture_likelihood_of_the_steps_within_an_episode() -> None:
+    """The GMM term against torch.distributions' mixture log-likelihood, averaged over latent dimensions and over the
+    steps whose next latent is of the same episode (a dropped log-sigma, or the restart mask ignored, trained on)."""
+    D = torch.distributions
+    torch.manual_seed(0)
+    rnn = MDNRNN(z_size=3, action_size=1, hidden_size=8, n_mixtures=2, predict_done=True)
+    out = torch.randn(2, 5, rnn.out_size)
+    z_next = torch.randn(2, 5, 3)
+    z_mask = torch.tensor([[1, 1, 0, 1, 1], [1, 0, 1, 1, 0]], dtype=torch.bool)
+    p = rnn.split(out)
+    mixture = D.MixtureSameFamily(D.Categorical(logits=p["logit_pi"]), D.Normal(p["mu"], p["logsigma"].exp()))
+    nll = -mixture.log_prob(z_next).mean(-1)  # (2, 5): per step, mean over the latent dimensions
+    expected = nll[z_mask].mean()
+    got = mdn_loss(rnn, out, z_next, z_mask)["gmm"]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    across = z_next.clone()
+    across[~z_mask] += 100.0  # targets across a restart: not in the loss
+    torch.testing.assert_close(mdn_loss(rnn, out, across, z_mask)["gmm"], got)
+
+
 def test_mdnrnn_loss_falls_with_restarts_and_round_trips(doom_data, tmp_path) -> None:
     from dreamarcade.baselines.world_models import _stream_batches
 
