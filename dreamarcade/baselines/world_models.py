@@ -1036,6 +1036,21 @@ def _world_model_dir(cfg: WMConfig) -> Path:
     return bundled_dir(cfg.env)
 
 
+def tell_returns(es: Any, xs: list[np.ndarray], returns: np.ndarray) -> None:
+    """Give pycma a generation's scores: it minimises, so the returns (to be maximised) go in negated.
+
+    Example (real CMA-ES climbing -|x - 3|^2 from 0):
+        >>> import cma, numpy as np
+        >>> es = cma.CMAEvolutionStrategy([0.0, 0.0], 1.0, {"popsize": 8, "seed": 1, "verbose": -9})
+        >>> for _ in range(40):
+        ...     xs = es.ask()
+        ...     tell_returns(es, xs, -((np.array(xs) - 3.0) ** 2).sum(1))
+        >>> np.round(es.mean, 1).tolist()
+        [3.0, 3.0]
+    """
+    es.tell(xs, (-np.asarray(returns, np.float64)).tolist())
+
+
 def _check_ensemble(cfg: WMConfig) -> None:
     """Refuse ``--ensemble`` with ``--where real``: it was checked, then ignored (and recorded as no ensemble)."""
     if cfg.ensemble.strip() and cfg.where == "real":
@@ -1122,7 +1137,7 @@ def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
                     seeds = [cfg.seed * 100003 + gen * 1000 + r for r in range(cfg.rollouts)]
                     res = pool.episodes([x for x in xs for _ in seeds], seeds * len(xs), cfg.max_steps)
                     fit = np.array([r[0] for r in res]).reshape(len(xs), cfg.rollouts).mean(1)
-                es.tell(xs, (-fit).tolist())
+                tell_returns(es, xs, fit)
                 gen += 1
                 i = int(np.argmax(fit))
                 if fit[i] > best[0]:
