@@ -139,6 +139,12 @@ def test_embed_every_embeds_every_kth_step_and_pays_only_then():
     every = YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck, mode="replace")
     every.reset(seed=0)
     assert [every.step(1)[1] for _ in range(6)] == [0.5, 0.5, 0.5, 0.0, 0.5, 0.5]
+    # a step that is not embedded pays nothing, also when the last embedding would match the next checkpoint:
+    # checkpoints 0 and 1 are both place 2, and step 3 (at place 3, not embedded) must not pay 1 from step 2's look
+    twins = YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), _checkpoints([2, 2, 3]), mode="replace",
+                                   embed_every=2)  # fmt: skip
+    twins.reset(seed=0)
+    assert [twins.step(1)[1] for _ in range(4)] == [0.0, 0.5, 0.0, 0.0]
     # the default (embed_every=1) has no such info key and embeds every step
     default = YouTubeImitationReward(CorridorEnv(), ColourEmbedder(), ck)
     default.reset(seed=0)
