@@ -325,6 +325,15 @@ def test_train_embedding_cli_checks_the_held_out_videos_before_training(tmp_path
         te.main([missing, "--out", str(tmp_path / "out")])
 
 
+def test_three_cycle_consistency_needs_both_directions_around_the_cycle():
+    """Frame 0 of V cycles back along V -> W -> U -> V (8 -> 7 -> 3 -> 8) but not along V -> U -> W -> V
+    (8 -> 12 -> 11 -> 13): it is not consistent (either direction alone counted it, and no test noticed)."""
+    v, w, u = np.array([[8.0], [16.0], [13.0]]), np.array([[19.0], [7.0], [11.0]]), np.array([[12.0], [17.0], [3.0]])
+    assert three_cycle_consistency(v, w, u, tolerance=0) == pytest.approx(200 / 3)
+    assert three_cycle_consistency(v, w, u, tolerance=1) == pytest.approx(200 / 3)
+    assert three_cycle_consistency(v, w, u, tolerance=2) == 100.0  # 13 is frame 2: two frames from frame 0
+
+
 def test_cycle_consistency_identical_is_100_and_unrelated_is_near_chance():
     rng = np.random.default_rng(0)
     walk = np.cumsum(rng.normal(size=(200, 16)), axis=0)  # a smooth trajectory through embedding space

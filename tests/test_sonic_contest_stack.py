@@ -72,6 +72,13 @@ def test_sticky_frame_skip_semantics():
         log_env.log.clear()
         env.step(a)
         assert [int(x[7]) for x in log_env.log] == [1, 1, 1, 1]
+        # a new episode forgets the last action: its first step is the new action on all 4 frames, even at
+        # stickprob 1 (the previous episode's last action stuck to the first frame of the next)
+        env.stickprob = 1.0
+        env.reset(seed=1)
+        log_env.log.clear()
+        env.step(b)
+        assert [int(x[6]) for x in log_env.log] == [1, 1, 1, 1] and [int(x[7]) for x in log_env.log] == [0, 0, 0, 0]
         with pytest.raises(ValueError):
             StochasticFrameSkip(log_env, n=0)
         for bad in ("0.2", float("nan"), 1.5):  # a string failed inside a comparison, NaN never stuck
