@@ -787,6 +787,7 @@ def test_retraining_v_re_encodes_the_series_and_the_demo_refuses_a_trained_run(d
     (tmp_path / "frames").symlink_to(doom_data, target_is_directory=True)
     cfg = WMConfig(env="doom", run_dir=str(tmp_path), vae_epochs=0.1, vae_batch=16)
     step_train_vae(cfg)
+    assert (tmp_path / "vae_loss.png").is_file()  # fewer than 20 steps logged no loss, and drew no curve
     before = load_series(tmp_path / "series")["mu"]
     step_train_vae(dataclasses.replace(cfg, vae_epochs=0.3))  # resumes V and trains it further
     after = load_series(tmp_path / "series")["mu"]

@@ -362,7 +362,7 @@ def step_train_vae(cfg: WMConfig) -> Path:
                 opt.step()
                 step += 1
                 bar.update(1)
-                if step % 20 == 0:
+                if step % 20 == 0 or step >= total_steps or stop.requested:  # the last one too: < 20 steps drew none
                     bar.set_postfix(loss=f"{loss.item():.1f}", recon=f"{r_loss.item():.1f}", kl=f"{kl.item():.1f}")
                     logger.log_metrics(step, loss=loss.item(), recon_loss=r_loss.item(), kl_loss=kl.item())
                 if step % 200 == 0:

@@ -231,10 +231,10 @@ def go_explore(
                     bar.close()
                 env.close()
                 return SearchResult(list(actions), score, len(archive), steps, seed, left, start_delay)
-        if bar is not None:
-            bar.n = min(steps, max_steps)
-            bar.set_postfix(cells=len(archive), best=best[0])
-            bar.refresh()
+        if bar is not None:  # through update(), which honours mininterval (TQDM_MININTERVAL): a forced refresh
+            # and set_postfix's own drew the bar twice per exploration, megabytes of log per search
+            bar.set_postfix(cells=len(archive), best=best[0], refresh=False)
+            bar.update(min(steps, max_steps) - bar.n)
     if bar is not None:
         bar.close()
     env.close()

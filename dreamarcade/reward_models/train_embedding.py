@@ -506,8 +506,8 @@ def train_embedding(
                 out["loss"].backward()
                 opt.step()
                 bar.update(1)
-                if step % 20 == 0:
-                    vals = {k: float(v) for k, v in out.items()}
+                if step % 20 == 0 or step == tcfg.steps or stop.requested:  # the last step too (< 20 logged none)
+                    vals = {k: float(v.detach()) for k, v in out.items()}  # float() of a graph tensor warned
                     bar.set_postfix({k: f"{v:.3f}" for k, v in vals.items() if "acc" in k or k == "loss"})
                     log.log_metrics(step, **vals, steps_per_s=(step - start_step) / max(time.time() - t0, 1e-9))
                 if step % tcfg.save_every == 0 or step == tcfg.steps or stop.requested:
