@@ -1179,3 +1179,18 @@ def test_a_busy_bundle_names_what_the_command_offers(tmp_path, monkeypatch) -> N
         world_models._claim_bundle_dest(tmp_path / "dream_doom")
     assert "--dest" not in str(err.value) and "--dest" not in world_models.build_parser().format_help()
     assert "run `world_models bundle` again" in str(err.value)
+
+
+def test_calibrate_done_warns_when_every_collected_episode_reached_the_cap(doom_data, tmp_path) -> None:
+    """The fixture's 3 random episodes all reach its 80-step cap: the data holds no death, so the calibrated dream
+    (almost) never ends and every controller scores the cap. That was chosen without a word."""
+    from dreamarcade.baselines.world_models import WMConfig, step_calibrate_done, step_train_mdnrnn, step_train_vae
+
+    (tmp_path / "frames").symlink_to(doom_data, target_is_directory=True)
+    cfg = WMConfig(env="doom", run_dir=str(tmp_path), vae_epochs=0.1, vae_batch=16, rnn_epochs=1, rnn_seq_len=20,
+                   rnn_batch=2)  # fmt: skip
+    step_train_vae(cfg)
+    step_train_mdnrnn(cfg)
+    with pytest.warns(UserWarning, match=r"every collected episode reached the collection's --max-steps 80"):
+        result = step_calibrate_done(cfg)
+    assert result["target"] == 80.0 and result["max_steps"] == 80

@@ -35,6 +35,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -798,6 +799,13 @@ def step_calibrate_done(cfg: WMConfig) -> dict[str, float]:
         cap = calibration_cap(cfg)  # and its episodes end at the same cap
         if cap:
             wm.max_steps = cap
+            if target >= cap and not cfg.calibrate_target:  # the data shows no death: a dream that never ends
+                warnings.warn(
+                    f"every collected episode reached the collection's --max-steps {cap}, so the data holds no death "
+                    "to calibrate to: the dream will (almost) never end and every controller scores the cap. "
+                    "Collect with a higher --max-steps (or none).",
+                    stacklevel=2,
+                )
         tau = cfg.temperature or wm.temperature
         _, meta = load_checkpoint(wm_dir / "mdnrnn", kind="mdnrnn")
     prior = float(meta.get("done_bias_shift", 0.0))
