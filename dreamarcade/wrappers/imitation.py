@@ -547,9 +547,7 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
         self._needs_reset[rows] = False
         # as the single wrapper and step(): a sub-env whose EpisodicLife goes on with the same game after a lost life
         # (a partial reset, or a reset without a seed) keeps its paid checkpoints; they were paid again
-        go_on = np.asarray(info.get("life_loss_continue", np.zeros(self.num_envs)), bool) & np.asarray(
-            info.get("_life_loss_continue", np.zeros(self.num_envs)), bool
-        )
+        go_on = self._life_loss_continues(info)
         restart = rows[~(go_on[rows] & self._has_reset[rows])]
         self._next[restart] = 0
         self._has_reset[rows] = True
@@ -567,6 +565,13 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
         reset = np.zeros(self.num_envs, bool)
         reset[rows] = True
         return self._observe(obs), _with_masks(info, values, reset)
+
+    def _life_loss_continues(self, info: dict[str, Any]) -> np.ndarray:
+        """(num_envs,) bool: the sub-envs whose EpisodicLife goes on with the same game after a lost life."""
+        zeros = np.zeros(self.num_envs)
+        return np.asarray(info.get("life_loss_continue", zeros), bool) & np.asarray(
+            info.get("_life_loss_continue", zeros), bool
+        )
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         _check_discrete(self.env.single_action_space, np.asarray(actions))
@@ -586,10 +591,7 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
                         "info['final_obs'] (as Gymnasium's SyncVectorEnv and AsyncVectorEnv do)"
                     )
                 frames = [info["final_obs"][i] if ended[i] else obs[i] for i in range(self.num_envs)]
-        # sub-envs whose EpisodicLife goes on with the same game after a lost life: their checkpoints stay paid
-        go_on = np.asarray(info.get("life_loss_continue", np.zeros(self.num_envs)), bool) & np.asarray(
-            info.get("_life_loss_continue", np.zeros(self.num_envs)), bool
-        )
+        go_on = self._life_loss_continues(info)  # their checkpoints stay paid
         self._advance()
         for i in range(self.num_envs):
             self._write(i, frames[i], bool(fresh[i]))
