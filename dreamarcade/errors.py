@@ -278,9 +278,10 @@ def run_cli(main: Callable[[], int]) -> None:
     sys.exit(code)
 
 
-def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
-    """Destinations of the options written out in ``argv`` (``--flag value`` or ``--flag=value``), to tell a flag a
-    user gave from its default (build the parser with ``allow_abbrev=False``: an abbreviation is not seen here).
+def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """Destinations of the options written out in ``argv`` (``--flag value`` or ``--flag=value``; None: the command
+    line, as ``parse_args`` reads it), to tell a flag a user gave from its default (build the parser with
+    ``allow_abbrev=False``: an abbreviation is not seen here).
 
     >>> import argparse
     >>> p = argparse.ArgumentParser(allow_abbrev=False)
@@ -289,6 +290,7 @@ def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str
     >>> sorted(given_flags(p, ["--seed=0"]))
     ['seed']
     """
+    argv = sys.argv[1:] if argv is None else argv
     given = set()
     for action in parser._actions:
         for opt in action.option_strings:

@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.trajectories and not Path(args.trajectories).is_file():  # a typo must not start a 400k-step search
         p.error(f"--trajectories {args.trajectories}: no such file (omit the option to search for new trajectories)")
-    searching = sorted(given_flags(p, sys.argv[1:] if argv is None else argv) & {"search_steps", "max_start_delay"})
+    searching = sorted(given_flags(p, argv) & {"search_steps", "max_start_delay"})
     if args.trajectories and searching:  # they set the searches, which a trajectory file replaces
         flags = " and ".join(f"--{f.replace('_', '-')}" for f in searching)
         p.error(

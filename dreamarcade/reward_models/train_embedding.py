@@ -36,7 +36,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -608,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         "already reached this only evaluates",
     )
     a = p.parse_args(argv)
-    given = given_flags(p, sys.argv[1:] if argv is None else argv)
+    given = given_flags(p, argv)
     cmc_only = sorted(given & {"cmc_binary", "cmc_event_fraction"})
     if a.cmc_weight == 0 and cmc_only:  # saved in the checkpoint as if used, and used by nothing
         flags = " and ".join(f"--{f.replace('_', '-')}" for f in cmc_only)
