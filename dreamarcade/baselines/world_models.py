@@ -87,9 +87,9 @@ from dreamarcade.world_models.model import (  # the fingerprint helpers live wit
     ENV_DEFAULTS,
     WorldModel,
     check_controller_matches,
+    weights_sha256,
     world_model_fingerprint,
 )
-from dreamarcade.world_models.model import weights_sha256 as _weights_sha256
 
 STEPS = ("collect", "train-vae", "train-mdnrnn", "calibrate-done", "evolve", "evaluate", "video", "pipeline", "demo",
          "bundle")  # fmt: skip
@@ -556,7 +556,7 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
                 f"No complete checkpoint in '{run / 'vae'}': M is trained on V's latents and saved with V. Run "
                 f"`world_models train-vae --env {cfg.env}` on this run directory first."
             )
-        vae_sha = _weights_sha256(run / "vae")  # M learns V's latents: its training state belongs to this V only
+        vae_sha = weights_sha256(run / "vae")  # M learns V's latents: its training state belongs to this V only
         stale = False
         if checkpoint_exists(ckpt):
             saved = load_checkpoint(ckpt, kind="mdnrnn_train")[1]
@@ -1539,7 +1539,7 @@ def _model_identity(model_dir: Path) -> tuple[Any, ...]:
         meta = model_dir / "world_model.json"
         return (
             world_model_fingerprint(model_dir),
-            _weights_sha256(model_dir / "initial_z"),
+            weights_sha256(model_dir / "initial_z"),
             read_json_object(meta) if meta.is_file() else None,
         )
     except CheckpointError as err:  # a copy cut off mid-write (from before copies were staged): matches nothing
