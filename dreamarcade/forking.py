@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["check_threads", "forked_with_torch", "one_torch_thread_after_fork"]
+__all__ = ["check_threads", "forked_with_torch", "one_torch_thread_after_fork", "wait_for_pool"]
 
 _forked_with_torch = False
 
@@ -51,3 +53,33 @@ def check_threads(threads: int, setting: str) -> None:
 
 if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=one_torch_thread_after_fork)
+
+
+def wait_for_pool(
+    pool: Any, result: Any, what: str, tick: Callable[[], None] | None = None, interval: float = 0.5
+) -> Any:
+    """``result.get()`` of a ``multiprocessing`` pool's ``map_async``, or a
+    :class:`~dreamarcade.errors.WorkerDiedError` as soon as one of the pool's worker processes dies before it is
+    ready: the pool replaces a dead worker but loses its task, so ``get()`` would wait forever. ``tick`` is called
+    every ``interval`` seconds (a progress bar). ``what`` names the work in the message.
+
+    >>> import multiprocessing as mp
+    >>> from dreamarcade.forking import wait_for_pool
+    >>> with mp.get_context("spawn").Pool(1) as pool:
+    ...     wait_for_pool(pool, pool.map_async(abs, [-1, -2]), "abs")
+    [1, 2]
+    """
+    from dreamarcade.errors import WorkerDiedError
+
+    workers = list(pool._pool)  # the pool's worker processes, as multiprocessing keeps them
+    while not result.ready():
+        result.wait(interval)
+        if tick is not None:
+            tick()
+        if not result.ready() and any(w.exitcode is not None for w in workers):
+            codes = [w.exitcode for w in workers if w.exitcode is not None]
+            raise WorkerDiedError(
+                f"a worker process of {what} died (exit code {codes[0]}: killed, out of memory or a crashed "
+                "emulator) and took its task with it. What was saved is kept: run the same command again to go on."
+            )
+    return result.get()

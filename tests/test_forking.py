@@ -62,8 +62,8 @@ def test_wait_for_pool_raises_when_a_worker_dies_with_its_task() -> None:
 
     import pytest
 
-    from dreamarcade.baselines.common import wait_for_pool
     from dreamarcade.errors import WorkerDiedError
+    from dreamarcade.forking import wait_for_pool
 
     with mp.get_context("spawn").Pool(1) as pool:
         assert wait_for_pool(pool, pool.map_async(abs, [-3]), "abs") == [3]

@@ -407,35 +407,6 @@ def save_hyperparameters(run_dir: str | os.PathLike[str], args: Any) -> None:
     atomic_write_text(Path(run_dir) / "hyperparameters.json", json.dumps(data, indent=2, default=str))
 
 
-def wait_for_pool(
-    pool: Any, result: Any, what: str, tick: Callable[[], None] | None = None, interval: float = 0.5
-) -> Any:
-    """``result.get()`` of a ``multiprocessing`` pool's ``map_async``, or a
-    :class:`~dreamarcade.errors.WorkerDiedError` as soon as one of the pool's worker processes dies before it is
-    ready: the pool replaces a dead worker but loses its task, so ``get()`` would wait forever. ``tick`` is called
-    every ``interval`` seconds (a progress bar). ``what`` names the work in the message.
-
-    >>> import multiprocessing as mp
-    >>> with mp.get_context("spawn").Pool(1) as pool:
-    ...     wait_for_pool(pool, pool.map_async(abs, [-1, -2]), "abs")
-    [1, 2]
-    """
-    from dreamarcade.errors import WorkerDiedError
-
-    workers = list(pool._pool)  # the pool's worker processes, as multiprocessing keeps them
-    while not result.ready():
-        result.wait(interval)
-        if tick is not None:
-            tick()
-        if not result.ready() and any(w.exitcode is not None for w in workers):
-            codes = [w.exitcode for w in workers if w.exitcode is not None]
-            raise WorkerDiedError(
-                f"a worker process of {what} died (exit code {codes[0]}: killed, out of memory or a crashed "
-                "emulator) and took its task with it. What was saved is kept: run the same command again to go on."
-            )
-    return result.get()
-
-
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")  # containers that hold write_video's H.264
 
 

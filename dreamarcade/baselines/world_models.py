@@ -60,7 +60,6 @@ from dreamarcade.baselines.common import (
     resolve_device,
     save_hyperparameters,
     seed_everything,
-    wait_for_pool,
     write_video,
 )
 from dreamarcade.checkpoint import (
@@ -82,6 +81,7 @@ from dreamarcade.errors import (
     input_checks,
     input_error_status,
 )
+from dreamarcade.forking import wait_for_pool
 from dreamarcade.precision import autocast, check_precision, flush_denormals
 from dreamarcade.world_models.model import (  # the fingerprint helpers live with the model (collect checks too)
     ENV_DEFAULTS,

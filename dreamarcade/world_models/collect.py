@@ -27,6 +27,7 @@ import numpy as np
 
 from dreamarcade.checkpoint import atomic_write_text
 from dreamarcade.errors import DreamArcadeError, describe_changes, input_checks
+from dreamarcade.forking import wait_for_pool
 from dreamarcade.world_models.rollouts import ShardWriter, read_shard_arrays
 
 __all__ = [
@@ -459,8 +460,6 @@ def collect(
         jobs = [dataclasses.replace(j, parent_pid=os.getpid()) for j in jobs]
         ctx = mp.get_context("spawn")  # ViZDoom and torch are not fork-safe
         kept = ctx.Value("q", 0)  # episodes kept by this call's jobs, counted as each one is stored
-        from dreamarcade.baselines.common import wait_for_pool
-
         what = f"collect {env}"
         with ctx.Pool(len(jobs), initializer=_share_kept_counter, initargs=(kept,)) as pool:
             pending = pool.map_async(run_job, jobs)
