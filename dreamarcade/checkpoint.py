@@ -274,6 +274,46 @@ def checkpoint_exists(directory: str | os.PathLike[str]) -> bool:
     return (d / WEIGHTS_FILE).is_file() and ((d / CONFIG_FILE).is_file() or (d / PENDING_CONFIG_FILE).is_file())
 
 
+def refuse_diverged(
+    model: torch.nn.Module,
+    directory: str | os.PathLike[str],
+    step: int,
+    lr_flag: str,
+    loss: float | None = None,
+) -> None:
+    """Raise :class:`~dreamarcade.errors.DivergedError` if ``loss`` (when given) or any floating weight or buffer of
+    ``model`` is NaN or infinite. Trainers call it before they overwrite their checkpoint in ``directory``, so a run
+    that diverged keeps its last good checkpoint (a resume with a lower learning rate goes on from there) instead of
+    saving NaN weights over it and training on them until the end. ``lr_flag`` names the learning-rate flag in the
+    advice ("--learning-rate 0.0001").
+
+    >>> import tempfile, torch
+    >>> from dreamarcade.checkpoint import refuse_diverged
+    >>> net = torch.nn.Linear(2, 1)
+    >>> refuse_diverged(net, tempfile.mkdtemp(), step=10, lr_flag="--learning-rate 0.001")  # finite: nothing
+    >>> with torch.no_grad():
+    ...     _ = net.weight.fill_(float("nan"))
+    >>> try:
+    ...     refuse_diverged(net, tempfile.mkdtemp(), step=10, lr_flag="--learning-rate 0.001")
+    ... except FloatingPointError as err:  # a DivergedError
+    ...     print(str(err).split(":")[0])
+    the weights became NaN or inf by step 10 with --learning-rate 0.001
+    """
+    from dreamarcade.errors import DivergedError
+
+    if loss is not None and not math.isfinite(loss):
+        what = f"the loss became {loss}"
+    elif not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()):
+        what = "the weights became NaN or inf"
+    else:
+        return
+    if checkpoint_exists(directory):
+        kept = f"the last checkpoint in '{directory}' is intact (not overwritten). Resume from it with a lower "
+    else:
+        kept = "nothing was saved. Train again with a lower "
+    raise DivergedError(f"{what} by step {step} with {lr_flag}: training diverged, and {kept}learning rate.")
+
+
 @contextlib.contextmanager
 def built_from_config(directory: str | os.PathLike[str], what: str) -> Iterator[None]:
     """Turn a TypeError, ValueError, AttributeError or KeyError raised while a model is built from its checkpoint's

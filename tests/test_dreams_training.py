@@ -1194,3 +1194,27 @@ def test_calibrate_done_warns_when_every_collected_episode_reached_the_cap(doom_
     with pytest.warns(UserWarning, match=r"every collected episode reached the collection's --max-steps 80"):
         result = step_calibrate_done(cfg)
     assert result["target"] == 80.0 and result["max_steps"] == 80
+
+
+def test_a_diverged_v_or_m_keeps_its_last_good_training_state(doom_data, tmp_path) -> None:
+    # a learning rate too high made V's or M's weights NaN, and they were saved over the last good training state
+    from dreamarcade.baselines.world_models import WMConfig, step_train_mdnrnn, step_train_vae
+    from dreamarcade.errors import DivergedError
+
+    (tmp_path / "frames").symlink_to(doom_data, target_is_directory=True)
+    cfg = WMConfig(env="doom", run_dir=str(tmp_path), vae_epochs=0.1, vae_batch=16)
+    step_train_vae(cfg)
+    good = load_checkpoint(tmp_path / "vae_train")[0]
+    with pytest.raises(DivergedError, match=r"by step \d+ with --vae-lr 1e\+30: .*vae_train' is intact"):
+        step_train_vae(dataclasses.replace(cfg, vae_epochs=0.3, vae_lr=1e30))
+    kept = load_checkpoint(tmp_path / "vae_train")[0]
+    assert all(torch.equal(good[k], kept[k]) for k in good)
+
+    m_dir = tmp_path / "m"
+    m_dir.mkdir()
+    _write_random_series(m_dir / "series")
+    ConvVAE(64).save(m_dir / "vae")
+    m_cfg = WMConfig(env="doom", run_dir=str(m_dir), rnn_epochs=1, rnn_seq_len=20, rnn_batch=2, rnn_lr=1e30)
+    with pytest.raises(DivergedError, match=r"the loss became (nan|inf) by step 2 with --rnn-lr 1e\+30: .*nothing"):
+        step_train_mdnrnn(m_cfg)
+    assert not (m_dir / "mdnrnn_train").exists() and not (m_dir / "world_model").exists()

@@ -864,3 +864,22 @@ def test_video_writer_streams_frames_and_leaves_no_video_when_cut_off(tmp_path) 
         with pytest.raises(ValueError, match="VideoWriter takes uint8 frames"):
             write_video([bad], tmp_path / "bad.mp4")
     assert not list(tmp_path.glob("*none*"))
+
+
+def test_a_diverged_dqn_keeps_its_last_good_checkpoint(tmp_path) -> None:
+    # a learning rate too high made the weights NaN; the run went on training on them and saved them over the last
+    # good checkpoint at every interval until its end, with no word
+    from dreamarcade.checkpoint import load_checkpoint
+    from dreamarcade.errors import DivergedError, is_input_error
+
+    train(_small_cfg(tmp_path, total_timesteps=1000))
+    good, _ = load_checkpoint(tmp_path / "run" / "checkpoint")
+    diverging = _small_cfg(tmp_path, total_timesteps=3000, learning_rate=1e30, resume=True)
+    with pytest.raises(DivergedError, match=r"with --learning-rate 1e\+30: .*last checkpoint in .* is intact"):
+        train(diverging)
+    kept, config = load_checkpoint(tmp_path / "run" / "checkpoint")
+    assert config["global_step"] == 1000 and all(torch.equal(good[k], kept[k]) for k in good)
+    with pytest.raises(DivergedError, match="nothing was saved. Train again with a lower learning rate") as exc:
+        train(_small_cfg(tmp_path / "fresh", learning_rate=1e30))
+    assert not (tmp_path / "fresh" / "run" / "checkpoint").exists()
+    assert is_input_error(exc.value)  # the command line prints it as one line naming the fix, no traceback

@@ -68,6 +68,7 @@ from dreamarcade.checkpoint import (
     json_text,
     load_checkpoint,
     pack_state,
+    refuse_diverged,
     save_checkpoint,
     strip_prefix,
     unpack_state,
@@ -577,6 +578,8 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
     last_curve: dict[str, Any] = {"step": -1}  # the last learning curve drawn, not redrawn for the same step
 
     def save_all(step: int, with_buffer: bool) -> None:
+        # NaN weights (a learning rate too high) never overwrite the last good checkpoint, nor its buffer
+        refuse_diverged(q_network, ckpt_dir, step, f"--learning-rate {cfg.learning_rate:g}")
         if saved["checkpoint"] != step:
             state = _checkpoint_state(q_network, target_network, optimizer, step, episodes_done, cfg, meta)
             save_checkpoint(ckpt_dir, *state)
@@ -643,10 +646,13 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
                 optimizer.step()
                 if global_step - last_log_step >= 1000:
                     sps = (global_step - last_log_step) / max(1e-9, time.time() - t0)
+                    td_loss = loss.item()
+                    # stop at the first logged NaN, not hours later at the next checkpoint (which it would refuse)
+                    refuse_diverged(q_network, ckpt_dir, global_step, f"--learning-rate {cfg.learning_rate:g}", td_loss)
                     logger.log_metrics(
                         global_step,
                         **{
-                            "losses/td_loss": loss.item(),
+                            "losses/td_loss": td_loss,
                             "losses/q_values": q_taken.mean().item(),
                             "charts/epsilon": epsilon,
                             "charts/SPS": sps,

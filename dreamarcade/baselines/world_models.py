@@ -68,6 +68,7 @@ from dreamarcade.checkpoint import (
     load_checkpoint,
     pack_state,
     read_json_object,
+    refuse_diverged,
     save_checkpoint,
     strip_prefix,
     unpack_state,
@@ -343,6 +344,7 @@ def step_train_vae(cfg: WMConfig) -> Path:
                 p.unlink()
 
     def save_train_state() -> None:
+        refuse_diverged(vae, ckpt, step, f"--vae-lr {cfg.vae_lr:g}")  # NaN weights never replace the last good ones
         extra = {**vae.config(), **settings}
         _save_train_state(ckpt, "vae_train", vae, opt, step, prior_s + time.time() - t0, extra=extra)
 
@@ -364,6 +366,7 @@ def step_train_vae(cfg: WMConfig) -> Path:
                 step += 1
                 bar.update(1)
                 if step % 20 == 0 or step >= total_steps or stop.requested:  # the last one too: < 20 steps drew none
+                    refuse_diverged(vae, ckpt, step, f"--vae-lr {cfg.vae_lr:g}", loss.item())
                     bar.set_postfix(loss=f"{loss.item():.1f}", recon=f"{r_loss.item():.1f}", kl=f"{kl.item():.1f}")
                     logger.log_metrics(step, loss=loss.item(), recon_loss=r_loss.item(), kl_loss=kl.item())
                 if step % 200 == 0:
@@ -583,6 +586,7 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
         print(f"resuming M training at step {step}/{total_steps}")
 
     def save_train_state() -> None:
+        refuse_diverged(rnn, ckpt, step, f"--rnn-lr {cfg.rnn_lr:g}")  # NaN weights never replace the last good ones
         meta = {"action_map": action_map, "vae_sha256": vae_sha, **settings}
         _save_train_state(ckpt, "mdnrnn_train", rnn, opt, step, prior_s + time.time() - t0, meta)
 
@@ -614,6 +618,7 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
                 opt.step()
                 step += 1
                 bar.update(1)
+                refuse_diverged(rnn, ckpt, step, f"--rnn-lr {cfg.rnn_lr:g}", losses["total"].item())
                 logger.log_metrics(step, **{f"{k}_loss": v.item() for k, v in losses.items()}, lr=lr)
                 bar.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()})
                 if step % 50 == 0:
