@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -521,6 +521,90 @@ def gae(
     return advantages
 
 
+class PPOLoss(NamedTuple):
+    """The terms of one minibatch's clipped-surrogate loss, as :func:`ppo_loss` returns them.
+
+    ``loss`` is what gets back-propagated (``pg_loss - ent_coef * entropy + vf_coef * v_loss``); ``pg_loss``,
+    ``v_loss`` and ``entropy`` (the mean policy entropy) carry gradients too. ``approx_kl`` (a 0-d tensor, no
+    gradient) and ``clipfrac`` (a float) are statistics for the logs and ``target_kl``.
+
+    Example:
+        >>> import torch
+        >>> from dreamarcade.baselines.ppo import PPOLoss
+        >>> zero = torch.zeros(())
+        >>> terms = PPOLoss(loss=zero, pg_loss=zero, v_loss=zero, entropy=zero, approx_kl=zero, clipfrac=0.0)
+        >>> terms._fields
+        ('loss', 'pg_loss', 'v_loss', 'entropy', 'approx_kl', 'clipfrac')
+    """
+
+    loss: torch.Tensor
+    pg_loss: torch.Tensor
+    v_loss: torch.Tensor
+    entropy: torch.Tensor
+    approx_kl: torch.Tensor
+    clipfrac: float
+
+
+def ppo_loss(
+    newlogprob: torch.Tensor,
+    old_logprob: torch.Tensor,
+    entropy: torch.Tensor,
+    newvalue: torch.Tensor,
+    old_value: torch.Tensor,
+    returns: torch.Tensor,
+    advantages: torch.Tensor,
+    *,
+    clip_coef: float,
+    ent_coef: float,
+    vf_coef: float,
+    norm_adv: bool,
+    clip_vloss: bool,
+) -> PPOLoss:
+    """PPO's clipped-surrogate loss of one minibatch (1-D tensors of its steps), as CleanRL's / ppo2's.
+
+    ``newlogprob`` / ``entropy`` / ``newvalue`` come from the network being trained; ``old_logprob`` /
+    ``old_value`` were recorded in the rollout, ``returns`` and ``advantages`` are its GAE targets.
+
+    * With ``norm_adv`` the advantages are normalised within this minibatch (mean 0, std 1; unbiased std + 1e-8),
+      unless it holds a single step.
+    * Policy: ``mean(max(-A * r, -A * clamp(r, 1 - clip_coef, 1 + clip_coef)))`` with ``r = exp(new - old)``.
+    * Value: ``0.5 * mean((V - R) ** 2)``; with ``clip_vloss``, the max of that error and the one of ``V`` kept
+      within ``old_value +- clip_coef`` (ppo2 clips the value with the policy's clip range).
+    * Statistics (no gradient): ``approx_kl = mean((r - 1) - log r)`` and ``clipfrac``, the fraction of steps with
+      ``|r - 1| > clip_coef``.
+
+    Example (the policy moved on the second step only: its ratio 2 is clipped to 1.2, and counted in clipfrac):
+        >>> import torch
+        >>> from dreamarcade.baselines.ppo import ppo_loss
+        >>> old = torch.log(torch.tensor([0.5, 0.25]))
+        >>> new = torch.log(torch.tensor([0.5, 0.5]))
+        >>> terms = ppo_loss(new, old, torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.tensor([1.0, 1.0]),
+        ...                  torch.tensor([1.0, 1.0]), clip_coef=0.2, ent_coef=0.0, vf_coef=0.5, norm_adv=False,
+        ...                  clip_vloss=False)
+        >>> round(terms.pg_loss.item(), 4), terms.v_loss.item(), terms.clipfrac  # -(1 * 1 + 1 * 1.2) / 2
+        (-1.1, 0.5, 0.5)
+        >>> round(terms.loss.item(), 4)  # -1.1 + 0.5 * 0.5
+        -0.85
+    """
+    logratio = newlogprob - old_logprob
+    ratio = logratio.exp()
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean().item()
+    mb_adv = advantages
+    if norm_adv and len(advantages) > 1:
+        mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+    pg_loss = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)).mean()
+    if clip_vloss:
+        v_clipped = old_value + torch.clamp(newvalue - old_value, -clip_coef, clip_coef)
+        v_loss = 0.5 * torch.max((newvalue - returns) ** 2, (v_clipped - returns) ** 2).mean()
+    else:
+        v_loss = 0.5 * ((newvalue - returns) ** 2).mean()
+    entropy_loss = entropy.mean()
+    loss = pg_loss - ent_coef * entropy_loss + vf_coef * v_loss
+    return PPOLoss(loss, pg_loss, v_loss, entropy_loss, approx_kl, clipfrac)
+
+
 def _note_changed_settings(saved: Any, config: PPOConfig) -> None:
     """On resume, say which learning settings differ from the checkpoint's (this run's apply from here on, as the
     learning rate always did); checkpoints from before the settings were kept say nothing."""
@@ -990,28 +1074,21 @@ def train_ppo(
                     _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(
                         _index(b_obs, mb_inds), mb_state, b_dones[mb_inds], b_actions[mb_inds]
                     )
-                    logratio = newlogprob - b_logprobs[mb_inds]
-                    ratio = logratio.exp()
-                    with torch.no_grad():
-                        approx_kl = ((ratio - 1) - logratio).mean()
-                        clipfracs.append(((ratio - 1.0).abs() > config.clip_coef).float().mean().item())
-                    mb_adv = b_adv[mb_inds]
-                    if config.norm_adv and len(mb_inds) > 1:
-                        mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                    pg_loss = torch.max(
-                        -mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - config.clip_coef, 1 + config.clip_coef)
-                    ).mean()
-                    if config.clip_vloss:
-                        v_clipped = b_val[mb_inds] + torch.clamp(
-                            newvalue - b_val[mb_inds], -config.clip_coef, config.clip_coef
-                        )
-                        v_loss = (
-                            0.5 * torch.max((newvalue - b_ret[mb_inds]) ** 2, (v_clipped - b_ret[mb_inds]) ** 2).mean()
-                        )
-                    else:
-                        v_loss = 0.5 * ((newvalue - b_ret[mb_inds]) ** 2).mean()
-                    entropy_loss = entropy.mean()
-                    loss = pg_loss - ent_coef * entropy_loss + config.vf_coef * v_loss
+                    loss, pg_loss, v_loss, entropy_loss, approx_kl, clipfrac = ppo_loss(
+                        newlogprob,
+                        b_logprobs[mb_inds],
+                        entropy,
+                        newvalue,
+                        b_val[mb_inds],
+                        b_ret[mb_inds],
+                        b_adv[mb_inds],  # normalised in there, per minibatch
+                        clip_coef=config.clip_coef,
+                        ent_coef=ent_coef,
+                        vf_coef=config.vf_coef,
+                        norm_adv=config.norm_adv,
+                        clip_vloss=config.clip_vloss,
+                    )
+                    clipfracs.append(clipfrac)
                     optimizer.zero_grad()
                     loss.backward()
                     nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
