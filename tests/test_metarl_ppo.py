@@ -574,3 +574,20 @@ def test_gae_matches_the_discounted_sum_of_td_errors_within_each_episode():
             expected[t, n] = total
     as_t = [torch.as_tensor(x, dtype=torch.float64) for x in (rewards, values, dones, next_value, next_done)]
     np.testing.assert_allclose(gae(*as_t, gamma, lam).numpy(), expected, rtol=1e-12)
+
+
+def test_a_diverged_ppo_keeps_its_last_good_checkpoint(tmp_path):
+    # a learning rate too high: the next rollout stopped on a bare "invalid logits" ValueError, or a checkpoint due
+    # before it saved the NaN weights over the last good ones
+    from dreamarcade.errors import DivergedError
+
+    cfg = PPOConfig(total_timesteps=128, num_envs=2, num_steps=32, num_minibatches=2, update_epochs=1,
+                    vector_mode="sync", checkpoint_every_updates=1)  # fmt: skip
+    fns = [lambda: gym.make("CartPole-v1")] * 2
+    train_ppo(fns, cfg, tmp_path / "a", progress=False, tensorboard=False)
+    good = load_agent(tmp_path / "a" / "checkpoint")[0].state_dict()
+    cfg.total_timesteps, cfg.learning_rate = 1024, 1e30
+    with pytest.raises(DivergedError, match=r"by step \d+ with --learning-rate 1e\+30: .*checkpoint' is intact"):
+        train_ppo(fns, cfg, tmp_path / "a", resume=True, progress=False, tensorboard=False)
+    kept, config, _ = load_agent(tmp_path / "a" / "checkpoint")
+    assert config["global_step"] == 128 and all(torch.equal(good[k], v) for k, v in kept.state_dict().items())

@@ -82,6 +82,7 @@ from dreamarcade.checkpoint import (
     json_text,
     load_checkpoint,
     pack_state,
+    refuse_diverged,
     save_checkpoint,
     strip_prefix,
     unpack_state,
@@ -1096,6 +1097,9 @@ def train_ppo(
                 if config.target_kl is not None and approx_kl > config.target_kl:
                     break
             sil_metrics = _self_imitation_update(agent, optimizer, sil, config, device) if sil is not None else {}
+            # NaN weights (a learning rate too high) never replace the last good checkpoint; without this the next
+            # rollout stopped on a bare "invalid logits" error, or a checkpoint due first saved the NaN
+            refuse_diverged(agent, ckpt_dir, global_step, f"--learning-rate {config.learning_rate:g}", loss.item())
 
             # ---- log, evaluate, checkpoint --------------------------------------------------------------------------
             y_pred, y_true = b_val.cpu().numpy(), b_ret.cpu().numpy()
