@@ -85,14 +85,20 @@ def done_head_stats(wm: WorldModel, frame_dir: Path, max_episodes: int = 200) ->
         "episodes": n_ep,
         "mean_length": float(np.mean(lengths)),
         "terminated": terminated,
-        "recall_last": last / max(1, terminated),
-        "recall_last5": last5 / max(1, terminated),
+        # of the episodes that ended in a death; none did (all reached the step cap): undefined, NaN (JSON null)
+        "recall_last": last / terminated if terminated else float("nan"),
+        "recall_last5": last5 / terminated if terminated else float("nan"),
         "false_alarms_per_1000": 1000.0 * false_alarms / max(1, steps),
         "first_fire_over_length": float(np.mean(first_fire_ratio)),
         "vae_sse": float(np.mean(mse_all)),
         "vae_sse_fireball_frames": float(np.mean(mse_fire)) if mse_fire else np.nan,
         "fireball_frames": len(mse_fire) / max(1, len(mse_all)),
     }
+
+
+def _share(x: float) -> str:
+    """A fraction for the table; "-" where it is undefined (no episode ended in a death)."""
+    return "-" if np.isnan(x) else f"{x:.2f}"
 
 
 def policy_action(name: str, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -153,19 +159,22 @@ def main() -> None:
     torch.set_num_threads(1)
     wm = WorldModel.load(args.model_dir, env="doom")
     t0 = time.time()
+    for name, path in args.heldout or []:  # checked before the table's header (a row of NaNs before)
+        if not list_shards(Path(path)):
+            raise SystemExit(f"error: --heldout {name}={path}: no rollout shards there; pass a folder of them")
     if args.heldout:
         print(
-            "| held-out data | episodes | mean length | done fires on last step | within last 5 | false alarms "
-            "/ 1000 steps | first alarm / length | V SSE (all) | V SSE (fireball frames) | fireball frames |"
+            "| held-out data | episodes (deaths) | mean length | done fires on last step | within last 5 | "
+            "false alarms / 1000 steps | first alarm / length | V SSE (all) | V SSE (fireball frames) | "
+            "fireball frames |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|")
         for name, path in args.heldout:
-            if not list_shards(Path(path)):  # a row of NaNs before
-                raise SystemExit(f"error: --heldout {name}={path}: no rollout shards there; pass a folder of them")
             s = done_head_stats(wm, Path(path))
             print(
-                f"| {name} | {s['episodes']} | {s['mean_length']:.0f} | {s['recall_last']:.2f} | "
-                f"{s['recall_last5']:.2f} | {s['false_alarms_per_1000']:.1f} | {s['first_fire_over_length']:.2f} | "
+                f"| {name} | {s['episodes']} ({s['terminated']}) | {s['mean_length']:.0f} | "
+                f"{_share(s['recall_last'])} | {_share(s['recall_last5'])} | {s['false_alarms_per_1000']:.1f} | "
+                f"{s['first_fire_over_length']:.2f} | "
                 f"{s['vae_sse']:.1f} | {s['vae_sse_fireball_frames']:.1f} | {s['fireball_frames']:.2f} |"
             )
         print(f"({time.time() - t0:.0f}s)\n")
@@ -182,4 +191,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dreamarcade.errors import run_cli
+
+    run_cli(main)  # a missing run folder or bundle: one error line, not a traceback

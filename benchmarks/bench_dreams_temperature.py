@@ -90,7 +90,8 @@ def main() -> None:
     rand = evaluate_real("doom", args.model_dir, None, None, args.real_episodes, 1, seed=12345)
     print(
         f"\nbudget per tau: CMA-ES pop {args.popsize} x {args.rollouts} dream rollouts, at most {args.generations} "
-        f"generations / {args.time_budget:.0f} s (generations reached per tau in the JSON lines above)"
+        f"generations{f' / {args.time_budget:.0f} s' if args.time_budget else ' (no time limit)'} "
+        "(generations reached per tau in the JSON lines above)"
     )
     print(f"| tau | dream ({args.dream_episodes} dreams) | real ({args.real_episodes} episodes) |\n|---|---|---|")
     for r in rows:
@@ -100,4 +101,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dreamarcade.errors import run_cli
+
+    run_cli(main)  # a missing run folder or bundle: one error line, not a traceback

@@ -241,4 +241,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dreamarcade.errors import run_cli
+
+    run_cli(main)  # a missing run folder or bundle: one error line, not a traceback

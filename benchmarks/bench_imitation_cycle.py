@@ -106,7 +106,8 @@ def main() -> None:
     print(f"videos: {', '.join(f'{k} ({len(v)} frames)' for k, v in frames.items())}")
     print("| features | 2-cycle % | 3-cycle % |\n|---|---|---|")
     for method, r in rows.items():
-        print(f"| {method} | {r['2-cycle']:.1f} | {r['3-cycle']:.1f} |")
+        three_cell = "-" if np.isnan(r["3-cycle"]) else f"{r['3-cycle']:.1f}"  # 2 videos make no triple
+        print(f"| {method} | {r['2-cycle']:.1f} | {three_cell} |")
     if a.per_pair:
         print("\n| pair (2-cycle %) | " + " | ".join(feats) + " |\n|---|" + "---|" * len(feats))
         for key in pairs["pixels"]:
@@ -147,4 +148,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dreamarcade.errors import run_cli
+
+    run_cli(main)  # a missing run folder or bundle: one error line, not a traceback

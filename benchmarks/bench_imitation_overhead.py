@@ -342,7 +342,7 @@ def main() -> None:
         "agent": f"agent stack (make_envs), {a.num_envs} envs",
     }
     out: dict[str, Any] = {"args": vars(a), "torch_threads_default": 1, "rows": []}
-    print("\n| setting | wrapped variant | plain steps/s | with imitation reward | ratio (wall) | ratio (CPU time) |")
+    print("\n| setting | wrapped variant | plain steps/s | wrapped steps/s | ratio (wall) | ratio (CPU time) |")
     print("|---|---|---|---|---|---|")
     for kind in ("single", "vector", "agent"):
         if (kind, "plain") not in rates:
@@ -373,4 +373,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dreamarcade.errors import run_cli
+
+    run_cli(main)  # a missing run folder or bundle: one error line, not a traceback

@@ -265,9 +265,12 @@ def check_probability(name: str, value: object, hint: str = "", below_one: bool 
     return float(value)
 
 
-def run_cli(main: Callable[[], int]) -> None:
-    """``sys.exit(main())`` for a command's ``__main__``; a reader that closes the pipe early (``| head``) ends it
-    quietly with exit status 141 (a shell's SIGPIPE) instead of a ``BrokenPipeError`` traceback."""
+def run_cli(main: Callable[[], int | None]) -> None:
+    """``sys.exit(main())`` for a command's ``__main__`` (and the benchmark scripts'): bad input that ``main`` did
+    not report itself (:func:`is_input_error`: a missing run folder, a checkpoint of another model) is one
+    ``error: ...`` line with exit status 2, not a traceback; any other error keeps its traceback. A reader that
+    closes the pipe early (``| head``) ends it quietly with exit status 141 (a shell's SIGPIPE) instead of a
+    ``BrokenPipeError`` traceback."""
     try:
         code = main()
         sys.stdout.flush()  # a write that fails at exit would print the traceback after main returned
@@ -275,6 +278,8 @@ def run_cli(main: Callable[[], int]) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout once more at exit
         code = 141
+    except Exception as exc:  # re-raised unchanged unless it is bad input
+        code = input_error_status(exc)
     sys.exit(code)
 
 

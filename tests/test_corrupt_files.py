@@ -203,3 +203,36 @@ def test_a_world_model_training_state_of_another_model_is_a_checkpoint_error(tmp
     big = ConvVAE(z_size=64)
     with pytest.raises(CheckpointError, match=r"does not fit this vae_train \(size mismatch for .*another --env"):
         _resume_train_state(tmp_path / "vae_train", "vae_train", big, torch.optim.Adam(big.parameters()))
+
+
+def test_run_cli_reports_bad_input_in_one_line_and_keeps_other_tracebacks(capsys) -> None:
+    from dreamarcade.errors import run_cli
+
+    def missing_bundle() -> None:
+        raise CheckpointError("no checkpoint in 'runs/imitation9/bundle8'")
+
+    with pytest.raises(SystemExit) as exc:
+        run_cli(missing_bundle)
+    assert exc.value.code == 2 and capsys.readouterr().err == "error: no checkpoint in 'runs/imitation9/bundle8'\n"
+
+    def bug() -> None:
+        raise ZeroDivisionError("a bug")
+
+    with pytest.raises(ZeroDivisionError):  # not bad input: its traceback stays
+        run_cli(bug)
+
+
+def test_a_benchmark_given_a_missing_run_folder_says_so_in_one_line(tmp_path) -> None:
+    # seven benchmark scripts printed a traceback for a missing runs/... folder or bundle
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_dreams_temperature.py"
+    missing = tmp_path / "runs" / "world_model"
+    args = ["--model-dir", str(missing), "--taus", "1.0", "--generations", "1", "--out", str(tmp_path / "out")]
+    res = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.splitlines() == [
+        f"error: '{missing}' is not a world model directory (no world_model.json). Pass the directory written by "
+        "`python -m dreamarcade.baselines world_models train-mdnrnn` or a bundled one."
+    ]

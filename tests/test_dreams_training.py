@@ -558,6 +558,10 @@ def test_copy_world_model_keeps_its_own_copy_and_refuses_another_models(tmp_path
         copy_world_model(other, dest)
     with pytest.raises(CheckpointError, match="another world model"):
         copy_world_model(bundled_dir("carracing"), dest)
+    # a mistyped --model-dir was a bare FileNotFoundError of the copy, and left nothing to tell what was wrong
+    with pytest.raises(CheckpointError, match=r"'.*no_such_run' is not a world model directory .*train-mdnrnn"):
+        copy_world_model(tmp_path / "no_such_run", tmp_path / "run2" / "world_model")
+    assert not (tmp_path / "run2").exists()
 
 
 def test_cli_prints_bad_input_as_one_line_but_keeps_the_traceback_of_a_bug(tmp_path, monkeypatch, capsys) -> None:

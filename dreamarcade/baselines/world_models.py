@@ -88,6 +88,7 @@ from dreamarcade.world_models.model import (  # the fingerprint helpers live wit
     ENV_DEFAULTS,
     WorldModel,
     check_controller_matches,
+    check_world_model_dir,
     weights_sha256,
     world_model_fingerprint,
 )
@@ -1558,7 +1559,7 @@ def copy_world_model(src: str | os.PathLike[str], dest: str | os.PathLike[str]) 
     model is refused (CheckpointError), as the run would evolve in it and not in ``src``. The copy is made in a
     staging folder and renamed, so a cut-off copy is never taken for a finished one. Returns whether it copied.
     """
-    src, dest = Path(src), Path(dest)
+    src, dest = check_world_model_dir(src), Path(dest)  # a mistyped src was a bare FileNotFoundError of the copy
     if dest.exists():
         if _model_identity(dest) != _model_identity(src):
             raise CheckpointError(

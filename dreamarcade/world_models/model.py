@@ -147,13 +147,8 @@ class WorldModel:
     @classmethod
     def load(cls, directory: str | os.PathLike[str], env: str | None = None, device: str = "cpu") -> WorldModel:
         """Load a world model directory; ``env`` (if given) must match, and V, M and initial z must agree."""
-        d = Path(directory)
+        d = check_world_model_dir(directory)
         meta_path = d / "world_model.json"
-        if not meta_path.is_file():
-            raise CheckpointError(
-                f"'{d}' is not a world model directory (no world_model.json). Pass the directory written by "
-                "`python -m dreamarcade.baselines world_models train-mdnrnn` or a bundled one."
-            )
         meta = read_json_object(meta_path)  # unreadable, or a missing field later: a CheckpointError naming it
         if env is not None and meta.get("env") != env:
             raise CheckpointError(f"World model '{d}' was trained for {meta.get('env')!r}, not {env!r}.")
@@ -191,6 +186,22 @@ class WorldModel:
         """The first-frame (mu, logvar) of up to ``n`` episodes, as the paper's initial_z.json."""
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)[:n]
         return torch.as_tensor(mu[starts], dtype=torch.float32), torch.as_tensor(logvar[starts], dtype=torch.float32)
+
+
+def check_world_model_dir(directory: str | os.PathLike[str]) -> Path:
+    """``directory`` as a Path, or a :class:`CheckpointError` naming the fix if it holds no world model.
+
+    >>> from dreamarcade.world_models.model import bundled_dir, check_world_model_dir
+    >>> check_world_model_dir(bundled_dir("doom")).name
+    'dream_doom'
+    """
+    d = Path(directory)
+    if not (d / "world_model.json").is_file():
+        raise CheckpointError(
+            f"'{d}' is not a world model directory (no world_model.json). Pass the directory written by "
+            "`python -m dreamarcade.baselines world_models train-mdnrnn` or a bundled one."
+        )
+    return d
 
 
 def weights_sha256(checkpoint_dir: str | os.PathLike[str]) -> str:
