@@ -1222,3 +1222,29 @@ def test_a_diverged_v_or_m_keeps_its_last_good_training_state(doom_data, tmp_pat
     with pytest.raises(DivergedError, match=r"the loss became (nan|inf) by step 2 with --rnn-lr 1e\+30: .*nothing"):
         step_train_mdnrnn(m_cfg)
     assert not (m_dir / "mdnrnn_train").exists() and not (m_dir / "world_model").exists()
+
+
+def test_v_and_m_draw_their_weights_and_noise_from_the_seed(doom_data, tmp_path) -> None:
+    # called from Python (not the CLI, which seeds torch), --seed changed only the batch order: every seed started
+    # from the same V and M, and the global RNG's state, not the seed, decided the noise
+    from dreamarcade.baselines.world_models import WMConfig, step_train_mdnrnn, step_train_vae
+
+    def train(name: str, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        run = tmp_path / name
+        run.mkdir()
+        (run / "frames").symlink_to(doom_data, target_is_directory=True)
+        torch.rand(7)  # whatever the caller drew before
+        step_train_vae(WMConfig(env="doom", run_dir=str(run), vae_epochs=0.05, vae_batch=16, seed=seed))
+        m_run = run / "m"
+        m_run.mkdir()
+        _write_random_series(m_run / "series")
+        ConvVAE(64).save(m_run / "vae")
+        torch.rand(7)
+        step_train_mdnrnn(WMConfig(env="doom", run_dir=str(m_run), rnn_epochs=0.3, rnn_seq_len=20, rnn_batch=2,
+                                   seed=seed))  # fmt: skip
+        return load_checkpoint(run / "vae")[0], load_checkpoint(m_run / "mdnrnn")[0]
+
+    (v0, m0), (v0b, m0b), (v1, m1) = train("a", 0), train("b", 0), train("c", 1)
+    assert all(torch.equal(v0[k], v0b[k]) for k in v0) and all(torch.equal(m0[k], m0b[k]) for k in m0)
+    assert not any(torch.equal(v0[k], v1[k]) for k in v0 if k.endswith("weight"))
+    assert not any(torch.equal(m0[k], m1[k]) for k in m0 if k.endswith("weight"))

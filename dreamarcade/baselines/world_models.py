@@ -328,12 +328,15 @@ def step_train_vae(cfg: WMConfig) -> Path:
         n_frames = sum(int(read_shard_arrays(p, ["episode_lengths"])["episode_lengths"].sum()) for p in paths)
         total_steps = max(1, int(math.ceil(cfg.vae_epochs * n_frames / cfg.vae_batch)))
         check_precision(cfg.precision, dev)
+        torch.manual_seed(cfg.seed)  # V's initial weights and sampling noise (--seed changed only the batch order)
         vae = ConvVAE(z_size, cfg.kl_tolerance).to(dev)
         opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
         ckpt = run / "vae_train"
         # what V's loss and a step are: a resume with others is refused (--vae-lr and --vae-epochs may change)
         settings = {"kl_tolerance": cfg.kl_tolerance, "vae_batch": cfg.vae_batch}
         step, prior_s = _resume_train_state(ckpt, "vae_train", vae, opt, settings)
+        if step:  # the noise after a resume, like the batch order, is drawn from the seed and the step
+            torch.manual_seed(cfg.seed + step)
         drop_rows_after(run / "logs_vae" / "metrics.csv", step)  # rows logged after the checkpoint are replayed
     if step:
         print(f"resuming V training at step {step}/{total_steps}")
@@ -545,6 +548,7 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
         if warm_start is not None:  # iterative procedure: continue from the previous M on all data
             previous = MDNRNN.load(warm_start)
             action_map = previous.action_map  # the continued M keeps reading actions the way it learned to
+        torch.manual_seed(cfg.seed)  # M's initial weights and z samples (--seed changed only the batch order)
         rnn = MDNRNN(d["z_size"], d["action_size"], d["hidden_size"], 5, True, d["predict_done"], d["predict_reward"],
                      action_map)  # fmt: skip
         if warm_start is not None:
@@ -577,6 +581,8 @@ def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = No
         # what M's loss and a step are: a resume with others is refused (the learning rates and --rnn-epochs may change)
         settings = {"done_pos_weight": cfg.done_pos_weight, "rnn_seq_len": cfg.rnn_seq_len, "rnn_batch": cfg.rnn_batch}
         step, prior_s = (0, 0.0) if stale else _resume_train_state(ckpt, "mdnrnn_train", rnn, opt, settings)
+        if step:  # the z samples after a resume, like the batch order, are drawn from the seed and the step
+            torch.manual_seed(cfg.seed + step)
         # rows logged after the checkpoint (all of them: stale) are replayed
         drop_rows_after(logs / "metrics.csv", step)
     if step >= total_steps and _calibrated_from(rnn, run / "world_model" / "mdnrnn"):
