@@ -118,9 +118,9 @@ def test_cpp_same_step_final_obs_at_a_life_loss_is_the_frames_reached() -> None:
     assert mended >= 10 and hasattr(batched, "send") and hasattr(batched, "recv")
     batched.close()
     # NEXT_STEP (the default) has no final_obs; without episodic life there is no life-loss episode end
-    assert type(make_dqn_vector_env(1, "Breakout")).__name__ == "AtariVectorEnv"
+    assert type(make_dqn_vector_env(1, "Breakout")).__name__ == "AtariVectorAPI"
     no_life = make_dqn_vector_env(1, "Breakout", autoreset_mode="SameStep", episodic_life=False)
-    assert type(no_life).__name__ == "AtariVectorEnv"
+    assert type(no_life).__name__ == "AtariVectorAPI"
     no_life.close()
 
 
@@ -504,3 +504,21 @@ def test_same_wrappers_on_vizdoom() -> None:
             break
     assert total > 0  # TakeCover pays +1 per tic survived; clipped to +1 per agent step
     env.close()
+
+
+def test_the_cpp_vector_env_takes_gymnasiums_seed_lists_and_gives_float_rewards() -> None:
+    # gym.make_vec("DQNPong-v0", ...) is ale-py's AtariVectorEnv: reset(seed=[0, 1]) was a TypeError ('Unsupported
+    # seed type'), a list of actions an AssertionError, and rewards int32 where the sync and async modes give float64
+    envs = make_dqn_vector_env(2, "Breakout")
+    listed = envs.reset(seed=[5, 9])[0]
+    np.testing.assert_array_equal(listed, envs.reset(seed=np.array([5, 9]))[0])
+    np.testing.assert_array_equal(listed[1], envs.reset(seed=[np.int64(9), 5])[0][0])  # per env, NumPy ints too
+    envs.reset(seed=[5, None])  # None: that env unseeded, as in SyncVectorEnv
+    sync = gym.make_vec("DQNBreakout-v0", num_envs=2, vectorization_mode="sync")
+    sync.reset(seed=0)
+    envs.reset(seed=0)
+    for _ in range(200):
+        rewards = envs.step([1, 3])[1]  # FIRE, LEFT as a plain list
+        assert rewards.dtype == sync.step(np.array([1, 3]))[1].dtype == np.float64
+    envs.close()
+    sync.close()

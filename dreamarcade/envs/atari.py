@@ -277,10 +277,47 @@ def make_dqn_vector_env(
     )
     if episodic_life and envs.metadata.get("autoreset_mode") == gym.vector.AutoresetMode.SAME_STEP:
         return LifeLossFinalObs(envs)
-    return envs
+    return AtariVectorAPI(envs)
 
 
-class LifeLossFinalObs(gym.vector.VectorWrapper):
+class AtariVectorAPI(gym.vector.VectorWrapper):
+    """ale-py's ``AtariVectorEnv`` with Gymnasium's vector API, as the ``sync`` and ``async`` modes of the same id
+    give it: ``reset(seed=...)`` also takes a list of per-env seeds (``None`` entries: unseeded) and NumPy integers,
+    ``step`` takes any integer array-like of actions, and rewards are float64 (ale-py's are int32). ``send`` and
+    ``recv`` (ale-py's asynchronous half-steps, with ``batch_size``) are passed on.
+
+    Example:
+        >>> from dreamarcade.envs.atari import make_dqn_vector_env
+        >>> envs = make_dqn_vector_env(2, "Pong")
+        >>> obs, info = envs.reset(seed=[3, None])
+        >>> _, rewards, *_ = envs.step([0, 1])
+        >>> type(envs).__name__, rewards.dtype
+        ('AtariVectorAPI', dtype('float64'))
+    """
+
+    def reset(self, *, seed: Any = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        if isinstance(seed, (list, tuple)):  # ale-py: an int or an array; -1 is its "unseeded"
+            seed = np.array([-1 if s is None else int(s) for s in seed], np.int64)
+        elif isinstance(seed, np.integer):
+            seed = int(seed)
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        self.send(actions)
+        return self.recv()
+
+    def send(self, actions: Any) -> None:
+        """ale-py's asynchronous half-step (with ``batch_size``): passed on."""
+        a = np.asarray(actions)
+        self.env.send(a if a.dtype in (np.int64, np.int32) else a.astype(np.int64))  # it asserts an int array
+
+    def recv(self) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """ale-py's asynchronous half-step, rewards as float64."""
+        obs, reward, terminated, truncated, info = self.env.recv()
+        return obs, np.asarray(reward, np.float64), terminated, truncated, info
+
+
+class LifeLossFinalObs(AtariVectorAPI):
     """Mends ale-py's ``info["final_obs"]`` at a life loss under SAME_STEP autoreset with ``life_loss_info``.
 
     There the C++ env ends the episode (terminated) but goes on with the game, and returns the frames reached; its
@@ -303,21 +340,14 @@ class LifeLossFinalObs(gym.vector.VectorWrapper):
     def _ids(self, info: dict[str, Any], rows: int) -> np.ndarray:
         return np.asarray(info["env_id"], np.int64) if "env_id" in info else np.arange(rows)
 
-    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        obs, info = self.env.reset(**kwargs)
+    def reset(self, *, seed: Any = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        obs, info = super().reset(seed=seed, options=options)
         self._lives[self._ids(info, len(obs))] = np.asarray(info["lives"], np.int64)
         return obs, info
 
-    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
-        return self._mend(*self.env.step(actions))
-
-    def send(self, actions: Any) -> None:
-        """ale-py's asynchronous half-step (with ``batch_size``): passed on."""
-        self.env.send(actions)
-
     def recv(self) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
-        """ale-py's asynchronous half-step, with ``final_obs`` mended as in :meth:`step`."""
-        return self._mend(*self.env.recv())
+        """ale-py's asynchronous half-step, with ``final_obs`` mended (``step`` is ``send`` then ``recv``)."""
+        return self._mend(*super().recv())
 
     def _mend(
         self, obs: Any, reward: Any, terminated: Any, truncated: Any, info: dict[str, Any]
