@@ -82,7 +82,8 @@ def make_sb3(n: int):
 def make_cpp(n: int):
     from dreamarcade.envs.atari import make_dqn_vector_env
 
-    return make_dqn_vector_env(n, GAME, episodic_life=False, fire_reset=False)
+    # ale-py's own env, without dreamarcade's Gymnasium-API adapter (AtariVectorAPI) that make_vec gives "ours"
+    return make_dqn_vector_env(n, GAME, episodic_life=False, fire_reset=False).env
 
 
 def make_ours_vec(n: int):
