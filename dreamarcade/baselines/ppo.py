@@ -639,7 +639,12 @@ def save_agent(
     if optimizer is not None:
         config["optimizer"] = pack_state(optimizer.state_dict(), "optim", tensors)
         np_state = np.random.get_state()
-        rng = {"torch": torch.get_rng_state(), "numpy_key": np_state[1].astype(np.int64), "numpy_pos": int(np_state[2])}
+        rng = {
+            "torch": torch.get_rng_state(),
+            "numpy_key": np_state[1].astype(np.int64),
+            "numpy_pos": int(np_state[2]),
+            "numpy_gauss": [int(np_state[3]), float(np_state[4])],  # a normal draw numpy holds for its next call
+        }
         config["rng"] = pack_state(rng, "rng", tensors)
     config.update(extra or {})
     return save_checkpoint(directory, tensors, config)
@@ -954,7 +959,8 @@ def train_ppo(
                     group["lr"] = config.learning_rate  # (annealing, when on, rescales it from here at every update)
                 rng = unpack_state(ck_cfg["rng"], tensors)
                 torch.set_rng_state(rng["torch"])
-                np.random.set_state(("MT19937", rng["numpy_key"].astype(np.uint32), rng["numpy_pos"], 0, 0.0))
+                has_gauss, gauss = rng.get("numpy_gauss", (0, 0.0))  # checkpoints from before it was kept: none
+                np.random.set_state(("MT19937", rng["numpy_key"].astype(np.uint32), rng["numpy_pos"], has_gauss, gauss))
                 global_step = int(ck_cfg["global_step"])
                 if hasattr(envs, "load_checkpoint_tensors"):  # env state the run depends on (exploration counts)
                     envs.load_checkpoint_tensors(strip_prefix(tensors, "env"), f"PPO checkpoint '{ckpt_dir}'")
