@@ -428,3 +428,21 @@ def test_ci_runs_the_readme_test_command() -> None:
     ).stdout.strip()
     assert extracted == command
     assert "test-command" in (root / ".ci" / "run").read_text()
+
+
+def test_the_readmes_python_examples_run() -> None:
+    # the README's Python blocks are what users paste first; none was run by a test
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+    assert len(blocks) >= 4
+    for block in blocks:
+        namespace: dict = {}
+        try:
+            exec(compile(block, "README.md", "exec"), namespace)
+        finally:
+            for value in namespace.values():  # envs and vector envs the block made
+                if isinstance(value, (gym.Env, gym.vector.VectorEnv)):
+                    value.close()
