@@ -85,7 +85,7 @@ def done_head_stats(wm: WorldModel, frame_dir: Path, max_episodes: int = 200) ->
         "episodes": n_ep,
         "mean_length": float(np.mean(lengths)),
         "terminated": terminated,
-        # of the episodes that ended in a death; none did (all reached the step cap): undefined, NaN (JSON null)
+        # of the episodes that ended in a death; where none did (all reached the step cap) it is undefined: NaN
         "recall_last": last / terminated if terminated else float("nan"),
         "recall_last5": last5 / terminated if terminated else float("nan"),
         "false_alarms_per_1000": 1000.0 * false_alarms / max(1, steps),

@@ -274,6 +274,13 @@ def checkpoint_exists(directory: str | os.PathLike[str]) -> bool:
     return (d / WEIGHTS_FILE).is_file() and ((d / CONFIG_FILE).is_file() or (d / PENDING_CONFIG_FILE).is_file())
 
 
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every value of ``tensors`` is finite, read back once (one device sync, not one per tensor)."""
+    if not tensors:
+        return True
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
 def refuse_diverged(
     model: torch.nn.Module,
     directory: str | os.PathLike[str],
@@ -303,7 +310,7 @@ def refuse_diverged(
 
     if loss is not None and not math.isfinite(loss):
         what = f"the loss became {loss}"
-    elif not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()):
+    elif not _all_finite([t for t in model.state_dict().values() if t.is_floating_point()]):
         what = "the weights became NaN or inf"
     else:
         return

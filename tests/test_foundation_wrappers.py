@@ -514,6 +514,18 @@ def test_the_cpp_vector_env_takes_gymnasiums_seed_lists_and_gives_float_rewards(
     np.testing.assert_array_equal(listed, envs.reset(seed=np.array([5, 9]))[0])
     np.testing.assert_array_equal(listed[1], envs.reset(seed=[np.int64(9), 5])[0][0])  # per env, NumPy ints too
     envs.reset(seed=[5, None])  # None: that env unseeded, as in SyncVectorEnv
+    # a partial reset numbers the seeds by env, as the sync mode does (ale-py counted only the envs being reset)
+    masked = envs.reset(seed=8, options={"reset_mask": np.array([False, True])})[0]
+    np.testing.assert_array_equal(masked[1], listed[1])
+    masked = envs.reset(seed=[0, 9], options={"reset_mask": np.array([False, True])})[0]
+    np.testing.assert_array_equal(masked[1], listed[1])
+    for bad in ([-1, 5], [0.9, 5], [2**31, 0], [1, 2, 3]):  # ale-py: -1 unseeded, 0.9 cut to 0, a TypeError
+        with pytest.raises(ValueError, match="seed"):
+            envs.reset(seed=bad)
+    for bad in ([0.7, 1.9], [4, 0], [-1, 0]):  # cut to [0, 1]; Breakout has 4 actions: the C++ env hung
+        with pytest.raises(ValueError, match=r"actions must be integers in \[0, 4\)"):
+            envs.step(bad)
+    assert envs.batch_size == 2 and envs.ale is envs.unwrapped.ale  # ale-py's attributes read through
     sync = gym.make_vec("DQNBreakout-v0", num_envs=2, vectorization_mode="sync")
     sync.reset(seed=0)
     envs.reset(seed=0)

@@ -621,6 +621,23 @@ def _note_changed_settings(saved: Any, config: PPOConfig) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------------------------------------------------
+def _global_rng_state() -> dict[str, Any]:
+    """torch's and numpy's global RNG states, as a checkpoint keeps them (:func:`_set_global_rng_state` restores)."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy_key": np_state[1].astype(np.int64),
+        "numpy_pos": int(np_state[2]),
+        "numpy_gauss": [int(np_state[3]), float(np_state[4])],  # a normal draw numpy holds for its next call
+    }
+
+
+def _set_global_rng_state(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    has_gauss, gauss = rng.get("numpy_gauss", (0, 0.0))  # checkpoints from before it was kept: none
+    np.random.set_state(("MT19937", np.asarray(rng["numpy_key"]).astype(np.uint32), rng["numpy_pos"], has_gauss, gauss))
+
+
 def save_agent(
     directory: str | os.PathLike[str],
     agent: ActorCritic,
@@ -638,14 +655,7 @@ def save_agent(
     config: dict[str, Any] = {"kind": CHECKPOINT_KIND, **agent.shape_config(), "global_step": int(global_step)}
     if optimizer is not None:
         config["optimizer"] = pack_state(optimizer.state_dict(), "optim", tensors)
-        np_state = np.random.get_state()
-        rng = {
-            "torch": torch.get_rng_state(),
-            "numpy_key": np_state[1].astype(np.int64),
-            "numpy_pos": int(np_state[2]),
-            "numpy_gauss": [int(np_state[3]), float(np_state[4])],  # a normal draw numpy holds for its next call
-        }
-        config["rng"] = pack_state(rng, "rng", tensors)
+        config["rng"] = pack_state(_global_rng_state(), "rng", tensors)
     config.update(extra or {})
     return save_checkpoint(directory, tensors, config)
 
@@ -957,10 +967,7 @@ def train_ppo(
                 optimizer.load_state_dict(unpack_state(ck_cfg["optimizer"], tensors))
                 for group in optimizer.param_groups:  # the loaded state carries the old rate; this run's config sets it
                     group["lr"] = config.learning_rate  # (annealing, when on, rescales it from here at every update)
-                rng = unpack_state(ck_cfg["rng"], tensors)
-                torch.set_rng_state(rng["torch"])
-                has_gauss, gauss = rng.get("numpy_gauss", (0, 0.0))  # checkpoints from before it was kept: none
-                np.random.set_state(("MT19937", rng["numpy_key"].astype(np.uint32), rng["numpy_pos"], has_gauss, gauss))
+                _set_global_rng_state(unpack_state(ck_cfg["rng"], tensors))
                 global_step = int(ck_cfg["global_step"])
                 if hasattr(envs, "load_checkpoint_tensors"):  # env state the run depends on (exploration counts)
                     envs.load_checkpoint_tensors(strip_prefix(tensors, "env"), f"PPO checkpoint '{ckpt_dir}'")

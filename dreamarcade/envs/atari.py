@@ -30,6 +30,7 @@ reset in the C++ env, so a game cut by the cap ends up to ``(noop_max + 2) / fra
 from __future__ import annotations
 
 import difflib
+import numbers
 import re
 from typing import Any
 
@@ -282,24 +283,50 @@ def make_dqn_vector_env(
 
 class AtariVectorAPI(gym.vector.VectorWrapper):
     """ale-py's ``AtariVectorEnv`` with Gymnasium's vector API, as the ``sync`` and ``async`` modes of the same id
-    give it: ``reset(seed=...)`` also takes a list of per-env seeds (``None`` entries: unseeded) and NumPy integers,
-    ``step`` takes any integer array-like of actions, and rewards are float64 (ale-py's are int32). ``send`` and
-    ``recv`` (ale-py's asynchronous half-steps, with ``batch_size``) are passed on.
+    give it.
+
+    * ``reset(seed=...)``: an int gives env i the seed ``seed + i`` (also with ``options={"reset_mask": mask}``,
+      where ale-py numbered only the envs being reset); a list of ``num_envs`` seeds (``None``: that env unseeded)
+      or NumPy integers work too. ale-py takes seeds below 2**31; negative, non-integer and larger ones are refused
+      with a ValueError (ale-py took -1 as "unseeded" and failed on large ones with a bare TypeError).
+    * ``step`` / ``send``: actions as any integer array-like; one outside the action space is a ValueError (the C++
+      env hung on it), and non-integer ones are refused, not truncated.
+    * Rewards are float64 (ale-py's are int32). ``send`` and ``recv`` (asynchronous half-steps, with
+      ``batch_size``) are passed on, and ale-py's own attributes (``batch_size``, ``ale``, ...) are read through.
 
     Example:
         >>> from dreamarcade.envs.atari import make_dqn_vector_env
         >>> envs = make_dqn_vector_env(2, "Pong")
         >>> obs, info = envs.reset(seed=[3, None])
         >>> _, rewards, *_ = envs.step([0, 1])
-        >>> type(envs).__name__, rewards.dtype
-        ('AtariVectorAPI', dtype('float64'))
+        >>> type(envs).__name__, rewards.dtype, envs.batch_size
+        ('AtariVectorAPI', dtype('float64'), 2)
     """
 
+    def __getattr__(self, name: str) -> Any:  # ale-py's attributes, as on the env this wrapper used to be
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.env, name)
+
     def reset(self, *, seed: Any = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-        if isinstance(seed, (list, tuple)):  # ale-py: an int or an array; -1 is its "unseeded"
-            seed = np.array([-1 if s is None else int(s) for s in seed], np.int64)
-        elif isinstance(seed, np.integer):
-            seed = int(seed)
+        rows = np.arange(self.num_envs)
+        if options is not None and "reset_mask" in options:
+            rows = np.flatnonzero(np.asarray(options["reset_mask"]))  # ale-py checks the mask itself
+        if seed is not None:
+            if isinstance(seed, (numbers.Integral, np.integer)) and not isinstance(seed, bool):
+                seeds: list[Any] = [int(seed) + int(i) for i in range(self.num_envs)]
+            else:
+                seeds = list(np.asarray(seed, dtype=object).reshape(-1))
+                if len(seeds) != self.num_envs:
+                    raise ValueError(
+                        f"seed must be an int or {self.num_envs} seeds (one per env, None: unseeded), got {len(seeds)}"
+                    )
+            for s in seeds:
+                if s is not None and (
+                    isinstance(s, bool) or not isinstance(s, (numbers.Integral, np.integer)) or not 0 <= s < 2**31
+                ):
+                    raise ValueError(f"seeds must be integers in [0, 2**31) or None (ale-py's range), got {s!r}")
+            seed = np.array([-1 if seeds[i] is None else int(seeds[i]) for i in rows], np.int64)  # -1: unseeded
         return self.env.reset(seed=seed, options=options)
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
@@ -309,7 +336,10 @@ class AtariVectorAPI(gym.vector.VectorWrapper):
     def send(self, actions: Any) -> None:
         """ale-py's asynchronous half-step (with ``batch_size``): passed on."""
         a = np.asarray(actions)
-        self.env.send(a if a.dtype in (np.int64, np.int32) else a.astype(np.int64))  # it asserts an int array
+        n = self.single_action_space.n
+        if a.dtype.kind not in "iu" or (a.size and (a.min() < 0 or a.max() >= n)):
+            raise ValueError(f"actions must be integers in [0, {n}) (Discrete({n})), got {a.tolist()}")
+        self.env.send(a if a.dtype == np.int64 else a.astype(np.int64))  # ale-py asserts an int32/int64 array
 
     def recv(self) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """ale-py's asynchronous half-step, rewards as float64."""
