@@ -5,8 +5,6 @@ constant or order) kept every other test passing. Videos are written with PyAV i
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import numpy as np
 
 from dreamarcade.baselines.summary import summarize
@@ -72,29 +70,14 @@ def test_border_probes_of_a_long_video_reach_its_end(tmp_path):
 def test_audio_packets_that_overlap_the_previous_ones_are_trimmed_not_appended(tmp_path):
     # every 800-sample audio packet starts 640 samples after the previous one (10 ms of overlap, far beyond the
     # 2 ms slack): the overlap is dropped, so a burst at 1.4 s stays on frame 21 instead of drifting later
-    import av
+    from av_helpers import write_timed_audio_mkv
 
-    fps, rate, path = 30, 16000, tmp_path / "overlap.mkv"
+    fps, rate = 30, 16000
     pcm = np.zeros(3 * rate, np.float32)
     pcm[int(1.4 * rate) : int(1.4 * rate) + 400] = 0.8 * np.sin(np.arange(400) * 0.9)
-    with av.open(str(path), "w", format="matroska") as out:
-        vs = out.add_stream("libx264", rate=fps)
-        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
-        audio = out.add_stream("pcm_s16le", rate=rate)
-        audio.layout = "mono"
-        for i in range(60):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 250 if i == 42 else 60, np.uint8), "rgb24")
-            for packet in vs.encode(frame):
-                out.mux(packet)
-        for packet in vs.encode():
-            out.mux(packet)
-        for i in range(0, 2 * rate, 640):
-            chunk = av.AudioFrame.from_ndarray((pcm[None, i : i + 800] * 32767).astype(np.int16), "s16", "mono")
-            chunk.sample_rate, chunk.pts, chunk.time_base = rate, i, Fraction(1, rate)
-            for packet in audio.encode(chunk):
-                out.mux(packet)
-        for packet in audio.encode(None):
-            out.mux(packet)
+    frames = [np.full((48, 64, 3), 250 if i == 42 else 60, np.uint8) for i in range(60)]
+    packets = [(i, pcm[i : i + 800]) for i in range(0, 2 * rate, 640)]
+    path = write_timed_audio_mkv(tmp_path / "overlap.mkv", frames, fps, rate, packets)
     clip = VideoReader(path, fps=15, size=None, crop=None, audio_rate=7680).read_all()
     bright = np.flatnonzero(clip.frames.mean(axis=(1, 2, 3)) > 150).tolist()
     loud = np.flatnonzero(np.abs(clip.audio).max(axis=1) > 0.2).tolist()
@@ -104,28 +87,14 @@ def test_audio_packets_that_overlap_the_previous_ones_are_trimmed_not_appended(t
 def test_audio_that_starts_after_the_first_frame_is_silence_before_it_within_a_window(tmp_path):
     # the audio track starts at 0.5 s, half-way through output window 7 ([0.467, 0.533) s at 15 fps): the window's
     # first half is silence and the track's first samples land in its second half
-    import av
+    from av_helpers import write_timed_audio_mkv
 
-    fps, rate, path = 30, 16000, tmp_path / "late_audio.mkv"
+    fps, rate = 30, 16000
     pcm = np.zeros(rate, np.float32)
     pcm[:400] = 0.8 * np.sin(np.arange(400) * 0.9)  # a burst at the track's start (0.5-0.525 s)
-    with av.open(str(path), "w", format="matroska") as out:
-        vs = out.add_stream("libx264", rate=fps)
-        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
-        audio = out.add_stream("pcm_s16le", rate=rate)
-        audio.layout = "mono"
-        for _ in range(45):
-            for packet in vs.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 60, np.uint8), "rgb24")):
-                out.mux(packet)
-        for packet in vs.encode():
-            out.mux(packet)
-        for i in range(0, len(pcm), 800):
-            chunk = av.AudioFrame.from_ndarray((pcm[None, i : i + 800] * 32767).astype(np.int16), "s16", "mono")
-            chunk.sample_rate, chunk.pts, chunk.time_base = rate, rate // 2 + i, Fraction(1, rate)
-            for packet in audio.encode(chunk):
-                out.mux(packet)
-        for packet in audio.encode(None):
-            out.mux(packet)
+    frames = [np.full((48, 64, 3), 60, np.uint8)] * 45
+    packets = [(rate // 2 + i, pcm[i : i + 800]) for i in range(0, len(pcm), 800)]
+    path = write_timed_audio_mkv(tmp_path / "late_audio.mkv", frames, fps, rate, packets)
     clip = VideoReader(path, fps=15, size=None, crop=None, audio_rate=7680).read_all()
     assert np.abs(clip.audio[:7]).max() == 0.0
     assert np.abs(clip.audio[7, :250]).max() == 0.0 and np.abs(clip.audio[7, 260:]).max() > 0.2

@@ -183,31 +183,15 @@ def test_rotated_video_is_read_upright(tmp_path, rotation):
 
 def test_audio_after_a_dropout_stays_aligned_with_its_frames(tmp_path):
     # a recording whose audio has no packets from 0.5 s to 1.0 s: the sound after the gap must not move earlier
-    import av
+    from av_helpers import write_timed_audio_mkv
 
-    fps, rate, path = 30, 16000, tmp_path / "dropout.mkv"
+    fps, rate = 30, 16000
     pcm = np.zeros(2 * rate, np.float32)
     pcm[int(1.4 * rate) : int(1.4 * rate) + 400] = 0.8 * np.sin(np.arange(400) * 0.9)
-    with av.open(str(path), "w", format="matroska") as out:
-        vs = out.add_stream("libx264", rate=fps)
-        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
-        audio = out.add_stream("pcm_s16le", rate=rate)
-        audio.layout = "mono"
-        for i in range(60):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 250 if i == 42 else 60, np.uint8), "rgb24")
-            for packet in vs.encode(frame):
-                out.mux(packet)
-        for packet in vs.encode():
-            out.mux(packet)
-        for i in range(0, len(pcm), 800):
-            if 0.5 * rate <= i < 1.0 * rate:
-                continue  # the dropout: no samples, and the timestamps go on
-            chunk = av.AudioFrame.from_ndarray((pcm[None, i : i + 800] * 32767).astype(np.int16), "s16", "mono")
-            chunk.sample_rate, chunk.pts, chunk.time_base = rate, i, Fraction(1, rate)
-            for packet in audio.encode(chunk):
-                out.mux(packet)
-        for packet in audio.encode(None):
-            out.mux(packet)
+    frames = [np.full((48, 64, 3), 250 if i == 42 else 60, np.uint8) for i in range(60)]
+    # the dropout: no samples, and the timestamps go on
+    packets = [(i, pcm[i : i + 800]) for i in range(0, len(pcm), 800) if not 0.5 * rate <= i < 1.0 * rate]
+    path = write_timed_audio_mkv(tmp_path / "dropout.mkv", frames, fps, rate, packets)
     clip, bright, loud = _bright_frames_and_loud_windows(path)
     assert bright == loud == [21]  # 1.4 s at 15 fps
     assert np.abs(clip.audio[8:14]).max() == 0.0  # the dropout (0.53-0.93 s) is silence
