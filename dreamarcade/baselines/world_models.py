@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -897,7 +898,9 @@ def dream_returns(wm: WorldModel, ctrl: Any, params: np.ndarray, rollouts: int, 
 _RW: Any = None  # in a RealPool worker: (env, world model, controller), or the exception that building them raised
 
 
-def _real_worker_init(env: str, model_dir: str, ctrl_cfg: dict, worker_process: bool = True) -> None:
+def _real_worker_init(
+    env: str, model_dir: str, ctrl_cfg: dict, worker_process: bool = True, stopping: Any = None
+) -> None:
     global _RW  # one env + world model per worker process (or, inline, in the caller's), built once
     torch.set_num_threads(1)
     if not worker_process:  # the inline backend: the caller's own signal handling stays as it is
@@ -908,6 +911,13 @@ def _real_worker_init(env: str, model_dir: str, ctrl_cfg: dict, worker_process: 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _build_real_worker(env, model_dir, ctrl_cfg)
+    if stopping is not None:  # the parent's own Pool.terminate() (stopping set first) ends the worker, see RealPool
+        signal.signal(signal.SIGTERM, functools.partial(_exit_if_stopping, stopping))
+
+
+def _exit_if_stopping(stopping: Any, signum: int, frame: Any) -> None:
+    if stopping.is_set():
+        raise SystemExit(128 + signum)  # unwinds: a task-queue lock it holds is released, the env is closed
 
 
 def _build_real_worker(env: str, model_dir: str, ctrl_cfg: dict) -> None:
@@ -992,7 +1002,9 @@ class RealPool:
         self.backend, self.pool, self._actors, self._busy = backend, None, [], False
         self._ray_session = contextlib.ExitStack()  # holds the Ray connection of the "ray" backend until close()
         if backend == "process":
-            self.pool = mp.get_context("spawn").Pool(workers, _real_worker_init, (env, model_dir, cfg))
+            ctx = mp.get_context("spawn")
+            self._stopping = ctx.Event()
+            self.pool = ctx.Pool(workers, _real_worker_init, (env, model_dir, cfg, True, self._stopping))
         elif backend == "inline":
             threads = torch.get_num_threads()
             _real_worker_init(env, model_dir, cfg, worker_process=False)
@@ -1029,6 +1041,9 @@ class RealPool:
         global _RW
         if self.pool is not None:
             if self._busy:  # left mid-map (a second Ctrl-C, a dead worker): join() would wait for lost tasks
+                # terminate() ends the workers with SIGTERM, which they ignore unless stopping is set: without it,
+                # a worker locked out of the task queue by terminate() was waited for forever
+                self._stopping.set()
                 self.pool.terminate()
             else:
                 self.pool.close()
