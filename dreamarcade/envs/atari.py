@@ -304,7 +304,7 @@ class AtariVectorAPI(gym.vector.VectorWrapper):
     """
 
     def __getattr__(self, name: str) -> Any:  # ale-py's attributes, as on the env this wrapper used to be
-        if name.startswith("_"):
+        if name.startswith("_") or name == "env":  # "env" itself: not set yet (a copy being built), no recursion
             raise AttributeError(name)
         return getattr(self.env, name)
 
