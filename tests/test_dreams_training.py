@@ -719,7 +719,12 @@ def test_pipeline_with_iterations_resumes(tmp_path, capsys) -> None:
     for logs in ("logs_mdnrnn", "logs_mdnrnn_iter1"):  # one log per M: the iteration no longer erases the first
         with open(tmp_path / logs / "metrics.csv") as f:
             assert len(list(csv.DictReader(f))) >= 1, logs
-    files = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*") if p.is_file()}
+
+    def written() -> dict:  # every file but the run directory's lock, which each claim stamps with its pid
+        return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*") if p.is_file()
+                and p.name != ".dreamarcade.lock"}  # fmt: skip
+
+    files = written()
     capsys.readouterr()
     again = step_pipeline(cfg)  # resumable: everything is marked done
     out = capsys.readouterr().out
@@ -728,7 +733,7 @@ def test_pipeline_with_iterations_resumes(tmp_path, capsys) -> None:
         assert f"[pipeline] {step}: done already, skipping" in out, step
     assert out.count("[pipeline]") == len(res)  # no step announced as running
     # nothing was run again: no file written, replaced or added
-    assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*") if p.is_file()} == files
+    assert written() == files
     # other settings: the steps they change are refused, not skipped (a rerun with --generations 50 or another --env
     # kept the old controller and exited 0); how a step runs is not what it makes
     with pytest.raises(CheckpointError, match=r"step evolve in .* other settings \(generations: 1 -> 2\)"):
@@ -736,7 +741,7 @@ def test_pipeline_with_iterations_resumes(tmp_path, capsys) -> None:
     with pytest.raises(CheckpointError, match=r"step collect in .* other settings \(env: 'doom' -> 'carracing'"):
         step_pipeline(dataclasses.replace(cfg, env="carracing"))
     assert step_pipeline(dataclasses.replace(cfg, threads=2, time_budget=5.0)) == res
-    assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*") if p.is_file()} == files
+    assert written() == files
 
 
 def test_cli_help_describes_every_option(capsys) -> None:
@@ -782,7 +787,7 @@ def test_bf16_mixed_precision_trains_v_and_m(doom_data, tmp_path) -> None:
         total = [float(row["total_loss"]) for row in csv.DictReader(f)]
     assert len(total) >= 8 and np.mean(total[-3:]) < np.mean(total[:3]) - 0.1
     assert (tmp_path / "world_model" / "world_model.json").is_file()
-    with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
+    with pytest.raises(ValueError, match="--precision must be one of 'fp32', 'bf16', got 'fp16'"):
         step_train_vae(dataclasses.replace(cfg, precision="fp16"))
 
 

@@ -270,3 +270,23 @@ def test_a_filesystem_without_file_locks_warns_and_runs_unlocked(tmp_path: Path,
     with pytest.warns(UserWarning, match="cannot lock files .*No locks available.*start one run per directory"):
         claim_run_dir(tmp_path / "run")
     release_run_dir(tmp_path / "run")  # nothing was held: nothing to release
+
+
+def test_world_model_steps_called_from_python_claim_their_run_and_check_their_settings(tmp_path: Path) -> None:
+    # the CLI claimed the run directory and checked the settings before calling a step; called from Python (as the
+    # benchmarks do), step_evolve wrote a controller into a directory another process was training in, took a
+    # misspelled controller as the full one, and saved an untrained controller for negative generations
+    from dreamarcade.baselines.common import _claims
+    from dreamarcade.baselines.world_models import WMConfig, step_evolve
+
+    cfg = WMConfig(env="doom", run_dir=str(tmp_path / "run"), generations=1, popsize=4, rollouts=1, max_steps=20)
+    with held_by_another_process(tmp_path / "run") as pid, pytest.raises(RunDirBusyError, match=rf"pid {pid}"):
+        step_evolve(cfg)
+    assert not (tmp_path / "run" / "controller").exists()
+    for change, message in (
+        (dict(controller="v_only"), "--controller must be one of 'full', 'v-only', got 'v_only'"),
+        (dict(generations=-5), "--generations must be an integer >= 0, got -5"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            step_evolve(dataclasses.replace(cfg, **change))
+    assert step_evolve(cfg).is_dir() and not _claims  # a step releases its claim when it returns

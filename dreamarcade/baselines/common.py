@@ -546,6 +546,31 @@ def check_counts(config: Any, minimums: dict[str, int], hints: dict[str, str] | 
         setattr(config, name, check_count(flag, getattr(config, name), low, hints.get(name, "")))
 
 
+def check_choices(config: Any) -> None:
+    """Each ``Literal[...]`` field of the dataclass ``config`` must hold one of its values; a ValueError names the
+    CLI flag. argparse checks them on the command line; this is the check for configs built in Python, where a
+    misspelled value was taken (``controller="v_only"`` evolved a full controller).
+
+    >>> import dataclasses, typing
+    >>> @dataclasses.dataclass
+    ... class Config:
+    ...     mode: typing.Literal["fast", "exact"] = "exact"
+    >>> check_choices(Config(mode="Fast"))
+    Traceback (most recent call last):
+    ...
+    ValueError: --mode must be one of 'fast', 'exact', got 'Fast'
+    """
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        ftype = hints.get(f.name)
+        if typing.get_origin(ftype) is typing.Literal:
+            allowed = typing.get_args(ftype)
+            value = getattr(config, f.name)
+            if value not in allowed or type(value) is not type(allowed[0]):
+                flag = f"--{f.name.replace('_', '-')}"
+                raise ValueError(f"{flag} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+
+
 def check_ranges(
     config: Any, ranges: dict[str, tuple[float, float | None, bool]], hints: dict[str, str] | None = None
 ) -> None:

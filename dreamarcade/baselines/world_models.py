@@ -36,8 +36,9 @@ import signal
 import sys
 import tempfile
 import time
+import typing
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,6 +51,7 @@ from dreamarcade.baselines.common import (
     RunDirBusyError,
     RunLogger,
     add_dataclass_args,
+    check_choices,
     check_counts,
     check_ranges,
     claim_run_dir,
@@ -203,6 +205,7 @@ class WMConfig:
         hints = {"max_steps": " (0: the env's own cap)", "workers": " (0: one per CPU core)",
                  "popsize": " (pycma fails from the second generation with 2 candidates)",
                  "eval_every": " (0: never)"}  # fmt: skip
+        check_choices(self)  # --controller, --env, --precision, --backend, --where, ...: argparse checks only the CLI's
         check_counts(self, counts, hints)
         positive, nonnegative = (0.0, None, False), (0.0, None, True)
         ranges = {"vae_epochs": positive, "vae_lr": positive, "kl_tolerance": nonnegative, "rnn_epochs": positive,
@@ -231,7 +234,28 @@ class StageStopped(DreamArcadeError):
     """
 
 
+_Step = typing.TypeVar("_Step", bound=Callable[..., Any])
+
+
+def _stage(fn: _Step) -> _Step:
+    """A pipeline step, also when called from Python (the benchmarks do): its settings are checked and its run
+    directory claimed for this process until it returns, as the command line does before it calls the step. From
+    Python a step took a misspelled ``controller`` or a negative ``generations`` silently, and wrote into a run
+    directory that another process was training in."""
+
+    @releases_run_dirs
+    @functools.wraps(fn)
+    def step(cfg: WMConfig, *args: Any, **kwargs: Any) -> Any:
+        with input_checks():
+            cfg.validate()
+        claim_run_dir(cfg.resolved_run_dir())  # this process's own claim (the CLI's, or the pipeline's) is kept
+        return fn(cfg, *args, **kwargs)
+
+    return typing.cast(_Step, step)
+
+
 # ============================================================================================== collect
+@_stage
 def step_collect(cfg: WMConfig, out: Path | None = None, policy_dir: str | None = None, episodes: int | None = None,
                  seed_offset: int = 0) -> dict[str, int]:  # fmt: skip
     from dreamarcade.world_models.collect import collect
@@ -306,6 +330,7 @@ def _save_train_state(
     save_checkpoint(ckpt, tensors, {**(extra or {}), **meta})
 
 
+@_stage
 def step_train_vae(cfg: WMConfig) -> Path:
     from tqdm import tqdm
 
@@ -485,6 +510,7 @@ def _calibrated_from(rnn: torch.nn.Module, wm_rnn_dir: Path) -> bool:
     return sum(not torch.equal(saved[k].to(mine[k].dtype), mine[k].cpu()) for k in mine) == 1  # the shifted bias
 
 
+@_stage
 def step_train_mdnrnn(cfg: WMConfig, tag: str = "", warm_start: Path | None = None) -> Path:
     from tqdm import tqdm
 
@@ -802,6 +828,7 @@ def calibration_cap(cfg: WMConfig) -> int:
     return int(cap)
 
 
+@_stage
 def step_calibrate_done(cfg: WMConfig) -> dict[str, float]:
     """Calibrate the run's world model in place (run/world_model); the uncalibrated M stays in run/mdnrnn."""
     run = cfg.resolved_run_dir()
@@ -1095,6 +1122,7 @@ def _check_ensemble(cfg: WMConfig) -> None:
         )
 
 
+@_stage
 def step_evolve(cfg: WMConfig, out_name: str = "controller") -> Path:
     """CMA-ES (pycma) over the controller's flat parameters; fitness = mean return over ``rollouts`` episodes
     (with ``--ensemble``: the smallest such mean over the run's dream and the extra world models' dreams)."""
@@ -1283,6 +1311,7 @@ def _random_returns(env: str, episodes: int, seed: int, max_steps: int = 0) -> n
     return np.array(rets)
 
 
+@_stage
 def step_evaluate(cfg: WMConfig, ctrl_dir: Path | None = None) -> dict[str, float]:
     from dreamarcade.world_models.controller import Controller
 
@@ -1375,6 +1404,7 @@ def dream_vs_real_video(wm: WorldModel, ctrl: Any, out_mp4: Path, seed: int = 0,
     return {"real_steps": real_len, "dream_steps": dream_len}
 
 
+@_stage
 def step_video(cfg: WMConfig, ctrl_dir: Path | None = None) -> Path:
     from dreamarcade.world_models.controller import Controller
 
@@ -1444,6 +1474,7 @@ def _run_once(run: Path, name: str, fn: Any, cfg: WMConfig) -> Any:
     return res
 
 
+@_stage
 def step_pipeline(cfg: WMConfig) -> dict[str, Any]:
     """collect -> V -> M -> C -> evaluate, then (``--iterations N``) N - 1 rounds of the paper's iterative procedure."""
     from dreamarcade.world_models.collect import collect
@@ -1615,6 +1646,7 @@ def _claim_bundle_dest(dest: Path) -> None:
 
 
 @releases_run_dirs  # the destination's claim ends with the bundle
+@_stage
 def step_bundle(cfg: WMConfig, dest: str | os.PathLike[str] | None = None) -> Path:
     """Copy the run's world model (float16, to keep the package small) and its controller (``--eval-controller``,
     default ``run/controller``, which must have been evolved in that world model) into dreamarcade/assets (or
