@@ -238,8 +238,8 @@ _Step = typing.TypeVar("_Step", bound=Callable[..., Any])
 
 
 def _stage(fn: _Step) -> _Step:
-    """A pipeline step, also when called from Python (the benchmarks do): its settings are checked and its run
-    directory claimed for this process until it returns, as the command line does before it calls the step. From
+    """A pipeline step: its settings are checked and its run directory claimed for this process until it returns,
+    called from the command line or from Python (the benchmarks do). Only the command line did this before, so from
     Python a step took a misspelled ``controller`` or a negative ``generations`` silently, and wrote into a run
     directory that another process was training in."""
 
@@ -248,7 +248,7 @@ def _stage(fn: _Step) -> _Step:
     def step(cfg: WMConfig, *args: Any, **kwargs: Any) -> Any:
         with input_checks():
             cfg.validate()
-        claim_run_dir(cfg.resolved_run_dir())  # this process's own claim (the CLI's, or the pipeline's) is kept
+        claim_run_dir(cfg.resolved_run_dir())  # a claim this thread holds already (the pipeline's, the demo's) is kept
         return fn(cfg, *args, **kwargs)
 
     return typing.cast(_Step, step)
@@ -1738,9 +1738,7 @@ def main(argv: list[str] | None = None) -> int:
         flush_denormals()
         torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        if args.step != "demo":  # the demo runs in a directory of its own, which it claims itself
-            claim_run_dir(cfg.resolved_run_dir())  # one process per run directory (a step resumes its logs)
-        steps[args.step](cfg)
+        steps[args.step](cfg)  # each step claims its run directory (_stage); the demo claims its own
     except StageStopped as exc:  # not an error: the state is saved
         print(f"{exc}; run the same command again to continue.", file=sys.stderr)
         return 130
