@@ -269,7 +269,9 @@ def main() -> None:
     fused, ck = load_imitation_model(asset)
     if a.breakdown and a.steps < fused.stack:  # checked before the rounds, not after them (and their results)
         p.error(f"--breakdown needs --steps >= {fused.stack} (one frame stack), got {a.steps}")
-    variants: list[tuple[str, dict[str, Any], int | None]] = [("fused (default)", {}, None)]
+    variants: list[tuple[str, dict[str, Any], int | None]] = [(f"fused (default: {fused.backend})", {}, None)]
+    if fused.backend != "torch":
+        variants.append(("fused, backend=torch", {"backend": "torch"}, None))
     if not a.no_reference:
         variants.append(("reference encoder", {"fused": False}, None))
     if a.embed_every > 1:
@@ -282,9 +284,10 @@ def main() -> None:
         variants.append((f"before ({a.before}: wrapper + reference encoder)", {"fused": False, "before": True}, None))
 
     def embedder(opts: dict[str, Any], threads: int | None) -> Any:
-        if opts.get("fused", True) and threads is None and "precision" not in opts:
+        if opts.get("fused", True) and threads is None and "precision" not in opts and "backend" not in opts:
             return fused
         kw = {"fused": opts.get("fused", True), "num_threads": threads, "precision": opts.get("precision", "fp32")}
+        kw["backend"] = opts.get("backend", "auto")
         return load_imitation_model(asset, **kw)[0]
 
     # (kind, label, plain-or-wrapped env, vector?)

@@ -27,6 +27,8 @@ _EXTRA_OF_MODULE: dict[str, str] = {
     "cma": "core",
     "stable_baselines3": "test",
     "cv2": "core",
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
 }
 
 

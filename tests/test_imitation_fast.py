@@ -195,7 +195,7 @@ def test_num_threads_is_used_for_the_pass_and_restored():
     torch.set_num_threads(1)
     try:
         seen: list[int] = []
-        embedder = FrameStackEmbedder(model, num_threads=2)
+        embedder = FrameStackEmbedder(model, num_threads=2, backend="torch")
         fused = embedder.fused
         fused.forward_ring = lambda ring, newest: (seen.append(torch.get_num_threads()), torch.zeros(1, 128))[1]
         embedder.embed_ring(np.zeros((1, 54, 54, 4, 3), np.uint8), 3)

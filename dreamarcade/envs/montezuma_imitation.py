@@ -98,18 +98,20 @@ def make_montezuma_imitation(
     embed_threads: int | None = None,
     embed_precision: str = "fp32",
     distinct_margin: float | None = None,
+    embed_backend: str = "auto",
 ) -> gym.Env:
     """One Montezuma env with the bundled imitation reward (see module docstring).
 
-    ``embed_every`` (default 1 = every step, the paper's reward), ``embed_threads`` (torch threads per
-    embedding pass; None keeps torch's setting) and ``embed_precision`` ("fp32", or "bf16": a faster,
-    approximate embedding on CPUs with AMX) are passed to the wrapper / embedder.
+    ``embed_every`` (default 1 = every step, the paper's reward), ``embed_threads`` (threads per embedding
+    pass; None keeps torch's setting), ``embed_precision`` ("fp32", or "bf16": a faster, approximate embedding
+    on CPUs with AMX) and ``embed_backend`` ("auto": ONNX Runtime when installed, else torch; see
+    :class:`~dreamarcade.reward_models.checkpoints.FrameStackEmbedder`) are passed to the wrapper / embedder.
     """
     from dreamarcade.wrappers.imitation import YouTubeImitationReward, load_imitation_model
 
     check_repeat_action_probability(repeat_action_probability)  # before the model loads
     embedder, checkpoints = load_imitation_model(
-        asset_dir or ASSET_DIR, num_threads=embed_threads, precision=embed_precision
+        asset_dir or ASSET_DIR, num_threads=embed_threads, precision=embed_precision, backend=embed_backend
     )
     _warn_if_off_rate(frameskip, embedder)
     env = _base_env(repeat_action_probability, frameskip, render_mode, max_num_frames_per_episode)
@@ -145,11 +147,13 @@ def make_montezuma_imitation_vector(
     embed_threads: int | None = None,
     embed_precision: str = "fp32",
     distinct_margin: float | None = None,
+    embed_backend: str = "auto",
 ) -> gym.vector.VectorEnv:
     """``num_envs`` envs in a SyncVectorEnv; all frames embedded in one batched pass per step.
 
-    ``embed_threads``: torch threads for the batched embedding pass (None keeps torch's setting);
-    ``embed_precision``: "fp32", or "bf16" (see :func:`make_montezuma_imitation`);
+    ``embed_threads``: threads for the batched embedding pass (None keeps torch's setting);
+    ``embed_precision``: "fp32", or "bf16"; ``embed_backend``: "auto", "torch" or "onnxruntime" (see
+    :func:`make_montezuma_imitation`);
     ``embed_every``: see :class:`~dreamarcade.wrappers.imitation.YouTubeImitationRewardVector` (default 1).
     """
     from dreamarcade.wrappers.imitation import YouTubeImitationRewardVector, load_imitation_model
@@ -157,7 +161,7 @@ def make_montezuma_imitation_vector(
     check_count("num_envs", num_envs, 1)  # before the model loads: 0 failed inside SyncVectorEnv with an IndexError
     check_repeat_action_probability(repeat_action_probability)  # before the model loads
     embedder, checkpoints = load_imitation_model(
-        asset_dir or ASSET_DIR, num_threads=embed_threads, precision=embed_precision
+        asset_dir or ASSET_DIR, num_threads=embed_threads, precision=embed_precision, backend=embed_backend
     )
     _warn_if_off_rate(frameskip, embedder)
 

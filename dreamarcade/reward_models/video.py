@@ -50,6 +50,7 @@ __all__ = [
     "VideoChunk",
     "VideoProbe",
     "VideoReader",
+    "area_resize",
     "detect_borders",
     "probe_video",
     "process_frame",
@@ -289,9 +290,7 @@ def _rgb(frame: Any, size: tuple[int, int] | None = None) -> np.ndarray:
     if quarters:
         arr = np.ascontiguousarray(np.rot90(arr, k=quarters))
     if size is not None and (arr.shape[1], arr.shape[0]) != tuple(size):
-        import cv2
-
-        arr = cv2.resize(arr, tuple(size), interpolation=cv2.INTER_AREA)
+        arr = area_resize(arr, size)
     return arr
 
 
@@ -462,14 +461,36 @@ def detect_borders(
     return CropBox(*map(int, med))
 
 
-def process_frame(frame: np.ndarray, crop: CropBox | None, size: tuple[int, int] | None) -> np.ndarray:
-    """Crop then resize one RGB frame exactly as the reader does (agents' frames go through this too)."""
+def area_resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``cv2.resize(frame, size, interpolation=cv2.INTER_AREA)`` of a uint8 frame, bit for bit, faster.
+
+    For a reduction by a non-integer factor in either direction, OpenCV's general area kernel accumulates in
+    float32 whether the frame is uint8 or float32, and rounds half to even at the end for uint8. From a float32
+    copy of the frame the same kernel runs ~1.8x faster (210x160 Atari frames to 54x54: ~0.08 ms instead of
+    ~0.14 ms), so that path is taken there and rounded the same way. Integer factors (OpenCV's separate fast path,
+    whose uint8 rounding differs) and enlargements go to ``cv2.resize`` on the uint8 frame as they are. A test
+    compares both paths bit for bit on random frames of many sizes.
+
+    >>> import numpy as np, cv2
+    >>> frame = np.random.default_rng(0).integers(0, 256, (192, 160, 3), dtype=np.uint8)
+    >>> bool(np.array_equal(area_resize(frame, (54, 54)), cv2.resize(frame, (54, 54), interpolation=cv2.INTER_AREA)))
+    True
+    """
     import cv2
 
+    w, h = int(size[0]), int(size[1])
+    src_h, src_w = frame.shape[:2]
+    if frame.dtype == np.uint8 and w <= src_w and h <= src_h and (src_w % w or src_h % h):
+        return cv2.convertScaleAbs(cv2.resize(frame.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA))
+    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def process_frame(frame: np.ndarray, crop: CropBox | None, size: tuple[int, int] | None) -> np.ndarray:
+    """Crop then resize one RGB frame exactly as the reader does (agents' frames go through this too)."""
     if crop is not None:
         frame = crop.apply(frame)
     if size is not None and (frame.shape[1], frame.shape[0]) != tuple(size):
-        frame = cv2.resize(frame, tuple(size), interpolation=cv2.INTER_AREA)
+        frame = area_resize(frame, size)
     return np.ascontiguousarray(frame, dtype=np.uint8)
 
 
