@@ -7,7 +7,9 @@ Usage::
 The wrapper's embedding pass is most of its overhead (``bench_imitation_overhead.py --breakdown``). This measures,
 on real agent frames, each way this project has (or tried) to run the bundled visual encoder phi:
 
-* ``fused fp32`` (the default): BatchNorm folded, channels-last, the wrapper's frame ring as input;
+* ``fused fp32, onnxruntime`` (the default when the ``onnx`` extra is installed): the same folded network as one
+  ONNX Runtime graph on the frame ring (:class:`~dreamarcade.reward_models.inference.OnnxVisualEncoder`);
+* ``fused fp32, torch`` (``backend="torch"``): BatchNorm folded, channels-last, the wrapper's frame ring as input;
 * ``reference fp32``: the model's own eval-mode forward on stacked frames (the same numbers, slower);
 * ``fused bf16`` (``precision="bf16"``, an option): weights and activations in bfloat16;
 * ``int8 static``: PyTorch's FX post-training static quantization (x86 backend: int8 weights per channel, uint8
@@ -154,7 +156,8 @@ def main() -> None:
     from dreamarcade.wrappers.imitation import load_imitation_model
 
     asset = a.asset_dir or ASSET_DIR
-    fused, ck = load_imitation_model(asset)
+    fused, ck = load_imitation_model(asset)  # the default backend: ONNX Runtime when installed
+    torch_fused = fused if fused.backend == "torch" else load_imitation_model(asset, backend="torch")[0]
     bf16 = load_imitation_model(asset, precision="bf16")[0]
     rings, newest = _agent_rings(fused, ck, a.num_envs, a.steps)
     if len(rings) < 4 * a.num_envs:
@@ -196,8 +199,11 @@ def main() -> None:
             lambda: embed(_phi_input(ring_to_stacks(rings[:n], newest[0]), crop)),
         )
 
-    rows: dict[str, Row] = {
-        "fused fp32 (default)": ring_row(fused),
+    default = f"fused fp32, {fused.backend} (default)"
+    rows: dict[str, Row] = {default: ring_row(fused)}
+    if fused.backend != "torch":
+        rows["fused fp32, torch (backend='torch')"] = ring_row(torch_fused)
+    rows |= {
         # the library's reference path (FrameStackEmbedder(fused=False)), NCHW as training runs it: a channels-last
         # input (stack_row's) made it ~1.2x faster than what the library runs
         "reference fp32 (model's own forward)": ring_row(FrameStackEmbedder(fused.model, fused=False)),
@@ -205,7 +211,7 @@ def main() -> None:
         "int8 static (FX, x86; not in the library)": stack_row(embed_int8),
     }
     if a.compiled:
-        rows["fused fp32 under torch.compile (inductor; not in the library)"] = ring_row(_Compiled(fused.fused))
+        rows["fused fp32 under torch.compile (inductor; not in the library)"] = ring_row(_Compiled(torch_fused.fused))
     macs = {label: encoder_macs(fused.cfg) for label in rows}
     if a.smaller:
         from dreamarcade.reward_models.embedding import TDCCMC
@@ -251,8 +257,8 @@ def main() -> None:
             times[label].append((ms[0], ms[1]))
         print(f"round {r + 1}/{a.rounds} done", flush=True)
 
-    base1 = statistics.median(t[0] for t in times["fused fp32 (default)"])
-    basen = statistics.median(t[1] for t in times["fused fp32 (default)"])
+    base1 = statistics.median(t[0] for t in times[default])
+    basen = statistics.median(t[1] for t in times[default])
     decisions, positives = pays.size, int(pays.sum())
     print(f"\nheld-out frames: {len(x) - half}, checkpoints: {len(ck)}, pay decisions: {decisions} ({positives} pay)")
     print(

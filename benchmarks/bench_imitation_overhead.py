@@ -22,9 +22,10 @@ Like with like: every "plain" env is exactly the env stack the wrapped one wraps
   single env, and (with ``--agent-stack``) the agent stack with ``count_bonus=BETA`` on top of the imitation reward.
 
 Wrapped variants (each row is reported separately; the first of each kind is the default):
-``fused`` (the default fused inference encoder, 1 torch thread), ``reference`` (the model's own eval-mode
-forward: BatchNorm layers, NCHW; the encoder before this benchmark's speed work), ``threads=T`` (fused with T torch
-threads for the embedding pass, vector only), ``embed_every=K`` (the documented fidelity-for-speed option: embed
+``fused`` (the default fused inference encoder on its default backend, ONNX Runtime when the ``onnx`` extra is
+installed, 1 thread), ``fused, backend=torch`` (the same encoder run by torch), ``reference`` (the model's own eval-mode
+forward: BatchNorm layers, NCHW; the encoder before this benchmark's speed work), ``threads=T`` (fused with T threads
+for the embedding pass, vector only), ``embed_every=K`` (the documented fidelity-for-speed option: embed
 every K-th step; NOT the default), ``before`` (``--before REV``: the wrapper as of git revision REV with the
 reference encoder, i.e. the code before the speed work, measured in the same run).
 
@@ -219,7 +220,7 @@ def main() -> None:
     )
     p.add_argument("--num-envs", type=positive_int, default=8)
     p.add_argument("--rounds", type=positive_int, default=3, help="interleaved plain/wrapped rounds (median reported)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads of the vector 'threads=T' row (0: no row)")
+    p.add_argument("--threads", type=int, default=2, help="embedding threads of the vector 'threads=T' row (0: no row)")
     p.add_argument("--embed-every", type=int, default=2, help="K of the 'embed_every=K' rows (0 or 1: no row)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference-encoder rows")
     p.add_argument("--agent-stack", action="store_true", help="also measure the PPO baseline's make_envs stack")
