@@ -104,7 +104,7 @@ class FrameStackEmbedder:
     ``backend`` says which one was taken.
 
     ``num_threads``: intra-op threads for each embedding pass (torch: set for the pass and restored after). None
-    (default) uses whatever torch is set to (for ONNX Runtime: torch's setting when the embedder is built).
+    (default) uses whatever torch is set to (for ONNX Runtime: torch's setting when its session opens).
     ``precision="bf16"`` runs the fused encoder in bfloat16 with torch (faster on CPUs with AMX; embeddings
     within ~1e-2 of fp32: see :class:`FusedVisualEncoder`).
 
@@ -127,7 +127,6 @@ class FrameStackEmbedder:
         precision: str = "fp32",
         backend: str = "auto",
     ) -> None:
-        from dreamarcade.errors import is_installed
         from dreamarcade.reward_models.inference import FusedVisualEncoder, OnnxVisualEncoder
 
         if num_threads is not None and int(num_threads) < 1:
@@ -151,13 +150,12 @@ class FrameStackEmbedder:
                 "backend='torch' or 'auto' for the others"
             )
         if backend == "auto":
-            backend = "onnxruntime" if onnx_ready and is_installed("onnxruntime") and is_installed("onnx") else "torch"
+            backend = "onnxruntime" if onnx_ready and _onnx_importable() else "torch"
         self.backend = backend
         self.runtime: OnnxVisualEncoder | None = None
         if backend == "onnxruntime":
             assert self.fused is not None
-            threads = self.num_threads if self.num_threads is not None else torch.get_num_threads()
-            self.runtime = OnnxVisualEncoder(self.fused, num_threads=threads)
+            self.runtime = OnnxVisualEncoder(self.fused, num_threads=self.num_threads)
         self.fingerprint = visual_fingerprint(model.phi)  # checked against the checkpoints' by the reward wrappers
 
     @classmethod
@@ -233,6 +231,21 @@ class FrameStackEmbedder:
         o = (s - self.cfg.crop_size) // 2
         x = x[:, :, o : o + self.cfg.crop_size, o : o + self.cfg.crop_size].float().div_(255.0)
         return self.model.phi(x).cpu().numpy()
+
+
+def _onnx_importable() -> bool:
+    """Whether ``onnx`` and ``onnxruntime`` import: ``backend="auto"`` falls back to torch if either is missing or
+    broken (a build for another NumPy), rather than failing every imitation env."""
+    from dreamarcade.errors import is_installed
+
+    if not (is_installed("onnxruntime") and is_installed("onnx")):
+        return False
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except Exception:  # any failed import (e.g. a build for another NumPy): not usable here
+        return False
+    return True
 
 
 def checkpoint_spacing(every: Any) -> int:

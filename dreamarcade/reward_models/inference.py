@@ -290,8 +290,10 @@ class OnnxVisualEncoder:
 
     Args:
         fused: an fp32 CPU :class:`FusedVisualEncoder` whose weights are copied into the graph.
-        num_threads: ONNX Runtime's intra-op threads (>= 1). Its threads never spin between calls, so a pass with
-            2 threads does not take a core away from the env between steps.
+        num_threads: ONNX Runtime's intra-op threads (>= 1), or None (default): torch's thread count when a
+            session opens (on its first pass), so a forked worker, which dreamarcade limits to one torch thread,
+            opens its sessions with one. The threads never spin between calls, so a pass with 2 threads does not
+            take a core away from the env between steps.
 
     Example:
         >>> import numpy as np
@@ -304,7 +306,7 @@ class OnnxVisualEncoder:
         True
     """
 
-    def __init__(self, fused: FusedVisualEncoder, num_threads: int = 1) -> None:
+    def __init__(self, fused: FusedVisualEncoder, num_threads: int | None = None) -> None:
         from dreamarcade.errors import require
 
         if fused.precision != "fp32" or fused.device.type != "cpu":
@@ -312,21 +314,26 @@ class OnnxVisualEncoder:
                 f"ONNX Runtime runs the fp32 CPU encoder, got precision={fused.precision!r} on {fused.device}: "
                 "use backend='torch' for bf16 or a GPU"
             )
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-            raise ValueError(f"num_threads must be an integer >= 1, got {num_threads!r}")
+        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
+                                        or num_threads < 1):  # fmt: skip
+            raise ValueError(f"num_threads must be an integer >= 1 or None (torch's setting), got {num_threads!r}")
         self._ort = require("onnxruntime", "the ONNX Runtime embedding backend", extra="onnx")
         self.stack, self.frame_size, self.crop_size = fused.stack, fused.frame_size, fused.crop_size
-        self.embed_dim, self.num_threads = fused.embed_dim, int(num_threads)
+        self.embed_dim, self.num_threads = fused.embed_dim, num_threads
         # one graph per ring slot of the newest frame, with the first conv's input channels rotated to match (as in
         # FusedVisualEncoder): gathering the ring's slots inside the graph made every pass ~1.3x slower
         self._graphs = [_encoder_graph(fused, newest) for newest in range(self.stack)]
         self._sessions: list[Any] = [None] * self.stack
         _LIVE.add(self)
 
+    def threads(self) -> int:
+        """The intra-op threads a session opened now would get: ``num_threads``, or torch's setting."""
+        return self.num_threads if self.num_threads is not None else torch.get_num_threads()
+
     def _open(self, newest: int) -> Any:
         ort = self._ort
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.num_threads
+        options.intra_op_num_threads = self.threads()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -480,7 +480,7 @@ def area_resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
     w, h = int(size[0]), int(size[1])
     src_h, src_w = frame.shape[:2]
-    if frame.dtype == np.uint8 and w <= src_w and h <= src_h and (src_w % w or src_h % h):
+    if frame.dtype == np.uint8 and 0 < w <= src_w and 0 < h <= src_h and (src_w % w or src_h % h):
         return cv2.convertScaleAbs(cv2.resize(frame.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA))
     return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
 

@@ -318,10 +318,11 @@ class _ImitationCore:
         best, matched, top = -math.inf, -1, -math.inf
         for i in range(nxt, nxt + self.skip + 1):
             sim = float(sims[i]) if i < n else -1.0  # a candidate past the last checkpoint counts as -1
-            best = max(best, sim)
+            if sim != sim or (best == best and sim > best):  # a NaN stays the best, as in NumPy's max
+                best = sim
             if pay and i < n and sim > self.thresholds[i] and sim > top:
                 matched, top = i, sim
-        if matched < 0:
+        if matched < 0 or top == math.inf:  # an infinite similarity pays nothing, as in match_candidates
             return 0.0, -1, best
         self._next[0] = matched + 1
         return self.imitation_reward, matched, best
@@ -487,7 +488,7 @@ class YouTubeImitationRewardVector(gym.vector.VectorWrapper, _ImitationCore):
     m})`` resets the frames and checkpoint progress of the masked sub-envs only.
     ``info`` values are arrays with one entry per sub-env. Per step, the only loop over
     sub-envs is the frame resize (one cv2 call each); embedding (all due envs in one batch), similarities and
-    checkpoint bookkeeping are batched. To use more torch threads for the batched pass, give the embedder
+    checkpoint bookkeeping are batched. To use more threads for the batched pass, give the embedder
     ``num_threads`` (``load_imitation_model(..., num_threads=2)``).
 
     Args:
