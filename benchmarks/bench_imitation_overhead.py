@@ -14,8 +14,9 @@ Like with like: every "plain" env is exactly the env stack the wrapped one wraps
   limit, episode statistics, SAME_STEP autoreset, 84x84 grayscale policy frames) with ``reward="game"``
   (no imitation reward) vs. ``reward="imitation"``;
 * cost breakdown (``--breakdown``): where a wrapped step's time goes, per frame: the bare ALE step, the frame
-  processing (border crop + area resize, :func:`~dreamarcade.reward_models.video.process_frame`), the fused
-  embedding pass at batch 1 and at batch ``num_envs``, the encoder's multiply-adds per frame and the rate it
+  processing (border crop + area resize, :func:`~dreamarcade.reward_models.video.process_frame`, and the same
+  through cv2's uint8 area path, as before ``area_resize``), the fused embedding pass at batch 1 and at batch
+  ``num_envs`` (default backend, and torch), the encoder's multiply-adds per frame and the rate it
   reaches against a large fp32 matrix product on the same core, and the ratio the wrapper would reach if only
   the frame processing and the embedding cost anything (its ceiling for this encoder on this CPU);
 * count bonus (``--count-bonus BETA``): :class:`~dreamarcade.wrappers.exploration.CountBonus` alone around the
@@ -107,12 +108,16 @@ def _encoder_macs(phi: torch.nn.Module) -> int:
     return macs
 
 
-def _breakdown(make_env: Any, embedder: Any, num_envs: int, steps: int, rounds: int) -> dict[str, float]:
+def _breakdown(
+    make_env: Any, embedder: Any, torch_embedder: Any, num_envs: int, steps: int, rounds: int
+) -> dict[str, float]:
     """Per-frame milliseconds of each part of a wrapped step, interleaved over ``rounds`` rounds in this process.
 
     The frames are real: ``steps`` random-action frames of ``make_env()``, processed like the wrapper does
     (borders detected on the first frame that is not all black); the embedding rings are built from them.
     """
+    import cv2
+
     from dreamarcade.reward_models.video import BORDER_THRESHOLD, detect_borders, process_frame
 
     env = make_env()
@@ -139,6 +144,10 @@ def _breakdown(make_env: Any, embedder: Any, num_envs: int, steps: int, rounds: 
         for f in frames:
             process_frame(f, crop, size)
 
+    def process_uint8() -> None:  # the same result through cv2's uint8 area path (the wrapper's before area_resize)
+        for f in frames:
+            cv2.resize(crop.apply(f) if crop is not None else f, size, interpolation=cv2.INTER_AREA)
+
     k = embedder.stack
     if len(processed) < k:
         raise SystemExit(f"error: --breakdown needs --steps >= {k} (one frame stack), got {steps}")
@@ -150,21 +159,28 @@ def _breakdown(make_env: Any, embedder: Any, num_envs: int, steps: int, rounds: 
         {
             "ale": (play, 1),
             "process": (process_all, 1),
+            "process_uint8": (process_uint8, 1),
             "embed_1": (lambda: embedder.embed_ring(ring[:1], k - 1), 200),
             "embed_n": (lambda: embedder.embed_ring(ring, k - 1), 50),
+            "embed_torch_1": (lambda: torch_embedder.embed_ring(ring[:1], k - 1), 200),
+            "embed_torch_n": (lambda: torch_embedder.embed_ring(ring, k - 1), 50),
             "matmul": (lambda: torch.mm(m, m), 50),
         },
         rounds,
     )
     env.close()
     ale, process = ms["ale"] / steps, ms["process"] / len(frames)
+    process_uint8 = ms["process_uint8"] / len(frames)
     embed_1, embed_n, mm = ms["embed_1"], ms["embed_n"] / num_envs, ms["matmul"]
     macs = _encoder_macs(embedder.model.phi)
     return {
         "ale_step_ms": ale,
         "process_frame_ms": process,
+        "process_frame_cv2_uint8_ms": process_uint8,
         "embed_batch1_ms": embed_1,
         "embed_batchN_ms_per_frame": embed_n,
+        "embed_torch_batch1_ms": ms["embed_torch_1"],
+        "embed_torch_batchN_ms_per_frame": ms["embed_torch_n"] / num_envs,
         "encoder_macs_per_frame": float(macs),
         "encoder_gmacs_batchN": macs / embed_n / 1e6,
         "fp32_matmul_gmacs": 512**3 / mm / 1e6,
@@ -180,8 +196,11 @@ def _print_breakdown(b: dict[str, float], num_envs: int) -> None:
     for label, key in (
         ("bare ALE step (the plain env)", "ale_step_ms"),
         ("frame processing (border crop + area resize)", "process_frame_ms"),
+        ("the same through cv2's uint8 area path (before area_resize)", "process_frame_cv2_uint8_ms"),
         ("embedding pass, batch 1 (single env)", "embed_batch1_ms"),
         (f"embedding pass, batch {num_envs} (vector), per frame", "embed_batchN_ms_per_frame"),
+        ("embedding pass, batch 1, torch backend", "embed_torch_batch1_ms"),
+        (f"embedding pass, batch {num_envs}, torch backend, per frame", "embed_torch_batchN_ms_per_frame"),
     ):
         print(f"| {label} | {b[key]:.3f} | {b[key] / ale:.2f}x |")
     print(
@@ -370,7 +389,8 @@ def main() -> None:
                 }
             )
     if a.breakdown:
-        out["breakdown"] = _breakdown(base, fused, a.num_envs, a.steps, a.rounds)
+        torch_fused = fused if fused.backend == "torch" else load_imitation_model(asset, backend="torch")[0]
+        out["breakdown"] = _breakdown(base, fused, torch_fused, a.num_envs, a.steps, a.rounds)
         _print_breakdown(out["breakdown"], a.num_envs)
     if a.json:
         atomic_write_text(a.json, json_text(out, indent=2) + "\n")
