@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ pytest.importorskip("ale_py")
 # the parent runs torch on two threads first, so the forked workers inherit OpenMP's state (the case that hung)
 SCRIPT = textwrap.dedent(
     """
-    import gymnasium as gym, torch
+    import gymnasium as gym, importlib.util, torch
     import dreamarcade
 
     torch.set_num_threads(2)
@@ -26,8 +27,18 @@ SCRIPT = textwrap.dedent(
             envs.step(envs.action_space.sample())
         envs.close()
         print("ok", env_id, flush=True)
+    if importlib.util.find_spec("onnxruntime"):  # ONNX Runtime opens its sessions in the worker: threads work
+        envs = gym.make_vec(
+            "MontezumaImitation-v0", num_envs=2, vectorization_mode="async", vector_kwargs=fork, embed_threads=2,
+            embed_backend="onnxruntime",
+        )
+        envs.reset(seed=0)
+        envs.step(envs.action_space.sample())
+        envs.close()
+        print("ok onnxruntime embed_threads=2", flush=True)
     envs = gym.make_vec(
-        "MontezumaImitation-v0", num_envs=2, vectorization_mode="async", vector_kwargs=fork, embed_threads=2
+        "MontezumaImitation-v0", num_envs=2, vectorization_mode="async", vector_kwargs=fork, embed_threads=2,
+        embed_backend="torch",
     )
     try:
         envs.reset(seed=0)
@@ -44,7 +55,9 @@ def test_forked_async_workers_build_and_step_model_envs_and_refuse_more_threads(
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "ok DreamDoom-v0" in out.stdout and "ok MontezumaImitation-v0" in out.stdout
-    assert "refused: the embedder's num_threads (embed_threads) is 2 in a forked process" in out.stdout
+    assert "refused: the embedder's num_threads (embed_threads) is 2 in a forked process" in out.stdout  # torch
+    if importlib.util.find_spec("onnxruntime"):
+        assert "ok onnxruntime embed_threads=2" in out.stdout
     assert "'context': 'spawn'" in out.stdout
 
 
