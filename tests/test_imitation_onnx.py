@@ -4,8 +4,10 @@ float32 route of the area resize (bit for bit cv2's uint8 result), and the singl
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing as mp
 import pickle
+import sys
 
 import cv2
 import gymnasium as gym
@@ -111,14 +113,26 @@ def _threads_in_child(embedder: FrameStackEmbedder) -> tuple[int, int]:
     return torch.get_num_threads(), embedder.runtime.threads()
 
 
+def _in_forked_worker(fn, *args):
+    """``fn(*args)`` in a fork-started pool worker. The worker dumps its stack to stderr and exits if it is still
+    busy after 60 s (rather than hanging the test run), and it is stopped with close/join: an earlier test's
+    ``ray.init`` leaves Ray's SIGTERM handler in this process, which its forked children inherit."""
+    ctx = mp.get_context("fork")
+    pool = ctx.Pool(1, initializer=faulthandler.dump_traceback_later, initargs=(60, False, sys.stderr, True))
+    try:
+        return pool.apply_async(fn, args).get(timeout=90)
+    finally:
+        pool.close()
+        pool.join()
+
+
 def test_a_forked_worker_opens_its_sessions_with_its_own_torch_threads():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        embedder = FrameStackEmbedder(_model())
-        embedder.embed_ring(_rings(1), 0)  # a session opened in the parent with 2 threads
-        with mp.get_context("fork").Pool(1) as pool:
-            assert pool.apply_async(_threads_in_child, (embedder,)).get(timeout=60) == (1, 1)
+        embedder = FrameStackEmbedder(_model())  # num_threads=None: torch's count when a session opens
+        assert embedder.runtime.threads() == 2
+        assert _in_forked_worker(_threads_in_child, embedder) == (1, 1)  # dreamarcade gives a forked child one
     finally:
         torch.set_num_threads(before)
 
@@ -144,10 +158,7 @@ def test_onnx_encoder_pickles_and_works_in_a_forked_child():
     expected = embedder.embed_ring(ring, 3)  # the parent has opened a session (with 2 threads) before the fork
     copy = pickle.loads(pickle.dumps(embedder))
     assert np.array_equal(copy.embed_ring(ring, 3), expected)
-    ctx = mp.get_context("fork")
-    with ctx.Pool(1) as pool:
-        got = pool.apply_async(embedder.embed_ring, (ring, 3)).get(timeout=60)
-    assert np.array_equal(got, expected)
+    assert np.array_equal(_in_forked_worker(embedder.embed_ring, ring, 3), expected)
 
 
 @pytest.mark.parametrize("channels", [None, 1, 3, 4])
