@@ -467,9 +467,9 @@ def area_resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     For a reduction by a non-integer factor in either direction, OpenCV's general area kernel accumulates in
     float32 whether the frame is uint8 or float32, and rounds half to even at the end for uint8. On a float32
     frame the same kernel runs faster, so that path is taken there (copy included, ~1.3x faster for cropped
-    210x160 Atari frames to 54x54: ~0.095 ms instead of ~0.12 ms) and its result rounded the same way. Integer factors (OpenCV's separate fast path,
-    whose uint8 rounding differs) and enlargements go to ``cv2.resize`` on the uint8 frame as they are. A test
-    compares both paths bit for bit on random frames of many sizes.
+    210x160 Atari frames to 54x54: ~0.095 ms instead of ~0.12 ms) and its result rounded the same way. Integer
+    factors (OpenCV's separate fast path, whose uint8 rounding differs) and enlargements go to ``cv2.resize`` on
+    the uint8 frame as they are. A test compares both paths bit for bit on random frames of many sizes.
 
     >>> import numpy as np, cv2
     >>> frame = np.random.default_rng(0).integers(0, 256, (192, 160, 3), dtype=np.uint8)
