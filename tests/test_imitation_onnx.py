@@ -224,3 +224,34 @@ def test_single_env_scalar_update_decides_like_the_vector_update():
         assert (r, matched) == (float(vr[0]), int(vmatched[0])), trial
         assert best == float(vbest[0]) or (np.isnan(best) and np.isnan(vbest[0])), trial
         assert single._next[0] == vector._next[0]
+
+
+def test_both_backends_pay_the_same_on_real_montezuma_frames():
+    pytest.importorskip("ale_py")
+    import ale_py
+
+    from dreamarcade.envs.montezuma_imitation import ASSET_DIR
+    from dreamarcade.wrappers.imitation import YouTubeImitationRewardVector, load_imitation_model
+
+    gym.register_envs(ale_py)
+
+    def base() -> gym.Env:
+        return gym.make("ALE/MontezumaRevenge-v5", frameskip=4, repeat_action_probability=0.0)
+
+    runs = {}
+    for backend in ("onnxruntime", "torch"):
+        embedder, ck = load_imitation_model(ASSET_DIR, backend=backend)
+        assert embedder.backend == backend
+        envs = YouTubeImitationRewardVector(gym.vector.SyncVectorEnv([base] * 3), embedder, ck, distinct_margin=0.1)
+        envs.reset(seed=3)
+        rng = np.random.default_rng(0)
+        sims, paid = [], []
+        for _ in range(150):
+            _, _, _, _, info = envs.step(rng.integers(0, 18, 3))
+            sims.append(envs.similarities)
+            paid.append(info["imitation_matched"])
+        envs.close()
+        runs[backend] = np.stack(sims), np.stack(paid)
+    assert np.abs(runs["onnxruntime"][0] - runs["torch"][0]).max() < 1e-5
+    assert np.array_equal(runs["onnxruntime"][1], runs["torch"][1])
+    assert (runs["torch"][1] >= 0).any()  # some checkpoint is paid on the way, so the comparison means something
