@@ -1645,8 +1645,7 @@ def _claim_bundle_dest(dest: Path) -> None:
         ) from None
 
 
-@releases_run_dirs  # the destination's claim ends with the bundle
-@_stage
+@_stage  # releases the destination's claim with the run directory's when the bundle is done
 def step_bundle(cfg: WMConfig, dest: str | os.PathLike[str] | None = None) -> Path:
     """Copy the run's world model (float16, to keep the package small) and its controller (``--eval-controller``,
     default ``run/controller``, which must have been evolved in that world model) into dreamarcade/assets (or
@@ -1715,7 +1714,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@releases_run_dirs  # the run directory's claim ends with the step, also when it fails
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k not in ("step", "resume") and v is not None}
