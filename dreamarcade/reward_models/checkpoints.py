@@ -236,14 +236,10 @@ class FrameStackEmbedder:
 def _onnx_importable() -> bool:
     """Whether ``onnx`` and ``onnxruntime`` import: ``backend="auto"`` falls back to torch if either is missing or
     broken (a build for another NumPy), rather than failing every imitation env."""
-    from dreamarcade.errors import is_installed
-
-    if not (is_installed("onnxruntime") and is_installed("onnx")):
-        return False
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
-    except Exception:  # any failed import (e.g. a build for another NumPy): not usable here
+    except Exception:  # not installed (ImportError), or a failed import (a build for another NumPy)
         return False
     return True
 

@@ -307,16 +307,15 @@ class OnnxVisualEncoder:
     """
 
     def __init__(self, fused: FusedVisualEncoder, num_threads: int | None = None) -> None:
-        from dreamarcade.errors import require
+        from dreamarcade.errors import check_count, require
 
         if fused.precision != "fp32" or fused.device.type != "cpu":
             raise ValueError(
                 f"ONNX Runtime runs the fp32 CPU encoder, got precision={fused.precision!r} on {fused.device}: "
                 "use backend='torch' for bf16 or a GPU"
             )
-        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
-                                        or num_threads < 1):  # fmt: skip
-            raise ValueError(f"num_threads must be an integer >= 1 or None (torch's setting), got {num_threads!r}")
+        if num_threads is not None:
+            num_threads = check_count("num_threads", num_threads, hint=" or None (torch's setting)")
         self._ort = require("onnxruntime", "the ONNX Runtime embedding backend", extra="onnx")
         self.stack, self.frame_size, self.crop_size = fused.stack, fused.frame_size, fused.crop_size
         self.embed_dim, self.num_threads = fused.embed_dim, num_threads
