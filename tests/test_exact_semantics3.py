@@ -71,21 +71,15 @@ def test_fire_reset_resets_when_the_fire_ends_the_game():
     assert env.active and env.unwrapped.t == 0 and (obs == 0).all()  # a fresh game, not the ended one
 
 
-class Lives(gym.Env):
+class Lives(Frames):
     """A game whose lives() goes 3, 2, 1, 0 and that ends one step after reaching 0 (a last life played at 0)."""
 
-    observation_space, action_space = gym.spaces.Box(0, 255, (2, 2), np.uint8), gym.spaces.Discrete(2)
-
     def __init__(self) -> None:
+        super().__init__()
         self.ale = self  # EpisodicLife reads env.unwrapped.ale.lives()
 
     def lives(self) -> int:
         return max(0, 3 - self.t)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.zeros((2, 2), np.uint8), {}
 
     def step(self, action):
         self.t += 1
